@@ -1,0 +1,94 @@
+//! Argon2id password hashing with OWASP's parameters (m = 19 MiB, t = 2,
+//! p = 1; the argon2 crate's defaults) and a random salt per password, stored
+//! as a PHC string. Hashing costs tens of milliseconds of CPU, so the async
+//! entry points run it on the blocking pool, never on a runtime thread.
+
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use argon2::{Algorithm, Argon2, Params, Version};
+
+/// Why hashing or verifying failed. A wrong password is `Mismatch`; a stored
+/// hash that does not parse is `MalformedHash` (never a panic).
+#[derive(Debug, thiserror::Error)]
+pub enum PasswordError {
+    /// The password does not match the hash.
+    #[error("password does not match")]
+    Mismatch,
+    /// The stored hash is not a valid Argon2 PHC string.
+    #[error("stored password hash is malformed")]
+    MalformedHash,
+    /// The hasher itself failed (out of memory, RNG failure).
+    #[error("password hashing failed")]
+    Hashing,
+    /// The blocking task was cancelled or panicked.
+    #[error("password hashing task failed")]
+    Task,
+}
+
+fn hasher() -> Argon2<'static> {
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, Params::default())
+}
+
+/// Hashes `password` with a fresh random salt (blocking; prefer [`hash`]).
+pub fn hash_blocking(password: &str) -> Result<String, PasswordError> {
+    hasher()
+        .hash_password(password.as_bytes())
+        .map(|h| h.to_string())
+        .map_err(|_| PasswordError::Hashing)
+}
+
+/// Checks `password` against a stored PHC string (blocking; prefer
+/// [`verify`]). The parameters come from the stored string.
+pub fn verify_blocking(password: &str, stored: &str) -> Result<(), PasswordError> {
+    let parsed = argon2::PasswordHash::new(stored).map_err(|_| PasswordError::MalformedHash)?;
+    match hasher().verify_password(password.as_bytes(), &parsed) {
+        Ok(()) => Ok(()),
+        Err(argon2::password_hash::Error::PasswordInvalid) => Err(PasswordError::Mismatch),
+        Err(_) => Err(PasswordError::MalformedHash),
+    }
+}
+
+/// Hashes on the blocking pool.
+pub async fn hash(password: String) -> Result<String, PasswordError> {
+    tokio::task::spawn_blocking(move || hash_blocking(&password))
+        .await
+        .map_err(|_| PasswordError::Task)?
+}
+
+/// Verifies on the blocking pool.
+pub async fn verify(password: String, stored: String) -> Result<(), PasswordError> {
+    tokio::task::spawn_blocking(move || verify_blocking(&password, &stored))
+        .await
+        .map_err(|_| PasswordError::Task)?
+}
+
+/// A valid hash of a password nobody knows, verified against when a login
+/// names an unknown user, so that case takes as long as a wrong password.
+pub fn decoy_hash() -> &'static str {
+    static DECOY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DECOY.get_or_init(|| hash_blocking("decoy password for timing equality").unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_is_argon2id_phc_with_owasp_parameters() {
+        let h = hash_blocking("correct horse").unwrap();
+        assert!(h.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{h}");
+        verify_blocking("correct horse", &h).unwrap();
+    }
+
+    #[test]
+    fn malformed_hash_is_an_error_not_a_panic() {
+        assert!(matches!(
+            verify_blocking("x", "not-a-hash"),
+            Err(PasswordError::MalformedHash)
+        ));
+        assert!(matches!(
+            verify_blocking("x", "$argon2id$v=19$garbage"),
+            Err(PasswordError::MalformedHash)
+        ));
+        assert!(!decoy_hash().is_empty());
+    }
+}

@@ -1,0 +1,187 @@
+//! The controller's settings. Every setting is a command-line flag that can
+//! also come from an `ORCH_*` environment variable, so the same binary runs
+//! from a shell, a compose file or a test. Secrets are a type that never
+//! prints.
+
+use clap::{Args, ValueEnum};
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+
+/// A value that must never reach a log line or an error body: `Debug` and
+/// `Display` print a placeholder.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for the one place that needs it (hashing, signing).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+impl FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_owned()))
+    }
+}
+
+/// The JWT signing algorithms the controller can be pinned to. Only the
+/// configured one is accepted when verifying, so `none` and algorithm
+/// confusion are refused by construction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum JwtAlgorithm {
+    /// HMAC with SHA-256 (the default; the secret must be at least 32 bytes).
+    #[value(name = "HS256")]
+    Hs256,
+    /// HMAC with SHA-384 (secret at least 48 bytes).
+    #[value(name = "HS384")]
+    Hs384,
+    /// HMAC with SHA-512 (secret at least 64 bytes).
+    #[value(name = "HS512")]
+    Hs512,
+}
+
+/// Token issue and verification settings.
+#[derive(Debug, Clone, Args)]
+pub struct AuthConfig {
+    /// HMAC key that signs and verifies tokens.
+    #[arg(long, env = "ORCH_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Secret,
+    /// The one algorithm tokens are signed with and accepted in.
+    #[arg(long, env = "ORCH_JWT_ALGORITHM", value_enum, default_value = "HS256")]
+    pub jwt_algorithm: JwtAlgorithm,
+    /// `iss` written into and required of every token.
+    #[arg(long, env = "ORCH_JWT_ISSUER", default_value = "orchestrator")]
+    pub jwt_issuer: String,
+    /// `aud` written into and required of every token.
+    #[arg(long, env = "ORCH_JWT_AUDIENCE", default_value = "orchestrator-api")]
+    pub jwt_audience: String,
+    /// Lifetime of an access token, in seconds (the contract's `expires_in`).
+    #[arg(long, env = "ORCH_TOKEN_TTL_SECONDS", default_value_t = 3600)]
+    pub token_ttl_seconds: u64,
+    /// Clock skew tolerated on `exp` and `nbf`, in seconds.
+    #[arg(long, env = "ORCH_JWT_LEEWAY_SECONDS", default_value_t = 5)]
+    pub jwt_leeway_seconds: u64,
+    /// Username of the first admin, created on first start if absent.
+    #[arg(long, env = "ORCH_ADMIN_USERNAME")]
+    pub admin_username: Option<String>,
+    /// Password of the first admin.
+    #[arg(long, env = "ORCH_ADMIN_PASSWORD", hide_env_values = true)]
+    pub admin_password: Option<Secret>,
+}
+
+/// Limits applied to a user who has no row in `quotas`.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct DefaultQuota {
+    /// Workers one user may hold allocated at once.
+    #[arg(
+        long = "default-max-workers",
+        env = "ORCH_DEFAULT_MAX_WORKERS",
+        default_value_t = 64
+    )]
+    pub max_workers: i32,
+    /// Jobs one user may have running at once.
+    #[arg(
+        long = "default-max-concurrent-jobs",
+        env = "ORCH_DEFAULT_MAX_CONCURRENT_JOBS",
+        default_value_t = 10_000
+    )]
+    pub max_concurrent_jobs: i32,
+    /// Jobs one user may have pending or queued at once.
+    #[arg(
+        long = "default-max-queued-jobs",
+        env = "ORCH_DEFAULT_MAX_QUEUED_JOBS",
+        default_value_t = 1_000_000
+    )]
+    pub max_queued_jobs: i32,
+}
+
+/// Everything the controller's server needs.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Postgres connection string (`postgres://user:pass@host:port/db`).
+    #[arg(long, env = "ORCH_DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+    /// Most Postgres connections the controller holds.
+    #[arg(long, env = "ORCH_DB_POOL_SIZE", default_value_t = 16)]
+    pub db_pool_size: usize,
+    /// Seconds to wait for a free pooled connection before answering 503.
+    #[arg(long, env = "ORCH_DB_WAIT_SECONDS", default_value_t = 5)]
+    pub db_wait_seconds: u64,
+    /// RabbitMQ connection string.
+    #[arg(
+        long,
+        env = "ORCH_AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+        hide_env_values = true
+    )]
+    pub amqp_url: String,
+    /// Address the HTTP API listens on.
+    #[arg(long, env = "ORCH_LISTEN", default_value = "0.0.0.0:8000")]
+    pub listen: SocketAddr,
+    /// Log one JSON object per line instead of human-readable text.
+    #[arg(long, env = "ORCH_LOG_JSON", default_value_t = false)]
+    pub log_json: bool,
+    /// Token settings.
+    #[command(flatten)]
+    pub auth: AuthConfig,
+    /// Quota for users without their own.
+    #[command(flatten)]
+    pub default_quota: DefaultQuota,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: Config,
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let cli = Cli::try_parse_from([
+            "controller",
+            "--database-url",
+            "postgres://u:p@h/db",
+            "--jwt-secret",
+            "super-secret-value",
+        ])
+        .unwrap();
+        let shown = format!("{:?}", cli.config);
+        assert!(!shown.contains("super-secret-value"), "{shown}");
+        assert_eq!(cli.config.auth.jwt_secret.expose(), "super-secret-value");
+        assert_eq!(cli.config.auth.jwt_algorithm, JwtAlgorithm::Hs256);
+        assert_eq!(cli.config.auth.token_ttl_seconds, 3600);
+    }
+
+    #[test]
+    fn unknown_algorithm_is_refused() {
+        let r = Cli::try_parse_from([
+            "controller",
+            "--database-url",
+            "x",
+            "--jwt-secret",
+            "s",
+            "--jwt-algorithm",
+            "none",
+        ]);
+        assert!(r.is_err());
+    }
+}

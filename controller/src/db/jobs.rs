@@ -1,0 +1,373 @@
+//! Queries on `jobs` and `job_events`. Submission writes the job, its first
+//! event, its idempotency key and its outbox messages in one transaction;
+//! every later change is one compare-and-set statement that also writes the
+//! event row, so a transition and its history can never disagree.
+
+use super::{idempotency, outbox, parse_status, DbError};
+use crate::models::{Job, JobEvent, Labels, NewJob, Quota};
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{GenericClient, Transaction};
+use orchestrator_shared::messages::{JobDispatch, WORK_EXCHANGE, WORK_ROUTING_KEY};
+use orchestrator_shared::{JobStatus, StateMachine};
+use std::fmt;
+use std::str::FromStr;
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+/// Columns of a job row (alias `j`), plus the workers of its current attempt.
+const COLUMNS: &str = "j.job_id, j.status, j.task_description, j.required_workers, j.command, \
+    j.priority, j.labels, j.attempts, j.max_retries, j.timeout_seconds, j.idempotency_key, \
+    j.submitted_by, j.created_at, j.started_at, j.finished_at, j.exit_code, j.error, \
+    ARRAY(SELECT s.worker_id FROM job_shards s WHERE s.job_id = j.job_id AND s.attempt = j.attempts \
+          AND s.worker_id IS NOT NULL ORDER BY s.shard_index) AS assigned_workers";
+
+fn from_row(row: &Row) -> Result<Job, DbError> {
+    let labels: serde_json::Value = row.try_get("labels")?;
+    let priority: i16 = row.try_get("priority")?;
+    Ok(Job {
+        job_id: row.try_get("job_id")?,
+        status: parse_status(row, "status")?,
+        task_description: row.try_get("task_description")?,
+        required_workers: row.try_get("required_workers")?,
+        command: row.try_get("command")?,
+        priority: i32::from(priority),
+        labels: serde_json::from_value::<Labels>(labels).unwrap_or_default(),
+        attempts: row.try_get("attempts")?,
+        max_retries: row.try_get("max_retries")?,
+        timeout_seconds: row.try_get("timeout_seconds")?,
+        idempotency_key: row.try_get("idempotency_key")?,
+        submitted_by: row.try_get("submitted_by")?,
+        assigned_workers: row.try_get("assigned_workers")?,
+        created_at: row.try_get("created_at")?,
+        started_at: row.try_get("started_at")?,
+        finished_at: row.try_get("finished_at")?,
+        exit_code: row.try_get("exit_code")?,
+        error: row.try_get("error")?,
+    })
+}
+
+fn not_found(job_id: Uuid) -> DbError {
+    DbError::NotFound {
+        kind: "Job",
+        id: job_id.to_string(),
+    }
+}
+
+/// What a submission produced: the job, and whether this call created it
+/// (false when an idempotency key returned an earlier job).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Submitted {
+    /// The new job, or the one first created under the same key.
+    pub job: Job,
+    /// True if this call created the job.
+    pub created: bool,
+}
+
+/// Submits a job for `user_id` inside `tx`: locks the user's row (so quota
+/// checks and idempotency hold under concurrency), applies the idempotency
+/// key, checks the quota, then writes job, first event, key and one outbox
+/// message per shard. The caller commits.
+pub async fn submit(
+    tx: &Transaction<'_>,
+    user_id: Uuid,
+    new: &NewJob,
+    quota: Quota,
+) -> Result<Submitted, DbError> {
+    let locked = tx
+        .query_opt("SELECT 1 FROM users WHERE user_id = $1 FOR UPDATE", &[&user_id])
+        .await?;
+    if locked.is_none() {
+        return Err(DbError::NotFound {
+            kind: "User",
+            id: user_id.to_string(),
+        });
+    }
+    let hash = idempotency::request_hash(new);
+    if let Some(key) = &new.idempotency_key {
+        if let Some((job_id, stored)) = idempotency::find(tx, user_id, key).await? {
+            if stored != hash {
+                return Err(DbError::Conflict(format!(
+                    "Idempotency key {key} was already used with a different request"
+                )));
+            }
+            return Ok(Submitted {
+                job: get(tx, job_id).await?,
+                created: false,
+            });
+        }
+    }
+    check_submit_quota(tx, user_id, new, quota).await?;
+    let job = insert(tx, user_id, new).await?;
+    if let Some(key) = &new.idempotency_key {
+        idempotency::insert(tx, user_id, key, &hash, job.job_id).await?;
+    }
+    enqueue_dispatch(tx, &job).await?;
+    Ok(Submitted { job, created: true })
+}
+
+async fn check_submit_quota(
+    client: &impl GenericClient,
+    user_id: Uuid,
+    new: &NewJob,
+    quota: Quota,
+) -> Result<(), DbError> {
+    if new.required_workers > quota.max_workers {
+        return Err(DbError::Conflict(format!(
+            "Quota exceeded: job needs {} workers, max_workers is {}",
+            new.required_workers, quota.max_workers
+        )));
+    }
+    let waiting: i64 = client
+        .query_one(
+            "SELECT count(*) FROM jobs WHERE submitted_by = $1 AND status IN ('pending', 'queued')",
+            &[&user_id],
+        )
+        .await?
+        .try_get(0)?;
+    if waiting >= i64::from(quota.max_queued_jobs) {
+        return Err(DbError::Conflict(format!(
+            "Quota exceeded: {waiting} jobs already waiting, max_queued_jobs is {}",
+            quota.max_queued_jobs
+        )));
+    }
+    Ok(())
+}
+
+async fn insert(client: &impl GenericClient, user_id: Uuid, new: &NewJob) -> Result<Job, DbError> {
+    let labels = serde_json::to_value(&new.labels).unwrap_or_default();
+    let priority =
+        i16::try_from(new.priority).map_err(|_| DbError::Conflict("priority out of range".into()))?;
+    let sql = format!(
+        "WITH j AS (
+             INSERT INTO jobs (job_id, status, task_description, required_workers, command, priority,
+                               labels, max_retries, timeout_seconds, idempotency_key, submitted_by)
+             VALUES ($1, 'pending', $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING *),
+         e AS (INSERT INTO job_events (job_id, from_status, to_status, reason)
+               SELECT job_id, NULL, 'pending', 'submitted' FROM j)
+         SELECT {COLUMNS} FROM j"
+    );
+    let row = client
+        .query_one(
+            &sql,
+            &[
+                &Uuid::new_v4(),
+                &new.task_description,
+                &new.required_workers,
+                &new.command,
+                &priority,
+                &labels,
+                &new.max_retries,
+                &new.timeout_seconds,
+                &new.idempotency_key,
+                &user_id,
+            ],
+        )
+        .await?;
+    from_row(&row)
+}
+
+/// Writes one dispatch message per shard of the job's next attempt.
+pub async fn enqueue_dispatch(client: &impl GenericClient, job: &Job) -> Result<(), DbError> {
+    for shard_index in 0..job.required_workers {
+        let msg = JobDispatch {
+            job_id: job.job_id,
+            attempt: job.attempts + 1,
+            shard_index,
+            shard_count: job.required_workers,
+            task_description: job.task_description.clone(),
+            command: job.command.clone(),
+            timeout_seconds: job.timeout_seconds,
+            priority: job.priority,
+        };
+        let payload = serde_json::to_value(&msg).unwrap_or_default();
+        let priority = i16::try_from(job.priority).unwrap_or(0);
+        outbox::enqueue(
+            client,
+            WORK_EXCHANGE,
+            WORK_ROUTING_KEY,
+            &payload,
+            priority,
+            Some(job.job_id),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// One job by id.
+pub async fn get(client: &impl GenericClient, job_id: Uuid) -> Result<Job, DbError> {
+    let sql = format!("SELECT {COLUMNS} FROM jobs j WHERE j.job_id = $1");
+    let row = client.query_opt(&sql, &[&job_id]).await?;
+    row.as_ref()
+        .map(from_row)
+        .transpose()?
+        .ok_or_else(|| not_found(job_id))
+}
+
+/// Who did a transition and why; written into the job's event row.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EventMeta {
+    /// The worker involved, if any.
+    pub worker_id: Option<String>,
+    /// Why, in words.
+    pub reason: Option<String>,
+    /// Exit code to record (for finishing transitions).
+    pub exit_code: Option<i32>,
+    /// Error text to record (for failures).
+    pub error: Option<String>,
+}
+
+/// Moves a job from `expected` to `to` in one statement that also writes the
+/// event row: of racing calls exactly one succeeds. A refused call gets the
+/// state machine's error for the job's actual status (409 in the API), or
+/// `NotFound`.
+pub async fn transition(
+    client: &impl GenericClient,
+    job_id: Uuid,
+    expected: JobStatus,
+    to: JobStatus,
+    meta: &EventMeta,
+) -> Result<Job, DbError> {
+    expected.transition(to)?;
+    let sql = format!(
+        "WITH j AS (
+             UPDATE jobs SET status = $3,
+                 attempts = attempts + CASE WHEN $3 = 'running' THEN 1 ELSE 0 END,
+                 queued_at = CASE WHEN $3 = 'queued' THEN now() ELSE queued_at END,
+                 started_at = CASE WHEN $3 = 'running' THEN coalesce(started_at, now()) ELSE started_at END,
+                 finished_at = CASE WHEN $3 IN ('completed', 'failed', 'cancelled', 'timed_out')
+                                    THEN greatest(now(), started_at) ELSE finished_at END,
+                 exit_code = coalesce($6, exit_code),
+                 error = coalesce($7, error)
+             WHERE job_id = $1 AND status = $2 RETURNING *),
+         e AS (INSERT INTO job_events (job_id, from_status, to_status, worker_id, reason, attempt)
+               SELECT job_id, $2, $3, $4, $5, attempts FROM j)
+         SELECT {COLUMNS} FROM j"
+    );
+    let row = client
+        .query_opt(
+            &sql,
+            &[
+                &job_id,
+                &expected.as_str(),
+                &to.as_str(),
+                &meta.worker_id,
+                &meta.reason,
+                &meta.exit_code,
+                &meta.error,
+            ],
+        )
+        .await?;
+    match row {
+        Some(row) => from_row(&row),
+        None => {
+            let current = get(client, job_id).await?;
+            Err(current.status.transition(to).err().map_or_else(
+                || DbError::Conflict(format!("Job {job_id} changed concurrently")),
+                DbError::Transition,
+            ))
+        }
+    }
+}
+
+/// Moves a job to `to` from whatever status it is in now, if the state
+/// machine allows it (e.g. a user's cancel).
+pub async fn transition_to(
+    client: &impl GenericClient,
+    job_id: Uuid,
+    to: JobStatus,
+    meta: &EventMeta,
+) -> Result<Job, DbError> {
+    let current = get(client, job_id).await?;
+    transition(client, job_id, current.status, to, meta).await
+}
+
+/// Every recorded transition of a job, oldest first.
+pub async fn events(client: &impl GenericClient, job_id: Uuid) -> Result<Vec<JobEvent>, DbError> {
+    let exists = client
+        .query_opt("SELECT 1 FROM jobs WHERE job_id = $1", &[&job_id])
+        .await?;
+    if exists.is_none() {
+        return Err(not_found(job_id));
+    }
+    let rows = client
+        .query(
+            "SELECT from_status, to_status, at, worker_id, reason FROM job_events
+             WHERE job_id = $1 ORDER BY event_id",
+            &[&job_id],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| {
+            let from: Option<String> = r.try_get(0)?;
+            Ok(JobEvent {
+                from: from.map(|s| s.parse()).transpose()?,
+                to: parse_status(r, "to_status")?,
+                at: r.try_get(2)?,
+                worker_id: r.try_get(3)?,
+                reason: r.try_get(4)?,
+            })
+        })
+        .collect()
+}
+
+/// Position in the newest-first job listing: the last job of a page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobCursor {
+    /// `created_at` of the last job shown, in microseconds since the epoch.
+    pub created_micros: i64,
+    /// Its id (ties on `created_at` are broken by id).
+    pub job_id: Uuid,
+}
+
+impl fmt::Display for JobCursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}_{}", self.created_micros, self.job_id.simple())
+    }
+}
+
+impl FromStr for JobCursor {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        let (micros, id) = s.split_once('_').ok_or(())?;
+        Ok(JobCursor {
+            created_micros: micros.parse().map_err(|_| ())?,
+            job_id: Uuid::parse_str(id).map_err(|_| ())?,
+        })
+    }
+}
+
+/// A page of jobs, newest first, after `cursor`, optionally of one status;
+/// returns the page and the cursor of the next one (`None` at the end).
+pub async fn list(
+    client: &impl GenericClient,
+    status: Option<JobStatus>,
+    limit: i64,
+    cursor: Option<JobCursor>,
+) -> Result<(Vec<Job>, Option<JobCursor>), DbError> {
+    let after: Option<DateTime<Utc>> = cursor.and_then(|c| DateTime::from_timestamp_micros(c.created_micros));
+    let after_id = cursor.map(|c| c.job_id);
+    let sql = format!(
+        "SELECT {COLUMNS} FROM jobs j
+         WHERE ($1::text IS NULL OR j.status = $1)
+           AND ($2::timestamptz IS NULL OR (j.created_at, j.job_id) < ($2, $3))
+         ORDER BY j.created_at DESC, j.job_id DESC LIMIT $4"
+    );
+    let rows = client
+        .query(
+            &sql,
+            &[&status.map(JobStatus::as_str), &after, &after_id, &(limit + 1)],
+        )
+        .await?;
+    let mut jobs = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
+    let next = if jobs.len() as i64 > limit {
+        jobs.truncate(usize::try_from(limit).unwrap_or(0));
+        jobs.last().map(|j| JobCursor {
+            created_micros: j.created_at.timestamp_micros(),
+            job_id: j.job_id,
+        })
+    } else {
+        None
+    };
+    Ok((jobs, next))
+}

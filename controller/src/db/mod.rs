@@ -1,0 +1,163 @@
+//! Postgres access: the connection pool, the migrations, and one module of
+//! queries per table. Every query is parameterised; every state change is a
+//! compare-and-set that writes its event row in the same transaction.
+
+pub mod allocations;
+pub mod idempotency;
+pub mod jobs;
+pub mod outbox;
+pub mod quotas;
+pub mod users;
+pub mod workers;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use orchestrator_shared::{StateTransitionError, StatusParseError};
+use std::time::Duration;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::NoTls;
+
+mod embedded {
+    refinery::embed_migrations!("migrations");
+}
+
+/// Why a database call failed, typed so the API can map each case to its
+/// status code (503, 404, 409) without looking at message text.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// No connection could be had: Postgres is down or the pool is exhausted.
+    #[error("database unavailable")]
+    Unavailable(#[source] deadpool_postgres::PoolError),
+    /// Postgres refused or failed a statement.
+    #[error("database error")]
+    Postgres(#[from] tokio_postgres::Error),
+    /// The row asked for does not exist. Display is the contract's 404 detail.
+    #[error("{kind} {id} not found")]
+    NotFound {
+        /// "Job", "Worker", "Allocation", "User".
+        kind: &'static str,
+        /// The id that was asked for.
+        id: String,
+    },
+    /// The state machine forbids the change.
+    #[error(transparent)]
+    Transition(#[from] StateTransitionError),
+    /// A quota, a uniqueness rule or a concurrent change refused the write.
+    #[error("{0}")]
+    Conflict(String),
+    /// A stored value no longer parses (a status outside the enum).
+    #[error("corrupt row")]
+    Corrupt(#[from] StatusParseError),
+    /// Applying the schema migrations failed.
+    #[error("migration failed")]
+    Migration(#[from] refinery::Error),
+    /// The connection string does not parse.
+    #[error("invalid database URL")]
+    InvalidUrl(#[source] tokio_postgres::Error),
+}
+
+impl DbError {
+    /// True when the failure means Postgres cannot be reached (the API's 503),
+    /// as opposed to a statement that Postgres answered with an error.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            DbError::Unavailable(_) => true,
+            DbError::Postgres(e) => e.is_closed() || e.as_db_error().is_none(),
+            _ => false,
+        }
+    }
+}
+
+/// Whether `err` is Postgres refusing a duplicate key.
+pub fn is_unique_violation(err: &tokio_postgres::Error) -> bool {
+    err.code() == Some(&SqlState::UNIQUE_VIOLATION)
+}
+
+/// The controller's handle on Postgres: a pool of verified connections.
+/// Cheap to clone; every clone shares the pool.
+#[derive(Clone)]
+pub struct Database {
+    pool: Pool,
+}
+
+impl Database {
+    /// Builds the pool. No connection is opened until the first query, so
+    /// the controller can start (and say "not ready") while Postgres is down.
+    pub fn connect(url: &str, max_size: usize, wait: Duration) -> Result<Self, DbError> {
+        let pg: tokio_postgres::Config = url.parse().map_err(DbError::InvalidUrl)?;
+        // Verified, not Fast: after a database restart Fast hands out dead
+        // connections; Verified checks each one before reuse.
+        let manager = Manager::from_config(
+            pg,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Verified,
+            },
+        );
+        let timeouts = deadpool_postgres::Timeouts {
+            wait: Some(wait),
+            create: Some(wait),
+            recycle: Some(wait),
+        };
+        let pool = Pool::builder(manager)
+            .max_size(max_size.max(1))
+            .runtime(Runtime::Tokio1)
+            .timeouts(timeouts)
+            .build()
+            .map_err(|e| DbError::Conflict(format!("pool configuration: {e}")))?;
+        Ok(Database { pool })
+    }
+
+    /// One pooled connection, or `Unavailable` within the configured wait.
+    pub async fn client(&self) -> Result<deadpool_postgres::Object, DbError> {
+        self.pool.get().await.map_err(DbError::Unavailable)
+    }
+
+    /// Whether Postgres answers a trivial query now (for `/readyz`).
+    pub async fn ping(&self) -> bool {
+        match self.client().await {
+            Ok(c) => c.simple_query("SELECT 1").await.is_ok(),
+            Err(_) => false,
+        }
+    }
+
+    /// Current pool status (size, available), for metrics and tests.
+    pub fn pool_status(&self) -> deadpool_postgres::Status {
+        self.pool.status()
+    }
+}
+
+/// Applies every pending migration on a dedicated connection (never a pooled
+/// one: cached prepared statements break when the schema changes under them).
+/// Returns the versions applied by this call.
+pub async fn migrate(url: &str) -> Result<Vec<i32>, DbError> {
+    let (mut client, connection) = tokio_postgres::connect(url, NoTls).await?;
+    let driver = tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!(error = %e, "migration connection ended with an error");
+        }
+    });
+    let report = embedded::migrations::runner().run_async(&mut client).await;
+    drop(client);
+    let _ = driver.await;
+    let applied = report?.applied_migrations().iter().map(|m| m.version()).collect();
+    Ok(applied)
+}
+
+/// The versions this binary's embedded migrations would bring a database to,
+/// in order; used by `controller migrate --list` and tests.
+pub fn known_migrations() -> Vec<(i32, String)> {
+    embedded::migrations::runner()
+        .get_migrations()
+        .iter()
+        .map(|m| (m.version(), m.name().to_owned()))
+        .collect()
+}
+
+/// Reads a status column into its enum, as a typed error rather than a panic.
+pub(crate) fn parse_status<T: std::str::FromStr<Err = StatusParseError>>(
+    row: &tokio_postgres::Row,
+    column: &str,
+) -> Result<T, DbError> {
+    let raw: String = row.try_get(column)?;
+    Ok(raw.parse()?)
+}

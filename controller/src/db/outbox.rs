@@ -1,0 +1,88 @@
+//! The transactional outbox: messages written in the same transaction as the
+//! change that causes them, published later by the relay with confirms, and
+//! marked sent only after the broker confirmed them.
+
+use super::DbError;
+use deadpool_postgres::GenericClient;
+use uuid::Uuid;
+
+/// A message waiting in the outbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxMessage {
+    /// Monotonic id (publish order).
+    pub message_id: i64,
+    /// Target exchange.
+    pub exchange: String,
+    /// Routing key.
+    pub routing_key: String,
+    /// JSON body.
+    pub payload: serde_json::Value,
+    /// Broker priority 0..=9.
+    pub priority: i16,
+    /// The job it concerns, if any.
+    pub job_id: Option<Uuid>,
+}
+
+/// Adds a message; call inside the transaction that makes it necessary.
+pub async fn enqueue(
+    client: &impl GenericClient,
+    exchange: &str,
+    routing_key: &str,
+    payload: &serde_json::Value,
+    priority: i16,
+    job_id: Option<Uuid>,
+) -> Result<i64, DbError> {
+    let row = client
+        .query_one(
+            "INSERT INTO outbox (exchange, routing_key, payload, priority, job_id)
+             VALUES ($1, $2, $3, $4, $5) RETURNING message_id",
+            &[&exchange, &routing_key, payload, &priority, &job_id],
+        )
+        .await?;
+    Ok(row.try_get(0)?)
+}
+
+/// Up to `limit` unsent messages that are due, oldest first, locked with
+/// `SKIP LOCKED` so several relays never publish the same row at once.
+/// Call inside a transaction that lives until [`mark_sent`].
+pub async fn claim_due(client: &impl GenericClient, limit: i64) -> Result<Vec<OutboxMessage>, DbError> {
+    let rows = client
+        .query(
+            "SELECT message_id, exchange, routing_key, payload, priority, job_id FROM outbox
+             WHERE sent_at IS NULL AND available_at <= now()
+             ORDER BY message_id LIMIT $1 FOR UPDATE SKIP LOCKED",
+            &[&limit],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(OutboxMessage {
+                message_id: r.try_get(0)?,
+                exchange: r.try_get(1)?,
+                routing_key: r.try_get(2)?,
+                payload: r.try_get(3)?,
+                priority: r.try_get(4)?,
+                job_id: r.try_get(5)?,
+            })
+        })
+        .collect()
+}
+
+/// Marks messages sent (after their publisher confirms arrived).
+pub async fn mark_sent(client: &impl GenericClient, ids: &[i64]) -> Result<u64, DbError> {
+    Ok(client
+        .execute(
+            "UPDATE outbox SET sent_at = now(), publish_attempts = publish_attempts + 1
+             WHERE message_id = ANY($1) AND sent_at IS NULL",
+            &[&ids],
+        )
+        .await?)
+}
+
+/// Number of messages not yet sent (a readiness and metrics figure).
+pub async fn unsent_count(client: &impl GenericClient) -> Result<i64, DbError> {
+    Ok(client
+        .query_one("SELECT count(*) FROM outbox WHERE sent_at IS NULL", &[])
+        .await?
+        .try_get(0)?)
+}

@@ -1,0 +1,139 @@
+//! Queries on `workers`. Status changes are compare-and-set against the
+//! worker state machine, so two racing operators cannot both "win".
+
+use super::{parse_status, DbError};
+use crate::models::{Labels, NewWorker, Worker};
+use deadpool_postgres::GenericClient;
+use orchestrator_shared::{StateMachine, WorkerStatus};
+use tokio_postgres::Row;
+
+const COLUMNS: &str = "worker_id, status, hostname, capacity, running_jobs, labels, version, \
+                       registered_at, last_heartbeat_at";
+
+fn from_row(row: &Row) -> Result<Worker, DbError> {
+    let labels: serde_json::Value = row.try_get("labels")?;
+    Ok(Worker {
+        worker_id: row.try_get("worker_id")?,
+        status: parse_status(row, "status")?,
+        hostname: row.try_get("hostname")?,
+        capacity: row.try_get("capacity")?,
+        running_jobs: row.try_get("running_jobs")?,
+        labels: serde_json::from_value::<Labels>(labels).unwrap_or_default(),
+        version: row.try_get("version")?,
+        registered_at: row.try_get("registered_at")?,
+        last_heartbeat_at: row.try_get("last_heartbeat_at")?,
+    })
+}
+
+fn not_found(worker_id: &str) -> DbError {
+    DbError::NotFound {
+        kind: "Worker",
+        id: worker_id.to_owned(),
+    }
+}
+
+/// Registers an agent, or re-registers one that restarted under the same id:
+/// it comes back `idle` with a fresh heartbeat and its new description.
+pub async fn register(client: &impl GenericClient, w: &NewWorker) -> Result<Worker, DbError> {
+    let labels = serde_json::to_value(&w.labels).unwrap_or_default();
+    let sql = format!(
+        "INSERT INTO workers (worker_id, status, hostname, capacity, labels, version)
+         VALUES ($1, 'idle', $2, $3, $4, $5)
+         ON CONFLICT (worker_id) DO UPDATE SET
+             status = 'idle', hostname = EXCLUDED.hostname, capacity = EXCLUDED.capacity,
+             labels = EXCLUDED.labels, version = EXCLUDED.version, running_jobs = 0,
+             last_heartbeat_at = now()
+         RETURNING {COLUMNS}"
+    );
+    let row = client
+        .query_one(
+            &sql,
+            &[&w.worker_id, &w.hostname, &w.capacity, &labels, &w.version],
+        )
+        .await?;
+    from_row(&row)
+}
+
+/// One worker by id.
+pub async fn get(client: &impl GenericClient, worker_id: &str) -> Result<Worker, DbError> {
+    let sql = format!("SELECT {COLUMNS} FROM workers WHERE worker_id = $1");
+    let row = client.query_opt(&sql, &[&worker_id]).await?;
+    row.as_ref()
+        .map(from_row)
+        .transpose()?
+        .ok_or_else(|| not_found(worker_id))
+}
+
+/// Every worker, optionally only those in `status`, ordered by id.
+pub async fn list(client: &impl GenericClient, status: Option<WorkerStatus>) -> Result<Vec<Worker>, DbError> {
+    let sql =
+        format!("SELECT {COLUMNS} FROM workers WHERE ($1::text IS NULL OR status = $1) ORDER BY worker_id");
+    let status = status.map(WorkerStatus::as_str);
+    let rows = client.query(&sql, &[&status]).await?;
+    rows.iter().map(from_row).collect()
+}
+
+/// Records a heartbeat and the number of jobs the agent says it runs.
+pub async fn heartbeat(
+    client: &impl GenericClient,
+    worker_id: &str,
+    running_jobs: i32,
+) -> Result<Worker, DbError> {
+    let sql = format!(
+        "UPDATE workers SET last_heartbeat_at = now(), running_jobs = $2
+         WHERE worker_id = $1 RETURNING {COLUMNS}"
+    );
+    let row = client.query_opt(&sql, &[&worker_id, &running_jobs]).await?;
+    row.as_ref()
+        .map(from_row)
+        .transpose()?
+        .ok_or_else(|| not_found(worker_id))
+}
+
+/// Moves a worker from `expected` to `to` if the state machine allows it and
+/// the worker is still in `expected`. Of several racing calls exactly one
+/// succeeds; the others get `Transition` (current status differs) errors.
+pub async fn transition(
+    client: &impl GenericClient,
+    worker_id: &str,
+    expected: WorkerStatus,
+    to: WorkerStatus,
+) -> Result<Worker, DbError> {
+    expected.transition(to)?;
+    let sql =
+        format!("UPDATE workers SET status = $3 WHERE worker_id = $1 AND status = $2 RETURNING {COLUMNS}");
+    let row = client
+        .query_opt(&sql, &[&worker_id, &expected.as_str(), &to.as_str()])
+        .await?;
+    match row {
+        Some(row) => from_row(&row),
+        None => {
+            let current = get(client, worker_id).await?;
+            Err(current.status.transition(to).err().map_or_else(
+                || DbError::Conflict(format!("Worker {worker_id} changed concurrently")),
+                DbError::Transition,
+            ))
+        }
+    }
+}
+
+/// Moves a worker to `to` from whatever status it is in now, if allowed.
+pub async fn transition_to(
+    client: &impl GenericClient,
+    worker_id: &str,
+    to: WorkerStatus,
+) -> Result<Worker, DbError> {
+    let current = get(client, worker_id).await?;
+    transition(client, worker_id, current.status, to).await
+}
+
+/// Removes a worker; its shard history keeps a null worker id.
+pub async fn delete(client: &impl GenericClient, worker_id: &str) -> Result<(), DbError> {
+    let n = client
+        .execute("DELETE FROM workers WHERE worker_id = $1", &[&worker_id])
+        .await?;
+    if n == 0 {
+        return Err(not_found(worker_id));
+    }
+    Ok(())
+}

@@ -1,0 +1,115 @@
+//! The `controller` binary: parses configuration, then serves, migrates or
+//! creates an admin. All logic lives in the library.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use controller::config::Config;
+use controller::{auth, db};
+use std::time::Duration;
+
+/// The orchestrator's controller.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// What to do; `serve` when omitted.
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Log one JSON object per line.
+    #[arg(long, env = "ORCH_LOG_JSON", global = true)]
+    log_json: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Apply migrations, create the configured admin, and run until SIGTERM.
+    Serve(Box<Config>),
+    /// Apply pending schema migrations and exit.
+    Migrate {
+        /// Postgres connection string.
+        #[arg(long, env = "ORCH_DATABASE_URL", hide_env_values = true)]
+        database_url: String,
+    },
+    /// Create a user with the `admin` scope (password from the environment).
+    CreateAdmin {
+        /// Postgres connection string.
+        #[arg(long, env = "ORCH_DATABASE_URL", hide_env_values = true)]
+        database_url: String,
+        /// Login name.
+        #[arg(long, env = "ORCH_ADMIN_USERNAME")]
+        username: String,
+        /// Password.
+        #[arg(long, env = "ORCH_ADMIN_PASSWORD", hide_env_values = true)]
+        password: controller::config::Secret,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse_from(with_default_subcommand(std::env::args_os().collect()));
+    orchestrator_shared::runtime::init_logging(cli.log_json, "info")
+        .context("installing the log subscriber")?;
+    match cli.command {
+        Some(Command::Migrate { database_url }) => {
+            let applied = db::migrate(&database_url).await.context("applying migrations")?;
+            tracing::info!(?applied, "migrations applied");
+            Ok(())
+        }
+        Some(Command::CreateAdmin {
+            database_url,
+            username,
+            password,
+        }) => create_admin(&database_url, &username, password).await,
+        Some(Command::Serve(config)) => serve(*config).await,
+        None => unreachable_default(),
+    }
+}
+
+/// `controller` alone (or with only flags) means `controller serve`, so a
+/// container can run the bare binary with configuration in the environment.
+fn with_default_subcommand(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let first = args.get(1).map(|a| a.to_string_lossy().into_owned());
+    let is_meta = matches!(
+        first.as_deref(),
+        Some("-h" | "--help" | "-V" | "--version" | "help")
+    );
+    let is_flag_or_none = first.as_deref().is_none_or(|a| a.starts_with('-'));
+    if is_flag_or_none && !is_meta {
+        args.insert(1.min(args.len()), "serve".into());
+    }
+    args
+}
+
+fn unreachable_default() -> anyhow::Result<()> {
+    anyhow::bail!("no subcommand given (expected serve, migrate or create-admin)")
+}
+
+async fn create_admin(url: &str, username: &str, password: controller::config::Secret) -> anyhow::Result<()> {
+    db::migrate(url).await.context("applying migrations")?;
+    let database = db::Database::connect(url, 2, Duration::from_secs(10)).context("building the pool")?;
+    let created = controller::bootstrap::ensure_admin(&database, username, &password)
+        .await
+        .context("creating the admin")?;
+    tracing::info!(username, created, "admin ready");
+    Ok(())
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    db::migrate(&config.database_url)
+        .await
+        .context("applying migrations")?;
+    let database = db::Database::connect(
+        &config.database_url,
+        config.db_pool_size,
+        Duration::from_secs(config.db_wait_seconds),
+    )
+    .context("building the pool")?;
+    let _issuer = auth::TokenIssuer::new(&config.auth).context("JWT configuration")?;
+    if let (Some(user), Some(pass)) = (&config.auth.admin_username, &config.auth.admin_password) {
+        controller::bootstrap::ensure_admin(&database, user, pass)
+            .await
+            .context("creating the configured admin")?;
+    }
+    tracing::info!(listen = %config.listen, "controller ready");
+    orchestrator_shared::runtime::shutdown_signal().await;
+    Ok(())
+}

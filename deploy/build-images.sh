@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# Build the local Postgres and RabbitMQ images used by the integration tests
+# straight from Debian packages, so no container registry is needed.
+#
+#   deploy/build-images.sh           # build whatever is missing (idempotent)
+#   deploy/build-images.sh --force   # rebuild base + both images
+#
+# Env overrides (name:tag):
+#   ORCH_POSTGRES_IMAGE   default orchestrator-postgres:15
+#   ORCH_RABBITMQ_IMAGE   default orchestrator-rabbitmq:3
+#   ORCH_BASE_IMAGE       default orchestrator-base:bookworm (rootfs both build FROM)
+#   ORCH_DEBIAN_MIRROR    default http://deb.debian.org/debian
+#   ORCH_DEBIAN_SECURITY_MIRROR  default: ORCH_DEBIAN_MIRROR with debian -> debian-security
+#
+# Steps: (1) mmdebstrap a minbase bookworm rootfs with postgresql-15 and
+# rabbitmq-server and `docker import` it; (2) docker build images/postgres and
+# images/rabbitmq FROM it. An image that already exists is left alone.
+set -euo pipefail
+
+log() { printf '[build-images] %s\n' "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+FORCE=0
+for arg in "$@"; do
+  case "$arg" in
+    -f|--force) FORCE=1 ;;
+    -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) die "unknown argument: $arg (try --help)" ;;
+  esac
+done
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+BASE_IMAGE="${ORCH_BASE_IMAGE:-orchestrator-base:bookworm}"
+POSTGRES_IMAGE="${ORCH_POSTGRES_IMAGE:-orchestrator-postgres:15}"
+RABBITMQ_IMAGE="${ORCH_RABBITMQ_IMAGE:-orchestrator-rabbitmq:3}"
+MIRROR="${ORCH_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+SECURITY_MIRROR="${ORCH_DEBIAN_SECURITY_MIRROR:-${MIRROR%/debian}/debian-security}"
+SUITE=bookworm
+# Legacy builder: works with a FROM image that exists only locally and needs
+# no buildx plugin (not installed on the dev machines).
+export DOCKER_BUILDKIT="${DOCKER_BUILDKIT:-0}"
+
+command -v docker >/dev/null 2>&1 || die "docker CLI not found in PATH"
+docker info >/dev/null 2>&1 ||
+  die "cannot reach the Docker daemon (${DOCKER_HOST:-unix:///var/run/docker.sock}); is dockerd running and may $(id -un) use it?"
+
+have_image() { docker image inspect "$1" >/dev/null 2>&1; }
+wanted() { [[ $FORCE == 1 ]] || ! have_image "$1"; }
+
+build_base() {
+  if ! command -v mmdebstrap >/dev/null 2>&1; then
+    [[ $(id -u) == 0 ]] || die "mmdebstrap is missing; install it (apt-get install mmdebstrap) or run as root"
+    log "installing mmdebstrap"
+    apt-get update
+    DEBIAN_FRONTEND=noninteractive apt-get install -y mmdebstrap
+  fi
+  log "bootstrapping $SUITE rootfs -> $BASE_IMAGE (downloads ~150 MB, takes a few minutes)"
+  local tmp="${BASE_IMAGE%%:*}:building-$$"
+  # Size (516 MB -> ~310 MB): no docs, man pages or translations, and no LLVM:
+  # postgresql-15 hard-depends on libllvm14 (+libz3) only for its JIT, which
+  # the image turns off (jit = off); without llvmjit.so Postgres never loads it.
+  # The packages stay "installed" for dpkg/apt, their files are just not unpacked.
+  # The postgresql-15 postinst creates a 'main' cluster under /var/lib/postgresql/15
+  # that we never use (the image initdb's its own data dir): delete it.
+  # mmdebstrap itself keeps daemons from starting and wipes apt lists/caches.
+  if ! mmdebstrap --variant=minbase --mode=root \
+      --include=postgresql-15,rabbitmq-server,ca-certificates \
+      --aptopt='APT::Install-Recommends "false"' \
+      --dpkgopt='path-exclude=/usr/share/man/*' \
+      --dpkgopt='path-exclude=/usr/share/doc/*' \
+      --dpkgopt='path-include=/usr/share/doc/*/copyright' \
+      --dpkgopt='path-exclude=/usr/share/locale/*' \
+      --dpkgopt='path-include=/usr/share/locale/locale.alias' \
+      --dpkgopt='path-exclude=/usr/lib/*/libLLVM-*' \
+      --dpkgopt='path-exclude=/usr/lib/*/libz3.so*' \
+      --dpkgopt='path-exclude=/usr/lib/postgresql/*/lib/llvmjit*' \
+      --dpkgopt='path-exclude=/usr/lib/postgresql/*/lib/bitcode/*' \
+      --customize-hook='rm -rf "$1"/var/lib/postgresql/15 "$1"/etc/postgresql/15 "$1"/var/log/postgresql/*' \
+      "$SUITE" - \
+      "deb $MIRROR $SUITE main" \
+      "deb $MIRROR $SUITE-updates main" \
+      "deb $SECURITY_MIRROR $SUITE-security main" |
+    docker import \
+      --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+      --change 'ENV LANG=C.UTF-8' \
+      --change 'CMD ["/bin/bash"]' \
+      - "$tmp" >/dev/null
+  then
+    docker image rm -f "$tmp" >/dev/null 2>&1 || true
+    die "building the base rootfs failed"
+  fi
+  # Tag only once the import fully succeeded, so a failed run never leaves a
+  # half-built image under the real name.
+  docker tag "$tmp" "$BASE_IMAGE"
+  docker image rm "$tmp" >/dev/null
+}
+
+build_image() { # image dir
+  log "building $1 from $2"
+  docker build --build-arg BASE="$BASE_IMAGE" -t "$1" "$HERE/images/$2"
+}
+
+BUILT_BASE=0
+if wanted "$POSTGRES_IMAGE" || wanted "$RABBITMQ_IMAGE"; then
+  if wanted "$BASE_IMAGE"; then build_base; BUILT_BASE=1; else log "$BASE_IMAGE exists, reusing"; fi
+fi
+# A freshly built base invalidates images made from an older one.
+for pair in "$POSTGRES_IMAGE=postgres" "$RABBITMQ_IMAGE=rabbitmq"; do
+  img="${pair%=*}" dir="${pair#*=}"
+  if [[ $BUILT_BASE == 1 ]] || wanted "$img"; then build_image "$img" "$dir"; else log "$img exists, skipping (--force rebuilds)"; fi
+done
+log "done: $POSTGRES_IMAGE $RABBITMQ_IMAGE"

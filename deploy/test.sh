@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The one command that runs every test: builds the project's Postgres and
+# RabbitMQ images if they are missing (this machine has no registry), then
+# runs the whole workspace's tests against them. Extra arguments go to
+# `cargo test` (e.g. `deploy/test.sh -p integration-tests core`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)" >&2; exit 1; }
+command -v docker >/dev/null || { echo "docker is required" >&2; exit 1; }
+docker info >/dev/null 2>&1 || { echo "the Docker engine is not reachable: $(docker info 2>&1 | tail -1)" >&2; exit 1; }
+
+deploy/build-images.sh
+
+# Containers of an earlier run that was killed before it could clean up.
+cleanup() { docker ps -aq --filter label=orchestrator.test | xargs -r docker rm -f -v >/dev/null 2>&1 || true; }
+cleanup
+trap cleanup EXIT
+
+# One process per test binary, so each binary starts its containers once and
+# its tests share them (each with its own database and broker prefix).
+cargo test --workspace --all-targets "$@"

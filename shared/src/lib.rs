@@ -1,0 +1,26 @@
+//! Everything that crosses a process boundary between the controller and the
+//! worker agents: statuses, the state machines that govern them, scopes and
+//! wire messages. Nothing here does I/O, so both daemons (and tests) can rely on
+//! it without pulling in a database or a broker.
+//!
+//! # Layout
+//! - [`status`]: job and worker statuses, spelled as on the wire.
+//! - [`state_machine`]: the one table of allowed transitions per machine.
+//! - [`scope`]: API scopes and the rule that decides whether one grants another.
+//! - [`validate`]: shared input rules (worker ids).
+//! - [`messages`]: what travels through the broker.
+//! - `runtime` (feature): logging set-up and the shutdown signal of both daemons.
+
+#![forbid(unsafe_code)]
+
+pub mod messages;
+#[cfg(feature = "runtime")]
+pub mod runtime;
+pub mod scope;
+pub mod state_machine;
+pub mod status;
+pub mod validate;
+
+pub use scope::{Scope, ScopeParseError};
+pub use state_machine::{StateMachine, StateTransitionError};
+pub use status::{JobStatus, StatusParseError, WorkerStatus};

@@ -1,0 +1,769 @@
+//! The foundation's tests, against the real Postgres and RabbitMQ
+//! containers: database lifecycle, both state machines as persisted,
+//! password hashing, JWTs, CRUD, relationships, constraints, idempotency and
+//! a race of twenty transitions.
+
+use controller::db::{self, allocations, idempotency, jobs, outbox, users, workers, DbError};
+use controller::models::{NewJob, Quota};
+use integration_tests::{create_user, database, new_job, new_worker, submit, BIG_QUOTA};
+use orchestrator_shared::{JobStatus, WorkerStatus};
+use std::time::Duration;
+
+fn meta(reason: &str) -> jobs::EventMeta {
+    jobs::EventMeta {
+        reason: Some(reason.to_owned()),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn database_session_lifecycle() {
+    let (test_db, pool) = database().await;
+    {
+        let client = pool.client().await.unwrap();
+        let one: i32 = client.query_one("SELECT 1", &[]).await.unwrap().get(0);
+        assert_eq!(one, 1);
+        assert_eq!(pool.pool_status().size, 1);
+        assert_eq!(pool.pool_status().available, 0, "the session is checked out");
+    }
+    assert_eq!(
+        pool.pool_status().available,
+        1,
+        "dropping a session returns it to the pool"
+    );
+    assert!(pool.ping().await);
+    // Migrations are recorded and applying them again is a no-op.
+    assert!(db::migrate(&test_db.url).await.unwrap().is_empty());
+    let known = db::known_migrations();
+    assert_eq!(known.first().map(|m| m.0), Some(1));
+    // A malformed URL is a typed error; an unreachable server is "unavailable".
+    assert!(matches!(
+        db::Database::connect("not a url", 1, Duration::from_secs(1)),
+        Err(DbError::InvalidUrl(_))
+    ));
+    let dead =
+        db::Database::connect("postgres://postgres@127.0.0.1:1/x", 1, Duration::from_millis(500)).unwrap();
+    let err = dead.client().await.unwrap_err();
+    assert!(err.is_unavailable(), "{err:?}");
+    assert!(!dead.ping().await);
+}
+
+#[tokio::test]
+async fn worker_valid_transitions_are_persisted() {
+    let (_t, pool) = database().await;
+    let c = pool.client().await.unwrap();
+    let w = workers::register(&c, &new_worker("w-1")).await.unwrap();
+    assert_eq!(w.status, WorkerStatus::Idle);
+    let path = [
+        (WorkerStatus::Idle, WorkerStatus::Busy),
+        (WorkerStatus::Busy, WorkerStatus::Paused),
+        (WorkerStatus::Paused, WorkerStatus::Idle),
+        (WorkerStatus::Idle, WorkerStatus::Offline),
+        (WorkerStatus::Offline, WorkerStatus::Idle),
+        (WorkerStatus::Idle, WorkerStatus::Terminating),
+        (WorkerStatus::Terminating, WorkerStatus::Terminated),
+    ];
+    for (from, to) in path {
+        let w = workers::transition(&c, "w-1", from, to).await.unwrap();
+        assert_eq!(w.status, to);
+        assert_eq!(workers::get(&c, "w-1").await.unwrap().status, to);
+    }
+}
+
+#[tokio::test]
+async fn worker_invalid_transitions_raise_state_transition_error() {
+    let (_t, pool) = database().await;
+    let c = pool.client().await.unwrap();
+    workers::register(&c, &new_worker("w-2")).await.unwrap();
+    workers::transition(&c, "w-2", WorkerStatus::Idle, WorkerStatus::Terminating)
+        .await
+        .unwrap();
+    // Forbidden by the table.
+    let err = workers::transition_to(&c, "w-2", WorkerStatus::Busy)
+        .await
+        .unwrap_err();
+    match err {
+        DbError::Transition(e) => assert_eq!(e.to_string(), "Invalid worker transition: terminating -> busy"),
+        other => panic!("expected a StateTransitionError, got {other:?}"),
+    }
+    // Allowed by the table but the worker is not in the expected status.
+    let err = workers::transition(&c, "w-2", WorkerStatus::Idle, WorkerStatus::Paused)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, DbError::Transition(ref e) if e.from == "terminating"),
+        "{err:?}"
+    );
+    assert_eq!(
+        workers::get(&c, "w-2").await.unwrap().status,
+        WorkerStatus::Terminating
+    );
+    let err = workers::transition_to(&c, "nobody", WorkerStatus::Paused)
+        .await
+        .unwrap_err();
+    assert_eq!(err.to_string(), "Worker nobody not found");
+}
+
+#[tokio::test]
+async fn job_valid_transitions_write_events() {
+    let (_t, pool) = database().await;
+    let user = create_user(&pool, "alice", "pw", &["jobs:write"]).await;
+    let job = submit(&pool, user.user_id, &new_job("build"), BIG_QUOTA)
+        .await
+        .unwrap()
+        .job;
+    assert_eq!(job.status, JobStatus::Pending);
+    let c = pool.client().await.unwrap();
+    workers::register(&c, &new_worker("w-3")).await.unwrap();
+    jobs::transition(
+        &c,
+        job.job_id,
+        JobStatus::Pending,
+        JobStatus::Queued,
+        &meta("published"),
+    )
+    .await
+    .unwrap();
+    let started = jobs::EventMeta {
+        worker_id: Some("w-3".into()),
+        ..meta("started")
+    };
+    let running = jobs::transition(&c, job.job_id, JobStatus::Queued, JobStatus::Running, &started)
+        .await
+        .unwrap();
+    assert_eq!(running.attempts, 1);
+    assert!(running.started_at.is_some());
+    let done = jobs::EventMeta {
+        exit_code: Some(0),
+        ..meta("exited")
+    };
+    let done = jobs::transition(&c, job.job_id, JobStatus::Running, JobStatus::Completed, &done)
+        .await
+        .unwrap();
+    assert_eq!(done.status, JobStatus::Completed);
+    assert_eq!(done.exit_code, Some(0));
+    assert!(done.finished_at >= done.started_at);
+    let events = jobs::events(&c, job.job_id).await.unwrap();
+    let pairs: Vec<_> = events.iter().map(|e| (e.from, e.to)).collect();
+    assert_eq!(
+        pairs,
+        vec![
+            (None, JobStatus::Pending),
+            (Some(JobStatus::Pending), JobStatus::Queued),
+            (Some(JobStatus::Queued), JobStatus::Running),
+            (Some(JobStatus::Running), JobStatus::Completed),
+        ]
+    );
+    assert_eq!(events[2].worker_id.as_deref(), Some("w-3"));
+    assert_eq!(events[3].reason.as_deref(), Some("exited"));
+}
+
+#[tokio::test]
+async fn job_invalid_transitions_change_nothing() {
+    let (_t, pool) = database().await;
+    let user = create_user(&pool, "bob", "pw", &["jobs:write"]).await;
+    let job = submit(&pool, user.user_id, &new_job("x"), BIG_QUOTA)
+        .await
+        .unwrap()
+        .job;
+    let c = pool.client().await.unwrap();
+    let err = jobs::transition(
+        &c,
+        job.job_id,
+        JobStatus::Pending,
+        JobStatus::Running,
+        &meta("skip"),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.to_string(), "Invalid job transition: pending -> running");
+    jobs::transition_to(&c, job.job_id, JobStatus::Cancelled, &meta("user"))
+        .await
+        .unwrap();
+    let err = jobs::transition_to(&c, job.job_id, JobStatus::Cancelled, &meta("again"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.to_string(), "Invalid job transition: cancelled -> cancelled");
+    let err = jobs::transition_to(&c, job.job_id, JobStatus::Queued, &meta("revive"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DbError::Transition(_)));
+    assert_eq!(
+        jobs::get(&c, job.job_id).await.unwrap().status,
+        JobStatus::Cancelled
+    );
+    assert_eq!(
+        jobs::events(&c, job.job_id).await.unwrap().len(),
+        2,
+        "refused changes write no event"
+    );
+    let missing = uuid::Uuid::new_v4();
+    let err = jobs::transition_to(&c, missing, JobStatus::Cancelled, &meta("x"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.to_string(), format!("Job {missing} not found"));
+}
+
+#[tokio::test]
+async fn password_hashing_uses_argon2id_with_unique_salts() {
+    use controller::auth::password;
+    let (_t, pool) = database().await;
+    let user = create_user(&pool, "carol", "s3cret-Passw0rd", &[]).await;
+    let c = pool.client().await.unwrap();
+    let stored = users::find_by_username(&c, "carol").await.unwrap().unwrap();
+    assert_eq!(stored.user_id, user.user_id);
+    assert!(stored
+        .password_hash
+        .starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
+    password::verify("s3cret-Passw0rd".into(), stored.password_hash.clone())
+        .await
+        .unwrap();
+    let wrong = password::verify("s3cret-passw0rd".into(), stored.password_hash.clone()).await;
+    assert!(matches!(wrong, Err(password::PasswordError::Mismatch)));
+    let again = password::hash("s3cret-Passw0rd".into()).await.unwrap();
+    assert_ne!(
+        again, stored.password_hash,
+        "same password, different salt, different hash"
+    );
+    let salt = |h: &str| h.split('$').nth(4).map(str::to_owned);
+    assert_ne!(salt(&again), salt(&stored.password_hash));
+    // The schema refuses anything but an Argon2id PHC string.
+    let err = users::create(&c, "dave", "plaintext", &[]).await.unwrap_err();
+    assert!(matches!(err, DbError::Postgres(_)));
+}
+
+fn auth_config(secret: &str) -> controller::config::AuthConfig {
+    controller::config::AuthConfig {
+        jwt_secret: controller::config::Secret::new(secret),
+        jwt_algorithm: controller::config::JwtAlgorithm::Hs256,
+        jwt_issuer: "orchestrator".into(),
+        jwt_audience: "orchestrator-api".into(),
+        token_ttl_seconds: 3600,
+        jwt_leeway_seconds: 2,
+        admin_username: None,
+        admin_password: None,
+    }
+}
+
+const SECRET: &str = "an-hmac-secret-of-at-least-32-bytes!!";
+
+#[tokio::test]
+async fn jwt_generation_has_the_contract_claims() {
+    use base64_decode as b64;
+    let (_t, pool) = database().await;
+    let user = create_user(&pool, "erin", "pw", &["jobs:read", "admin"]).await;
+    let issuer = controller::auth::TokenIssuer::new(&auth_config(SECRET)).unwrap();
+    let token = issuer.issue(user.user_id, &user.scopes).unwrap();
+    let parts: Vec<&str> = token.split('.').collect();
+    assert_eq!(parts.len(), 3);
+    let header: serde_json::Value = serde_json::from_slice(&b64(parts[0])).unwrap();
+    assert_eq!(header["alg"], "HS256");
+    assert_eq!(header["typ"], "JWT");
+    let claims: serde_json::Value = serde_json::from_slice(&b64(parts[1])).unwrap();
+    for key in ["sub", "scopes", "iat", "nbf", "exp", "iss", "aud", "jti"] {
+        assert!(claims.get(key).is_some(), "claim {key} missing from {claims}");
+    }
+    assert_eq!(claims["sub"], user.user_id.to_string());
+    assert_eq!(claims["scopes"], serde_json::json!(["jobs:read", "admin"]));
+    assert_eq!(
+        claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(),
+        3600
+    );
+    assert_eq!(claims["iss"], "orchestrator");
+    assert_eq!(claims["aud"], "orchestrator-api");
+    let verified = issuer.verify(&token).unwrap();
+    assert_eq!(verified.sub, user.user_id.to_string());
+    let second = issuer.issue(user.user_id, &user.scopes).unwrap();
+    assert_ne!(
+        issuer.verify(&second).unwrap().jti,
+        verified.jti,
+        "every token has its own jti"
+    );
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(s)
+        .unwrap()
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+#[tokio::test]
+async fn jwt_validation_refuses_every_kind_of_bad_token() {
+    let (_t, pool) = database().await;
+    let user = create_user(&pool, "frank", "pw", &["jobs:read"]).await;
+    let issuer = controller::auth::TokenIssuer::new(&auth_config(SECRET)).unwrap();
+    let good = issuer.issue(user.user_id, &user.scopes).unwrap();
+    let claims = issuer.verify(&good).unwrap();
+    let parts: Vec<&str> = good.split('.').collect();
+
+    // Tampered signature and tampered payload.
+    let mut sig = base64_decode(parts[2]);
+    sig[0] ^= 1;
+    assert!(issuer
+        .verify(&format!("{}.{}.{}", parts[0], parts[1], base64_encode(&sig)))
+        .is_err());
+    let mut payload: serde_json::Value = serde_json::from_slice(&base64_decode(parts[1])).unwrap();
+    payload["scopes"] = serde_json::json!(["admin"]);
+    let forged = base64_encode(&serde_json::to_vec(&payload).unwrap());
+    assert!(issuer
+        .verify(&format!("{}.{}.{}", parts[0], forged, parts[2]))
+        .is_err());
+
+    // alg: none, with and without a signature.
+    let none_header = base64_encode(br#"{"alg":"none","typ":"JWT"}"#);
+    assert!(issuer.verify(&format!("{none_header}.{}.", parts[1])).is_err());
+    assert!(issuer
+        .verify(&format!("{none_header}.{}.{}", parts[1], parts[2]))
+        .is_err());
+
+    // Same secret, another algorithm.
+    let mut hs512 = auth_config(&SECRET.repeat(2));
+    hs512.jwt_algorithm = controller::config::JwtAlgorithm::Hs512;
+    let other = controller::auth::TokenIssuer::new(&hs512)
+        .unwrap()
+        .issue(user.user_id, &[])
+        .unwrap();
+    assert!(issuer.verify(&other).is_err());
+
+    // Expired, not yet valid, wrong audience, wrong issuer: signed with the
+    // right key, so only the claim check can refuse them.
+    let now = claims.iat;
+    let variants = [
+        controller::auth::Claims {
+            exp: now - 60,
+            iat: now - 120,
+            nbf: now - 120,
+            ..claims.clone()
+        },
+        controller::auth::Claims {
+            nbf: now + 600,
+            exp: now + 1200,
+            ..claims.clone()
+        },
+        controller::auth::Claims {
+            aud: "someone-else".into(),
+            ..claims.clone()
+        },
+        controller::auth::Claims {
+            iss: "evil".into(),
+            ..claims.clone()
+        },
+    ];
+    for bad in variants {
+        let token = issuer.sign(&bad).unwrap();
+        assert!(issuer.verify(&token).is_err(), "accepted {bad:?}");
+    }
+    // A different secret.
+    let stranger = controller::auth::TokenIssuer::new(&auth_config(&"x".repeat(40))).unwrap();
+    assert!(stranger.verify(&good).is_err());
+    assert!(issuer.verify("garbage").is_err());
+    assert!(issuer.verify(&good).is_ok());
+}
+
+#[tokio::test]
+async fn worker_crud() {
+    let (_t, pool) = database().await;
+    let c = pool.client().await.unwrap();
+    let mut w = new_worker("host-a:1");
+    w.labels.insert("zone".into(), "eu".into());
+    let created = workers::register(&c, &w).await.unwrap();
+    assert_eq!(created.capacity, 4);
+    assert_eq!(created.labels.get("zone").map(String::as_str), Some("eu"));
+    workers::register(&c, &new_worker("host-b")).await.unwrap();
+    workers::transition(&c, "host-b", WorkerStatus::Idle, WorkerStatus::Paused)
+        .await
+        .unwrap();
+    assert_eq!(workers::list(&c, None).await.unwrap().len(), 2);
+    let paused = workers::list(&c, Some(WorkerStatus::Paused)).await.unwrap();
+    assert_eq!(
+        paused.iter().map(|w| w.worker_id.as_str()).collect::<Vec<_>>(),
+        ["host-b"]
+    );
+    let before = workers::get(&c, "host-a:1").await.unwrap().last_heartbeat_at;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let beat = workers::heartbeat(&c, "host-a:1", 3).await.unwrap();
+    assert_eq!(beat.running_jobs, 3);
+    assert!(beat.last_heartbeat_at > before);
+    // Re-registration after a restart resets the worker to idle.
+    w.capacity = 8;
+    let again = workers::register(&c, &w).await.unwrap();
+    assert_eq!(
+        (again.capacity, again.running_jobs, again.status),
+        (8, 0, WorkerStatus::Idle)
+    );
+    assert_eq!(again.registered_at, created.registered_at);
+    workers::delete(&c, "host-a:1").await.unwrap();
+    assert!(matches!(
+        workers::get(&c, "host-a:1").await,
+        Err(DbError::NotFound { kind: "Worker", .. })
+    ));
+    assert!(matches!(
+        workers::delete(&c, "host-a:1").await,
+        Err(DbError::NotFound { .. })
+    ));
+    // The schema refuses ids outside the contract's alphabet.
+    assert!(workers::register(&c, &new_worker("bad id!")).await.is_err());
+}
+
+#[tokio::test]
+async fn job_relationships_and_cascades() {
+    let (_t, pool) = database().await;
+    let user = create_user(&pool, "gina", "pw", &["jobs:write"]).await;
+    let mut new = new_job("sharded");
+    new.required_workers = 2;
+    new.idempotency_key = Some("k1".into());
+    let job = submit(&pool, user.user_id, &new, BIG_QUOTA).await.unwrap().job;
+    let c = pool.client().await.unwrap();
+    workers::register(&c, &new_worker("w-rel")).await.unwrap();
+    c.execute(
+        "INSERT INTO job_shards (job_id, shard_index, attempt, worker_id, status) VALUES ($1, 0, 0, 'w-rel', 'running')",
+        &[&job.job_id],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        jobs::get(&c, job.job_id).await.unwrap().assigned_workers,
+        vec!["w-rel".to_owned()]
+    );
+    // A job must belong to an existing user.
+    let orphan = c
+        .execute(
+            "INSERT INTO jobs (job_id, status, task_description, submitted_by) VALUES ($1, 'pending', 'x', $2)",
+            &[&uuid::Uuid::new_v4(), &uuid::Uuid::new_v4()],
+        )
+        .await;
+    assert!(orphan.is_err());
+    // A user with jobs cannot be deleted: jobs are history.
+    assert!(matches!(
+        users::delete(&c, user.user_id).await,
+        Err(DbError::Conflict(_))
+    ));
+    // Deleting a worker keeps its shard history without a name.
+    workers::delete(&c, "w-rel").await.unwrap();
+    let count = |sql: &'static str| {
+        let c = &c;
+        let id = job.job_id;
+        async move { c.query_one(sql, &[&id]).await.unwrap().get::<_, i64>(0) }
+    };
+    assert_eq!(
+        count("SELECT count(*) FROM job_shards WHERE job_id = $1 AND worker_id IS NULL").await,
+        1
+    );
+    // Deleting the job takes its events, shards, outbox rows and key with it.
+    assert_eq!(count("SELECT count(*) FROM outbox WHERE job_id = $1").await, 2);
+    c.execute("DELETE FROM jobs WHERE job_id = $1", &[&job.job_id])
+        .await
+        .unwrap();
+    for sql in [
+        "SELECT count(*) FROM job_events WHERE job_id = $1",
+        "SELECT count(*) FROM job_shards WHERE job_id = $1",
+        "SELECT count(*) FROM outbox WHERE job_id = $1",
+        "SELECT count(*) FROM idempotency_keys WHERE job_id = $1",
+    ] {
+        assert_eq!(count(sql).await, 0, "{sql}");
+    }
+    // Now the user can go, and their quota and allocations go with them.
+    controller::db::quotas::set(&c, user.user_id, BIG_QUOTA)
+        .await
+        .unwrap();
+    users::delete(&c, user.user_id).await.unwrap();
+    let quotas: i64 = c
+        .query_one("SELECT count(*) FROM quotas", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(quotas, 0);
+}
+
+async fn allocate(
+    pool: &db::Database,
+    user: uuid::Uuid,
+    workers: i32,
+    quota: Quota,
+) -> Result<controller::models::Allocation, DbError> {
+    let mut c = pool.client().await?;
+    let tx = c.transaction().await?;
+    let req = allocations::AllocationRequest {
+        workers,
+        job_id: None,
+        ttl_seconds: Some(600),
+    };
+    let a = allocations::allocate(&tx, user, req, quota).await?;
+    tx.commit().await?;
+    Ok(a)
+}
+
+#[tokio::test]
+async fn resource_allocation_constraints() {
+    let (_t, pool) = database().await;
+    let user = create_user(&pool, "hank", "pw", &["resources:write"]).await;
+    let c = pool.client().await.unwrap();
+    for i in 0..3 {
+        workers::register(&c, &new_worker(&format!("alloc-{i}")))
+            .await
+            .unwrap();
+    }
+    let quota = Quota {
+        max_workers: 2,
+        ..BIG_QUOTA
+    };
+    let a = allocate(&pool, user.user_id, 2, quota).await.unwrap();
+    assert_eq!(a.workers, 2);
+    assert!(a.expires_at.is_some());
+    let over = allocate(&pool, user.user_id, 1, quota).await.unwrap_err();
+    assert!(over.to_string().starts_with("Quota exceeded"), "{over}");
+    let other = create_user(&pool, "ivy", "pw", &[]).await;
+    let none_free = allocate(&pool, other.user_id, 2, BIG_QUOTA).await.unwrap_err();
+    assert!(
+        none_free.to_string().starts_with("Not enough free workers"),
+        "{none_free}"
+    );
+    // Release is idempotent; another user's allocation is invisible.
+    let r1 = allocations::release(&c, user.user_id, a.allocation_id)
+        .await
+        .unwrap();
+    let r2 = allocations::release(&c, user.user_id, a.allocation_id)
+        .await
+        .unwrap();
+    assert_eq!(r1.released_at, r2.released_at);
+    assert!(matches!(
+        allocations::release(&c, other.user_id, a.allocation_id).await,
+        Err(DbError::NotFound { .. })
+    ));
+    // Check constraints hold even for hand-written SQL.
+    let bad = [
+        "INSERT INTO allocations (allocation_id, user_id, workers) VALUES (gen_random_uuid(), $1, 0)",
+        "INSERT INTO allocations (allocation_id, user_id, workers, status) VALUES (gen_random_uuid(), $1, 1, 'bogus')",
+        "INSERT INTO allocations (allocation_id, user_id, workers, status) VALUES (gen_random_uuid(), $1, 1, 'released')",
+        "INSERT INTO allocations (allocation_id, user_id, workers, expires_at) VALUES (gen_random_uuid(), $1, 1, now() - interval '1 s')",
+        "INSERT INTO quotas (user_id, max_workers, max_concurrent_jobs, max_queued_jobs) VALUES ($1, -1, 1, 1)",
+    ];
+    for sql in bad {
+        let err = c.execute(sql, &[&user.user_id]).await.unwrap_err();
+        assert_eq!(
+            err.code(),
+            Some(&tokio_postgres::error::SqlState::CHECK_VIOLATION),
+            "{sql}"
+        );
+    }
+    let dup = c
+        .execute(
+            "INSERT INTO allocations (allocation_id, user_id, workers) VALUES ($1, $2, 1)",
+            &[&a.allocation_id, &user.user_id],
+        )
+        .await
+        .unwrap_err();
+    assert!(db::is_unique_violation(&dup));
+}
+
+#[tokio::test]
+async fn idempotency_key_uniqueness() {
+    let (_t, pool) = database().await;
+    let user = create_user(&pool, "jack", "pw", &["jobs:write"]).await;
+    let mut new: NewJob = new_job("once");
+    new.idempotency_key = Some("deploy-42".into());
+    let first = submit(&pool, user.user_id, &new, BIG_QUOTA).await.unwrap();
+    assert!(first.created);
+    let retry = submit(&pool, user.user_id, &new, BIG_QUOTA).await.unwrap();
+    assert!(!retry.created);
+    assert_eq!(retry.job.job_id, first.job.job_id);
+    let mut changed = new.clone();
+    changed.task_description = "twice".into();
+    let err = submit(&pool, user.user_id, &changed, BIG_QUOTA)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, DbError::Conflict(ref m) if m.contains("different request")),
+        "{err:?}"
+    );
+    // The table itself refuses a duplicate (user, key).
+    let c = pool.client().await.unwrap();
+    let hash = idempotency::request_hash(&new);
+    let dup = idempotency::insert(&c, user.user_id, "deploy-42", &hash, first.job.job_id).await;
+    assert!(matches!(dup, Err(DbError::Conflict(_))));
+    // Keys are per user.
+    let other = create_user(&pool, "kate", "pw", &["jobs:write"]).await;
+    assert!(
+        submit(&pool, other.user_id, &new, BIG_QUOTA)
+            .await
+            .unwrap()
+            .created
+    );
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM jobs", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 2);
+}
+
+#[tokio::test]
+async fn twenty_racing_transitions_have_exactly_one_winner() {
+    let (_t, pool) = database().await;
+    let user = create_user(&pool, "lena", "pw", &["jobs:write"]).await;
+    let job = submit(&pool, user.user_id, &new_job("race"), BIG_QUOTA)
+        .await
+        .unwrap()
+        .job;
+    let c = pool.client().await.unwrap();
+    jobs::transition(&c, job.job_id, JobStatus::Pending, JobStatus::Queued, &meta("q"))
+        .await
+        .unwrap();
+    workers::register(&c, &new_worker("racer")).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let pool = pool.clone();
+        tasks.push(tokio::spawn(async move {
+            let c = pool.client().await?;
+            let m = meta(&format!("racer {i}"));
+            jobs::transition(&c, job.job_id, JobStatus::Queued, JobStatus::Running, &m).await?;
+            let w = workers::transition(&c, "racer", WorkerStatus::Idle, WorkerStatus::Busy).await;
+            Ok::<_, DbError>(w.is_ok())
+        }));
+    }
+    let mut wins = 0;
+    for t in tasks {
+        if let Ok(Ok(worker_won)) = t.await {
+            wins += 1;
+            assert!(worker_won, "the job's winner also wins the worker");
+        }
+    }
+    assert_eq!(wins, 1);
+    let events = jobs::events(&c, job.job_id).await.unwrap();
+    assert_eq!(events.iter().filter(|e| e.to == JobStatus::Running).count(), 1);
+    assert_eq!(jobs::get(&c, job.job_id).await.unwrap().attempts, 1);
+}
+
+#[tokio::test]
+async fn submission_writes_one_outbox_message_per_shard() {
+    let (_t, pool) = database().await;
+    let user = create_user(&pool, "mia", "pw", &["jobs:write"]).await;
+    let mut new = new_job("three shards");
+    new.required_workers = 3;
+    new.priority = 7;
+    let job = submit(&pool, user.user_id, &new, BIG_QUOTA).await.unwrap().job;
+    let mut c = pool.client().await.unwrap();
+    let tx = c.transaction().await.unwrap();
+    let due = outbox::claim_due(&tx, 10).await.unwrap();
+    assert_eq!(due.len(), 3);
+    let shards: Vec<orchestrator_shared::messages::JobDispatch> = due
+        .iter()
+        .map(|m| serde_json::from_value(m.payload.clone()).unwrap())
+        .collect();
+    assert_eq!(
+        shards.iter().map(|s| s.shard_index).collect::<Vec<_>>(),
+        [0, 1, 2]
+    );
+    assert!(shards
+        .iter()
+        .all(|s| s.job_id == job.job_id && s.shard_count == 3 && s.attempt == 1));
+    assert!(due.iter().all(|m| m.priority == 7));
+    let ids: Vec<i64> = due.iter().map(|m| m.message_id).collect();
+    assert_eq!(outbox::mark_sent(&tx, &ids).await.unwrap(), 3);
+    tx.commit().await.unwrap();
+    assert_eq!(outbox::unsent_count(&c).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn queued_quota_refuses_submissions_over_the_limit() {
+    let (_t, pool) = database().await;
+    let user = create_user(&pool, "nora", "pw", &["jobs:write"]).await;
+    let quota = Quota {
+        max_queued_jobs: 2,
+        max_workers: 2,
+        ..BIG_QUOTA
+    };
+    submit(&pool, user.user_id, &new_job("1"), quota).await.unwrap();
+    submit(&pool, user.user_id, &new_job("2"), quota).await.unwrap();
+    let err = submit(&pool, user.user_id, &new_job("3"), quota)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("max_queued_jobs"), "{err}");
+    let mut wide = new_job("wide");
+    wide.required_workers = 3;
+    let err = submit(&pool, user.user_id, &wide, quota).await.unwrap_err();
+    assert!(err.to_string().contains("max_workers"), "{err}");
+}
+
+#[tokio::test]
+async fn job_listing_pages_newest_first() {
+    let (_t, pool) = database().await;
+    let user = create_user(&pool, "olga", "pw", &["jobs:write"]).await;
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        ids.push(
+            submit(&pool, user.user_id, &new_job(&format!("j{i}")), BIG_QUOTA)
+                .await
+                .unwrap()
+                .job
+                .job_id,
+        );
+    }
+    let c = pool.client().await.unwrap();
+    jobs::transition_to(&c, ids[0], JobStatus::Cancelled, &meta("x"))
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let (page, next) = jobs::list(&c, None, 3, cursor).await.unwrap();
+        seen.extend(page.iter().map(|j| j.job_id));
+        match next {
+            Some(n) => cursor = Some(n.to_string().parse().unwrap()),
+            None => break,
+        }
+    }
+    ids.reverse();
+    assert_eq!(seen, ids, "every job once, newest first");
+    let (cancelled, next) = jobs::list(&c, Some(JobStatus::Cancelled), 10, None)
+        .await
+        .unwrap();
+    assert_eq!((cancelled.len(), next), (1, None));
+    assert!("garbage".parse::<jobs::JobCursor>().is_err());
+}
+
+#[tokio::test]
+async fn broker_confirms_a_persistent_message() {
+    use lapin::options::{BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
+    let infra = integration_tests::infra();
+    let conn = lapin::Connection::connect(&infra.amqp_url(), lapin::ConnectionProperties::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+    let queue = format!("{}.work", integration_tests::unique_prefix());
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    ch.queue_declare(queue.as_str().into(), durable, Default::default())
+        .await
+        .unwrap();
+    let props = lapin::BasicProperties::default().with_delivery_mode(2);
+    let confirm = ch
+        .basic_publish(
+            "".into(),
+            queue.as_str().into(),
+            BasicPublishOptions::default(),
+            b"hello",
+            props,
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert!(confirm.is_ack());
+    let got = ch
+        .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap();
+    let delivery = got.expect("the message is in the queue");
+    assert_eq!(delivery.data, b"hello");
+    assert_eq!(delivery.properties.delivery_mode(), &Some(2));
+}
