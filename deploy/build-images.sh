@@ -24,7 +24,7 @@ FORCE=0
 for arg in "$@"; do
   case "$arg" in
     -f|--force) FORCE=1 ;;
-    -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit 0 ;;
     *) die "unknown argument: $arg (try --help)" ;;
   esac
 done
@@ -52,10 +52,12 @@ build_base() {
     [[ $(id -u) == 0 ]] || die "mmdebstrap is missing; install it (apt-get install mmdebstrap) or run as root"
     log "installing mmdebstrap"
     apt-get update
-    DEBIAN_FRONTEND=noninteractive apt-get install -y mmdebstrap
+    # Without Recommends: uidmap/fakechroot are only for non-root modes, and
+    # uidmap would drag upgrades of login/passwd along. gpg finds the keyring.
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends mmdebstrap gpg
   fi
   log "bootstrapping $SUITE rootfs -> $BASE_IMAGE (downloads ~150 MB, takes a few minutes)"
-  local tmp="${BASE_IMAGE%%:*}:building-$$"
+  local tmp="orchestrator-base-building:$$"
   # Size (516 MB -> ~310 MB): no docs, man pages or translations, and no LLVM:
   # postgresql-15 hard-depends on libllvm14 (+libz3) only for its JIT, which
   # the image turns off (jit = off); without llvmjit.so Postgres never loads it.
@@ -63,7 +65,8 @@ build_base() {
   # The postgresql-15 postinst creates a 'main' cluster under /var/lib/postgresql/15
   # that we never use (the image initdb's its own data dir): delete it.
   # mmdebstrap itself keeps daemons from starting and wipes apt lists/caches.
-  if ! mmdebstrap --variant=minbase --mode=root \
+  # shellcheck disable=SC2016 # "$1" in the hook is expanded by mmdebstrap
+  if ! mmdebstrap --variant=minbase \
       --include=postgresql-15,rabbitmq-server,ca-certificates \
       --aptopt='APT::Install-Recommends "false"' \
       --dpkgopt='path-exclude=/usr/share/man/*' \
@@ -100,13 +103,27 @@ build_image() { # image dir
   docker build --build-arg BASE="$BASE_IMAGE" -t "$1" "$HERE/images/$2"
 }
 
+# IDs of images we are about to replace, removed at the end (best effort) so
+# --force does not pile up dangling <none> images.
+image_id() { docker image inspect -f '{{.Id}}' "$1" 2>/dev/null || true; }
+OLD_IDS=()
+
 BUILT_BASE=0
 if wanted "$POSTGRES_IMAGE" || wanted "$RABBITMQ_IMAGE"; then
-  if wanted "$BASE_IMAGE"; then build_base; BUILT_BASE=1; else log "$BASE_IMAGE exists, reusing"; fi
+  if wanted "$BASE_IMAGE"; then OLD_IDS+=("$(image_id "$BASE_IMAGE")"); build_base; BUILT_BASE=1; else log "$BASE_IMAGE exists, reusing"; fi
 fi
 # A freshly built base invalidates images made from an older one.
 for pair in "$POSTGRES_IMAGE=postgres" "$RABBITMQ_IMAGE=rabbitmq"; do
   img="${pair%=*}" dir="${pair#*=}"
-  if [[ $BUILT_BASE == 1 ]] || wanted "$img"; then build_image "$img" "$dir"; else log "$img exists, skipping (--force rebuilds)"; fi
+  if [[ $BUILT_BASE == 1 ]] || wanted "$img"; then
+    OLD_IDS=("$(image_id "$img")" "${OLD_IDS[@]}")  # children before their base
+    build_image "$img" "$dir"
+  else log "$img exists, skipping (--force rebuilds)"; fi
+done
+for id in "${OLD_IDS[@]}"; do
+  # Only untagged leftovers; `rm` also fails harmlessly if a container uses one.
+  if [[ -n $id && $(docker image inspect -f '{{len .RepoTags}}' "$id" 2>/dev/null) == 0 ]]; then
+    docker image rm "$id" >/dev/null 2>&1 || true
+  fi
 done
 log "done: $POSTGRES_IMAGE $RABBITMQ_IMAGE"

@@ -132,15 +132,42 @@ pub struct Config {
     /// Address the HTTP API listens on.
     #[arg(long, env = "ORCH_LISTEN", default_value = "0.0.0.0:8000")]
     pub listen: SocketAddr,
-    /// Log one JSON object per line instead of human-readable text.
-    #[arg(long, env = "ORCH_LOG_JSON", default_value_t = false)]
-    pub log_json: bool,
+    /// Largest request body accepted, in bytes (413 above it).
+    #[arg(long, env = "ORCH_BODY_LIMIT_BYTES", default_value_t = 1024 * 1024)]
+    pub body_limit_bytes: usize,
+    /// Seconds a request may take before it is answered 503.
+    #[arg(long, env = "ORCH_REQUEST_TIMEOUT_SECONDS", default_value_t = 30)]
+    pub request_timeout_seconds: u64,
+    /// Login attempts allowed per minute from one IP address.
+    #[arg(long, env = "ORCH_LOGIN_PER_IP_PER_MINUTE", default_value_t = 30)]
+    pub login_per_ip_per_minute: u32,
+    /// Login attempts allowed per minute for one username.
+    #[arg(long, env = "ORCH_LOGIN_PER_USER_PER_MINUTE", default_value_t = 10)]
+    pub login_per_user_per_minute: u32,
     /// Token settings.
     #[command(flatten)]
     pub auth: AuthConfig,
     /// Quota for users without their own.
     #[command(flatten)]
     pub default_quota: DefaultQuota,
+}
+
+impl Config {
+    /// Parses a configuration from command-line style arguments (the first
+    /// one is the program name) and the `ORCH_*` environment; used by tests
+    /// and embedders that do not go through `main`.
+    pub fn try_parse_from<I, T>(args: I) -> Result<Config, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        #[derive(clap::Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            config: Config,
+        }
+        <Wrapper as clap::Parser>::try_parse_from(args).map(|w| w.config)
+    }
 }
 
 #[cfg(test)]

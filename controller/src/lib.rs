@@ -7,14 +7,20 @@
 //! - [`db`]: the pool, migrations and one module of queries per table.
 //! - [`auth`]: Argon2id password hashing and JWT issue/verify.
 //! - [`models`]: the rows the API returns, in the contract's JSON shape.
+//! - [`api`]: the HTTP routes, their scope table, extractors and error mapping.
+//! - [`app`]: start-up (`App::build`) and serving until shutdown.
+//! - [`broker`]: the RabbitMQ connection and its status.
 //! - [`bootstrap`]: idempotent first-start set-up (the configured admin).
 //!
 //! Only this crate touches Postgres; agents never do.
 
 #![forbid(unsafe_code)]
 
+pub mod api;
+pub mod app;
 pub mod auth;
 pub mod bootstrap;
+pub mod broker;
 pub mod config;
 pub mod db;
 pub mod models;

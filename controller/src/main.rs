@@ -4,7 +4,7 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use controller::config::Config;
-use controller::{auth, db};
+use controller::db;
 use std::time::Duration;
 
 /// The orchestrator's controller.
@@ -94,22 +94,11 @@ async fn create_admin(url: &str, username: &str, password: controller::config::S
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    db::migrate(&config.database_url)
+    let app = controller::app::App::build(config).await?;
+    tracing::info!(addr = %app.local_addr(), "controller ready");
+    app.run_until(orchestrator_shared::runtime::shutdown_signal())
         .await
-        .context("applying migrations")?;
-    let database = db::Database::connect(
-        &config.database_url,
-        config.db_pool_size,
-        Duration::from_secs(config.db_wait_seconds),
-    )
-    .context("building the pool")?;
-    let _issuer = auth::TokenIssuer::new(&config.auth).context("JWT configuration")?;
-    if let (Some(user), Some(pass)) = (&config.auth.admin_username, &config.auth.admin_password) {
-        controller::bootstrap::ensure_admin(&database, user, pass)
-            .await
-            .context("creating the configured admin")?;
-    }
-    tracing::info!(listen = %config.listen, "controller ready");
-    orchestrator_shared::runtime::shutdown_signal().await;
+        .context("serving HTTP")?;
+    tracing::info!("controller stopped");
     Ok(())
 }

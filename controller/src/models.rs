@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use orchestrator_shared::{JobStatus, WorkerStatus};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 /// Free-form string labels on jobs and workers.
@@ -28,7 +29,7 @@ pub struct User {
 }
 
 /// A worker agent as the supervisor API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Worker {
     /// Agent-chosen unique id (`[A-Za-z0-9._:-]{1,128}`).
     pub worker_id: String,
@@ -66,7 +67,7 @@ pub struct NewWorker {
 }
 
 /// A job as the job API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Job {
     /// Id given at submission.
     pub job_id: Uuid,
@@ -128,7 +129,7 @@ pub struct NewJob {
 }
 
 /// One recorded transition of a job.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct JobEvent {
     /// Previous status (`null` for the submission itself).
     pub from: Option<JobStatus>,
@@ -143,7 +144,7 @@ pub struct JobEvent {
 }
 
 /// Lifecycle of an allocation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AllocationStatus {
     /// Holding workers.
@@ -176,7 +177,7 @@ impl AllocationStatus {
 }
 
 /// Workers reserved by a user, optionally for one job.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Allocation {
     /// Id given at allocation.
     pub allocation_id: Uuid,
@@ -198,7 +199,7 @@ pub struct Allocation {
 }
 
 /// A user's limits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Quota {
     /// Workers allocated at once.
     pub max_workers: i32,

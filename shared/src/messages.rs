@@ -10,6 +10,27 @@ pub const WORK_EXCHANGE: &str = "orchestrator.work";
 /// Routing key of ordinary job shards on [`WORK_EXCHANGE`].
 pub const WORK_ROUTING_KEY: &str = "job";
 
+/// Durable exchange of per-agent control messages; the routing key is the
+/// worker id, bound to that agent's own control queue.
+pub const CONTROL_EXCHANGE: &str = "orchestrator.control";
+
+/// What an operator (or a cancel) asks of one agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub enum ControlCommand {
+    /// Stop taking new work; running jobs finish.
+    Pause,
+    /// Take work again.
+    Resume,
+    /// Drain (finish or hand back running jobs) and exit.
+    Terminate,
+    /// Stop this job's child process and report it cancelled.
+    CancelJob {
+        /// The job to stop.
+        job_id: Uuid,
+    },
+}
+
 /// One shard of one attempt of a job, as handed to an agent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobDispatch {
@@ -34,6 +55,18 @@ pub struct JobDispatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_commands_are_tagged() {
+        let c = ControlCommand::CancelJob { job_id: Uuid::nil() };
+        let json = serde_json::to_value(&c).unwrap();
+        assert_eq!(json["command"], "cancel_job");
+        assert_eq!(
+            serde_json::to_string(&ControlCommand::Pause).unwrap(),
+            r#"{"command":"pause"}"#
+        );
+        assert_eq!(serde_json::from_value::<ControlCommand>(json).unwrap(), c);
+    }
 
     #[test]
     fn dispatch_round_trips_through_json() {

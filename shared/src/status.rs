@@ -19,6 +19,7 @@ pub struct StatusParseError {
 
 /// Where a job is in its life. Spelled lower-case on the wire and in Postgres.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum JobStatus {
     /// Accepted and stored, not yet published to the broker.
@@ -39,6 +40,7 @@ pub enum JobStatus {
 
 /// Where a worker agent is in its life, as the controller sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum WorkerStatus {
     /// Registered, heartbeating, running nothing.

@@ -712,7 +712,9 @@ async fn job_listing_pages_newest_first() {
     let mut seen = Vec::new();
     let mut cursor = None;
     loop {
-        let (page, next) = jobs::list(&c, None, 3, cursor).await.unwrap();
+        let (page, next) = jobs::list(&c, jobs::JobFilter::default(), 3, cursor)
+            .await
+            .unwrap();
         seen.extend(page.iter().map(|j| j.job_id));
         match next {
             Some(n) => cursor = Some(n.to_string().parse().unwrap()),
@@ -721,9 +723,17 @@ async fn job_listing_pages_newest_first() {
     }
     ids.reverse();
     assert_eq!(seen, ids, "every job once, newest first");
-    let (cancelled, next) = jobs::list(&c, Some(JobStatus::Cancelled), 10, None)
-        .await
-        .unwrap();
+    let (cancelled, next) = jobs::list(
+        &c,
+        jobs::JobFilter {
+            status: Some(JobStatus::Cancelled),
+            submitted_by: Some(user.user_id),
+        },
+        10,
+        None,
+    )
+    .await
+    .unwrap();
     assert_eq!((cancelled.len(), next), (1, None));
     assert!("garbage".parse::<jobs::JobCursor>().is_err());
 }

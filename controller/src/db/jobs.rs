@@ -337,11 +337,53 @@ impl FromStr for JobCursor {
     }
 }
 
+/// Which jobs a listing shows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JobFilter {
+    /// Only jobs in this status.
+    pub status: Option<JobStatus>,
+    /// Only jobs of this user.
+    pub submitted_by: Option<Uuid>,
+}
+
+/// Tail of a job's output and its exit code.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct JobOutput {
+    /// The job.
+    pub job_id: Uuid,
+    /// Its status.
+    pub status: JobStatus,
+    /// Last bytes of standard output.
+    pub stdout: Option<String>,
+    /// Last bytes of standard error.
+    pub stderr: Option<String>,
+    /// Exit code, once finished.
+    pub exit_code: Option<i32>,
+}
+
+/// A job's recorded output.
+pub async fn output(client: &impl GenericClient, job_id: Uuid) -> Result<JobOutput, DbError> {
+    let row = client
+        .query_opt(
+            "SELECT status, stdout_tail, stderr_tail, exit_code FROM jobs WHERE job_id = $1",
+            &[&job_id],
+        )
+        .await?
+        .ok_or_else(|| not_found(job_id))?;
+    Ok(JobOutput {
+        job_id,
+        status: parse_status(&row, "status")?,
+        stdout: row.try_get(1)?,
+        stderr: row.try_get(2)?,
+        exit_code: row.try_get(3)?,
+    })
+}
+
 /// A page of jobs, newest first, after `cursor`, optionally of one status;
 /// returns the page and the cursor of the next one (`None` at the end).
 pub async fn list(
     client: &impl GenericClient,
-    status: Option<JobStatus>,
+    filter: JobFilter,
     limit: i64,
     cursor: Option<JobCursor>,
 ) -> Result<(Vec<Job>, Option<JobCursor>), DbError> {
@@ -351,12 +393,14 @@ pub async fn list(
         "SELECT {COLUMNS} FROM jobs j
          WHERE ($1::text IS NULL OR j.status = $1)
            AND ($2::timestamptz IS NULL OR (j.created_at, j.job_id) < ($2, $3))
+           AND ($5::uuid IS NULL OR j.submitted_by = $5)
          ORDER BY j.created_at DESC, j.job_id DESC LIMIT $4"
     );
+    let status = filter.status.map(JobStatus::as_str);
     let rows = client
         .query(
             &sql,
-            &[&status.map(JobStatus::as_str), &after, &after_id, &(limit + 1)],
+            &[&status, &after, &after_id, &(limit + 1), &filter.submitted_by],
         )
         .await?;
     let mut jobs = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;

@@ -7,6 +7,7 @@ pub mod idempotency;
 pub mod jobs;
 pub mod outbox;
 pub mod quotas;
+pub mod stats;
 pub mod users;
 pub mod workers;
 

@@ -1,0 +1,211 @@
+//! The one place errors become HTTP responses. Every body is
+//! `{"detail": ...}` as the contract fixes it; no body carries SQL, a stack
+//! trace or a secret (database errors are logged, not returned).
+
+use crate::db::DbError;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// The contract's 401 detail for every kind of bad token.
+pub const INVALID_CREDENTIALS: &str = "Invalid authentication credentials";
+/// The contract's 401 detail when no token was sent.
+pub const NOT_AUTHENTICATED: &str = "Not authenticated";
+
+/// One entry of a 422 body: where, what, and what kind of problem.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct FieldError {
+    /// Path to the offending value, e.g. `["body", "required_workers"]`.
+    pub loc: Vec<String>,
+    /// Human-readable message.
+    pub msg: String,
+    /// Machine-readable kind (`missing`, `type_error`, `value_error`, `json_invalid`).
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+impl FieldError {
+    /// A range or format violation of the body field `field`.
+    pub fn body(field: &str, msg: impl Into<String>) -> Self {
+        FieldError {
+            loc: vec!["body".to_owned(), field.to_owned()],
+            msg: msg.into(),
+            kind: "value_error".to_owned(),
+        }
+    }
+
+    /// A violation in the query string.
+    pub fn query(field: &str, msg: impl Into<String>) -> Self {
+        FieldError {
+            loc: vec!["query".to_owned(), field.to_owned()],
+            msg: msg.into(),
+            kind: "value_error".to_owned(),
+        }
+    }
+
+    /// A violation in the path.
+    pub fn path(field: &str, msg: impl Into<String>) -> Self {
+        FieldError {
+            loc: vec!["path".to_owned(), field.to_owned()],
+            msg: msg.into(),
+            kind: "value_error".to_owned(),
+        }
+    }
+}
+
+/// Body of every error response with a text detail.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong, for people.
+    pub detail: String,
+}
+
+/// Body of a 422 response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ValidationBody {
+    /// Every problem found.
+    pub detail: Vec<FieldError>,
+}
+
+/// Every way a request can fail, each with its status code.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 401: no, or a bad, token (or wrong login).
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    /// 403: a valid token without the route's scope.
+    #[error("Missing required scope: {0}")]
+    Forbidden(String),
+    /// 404: unknown id; the text names it.
+    #[error("{0}")]
+    NotFound(String),
+    /// 409: forbidden transition, exceeded quota, reused idempotency key.
+    #[error("{0}")]
+    Conflict(String),
+    /// 413: body over the limit.
+    #[error("Request body is larger than the limit of {0} bytes")]
+    PayloadTooLarge(usize),
+    /// 422: invalid input.
+    #[error("validation failed")]
+    Validation(Vec<FieldError>),
+    /// 429: too many login attempts; retry after this many seconds.
+    #[error("Too many login attempts; retry in {0} seconds")]
+    TooManyRequests(u64),
+    /// 503: a dependency is down.
+    #[error("{0}")]
+    Unavailable(String),
+    /// 500: a bug or an unexpected failure; details only in the log.
+    #[error("Internal server error")]
+    Internal,
+}
+
+impl ApiError {
+    /// The status code of this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl From<DbError> for ApiError {
+    fn from(e: DbError) -> Self {
+        if e.is_unavailable() {
+            tracing::warn!(error = ?e, "database unavailable");
+            return ApiError::Unavailable("Database unavailable".to_owned());
+        }
+        match e {
+            DbError::NotFound { .. } => ApiError::NotFound(e.to_string()),
+            DbError::Transition(t) => ApiError::Conflict(t.to_string()),
+            DbError::Conflict(m) => ApiError::Conflict(m),
+            other => {
+                tracing::error!(error = ?other, "database error");
+                ApiError::Internal
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let mut response = match &self {
+            ApiError::Validation(errors) => (
+                status,
+                axum::Json(ValidationBody {
+                    detail: errors.clone(),
+                }),
+            )
+                .into_response(),
+            other => (
+                status,
+                axum::Json(ErrorBody {
+                    detail: other.to_string(),
+                }),
+            )
+                .into_response(),
+        };
+        let headers = response.headers_mut();
+        match self {
+            ApiError::Unauthorized(_) => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            ApiError::TooManyRequests(secs) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use orchestrator_shared::StateTransitionError;
+
+    #[test]
+    fn database_errors_map_to_contract_statuses() {
+        let nf: ApiError = DbError::NotFound {
+            kind: "Job",
+            id: "x".into(),
+        }
+        .into();
+        assert_eq!(
+            (nf.status(), nf.to_string()),
+            (StatusCode::NOT_FOUND, "Job x not found".to_owned())
+        );
+        let t = StateTransitionError {
+            machine: "job",
+            from: "completed".into(),
+            to: "cancelled".into(),
+        };
+        let c: ApiError = DbError::Transition(t).into();
+        assert_eq!(c.status(), StatusCode::CONFLICT);
+        assert_eq!(c.to_string(), "Invalid job transition: completed -> cancelled");
+        let q: ApiError = DbError::Conflict("Quota exceeded".into()).into();
+        assert_eq!(q.status(), StatusCode::CONFLICT);
+    }
+
+    #[test]
+    fn unauthorized_carries_the_bearer_challenge_and_429_retry_after() {
+        let r = ApiError::Unauthorized(INVALID_CREDENTIALS).into_response();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(r.headers()[header::WWW_AUTHENTICATE], "Bearer");
+        let r = ApiError::TooManyRequests(0).into_response();
+        assert_eq!(r.headers()[header::RETRY_AFTER], "1");
+        assert_eq!(
+            ApiError::Forbidden("jobs:write".into()).to_string(),
+            "Missing required scope: jobs:write"
+        );
+    }
+}

@@ -1,0 +1,230 @@
+//! Extractors that turn every kind of bad input into the contract's error
+//! shape (422 list, 413), and the one layer that checks tokens and scopes.
+
+use super::error::{ApiError, FieldError, INVALID_CREDENTIALS, NOT_AUTHENTICATED};
+use super::AppState;
+use axum::extract::{FromRequest, FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::Response;
+use bytes::Bytes;
+use orchestrator_shared::Scope;
+use serde::de::DeserializeOwned;
+use uuid::Uuid;
+
+/// A JSON body whose failures are the contract's 413 and 422 responses.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge(state.body_limit)
+            } else {
+                ApiError::Validation(vec![FieldError {
+                    loc: vec!["body".into()],
+                    msg: "could not read the request body".into(),
+                    kind: "value_error".into(),
+                }])
+            }
+        })?;
+        parse_json(&bytes)
+            .map(ApiJson)
+            .map_err(|e| ApiError::Validation(vec![e]))
+    }
+}
+
+/// Parses `bytes` as `T`, describing the first problem with its location.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, FieldError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize::<_, T>(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        describe(&path, e.into_inner())
+    })?;
+    de.end().map_err(|e| describe(".", e))?;
+    Ok(value)
+}
+
+fn describe(path: &str, err: serde_json::Error) -> FieldError {
+    use serde_json::error::Category;
+    let full = err.to_string();
+    let msg = full
+        .rsplit_once(" at line ")
+        .map_or(full.as_str(), |(m, _)| m)
+        .to_owned();
+    let mut loc = vec!["body".to_owned()];
+    loc.extend(
+        path.split('.')
+            .filter(|s| !s.is_empty() && *s != "?")
+            .map(str::to_owned),
+    );
+    let kind = match err.classify() {
+        Category::Syntax | Category::Eof | Category::Io => "json_invalid",
+        Category::Data if msg.starts_with("missing field") => {
+            if let Some(field) = msg.split('`').nth(1) {
+                loc.push(field.to_owned());
+            }
+            "missing"
+        }
+        Category::Data if msg.starts_with("invalid type") => "type_error",
+        Category::Data => "value_error",
+    };
+    FieldError {
+        loc,
+        msg,
+        kind: kind.to_owned(),
+    }
+}
+
+/// A path parameter whose parse failure is a 422 naming it.
+pub struct ApiPath<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| ApiPath(p.0))
+            .map_err(|e| ApiError::Validation(vec![FieldError::path("id", e.body_text())]))
+    }
+}
+
+/// A query string whose parse failure is a 422.
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| ApiQuery(q.0))
+            .map_err(|e| ApiError::Validation(vec![FieldError::query("query", e.body_text())]))
+    }
+}
+
+/// The caller, as proven by a verified token. Inserted by [`authorize`];
+/// handlers take it as an argument.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The token's `sub`.
+    pub user_id: Uuid,
+    /// The token's scopes.
+    pub scopes: Vec<String>,
+}
+
+impl Principal {
+    /// Whether the caller holds `admin` (sees every user's jobs and usage).
+    pub fn is_admin(&self) -> bool {
+        orchestrator_shared::scope::has_scope(&self.scopes, Scope::Admin)
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        parts.extensions.get::<Principal>().cloned().ok_or_else(|| {
+            tracing::error!("route has no authorization layer");
+            ApiError::Internal
+        })
+    }
+}
+
+/// What [`authorize`] needs: the app and the route's required scope
+/// (`None`: any valid token).
+#[derive(Clone)]
+pub struct Guard {
+    /// The shared state (token verifier).
+    pub state: AppState,
+    /// Scope the route requires.
+    pub scope: Option<Scope>,
+}
+
+/// The one check of every protected route: a valid bearer token (401
+/// otherwise) that grants the route's scope (403 otherwise).
+pub async fn authorize(
+    State(guard): State<Guard>,
+    mut req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let principal = principal_from_header(&guard.state, req.headers().get(header::AUTHORIZATION))?;
+    if let Some(required) = guard.scope {
+        if !orchestrator_shared::scope::has_scope(&principal.scopes, required) {
+            return Err(ApiError::Forbidden(required.to_string()));
+        }
+    }
+    req.extensions_mut().insert(principal);
+    Ok(next.run(req).await)
+}
+
+fn principal_from_header(
+    state: &AppState,
+    value: Option<&axum::http::HeaderValue>,
+) -> Result<Principal, ApiError> {
+    let value = value.ok_or(ApiError::Unauthorized(NOT_AUTHENTICATED))?;
+    let text = value
+        .to_str()
+        .map_err(|_| ApiError::Unauthorized(INVALID_CREDENTIALS))?;
+    let (kind, token) = text
+        .split_once(' ')
+        .ok_or(ApiError::Unauthorized(INVALID_CREDENTIALS))?;
+    if !kind.eq_ignore_ascii_case("bearer") {
+        return Err(ApiError::Unauthorized(INVALID_CREDENTIALS));
+    }
+    let claims = state.tokens.verify(token.trim()).map_err(|e| {
+        tracing::debug!(error = %e, "token refused");
+        ApiError::Unauthorized(INVALID_CREDENTIALS)
+    })?;
+    let user_id = Uuid::parse_str(&claims.sub).map_err(|_| ApiError::Unauthorized(INVALID_CREDENTIALS))?;
+    Ok(Principal {
+        user_id,
+        scopes: claims.scopes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Body {
+        name: String,
+        count: i32,
+        inner: Option<Inner>,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Inner {
+        flag: bool,
+    }
+
+    #[test]
+    fn json_problems_are_located() {
+        let e = parse_json::<Body>(b"{\"name\": \"x\"}").unwrap_err();
+        assert_eq!(
+            (e.loc, e.kind.as_str()),
+            (vec!["body".to_owned(), "count".to_owned()], "missing")
+        );
+        let e = parse_json::<Body>(br#"{"name": "x", "count": "many"}"#).unwrap_err();
+        assert_eq!(e.loc, ["body", "count"]);
+        assert_eq!(e.kind, "type_error");
+        assert!(!e.msg.contains("line"), "{}", e.msg);
+        let e = parse_json::<Body>(br#"{"name": "x", "count": 1, "inner": {"flag": 3}}"#).unwrap_err();
+        assert_eq!(e.loc, ["body", "inner", "flag"]);
+        let e = parse_json::<Body>(b"{not json").unwrap_err();
+        assert_eq!(
+            (e.loc, e.kind.as_str()),
+            (vec!["body".to_owned()], "json_invalid")
+        );
+        let e = parse_json::<Body>(br#"{"name": "x", "count": 1} trailing"#).unwrap_err();
+        assert_eq!(e.kind, "json_invalid");
+        assert!(parse_json::<Body>(br#"{"name": "x", "count": 1}"#).is_ok());
+    }
+}

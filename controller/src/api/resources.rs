@@ -1,0 +1,162 @@
+//! `/api/resources/*`: quotas, allocations and usage.
+
+use super::error::{ApiError, FieldError};
+use super::extract::{ApiJson, Principal};
+use super::AppState;
+use crate::db::allocations::{self, AllocationRequest};
+use crate::db::stats::{self, UserUsage};
+use crate::db::{quotas, DbError};
+use crate::models::Allocation;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// Most workers one allocation may hold.
+pub const MAX_ALLOCATION_WORKERS: i32 = 1024;
+/// Longest allocation lifetime: 30 days.
+pub const MAX_TTL_SECONDS: i64 = 30 * 24 * 3600;
+
+/// The caller's limits and what is left of them.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct QuotaView {
+    /// Workers the caller may hold allocated.
+    pub max_workers: i64,
+    /// Workers the caller holds now.
+    pub allocated_workers: i64,
+    /// Live, unallocated workers the caller could still allocate.
+    pub available_workers: i64,
+    /// Jobs the caller may run at once.
+    pub max_concurrent_jobs: i64,
+    /// The caller's jobs running now.
+    pub running_jobs: i64,
+    /// Jobs the caller may have waiting.
+    pub max_queued_jobs: i64,
+    /// The caller's jobs pending or queued now.
+    pub queued_jobs: i64,
+}
+
+/// `POST /api/resources/allocate` body.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct AllocateRequest {
+    /// Workers wanted, 1..=1024.
+    pub workers: i32,
+    /// The job they are for.
+    pub job_id: Option<Uuid>,
+    /// Lifetime in seconds, 1..=2592000; none means until released.
+    pub ttl_seconds: Option<i64>,
+}
+
+/// `POST /api/resources/release` body.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ReleaseRequest {
+    /// The allocation to release.
+    pub allocation_id: Uuid,
+}
+
+/// Per-user usage.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UsageView {
+    /// One entry per user (only the caller unless admin).
+    pub users: Vec<UserUsage>,
+}
+
+/// The caller's quota and its remaining room.
+#[utoipa::path(get, path = "/api/resources/quotas", tag = "resources", security(("bearer" = [])),
+    responses((status = 200, body = QuotaView)))]
+pub async fn quotas(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Json<QuotaView>, ApiError> {
+    let client = state.db.client().await?;
+    allocations::expire_lapsed(&client).await?;
+    let quota = quotas::get(&client, principal.user_id, state.default_quota).await?;
+    let allocated = allocations::allocated_workers(&client, principal.user_id).await?;
+    let free = allocations::free_workers(&client).await?;
+    let (running, queued) = stats::user_job_counts(&client, principal.user_id).await?;
+    let room = (i64::from(quota.max_workers) - allocated).max(0);
+    Ok(Json(QuotaView {
+        max_workers: quota.max_workers.into(),
+        allocated_workers: allocated,
+        available_workers: free.min(room),
+        max_concurrent_jobs: quota.max_concurrent_jobs.into(),
+        running_jobs: running,
+        max_queued_jobs: quota.max_queued_jobs.into(),
+        queued_jobs: queued,
+    }))
+}
+
+fn validate_allocate(req: &AllocateRequest) -> Result<(), ApiError> {
+    let mut errors = Vec::new();
+    if !(1..=MAX_ALLOCATION_WORKERS).contains(&req.workers) {
+        errors.push(FieldError::body(
+            "workers",
+            format!("must be between 1 and {MAX_ALLOCATION_WORKERS}"),
+        ));
+    }
+    if req
+        .ttl_seconds
+        .is_some_and(|t| !(1..=MAX_TTL_SECONDS).contains(&t))
+    {
+        errors.push(FieldError::body(
+            "ttl_seconds",
+            format!("must be between 1 and {MAX_TTL_SECONDS}"),
+        ));
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::Validation(errors))
+    }
+}
+
+/// Reserves workers; 409 if the quota or the free workers do not allow it.
+#[utoipa::path(post, path = "/api/resources/allocate", tag = "resources", security(("bearer" = [])), request_body = AllocateRequest,
+    responses((status = 201, body = Allocation), (status = 409, body = super::error::ErrorBody),
+              (status = 422, body = super::error::ValidationBody)))]
+pub async fn allocate(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiJson(req): ApiJson<AllocateRequest>,
+) -> Result<(StatusCode, Json<Allocation>), ApiError> {
+    validate_allocate(&req)?;
+    let mut client = state.db.client().await?;
+    let quota = quotas::get(&client, principal.user_id, state.default_quota).await?;
+    let tx = client.transaction().await.map_err(DbError::from)?;
+    let request = AllocationRequest {
+        workers: req.workers,
+        job_id: req.job_id,
+        ttl_seconds: req.ttl_seconds,
+    };
+    let allocation = allocations::allocate(&tx, principal.user_id, request, quota).await?;
+    tx.commit().await.map_err(DbError::from)?;
+    Ok((StatusCode::CREATED, Json(allocation)))
+}
+
+/// Releases an allocation; releasing twice is harmless.
+#[utoipa::path(post, path = "/api/resources/release", tag = "resources", security(("bearer" = [])), request_body = ReleaseRequest,
+    responses((status = 200, body = Allocation), (status = 404, body = super::error::ErrorBody)))]
+pub async fn release(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiJson(req): ApiJson<ReleaseRequest>,
+) -> Result<Json<Allocation>, ApiError> {
+    let client = state.db.client().await?;
+    Ok(Json(
+        allocations::release(&client, principal.user_id, req.allocation_id).await?,
+    ))
+}
+
+/// Allocated workers, running jobs and worker-seconds per user (every user
+/// for admins, else the caller alone).
+#[utoipa::path(get, path = "/api/resources/usage", tag = "resources", security(("bearer" = [])),
+    responses((status = 200, body = UsageView)))]
+pub async fn usage(State(state): State<AppState>, principal: Principal) -> Result<Json<UsageView>, ApiError> {
+    let client = state.db.client().await?;
+    let only = (!principal.is_admin()).then_some(principal.user_id);
+    Ok(Json(UsageView {
+        users: stats::usage(&client, only).await?,
+    }))
+}
