@@ -5,7 +5,7 @@
 
 use crate::api::{self, limiter::LoginLimiter, AppState};
 use crate::auth::TokenIssuer;
-use crate::broker::{self, BrokerStatus};
+use crate::broker::{self, BrokerStatus, Flow};
 use crate::config::Config;
 use crate::db::{self, Database};
 use crate::models::Quota;
@@ -27,6 +27,8 @@ pub struct App {
     state: AppState,
     timeout: Duration,
     amqp_url: String,
+    database_url: String,
+    flow: crate::config::FlowConfig,
 }
 
 /// The process-wide Prometheus recorder (the `metrics` facade has one global
@@ -84,12 +86,16 @@ impl App {
             )),
             broker: BrokerStatus::default(),
             metrics: prometheus()?,
+            wake: Arc::new(tokio::sync::Notify::new()),
+            agent_token_ttl: config.flow.agent_token_ttl_seconds,
         };
         Ok(App {
             listener,
             state,
             timeout: Duration::from_secs(config.request_timeout_seconds),
             amqp_url: config.amqp_url,
+            database_url: config.database_url,
+            flow: config.flow,
         })
     }
 
@@ -108,7 +114,15 @@ impl App {
     /// Serves until `shutdown` resolves, then stops accepting and lets
     /// in-flight requests finish. Background tasks stop with it.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-        let monitor = tokio::spawn(broker::monitor(self.amqp_url.clone(), self.state.broker.clone()));
+        let flow = Flow {
+            db: self.state.db.clone(),
+            topology: orchestrator_shared::messages::Topology::new(self.flow.broker_prefix.clone()),
+            config: self.flow.clone(),
+            wake: self.state.wake.clone(),
+            status: self.state.broker.clone(),
+        };
+        let broker = tokio::spawn(broker::supervise(self.amqp_url.clone(), flow.clone()));
+        let reaper = tokio::spawn(crate::reaper::run(self.database_url.clone(), flow));
         let router = api::router(self.state, self.timeout);
         tracing::info!(addr = %self.listener.local_addr()?, "controller listening");
         let served = axum::serve(
@@ -117,7 +131,8 @@ impl App {
         )
         .with_graceful_shutdown(shutdown)
         .await;
-        monitor.abort();
+        broker.abort();
+        reaper.abort();
         served
     }
 }

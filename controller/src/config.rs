@@ -109,6 +109,37 @@ pub struct DefaultQuota {
     pub max_queued_jobs: i32,
 }
 
+/// The job flow's broker names and timings.
+#[derive(Debug, Clone, Args)]
+pub struct FlowConfig {
+    /// Prefix of every exchange and queue (agents must use the same).
+    #[arg(long, env = "ORCH_BROKER_PREFIX", default_value = "orchestrator")]
+    pub broker_prefix: String,
+    /// An agent silent this long (ms) is marked offline and its jobs handled.
+    #[arg(long, env = "ORCH_HEARTBEAT_TIMEOUT_MS", default_value_t = 10_000)]
+    pub heartbeat_timeout_ms: u64,
+    /// How often (ms) the reaper looks for lost agents and overdue jobs.
+    #[arg(long, env = "ORCH_REAPER_INTERVAL_MS", default_value_t = 1_000)]
+    pub reaper_interval_ms: u64,
+    /// Extra time (ms) past a job's timeout before the controller itself
+    /// times it out (the agent normally does it first).
+    #[arg(long, env = "ORCH_TIMEOUT_GRACE_MS", default_value_t = 30_000)]
+    pub timeout_grace_ms: u64,
+    /// Delay (ms) before a failed job's first retry; doubles per attempt.
+    #[arg(long, env = "ORCH_RETRY_BASE_MS", default_value_t = 1_000)]
+    pub retry_base_ms: u64,
+    /// Longest delay (ms) between retries.
+    #[arg(long, env = "ORCH_RETRY_MAX_MS", default_value_t = 60_000)]
+    pub retry_max_ms: u64,
+    /// Safety-net poll interval (ms) of the outbox relay; submissions in
+    /// this process wake it at once.
+    #[arg(long, env = "ORCH_RELAY_POLL_MS", default_value_t = 200)]
+    pub relay_poll_ms: u64,
+    /// Lifetime of agent tokens, in seconds (default one year).
+    #[arg(long, env = "ORCH_AGENT_TOKEN_TTL_SECONDS", default_value_t = 365 * 24 * 3600)]
+    pub agent_token_ttl_seconds: u64,
+}
+
 /// Everything the controller's server needs.
 #[derive(Debug, Clone, Args)]
 pub struct Config {
@@ -147,6 +178,9 @@ pub struct Config {
     /// Token settings.
     #[command(flatten)]
     pub auth: AuthConfig,
+    /// Job flow timing and broker names.
+    #[command(flatten)]
+    pub flow: FlowConfig,
     /// Quota for users without their own.
     #[command(flatten)]
     pub default_quota: DefaultQuota,

@@ -9,7 +9,8 @@
 //! - [`models`]: the rows the API returns, in the contract's JSON shape.
 //! - [`api`]: the HTTP routes, their scope table, extractors and error mapping.
 //! - [`app`]: start-up (`App::build`) and serving until shutdown.
-//! - [`broker`]: the RabbitMQ connection and its status.
+//! - [`broker`]: the RabbitMQ connection: outbox relay and agent-event consumer.
+//! - [`reaper`]: single-leader work (lost agents, overdue jobs, lapsed allocations).
 //! - [`bootstrap`]: idempotent first-start set-up (the configured admin).
 //!
 //! Only this crate touches Postgres; agents never do.
@@ -24,3 +25,4 @@ pub mod broker;
 pub mod config;
 pub mod db;
 pub mod models;
+pub mod reaper;

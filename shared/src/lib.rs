@@ -9,10 +9,13 @@
 //! - [`scope`]: API scopes and the rule that decides whether one grants another.
 //! - [`validate`]: shared input rules (worker ids).
 //! - [`messages`]: what travels through the broker.
+//! - `broker` (feature): declaring the RabbitMQ topology both daemons use.
 //! - `runtime` (feature): logging set-up and the shutdown signal of both daemons.
 
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "broker")]
+pub mod broker;
 pub mod messages;
 #[cfg(feature = "runtime")]
 pub mod runtime;

@@ -1,18 +1,74 @@
-//! Messages that travel through the broker. The controller writes them into
-//! its outbox and the relay publishes them; agents consume them. Every field
-//! an agent needs to run a shard is here, so agents never ask Postgres.
+//! What travels between the controller and the agents, and the broker
+//! topology both sides declare. The controller writes work and control
+//! messages into its outbox and a relay publishes them; agents consume them,
+//! and publish [`AgentEvent`]s back. Every field an agent needs to run a
+//! shard is in [`JobDispatch`], so agents never ask Postgres.
+//!
+//! Broker names all start with a configurable prefix (default
+//! `orchestrator`), so several clusters (or tests) can share one broker.
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// Durable exchange that work is published to.
-pub const WORK_EXCHANGE: &str = "orchestrator.work";
-/// Routing key of ordinary job shards on [`WORK_EXCHANGE`].
+/// Logical exchange of job shards (the outbox's `exchange` column).
+pub const WORK_EXCHANGE: &str = "work";
+/// Routing key of job shards on the work exchange.
 pub const WORK_ROUTING_KEY: &str = "job";
-
-/// Durable exchange of per-agent control messages; the routing key is the
+/// Logical exchange of per-agent control messages; the routing key is the
 /// worker id, bound to that agent's own control queue.
-pub const CONTROL_EXCHANGE: &str = "orchestrator.control";
+pub const CONTROL_EXCHANGE: &str = "control";
+/// Highest message priority (jobs' `priority` 0..=9 maps onto it directly).
+pub const MAX_PRIORITY: u8 = 9;
+
+/// The names of every exchange and queue, derived from one prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topology {
+    prefix: String,
+}
+
+impl Topology {
+    /// Names under `prefix` (e.g. `orchestrator`).
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Topology {
+            prefix: prefix.into(),
+        }
+    }
+
+    /// The broker exchange behind a logical name (`work`, `control`, `events`).
+    pub fn exchange(&self, logical: &str) -> String {
+        format!("{}.{logical}", self.prefix)
+    }
+
+    /// The shared, durable, priority queue of job shards.
+    pub fn jobs_queue(&self) -> String {
+        format!("{}.jobs", self.prefix)
+    }
+
+    /// Exchange that receives messages agents reject as unprocessable.
+    pub fn dead_letter_exchange(&self) -> String {
+        format!("{}.dlx", self.prefix)
+    }
+
+    /// Queue that keeps dead-lettered messages for inspection.
+    pub fn dead_letter_queue(&self) -> String {
+        format!("{}.dead", self.prefix)
+    }
+
+    /// One agent's control queue.
+    pub fn control_queue(&self, worker_id: &str) -> String {
+        format!("{}.control.{worker_id}", self.prefix)
+    }
+
+    /// Exchange agents publish [`AgentEvent`]s to.
+    pub fn events_exchange(&self) -> String {
+        self.exchange("events")
+    }
+
+    /// Queue the controller consumes [`AgentEvent`]s from.
+    pub fn events_queue(&self) -> String {
+        format!("{}.events", self.prefix)
+    }
+}
 
 /// What an operator (or a cancel) asks of one agent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,7 +78,7 @@ pub enum ControlCommand {
     Pause,
     /// Take work again.
     Resume,
-    /// Drain (finish or hand back running jobs) and exit.
+    /// Drain (finish running jobs) and exit.
     Terminate,
     /// Stop this job's child process and report it cancelled.
     CancelJob {
@@ -36,7 +92,7 @@ pub enum ControlCommand {
 pub struct JobDispatch {
     /// The job.
     pub job_id: Uuid,
-    /// Attempt this message belongs to; reports for older attempts are stale.
+    /// Attempt this message belongs to; reports for other attempts are stale.
     pub attempt: i32,
     /// 0-based shard index (`SHARD_INDEX`).
     pub shard_index: i32,
@@ -50,6 +106,127 @@ pub struct JobDispatch {
     pub timeout_seconds: Option<i32>,
     /// Broker priority, 0..=9.
     pub priority: i32,
+}
+
+/// How a shard ended on its agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ShardOutcome {
+    /// Exit code 0.
+    Succeeded,
+    /// Non-zero exit, a signal, or it could not start.
+    Failed,
+    /// Stopped by a cancel command.
+    Cancelled,
+    /// Killed after its timeout.
+    TimedOut,
+}
+
+/// A shard an agent is running now (reported in heartbeats).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunningShard {
+    /// The job.
+    pub job_id: Uuid,
+    /// Its attempt.
+    pub attempt: i32,
+    /// The shard.
+    pub shard_index: i32,
+}
+
+/// What agents report to the controller through the events queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AgentEvent {
+    /// Periodic liveness and load report.
+    Heartbeat {
+        /// Reporting agent.
+        worker_id: String,
+        /// Shards it runs now.
+        running: Vec<RunningShard>,
+        /// Whether it is paused (consumes no work).
+        paused: bool,
+    },
+    /// A shard ended.
+    ShardFinished {
+        /// Reporting agent.
+        worker_id: String,
+        /// The job.
+        job_id: Uuid,
+        /// The attempt it ran.
+        attempt: i32,
+        /// The shard.
+        shard_index: i32,
+        /// How it ended.
+        outcome: ShardOutcome,
+        /// Exit code, when the process exited by itself.
+        exit_code: Option<i32>,
+        /// Last bytes of stdout.
+        stdout_tail: String,
+        /// Last bytes of stderr.
+        stderr_tail: String,
+        /// Why it failed, when it did.
+        error: Option<String>,
+    },
+    /// The agent drained and is exiting.
+    Stopped {
+        /// Reporting agent.
+        worker_id: String,
+    },
+}
+
+/// `POST /api/agents/register` body: an agent announcing itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisterRequest {
+    /// Unique id (`[A-Za-z0-9._:-]{1,128}`).
+    pub worker_id: String,
+    /// Host it runs on.
+    pub hostname: String,
+    /// Jobs it runs at once.
+    pub capacity: i32,
+    /// Free-form labels.
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Agent version.
+    #[serde(default)]
+    pub version: String,
+}
+
+/// `POST /api/agents/claim` body: may this agent run this shard now?
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimRequest {
+    /// The asking agent.
+    pub worker_id: String,
+    /// The job.
+    pub job_id: Uuid,
+    /// The attempt in the message.
+    pub attempt: i32,
+    /// The shard in the message.
+    pub shard_index: i32,
+    /// Whether the broker marked the delivery as redelivered (its previous
+    /// holder's channel closed), which lets this agent take the shard over.
+    pub redelivered: bool,
+}
+
+/// What the agent does with a delivery after claiming.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClaimDecision {
+    /// Run it.
+    Run,
+    /// Acknowledge and drop it: finished, cancelled or stale.
+    Skip,
+    /// Give it back to the queue (e.g. this agent already runs another shard
+    /// of the same job); retry after a short pause.
+    Requeue,
+}
+
+/// `POST /api/agents/claim` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimResponse {
+    /// What to do.
+    pub decision: ClaimDecision,
+    /// Why, for logs.
+    pub reason: String,
 }
 
 #[cfg(test)]
@@ -66,6 +243,29 @@ mod tests {
             r#"{"command":"pause"}"#
         );
         assert_eq!(serde_json::from_value::<ControlCommand>(json).unwrap(), c);
+    }
+
+    #[test]
+    fn events_round_trip_and_names_are_prefixed() {
+        let e = AgentEvent::ShardFinished {
+            worker_id: "w".into(),
+            job_id: Uuid::new_v4(),
+            attempt: 2,
+            shard_index: 0,
+            outcome: ShardOutcome::TimedOut,
+            exit_code: None,
+            stdout_tail: String::new(),
+            stderr_tail: "boom".into(),
+            error: Some("timed out".into()),
+        };
+        let json = serde_json::to_value(&e).unwrap();
+        assert_eq!(json["type"], "shard_finished");
+        assert_eq!(json["outcome"], "timed_out");
+        assert_eq!(serde_json::from_value::<AgentEvent>(json).unwrap(), e);
+        let t = Topology::new("t1");
+        assert_eq!(t.exchange(WORK_EXCHANGE), "t1.work");
+        assert_eq!(t.control_queue("w-1"), "t1.control.w-1");
+        assert_eq!(t.events_queue(), "t1.events");
     }
 
     #[test]

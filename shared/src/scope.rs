@@ -35,6 +35,9 @@ pub enum Scope {
     /// Everything, including creating users.
     #[serde(rename = "admin")]
     Admin,
+    /// What a worker agent's token carries: register, claim shards.
+    #[serde(rename = "agent")]
+    Agent,
 }
 
 impl Scope {
@@ -47,6 +50,7 @@ impl Scope {
         Scope::ResourcesRead,
         Scope::ResourcesWrite,
         Scope::Admin,
+        Scope::Agent,
     ];
 
     /// The wire spelling.
@@ -59,6 +63,7 @@ impl Scope {
             Scope::ResourcesRead => "resources:read",
             Scope::ResourcesWrite => "resources:write",
             Scope::Admin => "admin",
+            Scope::Agent => "agent",
         }
     }
 

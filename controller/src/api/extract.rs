@@ -86,10 +86,23 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        use axum::extract::path::ErrorKind;
+        use axum::extract::rejection::PathRejection;
         axum::extract::Path::<T>::from_request_parts(parts, state)
             .await
             .map(|p| ApiPath(p.0))
-            .map_err(|e| ApiError::Validation(vec![FieldError::path("id", e.body_text())]))
+            .map_err(|e| {
+                let key = match &e {
+                    PathRejection::FailedToDeserializePathParams(f) => match f.kind() {
+                        ErrorKind::ParseErrorAtKey { key, .. } | ErrorKind::DeserializeError { key, .. } => {
+                            key.clone()
+                        }
+                        _ => "path".to_owned(),
+                    },
+                    _ => "path".to_owned(),
+                };
+                ApiError::Validation(vec![FieldError::path(&key, e.body_text())])
+            })
     }
 }
 
@@ -100,10 +113,17 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        axum::extract::Query::<T>::from_request_parts(parts, state)
-            .await
-            .map(|q| ApiQuery(q.0))
-            .map_err(|e| ApiError::Validation(vec![FieldError::query("query", e.body_text())]))
+        let _ = state;
+        let query = parts.uri.query().unwrap_or_default();
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize::<_, T>(de)
+            .map(ApiQuery)
+            .map_err(|e| {
+                let field = e.path().to_string();
+                let field = if field == "." { "query".to_owned() } else { field };
+                let msg = e.into_inner().to_string();
+                ApiError::Validation(vec![FieldError::query(&field, msg)])
+            })
     }
 }
 

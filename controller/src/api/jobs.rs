@@ -149,6 +149,7 @@ pub async fn submit(
     let tx = client.transaction().await.map_err(DbError::from)?;
     let submitted = jobs::submit(&tx, principal.user_id, &new, quota).await?;
     tx.commit().await.map_err(DbError::from)?;
+    state.wake.notify_one();
     let status = if submitted.created {
         StatusCode::CREATED
     } else {
@@ -203,6 +204,7 @@ pub async fn cancel(
         }
     }
     tx.commit().await.map_err(DbError::from)?;
+    state.wake.notify_one();
     Ok(Json(cancelled))
 }
 

@@ -2,6 +2,7 @@
 //! declared in one table ([`protected_routes`]); one layer ([`extract::authorize`])
 //! checks tokens and scopes; one module ([`error`]) maps errors to responses.
 
+pub mod agents;
 pub mod auth_routes;
 pub mod error;
 pub mod extract;
@@ -47,6 +48,10 @@ pub struct AppState {
     pub broker: BrokerStatus,
     /// Renders `/metrics`.
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    /// Woken after a commit that wrote outbox rows (the relay publishes at once).
+    pub wake: Arc<tokio::sync::Notify>,
+    /// Lifetime of issued agent tokens, in seconds.
+    pub agent_token_ttl: u64,
 }
 
 /// Every authenticated route with the scope it requires (`None`: any valid
@@ -109,6 +114,9 @@ pub fn protected_routes() -> Vec<(&'static str, MethodRouter<AppState>, Option<S
         ("/api/jobs/{job_id}/cancel", post(jobs::cancel), Some(JobsWrite)),
         ("/api/jobs/{job_id}/events", get(jobs::events), Some(JobsRead)),
         ("/api/jobs/{job_id}/output", get(jobs::output), Some(JobsRead)),
+        ("/api/agents/tokens", post(agents::issue_token), Some(Admin)),
+        ("/api/agents/register", post(agents::register), Some(Agent)),
+        ("/api/agents/claim", post(agents::claim), Some(Agent)),
     ]
 }
 

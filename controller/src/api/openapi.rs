@@ -2,7 +2,7 @@
 //! `/api/openapi.json`, and a Swagger UI page at `/docs` whose assets are
 //! compiled in (it works with no internet).
 
-use super::{auth_routes, error, jobs, ops, resources, supervisor, AppState};
+use super::{agents, auth_routes, error, jobs, ops, resources, supervisor, AppState};
 use crate::db::jobs::JobOutput;
 use crate::db::stats::{DurationStats, FleetStats, UserUsage};
 use crate::models::{Allocation, AllocationStatus, Job, JobEvent, Worker};
@@ -43,13 +43,14 @@ impl Modify for BearerScheme {
         resources::quotas, resources::allocate, resources::release, resources::usage,
         jobs::submit, jobs::get_job, jobs::cancel, jobs::list, jobs::events, jobs::output,
         ops::healthz, ops::readyz, ops::metrics,
+        agents::issue_token, agents::register, agents::claim,
     ),
     components(schemas(
         Job, JobEvent, JobStatus, Worker, WorkerStatus, Allocation, AllocationStatus, JobOutput,
-        FleetStats, DurationStats, UserUsage, error::ErrorBody, error::ValidationBody, error::FieldError,
+        FleetStats, DurationStats, UserUsage, error::ErrorBody, error::ValidationBody, error::FieldError, agents::AgentToken,
     )),
     modifiers(&BearerScheme),
-    tags((name = "auth"), (name = "supervisor"), (name = "resources"), (name = "jobs"), (name = "ops")),
+    tags((name = "auth"), (name = "supervisor"), (name = "resources"), (name = "jobs"), (name = "ops"), (name = "agents")),
 )]
 pub struct ApiDoc;
 

@@ -90,6 +90,7 @@ async fn steer(
     let payload = serde_json::to_value(&command).map_err(|_| ApiError::Internal)?;
     outbox::enqueue(&tx, CONTROL_EXCHANGE, worker_id, &payload, 9, None).await?;
     tx.commit().await.map_err(crate::db::DbError::from)?;
+    state.wake.notify_one();
     Ok(updated)
 }
 

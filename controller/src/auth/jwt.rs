@@ -103,13 +103,19 @@ impl TokenIssuer {
 
     /// Signs a token for `user_id` with `scopes`, valid from now for the TTL.
     pub fn issue(&self, user_id: Uuid, scopes: &[String]) -> Result<String, JwtError> {
+        self.issue_for(user_id, scopes, self.ttl_seconds)
+    }
+
+    /// Signs a token valid for `ttl_seconds` (agent tokens live longer than
+    /// users' access tokens).
+    pub fn issue_for(&self, user_id: Uuid, scopes: &[String], ttl_seconds: u64) -> Result<String, JwtError> {
         let now = now_secs();
         let claims = Claims {
             sub: user_id.to_string(),
             scopes: scopes.to_vec(),
             iat: now,
             nbf: now,
-            exp: now + self.ttl_seconds,
+            exp: now + ttl_seconds,
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
             jti: Uuid::new_v4().to_string(),

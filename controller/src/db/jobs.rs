@@ -168,6 +168,15 @@ async fn insert(client: &impl GenericClient, user_id: Uuid, new: &NewJob) -> Res
 
 /// Writes one dispatch message per shard of the job's next attempt.
 pub async fn enqueue_dispatch(client: &impl GenericClient, job: &Job) -> Result<(), DbError> {
+    enqueue_dispatch_delayed(client, job, 0).await
+}
+
+/// Like [`enqueue_dispatch`], published after `delay_ms` (retry backoff).
+pub async fn enqueue_dispatch_delayed(
+    client: &impl GenericClient,
+    job: &Job,
+    delay_ms: i64,
+) -> Result<(), DbError> {
     for shard_index in 0..job.required_workers {
         let msg = JobDispatch {
             job_id: job.job_id,
@@ -181,17 +190,35 @@ pub async fn enqueue_dispatch(client: &impl GenericClient, job: &Job) -> Result<
         };
         let payload = serde_json::to_value(&msg).unwrap_or_default();
         let priority = i16::try_from(job.priority).unwrap_or(0);
-        outbox::enqueue(
+        let id = Some(job.job_id);
+        outbox::enqueue_delayed(
             client,
             WORK_EXCHANGE,
             WORK_ROUTING_KEY,
             &payload,
             priority,
-            Some(job.job_id),
+            id,
+            delay_ms,
         )
         .await?;
     }
     Ok(())
+}
+
+/// Marks jobs whose dispatch messages the broker confirmed as `queued`
+/// (those still `pending`; a job cancelled meanwhile stays cancelled), with
+/// their event rows, in one statement.
+pub async fn mark_queued(client: &impl GenericClient, job_ids: &[Uuid]) -> Result<u64, DbError> {
+    JobStatus::Pending.transition(JobStatus::Queued)?;
+    Ok(client
+        .execute(
+            "WITH j AS (UPDATE jobs SET status = 'queued', queued_at = now()
+                        WHERE job_id = ANY($1) AND status = 'pending' RETURNING job_id, attempts)
+             INSERT INTO job_events (job_id, from_status, to_status, reason, attempt)
+             SELECT job_id, 'pending', 'queued', 'published', attempts FROM j",
+            &[&job_ids],
+        )
+        .await?)
 }
 
 /// One job by id.

@@ -3,6 +3,7 @@
 //! compare-and-set that writes its event row in the same transaction.
 
 pub mod allocations;
+pub mod flow;
 pub mod idempotency;
 pub mod jobs;
 pub mod outbox;

@@ -32,11 +32,25 @@ pub async fn enqueue(
     priority: i16,
     job_id: Option<Uuid>,
 ) -> Result<i64, DbError> {
+    enqueue_delayed(client, exchange, routing_key, payload, priority, job_id, 0).await
+}
+
+/// Like [`enqueue`], published no earlier than `delay_ms` from now (retry
+/// backoff kept in Postgres, where it survives restarts).
+pub async fn enqueue_delayed(
+    client: &impl GenericClient,
+    exchange: &str,
+    routing_key: &str,
+    payload: &serde_json::Value,
+    priority: i16,
+    job_id: Option<Uuid>,
+    delay_ms: i64,
+) -> Result<i64, DbError> {
     let row = client
         .query_one(
-            "INSERT INTO outbox (exchange, routing_key, payload, priority, job_id)
-             VALUES ($1, $2, $3, $4, $5) RETURNING message_id",
-            &[&exchange, &routing_key, payload, &priority, &job_id],
+            "INSERT INTO outbox (exchange, routing_key, payload, priority, job_id, available_at)
+             VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6::bigint / 1000.0)) RETURNING message_id",
+            &[&exchange, &routing_key, payload, &priority, &job_id, &delay_ms],
         )
         .await?;
     Ok(row.try_get(0)?)

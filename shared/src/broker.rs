@@ -1,0 +1,105 @@
+//! Declaring the broker topology, shared by the controller and the agents so
+//! both always declare the same queues with the same arguments (RabbitMQ
+//! refuses a re-declaration with different ones). Every declaration is
+//! idempotent; whoever connects first creates, the others confirm.
+//! Behind the `broker` feature.
+
+use crate::messages::{Topology, CONTROL_EXCHANGE, MAX_PRIORITY, WORK_EXCHANGE, WORK_ROUTING_KEY};
+use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{Channel, ExchangeKind};
+
+/// Routing key of agent events on the events exchange.
+pub const EVENTS_ROUTING_KEY: &str = "event";
+/// A control queue unused (no agent consuming) this long is deleted by the
+/// broker: agents that are gone for good leave nothing behind.
+const CONTROL_QUEUE_EXPIRES_MS: i32 = 24 * 3600 * 1000;
+
+/// Why a declaration failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TopologyError {
+    /// The broker refused or the connection failed.
+    #[error("broker error: {0}")]
+    Amqp(#[from] lapin::Error),
+    /// A name is longer than AMQP allows (255 bytes).
+    #[error("broker name too long: {0}")]
+    NameTooLong(String),
+}
+
+fn name(s: String) -> Result<ShortString, TopologyError> {
+    ShortString::try_new(s.clone()).map_err(|_| TopologyError::NameTooLong(s))
+}
+
+async fn exchange(ch: &Channel, n: String, kind: ExchangeKind) -> Result<(), TopologyError> {
+    let durable = ExchangeDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    Ok(ch
+        .exchange_declare(name(n)?, kind, durable, FieldTable::default())
+        .await?)
+}
+
+async fn queue(ch: &Channel, n: String, args: FieldTable) -> Result<(), TopologyError> {
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    ch.queue_declare(name(n)?, durable, args).await?;
+    Ok(())
+}
+
+async fn bind(ch: &Channel, q: String, x: String, key: &str) -> Result<(), TopologyError> {
+    let (q, x, key) = (name(q)?, name(x)?, name(key.to_owned())?);
+    Ok(ch
+        .queue_bind(q, x, key, QueueBindOptions::default(), FieldTable::default())
+        .await?)
+}
+
+/// Declares the shared part: the work exchange and its durable priority
+/// queue (dead-lettering into `dlx` → `dead`), the control exchange, and the
+/// events exchange and queue.
+pub async fn declare(ch: &Channel, t: &Topology) -> Result<(), TopologyError> {
+    exchange(ch, t.dead_letter_exchange(), ExchangeKind::Fanout).await?;
+    queue(ch, t.dead_letter_queue(), FieldTable::default()).await?;
+    bind(ch, t.dead_letter_queue(), t.dead_letter_exchange(), "").await?;
+
+    exchange(ch, t.exchange(WORK_EXCHANGE), ExchangeKind::Direct).await?;
+    let mut args = FieldTable::default();
+    args.insert("x-max-priority".into(), AMQPValue::ShortShortUInt(MAX_PRIORITY));
+    args.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString(t.dead_letter_exchange().into()),
+    );
+    queue(ch, t.jobs_queue(), args).await?;
+    bind(ch, t.jobs_queue(), t.exchange(WORK_EXCHANGE), WORK_ROUTING_KEY).await?;
+
+    exchange(ch, t.exchange(CONTROL_EXCHANGE), ExchangeKind::Direct).await?;
+    exchange(ch, t.events_exchange(), ExchangeKind::Direct).await?;
+    queue(ch, t.events_queue(), FieldTable::default()).await?;
+    bind(ch, t.events_queue(), t.events_exchange(), EVENTS_ROUTING_KEY).await
+}
+
+/// Declares one agent's durable control queue, bound to the control
+/// exchange under its worker id, and returns the queue's name.
+pub async fn declare_control_queue(
+    ch: &Channel,
+    t: &Topology,
+    worker_id: &str,
+) -> Result<String, TopologyError> {
+    let mut args = FieldTable::default();
+    args.insert("x-expires".into(), AMQPValue::LongInt(CONTROL_QUEUE_EXPIRES_MS));
+    let q = t.control_queue(worker_id);
+    queue(ch, q.clone(), args).await?;
+    bind(ch, q.clone(), t.exchange(CONTROL_EXCHANGE), worker_id).await?;
+    Ok(q)
+}
+
+/// Properties of every message the system publishes: persistent (delivery
+/// mode 2), JSON, with the given priority.
+pub fn persistent(priority: u8) -> lapin::BasicProperties {
+    lapin::BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type("application/json".into())
+        .with_priority(priority.min(MAX_PRIORITY))
+}
