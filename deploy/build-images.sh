@@ -4,6 +4,8 @@
 #
 #   deploy/build-images.sh           # build whatever is missing (idempotent)
 #   deploy/build-images.sh --force   # rebuild base + both images
+#   deploy/build-images.sh --runtime # also the minimal base of the controller
+#                                    # and agent images (used by deploy/up.sh)
 #
 # Env overrides (name:tag):
 #   ORCH_POSTGRES_IMAGE   default orchestrator-postgres:15
@@ -21,9 +23,11 @@ log() { printf '[build-images] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
 FORCE=0
+RUNTIME=0
 for arg in "$@"; do
   case "$arg" in
     -f|--force) FORCE=1 ;;
+    --runtime) RUNTIME=1 ;;
     -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit 0 ;;
     *) die "unknown argument: $arg (try --help)" ;;
   esac
@@ -47,15 +51,16 @@ docker info >/dev/null 2>&1 ||
 have_image() { docker image inspect "$1" >/dev/null 2>&1; }
 wanted() { [[ $FORCE == 1 ]] || ! have_image "$1"; }
 
+ensure_mmdebstrap() {
+  command -v mmdebstrap >/dev/null 2>&1 && return
+  [[ $(id -u) == 0 ]] || die "mmdebstrap is missing; install it (apt-get install mmdebstrap) or run as root"
+  log "installing mmdebstrap"
+  apt-get update
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends mmdebstrap gpg
+}
+
 build_base() {
-  if ! command -v mmdebstrap >/dev/null 2>&1; then
-    [[ $(id -u) == 0 ]] || die "mmdebstrap is missing; install it (apt-get install mmdebstrap) or run as root"
-    log "installing mmdebstrap"
-    apt-get update
-    # Without Recommends: uidmap/fakechroot are only for non-root modes, and
-    # uidmap would drag upgrades of login/passwd along. gpg finds the keyring.
-    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends mmdebstrap gpg
-  fi
+  ensure_mmdebstrap
   log "bootstrapping $SUITE rootfs -> $BASE_IMAGE (downloads ~150 MB, takes a few minutes)"
   local tmp="orchestrator-base-building:$$"
   # Size (516 MB -> ~310 MB): no docs, man pages or translations, and no LLVM:
@@ -98,6 +103,22 @@ build_base() {
   docker image rm "$tmp" >/dev/null
 }
 
+# A minimal rootfs (no database, no broker) for the controller and agent
+# images: small, and nothing in it but what a Rust binary needs.
+build_runtime_base() {
+  local image="${ORCH_RUNTIME_BASE_IMAGE:-orchestrator-runtime-base:bookworm}"
+  if [[ $FORCE == 0 ]] && have_image "$image"; then log "$image exists, reusing"; return; fi
+  ensure_mmdebstrap
+  log "bootstrapping the runtime rootfs -> $image"
+  mmdebstrap --variant=minbase --mode=root --include=ca-certificates \
+      --aptopt='APT::Install-Recommends "false"' \
+      --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*' \
+      --dpkgopt='path-exclude=/usr/share/locale/*' \
+      "$SUITE" - "deb $MIRROR $SUITE main" "deb $SECURITY_MIRROR $SUITE-security main" |
+    docker import --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+      --change 'ENV LANG=C.UTF-8' - "$image" >/dev/null || die "building the runtime rootfs failed"
+}
+
 build_image() { # image dir
   log "building $1 from $2"
   docker build --build-arg BASE="$BASE_IMAGE" -t "$1" "$HERE/images/$2"
@@ -126,4 +147,7 @@ for id in "${OLD_IDS[@]}"; do
     docker image rm "$id" >/dev/null 2>&1 || true
   fi
 done
+if [[ $RUNTIME == 1 ]]; then
+  build_runtime_base
+fi
 log "done: $POSTGRES_IMAGE $RABBITMQ_IMAGE"

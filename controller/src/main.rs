@@ -29,6 +29,15 @@ enum Command {
         #[arg(long, env = "ORCH_DATABASE_URL", hide_env_values = true)]
         database_url: String,
     },
+    /// Print a new agent token (scope `agent`), signed with the configured key.
+    IssueAgentToken {
+        /// Token settings (the same as the server's).
+        #[command(flatten)]
+        auth: controller::config::AuthConfig,
+        /// Lifetime in seconds.
+        #[arg(long, env = "ORCH_AGENT_TOKEN_TTL_SECONDS", default_value_t = 365 * 24 * 3600)]
+        ttl_seconds: u64,
+    },
     /// Create a user with the `admin` scope (password from the environment).
     CreateAdmin {
         /// Postgres connection string.
@@ -60,6 +69,12 @@ async fn main() -> anyhow::Result<()> {
             password,
         }) => create_admin(&database_url, &username, password).await,
         Some(Command::Serve(config)) => serve(*config).await,
+        Some(Command::IssueAgentToken { auth, ttl_seconds }) => {
+            let issuer = controller::auth::TokenIssuer::new(&auth).context("JWT configuration")?;
+            let scopes = [orchestrator_shared::Scope::Agent.as_str().to_owned()];
+            println!("{}", issuer.issue_for(uuid::Uuid::new_v4(), &scopes, ttl_seconds)?);
+            Ok(())
+        }
         None => unreachable_default(),
     }
 }

@@ -208,3 +208,17 @@ pub struct Quota {
     /// Jobs pending or queued at once.
     pub max_queued_jobs: i32,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allocation_status_round_trips_and_rejects_unknown() {
+        for s in [AllocationStatus::Active, AllocationStatus::Released, AllocationStatus::Expired] {
+            assert_eq!(AllocationStatus::parse(s.as_str()), Some(s));
+            assert_eq!(serde_json::to_value(s).unwrap(), serde_json::json!(s.as_str()));
+        }
+        assert_eq!(AllocationStatus::parse("gone"), None);
+    }
+}

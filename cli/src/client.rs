@@ -1,0 +1,334 @@
+//! The HTTP client: builds route URLs, sends the bearer token, and turns
+//! error answers into [`ApiError`]s.
+
+use crate::error::{ApiError, UsageError};
+use anyhow::{anyhow, Context, Result};
+use reqwest::header::RETRY_AFTER;
+use reqwest::{RequestBuilder, StatusCode, Url};
+use serde_json::Value;
+use std::time::Duration;
+
+/// Longest time one request may take; an answer slower than this means the
+/// controller is unwell, and a script should hear about it rather than hang.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Connection set-up limit, so an unreachable host fails fast.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Longest non-JSON error body quoted in a message (a proxy's HTML page can be long).
+const MAX_QUOTED_BODY_CHARS: usize = 200;
+
+/// A successful answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    /// HTTP status code (2xx).
+    pub status: u16,
+    /// The JSON body (`null` when empty).
+    pub body: Value,
+}
+
+/// A client of one controller, with or without a token.
+#[derive(Clone)]
+pub struct ApiClient {
+    /// Connection pool and timeouts.
+    http: reqwest::Client,
+    /// Base URL; routes are appended to its path.
+    base: Url,
+    /// Bearer token sent with every request, when known.
+    token: Option<String>,
+}
+
+impl ApiClient {
+    /// A client of the controller at `base_url` (a usage error if it is not an
+    /// http(s) URL).
+    pub fn new(base_url: &str, token: Option<String>) -> Result<Self> {
+        let base = parse_base_url(base_url)?;
+        let http = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .user_agent(concat!("orchestrator-cli/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .context("setting up the HTTP client")?;
+        Ok(Self { http, base, token })
+    }
+
+    /// The same client without its token (for login).
+    pub fn anonymous(&self) -> Self {
+        Self {
+            token: None,
+            ..self.clone()
+        }
+    }
+
+    /// The controller's base URL.
+    pub fn base(&self) -> &Url {
+        &self.base
+    }
+
+    /// `GET` the route made of `path` segments, with a query string.
+    pub async fn get(&self, path: &[&str], query: &[(&str, String)]) -> Result<Reply> {
+        let url = endpoint(&self.base, path, query)?;
+        self.send(self.http.get(url.clone()), &url).await
+    }
+
+    /// `POST` a JSON body to the route made of `path` segments.
+    pub async fn post(&self, path: &[&str], body: &Value) -> Result<Reply> {
+        let url = endpoint(&self.base, path, &[])?;
+        self.send(self.http.post(url.clone()).json(body), &url).await
+    }
+
+    /// Sends a request and reads its answer.
+    async fn send(&self, request: RequestBuilder, url: &Url) -> Result<Reply> {
+        let request = match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        };
+        let response = request.send().await.map_err(|err| network_error(err, url))?;
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned);
+        let text = response.text().await.map_err(|err| network_error(err, url))?;
+        interpret(status, &text, retry_after)
+    }
+}
+
+/// A failed exchange, with what kind of failure it was in words.
+fn network_error(err: reqwest::Error, url: &Url) -> anyhow::Error {
+    let what = if err.is_timeout() {
+        format!("the controller did not answer in time ({url})")
+    } else if err.is_connect() {
+        format!(
+            "cannot connect to the controller at {}",
+            url.origin().ascii_serialization()
+        )
+    } else {
+        format!("request to {url} failed")
+    };
+    anyhow::Error::new(err).context(what)
+}
+
+/// Parses the controller's base URL; only `http` and `https` are accepted.
+pub fn parse_base_url(raw: &str) -> Result<Url> {
+    let url =
+        Url::parse(raw.trim()).map_err(|err| UsageError(format!("invalid controller URL {raw:?}: {err}")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
+        return Err(UsageError(format!(
+            "invalid controller URL {raw:?}: expected http:// or https://"
+        ))
+        .into());
+    }
+    Ok(url)
+}
+
+/// The URL of a route: `base`'s path followed by the `path` segments (each
+/// percent-encoded, so an id cannot change the route), then `query`.
+pub fn endpoint(base: &Url, path: &[&str], query: &[(&str, String)]) -> Result<Url> {
+    let mut url = base.clone();
+    url.set_query(None);
+    url.set_fragment(None);
+    url.path_segments_mut()
+        .map_err(|()| anyhow!("{base} cannot be a base URL"))?
+        .pop_if_empty()
+        .extend(path);
+    if !query.is_empty() {
+        url.query_pairs_mut().extend_pairs(query);
+    }
+    Ok(url)
+}
+
+/// Turns an answer into a [`Reply`] (2xx) or an [`ApiError`] carrying the
+/// body's `detail` (or the body itself, shortened, when it is not the API's JSON).
+pub fn interpret(status: u16, text: &str, retry_after: Option<String>) -> Result<Reply> {
+    if (200..300).contains(&status) {
+        let body = if text.trim().is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(text).context("the controller's answer is not valid JSON")?
+        };
+        return Ok(Reply { status, body });
+    }
+    let detail = serde_json::from_str::<Value>(text)
+        .ok()
+        .and_then(|body| body.get("detail").cloned())
+        .unwrap_or_else(|| Value::String(fallback_detail(status, text)));
+    Err(ApiError {
+        status,
+        detail,
+        retry_after,
+    }
+    .into())
+}
+
+/// What to say about an error answer that has no `detail`.
+fn fallback_detail(status: u16, text: &str) -> String {
+    let text = crate::render::one_line(text.trim());
+    if text.is_empty() {
+        let reason = StatusCode::from_u16(status)
+            .ok()
+            .and_then(|s| s.canonical_reason());
+        return reason.unwrap_or("error").to_owned();
+    }
+    let mut short: String = text.chars().take(MAX_QUOTED_BODY_CHARS).collect();
+    if short.len() < text.len() {
+        short.push('…');
+    }
+    short
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    fn base(raw: &str) -> Result<Url> {
+        parse_base_url(raw)
+    }
+
+    /// A complete HTTP/1.1 answer with a JSON body.
+    fn answer(status_line: &str, body: &str) -> String {
+        format!(
+            "HTTP/1.1 {status_line}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    }
+
+    #[test]
+    fn endpoint_appends_encoded_segments() -> Result<()> {
+        let url = endpoint(
+            &base("http://h:8000")?,
+            &["api", "supervisor", "workers", "a/b?c"],
+            &[],
+        )?;
+        assert_eq!(url.as_str(), "http://h:8000/api/supervisor/workers/a%2Fb%3Fc");
+        Ok(())
+    }
+
+    #[test]
+    fn endpoint_keeps_a_base_path_prefix() -> Result<()> {
+        for raw in ["http://h/orch", "http://h/orch/"] {
+            let url = endpoint(&base(raw)?, &["api", "jobs"], &[])?;
+            assert_eq!(url.as_str(), "http://h/orch/api/jobs");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn endpoint_adds_the_query() -> Result<()> {
+        let query = [("status", "running".to_owned()), ("cursor", "a b&c".to_owned())];
+        let url = endpoint(&base("http://h:8000/?x=1")?, &["api", "jobs"], &query)?;
+        assert_eq!(
+            url.as_str(),
+            "http://h:8000/api/jobs?status=running&cursor=a+b%26c"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn base_url_must_be_http_or_https() {
+        assert!(parse_base_url("https://orch.example.com").is_ok());
+        for bad in ["ftp://h", "h:8000", "not a url", "mailto:x@y"] {
+            let err = parse_base_url(bad).err();
+            assert!(
+                err.is_some_and(|e| e.downcast_ref::<UsageError>().is_some()),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn interpret_parses_success_bodies() -> Result<()> {
+        assert_eq!(interpret(200, r#"{"a":1}"#, None)?.body, json!({"a": 1}));
+        assert_eq!(interpret(201, "", None)?.status, 201);
+        assert_eq!(interpret(204, "", None)?.body, Value::Null);
+        assert!(interpret(200, "<html>", None).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn interpret_extracts_the_detail_of_errors() {
+        let err = interpret(404, r#"{"detail":"Job x not found"}"#, None).err();
+        let api = err.as_ref().and_then(|e| e.downcast_ref::<ApiError>());
+        assert_eq!(
+            api.map(|a| (a.status, a.detail.clone())),
+            Some((404, json!("Job x not found")))
+        );
+    }
+
+    #[test]
+    fn interpret_quotes_bodies_without_detail() {
+        let detail = |status, text: &str| {
+            let err = interpret(status, text, None).err();
+            err.and_then(|e| e.downcast_ref::<ApiError>().map(|a| a.detail.clone()))
+        };
+        assert_eq!(detail(502, "Bad gateway\n"), Some(json!("Bad gateway")));
+        assert_eq!(detail(503, ""), Some(json!("Service Unavailable")));
+        let long = detail(500, &"x".repeat(500)).and_then(|d| d.as_str().map(str::len));
+        assert_eq!(long, Some(MAX_QUOTED_BODY_CHARS + '…'.len_utf8()));
+    }
+
+    /// Serves one canned HTTP answer and hands back the request it received.
+    async fn serve_once(answer: String) -> Result<(String, tokio::task::JoinHandle<String>)> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let task = tokio::spawn(async move {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return String::new();
+            };
+            let mut buffer = vec![0; 8192];
+            let read = socket.read(&mut buffer).await.unwrap_or(0);
+            let _ = socket.write_all(answer.as_bytes()).await;
+            String::from_utf8_lossy(&buffer[..read]).into_owned()
+        });
+        Ok((url, task))
+    }
+
+    #[tokio::test]
+    async fn requests_carry_the_bearer_token() -> Result<()> {
+        let (url, server) = serve_once(answer("200 OK", r#"{"workers":[],"total":0}"#)).await?;
+        let client = ApiClient::new(&url, Some("t0k".into()))?;
+        let reply = client
+            .get(&["api", "supervisor", "workers"], &[("status", "idle".into())])
+            .await?;
+        assert_eq!(reply.body, json!({"workers": [], "total": 0}));
+        let request = server.await?.to_lowercase();
+        assert!(
+            request.starts_with("get /api/supervisor/workers?status=idle http/1.1"),
+            "{request}"
+        );
+        assert!(request.contains("authorization: bearer t0k"), "{request}");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn error_answers_become_api_errors() -> Result<()> {
+        let body = r#"{"detail":"Invalid authentication credentials"}"#;
+        let (url, _server) = serve_once(answer("401 Unauthorized", body)).await?;
+        let err = ApiClient::new(&url, None)?
+            .anonymous()
+            .post(&["api", "jobs", "submit"], &json!({}))
+            .await;
+        let api = err.as_ref().err().and_then(|e| e.downcast_ref::<ApiError>());
+        let expected = json!("Invalid authentication credentials");
+        assert_eq!(api.map(|a| (a.status, &a.detail)), Some((401, &expected)));
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn refused_connections_say_so() -> Result<()> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        drop(listener);
+        let err = ApiClient::new(&url, None)?.get(&["healthz"], &[]).await.err();
+        let text = err.map(|e| format!("{e:#}")).unwrap_or_default();
+        assert!(
+            text.starts_with("cannot connect to the controller at http://127.0.0.1:"),
+            "{text}"
+        );
+        Ok(())
+    }
+}

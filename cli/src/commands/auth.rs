@@ -1,0 +1,49 @@
+//! `login` and `whoami`.
+
+use super::Ctx;
+use crate::args::LoginArgs;
+use crate::config::{self, ConfigFile};
+use crate::error::UsageError;
+use crate::views;
+use anyhow::{anyhow, Result};
+use serde_json::{json, Value};
+
+/// `POST /api/auth/login`, then saves the URL and token to the config file.
+pub async fn login(ctx: &Ctx, args: LoginArgs) -> Result<()> {
+    let password = args
+        .password
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| UsageError("no password: set ORCH_PASSWORD or pass --password".into()))?;
+    let path = ctx.config_path.as_deref().ok_or_else(|| {
+        UsageError("nowhere to save the token: set ORCH_CONFIG, XDG_CONFIG_HOME or HOME".into())
+    })?;
+    let body = json!({"username": args.username, "password": password});
+    let reply = ctx
+        .client
+        .anonymous()
+        .post(&["api", "auth", "login"], &body)
+        .await?;
+    let token = reply
+        .body
+        .get("access_token")
+        .and_then(Value::as_str)
+        .ok_or_else(|| anyhow!("the login answer has no access_token"))?;
+    let url = ctx.client.base().as_str().trim_end_matches('/').to_owned();
+    let stored = ConfigFile {
+        url: Some(url.clone()),
+        token: Some(token.to_owned()),
+        username: Some(args.username.clone()),
+    };
+    config::save(path, &stored)?;
+    let place = path.display().to_string();
+    ctx.out.show(&reply.body, |answer| {
+        views::login(answer, &args.username, &url, &place)
+    })
+}
+
+/// `GET /api/auth/me`.
+pub async fn whoami(ctx: &Ctx) -> Result<()> {
+    let reply = ctx.client.get(&["api", "auth", "me"], &[]).await?;
+    ctx.out
+        .show(&reply.body, |me| crate::render::key_values(me, views::ME_FIELDS))
+}

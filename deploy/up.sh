@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Starts the whole system from nothing: builds whatever images are missing
+# (Postgres, RabbitMQ, a minimal runtime base; the controller and agent
+# images from fresh release binaries), creates the secrets once (in
+# deploy/.cache, mode 600), starts Postgres, RabbitMQ, the controller and
+# AGENTS agents (default 2) with docker-compose, waits until the API is ready
+# and prints how to use it.
+#   AGENTS=3 deploy/up.sh      ORCH_PORT=8080 deploy/up.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+AGENTS="${AGENTS:-2}"
+PORT="${ORCH_PORT:-8000}"
+CACHE=deploy/.cache
+COMPOSE=(docker-compose -p orchestrator -f deploy/compose.yaml)
+
+command -v docker-compose >/dev/null || { apt-get update -qq && apt-get install -y -qq docker-compose >/dev/null; }
+deploy/build-images.sh --runtime
+cargo build --release -p controller -p worker-agent
+mkdir -p "$CACHE"
+cp target/release/controller deploy/images/controller/controller
+cp target/release/worker-agent deploy/images/agent/worker-agent
+trap 'rm -f deploy/images/controller/controller deploy/images/agent/worker-agent' EXIT
+export DOCKER_BUILDKIT="${DOCKER_BUILDKIT:-0}"
+docker build -q -t orchestrator-controller:latest deploy/images/controller >/dev/null
+docker build -q -t orchestrator-agent:latest deploy/images/agent >/dev/null
+
+umask 077
+random() { head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
+if [[ ! -f $CACHE/controller.env ]]; then
+    printf 'ORCH_JWT_SECRET=%s\nORCH_ADMIN_PASSWORD=%s\n' "$(random)" "$(random | head -c 20)" > "$CACHE/controller.env"
+fi
+if [[ ! -f $CACHE/agent.env ]]; then
+    token=$(docker run --rm --env-file "$CACHE/controller.env" orchestrator-controller:latest issue-agent-token)
+    printf 'AGENT_TOKEN=%s\n' "$token" > "$CACHE/agent.env"
+fi
+
+ORCH_PORT="$PORT" "${COMPOSE[@]}" up -d --scale agent="$AGENTS"
+for _ in $(seq 1 120); do
+    if curl -fsS "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1; then
+        password=$(sed -n 's/^ORCH_ADMIN_PASSWORD=//p' "$CACHE/controller.env")
+        cat <<MSG
+Orchestrator is up: http://127.0.0.1:$PORT  (API docs: http://127.0.0.1:$PORT/docs)
+Admin: ${ORCH_ADMIN_USERNAME:-admin} / $password   (stored in $CACHE/controller.env)
+Get a token:
+  curl -s -X POST http://127.0.0.1:$PORT/api/auth/login -H 'content-type: application/json' \\
+       -d '{"username":"${ORCH_ADMIN_USERNAME:-admin}","password":"$password"}'
+Scale agents: AGENTS=5 deploy/up.sh     Stop: deploy/down.sh [--volumes]
+MSG
+        exit 0
+    fi
+    sleep 1
+done
+echo "the API did not become ready within 120 s; see: ${COMPOSE[*]} logs" >&2
+exit 1
