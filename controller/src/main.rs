@@ -72,7 +72,10 @@ async fn main() -> anyhow::Result<()> {
         Some(Command::IssueAgentToken { auth, ttl_seconds }) => {
             let issuer = controller::auth::TokenIssuer::new(&auth).context("JWT configuration")?;
             let scopes = [orchestrator_shared::Scope::Agent.as_str().to_owned()];
-            println!("{}", issuer.issue_for(uuid::Uuid::new_v4(), &scopes, ttl_seconds)?);
+            println!(
+                "{}",
+                issuer.issue_for(uuid::Uuid::new_v4(), &scopes, ttl_seconds)?
+            );
             Ok(())
         }
         None => unreachable_default(),

@@ -215,7 +215,11 @@ mod tests {
 
     #[test]
     fn allocation_status_round_trips_and_rejects_unknown() {
-        for s in [AllocationStatus::Active, AllocationStatus::Released, AllocationStatus::Expired] {
+        for s in [
+            AllocationStatus::Active,
+            AllocationStatus::Released,
+            AllocationStatus::Expired,
+        ] {
             assert_eq!(AllocationStatus::parse(s.as_str()), Some(s));
             assert_eq!(serde_json::to_value(s).unwrap(), serde_json::json!(s.as_str()));
         }

@@ -1824,3 +1824,67 @@ fn unsigned_token(claims: &Claims) -> String {
     let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).unwrap());
     format!("{header}.{payload}.")
 }
+
+#[tokio::test]
+async fn batch_submission_is_all_or_nothing_with_the_single_submit_rules() {
+    let app = spawn_app().await;
+    let token = &app.admin_token;
+    let jobs: Vec<Value> = (0..5)
+        .map(|i| json!({"task_description": format!("b{i}"), "priority": i}))
+        .collect();
+    let resp = app
+        .post_json("/api/jobs/submit_batch", token, &json!({"jobs": jobs}))
+        .await;
+    assert_eq!(resp.status(), 201);
+    let body: Value = resp.json().await.unwrap();
+    let created = body["jobs"].as_array().unwrap();
+    assert_eq!(created.len(), 5);
+    assert_eq!(created[3]["task_description"], "b3");
+    assert_eq!(created[3]["priority"], 3);
+
+    // One bad entry refuses the whole batch, naming its index.
+    let bad = json!({"jobs": [{"task_description": "ok"}, {"task_description": "x", "required_workers": 0}]});
+    let resp = app.post_json("/api/jobs/submit_batch", token, &bad).await;
+    assert_eq!(resp.status(), 422);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(
+        body["detail"][0]["loc"],
+        json!(["body", "jobs", "1", "required_workers"])
+    );
+    let empty = app
+        .post_json("/api/jobs/submit_batch", token, &json!({"jobs": []}))
+        .await;
+    assert_eq!(empty.status(), 422);
+    let too_many: Vec<Value> = (0..1001).map(|_| json!({"task_description": "x"})).collect();
+    let resp = app
+        .post_json("/api/jobs/submit_batch", token, &json!({"jobs": too_many}))
+        .await;
+    assert_eq!(resp.status(), 422);
+
+    // Idempotency keys: a replay returns the same job; a key reused with
+    // another body refuses the batch and creates nothing.
+    let keyed = json!({"jobs": [{"task_description": "k", "idempotency_key": "batch-k"}]});
+    let first: Value = app
+        .post_json("/api/jobs/submit_batch", token, &keyed)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let replay = app.post_json("/api/jobs/submit_batch", token, &keyed).await;
+    assert_eq!(replay.status(), 200);
+    let replay: Value = replay.json().await.unwrap();
+    assert_eq!(replay["jobs"][0]["job_id"], first["jobs"][0]["job_id"]);
+    let clash = json!({"jobs": [{"task_description": "new"}, {"task_description": "other", "idempotency_key": "batch-k"}]});
+    assert_eq!(
+        app.post_json("/api/jobs/submit_batch", token, &clash)
+            .await
+            .status(),
+        409
+    );
+    let page: Value = app.get("/api/jobs?limit=500", token).await.json().await.unwrap();
+    assert_eq!(
+        page["jobs"].as_array().unwrap().len(),
+        6,
+        "the refused batches created nothing"
+    );
+}

@@ -302,3 +302,78 @@ pub async fn output(
     visible(&client, &principal, job_id).await?;
     Ok(Json(jobs::output(&client, job_id).await?))
 }
+
+/// Most jobs in one batch submission.
+pub const MAX_BATCH: usize = 1000;
+
+/// `POST /api/jobs/submit_batch` body.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct BatchRequest {
+    /// 1..=1000 submissions, each as for `/api/jobs/submit`.
+    pub jobs: Vec<SubmitRequest>,
+}
+
+/// The jobs of a batch, in the order submitted.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct BatchResponse {
+    /// One job per submission (an earlier job for a reused idempotency key).
+    pub jobs: Vec<Job>,
+}
+
+fn validate_batch(req: BatchRequest) -> Result<Vec<NewJob>, ApiError> {
+    if req.jobs.is_empty() || req.jobs.len() > MAX_BATCH {
+        return Err(ApiError::Validation(vec![FieldError::body(
+            "jobs",
+            format!("must hold 1 to {MAX_BATCH} jobs"),
+        )]));
+    }
+    let mut errors = Vec::new();
+    let mut valid = Vec::with_capacity(req.jobs.len());
+    for (i, job) in req.jobs.into_iter().enumerate() {
+        match validate_submission(job) {
+            Ok(new) => valid.push(new),
+            Err(ApiError::Validation(list)) => errors.extend(list.into_iter().map(|mut e| {
+                e.loc.splice(1..1, ["jobs".to_owned(), i.to_string()]);
+                e
+            })),
+            Err(other) => return Err(other),
+        }
+    }
+    if errors.is_empty() {
+        Ok(valid)
+    } else {
+        Err(ApiError::Validation(errors))
+    }
+}
+
+/// Submits up to 1,000 jobs all-or-nothing, with the rules of single
+/// submission (validation, quotas, idempotency keys). 201 when any job was
+/// created, 200 when every one was an idempotent replay.
+#[utoipa::path(post, path = "/api/jobs/submit_batch", tag = "jobs", security(("bearer" = [])), request_body = BatchRequest,
+    responses((status = 201, body = BatchResponse), (status = 200, body = BatchResponse, description = "all replays"),
+              (status = 409, body = super::error::ErrorBody), (status = 413, body = super::error::ErrorBody),
+              (status = 422, body = super::error::ValidationBody)))]
+pub async fn submit_batch(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiJson(req): ApiJson<BatchRequest>,
+) -> Result<(StatusCode, Json<BatchResponse>), ApiError> {
+    let news = validate_batch(req)?;
+    let mut client = state.db.client().await?;
+    let quota = quotas::get(&client, principal.user_id, state.default_quota).await?;
+    let tx = client.transaction().await.map_err(DbError::from)?;
+    let submitted = jobs::submit_batch(&tx, principal.user_id, &news, quota).await?;
+    tx.commit().await.map_err(DbError::from)?;
+    state.wake.notify_one();
+    let status = if submitted.iter().any(|s| s.created) {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(BatchResponse {
+            jobs: submitted.into_iter().map(|s| s.job).collect(),
+        }),
+    ))
+}

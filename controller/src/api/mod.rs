@@ -110,6 +110,11 @@ pub fn protected_routes() -> Vec<(&'static str, MethodRouter<AppState>, Option<S
         ("/api/resources/usage", get(resources::usage), Some(ResourcesRead)),
         ("/api/jobs", get(jobs::list), Some(JobsRead)),
         ("/api/jobs/submit", post(jobs::submit), Some(JobsWrite)),
+        (
+            "/api/jobs/submit_batch",
+            post(jobs::submit_batch),
+            Some(JobsWrite),
+        ),
         ("/api/jobs/{job_id}", get(jobs::get_job), Some(JobsRead)),
         ("/api/jobs/{job_id}/cancel", post(jobs::cancel), Some(JobsWrite)),
         ("/api/jobs/{job_id}/events", get(jobs::events), Some(JobsRead)),

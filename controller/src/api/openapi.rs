@@ -41,7 +41,7 @@ impl Modify for BearerScheme {
         supervisor::list_workers, supervisor::get_worker, supervisor::pause, supervisor::resume,
         supervisor::terminate, supervisor::metrics,
         resources::quotas, resources::allocate, resources::release, resources::usage,
-        jobs::submit, jobs::get_job, jobs::cancel, jobs::list, jobs::events, jobs::output,
+        jobs::submit, jobs::submit_batch, jobs::get_job, jobs::cancel, jobs::list, jobs::events, jobs::output,
         ops::healthz, ops::readyz, ops::metrics,
         agents::issue_token, agents::register, agents::claim,
     ),

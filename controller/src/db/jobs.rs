@@ -73,6 +73,23 @@ pub async fn submit(
     new: &NewJob,
     quota: Quota,
 ) -> Result<Submitted, DbError> {
+    submit_batch(tx, user_id, std::slice::from_ref(new), quota)
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| DbError::Conflict("empty submission".into()))
+}
+
+/// Submits several jobs all-or-nothing under the same rules as [`submit`]:
+/// one user lock, idempotency per job (also between jobs of the batch), and
+/// the quota checked for the whole batch. The result has one entry per
+/// input, in order. The caller commits.
+pub async fn submit_batch(
+    tx: &Transaction<'_>,
+    user_id: Uuid,
+    news: &[NewJob],
+    quota: Quota,
+) -> Result<Vec<Submitted>, DbError> {
     let locked = tx
         .query_opt("SELECT 1 FROM users WHERE user_id = $1 FOR UPDATE", &[&user_id])
         .await?;
@@ -82,39 +99,107 @@ pub async fn submit(
             id: user_id.to_string(),
         });
     }
-    let hash = idempotency::request_hash(new);
-    if let Some(key) = &new.idempotency_key {
-        if let Some((job_id, stored)) = idempotency::find(tx, user_id, key).await? {
-            if stored != hash {
-                return Err(DbError::Conflict(format!(
-                    "Idempotency key {key} was already used with a different request"
-                )));
-            }
-            return Ok(Submitted {
+    let plan = plan_batch(tx, user_id, news).await?;
+    let fresh: Vec<&NewJob> = news
+        .iter()
+        .zip(&plan)
+        .filter(|(_, p)| p.is_none())
+        .map(|(n, _)| n)
+        .collect();
+    check_submit_quota(tx, user_id, &fresh, quota).await?;
+    let mut created: std::collections::HashMap<String, Job> = Default::default();
+    let mut out = Vec::with_capacity(news.len());
+    for (new, planned) in news.iter().zip(plan) {
+        let submitted = match planned {
+            Some(Replay::Stored(job_id)) => Submitted {
                 job: get(tx, job_id).await?,
                 created: false,
-            });
+            },
+            Some(Replay::InBatch(key)) => match created.get(&key) {
+                Some(job) => Submitted {
+                    job: job.clone(),
+                    created: false,
+                },
+                None => {
+                    return Err(DbError::Conflict(format!(
+                        "Idempotency key {key} repeated in the batch"
+                    )))
+                }
+            },
+            None => {
+                let job = insert(tx, user_id, new).await?;
+                if let Some(key) = &new.idempotency_key {
+                    idempotency::insert(tx, user_id, key, &idempotency::request_hash(new), job.job_id)
+                        .await?;
+                    created.insert(key.clone(), job.clone());
+                }
+                enqueue_dispatch(tx, &job).await?;
+                Submitted { job, created: true }
+            }
+        };
+        out.push(submitted);
+    }
+    Ok(out)
+}
+
+/// How a batch entry is answered without creating a job.
+enum Replay {
+    /// Its key was used before, for this job.
+    Stored(Uuid),
+    /// Its key was used earlier in the same batch.
+    InBatch(String),
+}
+
+/// Decides, per entry, whether its idempotency key returns an existing job;
+/// a key reused with a different body (stored or in the batch) is a 409.
+async fn plan_batch(
+    tx: &Transaction<'_>,
+    user_id: Uuid,
+    news: &[NewJob],
+) -> Result<Vec<Option<Replay>>, DbError> {
+    let mut seen: std::collections::HashMap<&str, String> = Default::default();
+    let mut plan = Vec::with_capacity(news.len());
+    for new in news {
+        let Some(key) = new.idempotency_key.as_deref() else {
+            plan.push(None);
+            continue;
+        };
+        let hash = idempotency::request_hash(new);
+        let conflict = || {
+            DbError::Conflict(format!(
+                "Idempotency key {key} was already used with a different request"
+            ))
+        };
+        if let Some(first) = seen.get(key) {
+            if *first != hash {
+                return Err(conflict());
+            }
+            plan.push(Some(Replay::InBatch(key.to_owned())));
+            continue;
         }
+        match idempotency::find(tx, user_id, key).await? {
+            Some((_, stored)) if stored != hash => return Err(conflict()),
+            Some((job_id, _)) => plan.push(Some(Replay::Stored(job_id))),
+            None => plan.push(None),
+        }
+        seen.insert(key, hash);
     }
-    check_submit_quota(tx, user_id, new, quota).await?;
-    let job = insert(tx, user_id, new).await?;
-    if let Some(key) = &new.idempotency_key {
-        idempotency::insert(tx, user_id, key, &hash, job.job_id).await?;
-    }
-    enqueue_dispatch(tx, &job).await?;
-    Ok(Submitted { job, created: true })
+    Ok(plan)
 }
 
 async fn check_submit_quota(
     client: &impl GenericClient,
     user_id: Uuid,
-    new: &NewJob,
+    fresh: &[&NewJob],
     quota: Quota,
 ) -> Result<(), DbError> {
-    if new.required_workers > quota.max_workers {
+    if fresh.is_empty() {
+        return Ok(());
+    }
+    if let Some(wide) = fresh.iter().find(|n| n.required_workers > quota.max_workers) {
         return Err(DbError::Conflict(format!(
             "Quota exceeded: job needs {} workers, max_workers is {}",
-            new.required_workers, quota.max_workers
+            wide.required_workers, quota.max_workers
         )));
     }
     let waiting: i64 = client
@@ -124,7 +209,8 @@ async fn check_submit_quota(
         )
         .await?
         .try_get(0)?;
-    if waiting >= i64::from(quota.max_queued_jobs) {
+    let adding = i64::try_from(fresh.len()).unwrap_or(i64::MAX);
+    if waiting + adding > i64::from(quota.max_queued_jobs) {
         return Err(DbError::Conflict(format!(
             "Quota exceeded: {waiting} jobs already waiting, max_queued_jobs is {}",
             quota.max_queued_jobs
