@@ -15,7 +15,6 @@ use lapin::options::{
 use lapin::types::{FieldTable, ShortString};
 use orchestrator_shared::broker::{declare, persistent};
 use orchestrator_shared::messages::{AgentEvent, Topology, WORK_EXCHANGE};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -30,18 +29,31 @@ const RELAY_BATCH: i64 = 500;
 /// Unacknowledged events the controller holds at once.
 const EVENTS_PREFETCH: u16 = 256;
 
-/// Whether the broker connection is currently open. Cheap to clone.
+/// Whether the broker connection is open, and since when. Cheap to clone.
 #[derive(Clone, Default)]
-pub struct BrokerStatus(Arc<AtomicBool>);
+pub struct BrokerStatus(Arc<std::sync::Mutex<Option<std::time::Instant>>>);
 
 impl BrokerStatus {
     /// True while a connection is open and the topology declared.
     pub fn is_up(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+        self.up_for().is_some()
+    }
+
+    /// How long the current connection has been up (`None`: down). The
+    /// reaper trusts missing heartbeats (which travel through the broker)
+    /// only after its own link has been up for a whole heartbeat timeout.
+    pub fn up_for(&self) -> Option<Duration> {
+        self.0.lock().ok().and_then(|g| g.map(|since| since.elapsed()))
     }
 
     fn set(&self, up: bool) {
-        self.0.store(up, Ordering::Relaxed);
+        if let Ok(mut g) = self.0.lock() {
+            match (up, g.is_some()) {
+                (true, false) => *g = Some(std::time::Instant::now()),
+                (false, _) => *g = None,
+                _ => {}
+            }
+        }
     }
 }
 

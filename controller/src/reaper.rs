@@ -53,7 +53,15 @@ pub async fn reap_once(flow: &Flow) -> Result<(), DbError> {
     let mut client = flow.db.client().await?;
     allocations::expire_lapsed(&client).await?;
     let timeout = Duration::from_millis(flow.config.heartbeat_timeout_ms);
-    for worker_id in flow::stale_workers(&client, timeout).await? {
+    // Heartbeats travel through the broker: while our own link is down (or
+    // only just back), silence proves nothing about the agents.
+    let heard = flow.status.up_for().is_some_and(|up| up >= timeout);
+    let stale = if heard {
+        flow::stale_workers(&client, timeout).await?
+    } else {
+        Vec::new()
+    };
+    for worker_id in stale {
         match workers::transition_to(&client, &worker_id, WorkerStatus::Offline).await {
             Ok(_) => tracing::warn!(%worker_id, "agent missed its heartbeats: offline"),
             Err(DbError::Transition(_) | DbError::Conflict(_)) => continue,

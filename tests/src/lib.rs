@@ -8,6 +8,8 @@
 //! `ORCH_RABBITMQ_IMAGE` (`name:tag`) select others. A missing image or a
 //! stopped Docker engine fails fast with a message saying what to do.
 
+pub mod cluster;
+
 use anyhow::{bail, Context};
 use std::process::Command;
 use std::sync::{mpsc, OnceLock};

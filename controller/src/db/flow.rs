@@ -54,6 +54,13 @@ pub async fn claim(tx: &Transaction<'_>, req: &ClaimRequest) -> Result<Claim, Db
         return Ok((ClaimDecision::Skip, "unknown job".into()));
     };
     let current = match job.status {
+        // The relay published the message but has not yet committed the
+        // job as queued: record that step here (the relay's own update
+        // then finds nothing pending and changes nothing).
+        JobStatus::Pending if req.attempt == job.attempts + 1 => {
+            jobs::mark_queued(tx, &[req.job_id]).await?;
+            false
+        }
         JobStatus::Queued if req.attempt == job.attempts + 1 => false,
         JobStatus::Running if req.attempt == job.attempts => true,
         status => {
@@ -143,6 +150,13 @@ async fn claim_running(tx: &Transaction<'_>, req: &ClaimRequest) -> Result<Claim
 }
 
 async fn mark_busy(client: &impl GenericClient, worker_id: &str) -> Result<(), DbError> {
+    // A claim is proof of life, as good as a heartbeat.
+    client
+        .execute(
+            "UPDATE workers SET last_heartbeat_at = now() WHERE worker_id = $1",
+            &[&worker_id],
+        )
+        .await?;
     match workers::transition(client, worker_id, WorkerStatus::Idle, WorkerStatus::Busy).await {
         Ok(_) | Err(DbError::Transition(_)) | Err(DbError::Conflict(_)) => Ok(()),
         Err(e) => Err(e),

@@ -1,0 +1,206 @@
+//! End-to-end clusters: a controller (in-process, real HTTP) on its own
+//! database and broker prefix, and worker agents as real processes of the
+//! `worker-agent` binary, so tests can SIGKILL or SIGTERM them.
+
+use crate::{spawn_app_with, TestApp};
+use serde_json::{json, Value};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::process::{Child, Command};
+
+/// Longest any end-to-end wait may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(90);
+
+/// A controller and its agents.
+pub struct Cluster {
+    /// The controller.
+    pub app: TestApp,
+    /// Broker name prefix of this cluster.
+    pub prefix: String,
+    /// Token agents present.
+    pub agent_token: String,
+    agent_bin: String,
+    agents: Vec<(String, Child)>,
+}
+
+/// Controller flags that make failure handling quick enough to test. The
+/// heartbeat timeout stays above the agents' longest reconnection backoff
+/// (5 s), so a broker restart does not look like lost agents.
+const FAST_FLOW: &[&str] = &[
+    "--heartbeat-timeout-ms",
+    "6000",
+    "--reaper-interval-ms",
+    "250",
+    "--retry-base-ms",
+    "200",
+    "--relay-poll-ms",
+    "100",
+    "--timeout-grace-ms",
+    "5000",
+];
+
+impl Cluster {
+    /// Starts a controller; agents are added with [`Cluster::add_agent`].
+    pub async fn start(agent_bin: &str) -> Cluster {
+        let prefix = crate::unique_prefix();
+        let mut flags = vec!["--broker-prefix", prefix.as_str()];
+        flags.extend_from_slice(FAST_FLOW);
+        let app = spawn_app_with(&flags).await;
+        let resp = app.post("/api/agents/tokens", &app.admin_token).await;
+        assert_eq!(resp.status(), 201, "issuing an agent token");
+        let body: Value = resp.json().await.unwrap_or_default();
+        let agent_token = body["agent_token"].as_str().unwrap_or_default().to_owned();
+        Cluster {
+            app,
+            prefix,
+            agent_token,
+            agent_bin: agent_bin.to_owned(),
+            agents: Vec::new(),
+        }
+    }
+
+    /// Starts an agent process `worker_id` with `capacity` that may run
+    /// commands, and waits until it has registered.
+    pub async fn add_agent(&mut self, worker_id: &str, capacity: u32) {
+        let child = Command::new(&self.agent_bin)
+            .args(["--controller-url", &self.app.base_url])
+            .args(["--amqp-url", &crate::infra().amqp_url()])
+            .args(["--broker-prefix", &self.prefix])
+            .args(["--worker-id", worker_id])
+            .args(["--capacity", &capacity.to_string()])
+            .args([
+                "--heartbeat-ms",
+                "500",
+                "--kill-grace-ms",
+                "1000",
+                "--allow-commands",
+            ])
+            .env("AGENT_TOKEN", &self.agent_token)
+            .env(
+                "RUST_LOG",
+                std::env::var("AGENT_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", self.agent_bin));
+        self.agents.push((worker_id.to_owned(), child));
+        self.wait_worker(worker_id, |w| w["status"] == "idle").await;
+    }
+
+    /// Process ids of the running agents (for CPU and memory figures).
+    pub fn agent_pids(&self) -> Vec<u32> {
+        self.agents.iter().filter_map(|(_, c)| c.id()).collect()
+    }
+
+    /// Sends SIGKILL to an agent (no chance to clean up).
+    pub async fn kill_agent(&mut self, worker_id: &str) {
+        if let Some((_, child)) = self.agents.iter_mut().find(|(id, _)| id == worker_id) {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+        }
+    }
+
+    /// Sends SIGTERM to an agent and waits (bounded) for it to exit.
+    pub async fn stop_agent(&mut self, worker_id: &str) -> Option<std::process::ExitStatus> {
+        let (_, child) = self.agents.iter_mut().find(|(id, _)| id == worker_id)?;
+        let pid = child.id()?;
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+        tokio::time::timeout(WAIT, child.wait()).await.ok()?.ok()
+    }
+
+    /// Waits (bounded) for an agent process to exit by itself.
+    pub async fn wait_agent_exit(&mut self, worker_id: &str) -> Option<std::process::ExitStatus> {
+        let (_, child) = self.agents.iter_mut().find(|(id, _)| id == worker_id)?;
+        tokio::time::timeout(WAIT, child.wait()).await.ok()?.ok()
+    }
+
+    /// Submits a job that runs `command`, with extra body fields.
+    pub async fn submit(&self, command: &[&str], extra: Value) -> Value {
+        let mut body = json!({"task_description": "e2e", "command": command});
+        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+            b.extend(e.clone());
+        }
+        let resp = self
+            .app
+            .post_json("/api/jobs/submit", &self.app.admin_token, &body)
+            .await;
+        assert_eq!(resp.status(), 201, "submitting {body}");
+        resp.json().await.unwrap_or_default()
+    }
+
+    /// `GET /api/jobs/{id}`.
+    pub async fn job(&self, job_id: &str) -> Value {
+        let resp = self
+            .app
+            .get(&format!("/api/jobs/{job_id}"), &self.app.admin_token)
+            .await;
+        resp.json().await.unwrap_or_default()
+    }
+
+    /// Polls the job until `done(job)` or [`WAIT`] passes (then panics).
+    pub async fn wait_job(&self, job_id: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let started = Instant::now();
+        loop {
+            let job = self.job(job_id).await;
+            if done(&job) {
+                return job;
+            }
+            assert!(started.elapsed() < WAIT, "job {job_id} never got there: {job}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Polls the job until it is in `status`.
+    pub async fn wait_status(&self, job_id: &str, status: &str) -> Value {
+        self.wait_job(job_id, |j| j["status"] == status).await
+    }
+
+    /// Polls the worker until `done(worker)` or [`WAIT`] passes.
+    pub async fn wait_worker(&self, worker_id: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let started = Instant::now();
+        loop {
+            let resp = self
+                .app
+                .get(
+                    &format!("/api/supervisor/workers/{worker_id}"),
+                    &self.app.admin_token,
+                )
+                .await;
+            let worker: Value = resp.json().await.unwrap_or_default();
+            if done(&worker) {
+                return worker;
+            }
+            assert!(
+                started.elapsed() < WAIT,
+                "worker {worker_id} never got there: {worker}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Every event of a job (from, to) in order.
+    pub async fn transitions(&self, job_id: &str) -> Vec<(String, String)> {
+        let resp = self
+            .app
+            .get(&format!("/api/jobs/{job_id}/events"), &self.app.admin_token)
+            .await;
+        let body: Value = resp.json().await.unwrap_or_default();
+        body["events"]
+            .as_array()
+            .map(|events| {
+                events
+                    .iter()
+                    .map(|e| {
+                        (
+                            e["from"].as_str().unwrap_or("").to_owned(),
+                            e["to"].as_str().unwrap_or("").to_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}

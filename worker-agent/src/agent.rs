@@ -1,0 +1,154 @@
+//! The agent's life: register with the controller, run the broker session
+//! and the heartbeat, wait for a shutdown signal or a `Terminate`, then
+//! drain (running shards finish and report), say `Stopped`, and close.
+
+use crate::backoff::backoff;
+use crate::config::{hostname, AgentConfig};
+use crate::state::State;
+use crate::{runner, session};
+use anyhow::Context;
+use orchestrator_shared::messages::{AgentEvent, RegisterRequest};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::AbortHandle;
+
+/// How long the final `Stopped` event may keep failing to publish before
+/// the agent exits without it (the controller then notices the missing
+/// heartbeats instead).
+const STOPPED_WINDOW: Duration = Duration::from_secs(5);
+
+/// Aborts a background task when dropped, so dropping the future of [`run`]
+/// instead of resolving its shutdown leaves no session or heartbeat behind.
+struct AbortOnDrop(AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Puts the agent in its stopping state when [`run`] ends or its future is
+/// dropped: shards still running then give up on their reports after a
+/// while instead of waiting for a connection that will not come back.
+struct StopOnDrop(Arc<State>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.stopping.send_replace(true);
+        self.0.publisher.set_channel(None);
+    }
+}
+
+/// Runs the agent until `shutdown` resolves or a `Terminate` command
+/// arrives, then drains and returns. Errors only when it cannot start.
+pub async fn run(
+    config: AgentConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let state = Arc::new(State::new(config).context("setting up the agent")?);
+    let _stop_guard = StopOnDrop(Arc::clone(&state));
+    tracing::info!(worker_id = state.worker_id(), capacity = state.config.capacity,
+        controller = %state.config.controller_url, "agent starting");
+    runner::sweep_work_root(&state.limits.work_root).await;
+    let mut shutdown = std::pin::pin!(shutdown);
+    tokio::select! {
+        () = register(&state) => {}
+        () = &mut shutdown => {
+            tracing::info!("stopped before registering");
+            return Ok(());
+        }
+    }
+    let (close, closed) = watch::channel(false);
+    let supervisor = tokio::spawn(session::supervise(Arc::clone(&state), closed));
+    let _supervisor_guard = AbortOnDrop(supervisor.abort_handle());
+    let heartbeat = AbortOnDrop(tokio::spawn(heartbeat(Arc::clone(&state))).abort_handle());
+    let mut stopping = state.stopping.subscribe();
+    tokio::select! {
+        () = &mut shutdown => tracing::info!("shutdown requested: draining"),
+        _ = stopping.wait_for(|s| *s) => {}
+    }
+    drain(&state, heartbeat).await;
+    close.send_replace(true);
+    if let Err(e) = supervisor.await {
+        tracing::warn!(error = %e, "the broker session task failed");
+    }
+    tracing::info!(worker_id = state.worker_id(), "agent stopped");
+    Ok(())
+}
+
+/// Registers until the controller accepts (capped backoff between tries).
+async fn register(state: &State) {
+    let request = RegisterRequest {
+        worker_id: state.worker_id().to_owned(),
+        hostname: hostname(),
+        capacity: state.config.capacity,
+        labels: state.config.label_map(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    };
+    let mut attempt = 0u32;
+    loop {
+        match state.client.register(&request).await {
+            Ok(worker) => {
+                let status = worker.get("status").and_then(|s| s.as_str()).unwrap_or("?");
+                tracing::info!(
+                    worker_id = state.worker_id(),
+                    status,
+                    "registered with the controller"
+                );
+                return;
+            }
+            Err(e) if e.is_auth() => {
+                tracing::error!(error = %e, attempt, "the controller refused the agent token; retrying");
+            }
+            Err(e) => tracing::warn!(error = %e, attempt, "registering failed; retrying"),
+        }
+        tokio::time::sleep(backoff(attempt)).await;
+        attempt = attempt.saturating_add(1);
+    }
+}
+
+/// Publishes a heartbeat every period while connected (one attempt each:
+/// a late heartbeat is worth nothing).
+async fn heartbeat(state: Arc<State>) {
+    let mut ticks = tokio::time::interval(state.config.heartbeat());
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        if !state.publisher.is_connected() {
+            continue;
+        }
+        let event = AgentEvent::Heartbeat {
+            worker_id: state.worker_id().to_owned(),
+            running: state.running_shards(),
+            paused: state.reports_paused(),
+        };
+        if let Err(e) = state.publisher.publish_once(&event, 0).await {
+            tracing::debug!(error = %e, "heartbeat not published");
+        }
+    }
+}
+
+/// Stops taking work, waits for every delivery in hand to be settled, then
+/// says `Stopped`.
+async fn drain(state: &State, heartbeat: AbortOnDrop) {
+    state.stopping.send_replace(true);
+    let in_hand = state.deliveries_in_hand();
+    if in_hand > 0 {
+        tracing::info!(in_hand, "waiting for running shards to finish and report");
+    }
+    state.all_deliveries_settled().await;
+    drop(heartbeat);
+    let stopped = AgentEvent::Stopped {
+        worker_id: state.worker_id().to_owned(),
+    };
+    match state
+        .publisher
+        .publish_reliably(&stopped, 0, &state.stopping, STOPPED_WINDOW)
+        .await
+    {
+        Ok(()) => tracing::info!("drained; told the controller"),
+        Err(e) => tracing::warn!(error = %e, "drained, but could not tell the controller"),
+    }
+}

@@ -1,0 +1,262 @@
+//! The agent's settings. Every setting is a command-line flag that can also
+//! come from an `AGENT_*` environment variable, so the same binary runs from
+//! a shell, a systemd unit, a container or a test. Secrets (the agent token,
+//! the broker URL with its password) are a type that never prints.
+
+use clap::Args;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// A value that must never reach a log line: `Debug` prints a placeholder.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for the one place that needs it (a header, a
+    /// connection).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+impl FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_owned()))
+    }
+}
+
+/// One `key=value` label the agent announces when it registers, so
+/// operators can tell agents apart (zone, hardware, pool).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Label {
+    /// The label's name (non-empty).
+    pub key: String,
+    /// Its value (may be empty).
+    pub value: String,
+}
+
+impl FromStr for Label {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => Ok(Label {
+                key: k.trim().to_owned(),
+                value: v.to_owned(),
+            }),
+            _ => Err(format!("label {s:?} must be key=value with a non-empty key")),
+        }
+    }
+}
+
+/// Everything the agent needs to run; built by clap from flags and
+/// `AGENT_*` variables, or by tests through [`AgentConfig::try_parse_from`].
+#[derive(Debug, Clone, Args)]
+pub struct AgentConfig {
+    /// Base URL of the controller's API.
+    #[arg(long, env = "AGENT_CONTROLLER_URL", default_value = "http://127.0.0.1:8000")]
+    pub controller_url: String,
+    /// Bearer token the controller expects from agents.
+    #[arg(long, env = "AGENT_TOKEN", hide_env_values = true)]
+    pub agent_token: Secret,
+    /// RabbitMQ connection string (may contain a password).
+    #[arg(
+        long,
+        env = "AGENT_AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+        hide_env_values = true,
+        hide_default_value = true
+    )]
+    pub amqp_url: Secret,
+    /// Prefix of every broker name; must match the controller's.
+    #[arg(long, env = "AGENT_BROKER_PREFIX", default_value = "orchestrator")]
+    pub broker_prefix: String,
+    /// Unique id of this agent (`[A-Za-z0-9._:-]{1,128}`); defaults to the
+    /// host name.
+    #[arg(long, env = "AGENT_WORKER_ID", default_value_t = hostname(), value_parser = parse_worker_id)]
+    pub worker_id: String,
+    /// Shards run at once (also the broker prefetch).
+    #[arg(long, env = "AGENT_CAPACITY", default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=1024))]
+    pub capacity: i32,
+    /// Allow jobs to run their own `command` (otherwise only the executor runs).
+    #[arg(long, env = "AGENT_ALLOW_COMMANDS", default_value_t = false)]
+    pub allow_commands: bool,
+    /// Program run for jobs without a `command`; it reads the task
+    /// description on stdin.
+    #[arg(long, env = "AGENT_EXECUTOR")]
+    pub executor: Option<PathBuf>,
+    /// Argument passed to the executor (repeatable, in order).
+    #[arg(long = "executor-arg", env = "AGENT_EXECUTOR_ARG", allow_hyphen_values = true)]
+    pub executor_args: Vec<String>,
+    /// Directory under which each shard gets a fresh working directory (in
+    /// this agent's own `agent-<worker id>` subdirectory, swept of leftovers
+    /// at start).
+    #[arg(long, env = "AGENT_WORK_ROOT", default_value_os_t = default_work_root())]
+    pub work_root: PathBuf,
+    /// Milliseconds between heartbeats.
+    #[arg(long, env = "AGENT_HEARTBEAT_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub heartbeat_ms: u64,
+    /// Milliseconds between SIGTERM and SIGKILL when a shard is stopped.
+    #[arg(long, env = "AGENT_KILL_GRACE_MS", default_value_t = 5000)]
+    pub kill_grace_ms: u64,
+    /// Bytes of stdout and of stderr kept (the last ones) for the report.
+    #[arg(long, env = "AGENT_OUTPUT_TAIL_BYTES", default_value_t = 65536)]
+    pub output_tail_bytes: usize,
+    /// `key=value` label announced at registration (repeatable).
+    #[arg(long = "label", env = "AGENT_LABEL")]
+    pub labels: Vec<Label>,
+    /// Log one JSON object per line.
+    #[arg(long, env = "AGENT_LOG_JSON", default_value_t = false)]
+    pub log_json: bool,
+}
+
+impl AgentConfig {
+    /// Parses a configuration from command-line style arguments (the first
+    /// one is the program name) and the `AGENT_*` environment; used by
+    /// `main`, tests and embedders.
+    pub fn try_parse_from<I, T>(args: I) -> Result<AgentConfig, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        #[derive(clap::Parser)]
+        #[command(name = "worker-agent", version, about = "A worker agent of the orchestrator.")]
+        struct Wrapper {
+            #[command(flatten)]
+            config: AgentConfig,
+        }
+        <Wrapper as clap::Parser>::try_parse_from(args).map(|w| w.config)
+    }
+
+    /// Labels as the registration body wants them (a later duplicate key wins).
+    pub fn label_map(&self) -> BTreeMap<String, String> {
+        self.labels
+            .iter()
+            .map(|l| (l.key.clone(), l.value.clone()))
+            .collect()
+    }
+
+    /// Time between heartbeats.
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_ms)
+    }
+
+    /// Time a stopped shard gets between SIGTERM and SIGKILL.
+    pub fn kill_grace(&self) -> Duration {
+        Duration::from_millis(self.kill_grace_ms)
+    }
+}
+
+fn parse_worker_id(s: &str) -> Result<String, String> {
+    if orchestrator_shared::validate::is_valid_worker_id(s) {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "worker id {s:?} must be 1-128 characters of [A-Za-z0-9._:-]"
+        ))
+    }
+}
+
+/// This host's name, the default worker id: the kernel's, else `HOSTNAME`,
+/// else `worker`.
+pub fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "worker".to_owned())
+}
+
+fn default_work_root() -> PathBuf {
+    std::env::temp_dir().join("orchestrator-agent")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_apply_and_the_token_never_prints() {
+        let c = AgentConfig::try_parse_from([
+            "worker-agent",
+            "--agent-token",
+            "very-secret-token",
+            "--worker-id",
+            "w-1",
+        ])
+        .unwrap();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("very-secret-token"), "{shown}");
+        assert!(!shown.contains("guest:guest"), "{shown}");
+        assert_eq!(c.agent_token.expose(), "very-secret-token");
+        assert_eq!(c.controller_url, "http://127.0.0.1:8000");
+        assert_eq!(c.broker_prefix, "orchestrator");
+        assert_eq!(c.worker_id, "w-1");
+        assert_eq!(c.capacity, 1);
+        assert!(!c.allow_commands);
+        assert_eq!(c.executor, None);
+        assert_eq!(c.work_root, std::env::temp_dir().join("orchestrator-agent"));
+        assert_eq!(c.heartbeat(), Duration::from_secs(2));
+        assert_eq!(c.kill_grace(), Duration::from_secs(5));
+        assert_eq!(c.output_tail_bytes, 65536);
+        assert!(c.labels.is_empty());
+    }
+
+    #[test]
+    fn repeatable_flags_and_ranges() {
+        let c = AgentConfig::try_parse_from([
+            "worker-agent",
+            "--agent-token=t",
+            "--worker-id=w",
+            "--capacity=4",
+            "--executor=/usr/bin/env",
+            "--executor-arg=-i",
+            "--executor-arg",
+            "x",
+            "--label=zone=a",
+            "--label=gpu=",
+        ])
+        .unwrap();
+        assert_eq!(c.capacity, 4);
+        assert_eq!(c.executor_args, ["-i", "x"]);
+        let labels = c.label_map();
+        assert_eq!(labels["zone"], "a");
+        assert_eq!(labels["gpu"], "");
+        for bad in [
+            "--capacity=0",
+            "--capacity=1025",
+            "--worker-id=a b",
+            "--label=novalue",
+        ] {
+            let r = AgentConfig::try_parse_from(["worker-agent", "--agent-token=t", "--worker-id=w", bad]);
+            assert!(r.is_err(), "{bad} was accepted");
+        }
+    }
+
+    #[test]
+    fn default_worker_id_is_a_valid_hostname_or_refused() {
+        let h = hostname();
+        let r = AgentConfig::try_parse_from(["worker-agent", "--agent-token=t"]);
+        if orchestrator_shared::validate::is_valid_worker_id(&h) {
+            assert_eq!(r.unwrap().worker_id, h);
+        } else {
+            assert!(r.is_err());
+        }
+    }
+}

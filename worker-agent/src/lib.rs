@@ -1,0 +1,51 @@
+//! The orchestrator's worker agent: runs on each worker host, takes job
+//! shards from RabbitMQ, asks the controller whether to run each one (the
+//! claim), runs it as a child process, and reports how it ended. It never
+//! touches Postgres: the controller is the only writer of state, and the
+//! agent only talks HTTP to it and AMQP to the broker.
+//!
+//! A delivery is acknowledged only after its `ShardFinished` report is
+//! confirmed by the broker, so a shard whose agent dies, or whose report
+//! cannot be sent, is handed out again; the controller's fencing (attempt
+//! numbers and the claim) makes the second run harmless.
+//!
+//! # Layout
+//! - [`config`]: flags and `AGENT_*` variables ([`AgentConfig`]), `Secret`.
+//! - `agent`: the life cycle behind [`run`]: register, heartbeat, drain,
+//!   `Stopped`.
+//! - `session`: the supervised broker connection: topology, the control
+//!   and jobs consumers (pause and resume start and stop the latter),
+//!   reconnection with backoff.
+//! - `job`: one job delivery: parse, claim, run, report, acknowledge.
+//! - `control`: commands on the agent's control queue.
+//! - `state`: what the tasks share (switches, running shards, deliveries
+//!   in hand); it outlives connections.
+//! - `publisher`: events to the broker with publisher confirms, on
+//!   whichever connection is current.
+//! - `client`: the controller's HTTP agent API (register, claim).
+//! - [`runner`]: one child process: working directory, stdin, output tails,
+//!   timeout and cancel through its process group.
+//! - [`tail`]: the bounded output buffer.
+//! - `backoff`: the capped exponential retry rhythm.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod agent;
+mod backoff;
+mod client;
+pub mod config;
+mod control;
+mod job;
+mod publisher;
+pub mod runner;
+mod session;
+mod state;
+pub mod tail;
+
+/// Runs the agent until its shutdown future resolves (the one entry point
+/// for `main`, tests and embedders).
+pub use agent::run;
+/// The agent's settings, re-exported because every caller of [`run`] needs
+/// them.
+pub use config::AgentConfig;

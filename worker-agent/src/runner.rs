@@ -1,0 +1,375 @@
+//! Running one shard as a child process: a fresh working directory, the
+//! argument vector as given (never through a shell), stdin fed and closed,
+//! the last bytes of stdout and stderr kept, and a stop (timeout or cancel)
+//! that reaches the child's whole process group: SIGTERM, a grace period,
+//! then SIGKILL. Knows nothing about the broker or the controller.
+//!
+//! The shard ends when its main process ends; anything it left running in
+//! its process group is killed then, so no job leaks processes into the host.
+
+use crate::tail::OutputTail;
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use orchestrator_shared::messages::ShardOutcome;
+use std::ffi::OsString;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, ChildStdin, Command};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// How long the output readers may go on after the process group is gone: a
+/// process that escaped the group (`setsid`) can hold the pipes open forever.
+const OUTPUT_DRAIN: Duration = Duration::from_secs(2);
+/// Size of one read from the child's pipes.
+const READ_CHUNK: usize = 8 * 1024;
+/// Prefix of the agent's own environment variables, which children never
+/// inherit (`AGENT_TOKEN` is a credential).
+const AGENT_ENV_PREFIX: &str = "AGENT_";
+
+/// A cancel switch for one run, shared between the run and whoever may stop
+/// it (a `CancelJob` command). Cheap to clone; cancelling twice is harmless.
+#[derive(Debug, Clone)]
+pub struct CancelHandle(Arc<watch::Sender<bool>>);
+
+impl Default for CancelHandle {
+    fn default() -> Self {
+        CancelHandle(Arc::new(watch::channel(false).0))
+    }
+}
+
+impl CancelHandle {
+    /// A switch that is not yet cancelled.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Asks the run to stop; it ends `Cancelled`.
+    pub fn cancel(&self) {
+        self.0.send_replace(true);
+    }
+
+    /// Whether [`CancelHandle::cancel`] was called.
+    pub fn is_cancelled(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Resolves once cancelled (at once if already).
+    pub async fn cancelled(&self) {
+        let mut rx = self.0.subscribe();
+        if rx.wait_for(|c| *c).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// What to run, for one shard of one attempt.
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    /// The program (looked up in `PATH` when it has no `/`).
+    pub program: OsString,
+    /// Its arguments, passed as they are.
+    pub args: Vec<String>,
+    /// Variables added to the agent's environment (minus `AGENT_*`).
+    pub env: Vec<(String, String)>,
+    /// Written to the child's stdin, which is then closed.
+    pub stdin: String,
+    /// Run-time limit; `None` runs until the process ends.
+    pub timeout: Option<Duration>,
+    /// Name of the working directory under the work root; unique per run.
+    pub workdir_name: String,
+}
+
+/// Agent-wide settings every run obeys.
+#[derive(Debug, Clone)]
+pub struct RunLimits {
+    /// Where working directories are created.
+    pub work_root: PathBuf,
+    /// Time between SIGTERM and SIGKILL when a run is stopped.
+    pub kill_grace: Duration,
+    /// Bytes of stdout and of stderr kept.
+    pub tail_bytes: usize,
+}
+
+/// How a run ended: the body of a `ShardFinished` report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunReport {
+    /// Succeeded, failed, cancelled or timed out.
+    pub outcome: ShardOutcome,
+    /// Exit code, when the process exited by itself.
+    pub exit_code: Option<i32>,
+    /// Last bytes of stdout.
+    pub stdout_tail: String,
+    /// Last bytes of stderr.
+    pub stderr_tail: String,
+    /// Why it did not succeed, for people.
+    pub error: Option<String>,
+}
+
+impl RunReport {
+    /// A run that ended without output, for the reason given.
+    pub fn ended(outcome: ShardOutcome, error: impl Into<String>) -> Self {
+        RunReport {
+            outcome,
+            exit_code: None,
+            stdout_tail: String::new(),
+            stderr_tail: String::new(),
+            error: Some(error.into()),
+        }
+    }
+
+    /// A run that failed before or around its process.
+    pub fn failed(error: impl Into<String>) -> Self {
+        Self::ended(ShardOutcome::Failed, error)
+    }
+}
+
+/// Why a running process was stopped by the agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StopReason {
+    TimedOut(Duration),
+    Cancelled,
+}
+
+/// How the main process ended.
+enum Ending {
+    /// By itself.
+    Exited(std::io::Result<ExitStatus>),
+    /// Stopped by the agent.
+    Stopped(StopReason),
+}
+
+/// Runs `spec` to its end and reports how it went. Never fails: every
+/// problem (no such program, no working directory) is a `Failed` report.
+pub async fn run(spec: &RunSpec, limits: &RunLimits, cancel: &CancelHandle) -> RunReport {
+    if cancel.is_cancelled() {
+        return RunReport::ended(ShardOutcome::Cancelled, "cancelled before it started");
+    }
+    let dir = limits.work_root.join(&spec.workdir_name);
+    if let Err(e) = make_workdir(&limits.work_root, &dir).await {
+        return RunReport::failed(format!("creating the working directory {}: {e}", dir.display()));
+    }
+    let report = run_in(spec, limits, cancel, &dir).await;
+    if let Err(e) = tokio::fs::remove_dir_all(&dir).await {
+        tracing::warn!(dir = %dir.display(), error = %e, "could not remove a working directory");
+    }
+    report
+}
+
+/// Removes working directories left by an earlier life of this agent (one
+/// killed with SIGKILL cannot clean up after itself). `root` must be this
+/// agent's own directory: nothing else may run there now.
+pub async fn sweep_work_root(root: &Path) {
+    let mut entries = match tokio::fs::read_dir(root).await {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+        Err(e) => return tracing::warn!(root = %root.display(), error = %e, "cannot read the work root"),
+    };
+    while let Ok(Some(entry)) = entries.next_entry().await {
+        let path = entry.path();
+        let removed = match entry.file_type().await {
+            Ok(t) if t.is_dir() => tokio::fs::remove_dir_all(&path).await,
+            _ => tokio::fs::remove_file(&path).await,
+        };
+        match removed {
+            Ok(()) => tracing::info!(path = %path.display(), "removed a leftover working directory"),
+            Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot remove a leftover"),
+        }
+    }
+}
+
+async fn make_workdir(root: &Path, dir: &Path) -> std::io::Result<()> {
+    tokio::fs::create_dir_all(root).await?;
+    tokio::fs::create_dir(dir).await
+}
+
+async fn run_in(spec: &RunSpec, limits: &RunLimits, cancel: &CancelHandle, dir: &Path) -> RunReport {
+    let mut child = match command(spec, dir).spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            let program = spec.program.to_string_lossy();
+            return RunReport::failed(format!("could not start {program:?}: {e}"));
+        }
+    };
+    let group = child
+        .id()
+        .and_then(|id| i32::try_from(id).ok())
+        .map(Pid::from_raw);
+    let feeder = feed_stdin(child.stdin.take(), spec.stdin.clone());
+    let stdout = Arc::new(Mutex::new(OutputTail::new(limits.tail_bytes)));
+    let stderr = Arc::new(Mutex::new(OutputTail::new(limits.tail_bytes)));
+    let readers = [
+        spawn_reader(child.stdout.take(), stdout.clone()),
+        spawn_reader(child.stderr.take(), stderr.clone()),
+    ];
+    let ending = supervise(&mut child, group, spec.timeout, cancel).await;
+    let status = match ending {
+        Ending::Exited(status) => {
+            signal_group(group, Signal::SIGKILL);
+            Ok(status)
+        }
+        Ending::Stopped(why) => {
+            stop(&mut child, group, limits.kill_grace).await;
+            Err(why)
+        }
+    };
+    feeder.abort();
+    finish_readers(readers).await;
+    let mut report = report_for(status);
+    report.stdout_tail = tail_text(&stdout);
+    report.stderr_tail = tail_text(&stderr);
+    report
+}
+
+fn command(spec: &RunSpec, dir: &Path) -> Command {
+    let mut cmd = Command::new(&spec.program);
+    cmd.args(&spec.args)
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with(AGENT_ENV_PREFIX) {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.envs(spec.env.iter().map(|(k, v)| (k, v)));
+    cmd
+}
+
+fn feed_stdin(stdin: Option<ChildStdin>, input: String) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let Some(mut pipe) = stdin else { return };
+        if let Err(e) = pipe.write_all(input.as_bytes()).await {
+            tracing::debug!(error = %e, "the child did not read all of its stdin");
+        }
+        // Dropping the pipe closes it: the child sees end of input.
+    })
+}
+
+fn spawn_reader<R>(pipe: Option<R>, tail: Arc<Mutex<OutputTail>>) -> JoinHandle<()>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        let Some(mut pipe) = pipe else { return };
+        let mut buf = vec![0u8; READ_CHUNK];
+        loop {
+            match pipe.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => tail
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .push(&buf[..n]),
+            }
+        }
+    })
+}
+
+async fn finish_readers(readers: [JoinHandle<()>; 2]) {
+    for reader in readers {
+        let abort = reader.abort_handle();
+        if tokio::time::timeout(OUTPUT_DRAIN, reader).await.is_err() {
+            tracing::warn!("a process outside the job's group kept its output open; stopped reading");
+            abort.abort();
+        }
+    }
+}
+
+fn tail_text(tail: &Mutex<OutputTail>) -> String {
+    tail.lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .to_string_lossy()
+}
+
+/// Waits for the main process to end, or for the timeout or a cancel.
+async fn supervise(
+    child: &mut Child,
+    group: Option<Pid>,
+    timeout: Option<Duration>,
+    cancel: &CancelHandle,
+) -> Ending {
+    let deadline = async {
+        match timeout {
+            Some(t) => tokio::time::sleep(t).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        status = child.wait() => Ending::Exited(status),
+        () = deadline => {
+            tracing::info!(?group, "run timed out; stopping its process group");
+            Ending::Stopped(StopReason::TimedOut(timeout.unwrap_or_default()))
+        }
+        () = cancel.cancelled() => {
+            tracing::info!(?group, "run cancelled; stopping its process group");
+            Ending::Stopped(StopReason::Cancelled)
+        }
+    }
+}
+
+/// SIGTERM to the group, up to `grace` for the main process to end, then
+/// SIGKILL to whatever is left of the group.
+async fn stop(child: &mut Child, group: Option<Pid>, grace: Duration) {
+    if group.is_none() {
+        let _ = child.start_kill();
+    }
+    signal_group(group, Signal::SIGTERM);
+    let exited = tokio::time::timeout(grace, child.wait()).await.is_ok();
+    signal_group(group, Signal::SIGKILL);
+    if !exited {
+        if let Err(e) = child.wait().await {
+            tracing::warn!(error = %e, "waiting for a killed child failed");
+        }
+    }
+}
+
+/// Sends `signal` to the process group; a group that is already gone is
+/// not an error.
+fn signal_group(group: Option<Pid>, signal: Signal) {
+    let Some(group) = group else { return };
+    match killpg(group, signal) {
+        Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+        Err(e) => tracing::warn!(%group, %signal, error = %e, "signalling a process group failed"),
+    }
+}
+
+fn report_for(ending: Result<std::io::Result<ExitStatus>, StopReason>) -> RunReport {
+    match ending {
+        Err(StopReason::TimedOut(after)) => {
+            RunReport::ended(ShardOutcome::TimedOut, format!("timed out after {after:?}"))
+        }
+        Err(StopReason::Cancelled) => RunReport::ended(ShardOutcome::Cancelled, "cancelled"),
+        Ok(Err(e)) => RunReport::failed(format!("waiting for the process failed: {e}")),
+        Ok(Ok(status)) => report_for_status(status),
+    }
+}
+
+fn report_for_status(status: ExitStatus) -> RunReport {
+    match (status.code(), status.signal()) {
+        (Some(0), _) => RunReport {
+            outcome: ShardOutcome::Succeeded,
+            error: None,
+            exit_code: Some(0),
+            ..RunReport::failed("")
+        },
+        (Some(code), _) => RunReport {
+            exit_code: Some(code),
+            ..RunReport::failed(format!("exited with code {code}"))
+        },
+        (None, Some(sig)) => {
+            let name = Signal::try_from(sig).map_or("an unknown signal", |s| s.as_str());
+            RunReport::failed(format!("killed by signal {name} ({sig})"))
+        }
+        (None, None) => RunReport::failed(format!("ended without an exit code ({status})")),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,294 @@
+//! The broker side: one supervised connection at a time. Each session
+//! declares the topology, consumes the agent's control queue and (unless
+//! paused or draining) the jobs queue, and lends its confirm channel to the
+//! [`crate::publisher::Publisher`]. Any broker error ends the session; the
+//! supervisor reconnects with capped backoff. Running shards live outside
+//! sessions, so they keep running and report on the next connection.
+
+use crate::backoff::backoff;
+use crate::state::State;
+use crate::{control, job};
+use anyhow::Context;
+use futures::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, ConfirmSelectOptions,
+};
+use lapin::types::{FieldTable, LongString, ShortString};
+use lapin::{Channel, Connection, ConnectionProperties, Consumer, Event};
+use orchestrator_shared::broker::{declare, declare_control_queue};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Longest wait for the broker to accept a connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for a graceful close before the connection is dropped.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
+/// The same after a failure, when the connection is most likely gone and
+/// waiting would only delay the reconnection.
+const LOST_CLOSE_TIMEOUT: Duration = Duration::from_millis(500);
+/// Unacknowledged control messages held at once.
+const CONTROL_PREFETCH: u16 = 16;
+/// Longest wait for a cancelled consumer to hand back messages it had
+/// already received.
+const LEFTOVER_TIMEOUT: Duration = Duration::from_secs(5);
+/// AMQP reply code of a normal close.
+const REPLY_SUCCESS: u16 = 200;
+
+/// How a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// The agent asked it to close: it is exiting.
+    Closed,
+    /// The connection or a channel failed: reconnect.
+    Lost,
+}
+
+/// One connection and its channels.
+struct Session {
+    /// The connection.
+    conn: Connection,
+    /// Confirm-mode channel for events.
+    publish: Channel,
+    /// Channel of the control consumer.
+    control: Channel,
+    /// The control queue's consumer.
+    control_consumer: Consumer,
+    /// The jobs consumer, started and stopped on its own channel.
+    jobs: JobsConsumer,
+}
+
+/// Keeps a broker session running until `close` is set (or its sender is
+/// dropped), reconnecting with backoff after any failure.
+pub async fn supervise(state: Arc<State>, mut close: watch::Receiver<bool>) {
+    let mut attempt = 0u32;
+    while !*close.borrow() {
+        let opened = tokio::select! {
+            opened = open(&state) => opened,
+            _ = close.changed() => return,
+        };
+        match opened {
+            Ok(session) => {
+                tracing::info!("broker connected, topology declared");
+                attempt = 0;
+                if run_session(&state, session, &mut close).await == End::Closed {
+                    return;
+                }
+            }
+            Err(e) => tracing::warn!(error = format!("{e:#}"), attempt, "broker connection failed"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff(attempt)) => {}
+            _ = close.changed() => {}
+        }
+        attempt = attempt.saturating_add(1);
+    }
+}
+
+async fn open(state: &State) -> anyhow::Result<Session> {
+    let name = LongString::from(format!("worker-agent {}", state.worker_id()));
+    let props = ConnectionProperties::default().with_connection_name(name);
+    let connect = Connection::connect(state.config.amqp_url.expose(), props);
+    let conn = tokio::time::timeout(CONNECT_TIMEOUT, connect)
+        .await
+        .context("connecting to the broker timed out")?
+        .context("connecting to the broker")?;
+    let control = conn.create_channel().await?;
+    declare(&control, &state.topology).await?;
+    let queue = declare_control_queue(&control, &state.topology, state.worker_id()).await?;
+    control
+        .basic_qos(CONTROL_PREFETCH, BasicQosOptions::default())
+        .await?;
+    let tag = consumer_tag(state, "control")?;
+    let control_consumer = control
+        .basic_consume(
+            short(queue)?,
+            tag,
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .context("consuming the control queue")?;
+    let publish = conn.create_channel().await?;
+    publish.confirm_select(ConfirmSelectOptions::default()).await?;
+    let jobs_channel = conn.create_channel().await?;
+    let prefetch = u16::try_from(state.config.capacity).unwrap_or(u16::MAX);
+    jobs_channel
+        .basic_qos(prefetch, BasicQosOptions::default())
+        .await?;
+    let jobs = JobsConsumer {
+        channel: jobs_channel,
+        queue: short(state.topology.jobs_queue())?,
+        consumer: None,
+    };
+    Ok(Session {
+        conn,
+        publish,
+        control,
+        control_consumer,
+        jobs,
+    })
+}
+
+fn short(s: String) -> anyhow::Result<ShortString> {
+    ShortString::try_new(s.clone()).map_err(|_| anyhow::anyhow!("broker name too long: {s}"))
+}
+
+/// A consumer tag unique to this agent and this consume.
+fn consumer_tag(state: &State, what: &str) -> anyhow::Result<ShortString> {
+    let id = uuid::Uuid::new_v4().simple();
+    short(format!("{}.{what}.{id}", state.worker_id()))
+}
+
+async fn run_session(state: &Arc<State>, mut s: Session, close: &mut watch::Receiver<bool>) -> End {
+    let end = match s.jobs.sync(state).await {
+        Ok(()) => {
+            state.publisher.set_channel(Some(s.publish.clone()));
+            session_loop(state, &mut s, close).await
+        }
+        Err(e) => {
+            tracing::warn!(error = format!("{e:#}"), "starting the jobs consumer failed");
+            End::Lost
+        }
+    };
+    state.publisher.set_channel(None);
+    state.consuming.store(false, Ordering::Relaxed);
+    if end == End::Lost {
+        tracing::warn!("broker connection lost; running shards go on and report after reconnecting");
+    }
+    shut(s, end).await;
+    end
+}
+
+async fn session_loop(state: &Arc<State>, s: &mut Session, close: &mut watch::Receiver<bool>) -> End {
+    let mut paused = state.paused.subscribe();
+    let mut stopping = state.stopping.subscribe();
+    let mut events = s.conn.events_listener();
+    loop {
+        tokio::select! {
+            _ = close.changed() => return End::Closed,
+            _ = paused.changed() => {}
+            _ = stopping.changed() => {}
+            control = s.control_consumer.next() => match control {
+                Some(Ok(delivery)) => control::handle(state, delivery).await,
+                other => return lost("control consumer", other.and_then(Result::err)),
+            },
+            work = s.jobs.next() => match work {
+                Some(Ok(delivery)) => job::spawn(state, delivery),
+                other => return lost("jobs consumer", other.and_then(Result::err)),
+            },
+            event = events.next() => match event {
+                Some(Event::Error(e)) => return lost("connection", Some(e)),
+                None => return lost("connection events", None::<lapin::Error>),
+                Some(_) => {}
+            },
+        }
+        if let Err(e) = s.jobs.sync(state).await {
+            return lost("starting or stopping the jobs consumer", Some(format!("{e:#}")));
+        }
+    }
+}
+
+fn lost(what: &str, error: Option<impl std::fmt::Display>) -> End {
+    match error {
+        Some(e) => tracing::warn!(error = %e, "{what} failed"),
+        None => tracing::warn!("{what} ended"),
+    }
+    End::Lost
+}
+
+/// Closes the session's channels and connection; after a loss, only
+/// briefly tries (the connection is probably gone already).
+async fn shut(s: Session, end: End) {
+    let close = async {
+        if let Some(consumer) = s.jobs.consumer.as_ref() {
+            let _ = s
+                .jobs
+                .channel
+                .basic_cancel(consumer.tag(), BasicCancelOptions::default())
+                .await;
+        }
+        for channel in [&s.jobs.channel, &s.publish, &s.control] {
+            let _ = channel.close(REPLY_SUCCESS, ShortString::from("OK")).await;
+        }
+        s.conn.close(REPLY_SUCCESS, ShortString::from("OK")).await
+    };
+    let limit = if end == End::Closed {
+        CLOSE_TIMEOUT
+    } else {
+        LOST_CLOSE_TIMEOUT
+    };
+    match tokio::time::timeout(limit, close).await {
+        Ok(Ok(())) => tracing::info!("broker connection closed"),
+        Ok(Err(e)) => tracing::debug!(error = %e, "closing the broker connection failed"),
+        Err(_) => tracing::debug!("closing the broker connection timed out"),
+    }
+}
+
+/// The jobs queue's consumer, present only while the agent takes work.
+struct JobsConsumer {
+    /// Its own channel, whose prefetch is the agent's capacity.
+    channel: Channel,
+    /// The jobs queue.
+    queue: ShortString,
+    /// The active consumer, if consuming.
+    consumer: Option<Consumer>,
+}
+
+impl JobsConsumer {
+    /// Starts or stops consuming to match the paused and stopping switches.
+    async fn sync(&mut self, state: &State) -> anyhow::Result<()> {
+        let wanted = !*state.paused.borrow() && !state.is_stopping();
+        if wanted && self.consumer.is_none() {
+            let tag = consumer_tag(state, "jobs")?;
+            let options = BasicConsumeOptions::default();
+            let consumer = self
+                .channel
+                .basic_consume(self.queue.clone(), tag, options, FieldTable::default())
+                .await
+                .context("consuming the jobs queue")?;
+            tracing::info!("consuming jobs");
+            self.consumer = Some(consumer);
+        } else if !wanted {
+            if let Some(consumer) = self.consumer.take() {
+                self.channel
+                    .basic_cancel(consumer.tag(), BasicCancelOptions::default())
+                    .await
+                    .context("cancelling the jobs consumer")?;
+                tracing::info!("stopped consuming jobs");
+                tokio::spawn(requeue_leftovers(consumer));
+            }
+        }
+        state.consuming.store(self.consumer.is_some(), Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The next delivery; never resolves while not consuming.
+    async fn next(&mut self) -> Option<lapin::Result<Delivery>> {
+        match self.consumer.as_mut() {
+            Some(consumer) => consumer.next().await,
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// Gives back what a cancelled consumer had received but not yet handed
+/// out, so paused agents hold no work.
+async fn requeue_leftovers(mut consumer: Consumer) {
+    let drain = async {
+        while let Some(Ok(delivery)) = consumer.next().await {
+            let requeue = BasicNackOptions {
+                requeue: true,
+                ..Default::default()
+            };
+            if let Err(e) = delivery.nack(requeue).await {
+                tracing::warn!(error = %e, "could not give back a job message");
+            }
+        }
+    };
+    if tokio::time::timeout(LEFTOVER_TIMEOUT, drain).await.is_err() {
+        tracing::warn!("a cancelled jobs consumer did not end");
+    }
+}

@@ -1,0 +1,339 @@
+//! End to end: a real controller (in-process, real HTTP), real Postgres and
+//! RabbitMQ in containers, and worker agents as real processes. Each test
+//! has its own database, broker prefix and agents.
+
+use integration_tests::cluster::Cluster;
+use serde_json::{json, Value};
+use std::collections::HashSet;
+use std::time::Duration;
+
+const AGENT: &str = env!("CARGO_BIN_EXE_worker-agent");
+
+async fn cluster_with(agents: &[(&str, u32)]) -> Cluster {
+    let mut c = Cluster::start(AGENT).await;
+    for (id, capacity) in agents {
+        c.add_agent(id, *capacity).await;
+    }
+    c
+}
+
+fn id(job: &Value) -> String {
+    job["job_id"].as_str().unwrap_or_default().to_owned()
+}
+
+#[tokio::test]
+async fn complete_job_workflow() {
+    let c = cluster_with(&[("wf-1", 2)]).await;
+    let workers: Value = c
+        .app
+        .get("/api/supervisor/workers", &c.app.admin_token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(workers["total"], 1);
+    assert_eq!(workers["workers"][0]["status"], "idle");
+    let quotas: Value = c
+        .app
+        .get("/api/resources/quotas", &c.app.admin_token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(quotas["available_workers"], 1);
+    let job = c
+        .submit(
+            &[
+                "/bin/sh",
+                "-c",
+                "sleep 1; echo shard $SHARD_INDEX of $SHARD_COUNT; echo oops >&2",
+            ],
+            json!({}),
+        )
+        .await;
+    assert_eq!(job["status"], "pending");
+    let running = c.wait_status(&id(&job), "running").await;
+    assert_eq!(running["assigned_workers"], json!(["wf-1"]));
+    c.wait_worker("wf-1", |w| w["status"] == "busy").await;
+    let done = c.wait_status(&id(&job), "completed").await;
+    assert_eq!(done["exit_code"], 0);
+    assert_eq!(done["attempts"], 1);
+    let output: Value = c
+        .app
+        .get(&format!("/api/jobs/{}/output", id(&job)), &c.app.admin_token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(output["stdout"], "shard 0 of 1\n");
+    assert_eq!(output["stderr"], "oops\n");
+    let steps: Vec<_> = c.transitions(&id(&job)).await;
+    let to: Vec<&str> = steps.iter().map(|(_, t)| t.as_str()).collect();
+    assert_eq!(to, ["pending", "queued", "running", "completed"]);
+}
+
+#[tokio::test]
+async fn worker_lifecycle_idle_busy_idle() {
+    let c = cluster_with(&[("life-1", 1)]).await;
+    let job = c.submit(&["sleep", "1"], json!({})).await;
+    c.wait_worker("life-1", |w| w["status"] == "busy" && w["running_jobs"] == 1)
+        .await;
+    c.wait_status(&id(&job), "completed").await;
+    let idle = c.wait_worker("life-1", |w| w["status"] == "idle").await;
+    assert_eq!(idle["running_jobs"], 0);
+}
+
+#[tokio::test]
+async fn resource_allocation_workflow() {
+    let c = cluster_with(&[("res-1", 1), ("res-2", 1)]).await;
+    let token = &c.app.admin_token;
+    let q: Value = c
+        .app
+        .get("/api/resources/quotas", token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(q["available_workers"], 2);
+    let resp = c
+        .app
+        .post_json("/api/resources/allocate", token, &json!({"workers": 2}))
+        .await;
+    assert_eq!(resp.status(), 201);
+    let alloc: Value = resp.json().await.unwrap();
+    let q: Value = c
+        .app
+        .get("/api/resources/quotas", token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (q["allocated_workers"].clone(), q["available_workers"].clone()),
+        (json!(2), json!(0))
+    );
+    let refused = c
+        .app
+        .post_json("/api/resources/allocate", token, &json!({"workers": 1}))
+        .await;
+    assert_eq!(refused.status(), 409);
+    let released = c
+        .app
+        .post_json(
+            "/api/resources/release",
+            token,
+            &json!({"allocation_id": alloc["allocation_id"]}),
+        )
+        .await;
+    assert_eq!(released.status(), 200);
+    let q: Value = c
+        .app
+        .get("/api/resources/quotas", token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(q["available_workers"], 2);
+}
+
+#[tokio::test]
+async fn authentication_flow() {
+    let c = cluster_with(&[]).await;
+    let token = c.app.user_token("e2e-user", &["jobs:write"]).await;
+    let me: Value = c.app.get("/api/auth/me", &token).await.json().await.unwrap();
+    assert_eq!(me["username"], "e2e-user");
+    let job = c
+        .app
+        .post_json("/api/jobs/submit", &token, &json!({"task_description": "x"}))
+        .await;
+    assert_eq!(job.status(), 201);
+    assert_eq!(c.app.get("/api/supervisor/workers", &token).await.status(), 403);
+    assert_eq!(c.app.get("/api/auth/me", "not-a-token").await.status(), 401);
+}
+
+#[tokio::test]
+async fn three_hundred_jobs_over_three_agents_complete_exactly_once() {
+    let c = cluster_with(&[("many-1", 4), ("many-2", 4), ("many-3", 4)]).await;
+    let mut ids = Vec::new();
+    for _ in 0..300 {
+        ids.push(id(&c.submit(&["/bin/true"], json!({})).await));
+    }
+    for job_id in &ids {
+        c.wait_status(job_id, "completed").await;
+    }
+    let db = c.app.db.client().await.unwrap();
+    let completed: i64 = db
+        .query_one("SELECT count(*) FROM jobs WHERE status = 'completed'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(completed, 300);
+    let dupes: i64 = db
+        .query_one(
+            "SELECT count(*) FROM (SELECT job_id FROM job_events WHERE to_status = 'completed'
+             GROUP BY job_id HAVING count(*) > 1) d",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(dupes, 0, "a job completed twice");
+    let runs: i64 = db
+        .query_one("SELECT count(*) FROM job_shards WHERE status = 'completed'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(runs, 300, "every job ran exactly once");
+    let workers: HashSet<String> = db
+        .query("SELECT DISTINCT worker_id FROM job_shards", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(workers.len(), 3, "all three agents took work");
+}
+
+#[tokio::test]
+async fn agent_killed_mid_job_its_job_completes_elsewhere() {
+    let mut c = cluster_with(&[("kill-a", 1)]).await;
+    let job = c.submit(&["sleep", "3"], json!({})).await;
+    c.wait_job(&id(&job), |j| j["assigned_workers"] == json!(["kill-a"]))
+        .await;
+    c.add_agent("kill-b", 1).await;
+    c.kill_agent("kill-a").await;
+    let done = c.wait_status(&id(&job), "completed").await;
+    assert_eq!(done["assigned_workers"], json!(["kill-b"]));
+    c.wait_worker("kill-a", |w| w["status"] == "offline").await;
+}
+
+#[tokio::test]
+async fn running_job_cancelled_stops_on_its_agent() {
+    let c = cluster_with(&[("cancel-1", 1)]).await;
+    let job = c.submit(&["sleep", "60"], json!({})).await;
+    c.wait_status(&id(&job), "running").await;
+    let resp = c
+        .app
+        .post(&format!("/api/jobs/{}/cancel", id(&job)), &c.app.admin_token)
+        .await;
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["status"], "cancelled");
+    // The agent stops the child and is free again well before the sleep ends.
+    c.wait_worker("cancel-1", |w| w["status"] == "idle" && w["running_jobs"] == 0)
+        .await;
+    let next = c.submit(&["/bin/true"], json!({})).await;
+    c.wait_status(&id(&next), "completed").await;
+    assert_eq!(c.job(&id(&job)).await["status"], "cancelled");
+}
+
+#[tokio::test]
+async fn job_past_its_timeout_is_timed_out() {
+    let c = cluster_with(&[("timeout-1", 1)]).await;
+    let job = c.submit(&["sleep", "60"], json!({"timeout_seconds": 1})).await;
+    let done = c
+        .wait_job(&id(&job), |j| {
+            j["status"] != "pending" && j["status"] != "queued" && j["status"] != "running"
+        })
+        .await;
+    assert_eq!(done["status"], "timed_out");
+    let started = chrono::DateTime::parse_from_rfc3339(done["started_at"].as_str().unwrap()).unwrap();
+    let finished = chrono::DateTime::parse_from_rfc3339(done["finished_at"].as_str().unwrap()).unwrap();
+    assert!(
+        finished - started < chrono::Duration::seconds(10),
+        "stopped promptly"
+    );
+}
+
+#[tokio::test]
+async fn job_failing_then_succeeding_on_retry() {
+    let c = cluster_with(&[("retry-1", 1)]).await;
+    let marker = std::env::temp_dir().join(format!("retry-{}", uuid::Uuid::new_v4()));
+    let script = format!(
+        "if [ -e {0} ]; then echo second; else touch {0}; exit 7; fi",
+        marker.display()
+    );
+    let job = c
+        .submit(&["/bin/sh", "-c", &script], json!({"max_retries": 2}))
+        .await;
+    let done = c
+        .wait_job(&id(&job), |j| {
+            j["status"] == "completed" || j["status"] == "failed"
+        })
+        .await;
+    let _ = std::fs::remove_file(&marker);
+    assert_eq!(done["status"], "completed");
+    assert_eq!(done["attempts"], 2);
+    let steps = c.transitions(&id(&job)).await;
+    assert!(steps.contains(&("running".into(), "queued".into())), "{steps:?}");
+    let without_retries = c.submit(&["/bin/false"], json!({})).await;
+    let failed = c.wait_status(&id(&without_retries), "failed").await;
+    assert_eq!(failed["exit_code"], 1);
+}
+
+#[tokio::test]
+async fn three_shard_job_runs_on_three_agents() {
+    let c = cluster_with(&[("shard-1", 2), ("shard-2", 2), ("shard-3", 2)]).await;
+    let job = c
+        .submit(
+            &["/bin/sh", "-c", "sleep 0.5; echo $SHARD_INDEX/$SHARD_COUNT"],
+            json!({"required_workers": 3}),
+        )
+        .await;
+    let done = c.wait_status(&id(&job), "completed").await;
+    let workers: HashSet<&str> = done["assigned_workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(workers.len(), 3, "{done}");
+    let db = c.app.db.client().await.unwrap();
+    let shards: i64 = db
+        .query_one(
+            "SELECT count(DISTINCT shard_index) FROM job_shards WHERE status = 'completed'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(shards, 3);
+}
+
+#[tokio::test]
+async fn pause_and_resume_reach_the_agent() {
+    let c = cluster_with(&[("pause-1", 1)]).await;
+    let token = &c.app.admin_token;
+    let paused = c.app.post("/api/supervisor/workers/pause-1/pause", token).await;
+    assert_eq!(paused.status(), 200);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let job = c.submit(&["/bin/true"], json!({})).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        c.job(&id(&job)).await["status"],
+        "queued",
+        "a paused agent takes no work"
+    );
+    let resumed = c.app.post("/api/supervisor/workers/pause-1/resume", token).await;
+    assert_eq!(resumed.status(), 200);
+    c.wait_status(&id(&job), "completed").await;
+}
+
+#[tokio::test]
+async fn terminate_drains_without_losing_the_running_job() {
+    let mut c = cluster_with(&[("term-1", 1)]).await;
+    let job = c.submit(&["sleep", "2"], json!({})).await;
+    c.wait_status(&id(&job), "running").await;
+    let resp = c
+        .app
+        .post("/api/supervisor/workers/term-1/terminate", &c.app.admin_token)
+        .await;
+    assert_eq!(resp.status(), 200);
+    let status = c
+        .wait_agent_exit("term-1")
+        .await
+        .expect("the agent exits after draining");
+    assert!(status.success(), "{status:?}");
+    c.wait_status(&id(&job), "completed").await;
+    c.wait_worker("term-1", |w| w["status"] == "terminated").await;
+}
