@@ -4,39 +4,9 @@
 //! prints.
 
 use clap::{Args, ValueEnum};
-use std::fmt;
 use std::net::SocketAddr;
-use std::str::FromStr;
 
-/// A value that must never reach a log line or an error body: `Debug` and
-/// `Display` print a placeholder.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    /// The secret itself, for the one place that needs it (hashing, signing).
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret([redacted])")
-    }
-}
-
-impl FromStr for Secret {
-    type Err = std::convert::Infallible;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(Secret(s.to_owned()))
-    }
-}
+pub use orchestrator_shared::Secret;
 
 /// The JWT signing algorithms the controller can be pinned to. Only the
 /// configured one is accepted when verifying, so `none` and algorithm

@@ -8,6 +8,7 @@
 //! - [`state_machine`]: the one table of allowed transitions per machine.
 //! - [`scope`]: API scopes and the rule that decides whether one grants another.
 //! - [`validate`]: shared input rules (worker ids).
+//! - [`secret`]: a string that never prints.
 //! - [`messages`]: what travels through the broker.
 //! - `broker` (feature): declaring the RabbitMQ topology both daemons use.
 //! - `runtime` (feature): logging set-up and the shutdown signal of both daemons.
@@ -20,10 +21,12 @@ pub mod messages;
 #[cfg(feature = "runtime")]
 pub mod runtime;
 pub mod scope;
+pub mod secret;
 pub mod state_machine;
 pub mod status;
 pub mod validate;
 
 pub use scope::{Scope, ScopeParseError};
+pub use secret::Secret;
 pub use state_machine::{StateMachine, StateTransitionError};
 pub use status::{JobStatus, StatusParseError, WorkerStatus};
