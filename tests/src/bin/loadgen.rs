@@ -131,7 +131,7 @@ async fn wait_all(c: &Cluster, deadline: Instant) -> anyhow::Result<Duration> {
 async fn percentiles(db: &tokio_postgres::Client, expr: &str) -> anyhow::Result<Value> {
     let sql = format!(
         "SELECT percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY d), max(d) FROM
-           (SELECT extract(epoch FROM {expr}) * 1000 AS d FROM jobs j
+           (SELECT (extract(epoch FROM {expr}) * 1000)::float8 AS d FROM jobs j
             JOIN job_shards s ON s.job_id = j.job_id AND s.attempt = j.attempts
             WHERE j.finished_at IS NOT NULL) x"
     );
