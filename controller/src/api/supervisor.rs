@@ -85,6 +85,14 @@ async fn steer(
 ) -> Result<Worker, ApiError> {
     let mut client = state.db.client().await?;
     let tx = client.transaction().await.map_err(crate::db::DbError::from)?;
+    // Lock the row: heartbeats flip idle and busy concurrently, and the
+    // compare-and-set below must see the status it read.
+    tx.execute(
+        "SELECT 1 FROM workers WHERE worker_id = $1 FOR UPDATE",
+        &[&worker_id],
+    )
+    .await
+    .map_err(crate::db::DbError::from)?;
     let current = workers::get(&tx, worker_id).await?;
     let updated = workers::transition(&tx, worker_id, current.status, target(&current)).await?;
     let payload = serde_json::to_value(&command).map_err(|_| ApiError::Internal)?;
