@@ -181,6 +181,24 @@ impl Cluster {
         }
     }
 
+    /// A single number from the cluster's database (`SELECT count(*) …`).
+    pub async fn count(&self, sql: &str) -> i64 {
+        let db = self.app.db.client().await.unwrap_or_else(|e| panic!("{e}"));
+        db.query_one(sql, &[])
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .get(0)
+    }
+
+    /// Jobs that reached `completed` more than once (must always be 0).
+    pub async fn duplicated_completions(&self) -> i64 {
+        self.count(
+            "SELECT count(*) FROM (SELECT job_id FROM job_events WHERE to_status = 'completed'
+             GROUP BY job_id HAVING count(*) > 1) d",
+        )
+        .await
+    }
+
     /// Every event of a job (from, to) in order.
     pub async fn transitions(&self, job_id: &str) -> Vec<(String, String)> {
         let resp = self

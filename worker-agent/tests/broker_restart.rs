@@ -58,23 +58,12 @@ async fn broker_restart_mid_run_loses_nothing() {
     for id in &ids {
         c.wait_status(id, "completed").await;
     }
-    let db = c.app.db.client().await.unwrap();
-    let dupes: i64 = db
-        .query_one(
-            "SELECT count(*) FROM (SELECT job_id FROM job_events WHERE to_status = 'completed'
-             GROUP BY job_id HAVING count(*) > 1) d",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(dupes, 0);
-    let completed: i64 = db
-        .query_one("SELECT count(*) FROM jobs WHERE status = 'completed'", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(completed, 70);
+    assert_eq!(c.duplicated_completions().await, 0);
+    assert_eq!(
+        c.count("SELECT count(*) FROM jobs WHERE status = 'completed'")
+            .await,
+        70
+    );
     let ready = c.app.http.get(c.app.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
 }

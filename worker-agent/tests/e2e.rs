@@ -161,29 +161,17 @@ async fn three_hundred_jobs_over_three_agents_complete_exactly_once() {
     for job_id in &ids {
         c.wait_status(job_id, "completed").await;
     }
-    let db = c.app.db.client().await.unwrap();
-    let completed: i64 = db
-        .query_one("SELECT count(*) FROM jobs WHERE status = 'completed'", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(completed, 300);
-    let dupes: i64 = db
-        .query_one(
-            "SELECT count(*) FROM (SELECT job_id FROM job_events WHERE to_status = 'completed'
-             GROUP BY job_id HAVING count(*) > 1) d",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(dupes, 0, "a job completed twice");
-    let runs: i64 = db
-        .query_one("SELECT count(*) FROM job_shards WHERE status = 'completed'", &[])
-        .await
-        .unwrap()
-        .get(0);
+    assert_eq!(
+        c.count("SELECT count(*) FROM jobs WHERE status = 'completed'")
+            .await,
+        300
+    );
+    assert_eq!(c.duplicated_completions().await, 0, "a job completed twice");
+    let runs = c
+        .count("SELECT count(*) FROM job_shards WHERE status = 'completed'")
+        .await;
     assert_eq!(runs, 300, "every job ran exactly once");
+    let db = c.app.db.client().await.unwrap();
     let workers: HashSet<String> = db
         .query("SELECT DISTINCT worker_id FROM job_shards", &[])
         .await
