@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one command that runs every test: builds the project's Postgres and
-# RabbitMQ images if they are missing (this machine has no registry), then
-# runs the whole workspace's tests against them. Extra arguments go to
+# RabbitMQ images if they are missing (this machine has no registry) and the
+# controller and agent images from this checkout (tag :test, for the
+# multi-host fault test), then runs the whole workspace's tests against them. Extra arguments go to
 # `cargo test` (e.g. `deploy/test.sh -p integration-tests core`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,10 +11,13 @@ command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)" >&
 command -v docker >/dev/null || { echo "docker is required" >&2; exit 1; }
 docker info >/dev/null 2>&1 || { echo "the Docker engine is not reachable: $(docker info 2>&1 | tail -1)" >&2; exit 1; }
 
-deploy/build-images.sh
+deploy/build-app-images.sh --test
 
 # Containers of an earlier run that was killed before it could clean up.
-cleanup() { docker ps -aq --filter label=orchestrator.test | xargs -r docker rm -f -v >/dev/null 2>&1 || true; }
+cleanup() {
+    docker ps -aq --filter label=orchestrator.test | xargs -r docker rm -f -v >/dev/null 2>&1 || true
+    docker network ls -q --filter name=orch-mh- | xargs -r docker network rm >/dev/null 2>&1 || true
+}
 cleanup
 trap cleanup EXIT
 

@@ -14,15 +14,8 @@ CACHE=deploy/.cache
 COMPOSE=(docker-compose -p orchestrator -f deploy/compose.yaml)
 
 command -v docker-compose >/dev/null || { apt-get update -qq && apt-get install -y -qq docker-compose >/dev/null; }
-deploy/build-images.sh --runtime
-cargo build --release -p controller -p worker-agent
+deploy/build-app-images.sh
 mkdir -p "$CACHE"
-cp target/release/controller deploy/images/controller/controller
-cp target/release/worker-agent deploy/images/agent/worker-agent
-trap 'rm -f deploy/images/controller/controller deploy/images/agent/worker-agent' EXIT
-export DOCKER_BUILDKIT="${DOCKER_BUILDKIT:-0}"
-docker build -q -t orchestrator-controller:latest deploy/images/controller >/dev/null
-docker build -q -t orchestrator-agent:latest deploy/images/agent >/dev/null
 
 umask 077
 random() { head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n'; }

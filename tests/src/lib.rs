@@ -9,6 +9,7 @@
 //! stopped Docker engine fails fast with a message saying what to do.
 
 pub mod cluster;
+pub mod multihost;
 
 use anyhow::{bail, Context};
 use std::process::Command;
@@ -58,7 +59,7 @@ impl Infra {
     }
 }
 
-fn image_from_env(var: &str, default: &str) -> (String, String) {
+pub(crate) fn image_from_env(var: &str, default: &str) -> (String, String) {
     let full = std::env::var(var).unwrap_or_else(|_| default.to_owned());
     match full.rsplit_once(':') {
         Some((name, tag)) if !tag.contains('/') => (name.to_owned(), tag.to_owned()),
@@ -68,7 +69,7 @@ fn image_from_env(var: &str, default: &str) -> (String, String) {
 
 /// Fails with an actionable message unless the engine answers and `image`
 /// exists locally (testcontainers would otherwise try, and fail, to pull).
-fn check_image(name: &str, tag: &str) -> anyhow::Result<()> {
+pub(crate) fn check_image(name: &str, tag: &str) -> anyhow::Result<()> {
     let out = Command::new("docker")
         .args([
             "image",

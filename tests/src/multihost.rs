@@ -1,0 +1,417 @@
+//! Multi-host deployments: Postgres, RabbitMQ, the controller and each agent
+//! in a container of its own, built from the project's images, on a private
+//! Docker network of their own, so a test can kill a host (`docker kill`),
+//! cut one off the network and reconnect it, restart the controller, or add
+//! an agent, exactly as an operator's hosts fail.
+//!
+//! The host talks to the controller only through its published port and
+//! reads the database through Postgres's, both on 127.0.0.1. The images are
+//! `orchestrator-controller:test` and `orchestrator-agent:test`, made by
+//! `deploy/build-app-images.sh --test` (`deploy/test.sh` runs it).
+
+use crate::{check_image, wait_for_postgres, TEST_LABEL};
+use anyhow::{bail, Context};
+use serde_json::{json, Value};
+use std::process::Command;
+use std::time::{Duration, Instant};
+use testcontainers::core::{IntoContainerPort, WaitFor};
+use testcontainers::runners::AsyncRunner;
+use testcontainers::{ContainerAsync, GenericImage, ImageExt};
+
+/// Prefix of every network a deployment creates; `deploy/test.sh` removes
+/// leftovers of killed runs by it.
+pub const NETWORK_PREFIX: &str = "orch-mh-";
+/// Tag of the controller and agent images under test.
+pub const APP_TAG: &str = "test";
+/// Longest a deployment waits for anything before failing the test.
+pub const WAIT: Duration = Duration::from_secs(180);
+const JWT_SECRET: &str = "multihost-secret-long-enough-for-hs256";
+const ADMIN_PASSWORD: &str = "multihost-admin-password";
+
+/// Controller settings that make lost agents noticed within seconds.
+const FLOW_ENV: &[(&str, &str)] = &[
+    ("ORCH_HEARTBEAT_TIMEOUT_MS", "6000"),
+    ("ORCH_REAPER_INTERVAL_MS", "250"),
+    ("ORCH_RETRY_BASE_MS", "200"),
+    ("ORCH_RETRY_MAX_MS", "2000"),
+    ("ORCH_RELAY_POLL_MS", "100"),
+    ("ORCH_DEFAULT_MAX_CONCURRENT_JOBS", "10000"),
+    ("ORCH_DEFAULT_MAX_QUEUED_JOBS", "10000"),
+];
+
+/// Runs the docker CLI; its stdout, or an error carrying its stderr.
+pub fn docker(args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .with_context(|| format!("running docker {}", args.join(" ")))?;
+    if !out.status.success() {
+        bail!(
+            "docker {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// One cluster of containers and the host-side handles on it.
+pub struct Deployment {
+    /// Short unique id, the prefix of every container name.
+    pub run: String,
+    /// The private network's name.
+    pub network: String,
+    /// `http://127.0.0.1:PORT` of the controller (changes when it restarts).
+    pub base_url: String,
+    /// Token of the admin user.
+    pub admin_token: String,
+    /// HTTP client.
+    pub http: reqwest::Client,
+    agent_token: String,
+    postgres_port: u16,
+    controller: ContainerAsync<GenericImage>,
+    agents: Vec<(String, ContainerAsync<GenericImage>)>,
+    // Dropped last: the containers above use them.
+    _infra: (ContainerAsync<GenericImage>, ContainerAsync<GenericImage>),
+}
+
+fn image(name: &str, tag: &str) -> anyhow::Result<GenericImage> {
+    check_image(name, tag)?;
+    Ok(GenericImage::new(name, tag))
+}
+
+fn in_network<I: testcontainers::Image>(
+    img: I,
+    network: &str,
+    name: &str,
+) -> testcontainers::core::ContainerRequest<I> {
+    img.with_network(network)
+        .with_container_name(name)
+        .with_hostname(name)
+        .with_label(TEST_LABEL, "1")
+        .with_startup_timeout(WAIT)
+}
+
+async fn start_infra(
+    run: &str,
+    network: &str,
+) -> anyhow::Result<(ContainerAsync<GenericImage>, ContainerAsync<GenericImage>)> {
+    let (pg_name, pg_tag) = crate::image_from_env("ORCH_POSTGRES_IMAGE", crate::DEFAULT_POSTGRES_IMAGE);
+    let (mq_name, mq_tag) = crate::image_from_env("ORCH_RABBITMQ_IMAGE", crate::DEFAULT_RABBITMQ_IMAGE);
+    let pg = image(&pg_name, &pg_tag)?
+        .with_exposed_port(5432.tcp())
+        .with_wait_for(WaitFor::message_on_stderr(
+            "database system is ready to accept connections",
+        ));
+    let mq = image(&mq_name, &mq_tag)?
+        .with_exposed_port(5672.tcp())
+        .with_wait_for(WaitFor::message_on_stdout("Server startup complete"));
+    let pg = in_network(pg, network, &format!("{run}-postgres"));
+    let mq = in_network(mq, network, &format!("{run}-rabbitmq"));
+    let (pg, mq) = tokio::try_join!(pg.start(), mq.start()).context("starting Postgres and RabbitMQ")?;
+    Ok((pg, mq))
+}
+
+async fn start_controller(run: &str, network: &str) -> anyhow::Result<ContainerAsync<GenericImage>> {
+    let img = image("orchestrator-controller", APP_TAG)?
+        .with_exposed_port(8000.tcp())
+        .with_wait_for(WaitFor::healthcheck());
+    let mut req = in_network(img, network, &format!("{run}-controller"))
+        .with_env_var(
+            "ORCH_DATABASE_URL",
+            format!("postgres://postgres:postgres@{run}-postgres:5432/postgres"),
+        )
+        .with_env_var(
+            "ORCH_AMQP_URL",
+            format!("amqp://guest:guest@{run}-rabbitmq:5672/%2f"),
+        )
+        .with_env_var("ORCH_JWT_SECRET", JWT_SECRET)
+        .with_env_var("ORCH_ADMIN_USERNAME", "admin")
+        .with_env_var("ORCH_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        .with_env_var("ORCH_DB_WAIT_SECONDS", "60");
+    for (k, v) in FLOW_ENV {
+        req = req.with_env_var(*k, *v);
+    }
+    req.start().await.context("starting the controller")
+}
+
+impl Deployment {
+    /// Starts Postgres, RabbitMQ and the controller on a new network, then
+    /// `agents` agents of capacity `capacity`, each registered before this
+    /// returns.
+    pub async fn start(agents: usize, capacity: u32) -> anyhow::Result<Deployment> {
+        let run = format!("mh{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let network = format!("{NETWORK_PREFIX}{run}");
+        let infra = start_infra(&run, &network).await?;
+        let postgres_port = infra.0.get_host_port_ipv4(5432).await?;
+        let controller = start_controller(&run, &network).await?;
+        let mut d = Deployment {
+            base_url: String::new(),
+            admin_token: String::new(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()?,
+            agent_token: String::new(),
+            postgres_port,
+            controller,
+            agents: Vec::new(),
+            _infra: infra,
+            run,
+            network,
+        };
+        d.connect_controller().await?;
+        let body = d.post("/api/agents/tokens", &Value::Null).await?;
+        d.agent_token = body["agent_token"].as_str().unwrap_or_default().to_owned();
+        for _ in 0..agents {
+            d.add_agent(capacity).await?;
+        }
+        Ok(d)
+    }
+
+    /// Finds the controller's published port and logs in as the admin.
+    async fn connect_controller(&mut self) -> anyhow::Result<()> {
+        let port = self.controller.get_host_port_ipv4(8000).await?;
+        self.base_url = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let login = self
+                .http
+                .post(format!("{}/api/auth/login", self.base_url))
+                .json(&json!({"username": "admin", "password": ADMIN_PASSWORD}))
+                .send()
+                .await;
+            if let Ok(resp) = login {
+                if resp.status().is_success() {
+                    let body: Value = resp.json().await?;
+                    self.admin_token = body["access_token"].as_str().unwrap_or_default().to_owned();
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("the controller at {} never accepted a login", self.base_url);
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Starts one more agent container (its worker id is its container
+    /// name) and waits until the controller lists it idle.
+    pub async fn add_agent(&mut self, capacity: u32) -> anyhow::Result<String> {
+        let name = format!("{}-agent-{}", self.run, self.agents.len() + 1);
+        let img = image("orchestrator-agent", APP_TAG)?;
+        let agent = in_network(img, &self.network, &name)
+            .with_env_var(
+                "AGENT_CONTROLLER_URL",
+                format!("http://{}-controller:8000", self.run),
+            )
+            .with_env_var(
+                "AGENT_AMQP_URL",
+                format!("amqp://guest:guest@{}-rabbitmq:5672/%2f", self.run),
+            )
+            .with_env_var("AGENT_TOKEN", self.agent_token.clone())
+            .with_env_var("AGENT_CAPACITY", capacity.to_string())
+            .with_env_var("AGENT_HEARTBEAT_MS", "500")
+            .with_env_var("AGENT_KILL_GRACE_MS", "1000")
+            .with_env_var("AGENT_ALLOW_COMMANDS", "true")
+            .start()
+            .await
+            .with_context(|| format!("starting agent {name}"))?;
+        self.agents.push((name.clone(), agent));
+        self.wait_worker(&name, "idle").await?;
+        Ok(name)
+    }
+
+    /// Worker ids of every agent started so far, in order.
+    pub fn agent_names(&self) -> Vec<String> {
+        self.agents.iter().map(|(n, _)| n.clone()).collect()
+    }
+
+    /// `docker kill` (SIGKILL, no chance to clean up) of a container.
+    pub fn kill(&self, container: &str) -> anyhow::Result<()> {
+        docker(&["kill", container]).map(drop)
+    }
+
+    /// Cuts a container off the private network.
+    pub fn disconnect(&self, container: &str) -> anyhow::Result<()> {
+        docker(&["network", "disconnect", &self.network, container]).map(drop)
+    }
+
+    /// Puts a container back on the private network.
+    pub fn reconnect(&self, container: &str) -> anyhow::Result<()> {
+        docker(&["network", "connect", &self.network, container]).map(drop)
+    }
+
+    /// Stops the controller (SIGTERM, then SIGKILL after 10 s), starts it
+    /// again, and reconnects to it (its host port may change).
+    pub async fn restart_controller(&mut self) -> anyhow::Result<()> {
+        self.controller.stop_with_timeout(Some(10)).await?;
+        self.controller.start().await?;
+        self.connect_controller().await
+    }
+
+    /// POST of a JSON body (nothing if `Null`) as the admin; the response
+    /// body, or an error unless the status is 2xx.
+    pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        let mut req = self
+            .http
+            .post(format!("{}{path}", self.base_url))
+            .bearer_auth(&self.admin_token);
+        if !body.is_null() {
+            req = req.json(body);
+        }
+        let resp = req.send().await.with_context(|| format!("POST {path}"))?;
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap_or_default();
+        if !status.is_success() {
+            bail!("POST {path}: {status} {body}");
+        }
+        Ok(body)
+    }
+
+    /// GET as the admin; the response body, or an error unless 2xx.
+    pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.base_url))
+            .bearer_auth(&self.admin_token)
+            .send()
+            .await
+            .with_context(|| format!("GET {path}"))?;
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap_or_default();
+        if !status.is_success() {
+            bail!("GET {path}: {status} {body}");
+        }
+        Ok(body)
+    }
+
+    /// Submits `count` jobs that each run `command`, through the batch
+    /// route in batches of at most 100; their ids.
+    pub async fn submit_jobs(&self, count: usize, command: &[&str]) -> anyhow::Result<Vec<String>> {
+        let mut ids = Vec::with_capacity(count);
+        while ids.len() < count {
+            let n = (count - ids.len()).min(100);
+            let jobs: Vec<Value> = (0..n)
+                .map(|_| json!({"task_description": "multihost", "command": command, "max_retries": 5}))
+                .collect();
+            let body = self
+                .post("/api/jobs/submit_batch", &json!({"jobs": jobs}))
+                .await?;
+            for job in body["jobs"].as_array().into_iter().flatten() {
+                ids.push(job["job_id"].as_str().unwrap_or_default().to_owned());
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Polls the worker until its status is `status`.
+    pub async fn wait_worker(&self, worker_id: &str, status: &str) -> anyhow::Result<Value> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let worker = self.get(&format!("/api/supervisor/workers/{worker_id}")).await;
+            match worker {
+                Ok(w) if w["status"] == status => return Ok(w),
+                _ if Instant::now() > deadline => {
+                    bail!("worker {worker_id} never became {status}: {worker:?}")
+                }
+                _ => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    }
+
+    /// A connection to the deployment's database, for checks.
+    pub async fn db(&self) -> anyhow::Result<tokio_postgres::Client> {
+        let url = format!(
+            "postgres://postgres:postgres@127.0.0.1:{}/postgres",
+            self.postgres_port
+        );
+        wait_for_postgres(&url).await?;
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
+        tokio::spawn(conn);
+        Ok(client)
+    }
+
+    /// Waits until at least `n` jobs are `completed`.
+    pub async fn wait_completed(&self, n: i64) -> anyhow::Result<()> {
+        let db = self.db().await?;
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let done: i64 = db
+                .query_one("SELECT count(*) FROM jobs WHERE status = 'completed'", &[])
+                .await?
+                .get(0);
+            if done >= n {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("only {done} jobs completed, waited for {n}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// What the database says about every job once the run is over.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Outcome {
+    /// Jobs in `completed`.
+    pub completed: i64,
+    /// Jobs in any other status.
+    pub not_completed: i64,
+    /// Jobs with more than one transition into `completed`.
+    pub completed_twice: i64,
+    /// Jobs whose history has no transition into `completed`.
+    pub never_completed_event: i64,
+}
+
+impl Deployment {
+    /// Reads the [`Outcome`] of the jobs `ids`.
+    pub async fn outcome(&self, ids: &[String]) -> anyhow::Result<Outcome> {
+        let ids: Vec<uuid::Uuid> = ids.iter().map(|s| s.parse()).collect::<Result<_, _>>()?;
+        let row = self
+            .db()
+            .await?
+            .query_one(
+                "SELECT count(*) FILTER (WHERE j.status = 'completed'),
+                        count(*) FILTER (WHERE j.status <> 'completed'),
+                        count(*) FILTER (WHERE e.n > 1),
+                        count(*) FILTER (WHERE coalesce(e.n, 0) = 0)
+                 FROM jobs j LEFT JOIN (SELECT job_id, count(*) AS n FROM job_events
+                                        WHERE to_status = 'completed' GROUP BY job_id) e
+                   ON e.job_id = j.job_id
+                 WHERE j.job_id = ANY($1)",
+                &[&ids],
+            )
+            .await?;
+        Ok(Outcome {
+            completed: row.get(0),
+            not_completed: row.get(1),
+            completed_twice: row.get(2),
+            never_completed_event: row.get(3),
+        })
+    }
+
+    /// Waits until none of the jobs `ids` is still pending, queued or running.
+    pub async fn wait_all_ended(&self, ids: &[String]) -> anyhow::Result<()> {
+        let ids: Vec<uuid::Uuid> = ids.iter().map(|s| s.parse()).collect::<Result<_, _>>()?;
+        let db = self.db().await?;
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let open: i64 = db
+                .query_one(
+                    "SELECT count(*) FROM jobs WHERE job_id = ANY($1)
+                     AND status IN ('pending', 'queued', 'running')",
+                    &[&ids],
+                )
+                .await?
+                .get(0);
+            if open == 0 {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("{open} jobs still had not ended after {WAIT:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
