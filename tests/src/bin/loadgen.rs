@@ -46,6 +46,52 @@ struct Args {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 600)]
     max_seconds: u64,
+    /// Also print where Postgres spent its time (pg_stat_statements), and
+    /// commits and WAL flushes per job.
+    #[arg(long)]
+    profile: bool,
+}
+
+/// Clears Postgres's statement and WAL statistics before a profiled run.
+async fn reset_pg_stats(db: &tokio_postgres::Client) -> anyhow::Result<()> {
+    db.batch_execute(
+        "CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
+         SELECT pg_stat_statements_reset(); SELECT pg_stat_reset_shared('wal'); SELECT pg_stat_reset();",
+    )
+    .await?;
+    Ok(())
+}
+
+/// The statements that took the most time, and commits and WAL flushes per
+/// job, since [`reset_pg_stats`].
+async fn pg_profile(db: &tokio_postgres::Client, jobs: usize) -> anyhow::Result<Value> {
+    let rows = db
+        .query(
+            "SELECT calls, total_exec_time, mean_exec_time, left(regexp_replace(query, '\\s+', ' ', 'g'), 140)
+             FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 15",
+            &[],
+        )
+        .await?;
+    let top: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            json!({"calls": r.get::<_, i64>(0), "total_ms": r.get::<_, f64>(1),
+                   "mean_ms": r.get::<_, f64>(2), "query": r.get::<_, String>(3)})
+        })
+        .collect();
+    let row = db
+        .query_one(
+            "SELECT (SELECT xact_commit FROM pg_stat_database WHERE datname = current_database())::float8,
+                    (SELECT wal_sync FROM pg_stat_wal)::float8",
+            &[],
+        )
+        .await?;
+    let per_job = |v: f64| v / jobs.max(1) as f64;
+    Ok(json!({
+        "commits_per_job": per_job(row.get(0)),
+        "wal_flushes_per_job": per_job(row.get(1)),
+        "top_statements": top,
+    }))
 }
 
 fn command(sleep_ms: u64) -> Vec<String> {
@@ -171,14 +217,17 @@ async fn main() -> anyhow::Result<()> {
     for i in 0..args.agents {
         c.add_agent(&format!("load-{i}"), args.capacity).await;
     }
+    let (mut pg, conn) = tokio_postgres::connect(&c.app.test_db.url, tokio_postgres::NoTls).await?;
+    tokio::spawn(conn);
+    if args.profile {
+        reset_pg_stats(&pg).await?;
+    }
     let cpu_before = usage("self").0;
     let submit = submit_all(&c, &args).await.context("submitting")?;
     let drain = wait_all(&c, deadline).await?;
     let total = submit + drain;
     let (controller_cpu, controller_rss) = usage("self");
     let agents: Vec<(f64, u64)> = c.agent_pids().iter().map(|p| usage(&p.to_string())).collect();
-    let (mut pg, conn) = tokio_postgres::connect(&c.app.test_db.url, tokio_postgres::NoTls).await?;
-    tokio::spawn(conn);
     let report = report(
         &mut pg,
         &args,
@@ -190,6 +239,18 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
     println!("{}", serde_json::to_string_pretty(&report)?);
+    if args.profile {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&pg_profile(&pg, args.jobs).await?)?
+        );
+    }
+    print_summary(&args, &report);
+    Ok(())
+}
+
+/// The readable one-line summary after the JSON.
+fn print_summary(args: &Args, report: &Value) {
     let lat = &report["latency_ms"];
     println!(
         "{} jobs: submitted {:.0}/s, completed {:.0}/s end to end; submit->start p50 {:.1} ms p99 {:.1} ms; \
@@ -203,7 +264,6 @@ async fn main() -> anyhow::Result<()> {
         lat["start_to_finish"]["p99"].as_f64().unwrap_or(f64::NAN),
         report["exactly_once"]
     );
-    Ok(())
 }
 
 async fn report(
@@ -240,5 +300,24 @@ async fn report(
         "agents": agents.iter().map(|(cpu, rss)| json!({"cpu_seconds": cpu, "peak_rss_kib": rss})).collect::<Vec<_>>(),
         "exactly_once": completed == all && all == args.jobs as i64 && duplicated == 0,
         "completed": completed, "duplicated_completions": duplicated,
+        "not_completed": not_completed(db).await?,
     }))
+}
+
+/// The jobs that did not end `completed`, counted by final status and the
+/// reason on their last event, so a failed run says why.
+async fn not_completed(db: &tokio_postgres::Client) -> anyhow::Result<Value> {
+    let rows = db
+        .query(
+            "SELECT j.status, coalesce(e.reason, ''), count(*) FROM jobs j
+             LEFT JOIN LATERAL (SELECT reason FROM job_events WHERE job_id = j.job_id
+                                ORDER BY event_id DESC LIMIT 1) e ON true
+             WHERE j.status <> 'completed' GROUP BY 1, 2 ORDER BY 3 DESC LIMIT 10",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| json!({"status": r.get::<_, String>(0), "reason": r.get::<_, String>(1), "jobs": r.get::<_, i64>(2)}))
+        .collect())
 }
