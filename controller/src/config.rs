@@ -105,6 +105,22 @@ pub struct FlowConfig {
     /// this process wake it at once.
     #[arg(long, env = "ORCH_RELAY_POLL_MS", default_value_t = 200)]
     pub relay_poll_ms: u64,
+    /// Most agent events applied in one transaction. Each commit costs a
+    /// WAL flush; one per event capped the controller at a few dozen
+    /// events a second, one per batch lets it keep up with many agents.
+    #[arg(
+        long,
+        env = "ORCH_EVENT_BATCH_MAX",
+        default_value_t = 256,
+        value_parser = clap::value_parser!(u16).range(1..)
+    )]
+    pub event_batch_max: u16,
+    /// How long (ms) the events consumer keeps gathering deliveries after
+    /// the first one of a batch arrives. Short, so a lone event (a shard
+    /// report someone is waiting for) is hardly delayed; 0 takes only what
+    /// has already arrived.
+    #[arg(long, env = "ORCH_EVENT_BATCH_WINDOW_MS", default_value_t = 2)]
+    pub event_batch_window_ms: u64,
     /// Lifetime of agent tokens, in seconds (default one year).
     #[arg(long, env = "ORCH_AGENT_TOKEN_TTL_SECONDS", default_value_t = 365 * 24 * 3600)]
     pub agent_token_ttl_seconds: u64,
@@ -200,6 +216,16 @@ mod tests {
         assert_eq!(cli.config.auth.jwt_secret.expose(), "super-secret-value");
         assert_eq!(cli.config.auth.jwt_algorithm, JwtAlgorithm::Hs256);
         assert_eq!(cli.config.auth.token_ttl_seconds, 3600);
+    }
+
+    #[test]
+    fn event_batching_defaults_and_refuses_empty_batches() {
+        let base = ["controller", "--database-url", "x", "--jwt-secret", "s"];
+        let cli = Cli::try_parse_from(base).unwrap();
+        assert_eq!(cli.config.flow.event_batch_max, 256);
+        assert_eq!(cli.config.flow.event_batch_window_ms, 2);
+        let empty = base.iter().copied().chain(["--event-batch-max", "0"]);
+        assert!(Cli::try_parse_from(empty).is_err());
     }
 
     #[test]

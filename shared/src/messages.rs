@@ -17,6 +17,9 @@ pub const WORK_ROUTING_KEY: &str = "job";
 /// Logical exchange of per-agent control messages; the routing key is the
 /// worker id, bound to that agent's own control queue.
 pub const CONTROL_EXCHANGE: &str = "control";
+/// Logical name of the exchange agent events (and the reaper's liveness
+/// probes) are published to.
+pub const EVENTS_EXCHANGE: &str = "events";
 /// Highest message priority (jobs' `priority` 0..=9 maps onto it directly).
 pub const MAX_PRIORITY: u8 = 9;
 
@@ -61,7 +64,7 @@ impl Topology {
 
     /// Exchange agents publish [`AgentEvent`]s to.
     pub fn events_exchange(&self) -> String {
-        self.exchange("events")
+        self.exchange(EVENTS_EXCHANGE)
     }
 
     /// Queue the controller consumes [`AgentEvent`]s from.
@@ -171,6 +174,18 @@ pub enum AgentEvent {
     Stopped {
         /// Reporting agent.
         worker_id: String,
+    },
+    /// Published by the controller's reaper, never by an agent: `worker_id`
+    /// has been silent since `since`. The events queue is first in, first
+    /// out, so when this is applied every event the worker sent before it
+    /// has been applied too. Only if none of them was a heartbeat is the
+    /// worker lost; a controller that is merely behind on its events never
+    /// mistakes that for silence.
+    LivenessProbe {
+        /// The silent agent.
+        worker_id: String,
+        /// When the reaper found it silent (the database's clock).
+        since: chrono::DateTime<chrono::Utc>,
     },
 }
 

@@ -195,6 +195,38 @@ async fn agent_killed_mid_job_its_job_completes_elsewhere() {
     c.wait_worker("kill-a", |w| w["status"] == "offline").await;
 }
 
+/// The controller falling behind on its events (here: one report stuck on
+/// a row lock for longer than the heartbeat timeout, so every heartbeat
+/// queues behind it) is not silence: the agent stays up and its other job
+/// is not failed as "worker lost".
+#[tokio::test]
+async fn a_controller_behind_on_events_does_not_declare_live_agents_lost() {
+    let c = cluster_with(&[("lag-a", 2)]).await;
+    let short = c.submit(&["sleep", "1"], json!({"max_retries": 0})).await;
+    let long = c.submit(&["sleep", "14"], json!({"max_retries": 0})).await;
+    c.wait_status(&id(&short), "running").await;
+    c.wait_status(&id(&long), "running").await;
+    let mut db = c.app.db.client().await.unwrap_or_else(|e| panic!("{e}"));
+    let lock = db.transaction().await.unwrap_or_else(|e| panic!("{e}"));
+    let short_id: uuid::Uuid = id(&short).parse().unwrap_or_default();
+    lock.execute("SELECT 1 FROM jobs WHERE job_id = $1 FOR UPDATE", &[&short_id])
+        .await
+        .unwrap_or_else(|e| panic!("locking the job: {e}"));
+    // Heartbeat timeout 6 s, reaper every 250 ms: long past the point where
+    // the agent's last applied heartbeat is stale.
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    lock.commit().await.unwrap_or_else(|e| panic!("{e}"));
+    c.wait_status(&id(&short), "completed").await;
+    let done = c.wait_job(&id(&long), |j| j["status"] != "running").await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let w = c
+        .app
+        .get("/api/supervisor/workers/lag-a", &c.app.admin_token)
+        .await;
+    let w: Value = w.json().await.unwrap_or_default();
+    assert_ne!(w["status"], "offline", "{w}");
+}
+
 #[tokio::test]
 async fn running_job_cancelled_stops_on_its_agent() {
     let c = cluster_with(&[("cancel-1", 1)]).await;

@@ -7,6 +7,7 @@
 
 use super::jobs::{self, EventMeta};
 use super::{outbox, parse_status, workers, DbError};
+use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Transaction};
 use orchestrator_shared::messages::{
     ClaimDecision, ClaimRequest, ControlCommand, ShardOutcome, CONTROL_EXCHANGE,
@@ -91,7 +92,7 @@ pub async fn claim(tx: &Transaction<'_>, req: &ClaimRequest) -> Result<Claim, Db
         start_job(tx, req).await?
     };
     if decision.0 == ClaimDecision::Run {
-        mark_busy(tx, &req.worker_id).await?;
+        workers::claimed(tx, &req.worker_id).await?;
     }
     Ok(decision)
 }
@@ -147,20 +148,6 @@ async fn claim_running(tx: &Transaction<'_>, req: &ClaimRequest) -> Result<Claim
         ClaimDecision::Run,
         format!("taken over from {}", worker.unwrap_or_default()),
     ))
-}
-
-async fn mark_busy(client: &impl GenericClient, worker_id: &str) -> Result<(), DbError> {
-    // A claim is proof of life, as good as a heartbeat.
-    client
-        .execute(
-            "UPDATE workers SET last_heartbeat_at = now() WHERE worker_id = $1",
-            &[&worker_id],
-        )
-        .await?;
-    match workers::transition(client, worker_id, WorkerStatus::Idle, WorkerStatus::Busy).await {
-        Ok(_) | Err(DbError::Transition(_)) | Err(DbError::Conflict(_)) => Ok(()),
-        Err(e) => Err(e),
-    }
 }
 
 /// A finished shard as an agent reported it.
@@ -252,6 +239,17 @@ pub async fn finish(tx: &Transaction<'_>, f: &Finished, retry: RetryPolicy) -> R
         };
         return fail_or_retry(tx, f.job_id, job, to, meta, retry).await;
     }
+    complete_if_all_succeeded(tx, f, job.required_workers, meta).await
+}
+
+/// A shard of the current attempt succeeded: the job completes once every
+/// shard it needs has.
+async fn complete_if_all_succeeded(
+    tx: &Transaction<'_>,
+    f: &Finished,
+    required: i32,
+    meta: EventMeta,
+) -> Result<&'static str, DbError> {
     let done: i64 = tx
         .query_one(
             "SELECT count(*) FROM job_shards WHERE job_id = $1 AND attempt = $2 AND status = 'completed'",
@@ -259,7 +257,7 @@ pub async fn finish(tx: &Transaction<'_>, f: &Finished, retry: RetryPolicy) -> R
         )
         .await?
         .try_get(0)?;
-    if done < i64::from(job.required_workers) {
+    if done < i64::from(required) {
         return Ok("shard completed");
     }
     let meta = EventMeta {
@@ -374,17 +372,45 @@ pub async fn stopped(client: &impl GenericClient, worker_id: &str) -> Result<(),
 }
 
 /// Workers whose last heartbeat is older than `timeout` and who are not
-/// already offline or gone.
-pub async fn stale_workers(client: &impl GenericClient, timeout: Duration) -> Result<Vec<String>, DbError> {
+/// already offline or gone, with the database's clock at the time of the
+/// check (the `since` of their liveness probes).
+pub async fn stale_workers(
+    client: &impl GenericClient,
+    timeout: Duration,
+) -> Result<Vec<(String, DateTime<Utc>)>, DbError> {
     let ms = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
     let rows = client
         .query(
-            "SELECT worker_id FROM workers WHERE status IN ('idle', 'busy', 'paused', 'terminating')
+            "SELECT worker_id, now() FROM workers WHERE status IN ('idle', 'busy', 'paused', 'terminating')
              AND last_heartbeat_at < now() - make_interval(secs => $1::bigint / 1000.0)",
             &[&ms],
         )
         .await?;
-    rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+    rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
+}
+
+/// Applies a liveness probe: if `worker_id` has sent no heartbeat since
+/// `since` (every event it sent before the probe is applied by now), it
+/// goes offline and each job it was running fails or is retried. Returns
+/// how many jobs that touched; a worker that spoke up meanwhile is left
+/// alone.
+pub async fn probe(
+    tx: &Transaction<'_>,
+    worker_id: &str,
+    since: DateTime<Utc>,
+    retry: RetryPolicy,
+) -> Result<usize, DbError> {
+    if !workers::mark_lost(tx, worker_id, since).await? {
+        return Ok(0);
+    }
+    tracing::warn!(%worker_id, "agent missed its heartbeats: offline");
+    let jobs = shards_of(tx, worker_id).await?;
+    for &job_id in &jobs {
+        let reason = format!("worker {worker_id} lost");
+        let what = abandon(tx, job_id, JobStatus::Failed, reason, retry).await?;
+        tracing::warn!(%job_id, %worker_id, what, "job of a lost agent handled");
+    }
+    Ok(jobs.len())
 }
 
 /// Running shards of current attempts held by `worker_id`.

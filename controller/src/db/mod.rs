@@ -67,6 +67,18 @@ impl DbError {
             _ => false,
         }
     }
+
+    /// True when Postgres aborted the work only because of a concurrent
+    /// transaction (deadlock, serialization failure): the same work tried
+    /// again, alone, is expected to succeed, so it must not be dropped.
+    pub fn is_transient(&self) -> bool {
+        let DbError::Postgres(e) = self else {
+            return false;
+        };
+        e.code().is_some_and(|c| {
+            *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE
+        })
+    }
 }
 
 /// Whether `err` is Postgres refusing a duplicate key.

@@ -3,6 +3,7 @@
 
 use super::{parse_status, DbError};
 use crate::models::{Labels, NewWorker, Worker};
+use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use orchestrator_shared::{StateMachine, WorkerStatus};
 use tokio_postgres::Row;
@@ -90,6 +91,29 @@ pub async fn heartbeat(
         .ok_or_else(|| not_found(worker_id))
 }
 
+/// Records that `worker_id` has just claimed a shard: an idle worker
+/// becomes busy, and the claim counts as a heartbeat. A worker that is not
+/// idle and was heard from less than a second ago is left alone: its row
+/// lock would otherwise be held by every claim until that claim's commit,
+/// so all of one agent's claims would queue behind each other (measured:
+/// 42 ms of waiting per claim with 2 agents of capacity 16).
+pub async fn claimed(client: &impl GenericClient, worker_id: &str) -> Result<(), DbError> {
+    WorkerStatus::Idle.transition(WorkerStatus::Busy)?;
+    client
+        .execute(
+            "UPDATE workers SET last_heartbeat_at = now(),
+                    status = CASE WHEN status = $2 THEN $3 ELSE status END
+             WHERE worker_id = $1 AND (status = $2 OR last_heartbeat_at < now() - interval '1 second')",
+            &[
+                &worker_id,
+                &WorkerStatus::Idle.as_str(),
+                &WorkerStatus::Busy.as_str(),
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
 /// Moves a worker from `expected` to `to` if the state machine allows it and
 /// the worker is still in `expected`. Of several racing calls exactly one
 /// succeeds; the others get `Transition` (current status differs) errors.
@@ -116,6 +140,36 @@ pub async fn transition(
         }
     }
 }
+
+/// Marks a live worker offline if no heartbeat of it was recorded since
+/// `since`; returns whether it did. The statuses it leaves are exactly the
+/// ones the state machine lets go offline.
+pub async fn mark_lost(
+    client: &impl GenericClient,
+    worker_id: &str,
+    since: DateTime<Utc>,
+) -> Result<bool, DbError> {
+    let from: Vec<&str> = LIVE
+        .iter()
+        .filter(|s| s.transition(WorkerStatus::Offline).is_ok())
+        .map(|s| s.as_str())
+        .collect();
+    let n = client
+        .execute(
+            "UPDATE workers SET status = $3 WHERE worker_id = $1 AND status = ANY($2) AND last_heartbeat_at < $4",
+            &[&worker_id, &from, &WorkerStatus::Offline.as_str(), &since],
+        )
+        .await?;
+    Ok(n > 0)
+}
+
+/// Statuses of a worker the controller still expects heartbeats from.
+const LIVE: [WorkerStatus; 4] = [
+    WorkerStatus::Idle,
+    WorkerStatus::Busy,
+    WorkerStatus::Paused,
+    WorkerStatus::Terminating,
+];
 
 /// Moves a worker to `to` from whatever status it is in now, if allowed.
 pub async fn transition_to(
