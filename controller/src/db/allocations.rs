@@ -2,7 +2,7 @@
 //! lock, so two concurrent allocations (of any users) are serialised and can
 //! never together exceed a quota or the free workers.
 
-use super::DbError;
+use super::{Cached, DbError};
 use crate::models::{Allocation, AllocationStatus, Quota};
 use deadpool_postgres::{GenericClient, Transaction};
 use tokio_postgres::Row;
@@ -50,7 +50,7 @@ pub struct AllocationRequest {
 /// counting against quotas.
 pub async fn expire_lapsed(client: &impl GenericClient) -> Result<u64, DbError> {
     Ok(client
-        .execute(
+        .exec(
             "UPDATE allocations SET status = 'expired', released_at = now()
              WHERE status = 'active' AND expires_at IS NOT NULL AND expires_at <= now()",
             &[],
@@ -61,7 +61,7 @@ pub async fn expire_lapsed(client: &impl GenericClient) -> Result<u64, DbError> 
 /// Workers this user holds in active allocations.
 pub async fn allocated_workers(client: &impl GenericClient, user_id: Uuid) -> Result<i64, DbError> {
     Ok(client
-        .query_one(
+        .row(
             "SELECT coalesce(sum(workers), 0)::bigint FROM allocations WHERE user_id = $1 AND status = 'active'",
             &[&user_id],
         )
@@ -72,7 +72,7 @@ pub async fn allocated_workers(client: &impl GenericClient, user_id: Uuid) -> Re
 /// Live workers (idle or busy) not held by any active allocation.
 pub async fn free_workers(client: &impl GenericClient) -> Result<i64, DbError> {
     Ok(client
-        .query_one(
+        .row(
             "SELECT (SELECT count(*) FROM workers WHERE status IN ('idle', 'busy'))
                   - (SELECT coalesce(sum(workers), 0) FROM allocations WHERE status = 'active')",
             &[],
@@ -90,7 +90,7 @@ pub async fn allocate(
     req: AllocationRequest,
     quota: Quota,
 ) -> Result<Allocation, DbError> {
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&ALLOCATION_LOCK])
+    tx.exec("SELECT pg_advisory_xact_lock($1)", &[&ALLOCATION_LOCK])
         .await?;
     expire_lapsed(tx).await?;
     let held = allocated_workers(tx, user_id).await?;
@@ -109,7 +109,7 @@ pub async fn allocate(
     }
     if let Some(job_id) = req.job_id {
         if tx
-            .query_opt("SELECT 1 FROM jobs WHERE job_id = $1", &[&job_id])
+            .row_opt("SELECT 1 FROM jobs WHERE job_id = $1", &[&job_id])
             .await?
             .is_none()
         {
@@ -125,7 +125,7 @@ pub async fn allocate(
          RETURNING {COLUMNS}"
     );
     let row = tx
-        .query_one(
+        .row(
             &sql,
             &[
                 &Uuid::new_v4(),
@@ -143,7 +143,7 @@ pub async fn allocate(
 /// allocation is reported as not found, not as forbidden).
 pub async fn get(client: &impl GenericClient, user_id: Uuid, id: Uuid) -> Result<Allocation, DbError> {
     let sql = format!("SELECT {COLUMNS} FROM allocations WHERE allocation_id = $1 AND user_id = $2");
-    let row = client.query_opt(&sql, &[&id, &user_id]).await?;
+    let row = client.row_opt(&sql, &[&id, &user_id]).await?;
     row.as_ref()
         .map(from_row)
         .transpose()?
@@ -157,7 +157,7 @@ pub async fn release(client: &impl GenericClient, user_id: Uuid, id: Uuid) -> Re
         "UPDATE allocations SET status = 'released', released_at = now()
          WHERE allocation_id = $1 AND user_id = $2 AND status = 'active' RETURNING {COLUMNS}"
     );
-    match client.query_opt(&sql, &[&id, &user_id]).await? {
+    match client.row_opt(&sql, &[&id, &user_id]).await? {
         Some(row) => from_row(&row),
         None => get(client, user_id, id).await,
     }

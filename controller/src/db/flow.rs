@@ -6,7 +6,7 @@
 //! makes duplicate and stale reports change nothing.
 
 use super::jobs::{self, EventMeta};
-use super::{outbox, parse_status, workers, DbError};
+use super::{outbox, parse_status, workers, Cached, DbError};
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Transaction};
 use orchestrator_shared::messages::{
@@ -27,7 +27,7 @@ struct Locked {
 
 async fn lock_job(tx: &Transaction<'_>, job_id: Uuid) -> Result<Option<Locked>, DbError> {
     let row = tx
-        .query_opt(
+        .row_opt(
             "SELECT status, attempts, required_workers, max_retries FROM jobs WHERE job_id = $1 FOR UPDATE",
             &[&job_id],
         )
@@ -75,7 +75,7 @@ pub async fn claim(tx: &Transaction<'_>, req: &ClaimRequest) -> Result<Claim, Db
         return Ok((ClaimDecision::Skip, "no such shard".into()));
     }
     let other_shard = tx
-        .query_opt(
+        .row_opt(
             "SELECT 1 FROM job_shards WHERE job_id = $1 AND attempt = $2 AND worker_id = $3 AND shard_index <> $4",
             &[&req.job_id, &req.attempt, &req.worker_id, &req.shard_index],
         )
@@ -109,7 +109,7 @@ async fn start_job(tx: &Transaction<'_>, req: &ClaimRequest) -> Result<Claim, Db
 }
 
 async fn insert_shard(tx: &Transaction<'_>, req: &ClaimRequest) -> Result<(), DbError> {
-    tx.execute(
+    tx.exec(
         "INSERT INTO job_shards (job_id, shard_index, attempt, worker_id, status) VALUES ($1, $2, $3, $4, 'running')",
         &[&req.job_id, &req.shard_index, &req.attempt, &req.worker_id],
     )
@@ -119,7 +119,7 @@ async fn insert_shard(tx: &Transaction<'_>, req: &ClaimRequest) -> Result<(), Db
 
 async fn claim_running(tx: &Transaction<'_>, req: &ClaimRequest) -> Result<Claim, DbError> {
     let holder = tx
-        .query_opt(
+        .row_opt(
             "SELECT worker_id, status FROM job_shards WHERE job_id = $1 AND shard_index = $2 AND attempt = $3",
             &[&req.job_id, &req.shard_index, &req.attempt],
         )
@@ -139,7 +139,7 @@ async fn claim_running(tx: &Transaction<'_>, req: &ClaimRequest) -> Result<Claim
     if !req.redelivered {
         return Ok((ClaimDecision::Requeue, "shard held by another worker".into()));
     }
-    tx.execute(
+    tx.exec(
         "UPDATE job_shards SET worker_id = $4, started_at = now() WHERE job_id = $1 AND shard_index = $2 AND attempt = $3",
         &[&req.job_id, &req.shard_index, &req.attempt, &req.worker_id],
     )
@@ -208,7 +208,7 @@ pub async fn finish(tx: &Transaction<'_>, f: &Finished, retry: RetryPolicy) -> R
         return Ok("unknown job");
     };
     let updated = tx
-        .execute(
+        .exec(
             "UPDATE job_shards SET status = $5, finished_at = now(), exit_code = $6
              WHERE job_id = $1 AND shard_index = $2 AND attempt = $3 AND worker_id = $4 AND status = 'running'",
             &[&f.job_id, &f.shard_index, &f.attempt, &f.worker_id, &shard_status(f.outcome), &f.exit_code],
@@ -220,7 +220,7 @@ pub async fn finish(tx: &Transaction<'_>, f: &Finished, retry: RetryPolicy) -> R
     if job.status != JobStatus::Running || f.attempt != job.attempts {
         return Ok("recorded on the shard, job not running this attempt");
     }
-    tx.execute(
+    tx.exec(
         "UPDATE jobs SET stdout_tail = $2, stderr_tail = $3 WHERE job_id = $1",
         &[&f.job_id, &f.stdout_tail, &f.stderr_tail],
     )
@@ -251,7 +251,7 @@ async fn complete_if_all_succeeded(
     meta: EventMeta,
 ) -> Result<&'static str, DbError> {
     let done: i64 = tx
-        .query_one(
+        .row(
             "SELECT count(*) FROM job_shards WHERE job_id = $1 AND attempt = $2 AND status = 'completed'",
             &[&f.job_id, &f.attempt],
         )
@@ -306,7 +306,7 @@ fn rand_unit() -> f64 {
 /// agents to stop them.
 pub async fn cancel_running_shards(tx: &Transaction<'_>, job_id: Uuid, attempt: i32) -> Result<(), DbError> {
     let rows = tx
-        .query(
+        .rows(
             "UPDATE job_shards SET status = 'cancelled', finished_at = now()
              WHERE job_id = $1 AND attempt = $2 AND status = 'running' RETURNING worker_id",
             &[&job_id, &attempt],
@@ -380,7 +380,7 @@ pub async fn stale_workers(
 ) -> Result<Vec<(String, DateTime<Utc>)>, DbError> {
     let ms = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
     let rows = client
-        .query(
+        .rows(
             "SELECT worker_id, now() FROM workers WHERE status IN ('idle', 'busy', 'paused', 'terminating')
              AND last_heartbeat_at < now() - make_interval(secs => $1::bigint / 1000.0)",
             &[&ms],
@@ -416,7 +416,7 @@ pub async fn probe(
 /// Running shards of current attempts held by `worker_id`.
 pub async fn shards_of(client: &impl GenericClient, worker_id: &str) -> Result<Vec<Uuid>, DbError> {
     let rows = client
-        .query(
+        .rows(
             "SELECT DISTINCT s.job_id FROM job_shards s JOIN jobs j ON j.job_id = s.job_id
              WHERE s.worker_id = $1 AND s.status = 'running' AND s.attempt = j.attempts AND j.status = 'running'",
             &[&worker_id],
@@ -453,7 +453,7 @@ pub async fn abandon(
 pub async fn overdue_jobs(client: &impl GenericClient, grace: Duration) -> Result<Vec<Uuid>, DbError> {
     let ms = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
     let rows = client
-        .query(
+        .rows(
             "SELECT j.job_id FROM jobs j WHERE j.status = 'running' AND j.timeout_seconds IS NOT NULL
                AND (SELECT min(s.started_at) FROM job_shards s WHERE s.job_id = j.job_id AND s.attempt = j.attempts)
                    < now() - make_interval(secs => j.timeout_seconds + $1::bigint / 1000.0)",

@@ -2,7 +2,7 @@
 //! a retry of the same submission (answer with the first job) from the same
 //! key reused with another body (409).
 
-use super::{is_unique_violation, DbError};
+use super::{is_unique_violation, Cached, DbError};
 use crate::models::NewJob;
 use deadpool_postgres::GenericClient;
 use sha2::{Digest, Sha256};
@@ -22,7 +22,7 @@ pub async fn find(
     key: &str,
 ) -> Result<Option<(Uuid, String)>, DbError> {
     let row = client
-        .query_opt(
+        .row_opt(
             "SELECT job_id, request_hash FROM idempotency_keys WHERE user_id = $1 AND key = $2",
             &[&user_id, &key],
         )
@@ -40,7 +40,7 @@ pub async fn insert(
     job_id: Uuid,
 ) -> Result<(), DbError> {
     match client
-        .execute(
+        .exec(
             "INSERT INTO idempotency_keys (user_id, key, request_hash, job_id) VALUES ($1, $2, $3, $4)",
             &[&user_id, &key, &hash, &job_id],
         )

@@ -3,7 +3,7 @@
 //! every later change is one compare-and-set statement that also writes the
 //! event row, so a transition and its history can never disagree.
 
-use super::{idempotency, outbox, parse_status, DbError};
+use super::{idempotency, outbox, parse_status, Cached, DbError};
 use crate::models::{Job, JobEvent, Labels, NewJob, Quota};
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Transaction};
@@ -91,7 +91,7 @@ pub async fn submit_batch(
     quota: Quota,
 ) -> Result<Vec<Submitted>, DbError> {
     let locked = tx
-        .query_opt("SELECT 1 FROM users WHERE user_id = $1 FOR UPDATE", &[&user_id])
+        .row_opt("SELECT 1 FROM users WHERE user_id = $1 FOR UPDATE", &[&user_id])
         .await?;
     if locked.is_none() {
         return Err(DbError::NotFound {
@@ -203,7 +203,7 @@ async fn check_submit_quota(
         )));
     }
     let waiting: i64 = client
-        .query_one(
+        .row(
             "SELECT count(*) FROM jobs WHERE submitted_by = $1 AND status IN ('pending', 'queued')",
             &[&user_id],
         )
@@ -233,7 +233,7 @@ async fn insert(client: &impl GenericClient, user_id: Uuid, new: &NewJob) -> Res
          SELECT {COLUMNS} FROM j"
     );
     let row = client
-        .query_one(
+        .row(
             &sql,
             &[
                 &Uuid::new_v4(),
@@ -297,7 +297,7 @@ pub async fn enqueue_dispatch_delayed(
 pub async fn mark_queued(client: &impl GenericClient, job_ids: &[Uuid]) -> Result<u64, DbError> {
     JobStatus::Pending.transition(JobStatus::Queued)?;
     Ok(client
-        .execute(
+        .exec(
             "WITH j AS (UPDATE jobs SET status = 'queued', queued_at = now()
                         WHERE job_id = ANY($1) AND status = 'pending' RETURNING job_id, attempts)
              INSERT INTO job_events (job_id, from_status, to_status, reason, attempt)
@@ -310,7 +310,7 @@ pub async fn mark_queued(client: &impl GenericClient, job_ids: &[Uuid]) -> Resul
 /// One job by id.
 pub async fn get(client: &impl GenericClient, job_id: Uuid) -> Result<Job, DbError> {
     let sql = format!("SELECT {COLUMNS} FROM jobs j WHERE j.job_id = $1");
-    let row = client.query_opt(&sql, &[&job_id]).await?;
+    let row = client.row_opt(&sql, &[&job_id]).await?;
     row.as_ref()
         .map(from_row)
         .transpose()?
@@ -358,7 +358,7 @@ pub async fn transition(
          SELECT {COLUMNS} FROM j"
     );
     let row = client
-        .query_opt(
+        .row_opt(
             &sql,
             &[
                 &job_id,
@@ -398,13 +398,13 @@ pub async fn transition_to(
 /// Every recorded transition of a job, oldest first.
 pub async fn events(client: &impl GenericClient, job_id: Uuid) -> Result<Vec<JobEvent>, DbError> {
     let exists = client
-        .query_opt("SELECT 1 FROM jobs WHERE job_id = $1", &[&job_id])
+        .row_opt("SELECT 1 FROM jobs WHERE job_id = $1", &[&job_id])
         .await?;
     if exists.is_none() {
         return Err(not_found(job_id));
     }
     let rows = client
-        .query(
+        .rows(
             "SELECT from_status, to_status, at, worker_id, reason FROM job_events
              WHERE job_id = $1 ORDER BY event_id",
             &[&job_id],
@@ -477,7 +477,7 @@ pub struct JobOutput {
 /// A job's recorded output.
 pub async fn output(client: &impl GenericClient, job_id: Uuid) -> Result<JobOutput, DbError> {
     let row = client
-        .query_opt(
+        .row_opt(
             "SELECT status, stdout_tail, stderr_tail, exit_code FROM jobs WHERE job_id = $1",
             &[&job_id],
         )
@@ -511,7 +511,7 @@ pub async fn list(
     );
     let status = filter.status.map(JobStatus::as_str);
     let rows = client
-        .query(
+        .rows(
             &sql,
             &[&status, &after, &after_id, &(limit + 1), &filter.submitted_by],
         )

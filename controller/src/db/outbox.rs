@@ -2,7 +2,7 @@
 //! change that causes them, published later by the relay with confirms, and
 //! marked sent only after the broker confirmed them.
 
-use super::DbError;
+use super::{Cached, DbError};
 use deadpool_postgres::GenericClient;
 use uuid::Uuid;
 
@@ -47,7 +47,7 @@ pub async fn enqueue_delayed(
     delay_ms: i64,
 ) -> Result<i64, DbError> {
     let row = client
-        .query_one(
+        .row(
             "INSERT INTO outbox (exchange, routing_key, payload, priority, job_id, available_at)
              VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6::bigint / 1000.0)) RETURNING message_id",
             &[&exchange, &routing_key, payload, &priority, &job_id, &delay_ms],
@@ -61,7 +61,7 @@ pub async fn enqueue_delayed(
 /// Call inside a transaction that lives until [`mark_sent`].
 pub async fn claim_due(client: &impl GenericClient, limit: i64) -> Result<Vec<OutboxMessage>, DbError> {
     let rows = client
-        .query(
+        .rows(
             "SELECT message_id, exchange, routing_key, payload, priority, job_id FROM outbox
              WHERE sent_at IS NULL AND available_at <= now()
              ORDER BY message_id LIMIT $1 FOR UPDATE SKIP LOCKED",
@@ -85,7 +85,7 @@ pub async fn claim_due(client: &impl GenericClient, limit: i64) -> Result<Vec<Ou
 /// Marks messages sent (after their publisher confirms arrived).
 pub async fn mark_sent(client: &impl GenericClient, ids: &[i64]) -> Result<u64, DbError> {
     Ok(client
-        .execute(
+        .exec(
             "UPDATE outbox SET sent_at = now(), publish_attempts = publish_attempts + 1
              WHERE message_id = ANY($1) AND sent_at IS NULL",
             &[&ids],
@@ -96,7 +96,7 @@ pub async fn mark_sent(client: &impl GenericClient, ids: &[i64]) -> Result<u64, 
 /// Number of messages not yet sent (a readiness and metrics figure).
 pub async fn unsent_count(client: &impl GenericClient) -> Result<i64, DbError> {
     Ok(client
-        .query_one("SELECT count(*) FROM outbox WHERE sent_at IS NULL", &[])
+        .row("SELECT count(*) FROM outbox WHERE sent_at IS NULL", &[])
         .await?
         .try_get(0)?)
 }

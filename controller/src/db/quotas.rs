@@ -1,6 +1,6 @@
 //! Per-user limits. A user without a row gets the controller's default.
 
-use super::DbError;
+use super::{Cached, DbError};
 use crate::models::Quota;
 use deadpool_postgres::GenericClient;
 use uuid::Uuid;
@@ -8,7 +8,7 @@ use uuid::Uuid;
 /// The user's own limits, or `default` when none are stored.
 pub async fn get(client: &impl GenericClient, user_id: Uuid, default: Quota) -> Result<Quota, DbError> {
     let row = client
-        .query_opt(
+        .row_opt(
             "SELECT max_workers, max_concurrent_jobs, max_queued_jobs FROM quotas WHERE user_id = $1",
             &[&user_id],
         )
@@ -27,7 +27,7 @@ pub async fn get(client: &impl GenericClient, user_id: Uuid, default: Quota) -> 
 /// the schema.
 pub async fn set(client: &impl GenericClient, user_id: Uuid, q: Quota) -> Result<(), DbError> {
     client
-        .execute(
+        .exec(
             "INSERT INTO quotas (user_id, max_workers, max_concurrent_jobs, max_queued_jobs)
              VALUES ($1, $2, $3, $4)
              ON CONFLICT (user_id) DO UPDATE SET max_workers = EXCLUDED.max_workers,

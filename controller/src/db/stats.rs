@@ -1,6 +1,6 @@
 //! Aggregate figures for the supervisor's metrics, `/metrics` and quotas.
 
-use super::DbError;
+use super::{Cached, DbError};
 use deadpool_postgres::GenericClient;
 use std::collections::BTreeMap;
 use uuid::Uuid;
@@ -40,7 +40,7 @@ async fn counts_by_status(
 ) -> Result<BTreeMap<String, i64>, DbError> {
     let mut map: BTreeMap<String, i64> = all.iter().map(|s| ((*s).to_owned(), 0)).collect();
     let sql = format!("SELECT status, count(*) FROM {table} GROUP BY status");
-    for row in client.query(&sql, &[]).await? {
+    for row in client.rows(&sql, &[]).await? {
         map.insert(row.try_get(0)?, row.try_get(1)?);
     }
     Ok(map)
@@ -70,7 +70,7 @@ pub async fn fleet(client: &impl GenericClient) -> Result<FleetStats, DbError> {
     let queue_depth = jobs_by_status.get("pending").copied().unwrap_or(0)
         + jobs_by_status.get("queued").copied().unwrap_or(0);
     let started = client
-        .query_one(
+        .row(
             "SELECT avg(d), percentile_cont(0.95) WITHIN GROUP (ORDER BY d) FROM
                (SELECT extract(epoch FROM started_at - created_at)::float8 AS d FROM jobs
                 WHERE started_at > now() - interval '1 minute') s",
@@ -78,7 +78,7 @@ pub async fn fleet(client: &impl GenericClient) -> Result<FleetStats, DbError> {
         )
         .await?;
     let finished = client
-        .query_one(
+        .row(
             "SELECT avg(d), percentile_cont(0.95) WITHIN GROUP (ORDER BY d),
                     count(*) FILTER (WHERE status = 'completed'), count(*) FILTER (WHERE status = 'failed') FROM
                (SELECT status, extract(epoch FROM finished_at - started_at)::float8 AS d FROM jobs
@@ -121,7 +121,7 @@ pub struct UserUsage {
 /// Usage of every user, or of one when `only` is given.
 pub async fn usage(client: &impl GenericClient, only: Option<Uuid>) -> Result<Vec<UserUsage>, DbError> {
     let rows = client
-        .query(
+        .rows(
             "SELECT u.user_id, u.username,
                (SELECT coalesce(sum(workers), 0)::bigint FROM allocations a WHERE a.user_id = u.user_id AND a.status = 'active'),
                (SELECT count(*) FROM jobs j WHERE j.submitted_by = u.user_id AND j.status = 'running'),
@@ -147,7 +147,7 @@ pub async fn usage(client: &impl GenericClient, only: Option<Uuid>) -> Result<Ve
 /// A user's running and waiting (pending or queued) job counts.
 pub async fn user_job_counts(client: &impl GenericClient, user_id: Uuid) -> Result<(i64, i64), DbError> {
     let row = client
-        .query_one(
+        .row(
             "SELECT count(*) FILTER (WHERE status = 'running'), count(*) FILTER (WHERE status IN ('pending', 'queued'))
              FROM jobs WHERE submitted_by = $1 AND status IN ('running', 'pending', 'queued')",
             &[&user_id],

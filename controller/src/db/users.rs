@@ -1,7 +1,7 @@
 //! Queries on `users`. Password hashes are produced by [`crate::auth::password`];
 //! this module only stores and fetches them.
 
-use super::{is_unique_violation, DbError};
+use super::{is_unique_violation, Cached, DbError};
 use crate::models::User;
 use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
@@ -30,7 +30,7 @@ pub async fn create(
         "INSERT INTO users (user_id, username, password_hash, scopes) VALUES ($1, $2, $3, $4) RETURNING {COLUMNS}"
     );
     match client
-        .query_one(&sql, &[&Uuid::new_v4(), &username, &password_hash, &scopes])
+        .row(&sql, &[&Uuid::new_v4(), &username, &password_hash, &scopes])
         .await
     {
         Ok(row) => from_row(&row),
@@ -45,7 +45,7 @@ pub async fn create(
 pub async fn find_by_username(client: &impl GenericClient, username: &str) -> Result<Option<User>, DbError> {
     let sql = format!("SELECT {COLUMNS} FROM users WHERE username = $1");
     client
-        .query_opt(&sql, &[&username])
+        .row_opt(&sql, &[&username])
         .await?
         .as_ref()
         .map(from_row)
@@ -56,7 +56,7 @@ pub async fn find_by_username(client: &impl GenericClient, username: &str) -> Re
 pub async fn get(client: &impl GenericClient, user_id: Uuid) -> Result<User, DbError> {
     let sql = format!("SELECT {COLUMNS} FROM users WHERE user_id = $1");
     client
-        .query_opt(&sql, &[&user_id])
+        .row_opt(&sql, &[&user_id])
         .await?
         .as_ref()
         .map(from_row)
@@ -71,7 +71,7 @@ pub async fn get(client: &impl GenericClient, user_id: Uuid) -> Result<User, DbE
 /// jobs are history. Their quota, allocations and keys go with them.
 pub async fn delete(client: &impl GenericClient, user_id: Uuid) -> Result<(), DbError> {
     match client
-        .execute("DELETE FROM users WHERE user_id = $1", &[&user_id])
+        .exec("DELETE FROM users WHERE user_id = $1", &[&user_id])
         .await
     {
         Ok(0) => Err(DbError::NotFound {

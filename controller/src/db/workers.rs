@@ -1,7 +1,7 @@
 //! Queries on `workers`. Status changes are compare-and-set against the
 //! worker state machine, so two racing operators cannot both "win".
 
-use super::{parse_status, DbError};
+use super::{parse_status, Cached, DbError};
 use crate::models::{Labels, NewWorker, Worker};
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
@@ -47,7 +47,7 @@ pub async fn register(client: &impl GenericClient, w: &NewWorker) -> Result<Work
          RETURNING {COLUMNS}"
     );
     let row = client
-        .query_one(
+        .row(
             &sql,
             &[&w.worker_id, &w.hostname, &w.capacity, &labels, &w.version],
         )
@@ -58,7 +58,7 @@ pub async fn register(client: &impl GenericClient, w: &NewWorker) -> Result<Work
 /// One worker by id.
 pub async fn get(client: &impl GenericClient, worker_id: &str) -> Result<Worker, DbError> {
     let sql = format!("SELECT {COLUMNS} FROM workers WHERE worker_id = $1");
-    let row = client.query_opt(&sql, &[&worker_id]).await?;
+    let row = client.row_opt(&sql, &[&worker_id]).await?;
     row.as_ref()
         .map(from_row)
         .transpose()?
@@ -70,7 +70,7 @@ pub async fn list(client: &impl GenericClient, status: Option<WorkerStatus>) -> 
     let sql =
         format!("SELECT {COLUMNS} FROM workers WHERE ($1::text IS NULL OR status = $1) ORDER BY worker_id");
     let status = status.map(WorkerStatus::as_str);
-    let rows = client.query(&sql, &[&status]).await?;
+    let rows = client.rows(&sql, &[&status]).await?;
     rows.iter().map(from_row).collect()
 }
 
@@ -84,7 +84,7 @@ pub async fn heartbeat(
         "UPDATE workers SET last_heartbeat_at = now(), running_jobs = $2
          WHERE worker_id = $1 RETURNING {COLUMNS}"
     );
-    let row = client.query_opt(&sql, &[&worker_id, &running_jobs]).await?;
+    let row = client.row_opt(&sql, &[&worker_id, &running_jobs]).await?;
     row.as_ref()
         .map(from_row)
         .transpose()?
@@ -100,7 +100,7 @@ pub async fn heartbeat(
 pub async fn claimed(client: &impl GenericClient, worker_id: &str) -> Result<(), DbError> {
     WorkerStatus::Idle.transition(WorkerStatus::Busy)?;
     client
-        .execute(
+        .exec(
             "UPDATE workers SET last_heartbeat_at = now(),
                     status = CASE WHEN status = $2 THEN $3 ELSE status END
              WHERE worker_id = $1 AND (status = $2 OR last_heartbeat_at < now() - interval '1 second')",
@@ -127,7 +127,7 @@ pub async fn transition(
     let sql =
         format!("UPDATE workers SET status = $3 WHERE worker_id = $1 AND status = $2 RETURNING {COLUMNS}");
     let row = client
-        .query_opt(&sql, &[&worker_id, &expected.as_str(), &to.as_str()])
+        .row_opt(&sql, &[&worker_id, &expected.as_str(), &to.as_str()])
         .await?;
     match row {
         Some(row) => from_row(&row),
@@ -155,7 +155,7 @@ pub async fn mark_lost(
         .map(|s| s.as_str())
         .collect();
     let n = client
-        .execute(
+        .exec(
             "UPDATE workers SET status = $3 WHERE worker_id = $1 AND status = ANY($2) AND last_heartbeat_at < $4",
             &[&worker_id, &from, &WorkerStatus::Offline.as_str(), &since],
         )
@@ -184,7 +184,7 @@ pub async fn transition_to(
 /// Removes a worker; its shard history keeps a null worker id.
 pub async fn delete(client: &impl GenericClient, worker_id: &str) -> Result<(), DbError> {
     let n = client
-        .execute("DELETE FROM workers WHERE worker_id = $1", &[&worker_id])
+        .exec("DELETE FROM workers WHERE worker_id = $1", &[&worker_id])
         .await?;
     if n == 0 {
         return Err(not_found(worker_id));
