@@ -192,9 +192,12 @@ pub async fn cancel(
     let tx = client.transaction().await.map_err(DbError::from)?;
     // Lock the row so the status read below cannot change under the
     // compare-and-set (the relay or a claim may be moving it right now).
-    tx.execute("SELECT 1 FROM jobs WHERE job_id = $1 FOR UPDATE", &[&job_id])
-        .await
-        .map_err(DbError::from)?;
+    tx.execute(
+        "SELECT 1 FROM jobs WHERE job_id = $1 FOR NO KEY UPDATE",
+        &[&job_id],
+    )
+    .await
+    .map_err(DbError::from)?;
     let job = visible(&tx, &principal, job_id).await?;
     let meta = EventMeta {
         reason: Some("cancelled by user".to_owned()),

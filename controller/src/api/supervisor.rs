@@ -88,7 +88,7 @@ async fn steer(
     // Lock the row: heartbeats flip idle and busy concurrently, and the
     // compare-and-set below must see the status it read.
     tx.execute(
-        "SELECT 1 FROM workers WHERE worker_id = $1 FOR UPDATE",
+        "SELECT 1 FROM workers WHERE worker_id = $1 FOR NO KEY UPDATE",
         &[&worker_id],
     )
     .await

@@ -28,7 +28,7 @@ struct Locked {
 async fn lock_job(tx: &Transaction<'_>, job_id: Uuid) -> Result<Option<Locked>, DbError> {
     let row = tx
         .row_opt(
-            "SELECT status, attempts, required_workers, max_retries FROM jobs WHERE job_id = $1 FOR UPDATE",
+            "SELECT status, attempts, required_workers, max_retries FROM jobs WHERE job_id = $1 FOR NO KEY UPDATE",
             &[&job_id],
         )
         .await?;
