@@ -290,8 +290,12 @@ async fn fail_or_retry(
         };
         let queued = jobs::transition(tx, job_id, JobStatus::Running, JobStatus::Queued, &meta).await?;
         let delay = retry.delay(job.attempts, rand_unit());
-        jobs::enqueue_dispatch_delayed(tx, &queued, i64::try_from(delay.as_millis()).unwrap_or(i64::MAX))
-            .await?;
+        jobs::enqueue_dispatch_many(
+            tx,
+            &[&queued],
+            i64::try_from(delay.as_millis()).unwrap_or(i64::MAX),
+        )
+        .await?;
         return Ok("job re-queued for a retry");
     }
     jobs::transition(tx, job_id, JobStatus::Running, to, &meta).await?;

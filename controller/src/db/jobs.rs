@@ -116,6 +116,7 @@ pub async fn submit_batch(
         .map(|(n, _)| n)
         .collect();
     check_submit_quota(tx, user_id, &fresh, quota).await?;
+    let mut inserted = insert_many(tx, user_id, &fresh).await?.into_iter();
     let mut created: std::collections::HashMap<String, Job> = Default::default();
     let mut out = Vec::with_capacity(news.len());
     for (new, planned) in news.iter().zip(plan) {
@@ -136,18 +137,21 @@ pub async fn submit_batch(
                 }
             },
             None => {
-                let job = insert(tx, user_id, new).await?;
+                let job = inserted
+                    .next()
+                    .ok_or_else(|| DbError::Conflict("a job of the batch was not inserted".into()))?;
                 if let Some(key) = &new.idempotency_key {
                     idempotency::insert(tx, user_id, key, &idempotency::request_hash(new), job.job_id)
                         .await?;
                     created.insert(key.clone(), job.clone());
                 }
-                enqueue_dispatch(tx, &job).await?;
                 Submitted { job, created: true }
             }
         };
         out.push(submitted);
     }
+    let fresh_jobs: Vec<&Job> = out.iter().filter(|s| s.created).map(|s| &s.job).collect();
+    enqueue_dispatch_many(tx, &fresh_jobs, 0).await?;
     Ok(out)
 }
 
@@ -228,76 +232,100 @@ async fn check_submit_quota(
     Ok(())
 }
 
-async fn insert(client: &impl GenericClient, user_id: Uuid, new: &NewJob) -> Result<Job, DbError> {
-    let labels = serde_json::to_value(&new.labels).unwrap_or_default();
-    let priority =
-        i16::try_from(new.priority).map_err(|_| DbError::Conflict("priority out of range".into()))?;
+/// Inserts `news` and their first events in one statement (the batch
+/// travels as one JSON array) and returns the jobs in the same order. One
+/// round trip per batch instead of one per job matters: the user's row
+/// stays locked, and the user's other submissions wait, until the commit.
+async fn insert_many(
+    client: &impl GenericClient,
+    user_id: Uuid,
+    news: &[&NewJob],
+) -> Result<Vec<Job>, DbError> {
+    if news.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut rows = Vec::with_capacity(news.len());
+    for new in news {
+        let priority =
+            i16::try_from(new.priority).map_err(|_| DbError::Conflict("priority out of range".into()))?;
+        rows.push(serde_json::json!({
+            "job_id": Uuid::new_v4(), "task_description": new.task_description,
+            "required_workers": new.required_workers, "command": new.command, "priority": priority,
+            "labels": new.labels, "max_retries": new.max_retries,
+            "timeout_seconds": new.timeout_seconds, "idempotency_key": new.idempotency_key,
+        }));
+    }
+    let ids: Vec<Uuid> = rows
+        .iter()
+        .filter_map(|r| r["job_id"].as_str().and_then(|id| id.parse().ok()))
+        .collect();
     let sql = format!(
-        "WITH j AS (
+        "WITH src AS (
+             SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(job_id uuid, task_description text,
+                 required_workers integer, command jsonb, priority smallint, labels jsonb,
+                 max_retries integer, timeout_seconds integer, idempotency_key text)),
+         j AS (
              INSERT INTO jobs (job_id, status, task_description, required_workers, command, priority,
                                labels, max_retries, timeout_seconds, idempotency_key, submitted_by)
-             VALUES ($1, 'pending', $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING *),
+             SELECT job_id, 'pending', task_description, required_workers,
+                    CASE WHEN jsonb_typeof(command) = 'array'
+                         THEN ARRAY(SELECT jsonb_array_elements_text(command)) END,
+                    priority, coalesce(labels, '{{}}'), max_retries, timeout_seconds, idempotency_key, $2
+             FROM src RETURNING *),
          e AS (INSERT INTO job_events (job_id, from_status, to_status, reason)
                SELECT job_id, NULL, 'pending', 'submitted' FROM j)
          SELECT {COLUMNS} FROM j"
     );
-    let row = client
-        .row(
-            &sql,
-            &[
-                &Uuid::new_v4(),
-                &new.task_description,
-                &new.required_workers,
-                &new.command,
-                &priority,
-                &labels,
-                &new.max_retries,
-                &new.timeout_seconds,
-                &new.idempotency_key,
-                &user_id,
-            ],
-        )
-        .await?;
-    from_row(&row)
+    let batch = serde_json::Value::Array(rows);
+    let mut by_id: std::collections::HashMap<Uuid, Job> = client
+        .rows(&sql, &[&batch, &user_id])
+        .await?
+        .iter()
+        .map(|row| from_row(row).map(|job| (job.job_id, job)))
+        .collect::<Result<_, _>>()?;
+    ids.iter()
+        .map(|id| by_id.remove(id).ok_or_else(|| not_found(*id)))
+        .collect()
 }
 
-/// Writes one dispatch message per shard of the job's next attempt.
-pub async fn enqueue_dispatch(client: &impl GenericClient, job: &Job) -> Result<(), DbError> {
-    enqueue_dispatch_delayed(client, job, 0).await
-}
-
-/// Like [`enqueue_dispatch`], published after `delay_ms` (retry backoff).
-pub async fn enqueue_dispatch_delayed(
+/// Writes the dispatch messages of every shard of `jobs`' next attempts in
+/// one statement, published no earlier than `delay_ms` from now (a retry's
+/// backoff, kept in Postgres where it survives restarts).
+pub async fn enqueue_dispatch_many(
     client: &impl GenericClient,
-    job: &Job,
+    jobs: &[&Job],
     delay_ms: i64,
 ) -> Result<(), DbError> {
-    for shard_index in 0..job.required_workers {
-        let msg = JobDispatch {
-            job_id: job.job_id,
-            attempt: job.attempts + 1,
-            shard_index,
-            shard_count: job.required_workers,
-            task_description: job.task_description.clone(),
-            command: job.command.clone(),
-            timeout_seconds: job.timeout_seconds,
-            priority: job.priority,
-        };
-        let payload = serde_json::to_value(&msg).unwrap_or_default();
-        let priority = i16::try_from(job.priority).unwrap_or(0);
-        let id = Some(job.job_id);
-        outbox::enqueue_delayed(
-            client,
-            WORK_EXCHANGE,
-            WORK_ROUTING_KEY,
-            &payload,
-            priority,
-            id,
-            delay_ms,
-        )
-        .await?;
+    let mut payloads = Vec::new();
+    let mut priorities: Vec<i16> = Vec::new();
+    let mut ids = Vec::new();
+    for job in jobs {
+        for shard_index in 0..job.required_workers {
+            let msg = JobDispatch {
+                job_id: job.job_id,
+                attempt: job.attempts + 1,
+                shard_index,
+                shard_count: job.required_workers,
+                task_description: job.task_description.clone(),
+                command: job.command.clone(),
+                timeout_seconds: job.timeout_seconds,
+                priority: job.priority,
+            };
+            payloads.push(serde_json::to_value(&msg).unwrap_or_default());
+            priorities.push(i16::try_from(job.priority).unwrap_or(0));
+            ids.push(job.job_id);
+        }
     }
-    Ok(())
+    outbox::enqueue_many(
+        client,
+        WORK_EXCHANGE,
+        WORK_ROUTING_KEY,
+        &payloads,
+        &priorities,
+        &ids,
+        delay_ms,
+    )
+    .await
 }
 
 /// Marks jobs whose dispatch messages the broker confirmed as `queued`

@@ -56,6 +56,33 @@ pub async fn enqueue_delayed(
     Ok(row.try_get(0)?)
 }
 
+/// Adds one message per element of `payloads` (with the matching priority
+/// and job) in one statement, in order; call inside the transaction that
+/// makes them necessary.
+pub async fn enqueue_many(
+    client: &impl GenericClient,
+    exchange: &str,
+    routing_key: &str,
+    payloads: &[serde_json::Value],
+    priorities: &[i16],
+    job_ids: &[Uuid],
+    delay_ms: i64,
+) -> Result<(), DbError> {
+    if payloads.is_empty() {
+        return Ok(());
+    }
+    client
+        .exec(
+            "INSERT INTO outbox (exchange, routing_key, payload, priority, job_id, available_at)
+             SELECT $1, $2, m.payload, m.priority, m.job_id, now() + make_interval(secs => $6::bigint / 1000.0)
+             FROM unnest($3::jsonb[], $4::smallint[], $5::uuid[]) WITH ORDINALITY AS m(payload, priority, job_id, n)
+             ORDER BY m.n",
+            &[&exchange, &routing_key, &payloads, &priorities, &job_ids, &delay_ms],
+        )
+        .await?;
+    Ok(())
+}
+
 /// Up to `limit` unsent messages that are due, oldest first, locked with
 /// `SKIP LOCKED` so several relays never publish the same row at once.
 /// Call inside a transaction that lives until [`mark_sent`].
