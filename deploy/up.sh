@@ -6,12 +6,15 @@
 # AGENTS agents (default 2) with docker-compose, waits until the API is ready
 # and prints how to use it.
 #   AGENTS=3 deploy/up.sh      ORCH_PORT=8080 deploy/up.sh
+#   ORCH_BENCH=1 deploy/up.sh  # also publish Postgres for the load generator
+#                              # (deploy/compose.bench.yaml)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 AGENTS="${AGENTS:-2}"
 PORT="${ORCH_PORT:-8000}"
 CACHE=deploy/.cache
 COMPOSE=(docker-compose -p orchestrator -f deploy/compose.yaml)
+[[ -n "${ORCH_BENCH:-}" ]] && COMPOSE+=(-f deploy/compose.bench.yaml)
 
 command -v docker-compose >/dev/null || { apt-get update -qq && apt-get install -y -qq docker-compose >/dev/null; }
 deploy/build-app-images.sh

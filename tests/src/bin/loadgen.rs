@@ -1,5 +1,6 @@
 //! Load generator: starts a cluster (containers, an in-process controller,
-//! K agent processes of capacity C), submits N jobs through
+//! K agent processes of capacity C), or uses one given by `--url`, submits
+//! N jobs through
 //! `POST /api/jobs/submit_batch` over H connections (optionally at a target
 //! rate), waits for every job to finish, and prints a readable summary and a
 //! JSON line: jobs/s submitted and completed, latency percentiles from the
@@ -8,6 +9,15 @@
 //!
 //!   cargo run --release -p integration-tests --bin loadgen -- \
 //!       --agent-bin target/release/worker-agent --jobs 10000 --agents 2 --capacity 16
+//!
+//! Against a running cluster (e.g. `deploy/up.sh`; its Postgres must be
+//! reachable for the timestamps), with the processes' ids for CPU and RSS:
+//!
+//!   ORCH_PASSWORD=… cargo run --release -p integration-tests --bin loadgen -- \
+//!       --url http://127.0.0.1:8000 --database-url postgres://… --jobs 10000
+//!
+//! Every job carries the label `loadgen-run=<uuid>`, and every figure counts
+//! only this run's jobs.
 
 use anyhow::{ensure, Context};
 use clap::Parser;
@@ -50,6 +60,96 @@ struct Args {
     /// commits and WAL flushes per job.
     #[arg(long)]
     profile: bool,
+    /// Load this running controller instead of starting a cluster (its own
+    /// agents run the jobs; --agents, --capacity and --agent-bin are unused).
+    #[arg(long, requires = "database_url")]
+    url: Option<String>,
+    /// With --url: its Postgres, for the database's own timestamps.
+    #[arg(long, env = "ORCH_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// With --url: a token with `jobs:write`; without one, --username logs
+    /// in with the password in ORCH_PASSWORD.
+    #[arg(long, env = "ORCH_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// With --url and no token: the user to log in as.
+    #[arg(long, default_value = "admin")]
+    username: String,
+    /// With --url: the controller's process id on this host (CPU, RSS).
+    #[arg(long)]
+    controller_pid: Option<u32>,
+    /// With --url: the agents' process ids on this host (CPU, RSS).
+    #[arg(long, value_delimiter = ',')]
+    agent_pids: Vec<u32>,
+}
+
+/// Where the load goes: the cluster this run started, or one given by URL.
+struct Target {
+    http: reqwest::Client,
+    base_url: String,
+    token: String,
+    db_url: String,
+    /// The process counted as the controller (`self` when in-process).
+    controller: Option<String>,
+    agents: Vec<u32>,
+    /// A started cluster (containers, agents), alive for the whole run.
+    _cluster: Option<Cluster>,
+}
+
+impl Target {
+    /// Starts a cluster with `--agents` agents, or connects to `--url`.
+    async fn new(args: &Args) -> anyhow::Result<Target> {
+        if let (Some(url), Some(db_url)) = (&args.url, &args.database_url) {
+            let http = reqwest::Client::new();
+            let token = match &args.token {
+                Some(token) => token.clone(),
+                None => login(&http, url, &args.username).await?,
+            };
+            return Ok(Target {
+                http,
+                base_url: url.trim_end_matches('/').to_owned(),
+                token,
+                db_url: db_url.clone(),
+                controller: args.controller_pid.map(|p| p.to_string()),
+                agents: args.agent_pids.clone(),
+                _cluster: None,
+            });
+        }
+        ensure!(
+            std::path::Path::new(&args.agent_bin).exists(),
+            "no agent binary at {} (cargo build --release)",
+            args.agent_bin
+        );
+        let mut c = Cluster::start(&args.agent_bin).await;
+        for i in 0..args.agents {
+            c.add_agent(&format!("load-{i}"), args.capacity).await;
+        }
+        Ok(Target {
+            http: c.app.http.clone(),
+            base_url: c.app.base_url.clone(),
+            token: c.app.admin_token.clone(),
+            db_url: c.app.test_db.url.clone(),
+            controller: Some("self".into()),
+            agents: c.agent_pids(),
+            _cluster: Some(c),
+        })
+    }
+}
+
+/// A token for `username`, whose password is in ORCH_PASSWORD.
+async fn login(http: &reqwest::Client, url: &str, username: &str) -> anyhow::Result<String> {
+    let password =
+        std::env::var("ORCH_PASSWORD").context("--url needs --token, ORCH_TOKEN or ORCH_PASSWORD")?;
+    let resp = http
+        .post(format!("{}/api/auth/login", url.trim_end_matches('/')))
+        .json(&json!({"username": username, "password": password}))
+        .send()
+        .await?;
+    ensure!(resp.status() == 200, "login refused: {}", resp.status());
+    let body: Value = resp.json().await?;
+    body["access_token"]
+        .as_str()
+        .map(str::to_owned)
+        .context("login answer without access_token")
 }
 
 /// Clears Postgres's statement and WAL statistics before a profiled run.
@@ -103,18 +203,19 @@ fn command(sleep_ms: u64) -> Vec<String> {
 }
 
 /// Submits every batch, spread over `connections` tasks, paced to `rate`.
-async fn submit_all(c: &Cluster, args: &Args) -> anyhow::Result<Duration> {
+async fn submit_all(t: &Target, args: &Args, run: &str) -> anyhow::Result<Duration> {
     let batches = args.jobs.div_ceil(args.batch.max(1));
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..args.connections.max(1) {
-        let (http, url, token, next, args) = (
-            c.app.http.clone(),
-            c.app.url("/api/jobs/submit_batch"),
-            c.app.admin_token.clone(),
+        let (http, url, token, next, args, run) = (
+            t.http.clone(),
+            format!("{}/api/jobs/submit_batch", t.base_url),
+            t.token.clone(),
             next.clone(),
             args.clone(),
+            run.to_owned(),
         );
         tasks.push(tokio::spawn(async move {
             loop {
@@ -128,7 +229,10 @@ async fn submit_all(c: &Cluster, args: &Args) -> anyhow::Result<Duration> {
                 }
                 let n = args.batch.min(args.jobs - b * args.batch);
                 let jobs: Vec<Value> = (0..n)
-                    .map(|_| json!({"task_description": "load", "command": command(args.sleep_ms)}))
+                    .map(|_| {
+                        json!({"task_description": "load", "command": command(args.sleep_ms),
+                               "labels": {"loadgen-run": run}})
+                    })
                     .collect();
                 let resp = http
                     .post(&url)
@@ -150,15 +254,14 @@ async fn submit_all(c: &Cluster, args: &Args) -> anyhow::Result<Duration> {
     Ok(started.elapsed())
 }
 
-/// Waits until no job is pending, queued or running (bounded).
-async fn wait_all(c: &Cluster, deadline: Instant) -> anyhow::Result<Duration> {
+/// Waits until no job of this run is pending, queued or running (bounded).
+async fn wait_all(db: &tokio_postgres::Client, run: &Value, deadline: Instant) -> anyhow::Result<Duration> {
     let started = Instant::now();
-    let db = c.app.db.client().await?;
     loop {
         let left: i64 = db
             .query_one(
-                "SELECT count(*) FROM jobs WHERE status IN ('pending', 'queued', 'running')",
-                &[],
+                "SELECT count(*) FROM jobs WHERE status IN ('pending', 'queued', 'running') AND labels @> $1",
+                &[run],
             )
             .await?
             .get(0);
@@ -174,70 +277,97 @@ async fn wait_all(c: &Cluster, deadline: Instant) -> anyhow::Result<Duration> {
 }
 
 /// Percentiles (ms) of an interval expression over finished jobs.
-async fn percentiles(db: &tokio_postgres::Client, expr: &str) -> anyhow::Result<Value> {
+async fn percentiles(db: &tokio_postgres::Client, run: &Value, expr: &str) -> anyhow::Result<Value> {
     let sql = format!(
         "SELECT percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY d), max(d) FROM
            (SELECT (extract(epoch FROM {expr}) * 1000)::float8 AS d FROM jobs j
             JOIN job_shards s ON s.job_id = j.job_id AND s.attempt = j.attempts
-            WHERE j.finished_at IS NOT NULL) x"
+            WHERE j.finished_at IS NOT NULL AND j.labels @> $1) x"
     );
-    let row = db.query_one(&sql, &[]).await?;
+    let row = db.query_one(&sql, &[run]).await?;
     let p: Vec<f64> = row.try_get::<_, Option<Vec<f64>>>(0)?.unwrap_or_default();
     let max: Option<f64> = row.try_get(1)?;
     Ok(json!({"p50": p.first(), "p95": p.get(1), "p99": p.get(2), "max": max}))
 }
 
-/// CPU seconds and peak RSS (KiB) of a process, from /proc.
-fn usage(pid: &str) -> (f64, u64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-    let ticks: f64 = fields
-        .get(11..13)
-        .map_or(0.0, |f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum());
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let hwm = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    (ticks / 100.0, hwm)
+/// One process's CPU seconds, peak RSS and current RSS (KiB), from /proc.
+struct Proc {
+    cpu_seconds: f64,
+    peak_rss_kib: u64,
+    rss_kib: u64,
+}
+
+impl Proc {
+    fn read(pid: &str) -> Proc {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+        let ticks: f64 = fields
+            .get(11..13)
+            .map_or(0.0, |f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum());
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let kib = |key: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        Proc {
+            cpu_seconds: ticks / 100.0,
+            peak_rss_kib: kib("VmHWM:"),
+            rss_kib: kib("VmRSS:"),
+        }
+    }
+
+    /// This process's figures for the report; `idle` is the same process
+    /// before the load (its RSS then, and the CPU it had already used).
+    fn json(&self, idle: Option<&Proc>, in_process: bool) -> Value {
+        let before = idle.map_or(0.0, |i| i.cpu_seconds);
+        let mut v = json!({
+            "cpu_seconds": self.cpu_seconds - before,
+            "peak_rss_kib": self.peak_rss_kib,
+            "idle_rss_kib": idle.map(|i| i.rss_kib),
+        });
+        if in_process {
+            v["note"] = json!("in-process with the load generator and harness");
+        }
+        v
+    }
+}
+
+/// The controller's and the agents' processes at one moment.
+struct Usage {
+    controller: Option<Proc>,
+    agents: Vec<Proc>,
+}
+
+impl Usage {
+    fn of(t: &Target) -> Usage {
+        Usage {
+            controller: t.controller.as_deref().map(Proc::read),
+            agents: t.agents.iter().map(|p| Proc::read(&p.to_string())).collect(),
+        }
+    }
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    ensure!(
-        std::path::Path::new(&args.agent_bin).exists(),
-        "no agent binary at {} (cargo build --release)",
-        args.agent_bin
-    );
     let deadline = Instant::now() + Duration::from_secs(args.max_seconds);
-    let mut c = Cluster::start(&args.agent_bin).await;
-    for i in 0..args.agents {
-        c.add_agent(&format!("load-{i}"), args.capacity).await;
-    }
-    let (mut pg, conn) = tokio_postgres::connect(&c.app.test_db.url, tokio_postgres::NoTls).await?;
+    let target = Target::new(&args).await?;
+    let (mut pg, conn) = tokio_postgres::connect(&target.db_url, tokio_postgres::NoTls).await?;
     tokio::spawn(conn);
     if args.profile {
         reset_pg_stats(&pg).await?;
     }
-    let cpu_before = usage("self").0;
-    let submit = submit_all(&c, &args).await.context("submitting")?;
-    let drain = wait_all(&c, deadline).await?;
-    let total = submit + drain;
-    let (controller_cpu, controller_rss) = usage("self");
-    let agents: Vec<(f64, u64)> = c.agent_pids().iter().map(|p| usage(&p.to_string())).collect();
-    let report = report(
-        &mut pg,
-        &args,
-        submit,
-        total,
-        controller_cpu - cpu_before,
-        controller_rss,
-        &agents,
-    )
-    .await?;
+    let run_id = uuid::Uuid::new_v4().to_string();
+    let run = json!({ "loadgen-run": run_id });
+    let idle = Usage::of(&target);
+    let submit = submit_all(&target, &args, &run_id).await.context("submitting")?;
+    let drain = wait_all(&pg, &run, deadline).await?;
+    let used = Usage::of(&target);
+    let report = report(&mut pg, &args, &run, (submit, submit + drain), &idle, &used).await?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     if args.profile {
         println!(
@@ -266,54 +396,59 @@ fn print_summary(args: &Args, report: &Value) {
     );
 }
 
+/// The JSON report of this run's jobs: rates, latencies, processes and
+/// the exactly-once check. `times` is (submitting, submit to last finish).
 async fn report(
     db: &mut tokio_postgres::Client,
     args: &Args,
-    submit: Duration,
-    total: Duration,
-    controller_cpu: f64,
-    controller_rss: u64,
-    agents: &[(f64, u64)],
+    run: &Value,
+    times: (Duration, Duration),
+    idle: &Usage,
+    used: &Usage,
 ) -> anyhow::Result<Value> {
     let row = db
         .query_one(
             "SELECT count(*) FILTER (WHERE status = 'completed'), count(*),
-               (SELECT count(*) FROM (SELECT job_id FROM job_events WHERE to_status = 'completed'
-                                      GROUP BY job_id HAVING count(*) > 1) d)
-             FROM jobs",
-            &[],
+               (SELECT count(*) FROM (SELECT e.job_id FROM job_events e JOIN jobs j ON j.job_id = e.job_id
+                                      WHERE e.to_status = 'completed' AND j.labels @> $1
+                                      GROUP BY e.job_id HAVING count(*) > 1) d)
+             FROM jobs WHERE labels @> $1",
+            &[run],
         )
         .await?;
     let (completed, all, duplicated): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+    let (submit, total) = times;
     Ok(json!({
-        "jobs": args.jobs, "agents": args.agents, "capacity": args.capacity, "sleep_ms": args.sleep_ms,
-        "batch": args.batch, "connections": args.connections, "rate": args.rate,
+        "jobs": args.jobs, "sleep_ms": args.sleep_ms,
+        // With --url the cluster's own agents run the jobs.
+        "agent_count": args.url.is_none().then_some(args.agents),
+        "capacity": args.url.is_none().then_some(args.capacity),
+        "batch": args.batch, "connections": args.connections, "rate": args.rate, "url": args.url,
         "submitted_per_second": args.jobs as f64 / submit.as_secs_f64(),
         "completed_per_second": completed as f64 / total.as_secs_f64(),
         "wall_seconds": total.as_secs_f64(),
         "latency_ms": {
-            "submit_to_start": percentiles(db, "s.started_at - j.created_at").await?,
-            "start_to_finish": percentiles(db, "j.finished_at - s.started_at").await?,
+            "submit_to_start": percentiles(db, run, "s.started_at - j.created_at").await?,
+            "start_to_finish": percentiles(db, run, "j.finished_at - s.started_at").await?,
         },
-        "controller": {"cpu_seconds": controller_cpu, "peak_rss_kib": controller_rss,
-                       "note": "in-process with the load generator and harness"},
-        "agents": agents.iter().map(|(cpu, rss)| json!({"cpu_seconds": cpu, "peak_rss_kib": rss})).collect::<Vec<_>>(),
+        "controller": used.controller.as_ref().map(|u| u.json(idle.controller.as_ref(), args.url.is_none())),
+        "agents": used.agents.iter().zip(&idle.agents).map(|(u, i)| u.json(Some(i), false)).collect::<Vec<_>>(),
         "exactly_once": completed == all && all == args.jobs as i64 && duplicated == 0,
         "completed": completed, "duplicated_completions": duplicated,
-        "not_completed": not_completed(db).await?,
+        "not_completed": not_completed(db, run).await?,
     }))
 }
 
 /// The jobs that did not end `completed`, counted by final status and the
 /// reason on their last event, so a failed run says why.
-async fn not_completed(db: &tokio_postgres::Client) -> anyhow::Result<Value> {
+async fn not_completed(db: &tokio_postgres::Client, run: &Value) -> anyhow::Result<Value> {
     let rows = db
         .query(
             "SELECT j.status, coalesce(e.reason, ''), count(*) FROM jobs j
              LEFT JOIN LATERAL (SELECT reason FROM job_events WHERE job_id = j.job_id
                                 ORDER BY event_id DESC LIMIT 1) e ON true
-             WHERE j.status <> 'completed' GROUP BY 1, 2 ORDER BY 3 DESC LIMIT 10",
-            &[],
+             WHERE j.status <> 'completed' AND j.labels @> $1 GROUP BY 1, 2 ORDER BY 3 DESC LIMIT 10",
+            &[run],
         )
         .await?;
     Ok(rows
