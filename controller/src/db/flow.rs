@@ -207,29 +207,19 @@ pub async fn finish(tx: &Transaction<'_>, f: &Finished, retry: RetryPolicy) -> R
     let Some(job) = lock_job(tx, f.job_id).await? else {
         return Ok("unknown job");
     };
-    let updated = tx
-        .exec(
-            "UPDATE job_shards SET status = $5, finished_at = now(), exit_code = $6
-             WHERE job_id = $1 AND shard_index = $2 AND attempt = $3 AND worker_id = $4 AND status = 'running'",
-            &[&f.job_id, &f.shard_index, &f.attempt, &f.worker_id, &shard_status(f.outcome), &f.exit_code],
-        )
-        .await?;
-    if updated == 0 {
+    let Some(completed_before) = record_shard(tx, f).await? else {
         return Ok("duplicate or stale report");
-    }
+    };
     if job.status != JobStatus::Running || f.attempt != job.attempts {
         return Ok("recorded on the shard, job not running this attempt");
     }
-    tx.exec(
-        "UPDATE jobs SET stdout_tail = $2, stderr_tail = $3 WHERE job_id = $1",
-        &[&f.job_id, &f.stdout_tail, &f.stderr_tail],
-    )
-    .await?;
     let meta = EventMeta {
         worker_id: Some(f.worker_id.clone()),
         reason: f.error.clone(),
         exit_code: f.exit_code,
         error: f.error.clone(),
+        stdout_tail: Some(f.stdout_tail.clone()),
+        stderr_tail: Some(f.stderr_tail.clone()),
     };
     if f.outcome != ShardOutcome::Succeeded {
         let to = if f.outcome == ShardOutcome::TimedOut {
@@ -239,25 +229,12 @@ pub async fn finish(tx: &Transaction<'_>, f: &Finished, retry: RetryPolicy) -> R
         };
         return fail_or_retry(tx, f.job_id, job, to, meta, retry).await;
     }
-    complete_if_all_succeeded(tx, f, job.required_workers, meta).await
-}
-
-/// A shard of the current attempt succeeded: the job completes once every
-/// shard it needs has.
-async fn complete_if_all_succeeded(
-    tx: &Transaction<'_>,
-    f: &Finished,
-    required: i32,
-    meta: EventMeta,
-) -> Result<&'static str, DbError> {
-    let done: i64 = tx
-        .row(
-            "SELECT count(*) FROM job_shards WHERE job_id = $1 AND attempt = $2 AND status = 'completed'",
-            &[&f.job_id, &f.attempt],
+    if completed_before + 1 < i64::from(job.required_workers) {
+        tx.exec(
+            "UPDATE jobs SET stdout_tail = $2, stderr_tail = $3 WHERE job_id = $1",
+            &[&f.job_id, &f.stdout_tail, &f.stderr_tail],
         )
-        .await?
-        .try_get(0)?;
-    if done < i64::from(required) {
+        .await?;
         return Ok("shard completed");
     }
     let meta = EventMeta {
@@ -266,6 +243,25 @@ async fn complete_if_all_succeeded(
     };
     jobs::transition(tx, f.job_id, JobStatus::Running, JobStatus::Completed, &meta).await?;
     Ok("job completed")
+}
+
+/// Records the report on its shard (only the holder's running shard of that
+/// attempt changes) and, in the same statement, counts the attempt's shards
+/// that had completed before it. `None` if no shard matched (a duplicate or
+/// stale report).
+async fn record_shard(tx: &Transaction<'_>, f: &Finished) -> Result<Option<i64>, DbError> {
+    let row = tx
+        .row(
+            "WITH s AS (UPDATE job_shards SET status = $5, finished_at = now(), exit_code = $6
+                        WHERE job_id = $1 AND shard_index = $2 AND attempt = $3 AND worker_id = $4
+                          AND status = 'running' RETURNING 1)
+             SELECT (SELECT count(*) FROM s),
+                    (SELECT count(*) FROM job_shards WHERE job_id = $1 AND attempt = $3 AND status = 'completed')",
+            &[&f.job_id, &f.shard_index, &f.attempt, &f.worker_id, &shard_status(f.outcome), &f.exit_code],
+        )
+        .await?;
+    let updated: i64 = row.try_get(0)?;
+    Ok((updated > 0).then_some(row.try_get(1)?))
 }
 
 /// After a failed shard: stop the attempt's other shards, then re-queue the

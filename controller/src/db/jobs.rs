@@ -365,6 +365,11 @@ pub struct EventMeta {
     pub exit_code: Option<i32>,
     /// Error text to record (for failures).
     pub error: Option<String>,
+    /// Output to record on the job (a shard report's last bytes), written by
+    /// the transition itself rather than by a second update of the row.
+    pub stdout_tail: Option<String>,
+    /// See `stdout_tail`.
+    pub stderr_tail: Option<String>,
 }
 
 /// Moves a job from `expected` to `to` in one statement that also writes the
@@ -388,7 +393,9 @@ pub async fn transition(
                  finished_at = CASE WHEN $3 IN ('completed', 'failed', 'cancelled', 'timed_out')
                                     THEN greatest(now(), started_at) ELSE finished_at END,
                  exit_code = coalesce($6, exit_code),
-                 error = coalesce($7, error)
+                 error = coalesce($7, error),
+                 stdout_tail = coalesce($8, stdout_tail),
+                 stderr_tail = coalesce($9, stderr_tail)
              WHERE job_id = $1 AND status = $2 RETURNING *),
          e AS (INSERT INTO job_events (job_id, from_status, to_status, worker_id, reason, attempt)
                SELECT job_id, $2, $3, $4, $5, attempts FROM j)
@@ -405,6 +412,8 @@ pub async fn transition(
                 &meta.reason,
                 &meta.exit_code,
                 &meta.error,
+                &meta.stdout_tail,
+                &meta.stderr_tail,
             ],
         )
         .await?;
