@@ -4,7 +4,7 @@
 use anyhow::Context;
 use worker_agent::AgentConfig;
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let config = AgentConfig::try_parse_from(std::env::args_os()).unwrap_or_else(|e| e.exit());
     orchestrator_shared::runtime::init_logging(config.log_json, "info")
