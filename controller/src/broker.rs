@@ -16,7 +16,7 @@ use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, BasicRejectOptions,
 };
 use lapin::types::{FieldTable, ShortString};
-use orchestrator_shared::broker::{declare, persistent};
+use orchestrator_shared::broker::{broker_uri, declare, persistent};
 use orchestrator_shared::messages::{AgentEvent, Topology, WORK_EXCHANGE};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -127,7 +127,8 @@ pub async fn supervise(url: String, flow: Flow) {
 }
 
 async fn connect_and_run(url: &str, flow: &Flow, attempt: &mut u32) -> Result<(), lapin::Error> {
-    let conn = lapin::Connection::connect(url, lapin::ConnectionProperties::default()).await?;
+    let conn =
+        lapin::Connection::connect_uri(broker_uri(url)?, lapin::ConnectionProperties::default()).await?;
     let setup = conn.create_channel().await?;
     if let Err(e) = declare(&setup, &flow.topology).await {
         tracing::error!(error = %e, "declaring the broker topology failed");

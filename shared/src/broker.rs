@@ -7,6 +7,7 @@
 use crate::messages::{Topology, CONTROL_EXCHANGE, MAX_PRIORITY, WORK_EXCHANGE, WORK_ROUTING_KEY};
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::uri::AMQPUri;
 use lapin::{Channel, ExchangeKind};
 
 /// Routing key of agent events on the events exchange.
@@ -14,6 +15,24 @@ pub const EVENTS_ROUTING_KEY: &str = "event";
 /// A control queue unused (no agent consuming) this long is deleted by the
 /// broker: agents that are gone for good leave nothing behind.
 const CONTROL_QUEUE_EXPIRES_MS: i32 = 24 * 3600 * 1000;
+
+/// The largest AMQP frame both daemons ask for, unless their broker URL
+/// sets `frame_max` itself. lapin keeps a receive and a send buffer of 32
+/// frames each, so RabbitMQ's default of 128 KiB costs 8 MiB of resident
+/// memory per connection (half an idle agent); 16 KiB costs 1 MiB. A larger
+/// message (a report with 64 KiB output tails) travels in several frames.
+pub const FRAME_MAX: u32 = 16 * 1024;
+
+/// Parses a broker URL, asking for [`FRAME_MAX`] unless it names a
+/// `frame_max`. A URL that does not parse is the same kind of error lapin
+/// gives for it.
+pub fn broker_uri(url: &str) -> Result<AMQPUri, lapin::Error> {
+    let mut uri: AMQPUri = url
+        .parse()
+        .map_err(|e: String| lapin::Error::from(std::io::Error::other(format!("invalid broker URL: {e}"))))?;
+    uri.query.frame_max.get_or_insert(FRAME_MAX);
+    Ok(uri)
+}
 
 /// Why a declaration failed.
 #[derive(Debug, thiserror::Error)]
@@ -102,4 +121,18 @@ pub fn persistent(priority: u8) -> lapin::BasicProperties {
         .with_delivery_mode(2)
         .with_content_type("application/json".into())
         .with_priority(priority.min(MAX_PRIORITY))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_frames_unless_the_url_says_otherwise() {
+        let uri = broker_uri("amqp://guest:guest@mq:5672/%2f").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(uri.query.frame_max, Some(FRAME_MAX));
+        let uri = broker_uri("amqp://mq:5672/%2f?frame_max=131072").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(uri.query.frame_max, Some(131_072));
+        assert!(broker_uri("not a url").is_err());
+    }
 }

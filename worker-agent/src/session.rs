@@ -15,9 +15,8 @@ use lapin::options::{
     BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, ConfirmSelectOptions,
 };
 use lapin::types::{FieldTable, LongString, ShortString};
-use lapin::uri::AMQPUri;
 use lapin::{Channel, Connection, ConnectionProperties, Consumer, Event};
-use orchestrator_shared::broker::{declare, declare_control_queue};
+use orchestrator_shared::broker::{broker_uri, declare, declare_control_queue};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -86,22 +85,6 @@ pub async fn supervise(state: Arc<State>, mut close: watch::Receiver<bool>) {
         }
         attempt = attempt.saturating_add(1);
     }
-}
-
-/// The largest AMQP frame this agent asks for, unless its broker URL sets
-/// `frame_max` itself. lapin keeps a receive and a send buffer of 32 frames
-/// each, so RabbitMQ's default of 128 KiB costs 8 MiB of resident memory,
-/// half an idle agent; 16 KiB costs 1 MiB. A larger message (a report with
-/// 64 KiB output tails) simply travels in several frames.
-const FRAME_MAX: u32 = 16 * 1024;
-
-/// The broker URL with our `frame_max` unless it names one.
-fn broker_uri(url: &str) -> anyhow::Result<AMQPUri> {
-    let mut uri: AMQPUri = url
-        .parse()
-        .map_err(|e: String| anyhow::anyhow!("invalid broker URL: {e}"))?;
-    uri.query.frame_max.get_or_insert(FRAME_MAX);
-    Ok(uri)
 }
 
 async fn open(state: &State) -> anyhow::Result<Session> {
@@ -307,19 +290,5 @@ async fn requeue_leftovers(mut consumer: Consumer) {
     };
     if tokio::time::timeout(LEFTOVER_TIMEOUT, drain).await.is_err() {
         tracing::warn!("a cancelled jobs consumer did not end");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_agent_asks_for_small_frames_unless_the_url_says_otherwise() {
-        let uri = broker_uri("amqp://guest:guest@mq:5672/%2f").unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(uri.query.frame_max, Some(FRAME_MAX));
-        let uri = broker_uri("amqp://mq:5672/%2f?frame_max=131072").unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(uri.query.frame_max, Some(131_072));
-        assert!(broker_uri("not a url").is_err());
     }
 }
