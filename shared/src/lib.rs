@@ -4,6 +4,8 @@
 //! it without pulling in a database or a broker.
 //!
 //! # Layout
+//! - [`api`]: the HTTP contract's request and response bodies (OpenAPI
+//!   schemas behind the `openapi` feature).
 //! - [`status`]: job and worker statuses, spelled as on the wire.
 //! - [`state_machine`]: the one table of allowed transitions per machine.
 //! - [`scope`]: API scopes and the rule that decides whether one grants another.
@@ -15,6 +17,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod api;
 #[cfg(feature = "broker")]
 pub mod broker;
 pub mod messages;

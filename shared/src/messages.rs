@@ -189,61 +189,6 @@ pub enum AgentEvent {
     },
 }
 
-/// `POST /api/agents/register` body: an agent announcing itself.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RegisterRequest {
-    /// Unique id (`[A-Za-z0-9._:-]{1,128}`).
-    pub worker_id: String,
-    /// Host it runs on.
-    pub hostname: String,
-    /// Jobs it runs at once.
-    pub capacity: i32,
-    /// Free-form labels.
-    #[serde(default)]
-    pub labels: std::collections::BTreeMap<String, String>,
-    /// Agent version.
-    #[serde(default)]
-    pub version: String,
-}
-
-/// `POST /api/agents/claim` body: may this agent run this shard now?
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ClaimRequest {
-    /// The asking agent.
-    pub worker_id: String,
-    /// The job.
-    pub job_id: Uuid,
-    /// The attempt in the message.
-    pub attempt: i32,
-    /// The shard in the message.
-    pub shard_index: i32,
-    /// Whether the broker marked the delivery as redelivered (its previous
-    /// holder's channel closed), which lets this agent take the shard over.
-    pub redelivered: bool,
-}
-
-/// What the agent does with a delivery after claiming.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ClaimDecision {
-    /// Run it.
-    Run,
-    /// Acknowledge and drop it: finished, cancelled or stale.
-    Skip,
-    /// Give it back to the queue (e.g. this agent already runs another shard
-    /// of the same job); retry after a short pause.
-    Requeue,
-}
-
-/// `POST /api/agents/claim` answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ClaimResponse {
-    /// What to do.
-    pub decision: ClaimDecision,
-    /// Why, for logs.
-    pub reason: String,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,7 +4,7 @@
 //! long they may wait.
 
 use crate::config::Secret;
-use orchestrator_shared::messages::{ClaimRequest, ClaimResponse, RegisterRequest};
+use orchestrator_shared::api::{ClaimRequest, ClaimResponse, RegisterRequest};
 use std::time::Duration;
 
 /// Longest time one request may take, connection included.

@@ -10,9 +10,8 @@ use crate::runner::{self, CancelHandle, RunReport, RunSpec};
 use crate::state::State;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
-use orchestrator_shared::messages::{
-    AgentEvent, ClaimDecision, ClaimRequest, ClaimResponse, JobDispatch, RunningShard, MAX_PRIORITY,
-};
+use orchestrator_shared::api::{ClaimDecision, ClaimRequest, ClaimResponse};
+use orchestrator_shared::messages::{AgentEvent, JobDispatch, RunningShard, MAX_PRIORITY};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! `agent`), and how an admin issues such a token. Not in the original
 //! contract; documented in the OpenAPI document.
 
-use super::error::{ApiError, FieldError};
+use super::error::{valid, ApiError};
 use super::extract::ApiJson;
 use super::AppState;
 use crate::db::{flow, workers, DbError};
@@ -10,21 +10,9 @@ use crate::models::{NewWorker, Worker};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use orchestrator_shared::messages::{ClaimRequest, ClaimResponse, RegisterRequest};
-use orchestrator_shared::validate::is_valid_worker_id;
+use orchestrator_shared::api::{AgentToken, ClaimRequest, ClaimResponse, RegisterRequest};
 use orchestrator_shared::Scope;
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 use uuid::Uuid;
-
-/// A new agent token.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct AgentToken {
-    /// JWT with scope `agent`; give it to agents as `AGENT_TOKEN`.
-    pub agent_token: String,
-    /// Seconds until it expires.
-    pub expires_in: u64,
-}
 
 /// Issues an agent token (admins only).
 #[utoipa::path(post, path = "/api/agents/tokens", tag = "agents", security(("bearer" = [])),
@@ -44,27 +32,6 @@ pub async fn issue_token(State(state): State<AppState>) -> Result<(StatusCode, J
     ))
 }
 
-fn validate(req: &RegisterRequest) -> Result<(), ApiError> {
-    let mut errors = Vec::new();
-    if !is_valid_worker_id(&req.worker_id) {
-        errors.push(FieldError::body(
-            "worker_id",
-            "must be 1 to 128 characters of [A-Za-z0-9._:-]",
-        ));
-    }
-    if !(1..=1024).contains(&req.capacity) {
-        errors.push(FieldError::body("capacity", "must be between 1 and 1024"));
-    }
-    if req.hostname.is_empty() || req.hostname.len() > 255 {
-        errors.push(FieldError::body("hostname", "must be 1 to 255 bytes"));
-    }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(ApiError::Validation(errors))
-    }
-}
-
 /// Registers (or re-registers) an agent; it starts `idle`.
 #[utoipa::path(post, path = "/api/agents/register", tag = "agents", security(("bearer" = [])),
     responses((status = 200, body = Worker), (status = 422, body = super::error::ValidationBody)))]
@@ -72,7 +39,7 @@ pub async fn register(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<RegisterRequest>,
 ) -> Result<Json<Worker>, ApiError> {
-    validate(&req)?;
+    valid(req.problems())?;
     let client = state.db.client().await?;
     let worker = workers::register(
         &client,

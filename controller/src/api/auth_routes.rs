@@ -1,6 +1,6 @@
 //! `/api/auth/*`: login, the caller's identity, and user creation by admins.
 
-use super::error::{ApiError, FieldError};
+use super::error::{valid, ApiError, BAD_LOGIN};
 use super::extract::{ApiJson, Principal};
 use super::AppState;
 use crate::auth::password;
@@ -9,62 +9,8 @@ use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::Json;
-use orchestrator_shared::Scope;
-use serde::{Deserialize, Serialize};
+use orchestrator_shared::api::{CreateUserRequest, LoginRequest, Me, TokenResponse};
 use std::net::{IpAddr, SocketAddr};
-use utoipa::ToSchema;
-use uuid::Uuid;
-
-/// The 401 detail of a failed login, the same for an unknown user and a
-/// wrong password.
-pub const BAD_LOGIN: &str = "Incorrect username or password";
-/// Shortest password accepted for new users.
-pub const MIN_PASSWORD_LEN: usize = 8;
-
-/// `POST /api/auth/login` body.
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct LoginRequest {
-    /// Login name.
-    pub username: String,
-    /// Password.
-    pub password: String,
-}
-
-/// A fresh access token.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct TokenResponse {
-    /// The JWT to send as `Authorization: Bearer …`.
-    pub access_token: String,
-    /// Always `bearer`.
-    pub token_type: String,
-    /// Seconds until it expires.
-    pub expires_in: u64,
-    /// Scopes it grants.
-    pub scopes: Vec<String>,
-}
-
-/// The caller, as `GET /api/auth/me` shows it.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct Me {
-    /// User id (the token's `sub`).
-    pub user_id: Uuid,
-    /// Login name.
-    pub username: String,
-    /// Scopes of the user.
-    pub scopes: Vec<String>,
-}
-
-/// `POST /api/auth/users` body.
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct CreateUserRequest {
-    /// Login name, 1–128 characters, unique.
-    pub username: String,
-    /// Password, at least 8 characters.
-    pub password: String,
-    /// Scopes to grant (see the contract's list).
-    #[serde(default)]
-    pub scopes: Vec<String>,
-}
 
 /// The peer address, when the server knows it (absent for in-process calls).
 pub struct ClientIp(pub Option<IpAddr>);
@@ -139,30 +85,6 @@ pub async fn me(State(state): State<AppState>, principal: Principal) -> Result<J
     }))
 }
 
-fn validate_new_user(req: &CreateUserRequest) -> Result<(), ApiError> {
-    let mut errors = Vec::new();
-    let name_len = req.username.chars().count();
-    if name_len == 0 || name_len > 128 || req.username.chars().any(char::is_whitespace) {
-        errors.push(FieldError::body(
-            "username",
-            "must be 1 to 128 characters without spaces",
-        ));
-    }
-    if req.password.chars().count() < MIN_PASSWORD_LEN || req.password.len() > 1024 {
-        errors.push(FieldError::body("password", "must be 8 to 1024 characters"));
-    }
-    for scope in &req.scopes {
-        if scope.parse::<Scope>().is_err() {
-            errors.push(FieldError::body("scopes", format!("unknown scope: {scope}")));
-        }
-    }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(ApiError::Validation(errors))
-    }
-}
-
 /// Creates a user (admins only).
 #[utoipa::path(post, path = "/api/auth/users", tag = "auth", security(("bearer" = [])), request_body = CreateUserRequest,
     responses((status = 201, body = Me), (status = 403, body = super::error::ErrorBody),
@@ -171,7 +93,7 @@ pub async fn create_user(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<CreateUserRequest>,
 ) -> Result<(StatusCode, Json<Me>), ApiError> {
-    validate_new_user(&req)?;
+    valid(req.problems())?;
     let mut scopes = req.scopes.clone();
     scopes.dedup();
     let hash = password::hash(req.password)

@@ -5,68 +5,10 @@
 use crate::db::DbError;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
-use utoipa::ToSchema;
 
-/// The contract's 401 detail for every kind of bad token.
-pub const INVALID_CREDENTIALS: &str = "Invalid authentication credentials";
-/// The contract's 401 detail when no token was sent.
-pub const NOT_AUTHENTICATED: &str = "Not authenticated";
-
-/// One entry of a 422 body: where, what, and what kind of problem.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
-pub struct FieldError {
-    /// Path to the offending value, e.g. `["body", "required_workers"]`.
-    pub loc: Vec<String>,
-    /// Human-readable message.
-    pub msg: String,
-    /// Machine-readable kind (`missing`, `type_error`, `value_error`, `json_invalid`).
-    #[serde(rename = "type")]
-    pub kind: String,
-}
-
-impl FieldError {
-    /// A range or format violation of the body field `field`.
-    pub fn body(field: &str, msg: impl Into<String>) -> Self {
-        FieldError {
-            loc: vec!["body".to_owned(), field.to_owned()],
-            msg: msg.into(),
-            kind: "value_error".to_owned(),
-        }
-    }
-
-    /// A violation in the query string.
-    pub fn query(field: &str, msg: impl Into<String>) -> Self {
-        FieldError {
-            loc: vec!["query".to_owned(), field.to_owned()],
-            msg: msg.into(),
-            kind: "value_error".to_owned(),
-        }
-    }
-
-    /// A violation in the path.
-    pub fn path(field: &str, msg: impl Into<String>) -> Self {
-        FieldError {
-            loc: vec!["path".to_owned(), field.to_owned()],
-            msg: msg.into(),
-            kind: "value_error".to_owned(),
-        }
-    }
-}
-
-/// Body of every error response with a text detail.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorBody {
-    /// What went wrong, for people.
-    pub detail: String,
-}
-
-/// Body of a 422 response.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ValidationBody {
-    /// Every problem found.
-    pub detail: Vec<FieldError>,
-}
+pub use orchestrator_shared::api::error::{
+    ErrorBody, FieldError, ValidationBody, BAD_LOGIN, INVALID_CREDENTIALS, NOT_AUTHENTICATED,
+};
 
 /// Every way a request can fail, each with its status code.
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +56,16 @@ impl ApiError {
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
+    }
+}
+
+/// `Ok` when a request broke no rule, else the 422 that lists every
+/// problem (the shared types' `problems()` feed this).
+pub fn valid(problems: Vec<FieldError>) -> Result<(), ApiError> {
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::Validation(problems))
     }
 }
 

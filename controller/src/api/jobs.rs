@@ -2,131 +2,37 @@
 //! admins see every job (another user's job is a 404, not a 403, so ids do
 //! not leak).
 
-use super::error::{ApiError, FieldError};
+use super::error::{valid, ApiError, FieldError};
 use super::extract::{ApiJson, ApiPath, ApiQuery, Principal};
 use super::supervisor::parse_filter;
 use super::AppState;
-use crate::db::jobs::{self, EventMeta, JobCursor, JobFilter, JobOutput};
+use crate::db::jobs::{self, EventMeta, JobCursor, JobFilter};
 use crate::db::{outbox, quotas, DbError};
-use crate::models::{Job, JobEvent, Labels, NewJob};
+use crate::models::{Job, NewJob};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use deadpool_postgres::GenericClient;
+use orchestrator_shared::api::jobs::{DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT};
+use orchestrator_shared::api::{
+    BatchRequest, BatchResponse, EventList, JobOutput, JobPage, ListQuery, SubmitRequest,
+};
 use orchestrator_shared::messages::{ControlCommand, CONTROL_EXCHANGE};
 use orchestrator_shared::JobStatus;
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-/// Longest task description, in characters.
-pub const MAX_DESCRIPTION: usize = 10_000;
-/// Most shards of one job.
-pub const MAX_WORKERS: i64 = 64;
-/// Longest per-attempt timeout: one week.
-pub const MAX_TIMEOUT_SECONDS: i64 = 7 * 24 * 3600;
-/// Most retries of one job.
-pub const MAX_RETRIES: i64 = 100;
-
-fn one() -> i64 {
-    1
-}
-
-fn five() -> i64 {
-    5
-}
-
-/// `POST /api/jobs/submit` body. Numbers are read wide and range-checked,
-/// so an out-of-range value is a 422 naming the range, not a type error.
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct SubmitRequest {
-    /// What to do (1..=10000 characters); the executor's stdin.
-    pub task_description: String,
-    /// Shards, each on a different worker (1..=64, default 1).
-    #[serde(default = "one")]
-    pub required_workers: i64,
-    /// Argument vector to run instead of the executor.
-    pub command: Option<Vec<String>>,
-    /// 0 (lowest) ..= 9, default 5.
-    #[serde(default = "five")]
-    pub priority: i64,
-    /// Per-attempt limit in seconds.
-    pub timeout_seconds: Option<i64>,
-    /// Retries after a failure (0..=100, default 0).
-    #[serde(default)]
-    pub max_retries: i64,
-    /// De-duplication key, unique per user (1..=255 characters).
-    pub idempotency_key: Option<String>,
-    /// Free-form labels.
-    #[serde(default)]
-    pub labels: Labels,
-}
-
-fn range(errors: &mut Vec<FieldError>, field: &str, value: i64, lo: i64, hi: i64) {
-    if !(lo..=hi).contains(&value) {
-        errors.push(FieldError::body(field, format!("must be between {lo} and {hi}")));
-    }
-}
-
-fn check_texts(req: &SubmitRequest, errors: &mut Vec<FieldError>) {
-    let len = req.task_description.chars().count();
-    if len == 0 || len > MAX_DESCRIPTION {
-        errors.push(FieldError::body(
-            "task_description",
-            format!("must be 1 to {MAX_DESCRIPTION} characters"),
-        ));
-    }
-    if let Some(cmd) = &req.command {
-        if cmd.is_empty() || cmd.len() > 4096 || cmd[0].is_empty() || cmd.iter().any(|a| a.contains('\0')) {
-            errors.push(FieldError::body(
-                "command",
-                "must be 1 to 4096 arguments, the first non-empty, no NUL",
-            ));
-        }
-    }
-    if let Some(key) = &req.idempotency_key {
-        let n = key.chars().count();
-        if n == 0 || n > 255 {
-            errors.push(FieldError::body("idempotency_key", "must be 1 to 255 characters"));
-        }
-    }
-    let bad_label = |(k, v): (&String, &String)| k.is_empty() || k.len() > 128 || v.len() > 1024;
-    if req.labels.len() > 64 || req.labels.iter().any(bad_label) {
-        errors.push(FieldError::body(
-            "labels",
-            "at most 64 labels, keys 1..=128 bytes, values up to 1024",
-        ));
-    }
-}
-
-/// Checks every rule of the contract and returns the stored form.
+/// The stored form of a submission that broke no rule (422 otherwise).
+/// Every number was range-checked, so the narrowing conversions hold.
 pub fn validate_submission(req: SubmitRequest) -> Result<NewJob, ApiError> {
-    let mut errors = Vec::new();
-    check_texts(&req, &mut errors);
-    range(
-        &mut errors,
-        "required_workers",
-        req.required_workers,
-        1,
-        MAX_WORKERS,
-    );
-    range(&mut errors, "priority", req.priority, 0, 9);
-    range(&mut errors, "max_retries", req.max_retries, 0, MAX_RETRIES);
-    if let Some(t) = req.timeout_seconds {
-        range(&mut errors, "timeout_seconds", t, 1, MAX_TIMEOUT_SECONDS);
-    }
-    if !errors.is_empty() {
-        return Err(ApiError::Validation(errors));
-    }
-    // Every number was range-checked above, so these conversions hold.
+    valid(req.problems())?;
     let narrow = |v: i64| i32::try_from(v).unwrap_or(i32::MAX);
     Ok(NewJob {
-        task_description: req.task_description,
-        required_workers: narrow(req.required_workers),
-        command: req.command,
-        priority: narrow(req.priority),
+        required_workers: narrow(req.required_workers()),
+        priority: narrow(req.priority()),
+        max_retries: narrow(req.max_retries()),
         timeout_seconds: req.timeout_seconds.map(narrow),
-        max_retries: narrow(req.max_retries),
+        task_description: req.task_description,
+        command: req.command,
         idempotency_key: req.idempotency_key,
         labels: req.labels,
     })
@@ -216,26 +122,6 @@ pub async fn cancel(
     Ok(Json(cancelled))
 }
 
-/// `GET /api/jobs` query.
-#[derive(Debug, Deserialize, IntoParams)]
-pub struct ListQuery {
-    /// Only jobs in this status.
-    pub status: Option<String>,
-    /// Page size, 1..=500 (default 50).
-    pub limit: Option<i64>,
-    /// `next_cursor` of the previous page.
-    pub cursor: Option<String>,
-}
-
-/// A page of jobs.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct JobPage {
-    /// Newest first.
-    pub jobs: Vec<Job>,
-    /// Pass as `cursor` for the next page; `null` on the last.
-    pub next_cursor: Option<String>,
-}
-
 /// Lists jobs newest first, with cursor pagination.
 #[utoipa::path(get, path = "/api/jobs", tag = "jobs", security(("bearer" = [])), params(ListQuery),
     responses((status = 200, body = JobPage), (status = 422, body = super::error::ValidationBody)))]
@@ -246,11 +132,11 @@ pub async fn list(
 ) -> Result<Json<JobPage>, ApiError> {
     let all: Vec<&str> = JobStatus::ALL.iter().map(|s| s.as_str()).collect();
     let status = parse_filter::<JobStatus>(q.status.as_deref(), &all)?;
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=500).contains(&limit) {
+    let limit = q.limit.unwrap_or(DEFAULT_PAGE_LIMIT);
+    if !(1..=MAX_PAGE_LIMIT).contains(&limit) {
         return Err(ApiError::Validation(vec![FieldError::query(
             "limit",
-            "must be between 1 and 500",
+            format!("must be between 1 and {MAX_PAGE_LIMIT}"),
         )]));
     }
     let cursor = q
@@ -274,13 +160,6 @@ pub async fn list(
         jobs,
         next_cursor: next.map(|c| c.to_string()),
     }))
-}
-
-/// A job's transitions.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct EventList {
-    /// Oldest first.
-    pub events: Vec<JobEvent>,
 }
 
 /// Every transition of a job, oldest first.
@@ -311,47 +190,9 @@ pub async fn output(
     Ok(Json(jobs::output(&client, job_id).await?))
 }
 
-/// Most jobs in one batch submission.
-pub const MAX_BATCH: usize = 1000;
-
-/// `POST /api/jobs/submit_batch` body.
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct BatchRequest {
-    /// 1..=1000 submissions, each as for `/api/jobs/submit`.
-    pub jobs: Vec<SubmitRequest>,
-}
-
-/// The jobs of a batch, in the order submitted.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct BatchResponse {
-    /// One job per submission (an earlier job for a reused idempotency key).
-    pub jobs: Vec<Job>,
-}
-
 fn validate_batch(req: BatchRequest) -> Result<Vec<NewJob>, ApiError> {
-    if req.jobs.is_empty() || req.jobs.len() > MAX_BATCH {
-        return Err(ApiError::Validation(vec![FieldError::body(
-            "jobs",
-            format!("must hold 1 to {MAX_BATCH} jobs"),
-        )]));
-    }
-    let mut errors = Vec::new();
-    let mut valid = Vec::with_capacity(req.jobs.len());
-    for (i, job) in req.jobs.into_iter().enumerate() {
-        match validate_submission(job) {
-            Ok(new) => valid.push(new),
-            Err(ApiError::Validation(list)) => errors.extend(list.into_iter().map(|mut e| {
-                e.loc.splice(1..1, ["jobs".to_owned(), i.to_string()]);
-                e
-            })),
-            Err(other) => return Err(other),
-        }
-    }
-    if errors.is_empty() {
-        Ok(valid)
-    } else {
-        Err(ApiError::Validation(errors))
-    }
+    valid(req.problems())?;
+    req.jobs.into_iter().map(validate_submission).collect()
 }
 
 /// Submits up to 1,000 jobs all-or-nothing, with the rules of single

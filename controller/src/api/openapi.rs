@@ -2,11 +2,13 @@
 //! `/api/openapi.json`, and a Swagger UI page at `/docs` whose assets are
 //! compiled in (it works with no internet).
 
-use super::{agents, auth_routes, error, jobs, ops, resources, supervisor, AppState};
-use crate::db::jobs::JobOutput;
-use crate::db::stats::{DurationStats, FleetStats, UserUsage};
-use crate::models::{Allocation, AllocationStatus, Job, JobEvent, Worker};
+use super::{agents, auth_routes, jobs, ops, resources, supervisor, AppState};
 use axum::Router;
+use orchestrator_shared::api::{
+    AgentToken, Allocation, AllocationStatus, ClaimDecision, ClaimRequest, ClaimResponse, DurationStats,
+    ErrorBody, FieldError, FleetStats, Job, JobEvent, JobOutput, RegisterRequest, UserUsage, ValidationBody,
+    Worker,
+};
 use orchestrator_shared::{JobStatus, WorkerStatus};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -47,7 +49,8 @@ impl Modify for BearerScheme {
     ),
     components(schemas(
         Job, JobEvent, JobStatus, Worker, WorkerStatus, Allocation, AllocationStatus, JobOutput,
-        FleetStats, DurationStats, UserUsage, error::ErrorBody, error::ValidationBody, error::FieldError, agents::AgentToken,
+        FleetStats, DurationStats, UserUsage, ErrorBody, ValidationBody, FieldError, AgentToken,
+        RegisterRequest, ClaimRequest, ClaimResponse, ClaimDecision,
     )),
     modifiers(&BearerScheme),
     tags((name = "auth"), (name = "supervisor"), (name = "resources"), (name = "jobs"), (name = "ops"), (name = "agents")),

@@ -1,67 +1,16 @@
 //! `/api/resources/*`: quotas, allocations and usage.
 
-use super::error::{ApiError, FieldError};
+use super::error::{valid, ApiError};
 use super::extract::{ApiJson, Principal};
 use super::AppState;
 use crate::db::allocations::{self, AllocationRequest};
-use crate::db::stats::{self, UserUsage};
+use crate::db::stats;
 use crate::db::{quotas, DbError};
 use crate::models::Allocation;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
-use uuid::Uuid;
-
-/// Most workers one allocation may hold.
-pub const MAX_ALLOCATION_WORKERS: i32 = 1024;
-/// Longest allocation lifetime: 30 days.
-pub const MAX_TTL_SECONDS: i64 = 30 * 24 * 3600;
-
-/// The caller's limits and what is left of them.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct QuotaView {
-    /// Workers the caller may hold allocated.
-    pub max_workers: i64,
-    /// Workers the caller holds now.
-    pub allocated_workers: i64,
-    /// Live, unallocated workers the caller could still allocate.
-    pub available_workers: i64,
-    /// Jobs the caller may run at once.
-    pub max_concurrent_jobs: i64,
-    /// The caller's jobs running now.
-    pub running_jobs: i64,
-    /// Jobs the caller may have waiting.
-    pub max_queued_jobs: i64,
-    /// The caller's jobs pending or queued now.
-    pub queued_jobs: i64,
-}
-
-/// `POST /api/resources/allocate` body.
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct AllocateRequest {
-    /// Workers wanted, 1..=1024.
-    pub workers: i32,
-    /// The job they are for.
-    pub job_id: Option<Uuid>,
-    /// Lifetime in seconds, 1..=2592000; none means until released.
-    pub ttl_seconds: Option<i64>,
-}
-
-/// `POST /api/resources/release` body.
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct ReleaseRequest {
-    /// The allocation to release.
-    pub allocation_id: Uuid,
-}
-
-/// Per-user usage.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct UsageView {
-    /// One entry per user (only the caller unless admin).
-    pub users: Vec<UserUsage>,
-}
+use orchestrator_shared::api::{AllocateRequest, QuotaView, ReleaseRequest, UsageView};
 
 /// The caller's quota and its remaining room.
 #[utoipa::path(get, path = "/api/resources/quotas", tag = "resources", security(("bearer" = [])),
@@ -88,30 +37,6 @@ pub async fn quotas(
     }))
 }
 
-fn validate_allocate(req: &AllocateRequest) -> Result<(), ApiError> {
-    let mut errors = Vec::new();
-    if !(1..=MAX_ALLOCATION_WORKERS).contains(&req.workers) {
-        errors.push(FieldError::body(
-            "workers",
-            format!("must be between 1 and {MAX_ALLOCATION_WORKERS}"),
-        ));
-    }
-    if req
-        .ttl_seconds
-        .is_some_and(|t| !(1..=MAX_TTL_SECONDS).contains(&t))
-    {
-        errors.push(FieldError::body(
-            "ttl_seconds",
-            format!("must be between 1 and {MAX_TTL_SECONDS}"),
-        ));
-    }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(ApiError::Validation(errors))
-    }
-}
-
 /// Reserves workers; 409 if the quota or the free workers do not allow it.
 #[utoipa::path(post, path = "/api/resources/allocate", tag = "resources", security(("bearer" = [])), request_body = AllocateRequest,
     responses((status = 201, body = Allocation), (status = 409, body = super::error::ErrorBody),
@@ -121,7 +46,7 @@ pub async fn allocate(
     principal: Principal,
     ApiJson(req): ApiJson<AllocateRequest>,
 ) -> Result<(StatusCode, Json<Allocation>), ApiError> {
-    validate_allocate(&req)?;
+    valid(req.problems())?;
     let mut client = state.db.client().await?;
     let quota = quotas::get(&client, principal.user_id, state.default_quota).await?;
     let tx = client.transaction().await.map_err(DbError::from)?;

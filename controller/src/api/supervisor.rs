@@ -7,31 +7,14 @@
 use super::error::{ApiError, FieldError};
 use super::extract::{ApiPath, ApiQuery};
 use super::AppState;
-use crate::db::stats::{self, FleetStats};
+use crate::db::stats;
 use crate::db::{outbox, workers};
 use crate::models::Worker;
 use axum::extract::State;
 use axum::Json;
+use orchestrator_shared::api::{FleetStats, WorkerFilter, WorkerList};
 use orchestrator_shared::messages::{ControlCommand, CONTROL_EXCHANGE};
 use orchestrator_shared::WorkerStatus;
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
-
-/// `GET /api/supervisor/workers` query.
-#[derive(Debug, Deserialize, IntoParams)]
-pub struct WorkerFilter {
-    /// Only workers in this status.
-    pub status: Option<String>,
-}
-
-/// A list of workers.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct WorkerList {
-    /// The workers, ordered by id.
-    pub workers: Vec<Worker>,
-    /// How many.
-    pub total: usize,
-}
 
 /// Parses an optional status filter, 422 naming the allowed values.
 pub fn parse_filter<T: std::str::FromStr>(raw: Option<&str>, all: &[&str]) -> Result<Option<T>, ApiError> {

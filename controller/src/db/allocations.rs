@@ -11,13 +11,12 @@ use uuid::Uuid;
 /// Advisory lock key that serialises allocations ("ALLOC" in ASCII).
 const ALLOCATION_LOCK: i64 = 0x0041_4c4c_4f43;
 
-const COLUMNS: &str = "allocation_id, user_id, job_id, workers, status, created_at, expires_at, released_at";
+const COLUMNS: &str = "allocation_id, job_id, workers, status, created_at, expires_at, released_at";
 
 fn from_row(row: &Row) -> Result<Allocation, DbError> {
     let status: String = row.try_get("status")?;
     Ok(Allocation {
         allocation_id: row.try_get("allocation_id")?,
-        user_id: row.try_get("user_id")?,
         job_id: row.try_get("job_id")?,
         workers: row.try_get("workers")?,
         status: AllocationStatus::parse(&status)

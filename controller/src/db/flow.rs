@@ -9,9 +9,8 @@ use super::jobs::{self, EventMeta};
 use super::{outbox, parse_status, workers, Cached, DbError};
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Transaction};
-use orchestrator_shared::messages::{
-    ClaimDecision, ClaimRequest, ControlCommand, ShardOutcome, CONTROL_EXCHANGE,
-};
+use orchestrator_shared::api::{ClaimDecision, ClaimRequest};
+use orchestrator_shared::messages::{ControlCommand, ShardOutcome, CONTROL_EXCHANGE};
 use orchestrator_shared::{JobStatus, WorkerStatus};
 use std::time::Duration;
 use uuid::Uuid;

@@ -7,6 +7,7 @@ use super::{idempotency, outbox, parse_status, Cached, DbError};
 use crate::models::{Job, JobEvent, Labels, NewJob, Quota};
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Transaction};
+use orchestrator_shared::api::JobOutput;
 use orchestrator_shared::messages::{JobDispatch, WORK_EXCHANGE, WORK_ROUTING_KEY};
 use orchestrator_shared::{JobStatus, StateMachine};
 use std::fmt;
@@ -503,21 +504,6 @@ pub struct JobFilter {
     pub status: Option<JobStatus>,
     /// Only jobs of this user.
     pub submitted_by: Option<Uuid>,
-}
-
-/// Tail of a job's output and its exit code.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
-pub struct JobOutput {
-    /// The job.
-    pub job_id: Uuid,
-    /// Its status.
-    pub status: JobStatus,
-    /// Last bytes of standard output.
-    pub stdout: Option<String>,
-    /// Last bytes of standard error.
-    pub stderr: Option<String>,
-    /// Exit code, once finished.
-    pub exit_code: Option<i32>,
 }
 
 /// A job's recorded output.

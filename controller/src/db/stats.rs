@@ -2,36 +2,9 @@
 
 use super::{Cached, DbError};
 use deadpool_postgres::GenericClient;
+use orchestrator_shared::api::{DurationStats, FleetStats, UserUsage};
 use std::collections::BTreeMap;
 use uuid::Uuid;
-
-/// Mean and 95th percentile of a duration, in seconds (`None` without data).
-#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, utoipa::ToSchema)]
-pub struct DurationStats {
-    /// Arithmetic mean.
-    pub mean: Option<f64>,
-    /// 95th percentile.
-    pub p95: Option<f64>,
-}
-
-/// The fleet at a glance (`GET /api/supervisor/metrics`).
-#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, utoipa::ToSchema)]
-pub struct FleetStats {
-    /// Workers per status (every status present, zero included).
-    pub workers_by_status: BTreeMap<String, i64>,
-    /// Jobs per status (every status present, zero included).
-    pub jobs_by_status: BTreeMap<String, i64>,
-    /// Jobs waiting to run (pending or queued).
-    pub queue_depth: i64,
-    /// Jobs that completed in the last minute.
-    pub completed_last_minute: i64,
-    /// Jobs that failed in the last minute.
-    pub failed_last_minute: i64,
-    /// Submission to start, over jobs started in the last minute.
-    pub submit_to_start_seconds: DurationStats,
-    /// Start to finish, over jobs finished in the last minute.
-    pub start_to_finish_seconds: DurationStats,
-}
 
 async fn counts_by_status(
     client: &impl GenericClient,
@@ -101,21 +74,6 @@ pub async fn fleet(client: &impl GenericClient) -> Result<FleetStats, DbError> {
             p95: finished.try_get(1)?,
         },
     })
-}
-
-/// One user's consumption (`GET /api/resources/usage`).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
-pub struct UserUsage {
-    /// The user.
-    pub user_id: Uuid,
-    /// Their login name.
-    pub username: String,
-    /// Workers held in active allocations.
-    pub allocated_workers: i64,
-    /// Their jobs running now.
-    pub running_jobs: i64,
-    /// Sum over their finished jobs of run time × shards, in seconds.
-    pub worker_seconds: f64,
 }
 
 /// Usage of every user, or of one when `only` is given.

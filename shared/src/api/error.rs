@@ -1,0 +1,96 @@
+//! Error bodies. Every error is `{"detail": "..."}` except a 422, whose
+//! detail lists each problem with its location; the fixed texts that
+//! clients match on are constants here.
+
+use serde::{Deserialize, Serialize};
+
+/// The 401 detail for every kind of bad token.
+pub const INVALID_CREDENTIALS: &str = "Invalid authentication credentials";
+/// The 401 detail when no token was sent.
+pub const NOT_AUTHENTICATED: &str = "Not authenticated";
+/// The 401 detail of a failed login, the same for an unknown user and a
+/// wrong password.
+pub const BAD_LOGIN: &str = "Incorrect username or password";
+
+/// One entry of a 422 body: where, what, and what kind of problem.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct FieldError {
+    /// Path to the offending value, e.g. `["body", "required_workers"]`.
+    pub loc: Vec<String>,
+    /// Human-readable message.
+    pub msg: String,
+    /// Machine-readable kind (`missing`, `type_error`, `value_error`, `json_invalid`).
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+impl FieldError {
+    /// A problem at `loc` of kind `value_error` (a range or format rule).
+    fn value_error(loc: Vec<String>, msg: impl Into<String>) -> Self {
+        FieldError {
+            loc,
+            msg: msg.into(),
+            kind: "value_error".to_owned(),
+        }
+    }
+
+    /// A range or format violation of the body field `field`.
+    pub fn body(field: &str, msg: impl Into<String>) -> Self {
+        Self::value_error(vec!["body".to_owned(), field.to_owned()], msg)
+    }
+
+    /// A violation in the query string.
+    pub fn query(field: &str, msg: impl Into<String>) -> Self {
+        Self::value_error(vec!["query".to_owned(), field.to_owned()], msg)
+    }
+
+    /// A violation in the path.
+    pub fn path(field: &str, msg: impl Into<String>) -> Self {
+        Self::value_error(vec!["path".to_owned(), field.to_owned()], msg)
+    }
+
+    /// The location joined with dots (`body.jobs.3.priority`), for people.
+    pub fn location(&self) -> String {
+        self.loc.join(".")
+    }
+}
+
+/// Body of every error response with a text detail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ErrorBody {
+    /// What went wrong, for people.
+    pub detail: String,
+}
+
+/// Body of a 422 response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ValidationBody {
+    /// Every problem found.
+    pub detail: Vec<FieldError>,
+}
+
+/// Appends a `value_error` on body field `field` unless `lo <= value <= hi`.
+pub(crate) fn check_range(errors: &mut Vec<FieldError>, field: &str, value: i64, lo: i64, hi: i64) {
+    if !(lo..=hi).contains(&value) {
+        errors.push(FieldError::body(field, format!("must be between {lo} and {hi}")));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_errors_serialise_their_kind_as_type() {
+        let e = FieldError::query("limit", "must be between 1 and 500");
+        let json = serde_json::to_value(&e).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"loc": ["query", "limit"], "msg": "must be between 1 and 500", "type": "value_error"})
+        );
+        assert_eq!(e.location(), "query.limit");
+    }
+}

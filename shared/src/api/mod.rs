@@ -1,0 +1,49 @@
+//! The HTTP contract in Rust: every request and response body of the
+//! controller's API (`docs/api.md`), in one place, so that the controller
+//! serves, the command-line client reads and the tests check one definition.
+//! A field added here reaches all three; a field renamed breaks their build
+//! rather than a user's script.
+//!
+//! With the `openapi` feature every type also derives its OpenAPI schema
+//! (the controller's `/api/openapi.json` is generated from these).
+//!
+//! # Layout
+//! - [`error`]: the error bodies (`{"detail": ...}`) and their fixed texts.
+//! - [`jobs`]: submission, jobs, pages, events, output, and their limits.
+//! - [`workers`]: the fleet as the supervisor routes show it.
+//! - [`resources`]: quotas, allocations and usage.
+//! - [`auth`]: login, the caller's identity, user creation.
+//! - [`agents`]: what worker agents send and receive over HTTP.
+
+pub mod agents;
+pub mod auth;
+pub mod error;
+pub mod jobs;
+pub mod resources;
+pub mod workers;
+
+pub use agents::{AgentToken, ClaimDecision, ClaimRequest, ClaimResponse, RegisterRequest};
+pub use auth::{CreateUserRequest, LoginRequest, Me, TokenResponse};
+pub use error::{ErrorBody, FieldError, ValidationBody};
+pub use jobs::{
+    BatchRequest, BatchResponse, EventList, Job, JobEvent, JobOutput, JobPage, ListQuery, SubmitRequest,
+};
+pub use resources::{
+    AllocateRequest, Allocation, AllocationStatus, Quota, QuotaView, ReleaseRequest, UsageView, UserUsage,
+};
+pub use workers::{DurationStats, FleetStats, Worker, WorkerFilter, WorkerList};
+
+/// Free-form string labels on jobs and workers (sorted, so their JSON is
+/// canonical).
+pub type Labels = std::collections::BTreeMap<String, String>;
+
+/// Deserialises a field that may be absent (then `None`) but not `null`:
+/// a client that sends `"priority": null` gets the same type error as
+/// before the field became optional in Rust.
+pub(crate) fn present<'de, D, T>(de: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    T::deserialize(de).map(Some)
+}

@@ -1,0 +1,81 @@
+//! `/api/supervisor/*`: the fleet of worker agents and its figures.
+
+use super::Labels;
+use crate::WorkerStatus;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A worker agent as the supervisor API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Worker {
+    /// Agent-chosen unique id (see [`crate::validate::is_valid_worker_id`]).
+    pub worker_id: String,
+    /// Current status.
+    pub status: WorkerStatus,
+    /// Host the agent runs on.
+    pub hostname: String,
+    /// Jobs it runs at once.
+    pub capacity: i32,
+    /// Jobs it runs now.
+    pub running_jobs: i32,
+    /// Operator-defined labels.
+    pub labels: Labels,
+    /// Agent version string.
+    pub version: String,
+    /// First registration.
+    pub registered_at: DateTime<Utc>,
+    /// Last heartbeat received.
+    pub last_heartbeat_at: DateTime<Utc>,
+}
+
+/// `GET /api/supervisor/workers` query. The status stays text so that an
+/// unknown one is the contract's 422 naming the allowed values.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+pub struct WorkerFilter {
+    /// Only workers in this status.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+}
+
+/// A list of workers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WorkerList {
+    /// The workers, ordered by id.
+    pub workers: Vec<Worker>,
+    /// How many.
+    pub total: usize,
+}
+
+/// Mean and 95th percentile of a duration, in seconds (`None` without data).
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DurationStats {
+    /// Arithmetic mean.
+    pub mean: Option<f64>,
+    /// 95th percentile.
+    pub p95: Option<f64>,
+}
+
+/// The fleet at a glance (`GET /api/supervisor/metrics`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct FleetStats {
+    /// Workers per status (every status present, zero included).
+    pub workers_by_status: BTreeMap<String, i64>,
+    /// Jobs per status (every status present, zero included).
+    pub jobs_by_status: BTreeMap<String, i64>,
+    /// Jobs waiting to run (pending or queued).
+    pub queue_depth: i64,
+    /// Jobs that completed in the last minute.
+    pub completed_last_minute: i64,
+    /// Jobs that failed in the last minute.
+    pub failed_last_minute: i64,
+    /// Submission to start, over jobs started in the last minute.
+    pub submit_to_start_seconds: DurationStats,
+    /// Start to finish, over jobs finished in the last minute.
+    pub start_to_finish_seconds: DurationStats,
+}
