@@ -99,79 +99,26 @@ where
 /// Every authenticated route with the scope it requires (`None`: any valid
 /// token). Adding a route means adding a line here, so no route can forget
 /// its check.
-#[allow(
-    clippy::too_many_lines,
-    reason = "a data table: one line per route reads best whole"
-)]
+#[rustfmt::skip] // a table: one line per route reads best
 pub fn protected_routes() -> Vec<Route> {
     use Scope::*;
     use Verb::{Get as GET, Post as POST};
     vec![
         route(GET, "/api/auth/me", auth_routes::me, None),
         route(POST, "/api/auth/users", auth_routes::create_user, Some(Admin)),
-        route(
-            GET,
-            "/api/supervisor/workers",
-            supervisor::list_workers,
-            Some(SupervisorRead),
-        ),
-        route(
-            GET,
-            "/api/supervisor/workers/{worker_id}",
-            supervisor::get_worker,
-            Some(SupervisorRead),
-        ),
-        route(
-            POST,
-            "/api/supervisor/workers/{worker_id}/pause",
-            supervisor::pause,
-            Some(SupervisorWrite),
-        ),
-        route(
-            POST,
-            "/api/supervisor/workers/{worker_id}/resume",
-            supervisor::resume,
-            Some(SupervisorWrite),
-        ),
-        route(
-            POST,
-            "/api/supervisor/workers/{worker_id}/terminate",
-            supervisor::terminate,
-            Some(SupervisorWrite),
-        ),
-        route(
-            GET,
-            "/api/supervisor/metrics",
-            supervisor::metrics,
-            Some(SupervisorRead),
-        ),
-        route(
-            GET,
-            "/api/resources/quotas",
-            resources::quotas,
-            Some(ResourcesRead),
-        ),
-        route(
-            POST,
-            "/api/resources/allocate",
-            resources::allocate,
-            Some(ResourcesWrite),
-        ),
-        route(
-            POST,
-            "/api/resources/release",
-            resources::release,
-            Some(ResourcesWrite),
-        ),
+        route(GET, "/api/supervisor/workers", supervisor::list_workers, Some(SupervisorRead)),
+        route(GET, "/api/supervisor/workers/{worker_id}", supervisor::get_worker, Some(SupervisorRead)),
+        route(POST, "/api/supervisor/workers/{worker_id}/pause", supervisor::pause, Some(SupervisorWrite)),
+        route(POST, "/api/supervisor/workers/{worker_id}/resume", supervisor::resume, Some(SupervisorWrite)),
+        route(POST, "/api/supervisor/workers/{worker_id}/terminate", supervisor::terminate, Some(SupervisorWrite)),
+        route(GET, "/api/supervisor/metrics", supervisor::metrics, Some(SupervisorRead)),
+        route(GET, "/api/resources/quotas", resources::quotas, Some(ResourcesRead)),
+        route(POST, "/api/resources/allocate", resources::allocate, Some(ResourcesWrite)),
+        route(POST, "/api/resources/release", resources::release, Some(ResourcesWrite)),
         route(GET, "/api/resources/usage", resources::usage, Some(ResourcesRead)),
         route(GET, "/api/jobs", jobs::list, Some(JobsRead)),
         route(POST, "/api/jobs/submit", jobs::submit, Some(JobsWrite)),
-        route(
-            POST,
-            "/api/jobs/submit_batch",
-            jobs::submit_batch,
-            Some(JobsWrite),
-        ),
+        route(POST, "/api/jobs/submit_batch", jobs::submit_batch, Some(JobsWrite)),
         route(GET, "/api/jobs/{job_id}", jobs::get_job, Some(JobsRead)),
         route(POST, "/api/jobs/{job_id}/cancel", jobs::cancel, Some(JobsWrite)),
         route(GET, "/api/jobs/{job_id}/events", jobs::events, Some(JobsRead)),
