@@ -1,9 +1,15 @@
 //! The command line: global options, subcommands and their arguments.
 
 use crate::input::{parse_label, parse_worker_id};
-use crate::status::{JOB_STATUSES, WORKER_STATUSES};
-use clap::builder::PossibleValuesParser;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
+use orchestrator_shared::api::jobs::{
+    DEFAULT_PAGE_LIMIT, DEFAULT_PRIORITY, DEFAULT_WORKERS, MAX_DESCRIPTION, MAX_PAGE_LIMIT, MAX_PRIORITY,
+    MAX_RETRIES, MAX_TIMEOUT_SECONDS, MAX_WORKERS,
+};
+use orchestrator_shared::api::resources::{MAX_ALLOCATION_WORKERS, MAX_TTL_SECONDS};
+use orchestrator_shared::{JobStatus, StatusParseError, WorkerStatus};
+use std::str::FromStr;
 use uuid::Uuid;
 
 /// Shown under every `--help`: the environment and the exit statuses.
@@ -92,10 +98,24 @@ pub struct LoginArgs {
     pub password: Option<String>,
 }
 
-/// Arguments of `submit`.
+/// Seconds in a day, to say long limits in days.
+const DAY_SECONDS: i64 = 24 * 3600;
+
+/// A parser that accepts exactly the wire spellings of `all` (case-sensitive,
+/// like the server) and lists them in `--help`.
+fn statuses<S>(all: &'static [S], name: fn(S) -> &'static str) -> impl TypedValueParser<Value = S>
+where
+    S: Copy + FromStr<Err = StatusParseError> + Send + Sync + 'static,
+{
+    PossibleValuesParser::new(all.iter().map(|status| name(*status))).try_map(|text| text.parse::<S>())
+}
+
+/// Arguments of `submit`. Ranges are the contract's; the server's defaults
+/// apply to what is not given.
 #[derive(Debug, Args)]
 pub struct SubmitArgs {
-    /// What the job does (1 to 10000 characters).
+    /// What the job does.
+    #[arg(help = format!("What the job does (1 to {MAX_DESCRIPTION} characters)"))]
     pub task_description: String,
     /// Program and arguments to run, as `--command prog arg...`; an argument
     /// starting with `-` needs the `-- prog arg...` form instead.
@@ -104,18 +124,40 @@ pub struct SubmitArgs {
     /// Program and arguments to run, after `--` (taken verbatim).
     #[arg(last = true, value_name = "COMMAND")]
     pub trailing_command: Vec<String>,
-    /// Number of workers (shards) the job runs on, 1 to 64 (server default 1).
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
-    pub workers: Option<u32>,
-    /// Priority, 0 to 9 (server default 5).
-    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=9))]
-    pub priority: Option<u8>,
+    /// Number of workers (shards) the job runs on.
+    #[arg(
+        long,
+        value_parser = clap::value_parser!(i64).range(1..=MAX_WORKERS),
+        help = format!(
+            "Number of workers (shards) the job runs on, 1 to {MAX_WORKERS} (server default {DEFAULT_WORKERS})"
+        )
+    )]
+    pub workers: Option<i64>,
+    /// Priority, 0 (lowest) upwards.
+    #[arg(
+        long,
+        value_parser = clap::value_parser!(i64).range(0..=MAX_PRIORITY),
+        help = format!("Priority, 0 to {MAX_PRIORITY} (server default {DEFAULT_PRIORITY})")
+    )]
+    pub priority: Option<i64>,
     /// Time limit of a run, in seconds.
-    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
-    pub timeout: Option<u64>,
-    /// Retries after a failure (server default 0).
-    #[arg(long)]
-    pub max_retries: Option<u32>,
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        value_parser = clap::value_parser!(i64).range(1..=MAX_TIMEOUT_SECONDS),
+        help = format!(
+            "Time limit of a run, in seconds, 1 to {MAX_TIMEOUT_SECONDS} ({} days)",
+            MAX_TIMEOUT_SECONDS / DAY_SECONDS
+        )
+    )]
+    pub timeout: Option<i64>,
+    /// Retries after a failure.
+    #[arg(
+        long,
+        value_parser = clap::value_parser!(i64).range(0..=MAX_RETRIES),
+        help = format!("Retries after a failure, 0 to {MAX_RETRIES} (server default 0)")
+    )]
+    pub max_retries: Option<i64>,
     /// Key that makes resubmission safe: the same key returns the first job.
     #[arg(long)]
     pub idempotency_key: Option<String>,
@@ -145,11 +187,15 @@ impl SubmitArgs {
 #[derive(Debug, Args)]
 pub struct ListArgs {
     /// Only jobs in this status.
-    #[arg(long, value_parser = PossibleValuesParser::new(JOB_STATUSES))]
-    pub status: Option<String>,
-    /// Jobs per page, 1 to 500 (server default 50).
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=500))]
-    pub limit: Option<u32>,
+    #[arg(long, value_parser = statuses(JobStatus::ALL, JobStatus::as_str))]
+    pub status: Option<JobStatus>,
+    /// Jobs per page.
+    #[arg(
+        long,
+        value_parser = clap::value_parser!(i64).range(1..=MAX_PAGE_LIMIT),
+        help = format!("Jobs per page, 1 to {MAX_PAGE_LIMIT} (server default {DEFAULT_PAGE_LIMIT})")
+    )]
+    pub limit: Option<i64>,
     /// Start after this cursor (the `next_cursor` of a previous page).
     #[arg(long)]
     pub cursor: Option<String>,
@@ -162,22 +208,33 @@ pub struct ListArgs {
 #[derive(Debug, Args)]
 pub struct WorkersArgs {
     /// Only workers in this status.
-    #[arg(long, value_parser = PossibleValuesParser::new(WORKER_STATUSES))]
-    pub status: Option<String>,
+    #[arg(long, value_parser = statuses(WorkerStatus::ALL, WorkerStatus::as_str))]
+    pub status: Option<WorkerStatus>,
 }
 
 /// Arguments of `allocate`.
 #[derive(Debug, Args)]
 pub struct AllocateArgs {
     /// Number of workers to reserve.
-    #[arg(value_parser = clap::value_parser!(u32).range(1..))]
-    pub workers: u32,
+    #[arg(
+        value_parser = clap::value_parser!(i32).range(1..=i64::from(MAX_ALLOCATION_WORKERS)),
+        help = format!("Number of workers to reserve, 1 to {MAX_ALLOCATION_WORKERS}")
+    )]
+    pub workers: i32,
     /// The job the workers are for.
     #[arg(long)]
     pub job_id: Option<Uuid>,
     /// Lifetime of the allocation, in seconds.
-    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
-    pub ttl: Option<u64>,
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        value_parser = clap::value_parser!(i64).range(1..=MAX_TTL_SECONDS),
+        help = format!(
+            "Lifetime of the allocation, in seconds, 1 to {MAX_TTL_SECONDS} ({} days; default: until released)",
+            MAX_TTL_SECONDS / DAY_SECONDS
+        )
+    )]
+    pub ttl: Option<i64>,
 }
 
 /// A job, by id.
@@ -271,6 +328,77 @@ mod tests {
         assert!(parse(&["list", "--status", "done"]).is_err());
         assert!(parse(&["workers", "--status", "offline"]).is_ok());
         assert!(parse(&["workers", "--status", "running"]).is_err());
+    }
+
+    #[test]
+    fn status_filters_parse_into_the_shared_statuses() {
+        for status in JobStatus::ALL {
+            let cli = parse(&["list", "--status", status.as_str()]).ok();
+            let parsed = cli.and_then(|c| match c.command {
+                Command::List(args) => args.status,
+                _ => None,
+            });
+            assert_eq!(parsed, Some(*status));
+        }
+        for status in WorkerStatus::ALL {
+            let cli = parse(&["workers", "--status", status.as_str()]).ok();
+            let parsed = cli.and_then(|c| match c.command {
+                Command::Workers(args) => args.status,
+                _ => None,
+            });
+            assert_eq!(parsed, Some(*status));
+        }
+    }
+
+    #[test]
+    fn status_filters_are_case_sensitive_like_the_server() {
+        for line in [
+            ["list", "--status", "RUNNING"],
+            ["list", "--status", "Timed_Out"],
+            ["workers", "--status", "IDLE"],
+        ] {
+            let kind = parse(&line).err().map(|e| e.kind());
+            assert_eq!(kind, Some(clap::error::ErrorKind::InvalidValue), "{line:?}");
+        }
+    }
+
+    #[test]
+    fn submit_limits_are_the_contracts() {
+        assert!(parse(&["submit", "x", "--max-retries", "100"]).is_ok());
+        assert!(parse(&["submit", "x", "--max-retries", "101"]).is_err());
+        assert!(parse(&["submit", "x", "--timeout", "604800"]).is_ok());
+        assert!(parse(&["submit", "x", "--timeout", "604801"]).is_err());
+        assert!(parse(&["submit", "x", "--timeout", "0"]).is_err());
+        assert!(parse(&["submit", "x", "--workers", "64", "--priority", "0"]).is_ok());
+        assert!(parse(&["submit", "x", "--workers", "65"]).is_err());
+    }
+
+    #[test]
+    fn allocation_and_page_limits_are_the_contracts() {
+        assert!(parse(&["allocate", "1024", "--ttl", "2592000"]).is_ok());
+        assert!(parse(&["allocate", "1025"]).is_err());
+        assert!(parse(&["allocate", "0"]).is_err());
+        assert!(parse(&["allocate", "1", "--ttl", "2592001"]).is_err());
+        assert!(parse(&["list", "--limit", "500"]).is_ok());
+        assert!(parse(&["list", "--limit", "501"]).is_err());
+    }
+
+    #[test]
+    fn help_states_the_contracts_limits() {
+        let mut command = Cli::command();
+        let help = command
+            .find_subcommand_mut("submit")
+            .map(|submit| submit.render_help().to_string())
+            .unwrap_or_default();
+        for text in [
+            "1 to 10000 characters",
+            "1 to 64 (server default 1)",
+            "0 to 9 (server default 5)",
+        ] {
+            assert!(help.contains(text), "{text} in {help}");
+        }
+        assert!(help.contains("1 to 604800 (7 days)"), "{help}");
+        assert!(help.contains("0 to 100 (server default 0)"), "{help}");
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! The HTTP client: builds route URLs, sends the bearer token, and turns
 //! error answers into [`ApiError`]s.
 
-use crate::error::{ApiError, UsageError};
-use anyhow::{anyhow, Context, Result};
+use crate::error::{ApiError, UnexpectedAnswer, UsageError};
+use anyhow::{anyhow, bail, Context, Result};
 use reqwest::header::RETRY_AFTER;
 use reqwest::{RequestBuilder, StatusCode, Url};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::Value;
 use std::time::Duration;
 
@@ -25,6 +27,41 @@ pub struct Reply {
     pub status: u16,
     /// The JSON body (`null` when empty).
     pub body: Value,
+}
+
+impl Reply {
+    /// Reads the body as the contract's type `T`; a body of another shape is
+    /// an [`UnexpectedAnswer`], never a panic.
+    pub fn read<T: DeserializeOwned>(self) -> Result<Answer<T>, UnexpectedAnswer> {
+        let typed = T::deserialize(&self.body).map_err(|source| UnexpectedAnswer {
+            expected: short_type_name::<T>(),
+            source,
+        })?;
+        Ok(Answer {
+            status: self.status,
+            raw: self.body,
+            typed,
+        })
+    }
+}
+
+/// A successful answer read as its contract type. Commands work on `typed`;
+/// `raw`, the JSON as the server sent it, is only for `--json`. No `Debug`:
+/// a login answer holds a token.
+#[derive(Clone, PartialEq)]
+pub struct Answer<T> {
+    /// HTTP status code (2xx).
+    pub status: u16,
+    /// The body as sent.
+    pub raw: Value,
+    /// The body as the contract's type.
+    pub typed: T,
+}
+
+/// `Job` for `orchestrator_shared::api::jobs::Job`: the name people know.
+fn short_type_name<T>() -> &'static str {
+    let full = std::any::type_name::<T>();
+    full.rsplit("::").next().unwrap_or(full)
 }
 
 /// A client of one controller, with or without a token.
@@ -65,16 +102,30 @@ impl ApiClient {
         &self.base
     }
 
-    /// `GET` the route made of `path` segments, with a query string.
-    pub async fn get(&self, path: &[&str], query: &[(&str, String)]) -> Result<Reply> {
-        let url = endpoint(&self.base, path, query)?;
-        self.send(self.http.get(url.clone()), &url).await
+    /// `GET` the route made of `path` segments, read as `T`.
+    pub async fn get<T: DeserializeOwned>(&self, path: &[&str]) -> Result<Answer<T>> {
+        self.get_with(path, &()).await
     }
 
-    /// `POST` a JSON body to the route made of `path` segments.
-    pub async fn post(&self, path: &[&str], body: &Value) -> Result<Reply> {
+    /// `GET` the route made of `path` segments with the query string of
+    /// `query` (a contract type such as `ListQuery`), read as `T`.
+    pub async fn get_with<T: DeserializeOwned>(
+        &self,
+        path: &[&str],
+        query: &impl Serialize,
+    ) -> Result<Answer<T>> {
+        let url = endpoint(&self.base, path, &query_pairs(query)?)?;
+        Ok(self.send(self.http.get(url.clone()), &url).await?.read()?)
+    }
+
+    /// `POST` `body` (a contract type) as JSON to the route made of `path`
+    /// segments, read the answer as `T`.
+    pub async fn post<T: DeserializeOwned>(&self, path: &[&str], body: &impl Serialize) -> Result<Answer<T>> {
         let url = endpoint(&self.base, path, &[])?;
-        self.send(self.http.post(url.clone()).json(body), &url).await
+        Ok(self
+            .send(self.http.post(url.clone()).json(body), &url)
+            .await?
+            .read()?)
     }
 
     /// Sends a request and reads its answer.
@@ -123,9 +174,26 @@ pub fn parse_base_url(raw: &str) -> Result<Url> {
     Ok(url)
 }
 
+/// The query string of `query` as name-value pairs, in its fields' order;
+/// absent (`null`) fields are left out, `()` has none.
+pub fn query_pairs(query: &impl Serialize) -> Result<Vec<(String, String)>> {
+    match serde_json::to_value(query).context("encoding the query string")? {
+        Value::Null => Ok(Vec::new()),
+        Value::Object(fields) => Ok(fields
+            .into_iter()
+            .filter(|(_, value)| !value.is_null())
+            .map(|(name, value)| match value {
+                Value::String(text) => (name, text),
+                other => (name, other.to_string()),
+            })
+            .collect()),
+        other => bail!("a query string is made of named fields, not {other}"),
+    }
+}
+
 /// The URL of a route: `base`'s path followed by the `path` segments (each
 /// percent-encoded, so an id cannot change the route), then `query`.
-pub fn endpoint(base: &Url, path: &[&str], query: &[(&str, String)]) -> Result<Url> {
+pub fn endpoint(base: &Url, path: &[&str], query: &[(String, String)]) -> Result<Url> {
     let mut url = base.clone();
     url.set_query(None);
     url.set_fragment(None);
@@ -181,6 +249,7 @@ fn fallback_detail(status: u16, text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use orchestrator_shared::api::{Job, ListQuery, WorkerFilter, WorkerList};
     use serde_json::json;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
@@ -219,13 +288,61 @@ mod tests {
 
     #[test]
     fn endpoint_adds_the_query() -> Result<()> {
-        let query = [("status", "running".to_owned()), ("cursor", "a b&c".to_owned())];
-        let url = endpoint(&base("http://h:8000/?x=1")?, &["api", "jobs"], &query)?;
+        let query = ListQuery {
+            status: Some("running".into()),
+            limit: None,
+            cursor: Some("a b&c".into()),
+        };
+        let url = endpoint(
+            &base("http://h:8000/?x=1")?,
+            &["api", "jobs"],
+            &query_pairs(&query)?,
+        )?;
         assert_eq!(
             url.as_str(),
             "http://h:8000/api/jobs?status=running&cursor=a+b%26c"
         );
         Ok(())
+    }
+
+    #[test]
+    fn query_pairs_follow_the_fields_and_skip_absent_ones() -> Result<()> {
+        let query = ListQuery {
+            status: None,
+            limit: Some(500),
+            cursor: Some("c1".into()),
+        };
+        let pairs = [
+            ("limit".to_owned(), "500".to_owned()),
+            ("cursor".to_owned(), "c1".to_owned()),
+        ];
+        assert_eq!(query_pairs(&query)?, pairs);
+        assert!(query_pairs(&())?.is_empty());
+        assert!(query_pairs(&json!({"a": null}))?.is_empty());
+        assert!(query_pairs(&[1, 2]).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn a_body_of_another_shape_is_not_understood() {
+        let reply = Reply {
+            status: 200,
+            body: json!({"job_id": 3}),
+        };
+        let text = reply.read::<Job>().err().map(|e| e.to_string());
+        assert_eq!(
+            text.as_deref(),
+            Some("the controller's answer was not understood (expected a Job)")
+        );
+        let reply = Reply {
+            status: 201,
+            body: json!({"workers": [], "total": 0, "extra": true}),
+        };
+        let answer = reply.clone().read::<WorkerList>().ok();
+        assert_eq!(
+            answer.map(|a| (a.status, a.typed.total, a.raw)),
+            Some((201, 0, reply.body))
+        );
     }
 
     #[test]
@@ -291,10 +408,14 @@ mod tests {
     async fn requests_carry_the_bearer_token() -> Result<()> {
         let (url, server) = serve_once(answer("200 OK", r#"{"workers":[],"total":0}"#)).await?;
         let client = ApiClient::new(&url, Some("t0k".into()))?;
-        let reply = client
-            .get(&["api", "supervisor", "workers"], &[("status", "idle".into())])
+        let filter = WorkerFilter {
+            status: Some("idle".into()),
+        };
+        let reply: Answer<WorkerList> = client
+            .get_with(&["api", "supervisor", "workers"], &filter)
             .await?;
-        assert_eq!(reply.body, json!({"workers": [], "total": 0}));
+        assert_eq!(reply.raw, json!({"workers": [], "total": 0}));
+        assert!(reply.typed.workers.is_empty());
         let request = server.await?.to_lowercase();
         assert!(
             request.starts_with("get /api/supervisor/workers?status=idle http/1.1"),
@@ -310,7 +431,7 @@ mod tests {
         let (url, _server) = serve_once(answer("401 Unauthorized", body)).await?;
         let err = ApiClient::new(&url, None)?
             .anonymous()
-            .post(&["api", "jobs", "submit"], &json!({}))
+            .post::<Job>(&["api", "jobs", "submit"], &json!({}))
             .await;
         let api = err.as_ref().err().and_then(|e| e.downcast_ref::<ApiError>());
         let expected = json!("Invalid authentication credentials");
@@ -323,7 +444,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
         drop(listener);
-        let err = ApiClient::new(&url, None)?.get(&["healthz"], &[]).await.err();
+        let err = ApiClient::new(&url, None)?.get::<Value>(&["healthz"]).await.err();
         let text = err.map(|e| format!("{e:#}")).unwrap_or_default();
         assert!(
             text.starts_with("cannot connect to the controller at http://127.0.0.1:"),

@@ -6,6 +6,7 @@
 //! waited-for job that did not complete).
 
 use crate::render;
+use orchestrator_shared::api::FieldError;
 use serde_json::Value;
 use std::fmt;
 
@@ -66,6 +67,49 @@ impl fmt::Display for UsageError {
 
 impl std::error::Error for UsageError {}
 
+impl UsageError {
+    /// Refuses a request that breaks the contract's rules (`problems`, as the
+    /// shared type's `problems()` finds them) before it is sent, listing each
+    /// as `loc: msg`, as the server's 422 would.
+    pub fn check(problems: &[FieldError]) -> Result<(), UsageError> {
+        if problems.is_empty() {
+            return Ok(());
+        }
+        let mut text = String::from("invalid request (not sent):");
+        for problem in problems {
+            text.push_str("\n  ");
+            text.push_str(&render::problem_line(&problem.location(), &problem.msg));
+        }
+        Err(UsageError(text))
+    }
+}
+
+/// A successful answer that does not have the contract's shape: the
+/// controller and this client disagree on the contract, which no retry fixes.
+#[derive(Debug)]
+pub struct UnexpectedAnswer {
+    /// The contract type the answer was read as (`Job`, `WorkerList`, ...).
+    pub expected: &'static str,
+    /// Why it could not be read.
+    pub source: serde_json::Error,
+}
+
+impl fmt::Display for UnexpectedAnswer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the controller's answer was not understood (expected a {})",
+            self.expected
+        )
+    }
+}
+
+impl std::error::Error for UnexpectedAnswer {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
 /// The exit status for `err`: [`EXIT_USAGE`] when it is (or was caused by) a
 /// [`UsageError`] or a 4xx [`ApiError`], else [`EXIT_FAILURE`].
 pub fn exit_code(err: &anyhow::Error) -> u8 {
@@ -92,8 +136,12 @@ pub fn hint(err: &anyhow::Error) -> Option<&'static str> {
 }
 
 /// Whether `err` may go away by itself (network trouble, a 5xx answer), as
-/// opposed to a 4xx answer, which will be the same on every retry.
+/// opposed to a 4xx answer or an answer not understood, which will be the
+/// same on every retry.
 pub fn is_transient(err: &anyhow::Error) -> bool {
+    if err.chain().any(|cause| cause.is::<UnexpectedAnswer>()) {
+        return false;
+    }
     err.chain()
         .find_map(|cause| cause.downcast_ref::<ApiError>())
         .is_none_or(|api| !api.is_client_error())
@@ -180,6 +228,38 @@ mod tests {
             api(401, json!("Not authenticated")).to_string(),
             "Not authenticated (HTTP 401)"
         );
+    }
+
+    #[test]
+    fn contract_problems_are_a_usage_error_listing_each() {
+        assert_eq!(UsageError::check(&[]), Ok(()));
+        let problems = [
+            FieldError::body("priority", "must be between 0 and 9"),
+            FieldError::body("labels", "at most 64 labels"),
+        ];
+        let err = UsageError::check(&problems).err();
+        assert_eq!(
+            err.map(|e| e.0).as_deref(),
+            Some("invalid request (not sent):\n  body.priority: must be between 0 and 9\n  body.labels: at most 64 labels")
+        );
+        let err = anyhow::Error::from(UsageError::check(&problems).unwrap_err());
+        assert_eq!(exit_code(&err), EXIT_USAGE);
+    }
+
+    #[test]
+    fn an_answer_not_understood_is_a_lasting_failure() {
+        let source = serde_json::from_value::<u8>(json!("x")).unwrap_err();
+        let err = anyhow::Error::from(UnexpectedAnswer {
+            expected: "Job",
+            source,
+        })
+        .context("showing job x");
+        assert_eq!(exit_code(&err), EXIT_FAILURE);
+        assert!(!is_transient(&err));
+        let text = format!("{err:#}");
+        let expected =
+            "showing job x: the controller's answer was not understood (expected a Job): invalid type";
+        assert!(text.starts_with(expected), "{text}");
     }
 
     #[test]

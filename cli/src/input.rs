@@ -1,10 +1,8 @@
 //! Parsing and checking of what the user types: labels and worker ids.
 
 use crate::error::UsageError;
-use std::collections::BTreeMap;
-
-/// Longest worker id the contract allows.
-pub const MAX_WORKER_ID_CHARS: usize = 128;
+use orchestrator_shared::api::Labels;
+use orchestrator_shared::validate::{is_valid_worker_id, WORKER_ID_RULE};
 
 /// Parses one `--label key=value` (the value may be empty and may contain `=`).
 pub fn parse_label(raw: &str) -> Result<(String, String), String> {
@@ -20,8 +18,8 @@ pub fn parse_label(raw: &str) -> Result<(String, String), String> {
 
 /// The labels of a submission as a map; a key given twice is a usage error
 /// rather than a silent choice of one of the values.
-pub fn labels_map(pairs: &[(String, String)]) -> Result<BTreeMap<String, String>, UsageError> {
-    let mut labels = BTreeMap::new();
+pub fn labels_map(pairs: &[(String, String)]) -> Result<Labels, UsageError> {
+    let mut labels = Labels::new();
     for (key, value) in pairs {
         if labels.insert(key.clone(), value.clone()).is_some() {
             return Err(UsageError(format!("label {key:?} is given more than once")));
@@ -30,27 +28,15 @@ pub fn labels_map(pairs: &[(String, String)]) -> Result<BTreeMap<String, String>
     Ok(labels)
 }
 
-/// Checks a worker id against the contract: 1 to 128 characters of
-/// `[A-Za-z0-9._:-]`, and not `.` or `..` (which would change the URL's path).
+/// Checks a worker id with the contract's rule, the one the server
+/// enforces, so that an id the server would refuse (or that would change the
+/// URL's path, like `..`) is refused before any request.
 pub fn parse_worker_id(raw: &str) -> Result<String, String> {
-    let count = raw.chars().count();
-    if count == 0 || count > MAX_WORKER_ID_CHARS {
-        return Err(format!(
-            "a worker id has 1 to {MAX_WORKER_ID_CHARS} characters, got {count}"
-        ));
+    if is_valid_worker_id(raw) {
+        Ok(raw.to_owned())
+    } else {
+        Err(format!("a worker id {WORKER_ID_RULE}"))
     }
-    if let Some(bad) = raw
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || "._:-".contains(*c)))
-    {
-        return Err(format!(
-            "a worker id may not contain {bad:?} (allowed: A-Z a-z 0-9 . _ : -)"
-        ));
-    }
-    if raw.chars().all(|c| c == '.') {
-        return Err(format!("{raw:?} is not a worker id"));
-    }
-    Ok(raw.to_owned())
 }
 
 #[cfg(test)]
@@ -88,6 +74,41 @@ mod tests {
         }
         for bad in ["", "a/b", "a b", "ü", "..", ".", &"x".repeat(129), "a?b"] {
             assert!(parse_worker_id(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn dot_segments_are_refused_with_the_shared_rule() {
+        let rule = format!("a worker id {WORKER_ID_RULE}");
+        for dots in [".", ".."] {
+            assert_eq!(parse_worker_id(dots), Err(rule.clone()), "{dots}");
+        }
+        assert!(rule.contains("not . or .."), "{rule}");
+        assert_eq!(
+            parse_worker_id("..."),
+            Ok("...".to_owned()),
+            "the server accepts it, so the client does too"
+        );
+    }
+
+    #[test]
+    fn worker_ids_are_checked_exactly_as_the_server_does() {
+        let long = "w".repeat(129);
+        let samples = [
+            "w1",
+            "",
+            ".",
+            "..",
+            "...",
+            ".a",
+            "a..b",
+            "é",
+            "a/b",
+            "x:y-z_1",
+            long.as_str(),
+        ];
+        for id in samples {
+            assert_eq!(parse_worker_id(id).is_ok(), is_valid_worker_id(id), "{id}");
         }
     }
 }

@@ -5,13 +5,14 @@
 //!   help text that documents the environment and the exit statuses.
 //! - [`commands`]: one function per subcommand, each calling the API routes
 //!   it is named after, and [`commands::dispatch`].
-//! - [`client`]: the HTTP client: route URLs, bearer token, error answers.
+//! - [`client`]: the HTTP client: route URLs, bearer token, answers read as
+//!   the contract's types (`orchestrator_shared::api`), error answers.
 //! - [`config`]: where the config file is, reading and writing it (0600), and
 //!   how the URL and token are chosen.
 //! - [`error`]: [`error::ApiError`], [`error::UsageError`] and the exit status.
-//! - [`input`]: labels and worker ids as typed by the user.
+//! - [`input`]: labels and worker ids as typed by the user (ids checked with
+//!   the contract's rule).
 //! - [`render`] and [`views`]: tables and key-value lines for people.
-//! - [`status`]: job and worker statuses; which job statuses are final.
 //! - [`wait`]: polling a job until it ends, with a spinner.
 //! - [`output`]: writing to stdout and stderr without panicking.
 //!
@@ -26,10 +27,11 @@ pub mod client;
 pub mod commands;
 pub mod config;
 pub mod error;
+#[cfg(test)]
+mod fixtures;
 pub mod input;
 pub mod output;
 pub mod render;
-pub mod status;
 pub mod views;
 pub mod wait;
 

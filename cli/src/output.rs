@@ -1,6 +1,7 @@
 //! Writing to the terminal without panicking: `println!` panics when stdout
 //! is a closed pipe (`orchestrator list | head -1`); these functions do not.
 
+use crate::client::Answer;
 use anyhow::{Context, Result};
 use serde_json::Value;
 use std::io::{self, Write};
@@ -13,12 +14,18 @@ pub struct Printer {
 }
 
 impl Printer {
-    /// Prints `value` as pretty JSON, or as `human` renders it.
-    pub fn show(&self, value: &Value, human: impl FnOnce(&Value) -> String) -> Result<()> {
+    /// Prints an answer: with `--json` as the server sent it, else as
+    /// `human` renders its typed form.
+    pub fn show<T>(&self, answer: &Answer<T>, human: impl FnOnce(&T) -> String) -> Result<()> {
+        self.print(&answer.raw, || human(&answer.typed))
+    }
+
+    /// Prints `raw` as pretty JSON (`--json`), or the text `human` makes.
+    pub fn print(&self, raw: &Value, human: impl FnOnce() -> String) -> Result<()> {
         let text = if self.json {
-            serde_json::to_string_pretty(value).context("encoding JSON")?
+            serde_json::to_string_pretty(raw).context("encoding JSON")?
         } else {
-            human(value)
+            human()
         };
         stdout_line(&text)
     }

@@ -1,7 +1,11 @@
 //! Pure text rendering for people: single values, aligned tables, key-value
 //! lines, the API's error details and a job's output. Nothing here does I/O.
 
+use chrono::{DateTime, SecondsFormat, Utc};
+use orchestrator_shared::api::JobOutput;
+use serde::Serialize;
 use serde_json::{Number, Value};
+use std::fmt::Display;
 
 /// Longest cell a table shows before cutting it with an ellipsis, so that one
 /// long task description does not push the other columns off the screen.
@@ -13,8 +17,9 @@ pub const EMPTY: &str = "-";
 /// Spaces between two table columns.
 const COLUMN_GAP: &str = "  ";
 
-/// A table column: its header and the JSON field it shows.
-pub type Column = (&'static str, &'static str);
+/// A table column over rows of type `T`: its header and how a row shows in
+/// it. A function of the typed row, so a renamed field breaks the build.
+pub type Column<T> = (&'static str, fn(&T) -> String);
 
 /// One JSON value as text: strings bare, `null` as [`EMPTY`], arrays as
 /// shell-quoted words (`echo 'a b'`), objects as `key=value` words.
@@ -47,12 +52,32 @@ fn word(value: &Value) -> String {
 /// A number; fractions keep at most three decimals (`12.5`, `0.125`, `3`).
 fn number(n: &Number) -> String {
     match n.as_f64() {
-        Some(f) if n.is_f64() => {
-            let fixed = format!("{f:.3}");
-            fixed.trim_end_matches('0').trim_end_matches('.').to_owned()
-        }
+        Some(f) if n.is_f64() => decimal(f),
         _ => n.to_string(),
     }
+}
+
+/// A fraction with at most three decimals (`12.5`, `0.125`, `3`).
+pub fn decimal(f: f64) -> String {
+    let fixed = format!("{f:.3}");
+    fixed.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
+/// Any serialisable value as [`cell`] shows its JSON (`null` when it cannot
+/// be turned into JSON, which the contract's types always can).
+pub fn text<T: Serialize + ?Sized>(value: &T) -> String {
+    cell(serde_json::to_value(value).ok().as_ref())
+}
+
+/// An optional value, [`EMPTY`] when absent.
+pub fn optional<T: Display>(value: Option<T>) -> String {
+    value.map_or_else(|| EMPTY.to_owned(), |v| v.to_string())
+}
+
+/// A timestamp to the second, as RFC 3339 in UTC (`2026-11-05T10:00:00Z`):
+/// fractions of a second only widen a table.
+pub fn time(at: &DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
 /// `s` as one POSIX shell word: unchanged when it holds only harmless
@@ -74,20 +99,9 @@ pub fn one_line(s: &str) -> String {
     s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
 }
 
-/// An RFC 3339 timestamp without its fraction of a second
-/// (`2026-11-05T10:00:00.123456Z` → `2026-11-05T10:00:00Z`); anything else unchanged.
-pub fn short_time(s: &str) -> String {
-    match s.split_once('.') {
-        Some((head, tail)) if head.len() == 19 && head.as_bytes().get(10) == Some(&b'T') => {
-            format!("{head}{}", tail.trim_start_matches(|c: char| c.is_ascii_digit()))
-        }
-        _ => s.to_owned(),
-    }
-}
-
-/// A table cell: on one line, timestamps shortened, at most [`MAX_CELL_CHARS`].
-fn fit(value: Option<&Value>) -> String {
-    let text = short_time(&one_line(&cell(value)));
+/// A table cell: on one line, at most [`MAX_CELL_CHARS`].
+fn fit(text: &str) -> String {
+    let text = one_line(text);
     if text.chars().count() <= MAX_CELL_CHARS {
         return text;
     }
@@ -96,13 +110,12 @@ fn fit(value: Option<&Value>) -> String {
     cut
 }
 
-/// `rows` (JSON objects) in aligned columns under the given headers; a
-/// missing field shows as [`EMPTY`].
-pub fn table(columns: &[Column], rows: &[Value]) -> String {
+/// `rows` in aligned columns under the given headers.
+pub fn table<T>(columns: &[Column<T>], rows: &[T]) -> String {
     let mut grid: Vec<Vec<String>> = vec![columns.iter().map(|(header, _)| (*header).to_owned()).collect()];
     grid.extend(
         rows.iter()
-            .map(|row| columns.iter().map(|(_, field)| fit(row.get(*field))).collect()),
+            .map(|row| columns.iter().map(|(_, show)| fit(&show(row))).collect()),
     );
     let widths: Vec<usize> = (0..columns.len())
         .map(|i| {
@@ -127,26 +140,19 @@ fn aligned(cells: &[String], widths: &[usize]) -> String {
     line.trim_end().to_owned()
 }
 
-/// The fields of a JSON object as aligned `key: value` lines: the keys in
-/// `order` first (those present), then every other key alphabetically. A
-/// value that is not an object is shown as a single [`cell`].
-pub fn key_values(value: &Value, order: &[&str]) -> String {
+/// The fields of a JSON object as aligned `key: value` lines, in the
+/// object's order (for a typed answer turned into JSON, the order of its
+/// struct's fields: the contract's). A value that is not an object is shown
+/// as a single [`cell`].
+pub fn key_values(value: &Value) -> String {
     let Some(map) = value.as_object() else {
         return cell(Some(value));
     };
-    let mut keys: Vec<&str> = order.iter().copied().filter(|k| map.contains_key(*k)).collect();
-    let mut rest: Vec<&str> = map
-        .keys()
-        .map(String::as_str)
-        .filter(|k| !order.contains(k))
-        .collect();
-    rest.sort_unstable();
-    keys.extend(rest);
-    let width = keys.iter().map(|k| k.chars().count()).max().unwrap_or(0) + 1;
-    keys.iter()
-        .map(|key| {
+    let width = map.keys().map(|k| k.chars().count()).max().unwrap_or(0) + 1;
+    map.iter()
+        .map(|(key, value)| {
             let label = format!("{key}:");
-            format!("{label:<width$} {}", one_line(&cell(map.get(*key))))
+            format!("{label:<width$} {}", one_line(&cell(Some(value))))
         })
         .collect::<Vec<_>>()
         .join("\n")
@@ -177,19 +183,29 @@ fn validation_line(item: &Value) -> String {
             .join(".")
     });
     match (loc, msg) {
-        (Some(loc), Some(msg)) if !loc.is_empty() => format!("{loc}: {msg}"),
-        (_, Some(msg)) => msg.to_owned(),
+        (Some(loc), Some(msg)) => problem_line(&loc, msg),
+        (None, Some(msg)) => msg.to_owned(),
         _ => item.to_string(),
+    }
+}
+
+/// One problem with a request, where it is and what is wrong:
+/// `body.priority: must be between 0 and 9` (just the message without a place).
+pub fn problem_line(loc: &str, msg: &str) -> String {
+    if loc.is_empty() {
+        msg.to_owned()
+    } else {
+        format!("{loc}: {msg}")
     }
 }
 
 /// A job's output (`GET /api/jobs/{id}/output`): a section per stream, then
 /// the exit code. The streams are shown verbatim: they are what was asked for.
-pub fn job_output(output: &Value) -> String {
+pub fn job_output(output: &JobOutput) -> String {
     let mut text = String::new();
-    for stream in ["stdout", "stderr"] {
+    for (stream, body) in [("stdout", &output.stdout), ("stderr", &output.stderr)] {
         text.push_str(&format!("== {stream} ==\n"));
-        match output.get(stream).and_then(Value::as_str) {
+        match body.as_deref() {
             None | Some("") => text.push_str("(empty)\n"),
             Some(body) => {
                 text.push_str(body);
@@ -199,7 +215,7 @@ pub fn job_output(output: &Value) -> String {
             }
         }
     }
-    text.push_str(&format!("exit code: {}", cell(output.get("exit_code"))));
+    text.push_str(&format!("exit code: {}", optional(output.exit_code)));
     text
 }
 
@@ -231,7 +247,8 @@ mod tests {
         assert_eq!(cell(Some(&json!(["w1", "w2"]))), "w1 w2");
         assert_eq!(
             cell(Some(&json!({"team": "ml", "env": "prod"}))),
-            "env=prod team=ml"
+            "team=ml env=prod",
+            "in the object's order"
         );
         assert_eq!(
             cell(Some(&json!({"mean": 0.5, "p95": null}))),
@@ -257,36 +274,64 @@ mod tests {
     }
 
     #[test]
-    fn short_time_drops_fractions_of_seconds() {
-        assert_eq!(short_time("2026-11-05T10:00:00.123456Z"), "2026-11-05T10:00:00Z");
-        assert_eq!(
-            short_time("2026-11-05T10:00:00.5+01:00"),
-            "2026-11-05T10:00:00+01:00"
-        );
-        assert_eq!(short_time("2026-11-05T10:00:00Z"), "2026-11-05T10:00:00Z");
-        assert_eq!(short_time("version 1.2"), "version 1.2");
+    fn time_drops_fractions_of_seconds() {
+        let at: DateTime<Utc> = "2026-11-05T10:00:00.123456Z".parse().unwrap_or_default();
+        assert_eq!(time(&at), "2026-11-05T10:00:00Z");
+        let at: DateTime<Utc> = "2026-11-05T10:00:00.5+01:00".parse().unwrap_or_default();
+        assert_eq!(time(&at), "2026-11-05T09:00:00Z");
     }
+
+    #[test]
+    fn optional_decimal_and_text_match_cell() {
+        assert_eq!(optional(None::<i32>), "-");
+        assert_eq!(optional(Some(3)), "3");
+        assert_eq!(decimal(12.25), "12.25");
+        assert_eq!(decimal(0.123456), "0.123");
+        assert_eq!(text(&["a b", "c"]), "'a b' c");
+        assert_eq!(text(&None::<String>), "-");
+    }
+
+    /// A row type for the table tests.
+    struct Row {
+        id: &'static str,
+        status: Option<&'static str>,
+        n: i32,
+    }
+
+    const ROW_COLUMNS: &[Column<Row>] = &[
+        ("ID", |r| r.id.to_owned()),
+        ("STATUS", |r| optional(r.status)),
+        ("N", |r| r.n.to_string()),
+    ];
 
     #[test]
     fn table_aligns_columns_and_marks_missing_fields() {
         let rows = [
-            json!({"id": "a", "status": "running", "n": 1}),
-            json!({"id": "bbbb", "n": 22}),
+            Row {
+                id: "a",
+                status: Some("running"),
+                n: 1,
+            },
+            Row {
+                id: "bbbb",
+                status: None,
+                n: 22,
+            },
         ];
-        let text = table(&[("ID", "id"), ("STATUS", "status"), ("N", "n")], &rows);
+        let text = table(ROW_COLUMNS, &rows);
         assert_eq!(text, "ID    STATUS   N\na     running  1\nbbbb  -        22");
     }
 
     #[test]
     fn table_without_rows_is_its_header() {
-        assert_eq!(table(&[("ID", "id"), ("NAME", "name")], &[]), "ID  NAME");
+        assert_eq!(table(ROW_COLUMNS, &[]), "ID  STATUS  N");
     }
 
     #[test]
     fn table_cuts_long_cells_and_keeps_them_on_one_line() {
         let long = "x".repeat(100);
-        let rows = [json!({"task": format!("line one\n{long}")})];
-        let text = table(&[("TASK", "task")], &rows);
+        let rows = [format!("line one\n{long}")];
+        let text = table::<String>(&[("TASK", |task| task.clone())], &rows);
         let row = text.lines().nth(1).unwrap_or_default();
         assert_eq!(row.chars().count(), MAX_CELL_CHARS);
         assert!(row.starts_with("line one x"));
@@ -295,21 +340,15 @@ mod tests {
     }
 
     #[test]
-    fn table_shortens_timestamps() {
-        let rows = [json!({"at": "2026-11-05T10:00:00.123456Z"})];
-        assert_eq!(table(&[("AT", "at")], &rows), "AT\n2026-11-05T10:00:00Z");
-    }
-
-    #[test]
-    fn key_values_follow_the_given_order_then_the_rest() {
-        let value = json!({"zeta": 1, "status": "idle", "alpha": null, "worker_id": "w1"});
-        let text = key_values(&value, &["worker_id", "status", "missing"]);
-        assert_eq!(text, "worker_id: w1\nstatus:    idle\nalpha:     -\nzeta:      1");
+    fn key_values_keep_the_objects_order() {
+        let value = json!({"worker_id": "w1", "zeta": 1, "status": "idle", "alpha": null});
+        let text = key_values(&value);
+        assert_eq!(text, "worker_id: w1\nzeta:      1\nstatus:    idle\nalpha:     -");
     }
 
     #[test]
     fn key_values_of_a_non_object_is_one_cell() {
-        assert_eq!(key_values(&json!("ok"), &[]), "ok");
+        assert_eq!(key_values(&json!("ok")), "ok");
     }
 
     #[test]
@@ -338,12 +377,22 @@ mod tests {
 
     #[test]
     fn job_output_has_both_streams_and_the_exit_code() {
-        let output = json!({"stdout": "hello\n", "stderr": "warn", "exit_code": 0});
+        let output = JobOutput {
+            stdout: Some("hello\n".into()),
+            stderr: Some("warn".into()),
+            exit_code: Some(0),
+            ..crate::fixtures::output()
+        };
         assert_eq!(
             job_output(&output),
             "== stdout ==\nhello\n== stderr ==\nwarn\nexit code: 0"
         );
-        let empty = json!({"stdout": null, "stderr": "", "exit_code": null});
+        let empty = JobOutput {
+            stdout: None,
+            stderr: Some(String::new()),
+            exit_code: None,
+            ..output
+        };
         assert_eq!(
             job_output(&empty),
             "== stdout ==\n(empty)\n== stderr ==\n(empty)\nexit code: -"

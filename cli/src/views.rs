@@ -1,140 +1,72 @@
-//! How each kind of answer is shown to people: which fields, in which order,
-//! under which headers. Pure functions over the API's JSON.
+//! How each kind of answer is shown to people. Key-value views show a typed
+//! answer's fields in its struct's order (the contract's); tables pick
+//! columns, each a function of the typed row. Pure functions.
 
-use crate::render::{cell, job_output, key_values, table, Column};
-use serde_json::Value;
-
-/// A job's fields in the contract's order.
-pub const JOB_FIELDS: &[&str] = &[
-    "job_id",
-    "status",
-    "task_description",
-    "required_workers",
-    "command",
-    "priority",
-    "labels",
-    "attempts",
-    "max_retries",
-    "timeout_seconds",
-    "idempotency_key",
-    "submitted_by",
-    "assigned_workers",
-    "created_at",
-    "started_at",
-    "finished_at",
-    "exit_code",
-    "error",
-];
+use crate::render::{decimal, job_output, key_values, optional, table, text, time, Column};
+use orchestrator_shared::api::{Job, JobEvent, JobOutput, TokenResponse, UserUsage, Worker};
+use serde::Serialize;
 
 /// Columns of the job list.
-pub const JOB_COLUMNS: &[Column] = &[
-    ("JOB_ID", "job_id"),
-    ("STATUS", "status"),
-    ("PRIO", "priority"),
-    ("WORKERS", "required_workers"),
-    ("ATTEMPTS", "attempts"),
-    ("CREATED", "created_at"),
-    ("TASK", "task_description"),
+pub const JOB_COLUMNS: &[Column<Job>] = &[
+    ("JOB_ID", |j| j.job_id.to_string()),
+    ("STATUS", |j| j.status.to_string()),
+    ("PRIO", |j| j.priority.to_string()),
+    ("WORKERS", |j| j.required_workers.to_string()),
+    ("ATTEMPTS", |j| j.attempts.to_string()),
+    ("CREATED", |j| time(&j.created_at)),
+    ("TASK", |j| j.task_description.clone()),
 ];
 
 /// Columns of a job's transitions.
-pub const EVENT_COLUMNS: &[Column] = &[
-    ("AT", "at"),
-    ("FROM", "from"),
-    ("TO", "to"),
-    ("WORKER", "worker_id"),
-    ("REASON", "reason"),
-];
-
-/// A worker's fields in the contract's order.
-pub const WORKER_FIELDS: &[&str] = &[
-    "worker_id",
-    "status",
-    "hostname",
-    "capacity",
-    "running_jobs",
-    "labels",
-    "version",
-    "registered_at",
-    "last_heartbeat_at",
+pub const EVENT_COLUMNS: &[Column<JobEvent>] = &[
+    ("AT", |e| time(&e.at)),
+    ("FROM", |e| optional(e.from)),
+    ("TO", |e| e.to.to_string()),
+    ("WORKER", |e| optional(e.worker_id.as_deref())),
+    ("REASON", |e| optional(e.reason.as_deref())),
 ];
 
 /// Columns of the worker list.
-pub const WORKER_COLUMNS: &[Column] = &[
-    ("WORKER_ID", "worker_id"),
-    ("STATUS", "status"),
-    ("HOST", "hostname"),
-    ("CAPACITY", "capacity"),
-    ("RUNNING", "running_jobs"),
-    ("VERSION", "version"),
-    ("LAST_HEARTBEAT", "last_heartbeat_at"),
+pub const WORKER_COLUMNS: &[Column<Worker>] = &[
+    ("WORKER_ID", |w| w.worker_id.clone()),
+    ("STATUS", |w| w.status.to_string()),
+    ("HOST", |w| w.hostname.clone()),
+    ("CAPACITY", |w| w.capacity.to_string()),
+    ("RUNNING", |w| w.running_jobs.to_string()),
+    ("VERSION", |w| w.version.clone()),
+    ("LAST_HEARTBEAT", |w| time(&w.last_heartbeat_at)),
 ];
-
-/// The supervisor's metrics in a readable order.
-pub const METRICS_FIELDS: &[&str] = &[
-    "workers_by_status",
-    "jobs_by_status",
-    "queue_depth",
-    "completed_last_minute",
-    "failed_last_minute",
-    "submit_to_start_seconds",
-    "start_to_finish_seconds",
-];
-
-/// Quota fields in the contract's order.
-pub const QUOTA_FIELDS: &[&str] = &[
-    "max_workers",
-    "allocated_workers",
-    "available_workers",
-    "max_concurrent_jobs",
-    "running_jobs",
-    "max_queued_jobs",
-    "queued_jobs",
-];
-
-/// Allocation fields in the contract's order.
-pub const ALLOCATION_FIELDS: &[&str] = &["allocation_id", "status", "workers", "job_id", "expires_at"];
 
 /// Columns of the per-user usage.
-pub const USAGE_COLUMNS: &[Column] = &[
-    ("USER", "username"),
-    ("ALLOCATED_WORKERS", "allocated_workers"),
-    ("RUNNING_JOBS", "running_jobs"),
-    ("WORKER_SECONDS", "worker_seconds"),
+pub const USAGE_COLUMNS: &[Column<UserUsage>] = &[
+    ("USER", |u| u.username.clone()),
+    ("ALLOCATED_WORKERS", |u| u.allocated_workers.to_string()),
+    ("RUNNING_JOBS", |u| u.running_jobs.to_string()),
+    ("WORKER_SECONDS", |u| decimal(u.worker_seconds)),
 ];
 
-/// Fields of `GET /api/auth/me`.
-pub const ME_FIELDS: &[&str] = &["username", "user_id", "scopes"];
-
-/// The array under `key` (or the value itself when it is an array) as a
-/// table, `empty` when there are no rows; key-value lines for any other shape.
-pub fn list_of(value: &Value, key: &str, columns: &[Column], empty: &str) -> String {
-    match value
-        .get(key)
-        .and_then(Value::as_array)
-        .or_else(|| value.as_array())
-    {
-        Some(rows) if rows.is_empty() => empty.to_owned(),
-        Some(rows) => table(columns, rows),
-        None => key_values(value, &[]),
+/// `rows` as a table, or `empty` when there are none.
+pub fn list_of<T>(rows: &[T], columns: &[Column<T>], empty: &str) -> String {
+    if rows.is_empty() {
+        empty.to_owned()
+    } else {
+        table(columns, rows)
     }
 }
 
-/// One job as key-value lines.
-pub fn job(value: &Value) -> String {
-    key_values(value, JOB_FIELDS)
-}
-
-/// One worker as key-value lines.
-pub fn worker(value: &Value) -> String {
-    key_values(value, WORKER_FIELDS)
+/// A typed answer (a job, a worker, quotas, metrics, an allocation, the
+/// caller) as key-value lines, in its struct's field order: the contract's,
+/// kept by serde_json's `preserve_order`. (A contract type always turns into
+/// JSON; were it not to, the view would be a lone `-`.)
+pub fn fields<T: Serialize>(answer: &T) -> String {
+    key_values(&serde_json::to_value(answer).unwrap_or_default())
 }
 
 /// How a waited-for job ended, its error if any, then its output.
-pub fn outcome(job: &Value, output: &Value) -> String {
-    let mut text = format!("job {} {}", cell(job.get("job_id")), cell(job.get("status")));
-    if let Some(error) = job.get("error").filter(|e| !e.is_null()) {
-        text.push_str(&format!("\nerror: {}", cell(Some(error))));
+pub fn outcome(job: &Job, output: &JobOutput) -> String {
+    let mut text = format!("job {} {}", job.job_id, job.status);
+    if let Some(error) = &job.error {
+        text.push_str(&format!("\nerror: {error}"));
     }
     text.push('\n');
     text.push_str(&job_output(output));
@@ -142,69 +74,155 @@ pub fn outcome(job: &Value, output: &Value) -> String {
 }
 
 /// What `login` says: who, where, for how long, and where the token went.
-pub fn login(answer: &Value, username: &str, url: &str, path: &str) -> String {
-    let lifetime = answer
-        .get("expires_in")
-        .and_then(Value::as_u64)
-        .map_or_else(String::new, |secs| format!(" for {secs} s"));
+pub fn login(answer: &TokenResponse, username: &str, url: &str, path: &str) -> String {
     format!(
-        "logged in to {url} as {username}; token valid{lifetime}, scopes: {}\nsaved to {path}",
-        cell(answer.get("scopes"))
+        "logged in to {url} as {username}; token valid for {} s, scopes: {}\nsaved to {path}",
+        answer.expires_in,
+        text(&answer.scopes)
     )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::fixtures;
+    use orchestrator_shared::api::{Allocation, AllocationStatus};
+    use orchestrator_shared::JobStatus;
+    use uuid::Uuid;
+
+    /// The keys of key-value lines, in order.
+    fn keys(lines: &str) -> Vec<&str> {
+        lines
+            .lines()
+            .filter_map(|line| line.split_once(':'))
+            .map(|(k, _)| k)
+            .collect()
+    }
 
     #[test]
     fn list_of_renders_rows_or_the_empty_message() {
-        let page = json!({"jobs": [{"job_id": "j1", "status": "queued"}], "next_cursor": null});
-        let text = list_of(
-            &page,
-            "jobs",
-            &[("JOB_ID", "job_id"), ("STATUS", "status")],
-            "no jobs",
-        );
-        assert_eq!(text, "JOB_ID  STATUS\nj1      queued");
+        let jobs = [fixtures::job(JobStatus::Queued)];
+        let text = list_of(&jobs, &JOB_COLUMNS[..2], "no jobs");
         assert_eq!(
-            list_of(&json!({"jobs": []}), "jobs", JOB_COLUMNS, "no jobs"),
-            "no jobs"
+            text,
+            "JOB_ID                                STATUS\n00000000-0000-0000-0000-000000000000  queued"
         );
-        let bare = json!([{"username": "alice", "worker_seconds": 12.25}]);
-        assert!(list_of(&bare, "users", USAGE_COLUMNS, "-").starts_with("USER "));
+        assert_eq!(list_of(&[], JOB_COLUMNS, "no jobs"), "no jobs");
+        let usage = [UserUsage {
+            user_id: Uuid::nil(),
+            username: "alice".into(),
+            allocated_workers: 2,
+            running_jobs: 1,
+            worker_seconds: 12.25,
+        }];
         assert_eq!(
-            list_of(&json!({"total": 0}), "workers", WORKER_COLUMNS, "-"),
-            "total: 0"
+            list_of(&usage, USAGE_COLUMNS, "-"),
+            "USER   ALLOCATED_WORKERS  RUNNING_JOBS  WORKER_SECONDS\nalice  2                  1             12.25"
         );
     }
 
     #[test]
-    fn job_lines_follow_the_contract_order() {
-        let value =
-            json!({"status": "running", "job_id": "j1", "command": ["sh", "-c", "echo hi"], "extra": 1});
+    fn worker_table_shows_heartbeats_to_the_second() {
+        let text = list_of(&[fixtures::worker()], WORKER_COLUMNS, "no workers");
+        let row = text.lines().nth(1).unwrap_or_default();
         assert_eq!(
-            job(&value),
-            "job_id:  j1\nstatus:  running\ncommand: sh -c 'echo hi'\nextra:   1"
+            row,
+            "w1         idle    host-1  2         0        0.1.0    2026-11-05T10:00:00Z"
+        );
+    }
+
+    #[test]
+    fn a_typed_job_shows_its_fields_in_contract_order() {
+        let job = Job {
+            command: Some(vec!["sh".into(), "-c".into(), "echo hi".into()]),
+            labels: [("team".into(), "ml".into()), ("env".into(), "dev".into())].into(),
+            ..fixtures::job(JobStatus::Running)
+        };
+        let text = fields(&job);
+        let contract = [
+            "job_id",
+            "status",
+            "task_description",
+            "required_workers",
+            "command",
+            "priority",
+            "labels",
+            "attempts",
+            "max_retries",
+            "timeout_seconds",
+            "idempotency_key",
+            "submitted_by",
+            "assigned_workers",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "exit_code",
+            "error",
+        ];
+        assert_eq!(keys(&text), contract);
+        assert!(text.contains("\nstatus:           running\n"), "{text}");
+        assert!(text.contains("\ncommand:          sh -c 'echo hi'\n"), "{text}");
+        assert!(text.contains("\nlabels:           env=dev team=ml\n"), "{text}");
+        assert!(text.ends_with("\nerror:            -"), "{text}");
+    }
+
+    #[test]
+    fn other_answers_show_their_fields_in_contract_order() {
+        let allocation = Allocation {
+            allocation_id: Uuid::nil(),
+            workers: 3,
+            job_id: None,
+            expires_at: None,
+            status: AllocationStatus::Active,
+            created_at: fixtures::at(),
+            released_at: None,
+        };
+        let expected = [
+            "allocation_id",
+            "workers",
+            "job_id",
+            "expires_at",
+            "status",
+            "created_at",
+            "released_at",
+        ];
+        assert_eq!(keys(&fields(&allocation)), expected);
+        let worker = fields(&fixtures::worker());
+        assert!(
+            worker.starts_with("worker_id:         w1\nstatus:            idle\n"),
+            "{worker}"
         );
     }
 
     #[test]
     fn outcome_shows_status_error_and_output() {
-        let finished = json!({"job_id": "j1", "status": "failed", "error": "exit code 3"});
-        let output = json!({"stdout": "", "stderr": "boom\n", "exit_code": 3});
+        let finished = Job {
+            error: Some("exit code 3".into()),
+            ..fixtures::job(JobStatus::Failed)
+        };
+        let output = JobOutput {
+            stdout: Some(String::new()),
+            stderr: Some("boom\n".into()),
+            exit_code: Some(3),
+            ..fixtures::output()
+        };
         assert_eq!(
             outcome(&finished, &output),
-            "job j1 failed\nerror: exit code 3\n== stdout ==\n(empty)\n== stderr ==\nboom\nexit code: 3"
+            "job 00000000-0000-0000-0000-000000000000 failed\nerror: exit code 3\n== stdout ==\n(empty)\n== stderr ==\nboom\nexit code: 3"
         );
-        let done = json!({"job_id": "j2", "status": "completed", "error": null});
-        assert!(outcome(&done, &json!({})).starts_with("job j2 completed\n== stdout =="));
+        let done = fixtures::job(JobStatus::Completed);
+        let text = outcome(&done, &fixtures::output());
+        assert!(text.ends_with(" completed\n== stdout ==\n(empty)\n== stderr ==\n(empty)\nexit code: -"));
     }
 
     #[test]
     fn login_message_never_shows_the_token() {
-        let answer = json!({"access_token": "secret", "expires_in": 3600, "scopes": ["jobs:write", "admin"]});
+        let answer = TokenResponse {
+            access_token: "secret".into(),
+            token_type: "bearer".into(),
+            expires_in: 3600,
+            scopes: vec!["jobs:write".into(), "admin".into()],
+        };
         let text = login(&answer, "alice", "http://h:8000", "/c.json");
         assert_eq!(
             text,

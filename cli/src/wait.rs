@@ -1,11 +1,12 @@
 //! Waiting for a job to end: poll, report, stop at a terminal status, a
 //! deadline, a 4xx answer, or a long outage.
 
+use crate::client::Answer;
 use crate::error::is_transient;
-use crate::status;
 use anyhow::{anyhow, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use serde_json::Value;
+use orchestrator_shared::api::Job;
+use orchestrator_shared::JobStatus;
 use std::future::Future;
 use std::time::Duration;
 use tokio::time::{sleep_until, Instant};
@@ -36,33 +37,35 @@ pub struct WaitPolicy {
 #[derive(Debug)]
 pub enum Progress<'a> {
     /// The job's current status.
-    Status(&'a str),
+    Status(JobStatus),
     /// The poll failed in a way that may pass; polling goes on.
     Retrying(&'a anyhow::Error),
 }
 
 /// Calls `poll` (which fetches the job) until the job's status is terminal,
-/// and returns the job. Fails at once on a 4xx answer, and after
-/// `policy.timeout` (the job keeps running) or `policy.max_outage` of failures.
+/// and returns the job. Fails at once on a 4xx answer or an answer not
+/// understood, and after `policy.timeout` (the job keeps running) or
+/// `policy.max_outage` of failures.
 pub async fn wait_for_end<P, F>(
     policy: WaitPolicy,
     mut poll: P,
     mut report: impl FnMut(Progress<'_>),
-) -> Result<Value>
+) -> Result<Answer<Job>>
 where
     P: FnMut() -> F,
-    F: Future<Output = Result<Value>>,
+    F: Future<Output = Result<Answer<Job>>>,
 {
     let deadline = Instant::now() + policy.timeout;
     let mut failing_since: Option<Instant> = None;
-    let mut last_status = String::from("unknown");
+    let mut last_status = None;
     loop {
         match poll().await {
             Ok(job) => {
                 failing_since = None;
-                last_status = status::status_of(&job).unwrap_or("unknown").to_owned();
-                report(Progress::Status(&last_status));
-                if status::is_terminal(&last_status) {
+                let status = job.typed.status;
+                last_status = Some(status);
+                report(Progress::Status(status));
+                if status.is_terminal() {
                     return Ok(job);
                 }
             }
@@ -78,8 +81,9 @@ where
         let now = Instant::now();
         if now >= deadline {
             let secs = policy.timeout.as_secs();
+            let last = last_status.map_or("unknown", JobStatus::as_str);
             return Err(anyhow!(
-                "the job did not end within {secs} s (last status: {last_status})"
+                "the job did not end within {secs} s (last status: {last})"
             ));
         }
         sleep_until((now + policy.interval).min(deadline)).await;
@@ -100,7 +104,9 @@ pub fn spinner(message: String) -> ProgressBar {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::ApiError;
+    use crate::client::Reply;
+    use crate::error::{ApiError, UnexpectedAnswer};
+    use crate::fixtures;
     use serde_json::json;
     use std::cell::{Cell, RefCell};
     use std::collections::VecDeque;
@@ -111,11 +117,15 @@ mod tests {
         max_outage: Duration::from_millis(600),
     };
 
-    fn job(status: &str) -> Result<Value> {
-        Ok(json!({"job_id": "j", "status": status}))
+    fn job(status: JobStatus) -> Result<Answer<Job>> {
+        Ok(Answer {
+            status: 200,
+            raw: json!({"status": status.as_str()}),
+            typed: fixtures::job(status),
+        })
     }
 
-    fn api_error(status: u16) -> Result<Value> {
+    fn api_error(status: u16) -> Result<Answer<Job>> {
         Err(ApiError {
             status,
             detail: json!("x"),
@@ -127,9 +137,9 @@ mod tests {
     /// Runs the wait loop over scripted poll results (the last one repeats);
     /// returns the outcome, the number of polls and the statuses reported.
     async fn run(
-        script: Vec<fn() -> Result<Value>>,
+        script: Vec<fn() -> Result<Answer<Job>>>,
         policy: WaitPolicy,
-    ) -> (Result<Value>, usize, Vec<String>) {
+    ) -> (Result<Answer<Job>>, usize, Vec<String>) {
         let script = RefCell::new(VecDeque::from(script));
         let polls = Cell::new(0);
         let mut seen = Vec::new();
@@ -141,10 +151,10 @@ mod tests {
             } else {
                 queue.front().copied()
             };
-            async move { next.map_or_else(|| job("running"), |make| make()) }
+            async move { next.map_or_else(|| job(JobStatus::Running), |make| make()) }
         };
         let report = |progress: Progress<'_>| match progress {
-            Progress::Status(s) => seen.push(s.to_owned()),
+            Progress::Status(s) => seen.push(s.to_string()),
             Progress::Retrying(_) => seen.push("retrying".to_owned()),
         };
         let outcome = wait_for_end(policy, poll, report).await;
@@ -155,11 +165,13 @@ mod tests {
     async fn returns_the_job_once_it_ends() {
         let start = Instant::now();
         let (outcome, polls, seen) = run(
-            vec![|| job("queued"), || job("running"), || job("failed")],
+            vec![|| job(JobStatus::Queued), || job(JobStatus::Running), || {
+                job(JobStatus::Failed)
+            }],
             POLICY,
         )
         .await;
-        assert_eq!(outcome.ok().as_ref().and_then(status::status_of), Some("failed"));
+        assert_eq!(outcome.ok().map(|j| j.typed.status), Some(JobStatus::Failed));
         assert_eq!(polls, 3);
         assert_eq!(seen, ["queued", "running", "failed"]);
         assert_eq!(start.elapsed(), Duration::from_millis(500));
@@ -167,7 +179,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn gives_up_at_the_deadline() {
-        let (outcome, polls, _) = run(vec![|| job("running")], POLICY).await;
+        let (outcome, polls, _) = run(vec![|| job(JobStatus::Running)], POLICY).await;
         let message = outcome.err().map(|e| e.to_string()).unwrap_or_default();
         assert_eq!(message, "the job did not end within 1 s (last status: running)");
         assert_eq!(polls, 5, "polls at 0, 250, 500, 750 and 1000 ms");
@@ -176,10 +188,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn retries_transient_failures() {
         let script = vec![
-            || job("running"),
+            || job(JobStatus::Running),
             || api_error(503),
             || Err(anyhow!("refused")),
-            || job("completed"),
+            || job(JobStatus::Completed),
         ];
         let (outcome, polls, seen) = run(script, POLICY).await;
         assert!(outcome.is_ok());
@@ -189,7 +201,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn stops_at_a_client_error() {
-        let (outcome, polls, _) = run(vec![|| job("running"), || api_error(404)], POLICY).await;
+        let (outcome, polls, _) = run(vec![|| job(JobStatus::Running), || api_error(404)], POLICY).await;
         let status = outcome
             .err()
             .and_then(|e| e.downcast_ref::<ApiError>().map(|a| a.status));
@@ -207,5 +219,19 @@ mod tests {
         let message = outcome.err().map(|e| format!("{e:#}")).unwrap_or_default();
         assert_eq!(message, "polling failed for 600ms: refused");
         assert_eq!(polls, 4, "fails at 0, 250, 500 ms, gives up at 750 ms");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stops_at_an_answer_not_understood() {
+        let misread = || {
+            Ok(Reply {
+                status: 200,
+                body: json!({"status": "running"}),
+            }
+            .read::<Job>()?)
+        };
+        let (outcome, polls, _) = run(vec![misread], POLICY).await;
+        assert!(outcome.is_err_and(|e| e.is::<UnexpectedAnswer>()));
+        assert_eq!(polls, 1, "no retry can fix a disagreement on the contract");
     }
 }

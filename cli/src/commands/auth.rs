@@ -2,11 +2,12 @@
 
 use super::Ctx;
 use crate::args::LoginArgs;
+use crate::client::Answer;
 use crate::config::{self, ConfigFile};
 use crate::error::UsageError;
 use crate::views;
-use anyhow::{anyhow, Result};
-use serde_json::{json, Value};
+use anyhow::Result;
+use orchestrator_shared::api::{LoginRequest, Me, TokenResponse};
 
 /// `POST /api/auth/login`, then saves the URL and token to the config file.
 pub async fn login(ctx: &Ctx, args: LoginArgs) -> Result<()> {
@@ -17,33 +18,30 @@ pub async fn login(ctx: &Ctx, args: LoginArgs) -> Result<()> {
     let path = ctx.config_path.as_deref().ok_or_else(|| {
         UsageError("nowhere to save the token: set ORCH_CONFIG, XDG_CONFIG_HOME or HOME".into())
     })?;
-    let body = json!({"username": args.username, "password": password});
-    let reply = ctx
+    let request = LoginRequest {
+        username: args.username.clone(),
+        password,
+    };
+    let token: Answer<TokenResponse> = ctx
         .client
         .anonymous()
-        .post(&["api", "auth", "login"], &body)
+        .post(&["api", "auth", "login"], &request)
         .await?;
-    let token = reply
-        .body
-        .get("access_token")
-        .and_then(Value::as_str)
-        .ok_or_else(|| anyhow!("the login answer has no access_token"))?;
     let url = ctx.client.base().as_str().trim_end_matches('/').to_owned();
     let stored = ConfigFile {
         url: Some(url.clone()),
-        token: Some(token.to_owned()),
+        token: Some(token.typed.access_token.clone()),
         username: Some(args.username.clone()),
     };
     config::save(path, &stored)?;
     let place = path.display().to_string();
-    ctx.out.show(&reply.body, |answer| {
+    ctx.out.show(&token, |answer| {
         views::login(answer, &args.username, &url, &place)
     })
 }
 
 /// `GET /api/auth/me`.
 pub async fn whoami(ctx: &Ctx) -> Result<()> {
-    let reply = ctx.client.get(&["api", "auth", "me"], &[]).await?;
-    ctx.out
-        .show(&reply.body, |me| crate::render::key_values(me, views::ME_FIELDS))
+    let me: Answer<Me> = ctx.client.get(&["api", "auth", "me"]).await?;
+    ctx.out.show(&me, views::fields)
 }

@@ -2,75 +2,68 @@
 
 use super::Ctx;
 use crate::args::{ListArgs, SubmitArgs};
-use crate::client::ApiClient;
+use crate::client::{Answer, ApiClient};
+use crate::error::UsageError;
 use crate::input::labels_map;
 use crate::output::note;
-use crate::status::{is_success, status_of};
+use crate::render::job_output;
 use crate::views;
 use crate::wait::{self, Progress, WaitPolicy};
 use anyhow::{bail, Context, Result};
-use serde_json::{json, Map, Value};
+use orchestrator_shared::api::{EventList, Job, JobOutput, JobPage, ListQuery, SubmitRequest};
+use orchestrator_shared::JobStatus;
+use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::process::ExitCode;
 use std::time::Duration;
 use uuid::Uuid;
 
-/// The body of `POST /api/jobs/submit`; options left out are left to the server's defaults.
-pub fn submit_body(args: &SubmitArgs) -> Result<Value> {
-    let mut body = Map::new();
-    body.insert("task_description".into(), json!(args.task_description));
-    let optional = [
-        ("required_workers", args.workers.map(Value::from)),
-        ("priority", args.priority.map(Value::from)),
-        ("timeout_seconds", args.timeout.map(Value::from)),
-        ("max_retries", args.max_retries.map(Value::from)),
-        ("idempotency_key", args.idempotency_key.clone().map(Value::from)),
-    ];
-    body.extend(optional.into_iter().filter_map(|(k, v)| Some((k.to_owned(), v?))));
-    if !args.command_args().is_empty() {
-        body.insert("command".into(), json!(args.command_args()));
-    }
-    if !args.labels.is_empty() {
-        body.insert("labels".into(), json!(labels_map(&args.labels)?));
-    }
-    Ok(Value::Object(body))
+/// The submission the command line asks for, checked against the contract's
+/// rules before it is sent (a usage error lists what is wrong). Options left
+/// out stay `None`, so the server's defaults apply.
+pub fn submission(args: &SubmitArgs) -> Result<SubmitRequest, UsageError> {
+    let command = args.command_args();
+    let request = SubmitRequest {
+        task_description: args.task_description.clone(),
+        required_workers: args.workers,
+        command: (!command.is_empty()).then(|| command.to_vec()),
+        priority: args.priority,
+        timeout_seconds: args.timeout,
+        max_retries: args.max_retries,
+        idempotency_key: args.idempotency_key.clone(),
+        labels: labels_map(&args.labels)?,
+    };
+    UsageError::check(&request.problems())?;
+    Ok(request)
 }
 
 /// `POST /api/jobs/submit`; with `--wait`, then polls the job until it ends
 /// and prints its output (exit code 0 only if it completed).
 pub async fn submit(ctx: &Ctx, args: SubmitArgs) -> Result<ExitCode> {
-    let reply = ctx
-        .client
-        .post(&["api", "jobs", "submit"], &submit_body(&args)?)
-        .await?;
-    if reply.status == 200 {
+    let request = submission(&args)?;
+    let submitted: Answer<Job> = ctx.client.post(&["api", "jobs", "submit"], &request).await?;
+    if submitted.status == 200 {
         note("note: a job with this idempotency key already exists; this is that job");
     }
     if !args.wait {
-        ctx.out.show(&reply.body, views::job)?;
+        ctx.out.show(&submitted, views::fields)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let Some(job_id) = reply.body.get("job_id").and_then(Value::as_str) else {
-        bail!("the submit answer has no job_id");
-    };
+    let job_id = submitted.typed.job_id.to_string();
     note(&format!("submitted job {job_id}"));
     let policy = WaitPolicy {
         interval: wait::POLL_INTERVAL,
         timeout: Duration::from_secs(args.wait_timeout),
         max_outage: wait::MAX_OUTAGE,
     };
-    let job = wait_with_spinner(&ctx.client, job_id, policy)
+    let job = wait_with_spinner(&ctx.client, &job_id, policy)
         .await
         .with_context(|| format!("waiting for job {job_id} (see `orchestrator status {job_id}`)"))?;
-    let output = ctx
-        .client
-        .get(&["api", "jobs", job_id, "output"], &[])
-        .await?
-        .body;
-    let both = json!({"job": job, "output": output});
-    ctx.out.show(&both, |_| views::outcome(&job, &output))?;
-    let completed = status_of(&job).is_some_and(is_success);
-    Ok(if completed {
+    let output: Answer<JobOutput> = ctx.client.get(&["api", "jobs", &job_id, "output"]).await?;
+    let both = json!({"job": job.raw, "output": output.raw});
+    ctx.out
+        .print(&both, || views::outcome(&job.typed, &output.typed))?;
+    Ok(if job.typed.status == JobStatus::Completed {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
@@ -78,9 +71,9 @@ pub async fn submit(ctx: &Ctx, args: SubmitArgs) -> Result<ExitCode> {
 }
 
 /// Polls `GET /api/jobs/{id}` under `policy`, showing the status in a spinner.
-async fn wait_with_spinner(client: &ApiClient, job_id: &str, policy: WaitPolicy) -> Result<Value> {
+async fn wait_with_spinner(client: &ApiClient, job_id: &str, policy: WaitPolicy) -> Result<Answer<Job>> {
     let spinner = wait::spinner(format!("job {job_id}: submitted"));
-    let poll = move || async move { client.get(&["api", "jobs", job_id], &[]).await.map(|r| r.body) };
+    let poll = move || async move { client.get(&["api", "jobs", job_id]).await };
     let report = |progress: Progress<'_>| match progress {
         Progress::Status(status) => spinner.set_message(format!("job {job_id}: {status}")),
         Progress::Retrying(err) => spinner.set_message(format!("job {job_id}: retrying ({err})")),
@@ -92,59 +85,49 @@ async fn wait_with_spinner(client: &ApiClient, job_id: &str, policy: WaitPolicy)
 
 /// `GET /api/jobs/{id}`.
 pub async fn status(ctx: &Ctx, job_id: Uuid) -> Result<()> {
-    let reply = ctx.client.get(&["api", "jobs", &job_id.to_string()], &[]).await?;
-    ctx.out.show(&reply.body, views::job)
+    let job: Answer<Job> = ctx.client.get(&["api", "jobs", &job_id.to_string()]).await?;
+    ctx.out.show(&job, views::fields)
 }
 
 /// `POST /api/jobs/{id}/cancel`.
 pub async fn cancel(ctx: &Ctx, job_id: Uuid) -> Result<()> {
     let path = ["api", "jobs", &job_id.to_string(), "cancel"];
-    let reply = ctx.client.post(&path, &json!({})).await?;
-    ctx.out.show(&reply.body, views::job)
+    let job: Answer<Job> = ctx.client.post(&path, &json!({})).await?;
+    ctx.out.show(&job, views::fields)
 }
 
 /// `GET /api/jobs/{id}/events`.
 pub async fn events(ctx: &Ctx, job_id: Uuid) -> Result<()> {
-    let reply = ctx
-        .client
-        .get(&["api", "jobs", &job_id.to_string(), "events"], &[])
-        .await?;
-    ctx.out.show(&reply.body, |body| {
-        views::list_of(body, "events", views::EVENT_COLUMNS, "no events")
+    let path = ["api", "jobs", &job_id.to_string(), "events"];
+    let events: Answer<EventList> = ctx.client.get(&path).await?;
+    ctx.out.show(&events, |list| {
+        views::list_of(&list.events, views::EVENT_COLUMNS, "no events")
     })
 }
 
 /// `GET /api/jobs/{id}/output`.
 pub async fn output(ctx: &Ctx, job_id: Uuid) -> Result<()> {
-    let reply = ctx
-        .client
-        .get(&["api", "jobs", &job_id.to_string(), "output"], &[])
-        .await?;
-    ctx.out.show(&reply.body, crate::render::job_output)
+    let path = ["api", "jobs", &job_id.to_string(), "output"];
+    let output: Answer<JobOutput> = ctx.client.get(&path).await?;
+    ctx.out.show(&output, job_output)
 }
 
-/// The query string of one page of `GET /api/jobs`.
-pub fn list_query(args: &ListArgs, cursor: Option<&str>) -> Vec<(&'static str, String)> {
-    let mut query = Vec::new();
-    if let Some(status) = &args.status {
-        query.push(("status", status.clone()));
+/// The query of one page of `GET /api/jobs`: only the given parameters.
+pub fn list_query(args: &ListArgs, cursor: Option<String>) -> ListQuery {
+    ListQuery {
+        status: args.status.map(|status| status.as_str().to_owned()),
+        limit: args.limit,
+        cursor,
     }
-    if let Some(limit) = args.limit {
-        query.push(("limit", limit.to_string()));
-    }
-    if let Some(cursor) = cursor {
-        query.push(("cursor", cursor.to_owned()));
-    }
-    query
 }
 
 /// `GET /api/jobs`; with `--all-pages`, every page, as one list.
 pub async fn list(ctx: &Ctx, args: ListArgs) -> Result<()> {
     let page = fetch_pages(&ctx.client, &args).await?;
     ctx.out.show(&page, |page| {
-        views::list_of(page, "jobs", views::JOB_COLUMNS, "no jobs")
+        views::list_of(&page.jobs, views::JOB_COLUMNS, "no jobs")
     })?;
-    if let Some(next) = page.get("next_cursor").and_then(Value::as_str) {
+    if let Some(next) = &page.typed.next_cursor {
         if !ctx.out.json {
             note(&format!("more jobs: --cursor {next} (or --all-pages)"));
         }
@@ -153,29 +136,37 @@ pub async fn list(ctx: &Ctx, args: ListArgs) -> Result<()> {
 }
 
 /// One page, or with `--all-pages` all of them merged into one
-/// `{"jobs": [...], "next_cursor": null}`.
-async fn fetch_pages(client: &ApiClient, args: &ListArgs) -> Result<Value> {
+/// `{"jobs": [...], "next_cursor": null}` (its JSON made of the jobs as sent).
+async fn fetch_pages(client: &ApiClient, args: &ListArgs) -> Result<Answer<JobPage>> {
     let mut cursor = args.cursor.clone();
     let mut seen = HashSet::new();
-    let mut jobs = Vec::new();
+    let (mut jobs, mut raw_jobs) = (Vec::new(), Vec::new());
     loop {
-        let page = client
-            .get(&["api", "jobs"], &list_query(args, cursor.as_deref()))
-            .await?
-            .body;
+        let page: Answer<JobPage> = client
+            .get_with(&["api", "jobs"], &list_query(args, cursor.clone()))
+            .await?;
         if !args.all_pages {
             return Ok(page);
         }
-        let rows = page
-            .get("jobs")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        jobs.extend(rows);
-        match page.get("next_cursor").and_then(Value::as_str) {
-            None => return Ok(json!({"jobs": jobs, "next_cursor": null})),
-            Some(next) if !seen.insert(next.to_owned()) => bail!("the controller sent cursor {next} twice"),
-            Some(next) => cursor = Some(next.to_owned()),
+        if let Some(Value::Array(rows)) = page.raw.get("jobs") {
+            raw_jobs.extend(rows.iter().cloned());
+        }
+        jobs.extend(page.typed.jobs);
+        match page.typed.next_cursor {
+            None => {
+                let raw = json!({"jobs": raw_jobs, "next_cursor": null});
+                let typed = JobPage {
+                    jobs,
+                    next_cursor: None,
+                };
+                return Ok(Answer {
+                    status: page.status,
+                    raw,
+                    typed,
+                });
+            }
+            Some(next) if !seen.insert(next.clone()) => bail!("the controller sent cursor {next} twice"),
+            Some(next) => cursor = Some(next),
         }
     }
 }
@@ -184,6 +175,7 @@ async fn fetch_pages(client: &ApiClient, args: &ListArgs) -> Result<Value> {
 mod tests {
     use super::*;
     use crate::args::{Cli, Command};
+    use crate::client::query_pairs;
     use clap::Parser;
 
     fn submit_args(line: &[&str]) -> Option<SubmitArgs> {
@@ -194,10 +186,30 @@ mod tests {
         }
     }
 
+    /// The JSON body `submit` would send for `line`.
+    fn body(line: &[&str]) -> Result<Value> {
+        let args = submit_args(line).context("parse")?;
+        Ok(serde_json::to_value(submission(&args)?)?)
+    }
+
     #[test]
     fn submit_body_sends_only_what_was_given() -> Result<()> {
-        let args = submit_args(&["train"]).context("parse")?;
-        assert_eq!(submit_body(&args)?, json!({"task_description": "train"}));
+        assert_eq!(body(&["train"])?, json!({"task_description": "train"}));
+        Ok(())
+    }
+
+    #[test]
+    fn typed_submission_leaves_unset_options_to_the_server() -> Result<()> {
+        let args = submit_args(&["train", "--priority", "0"]).context("parse")?;
+        let request = submission(&args)?;
+        let expected = SubmitRequest {
+            task_description: "train".into(),
+            priority: Some(0),
+            ..SubmitRequest::default()
+        };
+        assert_eq!(request, expected);
+        let sent = serde_json::to_value(&request)?;
+        assert_eq!(sent, json!({"task_description": "train", "priority": 0}));
         Ok(())
     }
 
@@ -224,38 +236,55 @@ mod tests {
             "-m",
             "t",
         ];
-        let args = submit_args(&line).context("parse")?;
         let expected = json!({
             "task_description": "train", "required_workers": 4, "priority": 9, "timeout_seconds": 60,
             "max_retries": 2, "idempotency_key": "k1", "labels": {"team": "ml", "env": "dev"},
             "command": ["python", "-m", "t"]
         });
-        assert_eq!(submit_body(&args)?, expected);
+        assert_eq!(body(&line)?, expected);
         Ok(())
     }
 
     #[test]
     fn submit_body_refuses_a_label_given_twice() -> Result<()> {
         let args = submit_args(&["x", "--label", "a=1", "--label", "a=2"]).context("parse")?;
-        assert!(submit_body(&args).is_err());
+        assert!(submission(&args).is_err());
         Ok(())
     }
 
     #[test]
-    fn list_query_has_only_the_given_parameters() {
+    fn a_submission_breaking_the_contract_is_not_sent() -> Result<()> {
+        let long_key = "k".repeat(256);
+        let args = submit_args(&["", "--idempotency-key", &long_key]).context("parse")?;
+        let err = submission(&args).err().map(|e| e.0);
+        let expected = "invalid request (not sent):\n  body.task_description: must be 1 to 10000 characters\n  body.idempotency_key: must be 1 to 255 characters";
+        assert_eq!(err.as_deref(), Some(expected));
+        Ok(())
+    }
+
+    #[test]
+    fn list_query_has_only_the_given_parameters() -> Result<()> {
         let args = ListArgs {
-            status: Some("running".into()),
+            status: Some(JobStatus::TimedOut),
             limit: None,
             cursor: None,
             all_pages: false,
         };
-        assert_eq!(list_query(&args, None), [("status", "running".to_owned())]);
+        let pairs = query_pairs(&list_query(&args, None))?;
+        assert_eq!(pairs, [("status".to_owned(), "timed_out".to_owned())]);
         let args = ListArgs {
             status: None,
             limit: Some(500),
             ..args
         };
-        let query = list_query(&args, Some("c1"));
-        assert_eq!(query, [("limit", "500".to_owned()), ("cursor", "c1".to_owned())]);
+        let pairs = query_pairs(&list_query(&args, Some("c1".into())))?;
+        assert_eq!(
+            pairs,
+            [
+                ("limit".to_owned(), "500".to_owned()),
+                ("cursor".to_owned(), "c1".to_owned())
+            ]
+        );
+        Ok(())
     }
 }
