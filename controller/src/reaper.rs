@@ -1,11 +1,14 @@
 //! Work that must not run twice at once: probing silent agents (the probe,
-//! once applied, marks a lost one offline and handles its jobs), timing out overdue jobs, expiring allocations. Only
-//! the controller replica holding a Postgres advisory lock (on a dedicated
-//! connection, held while it lives) does it; when that replica dies its
-//! connection drops and another takes over.
+//! once applied, marks a lost one offline and handles its jobs), timing out
+//! overdue jobs, expiring allocations. Only the controller replica holding a
+//! Postgres advisory lock (on a dedicated connection, held while it lives)
+//! does it; when that replica dies its connection drops and another takes
+//! over.
 
 use crate::broker::Flow;
 use crate::db::{allocations, flow, outbox, DbError};
+use chrono::{DateTime, Utc};
+use deadpool_postgres::GenericClient;
 use orchestrator_shared::broker::EVENTS_ROUTING_KEY;
 use orchestrator_shared::messages::{AgentEvent, EVENTS_EXCHANGE};
 use orchestrator_shared::JobStatus;
@@ -15,6 +18,34 @@ use tokio_postgres::NoTls;
 
 /// Advisory lock key of the reaper's leadership ("REAPER" in ASCII).
 const LEADER_LOCK: i64 = 0x5245_4150_4552;
+
+/// Why a leadership attempt or a reaper pass failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReaperError {
+    /// The lock connection failed or Postgres refused the lock query (the
+    /// attempt is retried after an interval).
+    #[error("reaper lock connection failed")]
+    Lock(#[source] tokio_postgres::Error),
+    /// A query of the pass failed (the pass is tried again next interval).
+    #[error("reaper pass failed")]
+    Db(#[from] DbError),
+    /// A liveness probe does not serialize: it is not sent at all, rather
+    /// than sent as something that is no probe.
+    #[error("liveness probe of {worker_id} does not serialize")]
+    Probe {
+        /// The worker the probe was for.
+        worker_id: String,
+        /// Why serialization failed.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl From<tokio_postgres::Error> for ReaperError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        ReaperError::Db(e.into())
+    }
+}
 
 /// Runs forever: wins leadership when it can, then reaps every interval.
 pub async fn run(database_url: String, flow: Flow) {
@@ -30,14 +61,16 @@ pub async fn run(database_url: String, flow: Flow) {
 
 /// Holds the lock and reaps until the lock connection fails. Returns at
 /// once if another replica leads.
-async fn lead(url: &str, flow: &Flow, interval: Duration) -> Result<(), tokio_postgres::Error> {
-    let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
+async fn lead(url: &str, flow: &Flow, interval: Duration) -> Result<(), ReaperError> {
+    let (client, connection) = tokio_postgres::connect(url, NoTls)
+        .await
+        .map_err(ReaperError::Lock)?;
     let driver = tokio::spawn(connection);
-    let leader: bool = client
+    let leader = client
         .query_one("SELECT pg_try_advisory_lock($1)", &[&LEADER_LOCK])
-        .await?
-        .get(0);
-    if leader {
+        .await
+        .and_then(|row| row.try_get::<_, bool>(0));
+    if matches!(leader, Ok(true)) {
         tracing::info!("this controller now runs the reaper");
         let mut probes = Probes::default();
         while !client.is_closed() {
@@ -49,7 +82,7 @@ async fn lead(url: &str, flow: &Flow, interval: Duration) -> Result<(), tokio_po
         tracing::warn!("reaper leadership lost");
     }
     driver.abort();
-    Ok(())
+    leader.map(|_| ()).map_err(ReaperError::Lock)
 }
 
 /// Liveness probes in flight, so a silent worker gets one per heartbeat
@@ -81,25 +114,10 @@ impl Probes {
 /// silence may only mean this controller is behind. A liveness probe goes
 /// into the same queue instead (through the outbox), and the agent is lost
 /// only if, once the probe comes out, no heartbeat came out before it.
-pub async fn reap_once(flow: &Flow, probes: &mut Probes) -> Result<(), DbError> {
+pub async fn reap_once(flow: &Flow, probes: &mut Probes) -> Result<(), ReaperError> {
     let mut client = flow.db.client().await?;
     allocations::expire_lapsed(&client).await?;
-    let timeout = Duration::from_millis(flow.config.heartbeat_timeout_ms);
-    // While our own link is down (or only just back) a probe could not go
-    // out anyway, and silence proves nothing.
-    let heard = flow.status.up_for().is_some_and(|up| up >= timeout);
-    let stale = if heard {
-        flow::stale_workers(&client, timeout).await?
-    } else {
-        Vec::new()
-    };
-    for (worker_id, since) in stale {
-        if probes.due(&worker_id, timeout) {
-            let probe = AgentEvent::LivenessProbe { worker_id, since };
-            let payload = serde_json::to_value(&probe).unwrap_or_default();
-            outbox::enqueue(&client, EVENTS_EXCHANGE, EVENTS_ROUTING_KEY, &payload, 0, None).await?;
-        }
-    }
+    probe_silent(flow, &client, probes).await?;
     let grace = Duration::from_millis(flow.config.timeout_grace_ms);
     for job_id in flow::overdue_jobs(&client, grace).await? {
         let tx = client.transaction().await?;
@@ -118,6 +136,45 @@ pub async fn reap_once(flow: &Flow, probes: &mut Probes) -> Result<(), DbError> 
     Ok(())
 }
 
+/// Writes a liveness probe into the outbox for every worker silent for a
+/// heartbeat timeout that is due one. A probe that cannot be written as
+/// the message it is, is refused and logged, never sent as something else.
+async fn probe_silent(
+    flow: &Flow,
+    client: &impl GenericClient,
+    probes: &mut Probes,
+) -> Result<(), ReaperError> {
+    let timeout = Duration::from_millis(flow.config.heartbeat_timeout_ms);
+    // While our own link is down (or only just back) a probe could not go
+    // out anyway, and silence proves nothing.
+    let heard = flow.status.up_for().is_some_and(|up| up >= timeout);
+    if !heard {
+        return Ok(());
+    }
+    for (worker_id, since) in flow::stale_workers(client, timeout).await? {
+        if !probes.due(&worker_id, timeout) {
+            continue;
+        }
+        match probe_payload(worker_id, since) {
+            Ok(payload) => {
+                outbox::enqueue(client, EVENTS_EXCHANGE, EVENTS_ROUTING_KEY, &payload, 0, None).await?;
+            }
+            Err(e) => tracing::error!(error = %e, "liveness probe refused"),
+        }
+    }
+    Ok(())
+}
+
+/// The outbox payload of a liveness probe of `worker_id`, silent since
+/// `since`.
+fn probe_payload(worker_id: String, since: DateTime<Utc>) -> Result<serde_json::Value, ReaperError> {
+    let probe = AgentEvent::LivenessProbe {
+        worker_id: worker_id.clone(),
+        since,
+    };
+    serde_json::to_value(&probe).map_err(|source| ReaperError::Probe { worker_id, source })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,5 +188,17 @@ mod tests {
         assert!(probes.due("b", period), "another worker is probed on its own");
         std::thread::sleep(period);
         assert!(probes.due("a", period), "probed again once the period is over");
+    }
+
+    #[test]
+    fn a_probe_is_written_as_the_probe_it_is() {
+        let since = chrono::DateTime::UNIX_EPOCH;
+        let payload = probe_payload("w-1".to_owned(), since).unwrap();
+        let back: AgentEvent = serde_json::from_value(payload).unwrap();
+        let expected = AgentEvent::LivenessProbe {
+            worker_id: "w-1".to_owned(),
+            since,
+        };
+        assert_eq!(back, expected);
     }
 }

@@ -6,18 +6,20 @@
 //! # Layout
 //! - [`api`]: the HTTP contract's request and response bodies (OpenAPI
 //!   schemas behind the `openapi` feature).
-//! - [`status`]: job and worker statuses, spelled as on the wire.
+//! - [`status`]: job, worker and shard statuses, spelled as on the wire.
 //! - [`state_machine`]: the one table of allowed transitions per machine.
 //! - [`scope`]: API scopes and the rule that decides whether one grants another.
 //! - [`validate`]: shared input rules (worker ids).
 //! - [`secret`]: a string that never prints.
 //! - [`messages`]: what travels through the broker.
+//! - [`backoff`]: the capped exponential retry rhythm of both daemons.
 //! - `broker` (feature): declaring the RabbitMQ topology both daemons use.
 //! - `runtime` (feature): logging set-up and the shutdown signal of both daemons.
 
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod backoff;
 #[cfg(feature = "broker")]
 pub mod broker;
 pub mod messages;
@@ -32,4 +34,4 @@ pub mod validate;
 pub use scope::{Scope, ScopeParseError};
 pub use secret::Secret;
 pub use state_machine::{StateMachine, StateTransitionError};
-pub use status::{JobStatus, StatusParseError, WorkerStatus};
+pub use status::{JobStatus, ShardStatus, StatusParseError, WorkerStatus};

@@ -2,12 +2,12 @@
 //! and the heartbeat, wait for a shutdown signal or a `Terminate`, then
 //! drain (running shards finish and report), say `Stopped`, and close.
 
-use crate::backoff::backoff;
 use crate::config::{hostname, AgentConfig};
 use crate::state::State;
 use crate::{runner, session};
 use anyhow::Context;
 use orchestrator_shared::api::RegisterRequest;
+use orchestrator_shared::backoff::backoff;
 use orchestrator_shared::messages::AgentEvent;
 use std::future::Future;
 use std::sync::Arc;

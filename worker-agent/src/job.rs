@@ -4,13 +4,13 @@
 //! acknowledged (agent killed, connection lost) goes back to the queue, so
 //! no shard is lost; the controller's fencing makes a second run harmless.
 
-use crate::backoff::backoff;
 use crate::config::AgentConfig;
 use crate::runner::{self, CancelHandle, RunReport, RunSpec};
 use crate::state::State;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
 use orchestrator_shared::api::{ClaimDecision, ClaimRequest, ClaimResponse};
+use orchestrator_shared::backoff::backoff;
 use orchestrator_shared::messages::{AgentEvent, JobDispatch, RunningShard, MAX_PRIORITY};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -26,13 +26,11 @@
 //! - [`runner`]: one child process: working directory, stdin, output tails,
 //!   timeout and cancel through its process group.
 //! - [`tail`]: the bounded output buffer.
-//! - `backoff`: the capped exponential retry rhythm.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 mod agent;
-mod backoff;
 mod client;
 pub mod config;
 mod control;

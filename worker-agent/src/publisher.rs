@@ -4,10 +4,10 @@
 //! that must arrive is retried until the broker confirms it, so a finished
 //! shard is acknowledged only once the controller is sure to hear of it.
 
-use crate::backoff::backoff;
 use lapin::options::BasicPublishOptions;
 use lapin::types::ShortString;
 use lapin::Channel;
+use orchestrator_shared::backoff::backoff;
 use orchestrator_shared::broker::{persistent, EVENTS_ROUTING_KEY};
 use orchestrator_shared::messages::{AgentEvent, Topology};
 use std::time::Duration;

@@ -5,7 +5,6 @@
 //! supervisor reconnects with capped backoff. Running shards live outside
 //! sessions, so they keep running and report on the next connection.
 
-use crate::backoff::backoff;
 use crate::state::State;
 use crate::{control, job};
 use anyhow::Context;
@@ -16,6 +15,7 @@ use lapin::options::{
 };
 use lapin::types::{FieldTable, LongString, ShortString};
 use lapin::{Channel, Connection, ConnectionProperties, Consumer, Event};
+use orchestrator_shared::backoff::backoff;
 use orchestrator_shared::broker::{broker_uri, declare, declare_control_queue};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

@@ -120,6 +120,21 @@ pub async fn mark_sent(client: &impl GenericClient, ids: &[i64]) -> Result<u64, 
         .await?)
 }
 
+/// Sets aside messages the relay refused (they cannot be published as
+/// written): they stay unsent, so they are counted by [`unsent_count`] and
+/// kept for an operator to inspect, but are never due again, so they
+/// neither block the rows behind them nor come back every batch. To send a
+/// repaired row: `UPDATE outbox SET available_at = now() WHERE message_id = ..`.
+pub async fn park(client: &impl GenericClient, ids: &[i64]) -> Result<u64, DbError> {
+    Ok(client
+        .exec(
+            "UPDATE outbox SET available_at = 'infinity'
+             WHERE message_id = ANY($1) AND sent_at IS NULL",
+            &[&ids],
+        )
+        .await?)
+}
+
 /// Number of messages not yet sent (a readiness and metrics figure).
 pub async fn unsent_count(client: &impl GenericClient) -> Result<i64, DbError> {
     Ok(client

@@ -1,0 +1,156 @@
+//! Applying agent events to Postgres: a batch in one transaction and one
+//! commit; while Postgres is unavailable the batch is held and tried again;
+//! any other failure falls back to one transaction per event, so a refused
+//! event is dropped alone and never stalls the queue.
+
+use super::Flow;
+use crate::db::flow::{self, Finished, RetryPolicy};
+use crate::db::DbError;
+use deadpool_postgres::Transaction;
+use orchestrator_shared::messages::AgentEvent;
+use std::time::Duration;
+
+/// Wait before trying again to apply events Postgres could not take.
+const HOLD_RETRY: Duration = Duration::from_secs(1);
+/// Extra tries of an event that lost a deadlock or a serialization
+/// conflict: the other transaction has finished by then, and a report
+/// dropped for a conflict would leave its job running.
+const TRANSIENT_RETRIES: u32 = 3;
+
+/// Applies `events` and returns whether a shard report was among them (the
+/// relay may have outbox rows to send). First all in one transaction; while
+/// Postgres is unavailable the batch is held and tried again; if it fails
+/// for any other reason (an event Postgres or the state machines refuse, a
+/// deadlock), each event is applied in its own transaction, so one bad
+/// event costs its batch one fallback and never stalls the queue.
+pub(super) async fn apply_held(flow: &Flow, events: &[AgentEvent]) -> bool {
+    loop {
+        match apply_batch(flow, events).await {
+            Ok(finished) => return finished,
+            Err(e) if e.is_unavailable() => {
+                tracing::warn!(
+                    events = events.len(),
+                    "database unavailable; holding the agent events"
+                );
+                tokio::time::sleep(HOLD_RETRY).await;
+            }
+            Err(e) => {
+                tracing::warn!(error = ?e, events = events.len(), "event batch failed; applying one by one");
+                break;
+            }
+        }
+    }
+    let mut finished = false;
+    for event in events {
+        finished |= apply_one_held(flow, event).await;
+    }
+    finished
+}
+
+/// Applies a batch in one transaction and one commit, in order. Any error
+/// rolls the whole batch back (the caller decides what next). No savepoint
+/// per event: refused events are rare, and two round trips per event for
+/// savepoints were a third of a report's cost.
+async fn apply_batch(flow: &Flow, events: &[AgentEvent]) -> Result<bool, DbError> {
+    let mut client = flow.db.client().await?;
+    let tx = client.transaction().await?;
+    let mut finished = false;
+    for event in events {
+        finished |= apply_in(&tx, event, flow.retry()).await?;
+    }
+    tx.commit().await?;
+    Ok(finished)
+}
+
+/// Applies one event in its own transaction, holding it while Postgres is
+/// unavailable and trying a transient conflict again a few times; any other
+/// failure is logged and the event dropped. Returns whether it was an
+/// applied shard report.
+async fn apply_one_held(flow: &Flow, event: &AgentEvent) -> bool {
+    let mut conflicts = 0;
+    loop {
+        match apply_event(flow, event).await {
+            Ok(report) => return report,
+            Err(e) if e.is_unavailable() => {
+                tracing::warn!("database unavailable; holding the agent event");
+                tokio::time::sleep(HOLD_RETRY).await;
+            }
+            Err(e) if e.is_transient() && conflicts < TRANSIENT_RETRIES => {
+                conflicts += 1;
+                tracing::debug!(error = ?e, conflicts, "agent event conflicted; trying again");
+            }
+            Err(e) => {
+                tracing::error!(error = ?e, ?event, "agent event could not be applied");
+                return false;
+            }
+        }
+    }
+}
+
+/// Applies one agent event in its own transaction (the fallback when its
+/// batch could not commit). Returns whether it was a shard report, after
+/// which the caller wakes the relay.
+pub async fn apply_event(flow: &Flow, event: &AgentEvent) -> Result<bool, DbError> {
+    let mut client = flow.db.client().await?;
+    let tx = client.transaction().await?;
+    let report = apply_in(&tx, event, flow.retry()).await?;
+    tx.commit().await?;
+    Ok(report)
+}
+
+/// Applies one agent event inside `tx` (a batch's or its own
+/// transaction). Returns whether it may have written outbox rows (a shard report,
+/// or a probe that found a lost worker's jobs).
+async fn apply_in(tx: &Transaction<'_>, event: &AgentEvent, retry: RetryPolicy) -> Result<bool, DbError> {
+    match event {
+        AgentEvent::Heartbeat {
+            worker_id,
+            running,
+            paused,
+        } => flow::heartbeat(tx, worker_id, running.len(), *paused)
+            .await
+            .map(|()| false),
+        AgentEvent::Stopped { worker_id } => flow::stopped(tx, worker_id).await.map(|()| false),
+        AgentEvent::LivenessProbe { worker_id, since } => flow::probe(tx, worker_id, *since, retry)
+            .await
+            .map(|jobs| jobs > 0),
+        AgentEvent::ShardFinished { .. } => {
+            let Some(finished) = shard_report(event) else {
+                return Ok(false);
+            };
+            let what = flow::finish(tx, &finished, retry).await?;
+            let (job_id, attempt, shard) = (finished.job_id, finished.attempt, finished.shard_index);
+            tracing::debug!(%job_id, attempt, shard_index = shard, what, "shard report applied");
+            Ok(true)
+        }
+    }
+}
+
+/// The shard report inside a `ShardFinished` event.
+fn shard_report(event: &AgentEvent) -> Option<Finished> {
+    let AgentEvent::ShardFinished {
+        worker_id,
+        job_id,
+        attempt,
+        shard_index,
+        outcome,
+        exit_code,
+        stdout_tail,
+        stderr_tail,
+        error,
+    } = event
+    else {
+        return None;
+    };
+    Some(Finished {
+        worker_id: worker_id.clone(),
+        job_id: *job_id,
+        attempt: *attempt,
+        shard_index: *shard_index,
+        outcome: *outcome,
+        exit_code: *exit_code,
+        stdout_tail: stdout_tail.clone(),
+        stderr_tail: stderr_tail.clone(),
+        error: error.clone(),
+    })
+}

@@ -1,0 +1,61 @@
+//! The controller's side of RabbitMQ: one supervised connection that
+//! declares the topology, runs the outbox relay (publish with confirms, then
+//! mark sent) and consumes agents' events in batches (apply them all in one
+//! transaction, commit, then ack). Any broker error drops the connection and
+//! reconnects with capped backoff; nothing is lost, because the outbox row
+//! stays unsent and the event stays unacknowledged until their effect is
+//! recorded.
+//!
+//! # Layout
+//! - `connection`: connect, declare, run the relay and the consumer side by
+//!   side, reconnect with backoff; [`BrokerStatus`] for `/readyz`.
+//! - `relay`: the outbox relay: due rows out with publisher confirms, then
+//!   marked sent; rows that cannot be published as written are refused.
+//! - `consumer`: the agent-event consumer: gathering deliveries into
+//!   batches, coalescing heartbeats, settling the batch.
+//! - `apply`: applying events to Postgres, a batch per transaction, falling
+//!   back to one transaction per event.
+
+mod apply;
+mod connection;
+mod consumer;
+mod relay;
+
+pub use apply::apply_event;
+pub use connection::{supervise, BrokerStatus};
+pub use consumer::events_prefetch;
+
+use crate::config::FlowConfig;
+use crate::db::flow::RetryPolicy;
+use crate::db::Database;
+use orchestrator_shared::messages::Topology;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// What the broker side needs, shared by its tasks (the relay, the
+/// consumer and the reaper), so each gets one value instead of five.
+#[derive(Clone)]
+pub struct Flow {
+    /// Postgres.
+    pub db: Database,
+    /// Broker names.
+    pub topology: Topology,
+    /// Timings.
+    pub config: FlowConfig,
+    /// Woken after a commit that wrote outbox rows, so they go out at once.
+    pub wake: Arc<Notify>,
+    /// Connection state for `/readyz`.
+    pub status: BrokerStatus,
+}
+
+impl Flow {
+    /// Retry timing from the configuration, which every transition that may
+    /// retry a job needs.
+    pub fn retry(&self) -> RetryPolicy {
+        RetryPolicy {
+            base: Duration::from_millis(self.config.retry_base_ms),
+            max: Duration::from_millis(self.config.retry_max_ms),
+        }
+    }
+}

@@ -1,0 +1,386 @@
+//! The outbox relay: takes due outbox rows, publishes them with publisher
+//! confirms and, once every confirm is in, marks them sent (and their jobs
+//! queued) in the transaction that claimed them.
+//!
+//! A row is published exactly as written or not at all. One that cannot be
+//! (an exchange the topology does not declare, a name AMQP cannot carry, a
+//! priority out of range, a payload that is not a message) is refused: it
+//! is logged at error with its id, counted in `outbox_rows_refused_total`
+//! and parked unsent ([`outbox::park`]), where it blocks no other row and is
+//! never tried again until an operator fixes it. Publishing it anyway would
+//! send it where no consumer reads and mark it sent: a lost job.
+
+use super::Flow;
+use crate::db::outbox::{self, OutboxMessage};
+use crate::db::{jobs, DbError};
+use lapin::options::BasicPublishOptions;
+use lapin::types::ShortString;
+use orchestrator_shared::broker::persistent;
+use orchestrator_shared::messages::{
+    Topology, CONTROL_EXCHANGE, EVENTS_EXCHANGE, MAX_PRIORITY, WORK_EXCHANGE,
+};
+use std::time::Duration;
+use uuid::Uuid;
+
+/// Outbox rows published per transaction.
+const RELAY_BATCH: i64 = 500;
+/// Wait before trying again after Postgres failed a relay step.
+const DB_RETRY: Duration = Duration::from_secs(1);
+/// The logical exchanges outbox rows may name: those the topology declares
+/// for them. Publishing to any other would fail on the broker, closing the
+/// channel, and the row would come back first in every batch.
+const EXCHANGES: [&str; 3] = [WORK_EXCHANGE, CONTROL_EXCHANGE, EVENTS_EXCHANGE];
+/// The longest name AMQP carries (a short string).
+const MAX_NAME_BYTES: usize = 255;
+/// Name of the counter of refused rows, for alerts.
+const REFUSED_METRIC: &str = "outbox_rows_refused_total";
+
+/// Why a relay step failed: the relay waits out a database problem and
+/// goes on, but a broker problem ends the connection (to reconnect).
+#[derive(Debug, thiserror::Error)]
+pub(super) enum RelayError {
+    /// Postgres failed or could not be reached.
+    #[error("outbox relay: database error")]
+    Db(#[from] DbError),
+    /// The broker failed a publish or a confirm.
+    #[error("outbox relay: broker error")]
+    Broker(#[from] lapin::Error),
+}
+
+impl From<tokio_postgres::Error> for RelayError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        RelayError::Db(e.into())
+    }
+}
+
+/// Why an outbox row cannot be published as written.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum Refusal {
+    /// The exchange is none the topology declares.
+    #[error("exchange {0:?} is not one the broker topology declares")]
+    UnknownExchange(String),
+    /// A name is longer than AMQP carries, or the routing key is empty.
+    #[error("{what} of {len} bytes: AMQP needs 1 to 255")]
+    BadName {
+        /// "exchange" or "routing key".
+        what: &'static str,
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// The priority is outside what the queues are declared with.
+    #[error("priority {0} is outside 0..={MAX_PRIORITY}")]
+    Priority(i16),
+    /// The payload is no message: every message is a JSON object.
+    #[error("payload is not a JSON object")]
+    NotAnObject,
+    /// The payload does not serialize.
+    #[error("payload does not serialize")]
+    Body(#[source] serde_json::Error),
+}
+
+/// An outbox row checked and turned into what the broker takes.
+#[derive(Debug)]
+pub(super) struct Publication {
+    /// The row, to mark sent after the confirm.
+    message_id: i64,
+    /// The job a dispatch of which this is, to mark queued once sent.
+    queues_job: Option<Uuid>,
+    /// Full exchange name (with the topology's prefix).
+    exchange: ShortString,
+    /// Routing key, as written.
+    routing_key: ShortString,
+    /// The JSON body, as written.
+    body: Vec<u8>,
+    /// Broker priority, as written.
+    priority: u8,
+}
+
+/// Runs the relay on `ch` (a confirm channel) until the broker fails.
+pub(super) async fn relay(flow: &Flow, ch: &lapin::Channel) -> Result<(), lapin::Error> {
+    register_metrics();
+    let poll = Duration::from_millis(flow.config.relay_poll_ms);
+    loop {
+        match relay_batch(flow, ch).await {
+            Ok(0) => {
+                tokio::select! {
+                    () = flow.wake.notified() => {},
+                    () = tokio::time::sleep(poll) => {},
+                }
+            }
+            Ok(_) => {}
+            Err(RelayError::Db(e)) => {
+                tracing::warn!(error = ?e, "outbox relay: database error");
+                tokio::time::sleep(DB_RETRY).await;
+            }
+            Err(RelayError::Broker(e)) => return Err(e),
+        }
+    }
+}
+
+/// Publishes one batch of due outbox rows, waits for every confirm, then
+/// marks them sent (and their jobs queued) in the same transaction; rows
+/// that cannot be published are parked in it. Returns the rows handled (0:
+/// nothing was due, or the broker refused one and the batch waits).
+async fn relay_batch(flow: &Flow, ch: &lapin::Channel) -> Result<usize, RelayError> {
+    let mut client = flow.db.client().await?;
+    let tx = client.transaction().await?;
+    let messages = outbox::claim_due(&tx, RELAY_BATCH).await?;
+    if messages.is_empty() {
+        return Ok(0);
+    }
+    let (ready, refused) = sort_out(&flow.topology, &messages);
+    if !refused.is_empty() {
+        let ids: Vec<i64> = refused.iter().map(|(id, _)| *id).collect();
+        outbox::park(&tx, &ids).await?;
+    }
+    let sent: Vec<i64> = ready.iter().map(|p| p.message_id).collect();
+    let queued: Vec<Uuid> = ready.iter().filter_map(|p| p.queues_job).collect();
+    let confirmed = publish_confirmed(ch, ready).await?;
+    if confirmed {
+        outbox::mark_sent(&tx, &sent).await?;
+        jobs::mark_queued(&tx, &queued).await?;
+    }
+    tx.commit().await?;
+    report_refused(&refused);
+    Ok(if confirmed { messages.len() } else { 0 })
+}
+
+/// Publishes every publication, then waits for all their confirms. False
+/// if the broker refused one: nothing is marked sent, and the whole batch
+/// goes out again later.
+async fn publish_confirmed(ch: &lapin::Channel, ready: Vec<Publication>) -> Result<bool, lapin::Error> {
+    let mut confirms = Vec::with_capacity(ready.len());
+    for p in ready {
+        let props = persistent(p.priority);
+        let options = BasicPublishOptions::default();
+        confirms.push(
+            ch.basic_publish(p.exchange, p.routing_key, options, &p.body, props)
+                .await?,
+        );
+    }
+    for confirm in confirms {
+        if !confirm.await?.is_ack() {
+            tracing::warn!("broker refused a message; the batch will be published again");
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Splits claimed rows into those to publish (in order) and those refused,
+/// with the reason.
+fn sort_out(topology: &Topology, messages: &[OutboxMessage]) -> (Vec<Publication>, Vec<(i64, Refusal)>) {
+    let mut ready = Vec::with_capacity(messages.len());
+    let mut refused = Vec::new();
+    for m in messages {
+        match publication(topology, m) {
+            Ok(p) => ready.push(p),
+            Err(why) => refused.push((m.message_id, why)),
+        }
+    }
+    (ready, refused)
+}
+
+/// Shows the refusal counter at 0 before any refusal, so that an alert on
+/// its increase fires on the first one (a series that appears at 1 has no
+/// increase to see). Idempotent.
+fn register_metrics() {
+    metrics::describe_counter!(
+        REFUSED_METRIC,
+        "Outbox rows the relay refused to publish (they cannot be published as written) and parked unsent."
+    );
+    metrics::counter!(REFUSED_METRIC).increment(0);
+}
+
+/// Logs and counts rows that were parked (once their parking committed).
+fn report_refused(refused: &[(i64, Refusal)]) {
+    for (message_id, why) in refused {
+        tracing::error!(
+            message_id,
+            error = %why,
+            "outbox row refused: it cannot be published as written; parked unsent"
+        );
+    }
+    if !refused.is_empty() {
+        metrics::counter!(REFUSED_METRIC).increment(refused.len() as u64);
+    }
+}
+
+/// The row as the broker takes it, or why it cannot be published as
+/// written. No field is defaulted: a fallback would publish something else
+/// than the row says and then mark the row sent.
+pub(super) fn publication(topology: &Topology, m: &OutboxMessage) -> Result<Publication, Refusal> {
+    if !EXCHANGES.contains(&m.exchange.as_str()) {
+        return Err(Refusal::UnknownExchange(m.exchange.clone()));
+    }
+    let priority = u8::try_from(m.priority)
+        .ok()
+        .filter(|p| *p <= MAX_PRIORITY)
+        .ok_or(Refusal::Priority(m.priority))?;
+    if !m.payload.is_object() {
+        return Err(Refusal::NotAnObject);
+    }
+    Ok(Publication {
+        message_id: m.message_id,
+        queues_job: m.job_id.filter(|_| m.exchange == WORK_EXCHANGE),
+        exchange: name("exchange", topology.exchange(&m.exchange))?,
+        routing_key: name("routing key", m.routing_key.clone())?,
+        body: serde_json::to_vec(&m.payload).map_err(Refusal::Body)?,
+        priority,
+    })
+}
+
+/// `s` as an AMQP short string, refused if empty or too long.
+fn name(what: &'static str, s: String) -> Result<ShortString, Refusal> {
+    let len = s.len();
+    if len == 0 || len > MAX_NAME_BYTES {
+        return Err(Refusal::BadName { what, len });
+    }
+    ShortString::try_new(s).map_err(|_| Refusal::BadName { what, len })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn topology() -> Topology {
+        Topology::new("t1".to_owned())
+    }
+
+    /// A well-formed dispatch row for job `job`.
+    fn row(message_id: i64) -> OutboxMessage {
+        OutboxMessage {
+            message_id,
+            exchange: WORK_EXCHANGE.to_owned(),
+            routing_key: "job".to_owned(),
+            payload: json!({ "job_id": Uuid::nil(), "attempt": 1 }),
+            priority: 7,
+            job_id: Some(Uuid::nil()),
+        }
+    }
+
+    #[test]
+    fn a_well_formed_row_is_published_exactly_as_written() {
+        let m = row(1);
+        let p = publication(&topology(), &m).unwrap();
+        assert_eq!(p.exchange.as_str(), "t1.work");
+        assert_eq!(p.routing_key.as_str(), "job");
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&p.body).unwrap(),
+            m.payload
+        );
+        assert_eq!(
+            (p.priority, p.message_id, p.queues_job),
+            (7, 1, Some(Uuid::nil()))
+        );
+    }
+
+    #[test]
+    fn only_a_dispatch_queues_its_job() {
+        let mut m = row(1);
+        m.exchange = CONTROL_EXCHANGE.to_owned();
+        m.routing_key = "w-1".to_owned();
+        assert_eq!(publication(&topology(), &m).unwrap().queues_job, None);
+    }
+
+    #[test]
+    fn an_exchange_name_too_long_for_amqp_is_refused_not_sent_to_the_default_exchange() {
+        let long = Topology::new("p".repeat(300));
+        let refusal = publication(&long, &row(1)).unwrap_err();
+        assert!(
+            matches!(
+                refusal,
+                Refusal::BadName {
+                    what: "exchange",
+                    len: 305
+                }
+            ),
+            "{refusal:?}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_or_empty_exchange_is_refused() {
+        for exchange in ["", "nope", "t1.work"] {
+            let mut m = row(1);
+            m.exchange = exchange.to_owned();
+            let refusal = publication(&topology(), &m).unwrap_err();
+            assert!(
+                matches!(&refusal, Refusal::UnknownExchange(x) if x == exchange),
+                "{refusal:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_routing_key_that_is_empty_or_too_long_is_refused() {
+        for len in [0, 256, 1000] {
+            let mut m = row(1);
+            m.routing_key = "k".repeat(len);
+            let refusal = publication(&topology(), &m).unwrap_err();
+            assert!(
+                matches!(refusal, Refusal::BadName { what: "routing key", len: l } if l == len),
+                "{refusal:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_priority_out_of_range_is_refused_not_clamped() {
+        for priority in [-1, 10, 300] {
+            let mut m = row(1);
+            m.priority = priority;
+            let refusal = publication(&topology(), &m).unwrap_err();
+            assert!(
+                matches!(refusal, Refusal::Priority(p) if p == priority),
+                "{refusal:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_payload_that_is_no_message_is_refused() {
+        for payload in [json!(null), json!("text"), json!(3), json!([1, 2])] {
+            let mut m = row(1);
+            m.payload = payload;
+            let refusal = publication(&topology(), &m).unwrap_err();
+            assert!(matches!(refusal, Refusal::NotAnObject), "{refusal:?}");
+        }
+    }
+
+    #[test]
+    fn a_bad_row_is_set_aside_and_the_others_go_out_in_order() {
+        let mut bad = row(2);
+        bad.routing_key = String::new();
+        let (ready, refused) = sort_out(&topology(), &[row(1), bad, row(3)]);
+        let ids: Vec<i64> = ready.iter().map(|p| p.message_id).collect();
+        assert_eq!(ids, [1, 3]);
+        assert_eq!(refused.len(), 1);
+        assert_eq!(refused[0].0, 2);
+    }
+
+    proptest! {
+        #[test]
+        fn every_valid_row_is_published_as_written(
+            exchange in proptest::sample::select(EXCHANGES.to_vec()),
+            key in "[a-z0-9.-]{1,255}",
+            priority in 0i16..=9,
+            field in "[a-z]{1,10}",
+            value in any::<i64>(),
+        ) {
+            let mut m = row(1);
+            m.exchange = exchange.to_owned();
+            m.routing_key = key.clone();
+            m.priority = priority;
+            m.payload = json!({ field: value });
+            let p = publication(&topology(), &m).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(p.exchange.as_str(), topology().exchange(exchange));
+            prop_assert_eq!(p.routing_key.as_str(), key);
+            prop_assert_eq!(i16::from(p.priority), priority);
+            let body: serde_json::Value = serde_json::from_slice(&p.body).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(body, m.payload);
+        }
+    }
+}
