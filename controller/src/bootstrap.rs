@@ -27,7 +27,7 @@ pub async fn ensure_admin(db: &Database, username: &str, password: &Secret) -> R
     match users::create(&client, username, &hash, &[Scope::Admin.as_str().to_owned()]).await {
         Ok(_) => Ok(true),
         // Another replica created it between our check and insert.
-        Err(DbError::Conflict(_)) => Ok(false),
+        Err(DbError::AlreadyExists { .. }) => Ok(false),
         Err(e) => Err(e.into()),
     }
 }

@@ -125,6 +125,18 @@ pub enum ShardOutcome {
     TimedOut,
 }
 
+impl ShardOutcome {
+    /// The status the controller records on the shard for this outcome.
+    pub const fn shard_status(self) -> crate::ShardStatus {
+        match self {
+            ShardOutcome::Succeeded => crate::ShardStatus::Completed,
+            ShardOutcome::Failed => crate::ShardStatus::Failed,
+            ShardOutcome::Cancelled => crate::ShardStatus::Cancelled,
+            ShardOutcome::TimedOut => crate::ShardStatus::TimedOut,
+        }
+    }
+}
+
 /// A shard an agent is running now (reported in heartbeats).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunningShard {

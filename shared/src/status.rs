@@ -59,6 +59,23 @@ pub enum WorkerStatus {
     Offline,
 }
 
+/// Where one shard of one attempt of a job is, as the controller records
+/// it (`job_shards.status`). Not shown by the API; the job flow decides on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ShardStatus {
+    /// Claimed by an agent and running there.
+    Running,
+    /// Exited with code 0.
+    Completed,
+    /// Failed (non-zero exit, a signal, or it could not start).
+    Failed,
+    /// Stopped by a cancel, or because another shard of its attempt failed.
+    Cancelled,
+    /// Killed after its timeout.
+    TimedOut,
+}
+
 macro_rules! wire_names {
     ($ty:ident, $kind:literal, { $($variant:ident => $name:literal),+ $(,)? }) => {
         impl $ty {
@@ -109,6 +126,14 @@ wire_names!(WorkerStatus, "worker", {
     Offline => "offline",
 });
 
+wire_names!(ShardStatus, "shard", {
+    Running => "running",
+    Completed => "completed",
+    Failed => "failed",
+    Cancelled => "cancelled",
+    TimedOut => "timed_out",
+});
+
 impl JobStatus {
     /// True once the job can never change again; finished jobs are what
     /// cancel must refuse and what redelivered messages must skip.
@@ -142,6 +167,11 @@ mod tests {
             let json = serde_json::to_string(s).unwrap();
             assert_eq!(json, format!("\"{}\"", s.as_str()));
             assert_eq!(s.as_str().parse::<WorkerStatus>().unwrap(), *s);
+        }
+        for s in ShardStatus::ALL {
+            let json = serde_json::to_string(s).unwrap();
+            assert_eq!(json, format!("\"{}\"", s.as_str()));
+            assert_eq!(s.as_str().parse::<ShardStatus>().unwrap(), *s);
         }
     }
 

@@ -137,7 +137,8 @@ fn parse_worker_id(s: &str) -> Result<String, String> {
         Ok(s.to_owned())
     } else {
         Err(format!(
-            "worker id {s:?} must be 1-128 characters of [A-Za-z0-9._:-]"
+            "worker id {s:?} {}",
+            orchestrator_shared::validate::WORKER_ID_RULE
         ))
     }
 }

@@ -269,11 +269,23 @@ mod tests {
 
     #[test]
     fn each_agent_works_in_its_own_directory() {
-        let config = AgentConfig::try_parse_from(["worker-agent", "--agent-token=t", "--worker-id=.."]);
+        let config = AgentConfig::try_parse_from(["worker-agent", "--agent-token=t", "--worker-id=..."]);
         let state = State::new(config.unwrap()).unwrap();
         let root = &state.config.work_root;
-        assert_eq!(state.limits.work_root, root.join("agent-.."));
+        assert_eq!(state.limits.work_root, root.join("agent-..."));
         assert_eq!(state.limits.work_root.parent(), Some(root.as_path()));
+    }
+
+    #[test]
+    fn a_dot_segment_is_not_a_worker_id() {
+        for id in [".", ".."] {
+            let config = AgentConfig::try_parse_from([
+                "worker-agent",
+                "--agent-token=t",
+                &format!("--worker-id={id}"),
+            ]);
+            assert!(config.is_err(), "{id}");
+        }
     }
 
     #[tokio::test]

@@ -48,7 +48,7 @@ pub async fn login(
     // take the same time and give the same answer.
     let stored = user
         .as_ref()
-        .map_or_else(|| password::decoy_hash().to_owned(), |u| u.password_hash.clone());
+        .map_or_else(|| password::DECOY_HASH.to_owned(), |u| u.password_hash.clone());
     let verified = password::verify(req.password, stored).await;
     let user = match (user, verified) {
         (Some(user), Ok(())) => user,

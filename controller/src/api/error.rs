@@ -77,8 +77,17 @@ impl From<DbError> for ApiError {
         }
         match e {
             DbError::NotFound { .. } => ApiError::NotFound(e.to_string()),
-            DbError::Transition(t) => ApiError::Conflict(t.to_string()),
-            DbError::Conflict(m) => ApiError::Conflict(m),
+            DbError::Transition(_)
+            | DbError::QuotaExceeded(_)
+            | DbError::IdempotencyKeyReused { .. }
+            | DbError::AlreadyExists { .. }
+            | DbError::InUse { .. }
+            | DbError::NotEnoughWorkers { .. }
+            | DbError::ChangedConcurrently { .. } => ApiError::Conflict(e.to_string()),
+            DbError::Invariant(_) => {
+                tracing::error!(error = %e, "a controller invariant broke");
+                ApiError::Internal
+            }
             other => {
                 tracing::error!(error = ?other, "database error");
                 ApiError::Internal
@@ -144,8 +153,19 @@ mod tests {
         let c: ApiError = DbError::Transition(t).into();
         assert_eq!(c.status(), StatusCode::CONFLICT);
         assert_eq!(c.to_string(), "Invalid job transition: completed -> cancelled");
-        let q: ApiError = DbError::Conflict("Quota exceeded".into()).into();
+        let q: ApiError = DbError::QuotaExceeded("Quota exceeded".into()).into();
         assert_eq!(q.status(), StatusCode::CONFLICT);
+        let key: ApiError = DbError::IdempotencyKeyReused { key: "k".into() }.into();
+        assert_eq!(key.status(), StatusCode::CONFLICT);
+    }
+
+    #[test]
+    fn a_broken_invariant_is_a_500_that_says_nothing_of_it() {
+        let e: ApiError = DbError::Invariant("a job of the batch was not inserted".into()).into();
+        assert_eq!(e.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(e.to_string(), "Internal server error");
+        let corrupt: ApiError = DbError::Corrupt("labels".into()).into();
+        assert_eq!(corrupt.status(), StatusCode::INTERNAL_SERVER_ERROR);
     }
 
     #[test]

@@ -6,8 +6,8 @@ use super::error::{valid, ApiError, FieldError};
 use super::extract::{ApiJson, ApiPath, ApiQuery, Principal};
 use super::supervisor::parse_filter;
 use super::AppState;
-use crate::db::jobs::{self, EventMeta, JobCursor, JobFilter};
-use crate::db::{outbox, quotas, DbError};
+use crate::db::jobs::{self, JobCursor, JobFilter};
+use crate::db::{flow, quotas, DbError};
 use crate::models::{Job, NewJob};
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -17,7 +17,6 @@ use orchestrator_shared::api::jobs::{DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT};
 use orchestrator_shared::api::{
     BatchRequest, BatchResponse, EventList, JobOutput, JobPage, ListQuery, SubmitRequest,
 };
-use orchestrator_shared::messages::{ControlCommand, CONTROL_EXCHANGE};
 use orchestrator_shared::JobStatus;
 use uuid::Uuid;
 
@@ -67,10 +66,17 @@ pub async fn submit(
 /// The job if the caller may see it, else 404.
 async fn visible(client: &impl GenericClient, principal: &Principal, job_id: Uuid) -> Result<Job, ApiError> {
     let job = jobs::get(client, job_id).await?;
-    if job.submitted_by != principal.user_id && !principal.is_admin() {
-        return Err(ApiError::NotFound(format!("Job {job_id} not found")));
-    }
+    check_visible(&job, principal)?;
     Ok(job)
+}
+
+/// A 404 for another user's job (unless the caller is an admin), the same
+/// answer as for an unknown id, so job ids do not leak.
+fn check_visible(job: &Job, principal: &Principal) -> Result<(), ApiError> {
+    if job.submitted_by != principal.user_id && !principal.is_admin() {
+        return Err(ApiError::NotFound(format!("Job {} not found", job.job_id)));
+    }
+    Ok(())
 }
 
 /// One job.
@@ -96,27 +102,11 @@ pub async fn cancel(
 ) -> Result<Json<Job>, ApiError> {
     let mut client = state.db.client().await?;
     let tx = client.transaction().await.map_err(DbError::from)?;
-    // Lock the row so the status read below cannot change under the
+    // Locked, so the status the cancel decides on cannot change under its
     // compare-and-set (the relay or a claim may be moving it right now).
-    tx.execute(
-        "SELECT 1 FROM jobs WHERE job_id = $1 FOR NO KEY UPDATE",
-        &[&job_id],
-    )
-    .await
-    .map_err(DbError::from)?;
-    let job = visible(&tx, &principal, job_id).await?;
-    let meta = EventMeta {
-        reason: Some("cancelled by user".to_owned()),
-        ..EventMeta::default()
-    };
-    let cancelled = jobs::transition(&tx, job_id, job.status, JobStatus::Cancelled, &meta).await?;
-    if job.status == JobStatus::Running {
-        let payload =
-            serde_json::to_value(ControlCommand::CancelJob { job_id }).map_err(|_| ApiError::Internal)?;
-        for worker in &job.assigned_workers {
-            outbox::enqueue(&tx, CONTROL_EXCHANGE, worker, &payload, 9, Some(job_id)).await?;
-        }
-    }
+    let job = jobs::lock(&tx, job_id).await?;
+    check_visible(&job, &principal)?;
+    let cancelled = flow::cancel(&tx, &job).await?;
     tx.commit().await.map_err(DbError::from)?;
     state.wake.notify_one();
     Ok(Json(cancelled))

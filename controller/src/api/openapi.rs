@@ -35,7 +35,7 @@ impl Modify for BearerScheme {
 /// The document: every route of the contract and its schemas.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Orchestrator controller API", description = "The contract of shared/spec/api.md. Scopes: \
+    info(title = "Orchestrator controller API", description = "The contract written out in docs/api.md of the repository. Scopes: \
         jobs:read, jobs:write, supervisor:read, supervisor:write, resources:read, resources:write, admin \
         (admin implies all; X:write implies X:read). Users see their own jobs; admins see all."),
     paths(

@@ -8,12 +8,12 @@ use super::error::{ApiError, FieldError};
 use super::extract::{ApiPath, ApiQuery};
 use super::AppState;
 use crate::db::stats;
-use crate::db::{outbox, workers};
+use crate::db::{workers, DbError};
 use crate::models::Worker;
 use axum::extract::State;
 use axum::Json;
 use orchestrator_shared::api::{FleetStats, WorkerFilter, WorkerList};
-use orchestrator_shared::messages::{ControlCommand, CONTROL_EXCHANGE};
+use orchestrator_shared::messages::ControlCommand;
 use orchestrator_shared::WorkerStatus;
 
 /// Parses an optional status filter, 422 naming the allowed values.
@@ -59,7 +59,7 @@ pub async fn get_worker(
 }
 
 /// Moves the worker to the status `target` picks from its current one and
-/// queues `command` for its agent, atomically.
+/// queues `command` for its agent, in one transaction.
 async fn steer(
     state: &AppState,
     worker_id: &str,
@@ -67,20 +67,9 @@ async fn steer(
     command: ControlCommand,
 ) -> Result<Worker, ApiError> {
     let mut client = state.db.client().await?;
-    let tx = client.transaction().await.map_err(crate::db::DbError::from)?;
-    // Lock the row: heartbeats flip idle and busy concurrently, and the
-    // compare-and-set below must see the status it read.
-    tx.execute(
-        "SELECT 1 FROM workers WHERE worker_id = $1 FOR NO KEY UPDATE",
-        &[&worker_id],
-    )
-    .await
-    .map_err(crate::db::DbError::from)?;
-    let current = workers::get(&tx, worker_id).await?;
-    let updated = workers::transition(&tx, worker_id, current.status, target(&current)).await?;
-    let payload = serde_json::to_value(&command).map_err(|_| ApiError::Internal)?;
-    outbox::enqueue(&tx, CONTROL_EXCHANGE, worker_id, &payload, 9, None).await?;
-    tx.commit().await.map_err(crate::db::DbError::from)?;
+    let tx = client.transaction().await.map_err(DbError::from)?;
+    let updated = workers::steer(&tx, worker_id, target, &command).await?;
+    tx.commit().await.map_err(DbError::from)?;
     state.wake.notify_one();
     Ok(updated)
 }

@@ -61,12 +61,14 @@ pub async fn verify(password: String, stored: String) -> Result<(), PasswordErro
         .map_err(|_| PasswordError::Task)?
 }
 
-/// A valid hash of a password nobody knows, verified against when a login
-/// names an unknown user, so that case takes as long as a wrong password.
-pub fn decoy_hash() -> &'static str {
-    static DECOY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    DECOY.get_or_init(|| hash_blocking("decoy password for timing equality").unwrap_or_default())
-}
+/// A well-formed Argon2id hash with the parameters of real ones (random
+/// salt and digest: no password matches it), verified against when a login
+/// names an unknown user, so that case costs the same full Argon2 run as a
+/// wrong password. A constant, so it cannot fail to exist: a decoy computed
+/// at start-up that fell back to "" would silently turn the timing defence
+/// off (an empty hash is refused at once as malformed).
+pub const DECOY_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$vioXQRnNBAHtJXkl7n52wA$plAJl0jOIxJ0WjWIFfhaqammCtonTTH8bj1JZ61Pnr4";
 
 #[cfg(test)]
 mod tests {
@@ -89,6 +91,24 @@ mod tests {
             verify_blocking("x", "$argon2id$v=19$garbage"),
             Err(PasswordError::MalformedHash)
         ));
-        assert!(!decoy_hash().is_empty());
+    }
+
+    #[test]
+    fn the_decoy_hash_costs_a_full_verification_and_matches_nothing() {
+        let real = hash_blocking("some password").unwrap();
+        let params = |h: &str| h.split('$').nth(3).map(str::to_owned);
+        assert_eq!(
+            params(DECOY_HASH),
+            params(&real),
+            "decoy must cost what a real hash costs"
+        );
+        assert!(matches!(
+            verify_blocking("decoy password for timing equality", DECOY_HASH),
+            Err(PasswordError::Mismatch)
+        ));
+        assert!(matches!(
+            verify_blocking("", DECOY_HASH),
+            Err(PasswordError::Mismatch)
+        ));
     }
 }

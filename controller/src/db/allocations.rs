@@ -20,7 +20,7 @@ fn from_row(row: &Row) -> Result<Allocation, DbError> {
         job_id: row.try_get("job_id")?,
         workers: row.try_get("workers")?,
         status: AllocationStatus::parse(&status)
-            .ok_or_else(|| DbError::Conflict(format!("bad allocation status {status}")))?,
+            .ok_or_else(|| DbError::Corrupt(format!("allocation status {status:?}")))?,
         created_at: row.try_get("created_at")?,
         expires_at: row.try_get("expires_at")?,
         released_at: row.try_get("released_at")?,
@@ -82,7 +82,7 @@ pub async fn free_workers(client: &impl GenericClient) -> Result<i64, DbError> {
 }
 
 /// Allocates workers for `user_id` inside `tx` if both the user's quota and
-/// the free workers allow it; otherwise `Conflict`. The caller commits.
+/// the free workers allow it; otherwise `QuotaExceeded` or `NotEnoughWorkers`. The caller commits.
 pub async fn allocate(
     tx: &Transaction<'_>,
     user_id: Uuid,
@@ -95,16 +95,14 @@ pub async fn allocate(
     let held = allocated_workers(tx, user_id).await?;
     let wanted = i64::from(req.workers);
     if held + wanted > i64::from(quota.max_workers) {
-        return Err(DbError::Conflict(format!(
+        return Err(DbError::QuotaExceeded(format!(
             "Quota exceeded: {held} workers allocated, {wanted} more requested, max_workers is {}",
             quota.max_workers
         )));
     }
     let free = free_workers(tx).await?;
     if wanted > free {
-        return Err(DbError::Conflict(format!(
-            "Not enough free workers: {wanted} requested, {free} free"
-        )));
+        return Err(DbError::NotEnoughWorkers { wanted, free });
     }
     if let Some(job_id) = req.job_id {
         if tx

@@ -10,9 +10,13 @@ use uuid::Uuid;
 
 /// A stable hash of a submission's content (labels are a sorted map, so the
 /// JSON is canonical), to compare a retried body with the first one.
-pub fn request_hash(job: &NewJob) -> String {
-    let canonical = serde_json::to_vec(job).unwrap_or_default();
-    hex::encode(Sha256::digest(canonical))
+/// Serialising a `NewJob` (strings, numbers, a string map) cannot fail; if
+/// it ever did, hashing nothing would make every such key look reused, so
+/// it is an invariant break instead.
+pub fn request_hash(job: &NewJob) -> Result<String, DbError> {
+    let canonical =
+        serde_json::to_vec(job).map_err(|e| DbError::Invariant(format!("hashing a submission: {e}")))?;
+    Ok(hex::encode(Sha256::digest(canonical)))
 }
 
 /// The job and request hash stored under `key` for this user, if any.
@@ -30,7 +34,7 @@ pub async fn find(
     row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).transpose()
 }
 
-/// Records `key` for `job_id`. A key the user already used is a `Conflict`
+/// Records `key` for `job_id`. A key the user already used is `IdempotencyKeyReused`
 /// (the database's unique key decides, so this holds under concurrency).
 pub async fn insert(
     client: &impl GenericClient,
@@ -47,9 +51,7 @@ pub async fn insert(
         .await
     {
         Ok(_) => Ok(()),
-        Err(e) if is_unique_violation(&e) => {
-            Err(DbError::Conflict(format!("Idempotency key {key} already used")))
-        }
+        Err(e) if is_unique_violation(&e) => Err(DbError::IdempotencyKeyReused { key: key.to_owned() }),
         Err(e) => Err(e.into()),
     }
 }

@@ -3,6 +3,7 @@
 //! compare-and-set that writes its event row in the same transaction.
 
 pub mod allocations;
+pub mod control;
 pub mod flow;
 pub mod idempotency;
 pub mod jobs;
@@ -86,12 +87,61 @@ pub enum DbError {
     /// The state machine forbids the change.
     #[error(transparent)]
     Transition(#[from] StateTransitionError),
-    /// A quota, a uniqueness rule or a concurrent change refused the write.
+    /// A quota refused the write; the text names the limit (409).
     #[error("{0}")]
-    Conflict(String),
-    /// A stored value no longer parses (a status outside the enum).
-    #[error("corrupt row")]
-    Corrupt(#[from] StatusParseError),
+    QuotaExceeded(String),
+    /// An idempotency key was reused with another request (409).
+    #[error("Idempotency key {key} was already used with a different request")]
+    IdempotencyKeyReused {
+        /// The reused key.
+        key: String,
+    },
+    /// The row to create exists already (409), e.g. a taken username.
+    #[error("{kind} {id} already exists")]
+    AlreadyExists {
+        /// "User".
+        kind: &'static str,
+        /// The clashing id or name.
+        id: String,
+    },
+    /// Other rows still depend on this one, so it cannot go (409).
+    #[error("{kind} {id} {why}")]
+    InUse {
+        /// "User".
+        kind: &'static str,
+        /// The row's id.
+        id: String,
+        /// What depends on it, as a predicate ("still has jobs").
+        why: &'static str,
+    },
+    /// Fewer live, unallocated workers than an allocation asks for (409).
+    #[error("Not enough free workers: {wanted} requested, {free} free")]
+    NotEnoughWorkers {
+        /// Workers asked for.
+        wanted: i64,
+        /// Workers free now.
+        free: i64,
+    },
+    /// A compare-and-set lost to a concurrent change of the same row (409:
+    /// the client may read again and retry).
+    #[error("{kind} {id} changed concurrently")]
+    ChangedConcurrently {
+        /// "Job", "Worker".
+        kind: &'static str,
+        /// The row's id.
+        id: String,
+    },
+    /// A rule of the controller's own code broke: a bug, never the client's
+    /// doing (500, logged).
+    #[error("invariant broken: {0}")]
+    Invariant(String),
+    /// A stored value no longer parses (a status outside the enum, labels
+    /// that are not a string map).
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    /// The pool could not be built from the configuration.
+    #[error("invalid pool configuration")]
+    PoolConfig(#[source] deadpool_postgres::BuildError),
     /// Applying the schema migrations failed.
     #[error("migration failed")]
     Migration(#[from] refinery::Error),
@@ -121,6 +171,12 @@ impl DbError {
         e.code().is_some_and(|c| {
             *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE
         })
+    }
+}
+
+impl From<StatusParseError> for DbError {
+    fn from(e: StatusParseError) -> Self {
+        DbError::Corrupt(e.to_string())
     }
 }
 
@@ -160,7 +216,7 @@ impl Database {
             .runtime(Runtime::Tokio1)
             .timeouts(timeouts)
             .build()
-            .map_err(|e| DbError::Conflict(format!("pool configuration: {e}")))?;
+            .map_err(DbError::PoolConfig)?;
         Ok(Database { pool })
     }
 
@@ -208,6 +264,16 @@ pub fn known_migrations() -> Vec<(i32, String)> {
         .iter()
         .map(|m| (m.version(), m.name().to_owned()))
         .collect()
+}
+
+/// Reads a JSON column into `T` (labels, command), as a typed error rather
+/// than a silent default.
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
+    row: &tokio_postgres::Row,
+    column: &str,
+) -> Result<T, DbError> {
+    let raw: serde_json::Value = row.try_get(column)?;
+    serde_json::from_value(raw).map_err(|e| DbError::Corrupt(format!("{column}: {e}")))
 }
 
 /// Reads a status column into its enum, as a typed error rather than a panic.

@@ -19,7 +19,7 @@ fn from_row(row: &Row) -> Result<User, DbError> {
     })
 }
 
-/// Creates a user; a taken username is a `Conflict`.
+/// Creates a user; a taken username is `AlreadyExists`.
 pub async fn create(
     client: &impl GenericClient,
     username: &str,
@@ -34,9 +34,10 @@ pub async fn create(
         .await
     {
         Ok(row) => from_row(&row),
-        Err(e) if is_unique_violation(&e) => {
-            Err(DbError::Conflict(format!("User {username} already exists")))
-        }
+        Err(e) if is_unique_violation(&e) => Err(DbError::AlreadyExists {
+            kind: "User",
+            id: username.to_owned(),
+        }),
         Err(e) => Err(e.into()),
     }
 }
@@ -67,7 +68,7 @@ pub async fn get(client: &impl GenericClient, user_id: Uuid) -> Result<User, DbE
         })
 }
 
-/// Deletes a user. Refused (`Conflict`) while jobs they submitted exist:
+/// Deletes a user. Refused (`InUse`) while jobs they submitted exist:
 /// jobs are history. Their quota, allocations and keys go with them.
 pub async fn delete(client: &impl GenericClient, user_id: Uuid) -> Result<(), DbError> {
     match client
@@ -80,7 +81,11 @@ pub async fn delete(client: &impl GenericClient, user_id: Uuid) -> Result<(), Db
         }),
         Ok(_) => Ok(()),
         Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION) => {
-            Err(DbError::Conflict(format!("User {user_id} still has jobs")))
+            Err(DbError::InUse {
+                kind: "User",
+                id: user_id.to_string(),
+                why: "still has jobs",
+            })
         }
         Err(e) => Err(e.into()),
     }

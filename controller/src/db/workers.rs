@@ -1,10 +1,11 @@
 //! Queries on `workers`. Status changes are compare-and-set against the
 //! worker state machine, so two racing operators cannot both "win".
 
-use super::{parse_status, Cached, DbError};
+use super::{control, parse_json, parse_status, Cached, DbError};
 use crate::models::{Labels, NewWorker, Worker};
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
+use orchestrator_shared::messages::ControlCommand;
 use orchestrator_shared::{StateMachine, WorkerStatus};
 use tokio_postgres::Row;
 
@@ -12,14 +13,13 @@ const COLUMNS: &str = "worker_id, status, hostname, capacity, running_jobs, labe
                        registered_at, last_heartbeat_at";
 
 fn from_row(row: &Row) -> Result<Worker, DbError> {
-    let labels: serde_json::Value = row.try_get("labels")?;
     Ok(Worker {
         worker_id: row.try_get("worker_id")?,
         status: parse_status(row, "status")?,
         hostname: row.try_get("hostname")?,
         capacity: row.try_get("capacity")?,
         running_jobs: row.try_get("running_jobs")?,
-        labels: serde_json::from_value::<Labels>(labels).unwrap_or_default(),
+        labels: parse_json::<Labels>(row, "labels")?,
         version: row.try_get("version")?,
         registered_at: row.try_get("registered_at")?,
         last_heartbeat_at: row.try_get("last_heartbeat_at")?,
@@ -36,7 +36,7 @@ fn not_found(worker_id: &str) -> DbError {
 /// Registers an agent, or re-registers one that restarted under the same id:
 /// it comes back `idle` with a fresh heartbeat and its new description.
 pub async fn register(client: &impl GenericClient, w: &NewWorker) -> Result<Worker, DbError> {
-    let labels = serde_json::to_value(&w.labels).unwrap_or_default();
+    let labels = serde_json::to_value(&w.labels).map_err(|e| DbError::Invariant(format!("labels: {e}")))?;
     let sql = format!(
         "INSERT INTO workers (worker_id, status, hostname, capacity, labels, version)
          VALUES ($1, 'idle', $2, $3, $4, $5)
@@ -120,6 +120,29 @@ pub async fn claimed(client: &impl GenericClient, worker_id: &str) -> Result<(),
     Ok(())
 }
 
+/// An operator's steer of a worker (pause, resume, terminate): locks its
+/// row, moves it to the status `target` picks from its current one, and
+/// queues `command` for its agent, all in the caller's transaction. The
+/// lock matters: heartbeats flip idle and busy concurrently, and the
+/// compare-and-set must see the status it read.
+pub async fn steer(
+    client: &impl GenericClient,
+    worker_id: &str,
+    target: impl Fn(&Worker) -> WorkerStatus,
+    command: &ControlCommand,
+) -> Result<Worker, DbError> {
+    client
+        .exec(
+            "SELECT 1 FROM workers WHERE worker_id = $1 FOR NO KEY UPDATE",
+            &[&worker_id],
+        )
+        .await?;
+    let current = get(client, worker_id).await?;
+    let updated = transition(client, worker_id, current.status, target(&current)).await?;
+    control::queue(client, worker_id, command, None).await?;
+    Ok(updated)
+}
+
 /// Moves a worker from `expected` to `to` if the state machine allows it and
 /// the worker is still in `expected`. Of several racing calls exactly one
 /// succeeds; the others get `Transition` (current status differs) errors.
@@ -140,7 +163,10 @@ pub async fn transition(
         None => {
             let current = get(client, worker_id).await?;
             Err(current.status.transition(to).err().map_or_else(
-                || DbError::Conflict(format!("Worker {worker_id} changed concurrently")),
+                || DbError::ChangedConcurrently {
+                    kind: "Worker",
+                    id: worker_id.to_owned(),
+                },
                 DbError::Transition,
             ))
         }
