@@ -56,12 +56,8 @@ impl App {
         db::migrate(&config.database_url)
             .await
             .context("applying migrations")?;
-        let database = Database::connect(
-            &config.database_url,
-            config.db_pool_size,
-            Duration::from_secs(config.db_wait_seconds),
-        )
-        .context("building the pool")?;
+        let database = Database::connect(&config.database_url, config.db_pool_size, config.db_wait)
+            .context("building the pool")?;
         if let (Some(user), Some(pass)) = (&config.auth.admin_username, &config.auth.admin_password) {
             crate::bootstrap::ensure_admin(&database, user, pass)
                 .await
@@ -87,12 +83,12 @@ impl App {
             broker: BrokerStatus::default(),
             metrics: prometheus()?,
             wake: Arc::new(tokio::sync::Notify::new()),
-            agent_token_ttl: config.flow.agent_token_ttl_seconds,
+            agent_token_ttl: config.flow.agent_token_ttl.as_secs(),
         };
         Ok(App {
             listener,
             state,
-            timeout: Duration::from_secs(config.request_timeout_seconds),
+            timeout: config.request_timeout,
             amqp_url: config.amqp_url,
             database_url: config.database_url,
             flow: config.flow,

@@ -4,7 +4,9 @@
 //! prints.
 
 use clap::{Args, ValueEnum};
+use orchestrator_shared::validate::{millis, seconds};
 use std::net::SocketAddr;
+use std::time::Duration;
 
 pub use orchestrator_shared::Secret;
 
@@ -40,11 +42,11 @@ pub struct AuthConfig {
     #[arg(long, env = "ORCH_JWT_AUDIENCE", default_value = "orchestrator-api")]
     pub jwt_audience: String,
     /// Lifetime of an access token, in seconds (the contract's `expires_in`).
-    #[arg(long, env = "ORCH_TOKEN_TTL_SECONDS", default_value_t = 3600)]
-    pub token_ttl_seconds: u64,
+    #[arg(long = "token-ttl-seconds", env = "ORCH_TOKEN_TTL_SECONDS", default_value = "3600", value_parser = seconds)]
+    pub token_ttl: Duration,
     /// Clock skew tolerated on `exp` and `nbf`, in seconds.
-    #[arg(long, env = "ORCH_JWT_LEEWAY_SECONDS", default_value_t = 5)]
-    pub jwt_leeway_seconds: u64,
+    #[arg(long = "jwt-leeway-seconds", env = "ORCH_JWT_LEEWAY_SECONDS", default_value = "5", value_parser = seconds)]
+    pub jwt_leeway: Duration,
     /// Username of the first admin, created on first start if absent.
     #[arg(long, env = "ORCH_ADMIN_USERNAME")]
     pub admin_username: Option<String>,
@@ -86,25 +88,25 @@ pub struct FlowConfig {
     #[arg(long, env = "ORCH_BROKER_PREFIX", default_value = "orchestrator")]
     pub broker_prefix: String,
     /// An agent silent this long (ms) is marked offline and its jobs handled.
-    #[arg(long, env = "ORCH_HEARTBEAT_TIMEOUT_MS", default_value_t = 10_000)]
-    pub heartbeat_timeout_ms: u64,
+    #[arg(long = "heartbeat-timeout-ms", env = "ORCH_HEARTBEAT_TIMEOUT_MS", default_value = "10000", value_parser = millis)]
+    pub heartbeat_timeout: Duration,
     /// How often (ms) the reaper looks for lost agents and overdue jobs.
-    #[arg(long, env = "ORCH_REAPER_INTERVAL_MS", default_value_t = 1_000)]
-    pub reaper_interval_ms: u64,
+    #[arg(long = "reaper-interval-ms", env = "ORCH_REAPER_INTERVAL_MS", default_value = "1000", value_parser = millis)]
+    pub reaper_interval: Duration,
     /// Extra time (ms) past a job's timeout before the controller itself
     /// times it out (the agent normally does it first).
-    #[arg(long, env = "ORCH_TIMEOUT_GRACE_MS", default_value_t = 30_000)]
-    pub timeout_grace_ms: u64,
+    #[arg(long = "timeout-grace-ms", env = "ORCH_TIMEOUT_GRACE_MS", default_value = "30000", value_parser = millis)]
+    pub timeout_grace: Duration,
     /// Delay (ms) before a failed job's first retry; doubles per attempt.
-    #[arg(long, env = "ORCH_RETRY_BASE_MS", default_value_t = 1_000)]
-    pub retry_base_ms: u64,
+    #[arg(long = "retry-base-ms", env = "ORCH_RETRY_BASE_MS", default_value = "1000", value_parser = millis)]
+    pub retry_base: Duration,
     /// Longest delay (ms) between retries.
-    #[arg(long, env = "ORCH_RETRY_MAX_MS", default_value_t = 60_000)]
-    pub retry_max_ms: u64,
+    #[arg(long = "retry-max-ms", env = "ORCH_RETRY_MAX_MS", default_value = "60000", value_parser = millis)]
+    pub retry_max: Duration,
     /// Safety-net poll interval (ms) of the outbox relay; submissions in
     /// this process wake it at once.
-    #[arg(long, env = "ORCH_RELAY_POLL_MS", default_value_t = 200)]
-    pub relay_poll_ms: u64,
+    #[arg(long = "relay-poll-ms", env = "ORCH_RELAY_POLL_MS", default_value = "200", value_parser = millis)]
+    pub relay_poll: Duration,
     /// Most agent events applied in one transaction. Each commit costs a
     /// WAL flush; one per event capped the controller at a few dozen
     /// events a second, one per batch lets it keep up with many agents.
@@ -119,11 +121,11 @@ pub struct FlowConfig {
     /// the first one of a batch arrives. Short, so a lone event (a shard
     /// report someone is waiting for) is hardly delayed; 0 takes only what
     /// has already arrived.
-    #[arg(long, env = "ORCH_EVENT_BATCH_WINDOW_MS", default_value_t = 2)]
-    pub event_batch_window_ms: u64,
+    #[arg(long = "event-batch-window-ms", env = "ORCH_EVENT_BATCH_WINDOW_MS", default_value = "2", value_parser = millis)]
+    pub event_batch_window: Duration,
     /// Lifetime of agent tokens, in seconds (default one year).
-    #[arg(long, env = "ORCH_AGENT_TOKEN_TTL_SECONDS", default_value_t = 365 * 24 * 3600)]
-    pub agent_token_ttl_seconds: u64,
+    #[arg(long = "agent-token-ttl-seconds", env = "ORCH_AGENT_TOKEN_TTL_SECONDS", default_value = "31536000", value_parser = seconds)]
+    pub agent_token_ttl: Duration,
 }
 
 /// Everything the controller's server needs.
@@ -136,8 +138,8 @@ pub struct Config {
     #[arg(long, env = "ORCH_DB_POOL_SIZE", default_value_t = 16)]
     pub db_pool_size: usize,
     /// Seconds to wait for a free pooled connection before answering 503.
-    #[arg(long, env = "ORCH_DB_WAIT_SECONDS", default_value_t = 5)]
-    pub db_wait_seconds: u64,
+    #[arg(long = "db-wait-seconds", env = "ORCH_DB_WAIT_SECONDS", default_value = "5", value_parser = seconds)]
+    pub db_wait: Duration,
     /// RabbitMQ connection string.
     #[arg(
         long,
@@ -153,8 +155,8 @@ pub struct Config {
     #[arg(long, env = "ORCH_BODY_LIMIT_BYTES", default_value_t = 1024 * 1024)]
     pub body_limit_bytes: usize,
     /// Seconds a request may take before it is answered 503.
-    #[arg(long, env = "ORCH_REQUEST_TIMEOUT_SECONDS", default_value_t = 30)]
-    pub request_timeout_seconds: u64,
+    #[arg(long = "request-timeout-seconds", env = "ORCH_REQUEST_TIMEOUT_SECONDS", default_value = "30", value_parser = seconds)]
+    pub request_timeout: Duration,
     /// Login attempts allowed per minute from one IP address.
     #[arg(long, env = "ORCH_LOGIN_PER_IP_PER_MINUTE", default_value_t = 30)]
     pub login_per_ip_per_minute: u32,
@@ -215,7 +217,7 @@ mod tests {
         assert!(!shown.contains("super-secret-value"), "{shown}");
         assert_eq!(cli.config.auth.jwt_secret.expose(), "super-secret-value");
         assert_eq!(cli.config.auth.jwt_algorithm, JwtAlgorithm::Hs256);
-        assert_eq!(cli.config.auth.token_ttl_seconds, 3600);
+        assert_eq!(cli.config.auth.token_ttl, Duration::from_secs(3600));
     }
 
     #[test]
@@ -223,7 +225,11 @@ mod tests {
         let base = ["controller", "--database-url", "x", "--jwt-secret", "s"];
         let cli = Cli::try_parse_from(base).unwrap();
         assert_eq!(cli.config.flow.event_batch_max, 256);
-        assert_eq!(cli.config.flow.event_batch_window_ms, 2);
+        assert_eq!(cli.config.flow.event_batch_window, Duration::from_millis(2));
+        assert_eq!(
+            cli.config.flow.agent_token_ttl,
+            Duration::from_secs(365 * 24 * 3600)
+        );
         let empty = base.iter().copied().chain(["--event-batch-max", "0"]);
         assert!(Cli::try_parse_from(empty).is_err());
     }

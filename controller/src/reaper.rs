@@ -49,7 +49,7 @@ impl From<tokio_postgres::Error> for ReaperError {
 
 /// Runs forever: wins leadership when it can, then reaps every interval.
 pub async fn run(database_url: String, flow: Flow) {
-    let interval = Duration::from_millis(flow.config.reaper_interval_ms.max(50));
+    let interval = flow.config.reaper_interval.max(Duration::from_millis(50));
     loop {
         match lead(&database_url, &flow, interval).await {
             Ok(()) => {}
@@ -118,7 +118,7 @@ pub async fn reap_once(flow: &Flow, probes: &mut Probes) -> Result<(), ReaperErr
     let mut client = flow.db.client().await?;
     allocations::expire_lapsed(&client).await?;
     probe_silent(flow, &client, probes).await?;
-    let grace = Duration::from_millis(flow.config.timeout_grace_ms);
+    let grace = flow.config.timeout_grace;
     for job_id in flow::overdue_jobs(&client, grace).await? {
         let tx = client.transaction().await?;
         let what = flow::abandon(
@@ -144,7 +144,7 @@ async fn probe_silent(
     client: &impl GenericClient,
     probes: &mut Probes,
 ) -> Result<(), ReaperError> {
-    let timeout = Duration::from_millis(flow.config.heartbeat_timeout_ms);
+    let timeout = flow.config.heartbeat_timeout;
     // While our own link is down (or only just back) a probe could not go
     // out anyway, and silence proves nothing.
     let heard = flow.status.up_for().is_some_and(|up| up >= timeout);

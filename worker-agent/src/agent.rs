@@ -113,7 +113,7 @@ async fn register(state: &State) {
 /// Publishes a heartbeat every period while connected (one attempt each:
 /// a late heartbeat is worth nothing).
 async fn heartbeat(state: Arc<State>) {
-    let mut ticks = tokio::time::interval(state.config.heartbeat());
+    let mut ticks = tokio::time::interval(state.config.heartbeat);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;

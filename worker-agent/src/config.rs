@@ -4,6 +4,7 @@
 //! the broker URL with its password) are a type that never prints.
 
 use clap::Args;
+use orchestrator_shared::validate::{millis, positive_millis};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -78,12 +79,12 @@ pub struct AgentConfig {
     /// at start).
     #[arg(long, env = "AGENT_WORK_ROOT", default_value_os_t = default_work_root())]
     pub work_root: PathBuf,
-    /// Milliseconds between heartbeats.
-    #[arg(long, env = "AGENT_HEARTBEAT_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..))]
-    pub heartbeat_ms: u64,
-    /// Milliseconds between SIGTERM and SIGKILL when a shard is stopped.
-    #[arg(long, env = "AGENT_KILL_GRACE_MS", default_value_t = 5000)]
-    pub kill_grace_ms: u64,
+    /// Time between heartbeats, in milliseconds.
+    #[arg(long = "heartbeat-ms", env = "AGENT_HEARTBEAT_MS", default_value = "2000", value_parser = positive_millis)]
+    pub heartbeat: Duration,
+    /// Time a stopped shard gets between SIGTERM and SIGKILL, in milliseconds.
+    #[arg(long = "kill-grace-ms", env = "AGENT_KILL_GRACE_MS", default_value = "5000", value_parser = millis)]
+    pub kill_grace: Duration,
     /// Bytes of stdout and of stderr kept (the last ones) for the report.
     #[arg(long, env = "AGENT_OUTPUT_TAIL_BYTES", default_value_t = 65536)]
     pub output_tail_bytes: usize,
@@ -119,16 +120,6 @@ impl AgentConfig {
             .iter()
             .map(|l| (l.key.clone(), l.value.clone()))
             .collect()
-    }
-
-    /// Time between heartbeats.
-    pub fn heartbeat(&self) -> Duration {
-        Duration::from_millis(self.heartbeat_ms)
-    }
-
-    /// Time a stopped shard gets between SIGTERM and SIGKILL.
-    pub fn kill_grace(&self) -> Duration {
-        Duration::from_millis(self.kill_grace_ms)
     }
 }
 
@@ -184,8 +175,8 @@ mod tests {
         assert!(!c.allow_commands);
         assert_eq!(c.executor, None);
         assert_eq!(c.work_root, std::env::temp_dir().join("orchestrator-agent"));
-        assert_eq!(c.heartbeat(), Duration::from_secs(2));
-        assert_eq!(c.kill_grace(), Duration::from_secs(5));
+        assert_eq!(c.heartbeat, Duration::from_secs(2));
+        assert_eq!(c.kill_grace, Duration::from_secs(5));
         assert_eq!(c.output_tail_bytes, 65536);
         assert!(c.labels.is_empty());
     }

@@ -73,7 +73,7 @@ impl State {
             // root) never touch each other's runs. The prefix keeps ids such
             // as `..` (valid worker ids) from naming another directory.
             work_root: config.work_root.join(format!("agent-{}", config.worker_id)),
-            kill_grace: config.kill_grace(),
+            kill_grace: config.kill_grace,
             tail_bytes: config.output_tail_bytes,
         };
         let slots = Semaphore::new(usize::try_from(config.capacity).unwrap_or(1).max(1));

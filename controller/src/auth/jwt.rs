@@ -84,7 +84,7 @@ impl TokenIssuer {
         validation.set_audience(&[&cfg.jwt_audience]);
         validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
         validation.validate_nbf = true;
-        validation.leeway = cfg.jwt_leeway_seconds;
+        validation.leeway = cfg.jwt_leeway.as_secs();
         Ok(TokenIssuer {
             algorithm,
             encoding: EncodingKey::from_secret(secret),
@@ -92,7 +92,7 @@ impl TokenIssuer {
             validation,
             issuer: cfg.jwt_issuer.clone(),
             audience: cfg.jwt_audience.clone(),
-            ttl_seconds: cfg.token_ttl_seconds,
+            ttl_seconds: cfg.token_ttl.as_secs(),
         })
     }
 
@@ -149,8 +149,8 @@ mod tests {
             jwt_algorithm: alg,
             jwt_issuer: "iss".into(),
             jwt_audience: "aud".into(),
-            token_ttl_seconds: 60,
-            jwt_leeway_seconds: 0,
+            token_ttl: std::time::Duration::from_secs(60),
+            jwt_leeway: std::time::Duration::ZERO,
             admin_username: None,
             admin_password: None,
         }

@@ -32,7 +32,7 @@ pub fn events_prefetch(batch_max: u16) -> u16 {
 /// (always an error: the connection is then re-established).
 pub(super) async fn consume_events(flow: &Flow, mut consumer: lapin::Consumer) -> Result<(), lapin::Error> {
     let max = usize::from(flow.config.event_batch_max.max(1));
-    let window = Duration::from_millis(flow.config.event_batch_window_ms);
+    let window = flow.config.event_batch_window;
     while let Some(deliveries) = next_batch(&mut consumer, max, window).await? {
         handle_batch(flow, deliveries).await?;
     }

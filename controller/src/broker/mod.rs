@@ -30,7 +30,6 @@ use crate::db::flow::RetryPolicy;
 use crate::db::Database;
 use orchestrator_shared::messages::Topology;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::Notify;
 
 /// What the broker side needs, shared by its tasks (the relay, the
@@ -54,8 +53,8 @@ impl Flow {
     /// retry a job needs.
     pub fn retry(&self) -> RetryPolicy {
         RetryPolicy {
-            base: Duration::from_millis(self.config.retry_base_ms),
-            max: Duration::from_millis(self.config.retry_max_ms),
+            base: self.config.retry_base,
+            max: self.config.retry_max,
         }
     }
 }

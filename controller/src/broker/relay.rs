@@ -98,7 +98,7 @@ pub(super) struct Publication {
 /// Runs the relay on `ch` (a confirm channel) until the broker fails.
 pub(super) async fn relay(flow: &Flow, ch: &lapin::Channel) -> Result<(), lapin::Error> {
     register_metrics();
-    let poll = Duration::from_millis(flow.config.relay_poll_ms);
+    let poll = flow.config.relay_poll;
     loop {
         match relay_batch(flow, ch).await {
             Ok(0) => {
