@@ -115,31 +115,9 @@ async fn job_valid_transitions_write_events() {
     assert_eq!(job.status, JobStatus::Pending);
     let c = pool.client().await.unwrap();
     workers::register(&c, &new_worker("w-3")).await.unwrap();
-    jobs::transition(
-        &c,
-        job.job_id,
-        JobStatus::Pending,
-        JobStatus::Queued,
-        &meta("published"),
-    )
-    .await
-    .unwrap();
-    let started = jobs::EventMeta {
-        worker_id: Some("w-3".into()),
-        ..meta("started")
-    };
-    let running = jobs::transition(&c, job.job_id, JobStatus::Queued, JobStatus::Running, &started)
-        .await
-        .unwrap();
+    let (running, done) = run_on_w3(&c, job.job_id).await;
     assert_eq!(running.attempts, 1);
     assert!(running.started_at.is_some());
-    let done = jobs::EventMeta {
-        exit_code: Some(0),
-        ..meta("exited")
-    };
-    let done = jobs::transition(&c, job.job_id, JobStatus::Running, JobStatus::Completed, &done)
-        .await
-        .unwrap();
     assert_eq!(done.status, JobStatus::Completed);
     assert_eq!(done.exit_code, Some(0));
     assert!(done.finished_at >= done.started_at);
@@ -156,6 +134,38 @@ async fn job_valid_transitions_write_events() {
     );
     assert_eq!(events[2].worker_id.as_deref(), Some("w-3"));
     assert_eq!(events[3].reason.as_deref(), Some("exited"));
+}
+
+/// Takes pending job `job_id` through queued and running (on `w-3`) to
+/// completed with exit code 0; answers the job as running and as done.
+async fn run_on_w3(
+    c: &deadpool_postgres::Client,
+    job_id: uuid::Uuid,
+) -> (controller::models::Job, controller::models::Job) {
+    jobs::transition(
+        c,
+        job_id,
+        JobStatus::Pending,
+        JobStatus::Queued,
+        &meta("published"),
+    )
+    .await
+    .unwrap();
+    let started = jobs::EventMeta {
+        worker_id: Some("w-3".into()),
+        ..meta("started")
+    };
+    let running = jobs::transition(c, job_id, JobStatus::Queued, JobStatus::Running, &started)
+        .await
+        .unwrap();
+    let done = jobs::EventMeta {
+        exit_code: Some(0),
+        ..meta("exited")
+    };
+    let done = jobs::transition(c, job_id, JobStatus::Running, JobStatus::Completed, &done)
+        .await
+        .unwrap();
+    (running, done)
 }
 
 #[tokio::test]
@@ -238,8 +248,8 @@ fn auth_config(secret: &str) -> controller::config::AuthConfig {
         jwt_algorithm: controller::config::JwtAlgorithm::Hs256,
         jwt_issuer: "orchestrator".into(),
         jwt_audience: "orchestrator-api".into(),
-        token_ttl_seconds: 3600,
-        jwt_leeway_seconds: 2,
+        token_ttl: Duration::from_secs(3600),
+        jwt_leeway: Duration::from_secs(2),
         admin_username: None,
         admin_password: None,
     }
@@ -300,6 +310,33 @@ async fn jwt_validation_refuses_every_kind_of_bad_token() {
     let issuer = controller::auth::TokenIssuer::new(&auth_config(SECRET)).unwrap();
     let good = issuer.issue(user.user_id, &user.scopes).unwrap();
     let claims = issuer.verify(&good).unwrap();
+    assert_tampered_tokens_refused(&issuer, &good);
+
+    // Same secret, another algorithm.
+    let mut hs512 = auth_config(&SECRET.repeat(2));
+    hs512.jwt_algorithm = controller::config::JwtAlgorithm::Hs512;
+    let other = controller::auth::TokenIssuer::new(&hs512)
+        .unwrap()
+        .issue(user.user_id, &[])
+        .unwrap();
+    assert!(issuer.verify(&other).is_err());
+
+    // Expired, not yet valid, wrong audience, wrong issuer: signed with the
+    // right key, so only the claim check can refuse them.
+    for bad in bad_claims(&claims) {
+        let token = issuer.sign(&bad).unwrap();
+        assert!(issuer.verify(&token).is_err(), "accepted {bad:?}");
+    }
+    // A different secret.
+    let stranger = controller::auth::TokenIssuer::new(&auth_config(&"x".repeat(40))).unwrap();
+    assert!(stranger.verify(&good).is_err());
+    assert!(issuer.verify("garbage").is_err());
+    assert!(issuer.verify(&good).is_ok());
+}
+
+/// Asserts `issuer` refuses `good` with its signature or payload altered,
+/// or with `alg: none`.
+fn assert_tampered_tokens_refused(issuer: &controller::auth::TokenIssuer, good: &str) {
     let parts: Vec<&str> = good.split('.').collect();
 
     // Tampered signature and tampered payload.
@@ -321,20 +358,13 @@ async fn jwt_validation_refuses_every_kind_of_bad_token() {
     assert!(issuer
         .verify(&format!("{none_header}.{}.{}", parts[1], parts[2]))
         .is_err());
+}
 
-    // Same secret, another algorithm.
-    let mut hs512 = auth_config(&SECRET.repeat(2));
-    hs512.jwt_algorithm = controller::config::JwtAlgorithm::Hs512;
-    let other = controller::auth::TokenIssuer::new(&hs512)
-        .unwrap()
-        .issue(user.user_id, &[])
-        .unwrap();
-    assert!(issuer.verify(&other).is_err());
-
-    // Expired, not yet valid, wrong audience, wrong issuer: signed with the
-    // right key, so only the claim check can refuse them.
+/// `claims` expired, not yet valid, for another audience and from another
+/// issuer.
+fn bad_claims(claims: &controller::auth::Claims) -> [controller::auth::Claims; 4] {
     let now = claims.iat;
-    let variants = [
+    [
         controller::auth::Claims {
             exp: now - 60,
             iat: now - 120,
@@ -354,16 +384,7 @@ async fn jwt_validation_refuses_every_kind_of_bad_token() {
             iss: "evil".into(),
             ..claims.clone()
         },
-    ];
-    for bad in variants {
-        let token = issuer.sign(&bad).unwrap();
-        assert!(issuer.verify(&token).is_err(), "accepted {bad:?}");
-    }
-    // A different secret.
-    let stranger = controller::auth::TokenIssuer::new(&auth_config(&"x".repeat(40))).unwrap();
-    assert!(stranger.verify(&good).is_err());
-    assert!(issuer.verify("garbage").is_err());
-    assert!(issuer.verify(&good).is_ok());
+    ]
 }
 
 #[tokio::test]
@@ -442,32 +463,11 @@ async fn job_relationships_and_cascades() {
     // A user with jobs cannot be deleted: jobs are history.
     assert!(matches!(
         users::delete(&c, user.user_id).await,
-        Err(DbError::Conflict(_))
+        Err(DbError::InUse { .. })
     ));
     // Deleting a worker keeps its shard history without a name.
     workers::delete(&c, "w-rel").await.unwrap();
-    let count = |sql: &'static str| {
-        let c = &c;
-        let id = job.job_id;
-        async move { c.query_one(sql, &[&id]).await.unwrap().get::<_, i64>(0) }
-    };
-    assert_eq!(
-        count("SELECT count(*) FROM job_shards WHERE job_id = $1 AND worker_id IS NULL").await,
-        1
-    );
-    // Deleting the job takes its events, shards, outbox rows and key with it.
-    assert_eq!(count("SELECT count(*) FROM outbox WHERE job_id = $1").await, 2);
-    c.execute("DELETE FROM jobs WHERE job_id = $1", &[&job.job_id])
-        .await
-        .unwrap();
-    for sql in [
-        "SELECT count(*) FROM job_events WHERE job_id = $1",
-        "SELECT count(*) FROM job_shards WHERE job_id = $1",
-        "SELECT count(*) FROM outbox WHERE job_id = $1",
-        "SELECT count(*) FROM idempotency_keys WHERE job_id = $1",
-    ] {
-        assert_eq!(count(sql).await, 0, "{sql}");
-    }
+    assert_job_delete_cascades(&c, job.job_id).await;
     // Now the user can go, and their quota and allocations go with them.
     controller::db::quotas::set(&c, user.user_id, BIG_QUOTA)
         .await
@@ -479,6 +479,31 @@ async fn job_relationships_and_cascades() {
         .unwrap()
         .get(0);
     assert_eq!(quotas, 0);
+}
+
+/// Asserts the shard of the deleted worker `w-rel` stays without a name,
+/// then that deleting job `job_id` takes its events, shards, outbox rows
+/// and idempotency key with it.
+async fn assert_job_delete_cascades(c: &deadpool_postgres::Client, job_id: uuid::Uuid) {
+    let count =
+        |sql: &'static str| async move { c.query_one(sql, &[&job_id]).await.unwrap().get::<_, i64>(0) };
+    assert_eq!(
+        count("SELECT count(*) FROM job_shards WHERE job_id = $1 AND worker_id IS NULL").await,
+        1
+    );
+    // Deleting the job takes its events, shards, outbox rows and key with it.
+    assert_eq!(count("SELECT count(*) FROM outbox WHERE job_id = $1").await, 2);
+    c.execute("DELETE FROM jobs WHERE job_id = $1", &[&job_id])
+        .await
+        .unwrap();
+    for sql in [
+        "SELECT count(*) FROM job_events WHERE job_id = $1",
+        "SELECT count(*) FROM job_shards WHERE job_id = $1",
+        "SELECT count(*) FROM outbox WHERE job_id = $1",
+        "SELECT count(*) FROM idempotency_keys WHERE job_id = $1",
+    ] {
+        assert_eq!(count(sql).await, 0, "{sql}");
+    }
 }
 
 async fn allocate(
@@ -536,7 +561,16 @@ async fn resource_allocation_constraints() {
         allocations::release(&c, other.user_id, a.allocation_id).await,
         Err(DbError::NotFound { .. })
     ));
-    // Check constraints hold even for hand-written SQL.
+    assert_allocation_checks_hold(&c, user.user_id, a.allocation_id).await;
+}
+
+/// Asserts the schema's check and unique constraints refuse hand-written
+/// SQL that breaks them (`existing` is an allocation id already taken).
+async fn assert_allocation_checks_hold(
+    c: &deadpool_postgres::Client,
+    user_id: uuid::Uuid,
+    existing: uuid::Uuid,
+) {
     let bad = [
         "INSERT INTO allocations (allocation_id, user_id, workers) VALUES (gen_random_uuid(), $1, 0)",
         "INSERT INTO allocations (allocation_id, user_id, workers, status) VALUES (gen_random_uuid(), $1, 1, 'bogus')",
@@ -545,7 +579,7 @@ async fn resource_allocation_constraints() {
         "INSERT INTO quotas (user_id, max_workers, max_concurrent_jobs, max_queued_jobs) VALUES ($1, -1, 1, 1)",
     ];
     for sql in bad {
-        let err = c.execute(sql, &[&user.user_id]).await.unwrap_err();
+        let err = c.execute(sql, &[&user_id]).await.unwrap_err();
         assert_eq!(
             err.code(),
             Some(&tokio_postgres::error::SqlState::CHECK_VIOLATION),
@@ -555,7 +589,7 @@ async fn resource_allocation_constraints() {
     let dup = c
         .execute(
             "INSERT INTO allocations (allocation_id, user_id, workers) VALUES ($1, $2, 1)",
-            &[&a.allocation_id, &user.user_id],
+            &[&existing, &user_id],
         )
         .await
         .unwrap_err();
@@ -579,14 +613,14 @@ async fn idempotency_key_uniqueness() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, DbError::Conflict(ref m) if m.contains("different request")),
+        matches!(err, DbError::IdempotencyKeyReused { ref key } if key == "deploy-42"),
         "{err:?}"
     );
     // The table itself refuses a duplicate (user, key).
     let c = pool.client().await.unwrap();
-    let hash = idempotency::request_hash(&new);
+    let hash = idempotency::request_hash(&new).unwrap();
     let dup = idempotency::insert(&c, user.user_id, "deploy-42", &hash, first.job.job_id).await;
-    assert!(matches!(dup, Err(DbError::Conflict(_))));
+    assert!(matches!(dup, Err(DbError::IdempotencyKeyReused { .. })));
     // Keys are per user.
     let other = create_user(&pool, "kate", "pw", &["jobs:write"]).await;
     assert!(
@@ -601,6 +635,35 @@ async fn idempotency_key_uniqueness() {
         .unwrap()
         .get(0);
     assert_eq!(n, 2);
+}
+
+/// Submits `news` as one batch in its own transaction and commits.
+async fn submit_batch(
+    pool: &db::Database,
+    user: uuid::Uuid,
+    news: &[NewJob],
+) -> Result<Vec<jobs::Submitted>, DbError> {
+    let mut client = pool.client().await?;
+    let tx = client.transaction().await?;
+    let submitted = jobs::submit_batch(&tx, user, news, BIG_QUOTA).await?;
+    tx.commit().await?;
+    Ok(submitted)
+}
+
+#[tokio::test]
+async fn a_batch_repeating_a_key_is_replayed_whole_when_resubmitted() {
+    let (_t, pool) = database().await;
+    let user = create_user(&pool, "mia", "pw", &["jobs:write"]).await;
+    let mut new: NewJob = new_job("twice in one batch");
+    new.idempotency_key = Some("nightly".into());
+    let batch = [new.clone(), new];
+    let first = submit_batch(&pool, user.user_id, &batch).await.unwrap();
+    assert_eq!(first.iter().map(|s| s.created).collect::<Vec<_>>(), [true, false]);
+    assert_eq!(first[0].job.job_id, first[1].job.job_id);
+    let again = submit_batch(&pool, user.user_id, &batch).await.unwrap();
+    assert!(again
+        .iter()
+        .all(|s| !s.created && s.job.job_id == first[0].job.job_id));
 }
 
 #[tokio::test]
@@ -776,4 +839,68 @@ async fn broker_confirms_a_persistent_message() {
     let delivery = got.expect("the message is in the queue");
     assert_eq!(delivery.data, b"hello");
     assert_eq!(delivery.properties.delivery_mode(), &Some(2));
+}
+
+/// Whether outbox row `id` was sent, and whether it is parked (refused by
+/// the relay, kept unsent for an operator).
+async fn outbox_state(c: &tokio_postgres::Client, id: i64) -> (bool, bool) {
+    let row = c
+        .query_one(
+            "SELECT sent_at IS NOT NULL, available_at = 'infinity' FROM outbox WHERE message_id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+#[tokio::test]
+async fn the_relay_parks_a_row_it_cannot_publish_and_sends_the_rest() {
+    use controller::broker::{supervise, BrokerStatus, Flow};
+    use orchestrator_shared::messages::{Topology, CONTROL_EXCHANGE};
+    let (test_db, pool) = database().await;
+    let args = ["controller", "--database-url", &test_db.url, "--jwt-secret", "s"];
+    let config = controller::config::Config::try_parse_from(args).unwrap();
+    let c = pool.client().await.unwrap();
+    let pause = serde_json::json!({ "command": "pause" });
+    let too_long_key = "k".repeat(300);
+    let bad = outbox::enqueue(&c, CONTROL_EXCHANGE, &too_long_key, &pause, 9, None)
+        .await
+        .unwrap();
+    let nowhere = outbox::enqueue(&c, "nope", "w-1", &pause, 9, None).await.unwrap();
+    let good = outbox::enqueue(&c, CONTROL_EXCHANGE, "w-1", &pause, 9, None)
+        .await
+        .unwrap();
+    let flow = Flow {
+        db: pool.clone(),
+        topology: Topology::new(integration_tests::unique_prefix()),
+        config: config.flow,
+        wake: Default::default(),
+        status: BrokerStatus::default(),
+    };
+    let relay = tokio::spawn(supervise(integration_tests::infra().amqp_url(), flow));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while outbox_state(&c, good).await != (true, false) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the good row was never sent"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    relay.abort();
+    assert_eq!(
+        outbox_state(&c, bad).await,
+        (false, true),
+        "the bad row is unsent and parked"
+    );
+    assert_eq!(
+        outbox_state(&c, nowhere).await,
+        (false, true),
+        "a row to no exchange is parked"
+    );
+    assert_eq!(
+        outbox::unsent_count(&c).await.unwrap(),
+        2,
+        "parked rows still count as unsent"
+    );
 }

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// Command-line options.
 #[derive(Parser)]
 struct Args {
     /// Controller base URL; omitted: start one in-process against containers.
@@ -35,6 +36,8 @@ struct Args {
     max_seconds: u64,
 }
 
+/// What one phase measured: each successful call's latency, the failures,
+/// and how long the phase took.
 struct Phase {
     name: &'static str,
     latencies: Vec<Duration>,
@@ -116,10 +119,55 @@ where
     phase
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    let (base, token, _app) = match &args.url {
+/// Where the benchmark sends its requests, with a valid token; cheap to
+/// clone into every concurrent task.
+#[derive(Clone)]
+struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Client {
+    /// Submits job `i`, noting its id in `created`; answers whether the
+    /// controller created it.
+    async fn submit(&self, i: usize, created: &std::sync::Mutex<Vec<String>>) -> bool {
+        let body = serde_json::json!({"task_description": format!("bench job {i}")});
+        let resp = self
+            .http
+            .post(format!("{}/api/jobs/submit", self.base))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await;
+        match resp {
+            Ok(r) if r.status() == 201 => {
+                let job: serde_json::Value = r.json().await.unwrap_or_default();
+                if let (Some(id), Ok(mut created)) = (job["job_id"].as_str(), created.lock()) {
+                    created.push(id.to_owned());
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Reads job `id`; answers whether the controller found it.
+    async fn get(&self, id: &str) -> bool {
+        let resp = self
+            .http
+            .get(format!("{}/api/jobs/{id}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await;
+        matches!(resp, Ok(r) if r.status() == 200)
+    }
+}
+
+/// A client for `--url`, or for an in-process controller on the test
+/// containers (returned too, as it stops when dropped).
+async fn connect(args: &Args) -> anyhow::Result<(Client, Option<integration_tests::TestApp>)> {
+    let (base, token, app) = match &args.url {
         Some(url) => (
             url.trim_end_matches('/').to_owned(),
             login(url, &args.username, &args.password).await?,
@@ -133,58 +181,63 @@ async fn main() -> anyhow::Result<()> {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(args.concurrency)
         .build()?;
-    let deadline = Duration::from_secs(args.max_seconds);
-    println!(
-        "target {base}, {} requests per route, concurrency {}",
-        args.requests, args.concurrency
-    );
+    Ok((Client { http, base, token }, app))
+}
+
+/// The submit phase; answers it and the ids of the jobs it created.
+async fn bench_submit(client: &Client, args: &Args) -> (Phase, Vec<String>) {
     let ids = Arc::new(std::sync::Mutex::new(Vec::with_capacity(args.requests)));
-    let (h, b, t, ids2) = (http.clone(), base.clone(), token.clone(), ids.clone());
-    let mut submit = run(
+    let (client, created) = (client.clone(), ids.clone());
+    let deadline = Duration::from_secs(args.max_seconds);
+    let phase = run(
         "POST /api/jobs/submit",
         args.requests,
         args.concurrency,
         deadline,
         move |i| {
-            let (h, b, t, ids) = (h.clone(), b.clone(), t.clone(), ids2.clone());
-            async move {
-                let body = serde_json::json!({"task_description": format!("bench job {i}")});
-                match h
-                    .post(format!("{b}/api/jobs/submit"))
-                    .bearer_auth(&t)
-                    .json(&body)
-                    .send()
-                    .await
-                {
-                    Ok(r) if r.status() == 201 => {
-                        let job: serde_json::Value = r.json().await.unwrap_or_default();
-                        if let (Some(id), Ok(mut ids)) = (job["job_id"].as_str(), ids.lock()) {
-                            ids.push(id.to_owned());
-                        }
-                        true
-                    }
-                    _ => false,
-                }
-            }
+            let (client, created) = (client.clone(), created.clone());
+            async move { client.submit(i, &created).await }
         },
     )
     .await;
+    let ids = ids.lock().map(|v| v.clone()).unwrap_or_default();
+    (phase, ids)
+}
+
+/// The read phase, cycling through `ids`.
+async fn bench_get(client: &Client, args: &Args, ids: Vec<String>) -> Phase {
+    let (client, ids) = (client.clone(), Arc::new(ids));
+    let deadline = Duration::from_secs(args.max_seconds);
+    run(
+        "GET /api/jobs/{id}",
+        args.requests,
+        args.concurrency,
+        deadline,
+        move |i| {
+            let (client, ids) = (client.clone(), ids.clone());
+            async move { client.get(&ids[i % ids.len()]).await }
+        },
+    )
+    .await
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let (client, _app) = connect(&args).await?;
+    println!(
+        "target {}, {} requests per route, concurrency {}",
+        client.base, args.requests, args.concurrency
+    );
+    let (mut submit, ids) = bench_submit(&client, &args).await;
     submit.print();
-    let ids: Arc<Vec<String>> = Arc::new(ids.lock().map(|v| v.clone()).unwrap_or_default());
     anyhow::ensure!(!ids.is_empty(), "no job was submitted");
-    let (h, b, t) = (http.clone(), base.clone(), token.clone());
-    let mut get = run("GET /api/jobs/{id}", args.requests, args.concurrency, deadline, move |i| {
-        let (h, b, t, ids) = (h.clone(), b.clone(), t.clone(), ids.clone());
-        async move {
-            let id = &ids[i % ids.len()];
-            matches!(h.get(format!("{b}/api/jobs/{id}")).bearer_auth(&t).send().await, Ok(r) if r.status() == 200)
-        }
-    })
-    .await;
+    let mut get = bench_get(&client, &args, ids).await;
     get.print();
     Ok(())
 }
 
+/// Logs in at `url` and answers the access token.
 async fn login(url: &str, username: &str, password: &str) -> anyhow::Result<String> {
     let resp: serde_json::Value = reqwest::Client::new()
         .post(format!("{}/api/auth/login", url.trim_end_matches('/')))

@@ -1,0 +1,215 @@
+//! The Postgres and RabbitMQ containers every test of one binary shares:
+//! which images (the project's own, overridable by environment), the
+//! fail-fast check that they exist, starting both once per process, waiting
+//! until each answers a real request, and removing them at exit.
+//!
+//! The images are built by `deploy/build-images.sh`, as this machine has no
+//! registry; `ORCH_POSTGRES_IMAGE` and `ORCH_RABBITMQ_IMAGE` (`name:tag`)
+//! select others. A missing image or a stopped Docker engine fails fast with
+//! a message saying what to do.
+
+use anyhow::{bail, Context};
+use std::process::Command;
+use std::sync::{mpsc, OnceLock};
+use std::time::{Duration, Instant};
+use testcontainers::core::{IntoContainerPort, WaitFor};
+use testcontainers::runners::AsyncRunner;
+use testcontainers::{ContainerAsync, GenericImage, ImageExt};
+use tokio_postgres::NoTls;
+
+/// Label on every container the harness starts; `deploy/test.sh` removes
+/// leftovers by it (a killed test process cannot clean up after itself).
+pub const TEST_LABEL: &str = "orchestrator.test";
+/// Default Postgres image: the project's own build, as no registry is
+/// reachable; `ORCH_POSTGRES_IMAGE` overrides it.
+pub const DEFAULT_POSTGRES_IMAGE: &str = "orchestrator-postgres:15";
+/// Default RabbitMQ image, for the same reason; `ORCH_RABBITMQ_IMAGE`
+/// overrides it.
+pub const DEFAULT_RABBITMQ_IMAGE: &str = "orchestrator-rabbitmq:3";
+/// How long a container may take to become ready.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Where the shared containers listen on the host.
+#[derive(Debug, Clone)]
+pub struct Infra {
+    /// Host port mapped to Postgres's 5432.
+    pub postgres_port: u16,
+    /// Host port mapped to RabbitMQ's 5672.
+    pub amqp_port: u16,
+    /// Container ids, for fault tests that stop or restart them.
+    pub postgres_id: String,
+    /// See `postgres_id`.
+    pub rabbitmq_id: String,
+}
+
+impl Infra {
+    /// Connection string of database `db` (user postgres, trust auth).
+    pub fn postgres_url(&self, db: &str) -> String {
+        format!(
+            "postgres://postgres:postgres@127.0.0.1:{}/{db}",
+            self.postgres_port
+        )
+    }
+
+    /// Connection string of the broker's default vhost.
+    pub fn amqp_url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.amqp_port)
+    }
+}
+
+/// The image named by environment variable `var` (or `default`), split into
+/// name and tag; the multi-host harness starts the same images.
+pub(crate) fn image_from_env(var: &str, default: &str) -> (String, String) {
+    let full = std::env::var(var).unwrap_or_else(|_| default.to_owned());
+    match full.rsplit_once(':') {
+        Some((name, tag)) if !tag.contains('/') => (name.to_owned(), tag.to_owned()),
+        _ => (full, "latest".to_owned()),
+    }
+}
+
+/// Fails with an actionable message unless the engine answers and `image`
+/// exists locally (testcontainers would otherwise try, and fail, to pull).
+pub(crate) fn check_image(name: &str, tag: &str) -> anyhow::Result<()> {
+    let out = Command::new("docker")
+        .args([
+            "image",
+            "inspect",
+            "--format",
+            "{{.Id}}",
+            &format!("{name}:{tag}"),
+        ])
+        .output()
+        .context("running the docker CLI (is Docker installed?)")?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    if err.contains("Cannot connect") || err.contains("daemon") && !err.contains("No such image") {
+        bail!("the Docker engine is not reachable: {}", err.trim());
+    }
+    bail!("image {name}:{tag} is missing: run deploy/build-images.sh (or set the image variable)")
+}
+
+extern "C" fn remove_containers_at_exit() {
+    if let Some(Ok(infra)) = INFRA.get() {
+        let _ = Command::new("docker")
+            .args(["rm", "-f", "-v", &infra.postgres_id, &infra.rabbitmq_id])
+            .output();
+    }
+}
+
+static INFRA: OnceLock<Result<Infra, String>> = OnceLock::new();
+
+/// The shared containers, started on first use. Panics (failing the test)
+/// with the reason if they cannot start.
+pub fn infra() -> &'static Infra {
+    let result = INFRA.get_or_init(|| start_infra().map_err(|e| format!("{e:#}")));
+    match result {
+        Ok(infra) => infra,
+        Err(e) => panic!("test infrastructure unavailable: {e}"),
+    }
+}
+
+/// Starts both containers on a keeper thread whose runtime lives as long as
+/// the process (the containers are removed at exit by an atexit hook).
+fn start_infra() -> anyhow::Result<Infra> {
+    let (pg_name, pg_tag) = image_from_env("ORCH_POSTGRES_IMAGE", DEFAULT_POSTGRES_IMAGE);
+    let (mq_name, mq_tag) = image_from_env("ORCH_RABBITMQ_IMAGE", DEFAULT_RABBITMQ_IMAGE);
+    check_image(&pg_name, &pg_tag)?;
+    check_image(&mq_name, &mq_tag)?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::Builder::new()
+        .name("test-containers".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => return drop(tx.send(Err(anyhow::anyhow!(e)))),
+            };
+            rt.block_on(async move {
+                let started = start_containers(pg_name, pg_tag, mq_name, mq_tag).await;
+                match started {
+                    Ok((infra, pg, mq)) => {
+                        let _ = tx.send(Ok(infra));
+                        let _keep = (pg, mq);
+                        std::future::pending::<()>().await;
+                    }
+                    Err(e) => drop(tx.send(Err(e))),
+                }
+            });
+        })
+        .context("spawning the container thread")?;
+    let infra = rx.recv().context("container thread ended")??;
+    // SAFETY: registering a plain extern "C" function with no captured state.
+    unsafe { libc::atexit(remove_containers_at_exit) };
+    Ok(infra)
+}
+
+type Started = (Infra, ContainerAsync<GenericImage>, ContainerAsync<GenericImage>);
+
+async fn start_containers(
+    pg_name: String,
+    pg_tag: String,
+    mq_name: String,
+    mq_tag: String,
+) -> anyhow::Result<Started> {
+    let pg = GenericImage::new(pg_name, pg_tag)
+        .with_exposed_port(5432.tcp())
+        .with_wait_for(WaitFor::message_on_stderr(
+            "database system is ready to accept connections",
+        ))
+        .with_label(TEST_LABEL, "1")
+        .with_startup_timeout(STARTUP_TIMEOUT);
+    let mq = GenericImage::new(mq_name, mq_tag)
+        .with_exposed_port(5672.tcp())
+        .with_wait_for(WaitFor::message_on_stdout("Server startup complete"))
+        .with_label(TEST_LABEL, "1")
+        .with_startup_timeout(STARTUP_TIMEOUT);
+    let (pg, mq) = tokio::try_join!(pg.start(), mq.start()).context("starting the containers")?;
+    let infra = Infra {
+        postgres_port: pg.get_host_port_ipv4(5432).await?,
+        amqp_port: mq.get_host_port_ipv4(5672).await?,
+        postgres_id: pg.id().to_owned(),
+        rabbitmq_id: mq.id().to_owned(),
+    };
+    wait_for_postgres(&infra.postgres_url("postgres")).await?;
+    wait_for_rabbitmq(&infra.amqp_url()).await?;
+    Ok((infra, pg, mq))
+}
+
+/// Waits until Postgres at `url` is ready (the multi-host harness waits for
+/// its own Postgres the same way); ready means a real connection answers a
+/// query, not only a log line.
+pub async fn wait_for_postgres(url: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + STARTUP_TIMEOUT;
+    loop {
+        let attempt = async {
+            let (client, conn) = tokio_postgres::connect(url, NoTls).await?;
+            tokio::spawn(conn);
+            client.simple_query("SELECT 1").await
+        };
+        match attempt.await {
+            Ok(_) => return Ok(()),
+            Err(e) if Instant::now() > deadline => return Err(e).context("Postgres never accepted a query"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+/// Waits until the broker at `url` is ready, so no test starts against a
+/// broker still booting; ready means an AMQP connection opens a channel.
+pub async fn wait_for_rabbitmq(url: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + STARTUP_TIMEOUT;
+    loop {
+        let attempt = async {
+            let conn = lapin::Connection::connect(url, lapin::ConnectionProperties::default()).await?;
+            let channel = conn.create_channel().await?;
+            channel.close(200, "ready check".into()).await?;
+            conn.close(200, "ready check".into()).await
+        };
+        match attempt.await {
+            Ok(()) => return Ok(()),
+            Err(e) if Instant::now() > deadline => return Err(e).context("RabbitMQ never opened a channel"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
+}

@@ -1,0 +1,27 @@
+//! Black-box tests of the controller's HTTP API (`docs/api.md`), each
+//! against a real controller on a port of its own with its own database.
+//! Requests go through the named methods of `integration_tests::TestApp`
+//! (`app.submit_job(..)`, `app.pause_worker(..)`), and bodies are checked
+//! against the shared types of `orchestrator_shared::api`.
+//!
+//! # Layout
+//! - `helpers`: shape, error and token helpers, and short fixtures.
+//! - `auth`: login, users, scopes, and refused tokens on every route.
+//! - `supervisor`: workers and their transitions, fleet metrics.
+//! - `resources`: quotas, allocation, release.
+//! - `jobs`: submission, batches, idempotency, reading, cancelling, events,
+//!   output, listing.
+//! - `errors`: the 413 and 422 shapes of bad bodies.
+//! - `concurrency`: idempotency and allocation under races.
+//! - `ops`: the unauthenticated operational routes.
+//! - `contract`: every served route is documented.
+
+mod auth;
+mod concurrency;
+mod contract;
+mod errors;
+mod helpers;
+mod jobs;
+mod ops;
+mod resources;
+mod supervisor;
