@@ -57,9 +57,12 @@ pub fn list_of<T>(rows: &[T], columns: &[Column<T>], empty: &str) -> String {
 /// A typed answer (a job, a worker, quotas, metrics, an allocation, the
 /// caller) as key-value lines, in its struct's field order: the contract's,
 /// kept by serde_json's `preserve_order`. (A contract type always turns into
-/// JSON; were it not to, the view would be a lone `-`.)
+/// JSON; were it not to, the view says so rather than showing nothing.)
 pub fn fields<T: Serialize>(answer: &T) -> String {
-    key_values(&serde_json::to_value(answer).unwrap_or_default())
+    match serde_json::to_value(answer) {
+        Ok(value) => key_values(&value),
+        Err(err) => format!("(the answer cannot be shown: {err})"),
+    }
 }
 
 /// How a waited-for job ended, its error if any, then its output.
