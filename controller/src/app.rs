@@ -70,6 +70,7 @@ impl App {
         let state = AppState {
             db: database,
             tokens: Arc::new(tokens),
+            allocation_ttl: config.allocation_ttl,
             default_quota: Quota {
                 max_workers: q.max_workers,
                 max_concurrent_jobs: q.max_concurrent_jobs,

@@ -55,6 +55,29 @@ pub struct AuthConfig {
     pub admin_password: Option<Secret>,
 }
 
+/// Lifetimes of allocations. Every allocation lapses, so no user can hold
+/// workers indefinitely by forgetting (or refusing) to release them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Args)]
+pub struct AllocationTtl {
+    /// Lifetime of an allocation that names none, in seconds (default one day).
+    #[arg(
+        long = "allocation-default-ttl-seconds",
+        env = "ORCH_ALLOCATION_DEFAULT_TTL_SECONDS",
+        default_value = "86400",
+        value_parser = seconds
+    )]
+    pub default: Duration,
+    /// Longest lifetime an allocation may ask for, in seconds (default 30
+    /// days, the contract's ceiling; a larger value is capped to it).
+    #[arg(
+        long = "allocation-max-ttl-seconds",
+        env = "ORCH_ALLOCATION_MAX_TTL_SECONDS",
+        default_value = "2592000",
+        value_parser = seconds
+    )]
+    pub max: Duration,
+}
+
 /// Limits applied to a user who has no row in `quotas`.
 #[derive(Debug, Clone, Copy, Args)]
 pub struct DefaultQuota {
@@ -172,6 +195,9 @@ pub struct Config {
     /// Quota for users without their own.
     #[command(flatten)]
     pub default_quota: DefaultQuota,
+    /// How long allocations of workers may live.
+    #[command(flatten)]
+    pub allocation_ttl: AllocationTtl,
 }
 
 impl Config {

@@ -517,7 +517,8 @@ async fn allocate(
     let req = allocations::AllocationRequest {
         workers,
         job_id: None,
-        ttl_seconds: Some(600),
+        ttl_seconds: 600,
+        admin: false,
     };
     let a = allocations::allocate(&tx, user, req, quota).await?;
     tx.commit().await?;

@@ -41,6 +41,8 @@ pub struct AppState {
     pub tokens: Arc<TokenIssuer>,
     /// Limits of users without their own quota row.
     pub default_quota: Quota,
+    /// Default and longest lifetimes of allocations.
+    pub allocation_ttl: crate::config::AllocationTtl,
     /// Largest accepted body, in bytes (named in 413 bodies).
     pub body_limit: usize,
     /// Per-IP and per-username login attempt limits.

@@ -1,8 +1,9 @@
 //! `/api/resources/*`: quotas, allocations and usage.
 
-use super::error::{valid, ApiError};
+use super::error::{valid, ApiError, FieldError};
 use super::extract::{ApiJson, Principal};
 use super::AppState;
+use crate::config::AllocationTtl;
 use crate::db::allocations::{self, AllocationRequest};
 use crate::db::stats;
 use crate::db::{quotas, DbError};
@@ -10,6 +11,7 @@ use crate::models::Allocation;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
+use orchestrator_shared::api::resources::MAX_TTL_SECONDS;
 use orchestrator_shared::api::{AllocateRequest, QuotaView, ReleaseRequest, UsageView};
 
 /// The caller's quota and its remaining room.
@@ -37,6 +39,22 @@ pub async fn quotas(
     }))
 }
 
+/// The allocation's lifetime in seconds: the one asked for, else the
+/// configured default; over the configured maximum is a 422 naming it.
+fn lifetime(req: &AllocateRequest, ttl: AllocationTtl) -> Result<i64, ApiError> {
+    let max = ttl.max.as_secs().min(MAX_TTL_SECONDS.unsigned_abs());
+    let asked = req
+        .ttl_seconds
+        .map_or(ttl.default.as_secs().min(max), i64::unsigned_abs);
+    if asked > max {
+        return Err(ApiError::Validation(vec![FieldError::body(
+            "ttl_seconds",
+            format!("must be between 1 and {max}"),
+        )]));
+    }
+    i64::try_from(asked).map_err(|_| ApiError::Internal)
+}
+
 /// Reserves workers; 409 if the quota or the free workers do not allow it.
 #[utoipa::path(post, path = "/api/resources/allocate", tag = "resources", security(("bearer" = [])), request_body = AllocateRequest,
     responses((status = 201, body = Allocation), (status = 409, body = super::error::ErrorBody),
@@ -47,13 +65,15 @@ pub async fn allocate(
     ApiJson(req): ApiJson<AllocateRequest>,
 ) -> Result<(StatusCode, Json<Allocation>), ApiError> {
     valid(req.problems())?;
+    let ttl_seconds = lifetime(&req, state.allocation_ttl)?;
     let mut client = state.db.client().await?;
     let quota = quotas::get(&client, principal.user_id, state.default_quota).await?;
     let tx = client.transaction().await.map_err(DbError::from)?;
     let request = AllocationRequest {
         workers: req.workers,
         job_id: req.job_id,
-        ttl_seconds: req.ttl_seconds,
+        ttl_seconds,
+        admin: principal.is_admin(),
     };
     let allocation = allocations::allocate(&tx, principal.user_id, request, quota).await?;
     tx.commit().await.map_err(DbError::from)?;

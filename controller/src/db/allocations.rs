@@ -39,10 +39,14 @@ fn not_found(id: Uuid) -> DbError {
 pub struct AllocationRequest {
     /// Workers wanted.
     pub workers: i32,
-    /// The job they are for, if any (must exist).
+    /// The job they are for, if any (must exist and be visible to the
+    /// caller: the user's own, or any job for an admin).
     pub job_id: Option<Uuid>,
-    /// Lifetime in seconds, if the allocation should lapse.
-    pub ttl_seconds: Option<i64>,
+    /// Lifetime in seconds: every allocation lapses (the API applies the
+    /// configured default when the client gives none).
+    pub ttl_seconds: i64,
+    /// Whether the caller is an admin, who may allocate for any job.
+    pub admin: bool,
 }
 
 /// Marks active allocations past their `expires_at` as expired, so they stop
@@ -81,6 +85,30 @@ pub async fn free_workers(client: &impl GenericClient) -> Result<i64, DbError> {
         .max(0))
 }
 
+/// `NotFound` unless `job_id` exists and the caller may see it: another
+/// user's job gets the same answer as an unknown id, so an allocation is
+/// no oracle of which job ids exist.
+async fn check_job_visible(
+    tx: &Transaction<'_>,
+    job_id: Uuid,
+    user_id: Uuid,
+    admin: bool,
+) -> Result<(), DbError> {
+    let visible = tx
+        .row_opt(
+            "SELECT 1 FROM jobs WHERE job_id = $1 AND ($3 OR submitted_by = $2)",
+            &[&job_id, &user_id, &admin],
+        )
+        .await?;
+    match visible {
+        Some(_) => Ok(()),
+        None => Err(DbError::NotFound {
+            kind: "Job",
+            id: job_id.to_string(),
+        }),
+    }
+}
+
 /// Allocates workers for `user_id` inside `tx` if both the user's quota and
 /// the free workers allow it; otherwise `QuotaExceeded` or `NotEnoughWorkers`. The caller commits.
 pub async fn allocate(
@@ -89,6 +117,9 @@ pub async fn allocate(
     req: AllocationRequest,
     quota: Quota,
 ) -> Result<Allocation, DbError> {
+    if let Some(job_id) = req.job_id {
+        check_job_visible(tx, job_id, user_id, req.admin).await?;
+    }
     tx.exec("SELECT pg_advisory_xact_lock($1)", &[&ALLOCATION_LOCK])
         .await?;
     expire_lapsed(tx).await?;
@@ -104,21 +135,9 @@ pub async fn allocate(
     if wanted > free {
         return Err(DbError::NotEnoughWorkers { wanted, free });
     }
-    if let Some(job_id) = req.job_id {
-        if tx
-            .row_opt("SELECT 1 FROM jobs WHERE job_id = $1", &[&job_id])
-            .await?
-            .is_none()
-        {
-            return Err(DbError::NotFound {
-                kind: "Job",
-                id: job_id.to_string(),
-            });
-        }
-    }
     let sql = format!(
         "INSERT INTO allocations (allocation_id, user_id, job_id, workers, expires_at)
-         VALUES ($1, $2, $3, $4, CASE WHEN $5::bigint IS NULL THEN NULL ELSE now() + make_interval(secs => $5::bigint) END)
+         VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5::bigint))
          RETURNING {COLUMNS}"
     );
     let row = tx
