@@ -46,6 +46,7 @@ pub fn worker() -> Worker {
         version: "0.1.0".into(),
         registered_at: at(),
         last_heartbeat_at: at(),
+        generation: 1,
     }
 }
 

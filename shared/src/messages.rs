@@ -73,7 +73,8 @@ impl Topology {
     }
 }
 
-/// What an operator (or a cancel) asks of one agent.
+/// What an operator (or a cancel) asks of one agent; it travels inside a
+/// [`ControlMessage`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "snake_case")]
 pub enum ControlCommand {
@@ -88,6 +89,60 @@ pub enum ControlCommand {
         /// The job to stop.
         job_id: Uuid,
     },
+}
+
+impl ControlCommand {
+    /// The command's wire name (its `command` tag), for logs and the
+    /// reasons of recorded worker events.
+    pub const fn name(&self) -> &'static str {
+        match self {
+            ControlCommand::Pause => "pause",
+            ControlCommand::Resume => "resume",
+            ControlCommand::Terminate => "terminate",
+            ControlCommand::CancelJob { .. } => "cancel_job",
+        }
+    }
+}
+
+/// A [`ControlCommand`] as it travels to one agent: the command's fields
+/// and, beside them, the registration generation of the worker it is meant
+/// for (`{"command": "terminate", "generation": 3}`).
+///
+/// Why: an agent's control queue is named by its worker id and is durable,
+/// so it outlives the agent. Without the generation, a command queued for
+/// an agent that has since died (a `Terminate` sent while it was down) is
+/// consumed by the next agent to start under that id, which then obeys it.
+/// The controller stamps every message with the worker's generation at the
+/// time it is queued, and [`ControlMessage::is_stale_for`] tells an agent
+/// which messages predate its own registration.
+///
+/// Compatibility: the generation is an extra field of the same object, so
+/// an agent that predates it reads the command and ignores the field; a
+/// message without one (from a controller that predates it) is not stale
+/// for anyone, i.e. it is obeyed as before.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControlMessage {
+    /// What the agent is asked to do.
+    #[serde(flatten)]
+    pub command: ControlCommand,
+    /// Registration generation of the worker when the message was queued;
+    /// `None` only from a controller that predates generations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
+}
+
+impl ControlMessage {
+    /// Whether this message was meant for an earlier incarnation of the
+    /// worker than the one registered as `own` generation: such a message
+    /// must be dropped, not obeyed. A message without a generation is never
+    /// stale (an older controller sent it; obeying it is what agents always
+    /// did). A message for a *later* generation is not stale either: the
+    /// controller has seen a newer registration of this id than the agent's
+    /// own answer (a retried registration whose first answer was lost), and
+    /// the controller's view wins.
+    pub fn is_stale_for(&self, own: i64) -> bool {
+        self.generation.is_some_and(|g| g < own)
+    }
 }
 
 /// One shard of one attempt of a job, as handed to an agent.
@@ -214,7 +269,64 @@ mod tests {
             serde_json::to_string(&ControlCommand::Pause).unwrap(),
             r#"{"command":"pause"}"#
         );
-        assert_eq!(serde_json::from_value::<ControlCommand>(json).unwrap(), c);
+        assert_eq!(serde_json::from_value::<ControlCommand>(json.clone()).unwrap(), c);
+        assert_eq!(json["command"], c.name());
+        for c in [
+            ControlCommand::Pause,
+            ControlCommand::Resume,
+            ControlCommand::Terminate,
+        ] {
+            assert_eq!(serde_json::to_value(&c).unwrap()["command"], c.name());
+        }
+    }
+
+    #[test]
+    fn control_messages_carry_the_generation_beside_the_command() {
+        let m = ControlMessage {
+            command: ControlCommand::Terminate,
+            generation: Some(3),
+        };
+        let json = serde_json::to_value(&m).unwrap();
+        assert_eq!(json, serde_json::json!({"command": "terminate", "generation": 3}));
+        assert_eq!(serde_json::from_value::<ControlMessage>(json).unwrap(), m);
+        let cancel = ControlMessage {
+            command: ControlCommand::CancelJob { job_id: Uuid::nil() },
+            generation: Some(1),
+        };
+        let json = serde_json::to_string(&cancel).unwrap();
+        assert_eq!(serde_json::from_str::<ControlMessage>(&json).unwrap(), cancel);
+    }
+
+    #[test]
+    fn control_messages_stay_readable_across_versions() {
+        // An agent that predates generations reads the command and ignores
+        // the extra field.
+        let new = r#"{"command":"pause","generation":2}"#;
+        assert_eq!(
+            serde_json::from_str::<ControlCommand>(new).unwrap(),
+            ControlCommand::Pause
+        );
+        let job_id = Uuid::new_v4();
+        let new = format!(r#"{{"command":"cancel_job","job_id":"{job_id}","generation":2}}"#);
+        assert_eq!(
+            serde_json::from_str::<ControlCommand>(&new).unwrap(),
+            ControlCommand::CancelJob { job_id }
+        );
+        // A controller that predates generations sends none: never stale.
+        let old: ControlMessage = serde_json::from_str(r#"{"command":"terminate"}"#).unwrap();
+        assert_eq!(old.generation, None);
+        assert!(!old.is_stale_for(7));
+    }
+
+    #[test]
+    fn only_messages_for_an_earlier_generation_are_stale() {
+        let at = |generation| ControlMessage {
+            command: ControlCommand::Terminate,
+            generation: Some(generation),
+        };
+        assert!(at(1).is_stale_for(2));
+        assert!(!at(2).is_stale_for(2));
+        assert!(!at(3).is_stale_for(2));
     }
 
     #[test]

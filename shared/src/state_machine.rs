@@ -96,17 +96,46 @@ impl StateMachine for WorkerStatus {
             (Terminating, Terminated),
             (Terminating, Failed),
             (Terminating, Offline),
-            // An agent that comes back (heartbeats again, or re-registers
-            // under the same id after a restart) starts over as idle or busy.
+            // An agent that comes back (heartbeats again) starts over as
+            // idle or busy.
             (Offline, Idle),
             (Offline, Busy),
             (Offline, Terminated),
             (Failed, Idle),
             (Failed, Offline),
             (Failed, Terminated),
-            (Terminated, Idle),
+            // Nothing leaves `terminated`: that incarnation is over. An agent
+            // registering again under the id is a new incarnation (a new
+            // generation), recorded as such, not a move of this table.
         ]
     };
+}
+
+impl WorkerStatus {
+    /// Where an operator's resume takes a worker in this status. Resume
+    /// undoes a pause and nothing else: only a paused worker resumes, to
+    /// busy while it still runs shards, else idle. The table also lets busy,
+    /// offline and failed workers become idle, but those moves belong to
+    /// heartbeats, which report what the agent really does; a resume must
+    /// not make a stopped or lost agent look available (it made a
+    /// terminated worker idle, and so terminable again, with nobody left to
+    /// obey). Refused otherwise, with the move it would have been.
+    pub fn resumed(self, running_jobs: i32) -> Result<WorkerStatus, StateTransitionError> {
+        let to = if running_jobs > 0 {
+            WorkerStatus::Busy
+        } else {
+            WorkerStatus::Idle
+        };
+        if self == WorkerStatus::Paused {
+            self.transition(to)
+        } else {
+            Err(StateTransitionError {
+                machine: Self::MACHINE,
+                from: self.to_string(),
+                to: to.to_string(),
+            })
+        }
+    }
 }
 
 #[cfg(test)]
@@ -130,6 +159,30 @@ mod tests {
             .transition(WorkerStatus::Paused)
             .unwrap_err();
         assert_eq!(err.to_string(), "Invalid worker transition: terminated -> paused");
+    }
+
+    #[test]
+    fn only_a_paused_worker_resumes() {
+        use WorkerStatus::*;
+        assert_eq!(Paused.resumed(0), Ok(Idle));
+        assert_eq!(Paused.resumed(2), Ok(Busy));
+        for from in WorkerStatus::ALL.iter().filter(|s| **s != Paused) {
+            let err = from.resumed(0).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!("Invalid worker transition: {from} -> idle")
+            );
+        }
+        assert_eq!(
+            Terminated.resumed(0).unwrap_err().to_string(),
+            "Invalid worker transition: terminated -> idle"
+        );
+        assert!(
+            WorkerStatus::TRANSITIONS
+                .iter()
+                .all(|(from, _)| *from != Terminated),
+            "a terminated incarnation is over"
+        );
     }
 
     #[test]

@@ -62,6 +62,22 @@ impl Cluster {
     /// Starts an agent process `worker_id` with `capacity` that may run
     /// commands, and waits until it has registered.
     pub async fn add_agent(&mut self, worker_id: &str, capacity: u32) {
+        self.start_agent(worker_id, capacity).await;
+        self.wait_worker(worker_id, |w| w["status"] == "idle").await;
+    }
+
+    /// Starts an agent process `worker_id` with `capacity` without waiting
+    /// for anything: the way to start one again under an id that an earlier
+    /// process (now exited, killed or terminated) had, as a restart policy
+    /// would. The caller waits for what it expects (the worker's next
+    /// generation, a status). An earlier process under the id that still
+    /// runs is killed first, so that the cluster's handle is the new one.
+    pub async fn start_agent(&mut self, worker_id: &str, capacity: u32) {
+        if let Some(i) = self.agents.iter().position(|(id, _)| id == worker_id) {
+            let (_, mut earlier) = self.agents.remove(i);
+            let _ = earlier.start_kill();
+            let _ = earlier.wait().await;
+        }
         let child = Command::new(&self.agent_bin)
             .args(["--controller-url", &self.app.base_url])
             .args(["--amqp-url", &crate::infra().amqp_url()])
@@ -85,7 +101,14 @@ impl Cluster {
             .spawn()
             .unwrap_or_else(|e| panic!("starting {}: {e}", self.agent_bin));
         self.agents.push((worker_id.to_owned(), child));
-        self.wait_worker(worker_id, |w| w["status"] == "idle").await;
+    }
+
+    /// Whether the agent process `worker_id` has not exited.
+    pub fn agent_running(&mut self, worker_id: &str) -> bool {
+        self.agents
+            .iter_mut()
+            .find(|(id, _)| id == worker_id)
+            .is_some_and(|(_, child)| matches!(child.try_wait(), Ok(None)))
     }
 
     /// Process ids of the running agents (for CPU and memory figures).
@@ -113,8 +136,18 @@ impl Cluster {
 
     /// Waits (bounded) for an agent process to exit by itself.
     pub async fn wait_agent_exit(&mut self, worker_id: &str) -> Option<std::process::ExitStatus> {
+        self.agent_exit_within(worker_id, WAIT).await
+    }
+
+    /// Waits up to `limit` for an agent process to exit by itself; `None`
+    /// if it still runs then (or is unknown).
+    pub async fn agent_exit_within(
+        &mut self,
+        worker_id: &str,
+        limit: Duration,
+    ) -> Option<std::process::ExitStatus> {
         let (_, child) = self.agents.iter_mut().find(|(id, _)| id == worker_id)?;
-        tokio::time::timeout(WAIT, child.wait()).await.ok()?.ok()
+        tokio::time::timeout(limit, child.wait()).await.ok()?.ok()
     }
 
     /// Submits a job that runs `command`, with extra body fields.
@@ -158,18 +191,23 @@ impl Cluster {
         self.wait_job(job_id, |j| j["status"] == status).await
     }
 
+    /// `GET /api/supervisor/workers/{id}`.
+    pub async fn worker(&self, worker_id: &str) -> Value {
+        let resp = self
+            .app
+            .get(
+                &format!("/api/supervisor/workers/{worker_id}"),
+                &self.app.admin_token,
+            )
+            .await;
+        resp.json().await.unwrap_or_default()
+    }
+
     /// Polls the worker until `done(worker)` or [`WAIT`] passes.
     pub async fn wait_worker(&self, worker_id: &str, done: impl Fn(&Value) -> bool) -> Value {
         let started = Instant::now();
         loop {
-            let resp = self
-                .app
-                .get(
-                    &format!("/api/supervisor/workers/{worker_id}"),
-                    &self.app.admin_token,
-                )
-                .await;
-            let worker: Value = resp.json().await.unwrap_or_default();
+            let worker = self.worker(worker_id).await;
             if done(&worker) {
                 return worker;
             }

@@ -9,6 +9,7 @@ use anyhow::Context;
 use orchestrator_shared::api::RegisterRequest;
 use orchestrator_shared::backoff::backoff;
 use orchestrator_shared::messages::AgentEvent;
+use orchestrator_shared::WorkerStatus;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -79,7 +80,10 @@ pub async fn run(
     Ok(())
 }
 
-/// Registers until the controller accepts (capped backoff between tries).
+/// Registers until the controller accepts (capped backoff between tries),
+/// and starts from its answer: the generation of this incarnation (before
+/// the control queue is consumed, so no message left for an earlier one is
+/// obeyed) and, if the worker id is paused, paused.
 async fn register(state: &State) {
     let request = RegisterRequest {
         worker_id: state.worker_id().to_owned(),
@@ -92,12 +96,12 @@ async fn register(state: &State) {
     loop {
         match state.client.register(&request).await {
             Ok(worker) => {
-                let status = worker.get("status").and_then(|s| s.as_str()).unwrap_or("?");
-                tracing::info!(
-                    worker_id = state.worker_id(),
-                    status,
-                    "registered with the controller"
-                );
+                state.set_generation(worker.generation);
+                if worker.status == WorkerStatus::Paused {
+                    state.paused.send_replace(true);
+                }
+                tracing::info!(worker_id = state.worker_id(), generation = worker.generation,
+                    status = %worker.status, "registered with the controller");
                 return;
             }
             Err(e) if e.is_auth() => {

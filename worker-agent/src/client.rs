@@ -4,7 +4,7 @@
 //! long they may wait.
 
 use crate::config::Secret;
-use orchestrator_shared::api::{ClaimRequest, ClaimResponse, RegisterRequest};
+use orchestrator_shared::api::{ClaimRequest, ClaimResponse, RegisterRequest, Worker};
 use std::time::Duration;
 
 /// Longest time one request may take, connection included.
@@ -66,8 +66,8 @@ impl ControllerClient {
     }
 
     /// `POST /api/agents/register`; returns the controller's view of the
-    /// worker.
-    pub async fn register(&self, body: &RegisterRequest) -> Result<serde_json::Value, ClientError> {
+    /// worker, whose generation and status the agent starts from.
+    pub async fn register(&self, body: &RegisterRequest) -> Result<Worker, ClientError> {
         self.post("/api/agents/register", body).await
     }
 

@@ -1,19 +1,23 @@
 //! Commands from the controller on the agent's own control queue: pause,
 //! resume, terminate, cancel a job. Each one only flips shared state (the
 //! session loop reacts to the switches at once), so handling is immediate;
-//! the message is acknowledged after.
+//! the message is acknowledged after. The queue is named by the worker id
+//! and outlives agents, so it may hold messages queued for an earlier
+//! incarnation (a `Terminate` sent while the previous agent was down):
+//! those carry an older generation than this agent's registration and are
+//! acknowledged and dropped, never obeyed.
 
 use crate::state::State;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicRejectOptions};
-use orchestrator_shared::messages::ControlCommand;
+use orchestrator_shared::messages::{ControlCommand, ControlMessage};
 
-/// Applies one control message and settles it: acknowledged when handled,
-/// rejected (without requeue) when it is not a command.
+/// Applies one control message and settles it: acknowledged when handled
+/// or dropped as stale, rejected (without requeue) when it is not a command.
 pub async fn handle(state: &State, delivery: Delivery) {
-    let result = match serde_json::from_slice::<ControlCommand>(&delivery.data) {
-        Ok(command) => {
-            apply(state, command);
+    let result = match serde_json::from_slice::<ControlMessage>(&delivery.data) {
+        Ok(message) => {
+            obey_unless_stale(state, message);
             delivery.ack(BasicAckOptions::default()).await
         }
         Err(e) => {
@@ -24,6 +28,23 @@ pub async fn handle(state: &State, delivery: Delivery) {
     if let Err(e) = result {
         tracing::warn!(error = %e, "settling a control message failed; it may come again");
     }
+}
+
+/// Applies `message` unless it was meant for an earlier incarnation of this
+/// worker; returns whether it applied it.
+pub fn obey_unless_stale(state: &State, message: ControlMessage) -> bool {
+    let own = state.generation();
+    if message.is_stale_for(own) {
+        tracing::info!(
+            command = message.command.name(),
+            message_generation = message.generation,
+            own_generation = own,
+            "control message for an earlier incarnation of this worker; dropping it"
+        );
+        return false;
+    }
+    apply(state, message.command);
+    true
 }
 
 /// What a command changes.
@@ -76,6 +97,28 @@ mod tests {
         assert!(cancel.is_cancelled());
         assert!(!state.is_stopping());
         apply(&state, ControlCommand::Terminate);
+        assert!(state.is_stopping());
+    }
+
+    fn at(command: ControlCommand, generation: Option<i64>) -> ControlMessage {
+        ControlMessage { command, generation }
+    }
+
+    #[test]
+    fn a_terminate_for_an_earlier_incarnation_is_dropped() {
+        let config = AgentConfig::try_parse_from(["worker-agent", "--agent-token=t", "--worker-id=w"]);
+        let state = Arc::new(State::new(config.unwrap()).unwrap());
+        state.set_generation(2);
+        assert!(!obey_unless_stale(&state, at(ControlCommand::Terminate, Some(1))));
+        assert!(!state.is_stopping(), "a stale terminate must not stop the agent");
+        assert!(!obey_unless_stale(&state, at(ControlCommand::Pause, Some(1))));
+        assert!(!*state.paused.borrow());
+        assert!(obey_unless_stale(&state, at(ControlCommand::Pause, Some(2))));
+        assert!(*state.paused.borrow());
+        // No generation: a controller that predates them; obeyed as before.
+        assert!(obey_unless_stale(&state, at(ControlCommand::Resume, None)));
+        assert!(!*state.paused.borrow());
+        assert!(obey_unless_stale(&state, at(ControlCommand::Terminate, Some(3))));
         assert!(state.is_stopping());
     }
 }

@@ -10,7 +10,7 @@ use crate::runner::{CancelHandle, RunLimits};
 use anyhow::Context;
 use orchestrator_shared::messages::{RunningShard, Topology};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{watch, Semaphore};
 use uuid::Uuid;
@@ -41,8 +41,13 @@ pub struct State {
     pub publisher: Publisher,
     /// What every run obeys (work root, grace, tail size).
     pub limits: RunLimits,
-    /// Set by `Pause`, cleared by `Resume`.
+    /// Set by `Pause` (or by a registration answer that says the worker is
+    /// paused), cleared by `Resume`.
     pub paused: watch::Sender<bool>,
+    /// This incarnation's registration generation (0 until registered, and
+    /// from a controller that predates generations): control messages for
+    /// an earlier one are dropped.
+    generation: AtomicI64,
     /// Set once the agent drains (shutdown signal or `Terminate`); never
     /// cleared.
     pub stopping: watch::Sender<bool>,
@@ -84,6 +89,7 @@ impl State {
             publisher,
             limits,
             paused: watch::channel(false).0,
+            generation: AtomicI64::new(0),
             stopping: watch::channel(false).0,
             consuming: AtomicBool::new(false),
             slots,
@@ -96,6 +102,16 @@ impl State {
     /// This agent's worker id.
     pub fn worker_id(&self) -> &str {
         &self.config.worker_id
+    }
+
+    /// The generation the controller gave this agent when it registered.
+    pub fn generation(&self) -> i64 {
+        self.generation.load(Ordering::Relaxed)
+    }
+
+    /// Records the generation of the registration answer.
+    pub fn set_generation(&self, generation: i64) {
+        self.generation.store(generation, Ordering::Relaxed);
     }
 
     /// Whether the agent is draining.

@@ -357,3 +357,114 @@ async fn terminate_drains_without_losing_the_running_job() {
     c.wait_status(&id(&job), "completed").await;
     c.wait_worker("term-1", |w| w["status"] == "terminated").await;
 }
+
+/// How long a restarted agent is watched for exiting by itself: far longer
+/// than it takes to register, consume its control queue and, were it to
+/// obey a `Terminate` found there, drain an empty hand and exit.
+const STAYS_UP: Duration = Duration::from_secs(5);
+
+/// Waits until the outbox has published every control message queued so
+/// far, so that they wait in the control queue before an agent starts.
+async fn control_messages_published(c: &Cluster) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while c
+        .count("SELECT count(*) FROM outbox WHERE exchange = 'control' AND sent_at IS NULL")
+        .await
+        > 0
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "control messages never published"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Asserts that the agent `worker_id`, just started again, registered as
+/// generation `generation`, stays up, and runs a job.
+async fn stays_up_and_works(c: &mut Cluster, worker_id: &str, generation: i64) {
+    let exited = c.agent_exit_within(worker_id, STAYS_UP).await;
+    assert!(
+        exited.is_none(),
+        "the restarted agent exited ({exited:?}): it obeyed a command meant for its previous incarnation"
+    );
+    let w = c.wait_worker(worker_id, |w| w["generation"] == generation).await;
+    assert_eq!(w["status"], "idle", "{w}");
+    let job = c.submit(&["/bin/true"], json!({})).await;
+    let done = c.wait_status(&id(&job), "completed").await;
+    assert_eq!(done["assigned_workers"], json!([worker_id]));
+    assert!(c.agent_running(worker_id));
+}
+
+/// Issue 13, finding 8: a `Terminate` queued while no agent consumed the
+/// worker's control queue (the agent had died) waits there, since the queue
+/// is durable and named by the worker id; the next agent started under the
+/// id must drop it as meant for its previous incarnation, not exit.
+#[tokio::test]
+async fn a_restarted_agent_ignores_a_terminate_meant_for_its_previous_incarnation() {
+    let mut c = cluster_with(&[("stale-1", 1)]).await;
+    c.kill_agent("stale-1").await;
+    // Dead but not yet missed (heartbeat timeout 6 s): the terminate is
+    // accepted, and its message waits in the queue with nobody consuming.
+    let r = c.app.terminate_worker(&c.app.admin_token, "stale-1").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    control_messages_published(&c).await;
+    c.start_agent("stale-1", 1).await;
+    stays_up_and_works(&mut c, "stale-1", 2).await;
+}
+
+/// The fuzzer's loop: a terminated worker cannot be resumed (nor terminated
+/// again, which queued one more `Terminate` for nobody), and an agent
+/// started again under its id is a new incarnation that stays up, recorded
+/// as such.
+#[tokio::test]
+async fn a_terminated_worker_is_not_resumed_and_its_next_agent_stays_up() {
+    let mut c = cluster_with(&[("loop-1", 1)]).await;
+    let admin = c.app.admin_token.clone();
+    let r = c.app.terminate_worker(&admin, "loop-1").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let exit = c.wait_agent_exit("loop-1").await;
+    assert!(exit.is_some_and(|s| s.success()), "{exit:?}");
+    c.wait_worker("loop-1", |w| w["status"] == "terminated").await;
+    let r = c.app.resume_worker(&admin, "loop-1").await;
+    assert_eq!(r.status, 409, "{}", r.text);
+    assert_eq!(r.json["detail"], "Invalid worker transition: terminated -> idle");
+    let r = c.app.terminate_worker(&admin, "loop-1").await;
+    assert_eq!(r.status, 409, "{}", r.text);
+    c.start_agent("loop-1", 1).await;
+    stays_up_and_works(&mut c, "loop-1", 2).await;
+    let recorded = c
+        .count(
+            "SELECT count(*) FROM worker_events WHERE worker_id = 'loop-1' AND generation = 2
+             AND from_status = 'terminated' AND to_status = 'idle' AND reason = 'registered'",
+        )
+        .await;
+    assert_eq!(recorded, 1, "the new incarnation is recorded");
+}
+
+/// A pause holds the worker id, not one process: an agent that restarts
+/// while its worker is paused registers paused, takes no work until
+/// resumed, and then does.
+#[tokio::test]
+async fn a_paused_worker_stays_paused_when_its_agent_restarts() {
+    let mut c = cluster_with(&[("hold-1", 1)]).await;
+    let admin = c.app.admin_token.clone();
+    let r = c.app.pause_worker(&admin, "hold-1").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    control_messages_published(&c).await;
+    c.kill_agent("hold-1").await;
+    c.start_agent("hold-1", 1).await;
+    let w = c.wait_worker("hold-1", |w| w["generation"] == 2).await;
+    assert_eq!(w["status"], "paused", "{w}");
+    let job = c.submit(&["/bin/true"], json!({})).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        c.job(&id(&job)).await["status"],
+        "queued",
+        "a restarted agent of a paused worker takes no work"
+    );
+    assert_eq!(c.worker("hold-1").await["status"], "paused");
+    let r = c.app.resume_worker(&admin, "hold-1").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    c.wait_status(&id(&job), "completed").await;
+}

@@ -32,17 +32,20 @@ pub async fn issue_token(State(state): State<AppState>) -> Result<(StatusCode, J
     ))
 }
 
-/// Registers (or re-registers) an agent; it starts `idle`.
-#[utoipa::path(post, path = "/api/agents/register", tag = "agents", security(("bearer" = [])),
+/// Registers (or re-registers) an agent as a new incarnation: the answer
+/// carries its generation (which the agent checks control messages
+/// against) and its status, `idle`, or `paused` if it was paused.
+#[utoipa::path(post, path = "/api/agents/register", tag = "agents", security(("bearer" = [])), request_body = RegisterRequest,
     responses((status = 200, body = Worker), (status = 422, body = super::error::ValidationBody)))]
 pub async fn register(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<RegisterRequest>,
 ) -> Result<Json<Worker>, ApiError> {
     valid(req.problems())?;
-    let client = state.db.client().await?;
+    let mut client = state.db.client().await?;
+    let tx = client.transaction().await.map_err(DbError::from)?;
     let worker = workers::register(
-        &client,
+        &tx,
         &NewWorker {
             worker_id: req.worker_id,
             hostname: req.hostname,
@@ -52,16 +55,21 @@ pub async fn register(
         },
     )
     .await?;
+    tx.commit().await.map_err(DbError::from)?;
+    tracing::info!(worker_id = %worker.worker_id, generation = worker.generation,
+        status = %worker.status, "agent registered");
     Ok(Json(worker))
 }
 
 /// Asks whether the agent may run a shard it received; records the start.
-#[utoipa::path(post, path = "/api/agents/claim", tag = "agents", security(("bearer" = [])),
-    responses((status = 200, description = "decision: run, skip or requeue")))]
+#[utoipa::path(post, path = "/api/agents/claim", tag = "agents", security(("bearer" = [])), request_body = ClaimRequest,
+    responses((status = 200, body = ClaimResponse, description = "decision: run, skip or requeue"),
+              (status = 422, body = super::error::ValidationBody)))]
 pub async fn claim(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<ClaimRequest>,
 ) -> Result<Json<ClaimResponse>, ApiError> {
+    valid(req.problems())?;
     let mut client = state.db.client().await?;
     let tx = client.transaction().await.map_err(DbError::from)?;
     let (decision, reason) = flow::claim(&tx, &req).await?;

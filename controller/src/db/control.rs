@@ -1,10 +1,12 @@
 //! Control messages to agents (pause, resume, terminate, cancel a job),
 //! queued in the outbox in the caller's transaction so a message goes out
-//! exactly when the change that causes it commits.
+//! exactly when the change that causes it commits, each stamped with the
+//! generation of the worker it is meant for, so that an agent registered
+//! later under the same id drops it instead of obeying it.
 
-use super::{outbox, Cached, DbError};
+use super::{outbox, workers, Cached, DbError};
 use deadpool_postgres::GenericClient;
-use orchestrator_shared::messages::{ControlCommand, CONTROL_EXCHANGE, MAX_PRIORITY};
+use orchestrator_shared::messages::{ControlCommand, ControlMessage, CONTROL_EXCHANGE, MAX_PRIORITY};
 use uuid::Uuid;
 
 /// Broker priority of every control message: the highest, so a cancel or a
@@ -12,15 +14,29 @@ use uuid::Uuid;
 pub const CONTROL_PRIORITY: i16 = MAX_PRIORITY as i16;
 
 /// Queues `command` for the agent `worker_id` (its control queue's routing
-/// key is its worker id); `job_id` ties the message to a job, if any.
+/// key is its worker id), stamped with the worker's current generation;
+/// `job_id` ties the message to a job, if any. The generation is read by a
+/// statement of its own, after the caller's changes, so it sees every
+/// registration committed before them.
 pub async fn queue(
     client: &impl GenericClient,
     worker_id: &str,
     command: &ControlCommand,
     job_id: Option<Uuid>,
 ) -> Result<(), DbError> {
-    let payload = serde_json::to_value(command)
-        .map_err(|e| DbError::Invariant(format!("control command {command:?}: {e}")))?;
+    let row = client
+        .row_opt(
+            "SELECT generation FROM workers WHERE worker_id = $1",
+            &[&worker_id],
+        )
+        .await?;
+    let row = row.ok_or_else(|| workers::not_found(worker_id))?;
+    let message = ControlMessage {
+        command: command.clone(),
+        generation: Some(row.try_get(0)?),
+    };
+    let payload = serde_json::to_value(&message)
+        .map_err(|e| DbError::Invariant(format!("control message {message:?}: {e}")))?;
     outbox::enqueue(
         client,
         CONTROL_EXCHANGE,

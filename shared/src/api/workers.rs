@@ -28,15 +28,24 @@ pub struct Worker {
     pub registered_at: DateTime<Utc>,
     /// Last heartbeat received.
     pub last_heartbeat_at: DateTime<Utc>,
+    /// Registration generation: 1 at the first registration, one more at
+    /// each registration since (each agent process under this id is a new
+    /// incarnation). Control messages carry it, so an agent can drop those
+    /// queued for an earlier incarnation. 0 from a controller that predates
+    /// generations.
+    #[serde(default)]
+    pub generation: i64,
 }
 
 /// `GET /api/supervisor/workers` query. The status stays text so that an
 /// unknown one is the contract's 422 naming the allowed values.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 pub struct WorkerFilter {
     /// Only workers in this status.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", param(value_type = Option<WorkerStatus>))]
     pub status: Option<String>,
 }
 
