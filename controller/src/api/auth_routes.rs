@@ -37,6 +37,7 @@ pub async fn login(
     ClientIp(ip): ClientIp,
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> Result<Json<TokenResponse>, ApiError> {
+    valid(req.problems())?;
     state
         .login_limiter
         .check(ip, &req.username)
@@ -85,7 +86,8 @@ pub async fn me(State(state): State<AppState>, principal: Principal) -> Result<J
     }))
 }
 
-/// Creates a user (admins only).
+/// Creates a user (admins only), under the NFKC form of the name asked for,
+/// which is what a login looks up.
 #[utoipa::path(post, path = "/api/auth/users", tag = "auth", security(("bearer" = [])), request_body = CreateUserRequest,
     responses((status = 201, body = Me), (status = 403, body = super::error::ErrorBody),
               (status = 409, body = super::error::ErrorBody), (status = 422, body = super::error::ValidationBody)))]
@@ -94,13 +96,14 @@ pub async fn create_user(
     ApiJson(req): ApiJson<CreateUserRequest>,
 ) -> Result<(StatusCode, Json<Me>), ApiError> {
     valid(req.problems())?;
+    let username = req.normalized_username();
     let mut scopes = req.scopes.clone();
     scopes.dedup();
     let hash = password::hash(req.password)
         .await
         .map_err(|_| ApiError::Internal)?;
     let client = state.db.client().await?;
-    let user = users::create(&client, &req.username, &hash, &scopes).await?;
+    let user = users::create(&client, &username, &hash, &scopes).await?;
     Ok((
         StatusCode::CREATED,
         Json(Me {

@@ -2,7 +2,8 @@
 //! claims) and the token an admin issues them. An extension of the
 //! original contract.
 
-use super::error::FieldError;
+use super::error::{check_no_nul, FieldError};
+use super::jobs::check_labels;
 use super::Labels;
 use crate::validate::{is_valid_worker_id, WORKER_ID_RULE};
 use serde::{Deserialize, Serialize};
@@ -10,8 +11,11 @@ use uuid::Uuid;
 
 /// Most jobs one agent may run at once.
 pub const MAX_CAPACITY: i32 = 1024;
-/// Longest hostname, in bytes.
+/// Longest hostname, in characters.
 pub const MAX_HOSTNAME: usize = 255;
+/// Longest agent version, in characters: a version string is short (`0.3.1`,
+/// a git describe), and each registration stores it on the worker's row.
+pub const MAX_VERSION: usize = 128;
 
 /// A new agent token.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,16 +41,25 @@ impl std::fmt::Debug for AgentToken {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RegisterRequest {
     /// Unique id (see [`crate::validate::is_valid_worker_id`]).
+    #[cfg_attr(feature = "openapi", schema(pattern = "^(?!\\.\\.?$)[A-Za-z0-9._:-]{1,128}$"))]
     pub worker_id: String,
-    /// Host it runs on.
+    /// Host it runs on (1..=255 characters, no NUL).
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 255, pattern = "^[^\\u0000]*$")
+    )]
     pub hostname: String,
-    /// Jobs it runs at once.
+    /// Jobs it runs at once (1..=1024).
+    #[serde(deserialize_with = "super::number::i32")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1024))]
     pub capacity: i32,
-    /// Free-form labels.
+    /// Free-form labels, held to the same rule as a job's.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = super::schema::labels))]
     pub labels: Labels,
-    /// Agent version.
+    /// Agent version (at most 128 characters, no NUL).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_length = 128, pattern = "^[^\\u0000]*$"))]
     pub version: String,
 }
 
@@ -63,12 +76,21 @@ impl RegisterRequest {
                 format!("must be between 1 and {MAX_CAPACITY}"),
             ));
         }
-        if self.hostname.is_empty() || self.hostname.len() > MAX_HOSTNAME {
+        if self.hostname.is_empty() || self.hostname.chars().count() > MAX_HOSTNAME {
             errors.push(FieldError::body(
                 "hostname",
-                format!("must be 1 to {MAX_HOSTNAME} bytes"),
+                format!("must be 1 to {MAX_HOSTNAME} characters"),
             ));
         }
+        check_no_nul(&mut errors, "hostname", [self.hostname.as_str()]);
+        check_labels(&mut errors, &self.labels);
+        if self.version.chars().count() > MAX_VERSION {
+            errors.push(FieldError::body(
+                "version",
+                format!("must be at most {MAX_VERSION} characters"),
+            ));
+        }
+        check_no_nul(&mut errors, "version", [self.version.as_str()]);
         errors
     }
 }
@@ -78,16 +100,32 @@ impl RegisterRequest {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ClaimRequest {
     /// The asking agent.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^(?!\\.\\.?$)[A-Za-z0-9._:-]{1,128}$"))]
     pub worker_id: String,
     /// The job.
     pub job_id: Uuid,
     /// The attempt in the message.
+    #[serde(deserialize_with = "super::number::i32")]
     pub attempt: i32,
     /// The shard in the message.
+    #[serde(deserialize_with = "super::number::i32")]
     pub shard_index: i32,
     /// Whether the broker marked the delivery as redelivered (its previous
     /// holder's channel closed), which lets this agent take the shard over.
     pub redelivered: bool,
+}
+
+impl ClaimRequest {
+    /// Every rule of the contract this claim breaks: the worker id is
+    /// stored with the shard it claims, so it meets the registration's
+    /// rule (a NUL in it was a 500 from Postgres).
+    pub fn problems(&self) -> Vec<FieldError> {
+        if is_valid_worker_id(&self.worker_id) {
+            Vec::new()
+        } else {
+            vec![FieldError::body("worker_id", WORKER_ID_RULE)]
+        }
+    }
 }
 
 /// What the agent does with a delivery after claiming.
@@ -117,6 +155,7 @@ pub struct ClaimResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::jobs::{MAX_LABELS, MAX_LABEL_VALUE};
 
     #[test]
     fn claim_decisions_are_snake_case() {
@@ -137,5 +176,53 @@ mod tests {
         };
         let locs: Vec<String> = req.problems().iter().map(FieldError::location).collect();
         assert_eq!(locs, ["body.worker_id", "body.capacity", "body.hostname"]);
+    }
+
+    /// A registration that breaks no rule, every field at its limit.
+    fn at_the_limits() -> RegisterRequest {
+        RegisterRequest {
+            worker_id: "w".repeat(128),
+            hostname: "h".repeat(MAX_HOSTNAME),
+            capacity: MAX_CAPACITY,
+            labels: (0..MAX_LABELS)
+                .map(|i| (format!("{i:0128}"), "v".repeat(MAX_LABEL_VALUE)))
+                .collect(),
+            version: "9".repeat(MAX_VERSION),
+        }
+    }
+
+    #[test]
+    fn registration_is_bounded_like_a_job_and_refuses_nul() {
+        assert_eq!(at_the_limits().problems(), []);
+        let mut over = at_the_limits();
+        over.hostname.push('h');
+        over.labels.insert("one-too-many".into(), String::new());
+        over.version.push('9');
+        let locs: Vec<String> = over.problems().iter().map(FieldError::location).collect();
+        assert_eq!(locs, ["body.hostname", "body.labels", "body.version"]);
+        let nul = RegisterRequest {
+            hostname: "h\0".into(),
+            labels: [("k".to_owned(), "\0".to_owned())].into(),
+            version: "\0".into(),
+            ..at_the_limits()
+        };
+        let locs: Vec<String> = nul.problems().iter().map(FieldError::location).collect();
+        assert_eq!(locs, ["body.hostname", "body.labels", "body.version"]);
+    }
+
+    #[test]
+    fn a_claim_names_a_valid_worker() {
+        let claim = |worker_id: &str| ClaimRequest {
+            worker_id: worker_id.into(),
+            job_id: Uuid::nil(),
+            attempt: 1,
+            shard_index: 0,
+            redelivered: false,
+        };
+        assert_eq!(claim("agent-1").problems(), []);
+        for bad in ["", "..", "a\0b", "a b"] {
+            let locs: Vec<String> = claim(bad).problems().iter().map(FieldError::location).collect();
+            assert_eq!(locs, ["body.worker_id"], "{bad:?}");
+        }
     }
 }

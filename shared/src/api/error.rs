@@ -72,6 +72,24 @@ pub struct ValidationBody {
     pub detail: Vec<FieldError>,
 }
 
+/// The NUL rule in words. Postgres refuses U+0000 in `text` and `jsonb`
+/// values, so a NUL that reached it was a 500; every text field a request
+/// stores is held to this rule instead, through [`check_no_nul`].
+pub const NO_NUL: &str = "must not contain the NUL character (U+0000)";
+
+/// Appends one `value_error` on body field `field` if any of `texts` holds
+/// a NUL character (see [`NO_NUL`]): the one check of that rule, for plain
+/// strings, label keys and values, and command arguments alike.
+pub(crate) fn check_no_nul<'a>(
+    errors: &mut Vec<FieldError>,
+    field: &str,
+    texts: impl IntoIterator<Item = &'a str>,
+) {
+    if texts.into_iter().any(|t| t.contains('\0')) {
+        errors.push(FieldError::body(field, NO_NUL));
+    }
+}
+
 /// Appends a `value_error` on body field `field` unless `lo <= value <= hi`.
 pub(crate) fn check_range(errors: &mut Vec<FieldError>, field: &str, value: i64, lo: i64, hi: i64) {
     if !(lo..=hi).contains(&value) {
@@ -82,6 +100,26 @@ pub(crate) fn check_range(errors: &mut Vec<FieldError>, field: &str, value: i64,
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn a_nul_anywhere_in_any_text_is_one_problem_at_the_field(
+            texts in proptest::collection::vec("\\PC{0,8}", 0..4),
+            at in 0usize..4,
+            nul in any::<bool>(),
+        ) {
+            let mut texts = texts;
+            if nul {
+                texts.insert(at.min(texts.len()), "x\0y".to_owned());
+            }
+            let mut errors = Vec::new();
+            check_no_nul(&mut errors, "f", texts.iter().map(String::as_str));
+            // `\PC` draws no control character, so only the inserted text holds a NUL.
+            prop_assert_eq!(errors.len(), usize::from(nul));
+            prop_assert!(errors.iter().all(|e| e.location() == "body.f" && e.msg == NO_NUL));
+        }
+    }
 
     #[test]
     fn field_errors_serialise_their_kind_as_type() {

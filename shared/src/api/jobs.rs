@@ -1,8 +1,8 @@
 //! `/api/jobs*`: what a submission may hold, and how jobs, their pages,
 //! transitions and output look.
 
-use super::error::{check_range, FieldError};
-use super::{present, Labels};
+use super::error::{check_no_nul, check_range, FieldError};
+use super::{number, Labels};
 use crate::JobStatus;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -28,9 +28,9 @@ pub const MAX_COMMAND_ARGS: usize = 4096;
 pub const MAX_IDEMPOTENCY_KEY: usize = 255;
 /// Most labels on one job.
 pub const MAX_LABELS: usize = 64;
-/// Longest label key, in bytes.
+/// Longest label key, in characters.
 pub const MAX_LABEL_KEY: usize = 128;
-/// Longest label value, in bytes.
+/// Longest label value, in characters.
 pub const MAX_LABEL_VALUE: usize = 1024;
 /// Most jobs in one batch submission.
 pub const MAX_BATCH: usize = 1000;
@@ -119,15 +119,19 @@ pub struct JobPage {
 /// the contract's 422 naming the allowed values, not a parse failure.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 pub struct ListQuery {
     /// Only jobs in this status.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", param(value_type = Option<JobStatus>))]
     pub status: Option<String>,
     /// Page size, 1..=500 (default 50).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", param(minimum = 1, maximum = 500))]
     pub limit: Option<i64>,
-    /// `next_cursor` of the previous page.
+    /// `next_cursor` of the previous page (empty: the first page).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", param(pattern = "^([0-9]{1,17}_[0-9a-f]{32})?$"))]
     pub cursor: Option<String>,
 }
 
@@ -155,43 +159,60 @@ pub struct JobOutput {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SubmitRequest {
-    /// What to do (1..=10000 characters); the executor's stdin.
+    /// What to do (1..=10000 characters, no NUL); the executor's stdin.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 10000, pattern = "^[^\\u0000]*$")
+    )]
     pub task_description: String,
     /// Shards, each on a different worker (1..=64, default 1).
     #[serde(
         default,
-        deserialize_with = "present",
+        deserialize_with = "number::present_i64",
         skip_serializing_if = "Option::is_none"
     )]
-    #[cfg_attr(feature = "openapi", schema(value_type = i64, default = 1))]
+    #[cfg_attr(feature = "openapi", schema(value_type = i64, default = 1, minimum = 1, maximum = 64))]
     pub required_workers: Option<i64>,
-    /// Argument vector to run instead of the executor.
+    /// Argument vector to run instead of the executor (1..=4096 arguments,
+    /// the first non-empty, none holding NUL).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = super::schema::command))]
     pub command: Option<Vec<String>>,
     /// 0 (lowest) ..= 9, default 5.
     #[serde(
         default,
-        deserialize_with = "present",
+        deserialize_with = "number::present_i64",
         skip_serializing_if = "Option::is_none"
     )]
-    #[cfg_attr(feature = "openapi", schema(value_type = i64, default = 5))]
+    #[cfg_attr(feature = "openapi", schema(value_type = i64, default = 5, minimum = 0, maximum = 9))]
     pub priority: Option<i64>,
     /// Per-attempt limit in seconds (1..=604800).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "number::opt_i64",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 604800))]
     pub timeout_seconds: Option<i64>,
     /// Retries after a failure (0..=100, default 0).
     #[serde(
         default,
-        deserialize_with = "present",
+        deserialize_with = "number::present_i64",
         skip_serializing_if = "Option::is_none"
     )]
-    #[cfg_attr(feature = "openapi", schema(value_type = i64, default = 0))]
+    #[cfg_attr(feature = "openapi", schema(value_type = i64, default = 0, minimum = 0, maximum = 100))]
     pub max_retries: Option<i64>,
-    /// De-duplication key, unique per user (1..=255 characters).
+    /// De-duplication key, unique per user (1..=255 characters, no NUL).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 255, pattern = "^[^\\u0000]*$")
+    )]
     pub idempotency_key: Option<String>,
-    /// Free-form labels (at most 64; keys 1..=128 bytes, values up to 1024).
+    /// Free-form labels (at most 64; keys 1..=128 characters, values up to 1024;
+    /// no NUL).
     #[serde(default, skip_serializing_if = "Labels::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = super::schema::labels))]
     pub labels: Labels,
 }
 
@@ -239,16 +260,15 @@ impl SubmitRequest {
                 format!("must be 1 to {MAX_DESCRIPTION} characters"),
             ));
         }
+        check_no_nul(errors, "task_description", [self.task_description.as_str()]);
         if let Some(cmd) = &self.command {
-            let bad = cmd.first().is_none_or(String::is_empty)
-                || cmd.len() > MAX_COMMAND_ARGS
-                || cmd.iter().any(|a| a.contains('\0'));
-            if bad {
+            if cmd.first().is_none_or(String::is_empty) || cmd.len() > MAX_COMMAND_ARGS {
                 errors.push(FieldError::body(
                     "command",
-                    format!("must be 1 to {MAX_COMMAND_ARGS} arguments, the first non-empty, no NUL"),
+                    format!("must be 1 to {MAX_COMMAND_ARGS} arguments, the first non-empty"),
                 ));
             }
+            check_no_nul(errors, "command", cmd.iter().map(String::as_str));
         }
         if let Some(key) = &self.idempotency_key {
             let n = key.chars().count();
@@ -258,16 +278,30 @@ impl SubmitRequest {
                     format!("must be 1 to {MAX_IDEMPOTENCY_KEY} characters"),
                 ));
             }
+            check_no_nul(errors, "idempotency_key", [key.as_str()]);
         }
-        let bad_label =
-            |(k, v): (&String, &String)| k.is_empty() || k.len() > MAX_LABEL_KEY || v.len() > MAX_LABEL_VALUE;
-        if self.labels.len() > MAX_LABELS || self.labels.iter().any(bad_label) {
-            errors.push(FieldError::body(
-                "labels",
-                format!("at most {MAX_LABELS} labels, keys 1..={MAX_LABEL_KEY} bytes, values up to {MAX_LABEL_VALUE}"),
-            ));
-        }
+        check_labels(errors, &self.labels);
     }
+}
+
+/// The one rule for labels, on jobs and on workers alike: at most
+/// [`MAX_LABELS`], keys of 1 to [`MAX_LABEL_KEY`] bytes, values of at most
+/// [`MAX_LABEL_VALUE`] bytes, and no NUL in either (they are stored as
+/// `jsonb`, which refuses it). Appends its problems at `["body", "labels"]`.
+pub(crate) fn check_labels(errors: &mut Vec<FieldError>, labels: &Labels) {
+    let chars = |s: &String| s.chars().count();
+    let bad =
+        |(k, v): (&String, &String)| k.is_empty() || chars(k) > MAX_LABEL_KEY || chars(v) > MAX_LABEL_VALUE;
+    if labels.len() > MAX_LABELS || labels.iter().any(bad) {
+        errors.push(FieldError::body(
+            "labels",
+            format!(
+                "at most {MAX_LABELS} labels, keys 1..={MAX_LABEL_KEY} characters, values up to {MAX_LABEL_VALUE}"
+            ),
+        ));
+    }
+    let texts = labels.iter().flat_map(|(k, v)| [k.as_str(), v.as_str()]);
+    check_no_nul(errors, "labels", texts);
 }
 
 /// `POST /api/jobs/submit_batch` body.
@@ -275,6 +309,7 @@ impl SubmitRequest {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BatchRequest {
     /// 1..=1000 submissions, each as for `/api/jobs/submit`.
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 1000))]
     pub jobs: Vec<SubmitRequest>,
 }
 
@@ -377,7 +412,46 @@ mod tests {
         assert_eq!(BatchRequest::default().problems()[0].location(), "body.jobs");
     }
 
+    #[test]
+    fn a_nul_in_any_stored_text_is_reported_on_its_field() {
+        let req = SubmitRequest {
+            task_description: "a\0b".into(),
+            command: Some(vec!["/bin/echo".into(), "\0".into()]),
+            idempotency_key: Some("k\0".into()),
+            labels: [("k".into(), "v\0".into())].into(),
+            ..SubmitRequest::default()
+        };
+        let problems = req.problems();
+        let fields: Vec<String> = problems.iter().map(FieldError::location).collect();
+        let expected = ["task_description", "command", "idempotency_key", "labels"];
+        assert_eq!(fields, expected.map(|f| format!("body.{f}")));
+        assert!(problems.iter().all(|e| e.msg == crate::api::error::NO_NUL));
+        let key_only = Labels::from([("a\0".to_owned(), "v".to_owned())]);
+        let mut errors = Vec::new();
+        check_labels(&mut errors, &key_only);
+        assert_eq!(errors.len(), 1, "a NUL in a key counts as well");
+    }
+
     proptest! {
+        #[test]
+        fn labels_are_valid_exactly_within_their_bounds(
+            count in 0usize..=MAX_LABELS + 2,
+            key_len in 0usize..=MAX_LABEL_KEY + 2,
+            value_len in 0usize..=MAX_LABEL_VALUE + 2,
+        ) {
+            // Distinct keys: the first of `key_len` bytes (maybe empty), the
+            // others one or two digits longer.
+            let key = |i: usize| format!("{}{}", "k".repeat(key_len), if i == 0 { String::new() } else { i.to_string() });
+            let labels: Labels = (0..count).map(|i| (key(i), "v".repeat(value_len))).collect();
+            let mut errors = Vec::new();
+            check_labels(&mut errors, &labels);
+            let within = labels.len() <= MAX_LABELS
+                && labels.iter().all(|(k, v)| {
+                    (1..=MAX_LABEL_KEY).contains(&k.chars().count()) && v.chars().count() <= MAX_LABEL_VALUE
+                });
+            prop_assert_eq!(errors.is_empty(), within);
+        }
+
         #[test]
         fn priority_is_valid_exactly_in_its_range(p in -20i64..30) {
             let req = SubmitRequest { task_description: "x".into(), priority: Some(p), ..SubmitRequest::default() };

@@ -19,7 +19,10 @@ pub mod agents;
 pub mod auth;
 pub mod error;
 pub mod jobs;
+mod number;
 pub mod resources;
+#[cfg(feature = "openapi")]
+mod schema;
 pub mod workers;
 
 pub use agents::{AgentToken, ClaimDecision, ClaimRequest, ClaimResponse, RegisterRequest};
@@ -36,14 +39,3 @@ pub use workers::{DurationStats, FleetStats, Worker, WorkerFilter, WorkerList};
 /// Free-form string labels on jobs and workers (sorted, so their JSON is
 /// canonical).
 pub type Labels = std::collections::BTreeMap<String, String>;
-
-/// Deserialises a field that may be absent (then `None`) but not `null`:
-/// a client that sends `"priority": null` gets the same type error as
-/// before the field became optional in Rust.
-pub(crate) fn present<'de, D, T>(de: D) -> Result<Option<T>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: serde::Deserialize<'de>,
-{
-    T::deserialize(de).map(Some)
-}

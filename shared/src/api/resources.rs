@@ -49,12 +49,19 @@ pub struct QuotaView {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AllocateRequest {
     /// Workers wanted, 1..=1024.
+    #[serde(deserialize_with = "super::number::i32")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1024))]
     pub workers: i32,
     /// The job they are for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub job_id: Option<Uuid>,
     /// Lifetime in seconds, 1..=2592000; none means until released.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "super::number::opt_i64",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 2592000))]
     pub ttl_seconds: Option<i64>,
 }
 

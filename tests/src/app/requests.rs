@@ -8,6 +8,7 @@ use reqwest::header::HeaderMap;
 use reqwest::Method;
 use serde_json::{json, Value};
 use std::fmt::Display;
+use std::net::IpAddr;
 
 /// A response read to the end: status, headers, text and (if any) JSON, so
 /// a failing assertion can print the body it saw.
@@ -86,6 +87,16 @@ impl TestApp {
         Reply::read(resp).await
     }
 
+    /// A raw TCP connection to the app, for what no HTTP client sends
+    /// (headers a line at a time, a body shorter than declared, idle
+    /// connections).
+    pub async fn connect_raw(&self) -> tokio::net::TcpStream {
+        let addr = self.base_url.trim_start_matches("http://");
+        tokio::net::TcpStream::connect(addr)
+            .await
+            .unwrap_or_else(|e| panic!("connecting to {addr}: {e}"))
+    }
+
     /// GET `path` with a bearer token.
     async fn read(&self, path: &str, token: &str) -> Reply {
         self.send(Method::GET, path, Some(token), None).await
@@ -102,13 +113,42 @@ impl TestApp {
     }
 }
 
+/// The body of `POST /api/auth/login`.
+fn login_body(username: &str, password: &str) -> Value {
+    json!({"username": username, "password": password})
+}
+
 /// `/api/auth/*`.
 impl TestApp {
     /// `POST /api/auth/login`.
     pub async fn login(&self, username: &str, password: &str) -> Reply {
-        let body = json!({"username": username, "password": password});
+        let body = login_body(username, password);
         self.send(Method::POST, "/api/auth/login", None, Some(&body))
             .await
+    }
+
+    /// `POST /api/auth/login` over a new connection from `source` (every
+    /// address of 127.0.0.0/8 reaches the app), with `forwarded_for` as its
+    /// `X-Forwarded-For` header if given: a login from another client, or
+    /// through a proxy at `source`.
+    pub async fn login_from(
+        &self,
+        source: IpAddr,
+        forwarded_for: Option<&str>,
+        username: &str,
+        password: &str,
+    ) -> Reply {
+        let http = reqwest::Client::builder()
+            .local_address(source)
+            .build()
+            .unwrap_or_else(|e| panic!("a client bound to {source}: {e}"));
+        let mut req = http
+            .post(self.url("/api/auth/login"))
+            .json(&login_body(username, password));
+        if let Some(forwarded_for) = forwarded_for {
+            req = req.header("x-forwarded-for", forwarded_for);
+        }
+        self.send_request(req).await
     }
 
     /// `GET /api/auth/me`.
@@ -231,5 +271,25 @@ impl TestApp {
     /// `GET /api/jobs/{job_id}/output`.
     pub async fn job_output(&self, token: &str, job_id: impl Display) -> Reply {
         self.read(&format!("/api/jobs/{job_id}/output"), token).await
+    }
+}
+
+/// `/api/agents/*`.
+impl TestApp {
+    /// `POST /api/agents/tokens`.
+    pub async fn issue_agent_token(&self, token: &str) -> Reply {
+        self.write("/api/agents/tokens", token, None).await
+    }
+
+    /// `POST /api/agents/register` with `body` (any JSON, so tests can send
+    /// what no agent would).
+    pub async fn register_agent(&self, token: &str, body: &Value) -> Reply {
+        self.write("/api/agents/register", token, Some(body)).await
+    }
+
+    /// `POST /api/agents/claim` with `body` (worker_id, job_id, attempt,
+    /// shard_index, redelivered).
+    pub async fn claim_shard(&self, token: &str, body: &Value) -> Reply {
+        self.write("/api/agents/claim", token, Some(body)).await
     }
 }

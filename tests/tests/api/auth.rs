@@ -36,7 +36,7 @@ async fn database_dependency_injection_serves_the_admin_from_the_database() {
 
 /// Creates `carol` with [`CAROL_SCOPES`] through the admin API.
 async fn create_carol(app: &TestApp) -> Reply {
-    let body = json!({"username": "carol", "password": "carol-password-1", "scopes": CAROL_SCOPES});
+    let body = json!({"username": "carol", "password": "quiet-river-31", "scopes": CAROL_SCOPES});
     let created = app.create_user(&app.admin_token, &body).await;
     assert_eq!(created.status, 201, "{}", created.text);
     created
@@ -48,7 +48,7 @@ async fn created_user_is_answered_without_the_password() {
     let created = create_carol(&app).await;
     assert_eq!(created.json["username"], json!("carol"), "{}", created.text);
     assert!(
-        !created.text.contains("carol-password-1") && !created.text.contains("argon2"),
+        !created.text.contains("quiet-river-31") && !created.text.contains("argon2"),
         "the created user must not echo the password or its hash: {}",
         created.text
     );
@@ -59,7 +59,7 @@ async fn created_user_is_answered_without_the_password() {
 async fn login_answers_a_bearer_jwt_with_the_users_scopes() {
     let app = spawn_app().await;
     create_carol(&app).await;
-    let login = app.login("carol", "carol-password-1").await;
+    let login = app.login("carol", "quiet-river-31").await;
     assert_eq!(login.status, 200, "{}", login.text);
     assert_eq!(login.json["token_type"], json!("bearer"), "{}", login.text);
     assert_eq!(login.json["expires_in"], json!(3600), "{}", login.text);
@@ -78,7 +78,7 @@ async fn login_answers_a_bearer_jwt_with_the_users_scopes() {
 async fn current_user_comes_from_a_valid_token() {
     let app = spawn_app().await;
     let created = create_carol(&app).await;
-    let token = app.login_token("carol", "carol-password-1").await;
+    let token = app.login_token("carol", "quiet-river-31").await;
     let me = app.me(&token).await;
     assert_eq!(me.status, 200, "{}", me.text);
     assert_eq!(me.json["username"], json!("carol"), "{}", me.text);
@@ -269,7 +269,7 @@ async fn only_admin_creates_users() {
 #[tokio::test]
 async fn duplicate_username_is_409_without_sql_in_the_detail() {
     let app = spawn_app().await;
-    let body = json!({"username": "dave", "password": "dave-password-1", "scopes": ["jobs:read"]});
+    let body = json!({"username": "dave", "password": "amber-kite-77", "scopes": ["jobs:read"]});
     let r = app.create_user(&app.admin_token, &body).await;
     assert_eq!(r.status, 201, "{}", r.text);
     let r = app.create_user(&app.admin_token, &body).await;

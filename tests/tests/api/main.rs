@@ -20,6 +20,7 @@ mod auth;
 mod concurrency;
 mod contract;
 mod errors;
+mod hardening_input;
 mod hardening_resources;
 mod helpers;
 mod jobs;

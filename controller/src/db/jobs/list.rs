@@ -13,24 +13,54 @@ use uuid::Uuid;
 /// Position in the newest-first job listing: the last job of a page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct JobCursor {
-    /// `created_at` of the last job shown, in microseconds since the epoch.
-    pub created_micros: i64,
+    /// `created_at` of the last job shown. Parsing keeps it within what
+    /// Postgres stores, so a cursor always becomes a filter, never an error.
+    pub created_at: DateTime<Utc>,
     /// Its id (ties on `created_at` are broken by id).
     pub job_id: Uuid,
 }
 
+/// Most digits of a cursor's time: the API writes the creation time of a
+/// job as non-negative microseconds since the epoch, and 17 digits reach
+/// past the year 5000, well inside what chrono and Postgres hold (a time
+/// outside their range was a 500), so a cursor of this shape always parses.
+const MAX_CURSOR_DIGITS: usize = 17;
+
+/// The one shape of a cursor (also the OpenAPI document's pattern):
+/// `<micros>_<uuid as 32 lower-case hex digits>`, as [`JobCursor`]'s
+/// `Display` writes it.
+fn is_cursor_shape(micros: &str, id: &str) -> bool {
+    (1..=MAX_CURSOR_DIGITS).contains(&micros.len())
+        && micros.bytes().all(|b| b.is_ascii_digit())
+        && id.len() == 32
+        && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 impl fmt::Display for JobCursor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}_{}", self.created_micros, self.job_id.simple())
+        write!(
+            f,
+            "{}_{}",
+            self.created_at.timestamp_micros(),
+            self.job_id.simple()
+        )
     }
 }
 
+/// Parses a cursor as [`JobCursor`]'s `Display` writes it. A time that
+/// chrono or Postgres cannot hold is refused: this API never issued such a
+/// cursor (the 422 of `GET /api/jobs`), and it could only have become a
+/// database error or, silently, no filter at all.
 impl FromStr for JobCursor {
     type Err = ();
     fn from_str(s: &str) -> Result<Self, ()> {
         let (micros, id) = s.split_once('_').ok_or(())?;
+        if !is_cursor_shape(micros, id) {
+            return Err(());
+        }
+        let micros: i64 = micros.parse().map_err(|_| ())?;
         Ok(JobCursor {
-            created_micros: micros.parse().map_err(|_| ())?,
+            created_at: DateTime::from_timestamp_micros(micros).ok_or(())?,
             job_id: Uuid::parse_str(id).map_err(|_| ())?,
         })
     }
@@ -53,7 +83,7 @@ pub async fn list(
     limit: i64,
     cursor: Option<JobCursor>,
 ) -> Result<(Vec<Job>, Option<JobCursor>), DbError> {
-    let after: Option<DateTime<Utc>> = cursor.and_then(|c| DateTime::from_timestamp_micros(c.created_micros));
+    let after = cursor.map(|c| c.created_at);
     let after_id = cursor.map(|c| c.job_id);
     const SQL: &str = concat!(
         "SELECT ",
@@ -75,11 +105,54 @@ pub async fn list(
     let next = if jobs.len() as i64 > limit {
         jobs.truncate(usize::try_from(limit).unwrap_or(0));
         jobs.last().map(|j| JobCursor {
-            created_micros: j.created_at.timestamp_micros(),
+            created_at: j.created_at,
             job_id: j.job_id,
         })
     } else {
         None
     };
     Ok((jobs, next))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn only_times_chrono_and_postgres_both_hold_are_cursors() {
+        let id = Uuid::new_v4().simple();
+        let max = 99_999_999_999_999_999_i64;
+        for micros in [0, 1_764_460_800_000_000, max] {
+            let text = format!("{micros}_{id}");
+            let cursor: JobCursor = text.parse().unwrap_or_else(|()| panic!("{text}"));
+            assert_eq!(cursor.to_string(), text);
+        }
+        for micros in [-1, max + 1, i64::MIN, i64::MAX] {
+            assert!(format!("{micros}_{id}").parse::<JobCursor>().is_err(), "{micros}");
+        }
+        let hyphenated = Uuid::new_v4().hyphenated();
+        assert!(format!("5_{hyphenated}").parse::<JobCursor>().is_err());
+        assert!(format!("5_{}", id.to_string().to_uppercase())
+            .parse::<JobCursor>()
+            .is_err());
+        let garbage = ["", "_", "12", "12_", "1_not-a-uuid"].map(str::to_owned);
+        let bad_times = ["", "x", "1.5", "+-1"].map(|t| format!("{t}_{id}"));
+        for text in garbage.iter().chain(&bad_times) {
+            assert!(text.parse::<JobCursor>().is_err(), "{text}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn a_cursor_parses_exactly_when_its_time_has_the_issued_shape(micros in any::<i64>()) {
+            let text = format!("{micros}_{}", Uuid::nil().simple());
+            let in_range = (0..=99_999_999_999_999_999).contains(&micros);
+            let parsed = text.parse::<JobCursor>();
+            prop_assert_eq!(parsed.is_ok(), in_range);
+            if let Ok(cursor) = parsed {
+                prop_assert_eq!(cursor.to_string(), text);
+            }
+        }
+    }
 }

@@ -1,0 +1,55 @@
+//! OpenAPI schemas the derive cannot write from a field's type alone: the
+//! label map (key and value bounds), a command (first argument non-empty)
+//! and the shared text patterns. They state exactly the rules of the
+//! request types' `problems()`, so that a client generated from the
+//! document, or a fuzzer, sends what the server accepts and no more.
+
+use super::jobs::{MAX_COMMAND_ARGS, MAX_LABELS, MAX_LABEL_KEY, MAX_LABEL_VALUE};
+use utoipa::openapi::schema::{AdditionalProperties, ArrayBuilder, ObjectBuilder, Schema, SchemaType, Type};
+
+/// A text without NUL (Postgres refuses U+0000), as a JSON Schema pattern.
+pub const NO_NUL_PATTERN: &str = "^[^\\u0000]*$";
+
+/// A string schema of `min..=max` characters without NUL.
+fn text(min: usize, max: Option<usize>) -> Schema {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(min))
+        .max_length(max)
+        .pattern(Some(NO_NUL_PATTERN))
+        .into()
+}
+
+/// Labels: at most 64 entries, keys 1..=128 and values up to 1024
+/// characters, no NUL.
+pub fn labels() -> Schema {
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .max_properties(Some(MAX_LABELS))
+        .property_names(Some(text(1, Some(MAX_LABEL_KEY))))
+        .additional_properties(Some(AdditionalProperties::RefOr(
+            text(0, Some(MAX_LABEL_VALUE)).into(),
+        )))
+        .into()
+}
+
+/// Scopes to grant: each one of the scopes the API knows.
+pub fn scopes() -> Schema {
+    let names = crate::Scope::ALL.iter().map(|s| s.as_str());
+    let scope = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(names));
+    ArrayBuilder::new().items(scope).into()
+}
+
+/// A command: 1..=4096 arguments without NUL, the first non-empty; or
+/// `null` (none: the agent's executor runs the task).
+pub fn command() -> Schema {
+    ArrayBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::Array, Type::Null]))
+        .min_items(Some(1))
+        .max_items(Some(MAX_COMMAND_ARGS))
+        .prefix_items([text(1, None)])
+        .items(utoipa::openapi::RefOr::T(text(0, None)))
+        .into()
+}
