@@ -12,6 +12,8 @@ command -v docker >/dev/null || { echo "docker is required" >&2; exit 1; }
 docker info >/dev/null 2>&1 || { echo "the Docker engine is not reachable: $(docker info 2>&1 | tail -1)" >&2; exit 1; }
 
 deploy/build-app-images.sh --test
+# The API fuzzer (schemathesis, in a virtual environment) for tests/tests/fuzz.rs.
+deploy/fuzz-tools.sh
 
 # Containers of an earlier run that was killed before it could clean up.
 cleanup() {

@@ -905,3 +905,186 @@ async fn the_relay_parks_a_row_it_cannot_publish_and_sends_the_rest() {
         "parked rows still count as unsent"
     );
 }
+
+/// The generations stamped on the control messages queued for `worker_id`,
+/// oldest first, with their commands.
+async fn control_stamps(c: &tokio_postgres::Client, worker_id: &str) -> Vec<(String, Option<i64>)> {
+    let rows = c
+        .query(
+            "SELECT payload FROM outbox WHERE exchange = 'control' AND routing_key = $1 ORDER BY message_id",
+            &[&worker_id],
+        )
+        .await
+        .unwrap();
+    rows.iter()
+        .map(|r| {
+            let payload: serde_json::Value = r.get(0);
+            let m: orchestrator_shared::messages::ControlMessage = serde_json::from_value(payload).unwrap();
+            (m.command.name().to_owned(), m.generation)
+        })
+        .collect()
+}
+
+/// Runs an operator's `command` on `worker_id` in a transaction of its own,
+/// the way the supervisor API does (resume: only from paused).
+async fn steer_as_operator(
+    pool: &db::Database,
+    worker_id: &str,
+    command: orchestrator_shared::messages::ControlCommand,
+) -> Result<controller::models::Worker, DbError> {
+    use orchestrator_shared::messages::ControlCommand;
+    let mut c = pool.client().await.unwrap();
+    let tx = c.transaction().await.unwrap();
+    let target = |w: &controller::models::Worker| match command {
+        ControlCommand::Pause => Ok(WorkerStatus::Paused),
+        ControlCommand::Terminate => Ok(WorkerStatus::Terminating),
+        _ => w.status.resumed(w.running_jobs),
+    };
+    let updated = workers::steer(&tx, worker_id, target, &command).await?;
+    tx.commit().await.unwrap();
+    Ok(updated)
+}
+
+#[tokio::test]
+async fn each_registration_bumps_the_generation_and_control_messages_carry_it() {
+    use orchestrator_shared::messages::ControlCommand;
+    let (_t, pool) = database().await;
+    let c = pool.client().await.unwrap();
+    let first = workers::register(&c, &new_worker("gen-1")).await.unwrap();
+    assert_eq!(first.generation, 1);
+    assert_eq!(workers::get(&c, "gen-1").await.unwrap().generation, 1);
+    steer_as_operator(&pool, "gen-1", ControlCommand::Terminate)
+        .await
+        .unwrap();
+    let second = workers::register(&c, &new_worker("gen-1")).await.unwrap();
+    assert_eq!(second.generation, 2);
+    assert_eq!(
+        second.status,
+        WorkerStatus::Idle,
+        "the incarnation told to stop is gone; the new one starts idle"
+    );
+    steer_as_operator(&pool, "gen-1", ControlCommand::Pause)
+        .await
+        .unwrap();
+    let job_id = uuid::Uuid::new_v4();
+    controller::db::control::queue(&c, "gen-1", &ControlCommand::CancelJob { job_id }, None)
+        .await
+        .unwrap();
+    let third = workers::register(&c, &new_worker("gen-1")).await.unwrap();
+    assert_eq!(third.generation, 3);
+    assert_eq!(
+        control_stamps(&c, "gen-1").await,
+        [
+            ("terminate".to_owned(), Some(1)),
+            ("pause".to_owned(), Some(2)),
+            ("cancel_job".to_owned(), Some(2)),
+        ]
+    );
+    // Another worker's generations are its own.
+    let other = workers::register(&c, &new_worker("gen-2")).await.unwrap();
+    assert_eq!(other.generation, 1);
+    assert!(matches!(
+        controller::db::control::queue(&c, "nobody", &ControlCommand::Pause, None).await,
+        Err(DbError::NotFound { kind: "Worker", .. })
+    ));
+}
+
+#[tokio::test]
+async fn resume_applies_to_a_paused_worker_only() {
+    use orchestrator_shared::messages::ControlCommand;
+    let (_t, pool) = database().await;
+    let c = pool.client().await.unwrap();
+    workers::register(&c, &new_worker("res-1")).await.unwrap();
+    let err = steer_as_operator(&pool, "res-1", ControlCommand::Resume)
+        .await
+        .unwrap_err();
+    assert_eq!(err.to_string(), "Invalid worker transition: idle -> idle");
+    steer_as_operator(&pool, "res-1", ControlCommand::Terminate)
+        .await
+        .unwrap();
+    workers::transition(&c, "res-1", WorkerStatus::Terminating, WorkerStatus::Terminated)
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let err = steer_as_operator(&pool, "res-1", ControlCommand::Resume)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, DbError::Transition(_)), "a 409: {err:?}");
+        assert_eq!(err.to_string(), "Invalid worker transition: terminated -> idle");
+    }
+    let err = steer_as_operator(&pool, "res-1", ControlCommand::Terminate)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "Invalid worker transition: terminated -> terminating"
+    );
+    assert_eq!(
+        workers::get(&c, "res-1").await.unwrap().status,
+        WorkerStatus::Terminated
+    );
+    assert_eq!(
+        control_stamps(&c, "res-1").await,
+        [("terminate".to_owned(), Some(1))],
+        "a refused command queues nothing"
+    );
+    // From paused, resume works: idle, or busy while shards still run.
+    workers::register(&c, &new_worker("res-1")).await.unwrap();
+    steer_as_operator(&pool, "res-1", ControlCommand::Pause)
+        .await
+        .unwrap();
+    workers::heartbeat(&c, "res-1", 1).await.unwrap();
+    let resumed = steer_as_operator(&pool, "res-1", ControlCommand::Resume)
+        .await
+        .unwrap();
+    assert_eq!(resumed.status, WorkerStatus::Busy);
+}
+
+#[tokio::test]
+async fn a_paused_worker_stays_paused_across_registrations_and_each_is_recorded() {
+    use orchestrator_shared::messages::ControlCommand;
+    let (_t, pool) = database().await;
+    let c = pool.client().await.unwrap();
+    workers::register(&c, &new_worker("hold-1")).await.unwrap();
+    workers::transition(&c, "hold-1", WorkerStatus::Idle, WorkerStatus::Busy)
+        .await
+        .unwrap();
+    steer_as_operator(&pool, "hold-1", ControlCommand::Pause)
+        .await
+        .unwrap();
+    workers::heartbeat(&c, "hold-1", 2).await.unwrap();
+    let again = workers::register(&c, &new_worker("hold-1")).await.unwrap();
+    assert_eq!(
+        (again.status, again.generation, again.running_jobs),
+        (WorkerStatus::Paused, 2, 0)
+    );
+    let again = workers::register(&c, &new_worker("hold-1")).await.unwrap();
+    assert_eq!((again.status, again.generation), (WorkerStatus::Paused, 3));
+    let lost = workers::mark_lost(&c, "hold-1", chrono::Utc::now() + chrono::Duration::hours(1))
+        .await
+        .unwrap();
+    assert!(lost);
+    let events: Vec<_> = workers::events(&c, "hold-1")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.generation, e.from, e.to, e.reason))
+        .collect();
+    let s = |r: &str| Some(r.to_owned());
+    use WorkerStatus::*;
+    assert_eq!(
+        events,
+        [
+            (1, None, Idle, s("registered")),
+            // idle -> busy is load, not recorded.
+            (1, Some(Busy), Paused, s("pause requested")),
+            (2, Some(Paused), Paused, s("registered")),
+            (3, Some(Paused), Paused, s("registered")),
+            (3, Some(Paused), Offline, s("heartbeats missed")),
+        ]
+    );
+    assert!(matches!(
+        workers::events(&c, "nobody").await,
+        Err(DbError::NotFound { .. })
+    ));
+}

@@ -10,7 +10,11 @@ use orchestrator_shared::api::{
     Worker,
 };
 use orchestrator_shared::{JobStatus, WorkerStatus};
+use utoipa::openapi::content::ContentBuilder;
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::response::{Response, ResponseBuilder};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{Ref, RefOr};
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
@@ -30,6 +34,95 @@ impl Modify for BearerScheme {
             ),
         );
     }
+}
+
+/// Adds to every operation the error answers any route can give, so the
+/// document lists every status a client may see (the fuzz test holds the
+/// server to it): 500 and 503 everywhere; 401 and 403 where a token is
+/// required; 422 where a body or parameters are read, 413 where a body is;
+/// 404 where the path names a row; 429 on login. An answer an operation
+/// documents itself is left as it is.
+struct StandardErrors;
+
+impl Modify for StandardErrors {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for (path, item) in &mut openapi.paths.paths {
+            let operations = [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                add_standard_errors(path, operation);
+            }
+        }
+    }
+}
+
+/// The error answers [`StandardErrors`] adds to `operation` at `path`.
+fn add_standard_errors(path: &str, operation: &mut Operation) {
+    let secured = operation.security.as_ref().is_some_and(|s| !s.is_empty());
+    let has_body = operation.request_body.is_some();
+    let has_params = operation.parameters.as_ref().is_some_and(|p| !p.is_empty());
+    let answers = [
+        (
+            true,
+            "500",
+            "ErrorBody",
+            "An unexpected failure; details only in the server's log",
+        ),
+        (
+            true,
+            "503",
+            "ErrorBody",
+            "The database is unreachable, or the request ran too long",
+        ),
+        (secured, "401", "ErrorBody", "No token, or an invalid one"),
+        (secured, "403", "ErrorBody", "The token lacks the route's scope"),
+        (
+            has_body || has_params,
+            "422",
+            "ValidationBody",
+            "Invalid input, each problem located",
+        ),
+        (has_body, "413", "ErrorBody", "The body is larger than the limit"),
+        (
+            path.contains('{'),
+            "404",
+            "ErrorBody",
+            "No such row (or one the caller may not see)",
+        ),
+        (
+            path == "/api/auth/login",
+            "429",
+            "ErrorBody",
+            "Too many login attempts; see Retry-After",
+        ),
+    ];
+    for (applies, status, schema, description) in answers {
+        if applies {
+            operation
+                .responses
+                .responses
+                .entry(status.to_owned())
+                .or_insert_with(|| error_answer(schema, description));
+        }
+    }
+}
+
+/// A JSON error answer with the contract's body `schema`.
+fn error_answer(schema: &str, description: &str) -> RefOr<Response> {
+    let content = ContentBuilder::new()
+        .schema(Some(Ref::from_schema_name(schema)))
+        .build();
+    RefOr::T(
+        ResponseBuilder::new()
+            .description(description)
+            .content("application/json", content)
+            .build(),
+    )
 }
 
 /// The document: every route of the contract and its schemas.
@@ -52,7 +145,7 @@ impl Modify for BearerScheme {
         FleetStats, DurationStats, UserUsage, ErrorBody, ValidationBody, FieldError, AgentToken,
         RegisterRequest, ClaimRequest, ClaimResponse, ClaimDecision,
     )),
-    modifiers(&BearerScheme),
+    modifiers(&BearerScheme, &StandardErrors),
     tags((name = "auth"), (name = "supervisor"), (name = "resources"), (name = "jobs"), (name = "ops"), (name = "agents")),
 )]
 pub struct ApiDoc;

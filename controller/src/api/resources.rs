@@ -57,7 +57,8 @@ fn lifetime(req: &AllocateRequest, ttl: AllocationTtl) -> Result<i64, ApiError> 
 
 /// Reserves workers; 409 if the quota or the free workers do not allow it.
 #[utoipa::path(post, path = "/api/resources/allocate", tag = "resources", security(("bearer" = [])), request_body = AllocateRequest,
-    responses((status = 201, body = Allocation), (status = 409, body = super::error::ErrorBody),
+    responses((status = 201, body = Allocation), (status = 404, body = super::error::ErrorBody, description = "job_id names no job the caller may see"),
+              (status = 409, body = super::error::ErrorBody),
               (status = 422, body = super::error::ValidationBody)))]
 pub async fn allocate(
     State(state): State<AppState>,

@@ -149,8 +149,26 @@ fn shard_report(event: &AgentEvent) -> Option<Finished> {
         shard_index: *shard_index,
         outcome: *outcome,
         exit_code: *exit_code,
-        stdout_tail: stdout_tail.clone(),
-        stderr_tail: stderr_tail.clone(),
-        error: error.clone(),
+        stdout_tail: storable(stdout_tail),
+        stderr_tail: storable(stderr_tail),
+        error: error.as_deref().map(storable),
     })
+}
+
+/// `text` as Postgres can store it: a NUL (U+0000), which a job may well
+/// print and Postgres refuses in `text`, becomes U+FFFD. Without this a
+/// report of such output was refused whole, and its job never finished.
+fn storable(text: &str) -> String {
+    text.replace('\0', "\u{FFFD}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_with_nul_is_stored_with_a_replacement_character() {
+        assert_eq!(storable("a\0b\0"), "a\u{FFFD}b\u{FFFD}");
+        assert_eq!(storable("plain"), "plain");
+    }
 }
