@@ -31,6 +31,7 @@ pub fn job(status: JobStatus) -> Job {
         finished_at: None,
         exit_code: None,
         error: None,
+        waiting_for: None,
     }
 }
 

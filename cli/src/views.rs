@@ -161,12 +161,13 @@ mod tests {
             "finished_at",
             "exit_code",
             "error",
+            "waiting_for",
         ];
         assert_eq!(keys(&text), contract);
         assert!(text.contains("\nstatus:           running\n"), "{text}");
         assert!(text.contains("\ncommand:          sh -c 'echo hi'\n"), "{text}");
         assert!(text.contains("\nlabels:           env=dev team=ml\n"), "{text}");
-        assert!(text.ends_with("\nerror:            -"), "{text}");
+        assert!(text.ends_with("\nwaiting_for:      -"), "{text}");
     }
 
     #[test]

@@ -468,3 +468,40 @@ async fn a_paused_worker_stays_paused_when_its_agent_restarts() {
     assert_eq!(r.status, 200, "{}", r.text);
     c.wait_status(&id(&job), "completed").await;
 }
+
+/// Claims the controller has answered so far (from its `/metrics`).
+async fn claims_answered(c: &Cluster) -> u64 {
+    let url = format!("{}/metrics", c.app.base_url);
+    let text = reqwest::get(url).await.unwrap().text().await.unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with("http_requests_total{") && l.contains("route=\"/api/agents/claim\""))
+        .filter_map(|l| l.rsplit(' ').next().and_then(|n| n.parse::<f64>().ok()))
+        .sum::<f64>() as u64
+}
+
+#[tokio::test]
+async fn a_job_wider_than_the_fleet_waits_without_a_claim_loop_and_runs_when_a_worker_joins() {
+    let mut c = cluster_with(&[("wide-1", 2), ("wide-2", 2)]).await;
+    let job = c
+        .submit(&["/bin/sh", "-c", "sleep 20"], json!({"required_workers": 3}))
+        .await;
+    let running = c.wait_job(&id(&job), |j| j["waiting_for"].is_string()).await;
+    assert!(
+        running["waiting_for"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("3 shards: 2 live"),
+        "the job says what it waits for: {running}"
+    );
+    let before = claims_answered(&c).await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let claims = claims_answered(&c).await - before;
+    // Re-offered after 0.25, 0.5, 1, 2, 4 s...: a handful, where handing the
+    // shard back to the broker made about two claims a second.
+    assert!(claims <= 8, "{claims} claims in 8 s for one waiting shard");
+    c.add_agent("wide-3", 2).await;
+    let started = c.wait_job(&id(&job), |j| j["waiting_for"].is_null()).await;
+    assert_eq!(started["status"], "running", "{started}");
+    let workers = started["assigned_workers"].as_array().map_or(0, Vec::len);
+    assert_eq!(workers, 3, "each shard on its own worker: {started}");
+}

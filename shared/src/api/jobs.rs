@@ -79,6 +79,10 @@ pub struct Job {
     pub exit_code: Option<i32>,
     /// Why it failed, if it did.
     pub error: Option<String>,
+    /// Why it is not running yet though queued (e.g. a shard waits for a
+    /// worker of its own: more shards than live workers); `null` otherwise.
+    #[serde(default)]
+    pub waiting_for: Option<String>,
 }
 
 /// One recorded transition of a job.

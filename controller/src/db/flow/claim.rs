@@ -7,7 +7,9 @@ use crate::db::jobs::{self, EventMeta};
 use crate::db::{workers, Cached, DbError};
 use deadpool_postgres::Transaction;
 use orchestrator_shared::api::{ClaimDecision, ClaimRequest};
+use orchestrator_shared::backoff::Backoff;
 use orchestrator_shared::{JobStatus, ShardStatus};
+use std::time::Duration;
 
 /// A claim's answer, with the reason in words for the agent's log.
 pub type Claim = (ClaimDecision, String);
@@ -47,10 +49,7 @@ pub async fn claim(tx: &Transaction<'_>, req: &ClaimRequest) -> Result<Claim, Db
         )
         .await?;
     if other_shard.is_some() {
-        return Ok((
-            ClaimDecision::Requeue,
-            "this worker runs another shard of the job".into(),
-        ));
+        return defer(tx, req).await;
     }
     let decision = if current {
         claim_running(tx, req).await?
@@ -75,14 +74,47 @@ async fn start_job(tx: &Transaction<'_>, req: &ClaimRequest) -> Result<Claim, Db
     Ok((ClaimDecision::Run, "started".into()))
 }
 
-/// Records the shard as running on the claiming agent.
+/// Records the shard as running on the claiming agent; a job that was
+/// waiting for a worker no longer is (same statement: no extra round trip).
 async fn insert_shard(tx: &Transaction<'_>, req: &ClaimRequest) -> Result<(), DbError> {
     tx.exec(
-        "INSERT INTO job_shards (job_id, shard_index, attempt, worker_id, status) VALUES ($1, $2, $3, $4, 'running')",
+        "WITH s AS (INSERT INTO job_shards (job_id, shard_index, attempt, worker_id, status)
+                    VALUES ($1, $2, $3, $4, 'running'))
+         UPDATE jobs SET waiting_for = NULL WHERE job_id = $1 AND waiting_for IS NOT NULL",
         &[&req.job_id, &req.shard_index, &req.attempt, &req.worker_id],
     )
     .await?;
     Ok(())
+}
+
+/// The delays of a shard that waits for a worker of its own: a quarter of a
+/// second first (another agent is usually free), doubling to 30 s, so a job
+/// wider than the live fleet costs a claim every 30 s, not two a second.
+const DEFER: Backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
+
+/// The claiming agent already runs another shard of this job, and each
+/// shard needs a worker of its own. Rather than handing the delivery back
+/// to the broker (which offered it again at once, to an agent that could
+/// not take it either: a claim loop), the shard is dispatched again through
+/// the outbox after a growing delay, the job says what it waits for, and
+/// the agent is told to drop this delivery.
+async fn defer(tx: &Transaction<'_>, req: &ClaimRequest) -> Result<Claim, DbError> {
+    let row = tx
+        .row(
+            "UPDATE jobs SET deferrals = deferrals + 1,
+                 waiting_for = format('waiting for a worker for each of its %s shards: %s live',
+                     required_workers, (SELECT count(*) FROM workers WHERE status IN ('idle', 'busy')))
+             WHERE job_id = $1 RETURNING deferrals",
+            &[&req.job_id],
+        )
+        .await?;
+    let deferrals: i32 = row.try_get(0)?;
+    let delay = DEFER.delay(u32::try_from(deferrals.saturating_sub(1)).unwrap_or(0));
+    let job = jobs::get(tx, req.job_id).await?;
+    let delay_ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
+    jobs::enqueue_shard_dispatch(tx, &job, req.attempt, req.shard_index, delay_ms).await?;
+    let reason = format!("deferred {delay:?}: this worker runs another shard of the job");
+    Ok((ClaimDecision::Skip, reason))
 }
 
 /// A claim for a shard of a job already running this attempt.

@@ -11,7 +11,7 @@ mod list;
 mod submit;
 
 pub use list::{list, JobCursor, JobFilter};
-pub use submit::{enqueue_dispatch_many, submit, submit_batch, Submitted};
+pub use submit::{enqueue_dispatch_many, enqueue_shard_dispatch, submit, submit_batch, Submitted};
 
 use super::{parse_json, parse_status, Cached, DbError};
 use crate::models::{Job, JobEvent, Labels};
@@ -27,7 +27,7 @@ macro_rules! job_columns {
     () => {
         "j.job_id, j.status, j.task_description, j.required_workers, j.command, \
          j.priority, j.labels, j.attempts, j.max_retries, j.timeout_seconds, j.idempotency_key, \
-         j.submitted_by, j.created_at, j.started_at, j.finished_at, j.exit_code, j.error, \
+         j.submitted_by, j.created_at, j.started_at, j.finished_at, j.exit_code, j.error, j.waiting_for, \
          ARRAY(SELECT s.worker_id FROM job_shards s WHERE s.job_id = j.job_id AND s.attempt = j.attempts \
                AND s.worker_id IS NOT NULL ORDER BY s.shard_index) AS assigned_workers"
     };
@@ -55,6 +55,7 @@ fn from_row(row: &Row) -> Result<Job, DbError> {
         finished_at: row.try_get("finished_at")?,
         exit_code: row.try_get("exit_code")?,
         error: row.try_get("error")?,
+        waiting_for: row.try_get("waiting_for")?,
     })
 }
 

@@ -271,6 +271,50 @@ fn insert_rows(news: &[&NewJob]) -> Result<(Vec<Uuid>, serde_json::Value), DbErr
     Ok((ids, serde_json::Value::Array(rows)))
 }
 
+/// The dispatch of shard `shard_index` of `job`'s attempt `attempt`.
+fn dispatch(job: &Job, attempt: i32, shard_index: i32) -> Result<(serde_json::Value, i16), DbError> {
+    let priority = i16::try_from(job.priority)
+        .map_err(|_| DbError::Invariant(format!("job {} has priority {}", job.job_id, job.priority)))?;
+    let msg = JobDispatch {
+        job_id: job.job_id,
+        attempt,
+        shard_index,
+        shard_count: job.required_workers,
+        task_description: job.task_description.clone(),
+        command: job.command.clone(),
+        timeout_seconds: job.timeout_seconds,
+        priority: job.priority,
+    };
+    let payload = serde_json::to_value(&msg)
+        .map_err(|e| DbError::Invariant(format!("dispatch of job {}: {e}", job.job_id)))?;
+    Ok((payload, priority))
+}
+
+/// Writes the dispatch of one shard of `job`'s attempt `attempt` again, to
+/// be published no earlier than `delay_ms` from now (a shard that waits for
+/// a worker of its own).
+pub async fn enqueue_shard_dispatch(
+    client: &impl GenericClient,
+    job: &Job,
+    attempt: i32,
+    shard_index: i32,
+    delay_ms: i64,
+) -> Result<(), DbError> {
+    let (payload, priority) = dispatch(job, attempt, shard_index)?;
+    let (exchange, key) = (WORK_EXCHANGE, WORK_ROUTING_KEY);
+    outbox::enqueue_delayed(
+        client,
+        exchange,
+        key,
+        &payload,
+        priority,
+        Some(job.job_id),
+        delay_ms,
+    )
+    .await?;
+    Ok(())
+}
+
 /// Writes the dispatch messages of every shard of `jobs`' next attempts in
 /// one statement, published no earlier than `delay_ms` from now (a retry's
 /// backoff, kept in Postgres where it survives restarts).
@@ -283,21 +327,8 @@ pub async fn enqueue_dispatch_many(
     let mut priorities: Vec<i16> = Vec::new();
     let mut ids = Vec::new();
     for job in jobs {
-        let priority = i16::try_from(job.priority)
-            .map_err(|_| DbError::Invariant(format!("job {} has priority {}", job.job_id, job.priority)))?;
         for shard_index in 0..job.required_workers {
-            let msg = JobDispatch {
-                job_id: job.job_id,
-                attempt: job.attempts + 1,
-                shard_index,
-                shard_count: job.required_workers,
-                task_description: job.task_description.clone(),
-                command: job.command.clone(),
-                timeout_seconds: job.timeout_seconds,
-                priority: job.priority,
-            };
-            let payload = serde_json::to_value(&msg)
-                .map_err(|e| DbError::Invariant(format!("dispatch of job {}: {e}", job.job_id)))?;
+            let (payload, priority) = dispatch(job, job.attempts + 1, shard_index)?;
             payloads.push(payload);
             priorities.push(priority);
             ids.push(job.job_id);
