@@ -16,6 +16,36 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
+/// What this agent tells the controller when it registers.
+fn registration(state: &State) -> RegisterRequest {
+    RegisterRequest {
+        worker_id: state.worker_id().to_owned(),
+        hostname: hostname(),
+        capacity: state.config.capacity,
+        labels: state.config.label_map(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    }
+}
+
+/// Refuses to start with a registration the controller would refuse (too
+/// many or too long labels, say): the contract's own rules, checked here,
+/// so the operator sees the reason at once instead of an agent retrying
+/// its registration forever.
+fn check_registration(request: &RegisterRequest) -> anyhow::Result<()> {
+    let problems = request.problems();
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let lines: Vec<String> = problems
+        .iter()
+        .map(|p| format!("{}: {}", p.location(), p.msg))
+        .collect();
+    anyhow::bail!(
+        "this agent's registration breaks the contract: {}",
+        lines.join("; ")
+    )
+}
+
 /// How long the final `Stopped` event may keep failing to publish before
 /// the agent exits without it (the controller then notices the missing
 /// heartbeats instead).
@@ -50,6 +80,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let state = Arc::new(State::new(config).context("setting up the agent")?);
+    check_registration(&registration(&state))?;
     let _stop_guard = StopOnDrop(Arc::clone(&state));
     tracing::info!(worker_id = state.worker_id(), capacity = state.config.capacity,
         controller = %state.config.controller_url, "agent starting");
@@ -85,13 +116,7 @@ pub async fn run(
 /// the control queue is consumed, so no message left for an earlier one is
 /// obeyed) and, if the worker id is paused, paused.
 async fn register(state: &State) {
-    let request = RegisterRequest {
-        worker_id: state.worker_id().to_owned(),
-        hostname: hostname(),
-        capacity: state.config.capacity,
-        labels: state.config.label_map(),
-        version: env!("CARGO_PKG_VERSION").to_owned(),
-    };
+    let request = registration(state);
     let mut attempt = 0u32;
     loop {
         match state.client.register(&request).await {
@@ -155,5 +180,23 @@ async fn drain(state: &State, heartbeat: AbortOnDrop) {
     {
         Ok(()) => tracing::info!("drained; told the controller"),
         Err(e) => tracing::warn!(error = %e, "drained, but could not tell the controller"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::AgentConfig;
+
+    #[tokio::test]
+    async fn an_agent_whose_labels_break_the_contract_refuses_to_start() {
+        let mut args = vec![
+            "worker-agent".to_owned(),
+            "--agent-token=t".into(),
+            "--worker-id=w-labels".into(),
+        ];
+        args.extend((0..65).map(|i| format!("--label=k{i}=v")));
+        let config = AgentConfig::try_parse_from(args).unwrap();
+        let err = super::run(config, std::future::pending()).await.unwrap_err();
+        assert!(format!("{err:#}").contains("body.labels"), "{err:#}");
     }
 }

@@ -22,6 +22,7 @@ pub async fn login(ctx: &Ctx, args: LoginArgs) -> Result<()> {
         username: args.username.clone(),
         password,
     };
+    UsageError::check(&request.problems())?;
     let token: Answer<TokenResponse> = ctx
         .client
         .anonymous()
