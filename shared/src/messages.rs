@@ -215,6 +215,11 @@ pub enum AgentEvent {
         running: Vec<RunningShard>,
         /// Whether it is paused (consumes no work).
         paused: bool,
+        /// The registration generation of the agent's incarnation (0 from
+        /// an agent that predates generations): a heartbeat of an earlier
+        /// incarnation, applied late, changes nothing.
+        #[serde(default)]
+        generation: i64,
     },
     /// A shard ended.
     ShardFinished {
@@ -241,6 +246,11 @@ pub enum AgentEvent {
     Stopped {
         /// Reporting agent.
         worker_id: String,
+        /// The registration generation of the incarnation that stopped (0
+        /// from an agent that predates generations): a late `Stopped` of an
+        /// earlier incarnation must not terminate the current one.
+        #[serde(default)]
+        generation: i64,
     },
     /// Published by the controller's reaper, never by an agent: `worker_id`
     /// has been silent since `since`. The events queue is first in, first

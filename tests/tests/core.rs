@@ -408,7 +408,7 @@ async fn worker_crud() {
     );
     let before = workers::get(&c, "host-a:1").await.unwrap().last_heartbeat_at;
     tokio::time::sleep(Duration::from_millis(5)).await;
-    let beat = workers::heartbeat(&c, "host-a:1", 3).await.unwrap();
+    let beat = workers::heartbeat(&c, "host-a:1", 3, 0).await.unwrap();
     assert_eq!(beat.running_jobs, 3);
     assert!(beat.last_heartbeat_at > before);
     // Re-registration after a restart resets the worker to idle.
@@ -1033,7 +1033,7 @@ async fn resume_applies_to_a_paused_worker_only() {
     steer_as_operator(&pool, "res-1", ControlCommand::Pause)
         .await
         .unwrap();
-    workers::heartbeat(&c, "res-1", 1).await.unwrap();
+    workers::heartbeat(&c, "res-1", 1, 0).await.unwrap();
     let resumed = steer_as_operator(&pool, "res-1", ControlCommand::Resume)
         .await
         .unwrap();
@@ -1052,7 +1052,7 @@ async fn a_paused_worker_stays_paused_across_registrations_and_each_is_recorded(
     steer_as_operator(&pool, "hold-1", ControlCommand::Pause)
         .await
         .unwrap();
-    workers::heartbeat(&c, "hold-1", 2).await.unwrap();
+    workers::heartbeat(&c, "hold-1", 2, 0).await.unwrap();
     let again = workers::register(&c, &new_worker("hold-1")).await.unwrap();
     assert_eq!(
         (again.status, again.generation, again.running_jobs),
@@ -1087,4 +1087,35 @@ async fn a_paused_worker_stays_paused_across_registrations_and_each_is_recorded(
         workers::events(&c, "nobody").await,
         Err(DbError::NotFound { .. })
     ));
+}
+
+#[tokio::test]
+async fn a_late_stopped_or_heartbeat_of_an_earlier_incarnation_changes_nothing() {
+    use controller::db::flow;
+    let (_t, pool) = database().await;
+    let c = pool.client().await.unwrap();
+    workers::register(&c, &new_worker("late-1")).await.unwrap();
+    let current = workers::register(&c, &new_worker("late-1")).await.unwrap();
+    assert_eq!(current.generation, 2);
+    flow::heartbeat(&c, "late-1", 3, false, 1).await.unwrap();
+    let after_beat = workers::get(&c, "late-1").await.unwrap();
+    assert_eq!(
+        (after_beat.status, after_beat.running_jobs),
+        (WorkerStatus::Idle, 0)
+    );
+    flow::stopped(&c, "late-1", 1).await.unwrap();
+    assert_eq!(
+        workers::get(&c, "late-1").await.unwrap().status,
+        WorkerStatus::Idle
+    );
+    flow::heartbeat(&c, "late-1", 2, false, 2).await.unwrap();
+    assert_eq!(
+        workers::get(&c, "late-1").await.unwrap().status,
+        WorkerStatus::Busy
+    );
+    flow::stopped(&c, "late-1", 2).await.unwrap();
+    assert_eq!(
+        workers::get(&c, "late-1").await.unwrap().status,
+        WorkerStatus::Terminated
+    );
 }

@@ -153,6 +153,7 @@ async fn heartbeat(state: Arc<State>) {
             worker_id: state.worker_id().to_owned(),
             running: state.running_shards(),
             paused: state.reports_paused(),
+            generation: state.generation(),
         };
         if let Err(e) = state.publisher.publish_once(&event, 0).await {
             tracing::debug!(error = %e, "heartbeat not published");
@@ -172,6 +173,7 @@ async fn drain(state: &State, heartbeat: AbortOnDrop) {
     drop(heartbeat);
     let stopped = AgentEvent::Stopped {
         worker_id: state.worker_id().to_owned(),
+        generation: state.generation(),
     };
     match state
         .publisher

@@ -107,10 +107,14 @@ async fn apply_in(tx: &Transaction<'_>, event: &AgentEvent, retry: RetryPolicy) 
             worker_id,
             running,
             paused,
-        } => flow::heartbeat(tx, worker_id, running.len(), *paused)
+            generation,
+        } => flow::heartbeat(tx, worker_id, running.len(), *paused, *generation)
             .await
             .map(|()| false),
-        AgentEvent::Stopped { worker_id } => flow::stopped(tx, worker_id).await.map(|()| false),
+        AgentEvent::Stopped {
+            worker_id,
+            generation,
+        } => flow::stopped(tx, worker_id, *generation).await.map(|()| false),
         AgentEvent::LivenessProbe { worker_id, since } => flow::probe(tx, worker_id, *since, retry)
             .await
             .map(|jobs| jobs > 0),

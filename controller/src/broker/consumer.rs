@@ -151,8 +151,12 @@ mod tests {
                     shard_index: seq,
                 }],
                 paused: false,
+                generation: 1,
             },
-            1 => AgentEvent::Stopped { worker_id },
+            1 => AgentEvent::Stopped {
+                worker_id,
+                generation: 1,
+            },
             3 => AgentEvent::LivenessProbe {
                 worker_id,
                 since: chrono::DateTime::UNIX_EPOCH,
@@ -174,7 +178,7 @@ mod tests {
     fn worker(e: &AgentEvent) -> &str {
         match e {
             AgentEvent::Heartbeat { worker_id, .. }
-            | AgentEvent::Stopped { worker_id }
+            | AgentEvent::Stopped { worker_id, .. }
             | AgentEvent::LivenessProbe { worker_id, .. }
             | AgentEvent::ShardFinished { worker_id, .. } => worker_id,
         }

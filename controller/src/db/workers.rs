@@ -115,12 +115,15 @@ pub async fn heartbeat(
     client: &impl GenericClient,
     worker_id: &str,
     running_jobs: i32,
+    generation: i64,
 ) -> Result<Worker, DbError> {
     let sql = format!(
         "UPDATE workers SET last_heartbeat_at = now(), running_jobs = $2
-         WHERE worker_id = $1 RETURNING {COLUMNS}"
+         WHERE worker_id = $1 AND ($3::bigint = 0 OR generation = $3) RETURNING {COLUMNS}"
     );
-    let row = client.row_opt(&sql, &[&worker_id, &running_jobs]).await?;
+    let row = client
+        .row_opt(&sql, &[&worker_id, &running_jobs, &generation])
+        .await?;
     row.as_ref()
         .map(from_row)
         .transpose()?

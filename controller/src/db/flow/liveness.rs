@@ -19,9 +19,10 @@ pub async fn heartbeat(
     worker_id: &str,
     running: usize,
     paused: bool,
+    generation: i64,
 ) -> Result<(), DbError> {
     let n = i32::try_from(running).unwrap_or(i32::MAX);
-    let w = match workers::heartbeat(client, worker_id, n).await {
+    let w = match workers::heartbeat(client, worker_id, n, generation).await {
         Ok(w) => w,
         Err(DbError::NotFound { .. }) => return Ok(()),
         Err(e) => return Err(e),
@@ -43,12 +44,16 @@ pub async fn heartbeat(
 }
 
 /// An agent drained and exited: it ends `terminated`.
-pub async fn stopped(client: &impl GenericClient, worker_id: &str) -> Result<(), DbError> {
+pub async fn stopped(client: &impl GenericClient, worker_id: &str, generation: i64) -> Result<(), DbError> {
     let w = match workers::get(client, worker_id).await {
         Ok(w) => w,
         Err(DbError::NotFound { .. }) => return Ok(()),
         Err(e) => return Err(e),
     };
+    if generation != 0 && generation != w.generation {
+        tracing::info!(%worker_id, generation, current = w.generation, "Stopped of an earlier incarnation ignored");
+        return Ok(());
+    }
     if matches!(
         w.status,
         WorkerStatus::Idle | WorkerStatus::Busy | WorkerStatus::Paused
