@@ -17,6 +17,10 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Connection set-up limit, so an unreachable host fails fast.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long an idle connection is kept for reuse: less than the
+/// controller's header-read timeout, after which it closes it.
+pub const IDLE_CONNECTION: Duration = Duration::from_secs(5);
+
 /// Longest non-JSON error body quoted in a message (a proxy's HTML page can be long).
 const MAX_QUOTED_BODY_CHARS: usize = 200;
 
@@ -83,6 +87,9 @@ impl ApiClient {
         let http = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .connect_timeout(CONNECT_TIMEOUT)
+            // Under the controller's header-read timeout (10 s by default),
+            // which also closes idle kept-alive connections.
+            .pool_idle_timeout(IDLE_CONNECTION)
             .user_agent(concat!("orchestrator-cli/", env!("CARGO_PKG_VERSION")))
             .build()
             .context("setting up the HTTP client")?;

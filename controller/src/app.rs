@@ -2,30 +2,51 @@
 //! everything that can fail (migrations, pool, keys, admin, binding the
 //! port); `run_until` serves until the given future resolves, then finishes
 //! in-flight requests.
+//!
+//! Serving is hyper's HTTP/1 server driven by our own accept loop (axum's
+//! `serve` has neither of these): a client must send a request's headers
+//! within `ORCH_HEADER_READ_TIMEOUT_SECONDS`, and at most
+//! `ORCH_MAX_CONNECTIONS` connections are served at once; beyond that the
+//! loop stops accepting, so new connections wait in the kernel's listen
+//! backlog until one closes.
 
-use crate::api::{self, limiter::LoginLimiter, AppState};
+use crate::api::client_ip::TrustedProxies;
+use crate::api::limiter::{LoginLimiter, LoginLimits};
+use crate::api::{self, AppState};
 use crate::auth::TokenIssuer;
 use crate::broker::{self, BrokerStatus, Flow};
-use crate::config::Config;
+use crate::config::{Config, ServeConfig};
 use crate::db::{self, Database};
 use crate::models::Quota;
 use anyhow::Context;
+use axum::Router;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tower::Service;
 
 /// Latency buckets (seconds) for request histograms: sub-millisecond to 10 s.
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
 ];
 
+/// Pause after an accept error that is not one connection's (out of file
+/// descriptors): retrying at once would spin.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_secs(1);
+
 /// A built controller, bound to its port, not yet serving.
 pub struct App {
     listener: TcpListener,
     state: AppState,
     timeout: Duration,
+    serve: ServeConfig,
     amqp_url: String,
     database_url: String,
     flow: crate::config::FlowConfig,
@@ -77,10 +98,11 @@ impl App {
                 max_queued_jobs: q.max_queued_jobs,
             },
             body_limit: config.body_limit_bytes,
-            login_limiter: Arc::new(LoginLimiter::new(
-                config.login_per_ip_per_minute,
-                config.login_per_user_per_minute,
-            )),
+            login_limiter: Arc::new(LoginLimiter::new(LoginLimits {
+                attempts_per_client_and_user: config.login_per_user_per_minute,
+                per_client_per_minute: config.login_per_ip_per_minute,
+            })),
+            trusted_proxies: Arc::new(TrustedProxies::new(config.serve.trusted_proxies.clone())),
             broker: BrokerStatus::default(),
             metrics: prometheus()?,
             wake: Arc::new(tokio::sync::Notify::new()),
@@ -90,6 +112,7 @@ impl App {
             listener,
             state,
             timeout: config.request_timeout,
+            serve: config.serve,
             amqp_url: config.amqp_url,
             database_url: config.database_url,
             flow: config.flow,
@@ -122,14 +145,68 @@ impl App {
         let reaper = tokio::spawn(crate::reaper::run(self.database_url.clone(), flow));
         let router = api::router(self.state, self.timeout);
         tracing::info!(addr = %self.listener.local_addr()?, "controller listening");
-        let served = axum::serve(
-            self.listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await;
+        serve(self.listener, router, &self.serve, shutdown).await;
         broker.abort();
         reaper.abort();
-        served
+        Ok(())
     }
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then stops
+/// accepting and waits for open connections to finish their requests.
+/// Handlers see the peer address as `ConnectInfo<SocketAddr>`.
+async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: &ServeConfig,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut make_service = router.into_make_service_with_connect_info::<SocketAddr>();
+    let slots = Arc::new(Semaphore::new(limits.max_connections.get()));
+    let graceful = GracefulShutdown::new();
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        // A slot first, then a connection: over the cap, nothing is accepted.
+        let next = async { (slots.clone().acquire_owned().await, accept(&listener).await) };
+        let (slot, (stream, peer)) = tokio::select! {
+            () = &mut shutdown => break,
+            next = next => next,
+        };
+        let Ok(slot) = slot else { break };
+        let Ok(service) = make_service.call(peer).await;
+        let connection =
+            graceful.watch(http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service)));
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, %peer, "connection ended with an error");
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+/// The next connection. A failure of one connection is skipped; any other
+/// (out of file descriptors) is logged and retried after a pause.
+async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(accepted) => return accepted,
+            Err(e) if is_connection_error(&e) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "accepting a connection failed");
+                tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+            }
+        }
+    }
+}
+
+/// Whether an accept error concerns only the connection being accepted.
+fn is_connection_error(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    matches!(e.kind(), ConnectionAborted | ConnectionRefused | ConnectionReset)
 }

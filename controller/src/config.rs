@@ -4,8 +4,10 @@
 //! prints.
 
 use clap::{Args, ValueEnum};
+use ipnet::IpNet;
 use orchestrator_shared::validate::{millis, seconds};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroUsize;
 use std::time::Duration;
 
 pub use orchestrator_shared::Secret;
@@ -151,6 +153,43 @@ pub struct FlowConfig {
     pub agent_token_ttl: Duration,
 }
 
+/// How the HTTP server treats connections and finds out who a client is:
+/// the limits that keep slow or idle clients from holding the server.
+#[derive(Debug, Clone, Args)]
+pub struct ServeConfig {
+    /// Seconds a client has to send a request's headers, counted from when
+    /// the connection opens or its previous response ends; then the
+    /// connection is closed. Bounds what a slow or idle client holds.
+    #[arg(long = "header-read-timeout-seconds", env = "ORCH_HEADER_READ_TIMEOUT_SECONDS", default_value = "10", value_parser = positive_seconds)]
+    pub header_read_timeout: Duration,
+    /// Most connections served at once; further ones wait, unanswered, in
+    /// the listen backlog until one closes.
+    #[arg(long, env = "ORCH_MAX_CONNECTIONS", default_value = "1024")]
+    pub max_connections: NonZeroUsize,
+    /// Proxies in front of the controller (IP addresses or CIDR networks,
+    /// comma-separated) whose `X-Forwarded-For` names the client. Default
+    /// none: the header is ignored and the peer address is the client.
+    #[arg(long, env = "ORCH_TRUSTED_PROXIES", value_delimiter = ',', value_parser = network)]
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+/// Like [`seconds`], but zero is refused: a zero timeout would close
+/// every connection before its first request.
+fn positive_seconds(raw: &str) -> Result<Duration, String> {
+    match seconds(raw)? {
+        Duration::ZERO => Err("must be at least 1 second".to_owned()),
+        d => Ok(d),
+    }
+}
+
+/// An IP network (`10.0.0.0/8`) or a single address (a network of one).
+fn network(raw: &str) -> Result<IpNet, String> {
+    let raw = raw.trim();
+    raw.parse::<IpNet>()
+        .or_else(|_| raw.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("{raw:?} is not an IP address or network"))
+}
+
 /// Everything the controller's server needs.
 #[derive(Debug, Clone, Args)]
 pub struct Config {
@@ -180,12 +219,20 @@ pub struct Config {
     /// Seconds a request may take before it is answered 503.
     #[arg(long = "request-timeout-seconds", env = "ORCH_REQUEST_TIMEOUT_SECONDS", default_value = "30", value_parser = seconds)]
     pub request_timeout: Duration,
-    /// Login attempts allowed per minute from one IP address.
-    #[arg(long, env = "ORCH_LOGIN_PER_IP_PER_MINUTE", default_value_t = 30)]
+    /// Login attempts allowed per minute from one client address, for all
+    /// usernames together: a generous cap on the hashing work one address
+    /// causes.
+    #[arg(long, env = "ORCH_LOGIN_PER_IP_PER_MINUTE", default_value_t = 300)]
     pub login_per_ip_per_minute: u32,
-    /// Login attempts allowed per minute for one username.
+    /// Login attempts one client may make for one username before each
+    /// further one waits, first a minute divided by this number, then
+    /// twice as long each time (at most 15 minutes); a successful login
+    /// clears the count. Other clients of the username are not affected.
     #[arg(long, env = "ORCH_LOGIN_PER_USER_PER_MINUTE", default_value_t = 10)]
     pub login_per_user_per_minute: u32,
+    /// Connection limits and trusted proxies.
+    #[command(flatten)]
+    pub serve: ServeConfig,
     /// Token settings.
     #[command(flatten)]
     pub auth: AuthConfig,
@@ -258,6 +305,32 @@ mod tests {
         );
         let empty = base.iter().copied().chain(["--event-batch-max", "0"]);
         assert!(Cli::try_parse_from(empty).is_err());
+    }
+
+    #[test]
+    fn serving_limits_default_and_parse_proxies() {
+        let base = ["controller", "--database-url", "x", "--jwt-secret", "s"];
+        let serve = Cli::try_parse_from(base).unwrap().config.serve;
+        assert_eq!(serve.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(serve.max_connections.get(), 1024);
+        assert!(serve.trusted_proxies.is_empty());
+        let proxies = base
+            .iter()
+            .copied()
+            .chain(["--trusted-proxies", "10.0.0.0/8, 192.0.2.1,2001:db8::/32"]);
+        let serve = Cli::try_parse_from(proxies).unwrap().config.serve;
+        let shown: Vec<String> = serve.trusted_proxies.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["10.0.0.0/8", "192.0.2.1/32", "2001:db8::/32"]);
+        for bad in [
+            ["--trusted-proxies", "proxy.example"],
+            ["--header-read-timeout-seconds", "0"],
+            ["--max-connections", "0"],
+        ] {
+            assert!(
+                Cli::try_parse_from(base.iter().copied().chain(bad)).is_err(),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

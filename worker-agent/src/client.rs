@@ -11,6 +11,9 @@ use std::time::Duration;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest time to establish a connection to the controller.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long an idle connection to the controller is kept for reuse: less
+/// than the controller's header-read timeout, after which it closes it.
+const IDLE_CONNECTION: Duration = Duration::from_secs(5);
 /// Most characters of an error body kept for the log.
 const MAX_ERROR_BODY: usize = 512;
 
@@ -57,6 +60,10 @@ impl ControllerClient {
         let http = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .connect_timeout(CONNECT_TIMEOUT)
+            // The controller closes a connection idle for its header-read
+            // timeout (10 s by default); dropping ours sooner means a request
+            // never goes out on a connection the server is closing.
+            .pool_idle_timeout(IDLE_CONNECTION)
             .build()?;
         Ok(ControllerClient {
             http,

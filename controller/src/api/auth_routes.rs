@@ -1,32 +1,15 @@
 //! `/api/auth/*`: login, the caller's identity, and user creation by admins.
 
+use super::client_ip::ClientIp;
 use super::error::{valid, ApiError, BAD_LOGIN};
 use super::extract::{ApiJson, Principal};
 use super::AppState;
 use crate::auth::password;
 use crate::db::users;
-use axum::extract::{ConnectInfo, FromRequestParts, State};
-use axum::http::request::Parts;
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use orchestrator_shared::api::{CreateUserRequest, LoginRequest, Me, TokenResponse};
-use std::net::{IpAddr, SocketAddr};
-
-/// The peer address, when the server knows it (absent for in-process calls).
-pub struct ClientIp(pub Option<IpAddr>);
-
-impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        Ok(ClientIp(
-            parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0.ip()),
-        ))
-    }
-}
 
 /// Exchanges a username and password for a token.
 #[utoipa::path(post, path = "/api/auth/login", tag = "auth", request_body = LoginRequest,
@@ -38,7 +21,7 @@ pub async fn login(
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> Result<Json<TokenResponse>, ApiError> {
     valid(req.problems())?;
-    state
+    let attempt = state
         .login_limiter
         .check(ip, &req.username)
         .map_err(ApiError::TooManyRequests)?;
@@ -52,7 +35,10 @@ pub async fn login(
         .map_or_else(|| password::DECOY_HASH.to_owned(), |u| u.password_hash.clone());
     let verified = password::verify(req.password, stored).await;
     let user = match (user, verified) {
-        (Some(user), Ok(())) => user,
+        (Some(user), Ok(())) => {
+            state.login_limiter.succeeded(attempt);
+            user
+        }
         (_, Err(password::PasswordError::Task)) => return Err(ApiError::Internal),
         _ => return Err(ApiError::Unauthorized(BAD_LOGIN)),
     };

@@ -4,6 +4,7 @@
 
 pub mod agents;
 pub mod auth_routes;
+pub mod client_ip;
 pub mod error;
 pub mod extract;
 pub mod jobs;
@@ -19,7 +20,7 @@ use crate::db::Database;
 use crate::models::Quota;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::handler::Handler;
-use axum::http::{HeaderName, Method, StatusCode};
+use axum::http::{header, HeaderName, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{on, MethodFilter, MethodRouter};
@@ -45,8 +46,10 @@ pub struct AppState {
     pub allocation_ttl: crate::config::AllocationTtl,
     /// Largest accepted body, in bytes (named in 413 bodies).
     pub body_limit: usize,
-    /// Per-IP and per-username login attempt limits.
+    /// Login attempt limits per (username, client) and per client.
     pub login_limiter: Arc<limiter::LoginLimiter>,
+    /// Proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Arc<client_ip::TrustedProxies>,
     /// Whether the broker connection is up (for `/readyz`).
     pub broker: BrokerStatus,
     /// Renders `/metrics`.
@@ -145,7 +148,7 @@ pub fn open_routes() -> Vec<Route> {
 
 /// The whole application: API routes behind their guards, the open
 /// operational routes, and the layers every request passes (request id,
-/// tracing, metrics, timeout, body limit).
+/// tracing, metrics, declared and actual body limit, timeout).
 pub fn router(state: AppState, timeout: Duration) -> Router {
     let mut app = Router::new().merge(openapi::routes());
     for open in open_routes() {
@@ -165,6 +168,10 @@ pub fn router(state: AppState, timeout: Duration) -> Router {
     app.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(timeout, enforce_timeout))
+        .layer(middleware::from_fn_with_state(
+            state.body_limit,
+            refuse_declared_oversize,
+        ))
         .layer(middleware::from_fn(record_metrics))
         .layer(DefaultBodyLimit::max(state.body_limit))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
@@ -199,13 +206,50 @@ async fn enforce_timeout(State(timeout): State<Duration>, req: Request, next: Ne
     }
 }
 
-/// Counts requests and records their latency by route template and status.
+/// Answers 413 at once when the declared `Content-Length` is over the
+/// body limit, instead of waiting for a body that may never come (the
+/// limit on the body read catches bodies without a length).
+async fn refuse_declared_oversize(State(limit): State<usize>, req: Request, next: Next) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    match declared {
+        Some(length) if length > u64::try_from(limit).unwrap_or(u64::MAX) => {
+            ApiError::PayloadTooLarge(limit).into_response()
+        }
+        _ => next.run(req).await,
+    }
+}
+
+/// The `method` label of a request: the standard methods by name, anything
+/// else `other`, so clients cannot add label values (each a time series
+/// kept for good) by inventing methods.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
+}
+
+/// Counts requests and records their latency by method, route template
+/// and status: a fixed label set (unmatched paths are `unmatched`, unknown
+/// methods `other`).
 async fn record_metrics(req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = req.method().to_string();
+    let method = method_label(req.method()).to_owned();
     let started = Instant::now();
     let response = next.run(req).await;
     let status = response.status().as_u16().to_string();

@@ -6,9 +6,16 @@
 //!   api-bench --url http://127.0.0.1:8000 --username admin --password …
 //! Without `--url` it starts the test containers and an in-process
 //! controller on a fresh database (the same harness the tests use).
+//!
+//! `--login-flood N` measures memory instead: the process's RSS idle, after
+//! N logins with distinct 64 KiB usernames (`--flood-username-bytes`) spread
+//! over many client addresses, after a burst of 10,000 ordinary requests,
+//! and after 15 s of quiet (in-process controller only, as the RSS is this
+//! process's).
 
 use anyhow::Context;
 use clap::Parser;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,6 +41,14 @@ struct Args {
     /// Hard limit on each phase's duration, in seconds.
     #[arg(long, default_value_t = 120)]
     max_seconds: u64,
+    /// Instead of the submit and read phases: this many logins with long
+    /// usernames, printing the RSS before and after (without `--url`).
+    #[arg(long, value_name = "N")]
+    login_flood: Option<usize>,
+    /// Length of each username in the login flood: 64 KiB by default, far
+    /// over the username limit; 128 or less reaches the login limiter.
+    #[arg(long, default_value_t = 64 * 1024)]
+    flood_username_bytes: usize,
 }
 
 /// What one phase measured: each successful call's latency, the failures,
@@ -224,6 +239,14 @@ async fn bench_get(client: &Client, args: &Args, ids: Vec<String>) -> Phase {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(logins) = args.login_flood {
+        anyhow::ensure!(
+            args.url.is_none(),
+            "--login-flood measures this process's memory: run it without --url"
+        );
+        let (client, _app) = connect(&args).await?;
+        return login_flood(&client, &args, logins).await;
+    }
     let (client, _app) = connect(&args).await?;
     println!(
         "target {}, {} requests per route, concurrency {}",
@@ -253,4 +276,138 @@ async fn login(url: &str, username: &str, password: &str) -> anyhow::Result<Stri
         .as_str()
         .map(str::to_owned)
         .context("no access_token in the login response")
+}
+
+/// Ordinary requests after the flood, to see whether memory comes back.
+const BURST_REQUESTS: usize = 10_000;
+/// The flood's client addresses, 127.0.0.2 to 127.0.0.254: a spread of
+/// sources, so per-address caps do not stop it before the limiter's
+/// per-username bookkeeping sees it.
+const FLOOD_SOURCES: std::ops::RangeInclusive<u8> = 2..=254;
+/// Time the controller gets to notice the flood's connections closing.
+const SETTLE: Duration = Duration::from_secs(2);
+/// A last pause before the final figure: longer than the 10 s Tokio keeps
+/// idle blocking threads (where Argon2 ran), so their memory is gone too.
+const QUIET: Duration = Duration::from_secs(15);
+
+/// This process's resident set size in KiB, from `/proc/self/status`.
+fn rss_kib() -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmRSS in /proc/self/status")
+}
+
+/// Prints the RSS after `what`, with its growth over `idle`; then again
+/// once the allocator has handed its free pages back, which is what is
+/// still in use (glibc keeps freed memory of busy threads otherwise).
+fn print_rss(what: &str, idle: u64) -> anyhow::Result<()> {
+    let show = |label: &str, kib: u64| {
+        let growth = (kib as f64 - idle as f64) / 1024.0;
+        println!(
+            "RSS {label:<44} {:>8.1} MiB ({growth:+.1} MiB)",
+            kib as f64 / 1024.0
+        );
+    };
+    show(what, rss_kib()?);
+    // SAFETY: malloc_trim only returns free heap pages to the system.
+    unsafe { libc::malloc_trim(0) };
+    show(&format!("{what}, trimmed"), rss_kib()?);
+    Ok(())
+}
+
+/// Statuses of the flood's answers, counted as they arrive.
+#[derive(Default)]
+struct Statuses(std::sync::Mutex<std::collections::BTreeMap<u16, usize>>);
+
+impl Statuses {
+    /// Counts one answer (0: no answer at all).
+    fn count(&self, status: u16) {
+        if let Ok(mut counts) = self.0.lock() {
+            *counts.entry(status).or_default() += 1;
+        }
+    }
+
+    /// `401: 12, 429: 988`.
+    fn summary(&self) -> String {
+        let counts = self.0.lock().map(|c| c.clone()).unwrap_or_default();
+        let parts: Vec<String> = counts.iter().map(|(s, n)| format!("{s}: {n}")).collect();
+        parts.join(", ")
+    }
+}
+
+/// `logins` logins with distinct usernames of `--flood-username-bytes`,
+/// from every address of [`FLOOD_SOURCES`] in turn; then a burst of
+/// ordinary requests. Prints the RSS idle and after each.
+async fn login_flood(client: &Client, args: &Args, logins: usize) -> anyhow::Result<()> {
+    let idle = rss_kib()?;
+    print_rss("idle", idle)?;
+    let statuses = Arc::new(Statuses::default());
+    let mut flood = flood_logins(client, args, logins, statuses.clone()).await?;
+    flood.print();
+    println!("login answers: {}", statuses.summary());
+    tokio::time::sleep(SETTLE).await;
+    print_rss(&format!("after {logins} logins"), idle)?;
+    let mut burst = bench_healthz(client, args).await;
+    burst.print();
+    print_rss(&format!("after {BURST_REQUESTS} more requests"), idle)?;
+    tokio::time::sleep(QUIET).await;
+    print_rss(&format!("after {} s quiet", QUIET.as_secs()), idle)
+}
+
+/// Sends the flood's logins, counting their statuses; its clients (and
+/// their connections) are gone when it returns.
+async fn flood_logins(
+    client: &Client,
+    args: &Args,
+    logins: usize,
+    statuses: Arc<Statuses>,
+) -> anyhow::Result<Phase> {
+    let senders = FLOOD_SOURCES
+        .map(|last| {
+            let source = IpAddr::V4(Ipv4Addr::new(127, 0, 0, last));
+            reqwest::Client::builder().local_address(source).build()
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let senders = Arc::new(senders);
+    let url = format!("{}/api/auth/login", client.base);
+    let padding = "u".repeat(args.flood_username_bytes.saturating_sub(8));
+    let deadline = Duration::from_secs(args.max_seconds);
+    let name = "POST /api/auth/login (flood)";
+    Ok(run(name, logins, args.concurrency, deadline, move |i| {
+        let (senders, statuses, url) = (senders.clone(), statuses.clone(), url.clone());
+        let body =
+            serde_json::json!({"username": format!("{i:08}{padding}"), "password": "not-the-password"});
+        async move {
+            let status = match senders[i % senders.len()].post(url).json(&body).send().await {
+                Ok(r) => r.status().as_u16(),
+                Err(e) => {
+                    eprintln!("flood error: {e:?}");
+                    0
+                }
+            };
+            statuses.count(status);
+            matches!(status, 401 | 422 | 429)
+        }
+    })
+    .await)
+}
+
+/// [`BURST_REQUESTS`] calls of `GET /healthz`.
+async fn bench_healthz(client: &Client, args: &Args) -> Phase {
+    let (http, url) = (client.http.clone(), format!("{}/healthz", client.base));
+    let deadline = Duration::from_secs(args.max_seconds);
+    run(
+        "GET /healthz",
+        BURST_REQUESTS,
+        args.concurrency,
+        deadline,
+        move |_| {
+            let (http, url) = (http.clone(), url.clone());
+            async move { matches!(http.get(url).send().await, Ok(r) if r.status() == 200) }
+        },
+    )
+    .await
 }

@@ -21,6 +21,7 @@ mod concurrency;
 mod contract;
 mod errors;
 mod hardening_input;
+mod hardening_limits;
 mod hardening_resources;
 mod helpers;
 mod jobs;
