@@ -240,6 +240,10 @@ async fn bench_get(client: &Client, args: &Args, ids: Vec<String>) -> Phase {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if let Some(logins) = args.login_flood {
+        // The allocator setting of the controller binary (its main.rs), so
+        // the in-process controller's memory is measured as deployed.
+        // SAFETY: mallopt only changes the allocator's tuning.
+        unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20) };
         anyhow::ensure!(
             args.url.is_none(),
             "--login-flood measures this process's memory: run it without --url"
