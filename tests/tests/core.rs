@@ -518,7 +518,6 @@ async fn allocate(
         workers,
         job_id: None,
         ttl_seconds: 600,
-        admin: false,
     };
     let a = allocations::allocate(&tx, user, req, quota).await?;
     tx.commit().await?;

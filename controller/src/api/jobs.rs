@@ -64,7 +64,11 @@ pub async fn submit(
 }
 
 /// The job if the caller may see it, else 404.
-async fn visible(client: &impl GenericClient, principal: &Principal, job_id: Uuid) -> Result<Job, ApiError> {
+pub(super) async fn visible(
+    client: &impl GenericClient,
+    principal: &Principal,
+    job_id: Uuid,
+) -> Result<Job, ApiError> {
     let job = jobs::get(client, job_id).await?;
     check_visible(&job, principal)?;
     Ok(job)

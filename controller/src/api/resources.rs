@@ -68,13 +68,16 @@ pub async fn allocate(
     valid(req.problems())?;
     let ttl_seconds = lifetime(&req, state.allocation_ttl)?;
     let mut client = state.db.client().await?;
+    if let Some(job_id) = req.job_id {
+        // Another user's job is the 404 of an unknown one: no oracle of ids.
+        super::jobs::visible(&client, &principal, job_id).await?;
+    }
     let quota = quotas::get(&client, principal.user_id, state.default_quota).await?;
     let tx = client.transaction().await.map_err(DbError::from)?;
     let request = AllocationRequest {
         workers: req.workers,
         job_id: req.job_id,
         ttl_seconds,
-        admin: principal.is_admin(),
     };
     let allocation = allocations::allocate(&tx, principal.user_id, request, quota).await?;
     tx.commit().await.map_err(DbError::from)?;

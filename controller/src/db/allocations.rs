@@ -39,14 +39,12 @@ fn not_found(id: Uuid) -> DbError {
 pub struct AllocationRequest {
     /// Workers wanted.
     pub workers: i32,
-    /// The job they are for, if any (must exist and be visible to the
-    /// caller: the user's own, or any job for an admin).
+    /// The job they are for, if any (must exist; the API checks that the
+    /// caller may see it).
     pub job_id: Option<Uuid>,
     /// Lifetime in seconds: every allocation lapses (the API applies the
     /// configured default when the client gives none).
     pub ttl_seconds: i64,
-    /// Whether the caller is an admin, who may allocate for any job.
-    pub admin: bool,
 }
 
 /// Marks active allocations past their `expires_at` as expired, so they stop
@@ -85,30 +83,6 @@ pub async fn free_workers(client: &impl GenericClient) -> Result<i64, DbError> {
         .max(0))
 }
 
-/// `NotFound` unless `job_id` exists and the caller may see it: another
-/// user's job gets the same answer as an unknown id, so an allocation is
-/// no oracle of which job ids exist.
-async fn check_job_visible(
-    tx: &Transaction<'_>,
-    job_id: Uuid,
-    user_id: Uuid,
-    admin: bool,
-) -> Result<(), DbError> {
-    let visible = tx
-        .row_opt(
-            "SELECT 1 FROM jobs WHERE job_id = $1 AND ($3 OR submitted_by = $2)",
-            &[&job_id, &user_id, &admin],
-        )
-        .await?;
-    match visible {
-        Some(_) => Ok(()),
-        None => Err(DbError::NotFound {
-            kind: "Job",
-            id: job_id.to_string(),
-        }),
-    }
-}
-
 /// Allocates workers for `user_id` inside `tx` if both the user's quota and
 /// the free workers allow it; otherwise `QuotaExceeded` or `NotEnoughWorkers`. The caller commits.
 pub async fn allocate(
@@ -117,9 +91,6 @@ pub async fn allocate(
     req: AllocationRequest,
     quota: Quota,
 ) -> Result<Allocation, DbError> {
-    if let Some(job_id) = req.job_id {
-        check_job_visible(tx, job_id, user_id, req.admin).await?;
-    }
     tx.exec("SELECT pg_advisory_xact_lock($1)", &[&ALLOCATION_LOCK])
         .await?;
     expire_lapsed(tx).await?;
@@ -134,6 +105,18 @@ pub async fn allocate(
     let free = free_workers(tx).await?;
     if wanted > free {
         return Err(DbError::NotEnoughWorkers { wanted, free });
+    }
+    if let Some(job_id) = req.job_id {
+        if tx
+            .row_opt("SELECT 1 FROM jobs WHERE job_id = $1", &[&job_id])
+            .await?
+            .is_none()
+        {
+            return Err(DbError::NotFound {
+                kind: "Job",
+                id: job_id.to_string(),
+            });
+        }
     }
     let sql = format!(
         "INSERT INTO allocations (allocation_id, user_id, job_id, workers, expires_at)
