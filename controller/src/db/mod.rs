@@ -14,7 +14,7 @@ pub mod users;
 pub mod workers;
 
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use orchestrator_shared::{StateTransitionError, StatusParseError};
+use orchestrator_shared::{StateMachine, StateTransitionError, StatusParseError};
 use std::time::Duration;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
@@ -177,6 +177,21 @@ impl DbError {
 impl From<StatusParseError> for DbError {
     fn from(e: StatusParseError) -> Self {
         DbError::Corrupt(e.to_string())
+    }
+}
+
+/// Why a compare-and-set from an expected status to `to` changed no row,
+/// given the status the row has now: the state machine's refusal (409
+/// naming the move), or, when the move is allowed from there, a lost race.
+pub(crate) fn refused_transition<S: StateMachine>(
+    current: S,
+    to: S,
+    kind: &'static str,
+    id: String,
+) -> DbError {
+    match current.transition(to) {
+        Err(refusal) => DbError::Transition(refusal),
+        Ok(_) => DbError::ChangedConcurrently { kind, id },
     }
 }
 

@@ -4,7 +4,7 @@
 //! and registrations and lifecycle changes are recorded in `worker_events`
 //! by the statement that makes them.
 
-use super::{control, parse_json, parse_status, Cached, DbError};
+use super::{control, parse_json, parse_status, refused_transition, Cached, DbError};
 use crate::models::{Labels, NewWorker, Worker};
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
@@ -233,12 +233,11 @@ pub async fn transition_because(
         Some(row) => from_row(&row),
         None => {
             let current = get(client, worker_id).await?;
-            Err(current.status.transition(to).err().map_or_else(
-                || DbError::ChangedConcurrently {
-                    kind: "Worker",
-                    id: worker_id.to_owned(),
-                },
-                DbError::Transition,
+            Err(refused_transition(
+                current.status,
+                to,
+                "Worker",
+                worker_id.to_owned(),
             ))
         }
     }

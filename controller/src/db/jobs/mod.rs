@@ -13,7 +13,7 @@ mod submit;
 pub use list::{list, JobCursor, JobFilter};
 pub use submit::{enqueue_dispatch_many, enqueue_shard_dispatch, submit, submit_batch, Submitted};
 
-use super::{parse_json, parse_status, Cached, DbError};
+use super::{parse_json, parse_status, refused_transition, Cached, DbError};
 use crate::models::{Job, JobEvent, Labels};
 use deadpool_postgres::GenericClient;
 use orchestrator_shared::api::JobOutput;
@@ -178,13 +178,7 @@ pub async fn transition(
         Some(row) => from_row(&row),
         None => {
             let current = get(client, job_id).await?;
-            Err(current.status.transition(to).err().map_or_else(
-                || DbError::ChangedConcurrently {
-                    kind: "Job",
-                    id: job_id.to_string(),
-                },
-                DbError::Transition,
-            ))
+            Err(refused_transition(current.status, to, "Job", job_id.to_string()))
         }
     }
 }
