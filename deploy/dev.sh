@@ -33,5 +33,9 @@ export ORCH_LISTEN="${ORCH_LISTEN:-127.0.0.1:8000}"
 export ORCH_JWT_SECRET="${ORCH_JWT_SECRET:-$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')}"
 export ORCH_ADMIN_USERNAME="${ORCH_ADMIN_USERNAME:-admin}"
 export ORCH_ADMIN_PASSWORD="${ORCH_ADMIN_PASSWORD:-admin-password}"
+# Plain HTTP on loopback, chosen explicitly (the controller warns about it);
+# set ORCH_TLS_CERT_FILE and ORCH_TLS_KEY_FILE (deploy/certs.sh makes a pair)
+# and ORCH_INSECURE_HTTP=false for HTTPS.
+export ORCH_INSECURE_HTTP="${ORCH_INSECURE_HTTP:-true}"
 echo "controller on http://$ORCH_LISTEN (admin: $ORCH_ADMIN_USERNAME / \$ORCH_ADMIN_PASSWORD)"
 exec cargo run --release -p controller -- serve

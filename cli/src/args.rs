@@ -9,17 +9,21 @@ use orchestrator_shared::api::jobs::{
 };
 use orchestrator_shared::api::resources::{MAX_ALLOCATION_WORKERS, MAX_TTL_SECONDS};
 use orchestrator_shared::{JobStatus, StatusParseError, WorkerStatus};
+use std::path::PathBuf;
 use std::str::FromStr;
 use uuid::Uuid;
 
 /// Shown under every `--help`: the environment and the exit statuses.
 pub const AFTER_HELP: &str = "\
 Environment:
-  ORCH_URL       controller URL (else the config file's, else http://127.0.0.1:8000)
+  ORCH_URL       controller URL (else the config file's, else https://127.0.0.1:8000)
   ORCH_TOKEN     bearer token (else the config file's, if saved for the same URL)
   ORCH_PASSWORD  password for `login` (safer than --password, which `ps` shows)
   ORCH_CONFIG    config file (else $XDG_CONFIG_HOME/orchestrator/config.json,
                  else ~/.config/orchestrator/config.json)
+  ORCH_CA_FILE   PEM file of a private CA trusted for an https:// controller
+                 (else the config file's, if saved for the same URL); the
+                 system's roots are trusted too, or SSL_CERT_FILE's instead
 
 Exit status:
   0  success; for `submit --wait`, the job completed
@@ -38,6 +42,10 @@ pub struct Cli {
     /// Bearer token (default: the one saved by `login`).
     #[arg(long, env = "ORCH_TOKEN", global = true, hide_env_values = true)]
     pub token: Option<String>,
+    /// PEM file of a private CA that signed the controller's certificate
+    /// (default: the one saved by `login`); trusted besides the system's roots.
+    #[arg(long, env = "ORCH_CA_FILE", global = true)]
+    pub ca_file: Option<PathBuf>,
     /// Print the API's JSON answers instead of tables, for scripts.
     #[arg(long, global = true)]
     pub json: bool,

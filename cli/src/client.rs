@@ -1,13 +1,15 @@
 //! The HTTP client: builds route URLs, sends the bearer token, and turns
 //! error answers into [`ApiError`]s.
 
-use crate::error::{ApiError, UnexpectedAnswer, UsageError};
+use crate::error::{ApiError, TlsRefused, UnexpectedAnswer, UsageError};
 use anyhow::{anyhow, bail, Context, Result};
 use reqwest::header::RETRY_AFTER;
 use reqwest::{RequestBuilder, StatusCode, Url};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
+use orchestrator_shared::tls::{tls_failure, CaBundle};
+use std::path::Path;
 use std::time::Duration;
 
 /// Longest time one request may take; an answer slower than this means the
@@ -81,10 +83,22 @@ pub struct ApiClient {
 
 impl ApiClient {
     /// A client of the controller at `base_url` (a usage error if it is not an
-    /// http(s) URL).
-    pub fn new(base_url: &str, token: Option<String>) -> Result<Self> {
+    /// http(s) URL), whose certificate (for `https://`) is signed by a CA of
+    /// the system's roots (or `SSL_CERT_FILE`'s) or of `ca_file`.
+    pub fn new(base_url: &str, token: Option<String>, ca_file: Option<&Path>) -> Result<Self> {
         let base = parse_base_url(base_url)?;
+        let ca = ca_file
+            .map(CaBundle::read)
+            .transpose()
+            .map_err(|err| UsageError(err.to_string()))?;
+        let certificates = ca
+            .iter()
+            .flat_map(CaBundle::certificates)
+            .map(|der| reqwest::Certificate::from_der(der))
+            .collect::<Result<Vec<_>, _>>()
+            .context("reading the CA file's certificates")?;
         let http = reqwest::Client::builder()
+            .tls_certs_merge(certificates)
             .timeout(REQUEST_TIMEOUT)
             .connect_timeout(CONNECT_TIMEOUT)
             // Under the controller's header-read timeout (10 s by default),
@@ -153,8 +167,13 @@ impl ApiClient {
     }
 }
 
-/// A failed exchange, with what kind of failure it was in words.
+/// A failed exchange, with what kind of failure it was in words. A TLS
+/// failure is said in one line of its own, without the transport's chain.
 fn network_error(err: reqwest::Error, url: &Url) -> anyhow::Error {
+    if let Some(failure) = tls_failure(&err) {
+        let origin = url.origin().ascii_serialization();
+        return TlsRefused { origin, failure }.into();
+    }
     let what = if err.is_timeout() {
         format!("the controller did not answer in time ({url})")
     } else if err.is_connect() {
@@ -414,7 +433,7 @@ mod tests {
     #[tokio::test]
     async fn requests_carry_the_bearer_token() -> Result<()> {
         let (url, server) = serve_once(answer("200 OK", r#"{"workers":[],"total":0}"#)).await?;
-        let client = ApiClient::new(&url, Some("t0k".into()))?;
+        let client = ApiClient::new(&url, Some("t0k".into()), None)?;
         let filter = WorkerFilter {
             status: Some("idle".into()),
         };
@@ -436,7 +455,7 @@ mod tests {
     async fn error_answers_become_api_errors() -> Result<()> {
         let body = r#"{"detail":"Invalid authentication credentials"}"#;
         let (url, _server) = serve_once(answer("401 Unauthorized", body)).await?;
-        let err = ApiClient::new(&url, None)?
+        let err = ApiClient::new(&url, None, None)?
             .anonymous()
             .post::<Job>(&["api", "jobs", "submit"], &json!({}))
             .await;
@@ -451,7 +470,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
         drop(listener);
-        let err = ApiClient::new(&url, None)?.get::<Value>(&["healthz"]).await.err();
+        let err = ApiClient::new(&url, None, None)?.get::<Value>(&["healthz"]).await.err();
         let text = err.map(|e| format!("{e:#}")).unwrap_or_default();
         assert!(
             text.starts_with("cannot connect to the controller at http://127.0.0.1:"),

@@ -19,7 +19,7 @@ pub const ENV_XDG_CONFIG_HOME: &str = "XDG_CONFIG_HOME";
 /// The home directory, for `~/.config` when `XDG_CONFIG_HOME` is unset.
 pub const ENV_HOME: &str = "HOME";
 /// The controller's default listen address, seen from the same host.
-pub const DEFAULT_URL: &str = "http://127.0.0.1:8000";
+pub const DEFAULT_URL: &str = "https://127.0.0.1:8000";
 
 /// The config file's content.
 #[derive(Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -33,6 +33,9 @@ pub struct ConfigFile {
     /// Who logged in; informative only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
+    /// The private CA file `login` was given, used again for the same URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
 }
 
 impl fmt::Debug for ConfigFile {
@@ -41,6 +44,7 @@ impl fmt::Debug for ConfigFile {
             .field("url", &self.url)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("username", &self.username)
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }
@@ -125,6 +129,9 @@ pub struct Settings {
     pub url: String,
     /// Bearer token, if any is known for that URL.
     pub token: Option<String>,
+    /// A private CA to trust for that URL, if the config file names one
+    /// (`--ca-file` replaces it).
+    pub ca_file: Option<PathBuf>,
 }
 
 impl fmt::Debug for Settings {
@@ -132,6 +139,7 @@ impl fmt::Debug for Settings {
         f.debug_struct("Settings")
             .field("url", &self.url)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }
@@ -145,12 +153,11 @@ impl Settings {
         let url = given(url_flag)
             .or(file_url)
             .unwrap_or_else(|| DEFAULT_URL.to_owned());
-        let file_token = file
-            .filter(|f| f.url.as_deref().is_some_and(|u| same_url(u, &url)))
-            .and_then(|f| f.token.clone())
-            .filter(|t| !t.is_empty());
+        let same_server = file.filter(|f| f.url.as_deref().is_some_and(|u| same_url(u, &url)));
+        let file_token = same_server.and_then(|f| f.token.clone()).filter(|t| !t.is_empty());
         Self {
             token: given(token_flag).or(file_token),
+            ca_file: same_server.and_then(|f| f.ca_file.clone()),
             url,
         }
     }
@@ -182,7 +189,20 @@ mod tests {
             url: Some(url.into()),
             token: Some(token.into()),
             username: None,
+            ca_file: None,
         }
+    }
+
+    #[test]
+    fn the_files_ca_is_used_for_its_own_url_only() {
+        let stored = ConfigFile {
+            ca_file: Some(PathBuf::from("/etc/orch/ca.pem")),
+            ..file("https://a:8443", "t")
+        };
+        let same = Settings::resolve(None, None, Some(&stored));
+        assert_eq!(same.ca_file, Some(PathBuf::from("/etc/orch/ca.pem")));
+        let other = Settings::resolve(Some("https://b:8443"), None, Some(&stored));
+        assert_eq!(other.ca_file, None);
     }
 
     #[test]

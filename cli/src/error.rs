@@ -7,6 +7,7 @@
 
 use crate::render;
 use orchestrator_shared::api::FieldError;
+use orchestrator_shared::tls::TlsFailure;
 use serde_json::Value;
 use std::fmt;
 
@@ -84,6 +85,37 @@ impl UsageError {
     }
 }
 
+/// The TLS handshake with the controller failed: its certificate is not
+/// trusted, or it does not speak TLS. Said in one line with what to do;
+/// retrying will not change it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsRefused {
+    /// The controller's origin (`https://host:port`).
+    pub origin: String,
+    /// What went wrong.
+    pub failure: TlsFailure,
+}
+
+impl fmt::Display for TlsRefused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.failure {
+            TlsFailure::Untrusted(why) => write!(
+                f,
+                "the certificate of the controller at {} is not trusted ({why}); pass --ca-file \
+                 FILE (or set ORCH_CA_FILE) naming the CA that signed it",
+                self.origin
+            ),
+            TlsFailure::NotTls => write!(
+                f,
+                "the controller at {} does not speak TLS; use its http:// URL if it serves plain HTTP",
+                self.origin
+            ),
+        }
+    }
+}
+
+impl std::error::Error for TlsRefused {}
+
 /// A successful answer that does not have the contract's shape: the
 /// controller and this client disagree on the contract, which no retry fixes.
 #[derive(Debug)]
@@ -139,7 +171,10 @@ pub fn hint(err: &anyhow::Error) -> Option<&'static str> {
 /// opposed to a 4xx answer or an answer not understood, which will be the
 /// same on every retry.
 pub fn is_transient(err: &anyhow::Error) -> bool {
-    if err.chain().any(|cause| cause.is::<UnexpectedAnswer>()) {
+    if err
+        .chain()
+        .any(|cause| cause.is::<UnexpectedAnswer>() || cause.is::<TlsRefused>())
+    {
         return false;
     }
     err.chain()
@@ -260,6 +295,19 @@ mod tests {
         let expected =
             "showing job x: the controller's answer was not understood (expected a Job): invalid type";
         assert!(text.starts_with(expected), "{text}");
+    }
+
+    #[test]
+    fn a_refused_certificate_is_one_line_naming_the_fix_and_lasting() {
+        let err = anyhow::Error::from(TlsRefused {
+            origin: "https://ctl:8443".into(),
+            failure: TlsFailure::Untrusted("it is signed by a CA this client does not trust".into()),
+        });
+        let text = format!("{err:#}");
+        assert!(!text.contains('\n'), "{text}");
+        assert!(text.contains("https://ctl:8443") && text.contains("--ca-file"), "{text}");
+        assert!(!is_transient(&err));
+        assert_eq!(exit_code(&err), EXIT_FAILURE);
     }
 
     #[test]

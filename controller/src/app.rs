@@ -9,6 +9,11 @@
 //! `ORCH_MAX_CONNECTIONS` connections are served at once; beyond that the
 //! loop stops accepting, so new connections wait in the kernel's listen
 //! backlog until one closes.
+//!
+//! The port speaks HTTPS (`crate::tls`): each connection's TLS handshake
+//! runs in its own task, bounded by the same header-read timeout, so a slow
+//! client never holds the accept loop. Plain HTTP only with
+//! `--insecure-http`, warned about at start.
 
 use crate::api::client_ip::TrustedProxies;
 use crate::api::limiter::{LoginLimiter, LoginLimits};
@@ -18,16 +23,21 @@ use crate::broker::{self, BrokerStatus, Flow};
 use crate::config::{Config, ServeConfig};
 use crate::db::{self, Database};
 use crate::models::Quota;
+use crate::tls::Transport;
 use anyhow::Context;
+use axum::extract::ConnectInfo;
+use axum::middleware::AddExtension;
 use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
+use orchestrator_shared::tls::CaBundle;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tower::Service;
@@ -47,8 +57,9 @@ pub struct App {
     state: AppState,
     timeout: Duration,
     serve: ServeConfig,
-    amqp_url: String,
-    database_url: String,
+    transport: Transport,
+    broker: broker::BrokerLink,
+    database: db::PgTarget,
     flow: crate::config::FlowConfig,
 }
 
@@ -73,11 +84,13 @@ fn prometheus() -> anyhow::Result<metrics_exporter_prometheus::PrometheusHandle>
 impl App {
     /// Migrates, connects, creates the configured admin and binds the port.
     pub async fn build(config: Config) -> anyhow::Result<App> {
+        let transport = Transport::from_config(&config.tls).context("serving the API")?;
         let tokens = TokenIssuer::new(&config.auth).context("JWT configuration")?;
-        db::migrate(&config.database_url)
-            .await
-            .context("applying migrations")?;
-        let database = Database::connect(&config.database_url, config.db_pool_size, config.db_wait)
+        let target = db::PgTarget::new(&config.database_url, config.database_ca_file.as_deref())
+            .context("the Postgres connection settings")?;
+        let broker_ca = read_ca(config.amqp_ca_file.as_deref()).context("the broker's CA file")?;
+        db::migrate_to(&target).await.context("applying migrations")?;
+        let database = Database::connect_to(&target, config.db_pool_size, config.db_wait)
             .context("building the pool")?;
         if let (Some(user), Some(pass)) = (&config.auth.admin_username, &config.auth.admin_password) {
             crate::bootstrap::ensure_admin(&database, user, pass)
@@ -113,8 +126,12 @@ impl App {
             state,
             timeout: config.request_timeout,
             serve: config.serve,
-            amqp_url: config.amqp_url,
-            database_url: config.database_url,
+            transport,
+            broker: broker::BrokerLink {
+                url: config.amqp_url,
+                ca: broker_ca,
+            },
+            database: target,
             flow: config.flow,
         })
     }
@@ -141,15 +158,27 @@ impl App {
             wake: self.state.wake.clone(),
             status: self.state.broker.clone(),
         };
-        let broker = tokio::spawn(broker::supervise(self.amqp_url.clone(), flow.clone()));
-        let reaper = tokio::spawn(crate::reaper::run(self.database_url.clone(), flow));
+        let broker = tokio::spawn(broker::supervise(self.broker, flow.clone()));
+        let reaper = tokio::spawn(crate::reaper::run(self.database, flow));
         let router = api::router(self.state, self.timeout);
-        tracing::info!(addr = %self.listener.local_addr()?, "controller listening");
-        serve(self.listener, router, &self.serve, shutdown).await;
+        let scheme = self.transport.scheme();
+        if matches!(self.transport, Transport::InsecureHttp) {
+            tracing::warn!(
+                "serving plain HTTP (--insecure-http): passwords and tokens cross the network \
+                 in clear text; use it only behind a TLS proxy or on a trusted host"
+            );
+        }
+        tracing::info!(addr = %self.listener.local_addr()?, scheme, "controller listening");
+        serve(self.listener, router, &self.serve, self.transport, shutdown).await;
         broker.abort();
         reaper.abort();
         Ok(())
     }
+}
+
+/// Reads the CA file at `path`, if one is configured.
+fn read_ca(path: Option<&std::path::Path>) -> anyhow::Result<Option<CaBundle>> {
+    Ok(path.map(CaBundle::read).transpose()?)
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then stops
@@ -159,6 +188,7 @@ async fn serve(
     listener: TcpListener,
     router: Router,
     limits: &ServeConfig,
+    transport: Transport,
     shutdown: impl Future<Output = ()>,
 ) {
     let mut make_service = router.into_make_service_with_connect_info::<SocketAddr>();
@@ -177,17 +207,52 @@ async fn serve(
         };
         let Ok(slot) = slot else { break };
         let Ok(service) = make_service.call(peer).await;
-        let connection =
-            graceful.watch(http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service)));
+        let connection = Connection {
+            http: http.clone(),
+            service: TowerToHyperService::new(service),
+            watcher: graceful.watcher(),
+            peer,
+        };
+        let (transport, handshake_limit) = (transport.clone(), limits.header_read_timeout);
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, %peer, "connection ended with an error");
+            match transport {
+                Transport::InsecureHttp => connection.serve(stream).await,
+                Transport::Https(acceptor) => {
+                    if let Some(tls) = crate::tls::accept(&acceptor, stream, handshake_limit).await {
+                        connection.serve(tls).await;
+                    }
+                }
             }
             drop(slot);
         });
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// The service of one accepted connection, ready to serve it over TCP or
+/// TLS once the transport is set up.
+struct Connection {
+    /// HTTP/1 settings (the header-read timeout).
+    http: http1::Builder,
+    /// The router, as a hyper service.
+    service: TowerToHyperService<AddExtension<Router, ConnectInfo<SocketAddr>>>,
+    /// Lets a graceful shutdown finish this connection's request.
+    watcher: Watcher,
+    /// The client, for logs.
+    peer: SocketAddr,
+}
+
+impl Connection {
+    /// Serves HTTP/1 on `io` until the connection ends.
+    async fn serve<I: AsyncRead + AsyncWrite + Unpin + Send + 'static>(self, io: I) {
+        let connection = self
+            .http
+            .serve_connection(TokioIo::new(io), self.service);
+        if let Err(e) = self.watcher.watch(connection).await {
+            tracing::debug!(error = %e, peer = %self.peer, "connection ended with an error");
+        }
+    }
 }
 
 /// The next connection. A failure of one connection is skipped; any other

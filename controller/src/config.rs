@@ -8,6 +8,7 @@ use ipnet::IpNet;
 use orchestrator_shared::validate::{millis, seconds};
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroUsize;
+use std::path::PathBuf;
 use std::time::Duration;
 
 pub use orchestrator_shared::Secret;
@@ -159,7 +160,8 @@ pub struct FlowConfig {
 pub struct ServeConfig {
     /// Seconds a client has to send a request's headers, counted from when
     /// the connection opens or its previous response ends; then the
-    /// connection is closed. Bounds what a slow or idle client holds.
+    /// connection is closed. Bounds what a slow or idle client holds; the
+    /// TLS handshake of a new connection gets as long again.
     #[arg(long = "header-read-timeout-seconds", env = "ORCH_HEADER_READ_TIMEOUT_SECONDS", default_value = "10", value_parser = positive_seconds)]
     pub header_read_timeout: Duration,
     /// Most connections served at once; further ones wait, unanswered, in
@@ -171,6 +173,24 @@ pub struct ServeConfig {
     /// none: the header is ignored and the peer address is the client.
     #[arg(long, env = "ORCH_TRUSTED_PROXIES", value_delimiter = ',', value_parser = network)]
     pub trusted_proxies: Vec<IpNet>,
+}
+
+/// How the API's port speaks: HTTPS with a certificate, or plain HTTP only
+/// when asked for by name, since plain HTTP carries passwords and tokens in
+/// clear text. With neither, the controller refuses to start.
+#[derive(Debug, Clone, Args)]
+pub struct TlsConfig {
+    /// PEM file of the certificate the API serves HTTPS with, followed by
+    /// any intermediate certificates (the chain, leaf first).
+    #[arg(long, env = "ORCH_TLS_CERT_FILE", requires = "tls_key_file")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM file of the certificate's private key (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "ORCH_TLS_KEY_FILE", requires = "tls_cert_file")]
+    pub tls_key_file: Option<PathBuf>,
+    /// Serve plain HTTP instead of HTTPS (behind a TLS-terminating proxy, or
+    /// on a trusted host only): logged as a warning at start.
+    #[arg(long, env = "ORCH_INSECURE_HTTP", conflicts_with = "tls_cert_file")]
+    pub insecure_http: bool,
 }
 
 /// Like [`seconds`], but zero is refused: a zero timeout would close
@@ -196,6 +216,11 @@ pub struct Config {
     /// Postgres connection string (`postgres://user:pass@host:port/db`).
     #[arg(long, env = "ORCH_DATABASE_URL", hide_env_values = true)]
     pub database_url: String,
+    /// PEM file of the CA that signed Postgres's certificate. Given, every
+    /// connection to Postgres requires TLS and checks that the certificate
+    /// names the URL's host (libpq's `sslmode=verify-full`).
+    #[arg(long, env = "ORCH_DATABASE_CA_FILE")]
+    pub database_ca_file: Option<PathBuf>,
     /// Most Postgres connections the controller holds.
     #[arg(long, env = "ORCH_DB_POOL_SIZE", default_value_t = 16)]
     pub db_pool_size: usize,
@@ -210,6 +235,10 @@ pub struct Config {
         hide_env_values = true
     )]
     pub amqp_url: String,
+    /// PEM file of a CA to trust, besides the system's roots, for the
+    /// broker's certificate on an `amqps://` URL.
+    #[arg(long, env = "ORCH_AMQP_CA_FILE")]
+    pub amqp_ca_file: Option<PathBuf>,
     /// Address the HTTP API listens on.
     #[arg(long, env = "ORCH_LISTEN", default_value = "0.0.0.0:8000")]
     pub listen: SocketAddr,
@@ -233,6 +262,9 @@ pub struct Config {
     /// Connection limits and trusted proxies.
     #[command(flatten)]
     pub serve: ServeConfig,
+    /// HTTPS, or plain HTTP by explicit choice.
+    #[command(flatten)]
+    pub tls: TlsConfig,
     /// Token settings.
     #[command(flatten)]
     pub auth: AuthConfig,
@@ -330,6 +362,27 @@ mod tests {
                 Cli::try_parse_from(base.iter().copied().chain(bad)).is_err(),
                 "{bad:?}"
             );
+        }
+    }
+
+    #[test]
+    fn tls_files_come_in_pairs_and_exclude_plain_http() {
+        let base = ["controller", "--database-url", "x", "--jwt-secret", "s"];
+        let tls = Cli::try_parse_from(base).unwrap().config.tls;
+        assert!(tls.tls_cert_file.is_none() && !tls.insecure_http);
+        let pair = ["--tls-cert-file", "c.pem", "--tls-key-file", "k.pem"];
+        let tls = Cli::try_parse_from(base.iter().copied().chain(pair))
+            .unwrap()
+            .config
+            .tls;
+        assert_eq!(tls.tls_key_file, Some(PathBuf::from("k.pem")));
+        for bad in [
+            &["--tls-cert-file", "c.pem"][..],
+            &["--tls-key-file", "k.pem"][..],
+            &["--tls-cert-file", "c.pem", "--tls-key-file", "k.pem", "--insecure-http"][..],
+        ] {
+            let args = base.iter().chain(bad).copied();
+            assert!(Cli::try_parse_from(args).is_err(), "{bad:?}");
         }
     }
 

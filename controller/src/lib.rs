@@ -12,6 +12,8 @@
 //! - [`broker`]: the RabbitMQ connection: outbox relay and agent-event consumer.
 //! - [`reaper`]: single-leader work (lost agents, overdue jobs, lapsed allocations).
 //! - [`bootstrap`]: idempotent first-start set-up (the configured admin).
+//! - [`tls`]: HTTPS of the API (certificate files, plain HTTP refused
+//!   clearly, bounded handshakes) and the client side of TLS to Postgres.
 //!
 //! Only this crate touches Postgres; agents never do.
 
@@ -26,3 +28,4 @@ pub mod config;
 pub mod db;
 pub mod models;
 pub mod reaper;
+pub mod tls;

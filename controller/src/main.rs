@@ -47,6 +47,9 @@ enum Command {
         /// Postgres connection string.
         #[arg(long, env = "ORCH_DATABASE_URL", hide_env_values = true)]
         database_url: String,
+        /// PEM file of the CA of Postgres's certificate (TLS required).
+        #[arg(long, env = "ORCH_DATABASE_CA_FILE")]
+        database_ca_file: Option<std::path::PathBuf>,
     },
     /// Print a new agent token (scope `agent`), signed with the configured key.
     IssueAgentToken {
@@ -62,6 +65,9 @@ enum Command {
         /// Postgres connection string.
         #[arg(long, env = "ORCH_DATABASE_URL", hide_env_values = true)]
         database_url: String,
+        /// PEM file of the CA of Postgres's certificate (TLS required).
+        #[arg(long, env = "ORCH_DATABASE_CA_FILE")]
+        database_ca_file: Option<std::path::PathBuf>,
         /// Login name.
         #[arg(long, env = "ORCH_ADMIN_USERNAME")]
         username: String,
@@ -78,16 +84,26 @@ async fn main() -> anyhow::Result<()> {
     orchestrator_shared::runtime::init_logging(cli.log_json, "info")
         .context("installing the log subscriber")?;
     match cli.command {
-        Some(Command::Migrate { database_url }) => {
-            let applied = db::migrate(&database_url).await.context("applying migrations")?;
+        Some(Command::Migrate {
+            database_url,
+            database_ca_file,
+        }) => {
+            let target = db::PgTarget::new(&database_url, database_ca_file.as_deref())
+                .context("the Postgres connection settings")?;
+            let applied = db::migrate_to(&target).await.context("applying migrations")?;
             tracing::info!(?applied, "migrations applied");
             Ok(())
         }
         Some(Command::CreateAdmin {
             database_url,
+            database_ca_file,
             username,
             password,
-        }) => create_admin(&database_url, &username, password).await,
+        }) => {
+            let target = db::PgTarget::new(&database_url, database_ca_file.as_deref())
+                .context("the Postgres connection settings")?;
+            create_admin(&target, &username, password).await
+        }
         Some(Command::Serve(config)) => serve(*config).await,
         Some(Command::IssueAgentToken { auth, ttl_seconds }) => {
             let issuer = controller::auth::TokenIssuer::new(&auth).context("JWT configuration")?;
@@ -121,9 +137,14 @@ fn unreachable_default() -> anyhow::Result<()> {
     anyhow::bail!("no subcommand given (expected serve, migrate or create-admin)")
 }
 
-async fn create_admin(url: &str, username: &str, password: controller::config::Secret) -> anyhow::Result<()> {
-    db::migrate(url).await.context("applying migrations")?;
-    let database = db::Database::connect(url, 2, Duration::from_secs(10)).context("building the pool")?;
+async fn create_admin(
+    target: &db::PgTarget,
+    username: &str,
+    password: controller::config::Secret,
+) -> anyhow::Result<()> {
+    db::migrate_to(target).await.context("applying migrations")?;
+    let database =
+        db::Database::connect_to(target, 2, Duration::from_secs(10)).context("building the pool")?;
     let created = controller::bootstrap::ensure_admin(&database, username, &password)
         .await
         .context("creating the admin")?;

@@ -6,7 +6,7 @@
 //! over.
 
 use crate::broker::Flow;
-use crate::db::{allocations, flow, outbox, DbError};
+use crate::db::{allocations, flow, outbox, DbError, PgTarget};
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use orchestrator_shared::broker::EVENTS_ROUTING_KEY;
@@ -14,7 +14,6 @@ use orchestrator_shared::messages::{AgentEvent, EVENTS_EXCHANGE};
 use orchestrator_shared::JobStatus;
 use std::collections::hash_map::{Entry, HashMap};
 use std::time::{Duration, Instant};
-use tokio_postgres::NoTls;
 
 /// Advisory lock key of the reaper's leadership ("REAPER" in ASCII).
 const LEADER_LOCK: i64 = 0x5245_4150_4552;
@@ -48,10 +47,10 @@ impl From<tokio_postgres::Error> for ReaperError {
 }
 
 /// Runs forever: wins leadership when it can, then reaps every interval.
-pub async fn run(database_url: String, flow: Flow) {
+pub async fn run(database: PgTarget, flow: Flow) {
     let interval = flow.config.reaper_interval.max(Duration::from_millis(50));
     loop {
-        match lead(&database_url, &flow, interval).await {
+        match lead(&database, &flow, interval).await {
             Ok(()) => {}
             Err(e) => tracing::debug!(error = %e, "reaper leadership attempt failed"),
         }
@@ -61,11 +60,8 @@ pub async fn run(database_url: String, flow: Flow) {
 
 /// Holds the lock and reaps until the lock connection fails. Returns at
 /// once if another replica leads.
-async fn lead(url: &str, flow: &Flow, interval: Duration) -> Result<(), ReaperError> {
-    let (client, connection) = tokio_postgres::connect(url, NoTls)
-        .await
-        .map_err(ReaperError::Lock)?;
-    let driver = tokio::spawn(connection);
+async fn lead(database: &PgTarget, flow: &Flow, interval: Duration) -> Result<(), ReaperError> {
+    let (client, driver) = database.connect().await.map_err(ReaperError::Lock)?;
     let leader = client
         .query_one("SELECT pg_try_advisory_lock($1)", &[&LEADER_LOCK])
         .await

@@ -6,9 +6,10 @@
 
 use crate::messages::{Topology, CONTROL_EXCHANGE, MAX_PRIORITY, WORK_EXCHANGE, WORK_ROUTING_KEY};
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::tcp::OwnedTLSConfig;
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::uri::AMQPUri;
-use lapin::{Channel, ExchangeKind};
+use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
 
 /// Routing key of agent events on the events exchange.
 pub const EVENTS_ROUTING_KEY: &str = "event";
@@ -32,6 +33,24 @@ pub fn broker_uri(url: &str) -> Result<AMQPUri, lapin::Error> {
         .map_err(|e: String| lapin::Error::from(std::io::Error::other(format!("invalid broker URL: {e}"))))?;
     uri.query.frame_max.get_or_insert(FRAME_MAX);
     Ok(uri)
+}
+
+/// Opens a connection to the broker at `url`, asking for [`FRAME_MAX`]
+/// (see [`broker_uri`]). Over `amqps://` the broker's certificate must be
+/// valid for the URL's host and signed by a CA of the system's roots (or of
+/// `SSL_CERT_FILE`) or of `ca_pem`, a private CA's PEM certificates; both
+/// daemons connect through here so they check the broker alike.
+pub async fn connect(
+    url: &str,
+    ca_pem: Option<&str>,
+    properties: ConnectionProperties,
+) -> Result<Connection, lapin::Error> {
+    let tls = OwnedTLSConfig {
+        identity: None,
+        cert_chain: ca_pem.map(str::to_owned),
+    };
+    let runtime = lapin::runtime::default_runtime()?;
+    Connection::connect_uri_with_config(broker_uri(url)?, properties, tls, runtime).await
 }
 
 /// Why a declaration failed.

@@ -15,6 +15,7 @@
 //! - [`backoff`]: the capped exponential retry rhythm of both daemons.
 //! - `broker` (feature): declaring the RabbitMQ topology both daemons use.
 //! - `runtime` (feature): logging set-up and the shutdown signal of both daemons.
+//! - `tls` (feature): CA files, and TLS failures in words.
 
 #![forbid(unsafe_code)]
 
@@ -29,6 +30,8 @@ pub mod scope;
 pub mod secret;
 pub mod state_machine;
 pub mod status;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod validate;
 
 pub use scope::{Scope, ScopeParseError};

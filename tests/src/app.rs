@@ -1,5 +1,7 @@
 //! A real controller per test, in the manner of zero2prod's `spawn_app`:
-//! its own database, HTTP on port 0, the test configuration, and a
+//! its own database, plain HTTP on port 0 (`--insecure-http`, set
+//! explicitly) or HTTPS with a test CA's certificate
+//! ([`spawn_https_app`]), the test configuration, and a
 //! [`TestApp`] handle that knows the address, signs tokens as the app does,
 //! sends requests (the named ones are in [`requests`]) and stops the server.
 
@@ -10,6 +12,7 @@ pub use requests::Reply;
 use crate::containers::infra;
 use crate::databases::{fresh_database, TestDb};
 use crate::fixtures::new_worker;
+use crate::tls::TestTls;
 use reqwest::Method;
 
 /// HMAC secret of every test controller, so tests can forge tokens signed
@@ -25,7 +28,9 @@ pub const ADMIN_PASSWORD: &str = "admin-password";
 pub const USER_PASSWORD: &str = "password-123";
 
 /// A controller configuration for `db_url`, listening on a free port, with
-/// `extra` flags appended (e.g. `["--body-limit-bytes", "1024"]`).
+/// `extra` flags appended (e.g. `["--body-limit-bytes", "1024"]`). Plain
+/// HTTP is asked for explicitly (`--insecure-http`) unless `extra` names a
+/// certificate.
 pub fn test_config(db_url: &str, extra: &[&str]) -> controller::config::Config {
     let amqp = infra().amqp_url();
     let mut args = vec![
@@ -45,13 +50,16 @@ pub fn test_config(db_url: &str, extra: &[&str]) -> controller::config::Config {
         "--db-wait-seconds",
         "3",
     ];
+    if !extra.contains(&"--tls-cert-file") {
+        args.push("--insecure-http");
+    }
     args.extend_from_slice(extra);
     controller::config::Config::try_parse_from(args).unwrap_or_else(|e| panic!("test config: {e}"))
 }
 
 /// A running controller on a port of its own, with its own database.
 pub struct TestApp {
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT`, or `https://localhost:PORT`.
     pub base_url: String,
     /// A pool on the app's database, for arranging and checking state.
     pub db: controller::db::Database,
@@ -61,7 +69,7 @@ pub struct TestApp {
     pub tokens: controller::auth::TokenIssuer,
     /// A token of the configured admin.
     pub admin_token: String,
-    /// HTTP client.
+    /// HTTP client (trusting the test CA for HTTPS).
     pub http: reqwest::Client,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
@@ -74,13 +82,34 @@ pub async fn spawn_app() -> TestApp {
 
 /// Like [`spawn_app`], with extra configuration flags.
 pub async fn spawn_app_with(extra: &[&str]) -> TestApp {
+    spawn(extra, None).await
+}
+
+/// Like [`spawn_app_with`], serving HTTPS with `tls`'s certificate (which
+/// must name `localhost`); the app's client trusts `tls`'s CA.
+pub async fn spawn_https_app(tls: &TestTls, extra: &[&str]) -> TestApp {
+    spawn(extra, Some(tls)).await
+}
+
+async fn spawn(extra: &[&str], tls: Option<&TestTls>) -> TestApp {
     let test_db = fresh_database().await;
-    let config = test_config(&test_db.url, extra);
+    let files = tls.map(|t| (t.cert_file().display().to_string(), t.key_file().display().to_string()));
+    let mut flags = extra.to_vec();
+    if let Some((cert, key)) = &files {
+        flags.extend(["--tls-cert-file", cert, "--tls-key-file", key]);
+    }
+    let config = test_config(&test_db.url, &flags);
     let tokens = controller::auth::TokenIssuer::new(&config.auth).unwrap_or_else(|e| panic!("{e}"));
     let app = controller::app::App::build(config)
         .await
         .unwrap_or_else(|e| panic!("building the app: {e:#}"));
-    let base_url = format!("http://{}", app.local_addr());
+    let (base_url, http) = match tls {
+        Some(t) => (
+            format!("https://localhost:{}", app.local_addr().port()),
+            t.client().unwrap_or_else(|e| panic!("{e:#}")),
+        ),
+        None => (format!("http://{}", app.local_addr()), reqwest::Client::new()),
+    };
     let db = app.database().clone();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
@@ -96,7 +125,7 @@ pub async fn spawn_app_with(extra: &[&str]) -> TestApp {
         test_db,
         tokens,
         admin_token: String::new(),
-        http: reqwest::Client::new(),
+        http,
         stop: Some(stop),
         server: Some(server),
     };

@@ -13,6 +13,7 @@
 //!   named request method per route, each answering a [`Reply`].
 //! - [`cluster`]: a controller plus worker agents as real processes.
 //! - [`multihost`]: every component in a container of its own.
+//! - `tls`: a throw-away CA and server certificate ([`TestTls`]).
 //!
 //! Everything the tests use is re-exported here, so they import
 //! `integration_tests::{spawn_app, ...}` whatever module it lives in.
@@ -23,9 +24,10 @@ mod containers;
 mod databases;
 mod fixtures;
 pub mod multihost;
+mod tls;
 
 pub use app::{
-    spawn_app, spawn_app_with, test_config, Reply, TestApp, ADMIN_PASSWORD, ADMIN_USER, TEST_JWT_SECRET,
+    spawn_app, spawn_app_with, spawn_https_app, test_config, Reply, TestApp, ADMIN_PASSWORD, ADMIN_USER, TEST_JWT_SECRET,
     USER_PASSWORD,
 };
 pub(crate) use containers::{check_image, image_from_env};
@@ -35,3 +37,4 @@ pub use containers::{
 };
 pub use databases::{database, fresh_database, unique_prefix, TestDb};
 pub use fixtures::{create_user, new_job, new_worker, submit, BIG_QUOTA};
+pub use tls::{start_tls_postgres, start_tls_rabbitmq, TestTls, HOSTSSL_ONLY, IMAGE_PG_HBA, IMAGE_TLS_DIR};

@@ -4,12 +4,19 @@
 //! cut one off the network and reconnect it, restart the controller, or add
 //! an agent, exactly as an operator's hosts fail.
 //!
+//! Every link is TLS, as in a real deployment: a CA made with rcgen at the
+//! start signs one certificate for the three servers' names; the
+//! controller serves HTTPS, Postgres accepts TLS connections only, the
+//! broker is reached over AMQPS, and every client checks the certificate
+//! against that CA (mounted as `/etc/orchestrator/ca.pem`).
+//!
 //! The host talks to the controller only through its published port and
-//! reads the database through Postgres's, both on 127.0.0.1. The images are
+//! reads the database through Postgres's, both on localhost. The images are
 //! `orchestrator-controller:test` and `orchestrator-agent:test`, made by
 //! `deploy/build-app-images.sh --test` (`deploy/test.sh` runs it).
 
-use crate::{check_image, wait_for_postgres, TEST_LABEL};
+use crate::tls::{TestTls, HOSTSSL_ONLY, IMAGE_PG_HBA};
+use crate::{check_image, TEST_LABEL};
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
 use std::process::Command;
@@ -27,6 +34,11 @@ pub const APP_TAG: &str = "test";
 pub const WAIT: Duration = Duration::from_secs(180);
 const JWT_SECRET: &str = "multihost-secret-long-enough-for-hs256";
 const ADMIN_PASSWORD: &str = "multihost-admin-password";
+/// Where the controller and the agents find the deployment's CA.
+const CA_IN_CONTAINER: &str = "/etc/orchestrator/ca.pem";
+/// Where the controller finds its certificate and key (readable by its
+/// image's user: the test's files are throw-away).
+const CONTROLLER_TLS: (&str, &str) = ("/etc/orchestrator/controller-cert.pem", "/etc/orchestrator/controller-key.pem");
 
 /// Controller settings that make lost agents noticed within seconds.
 const FLOW_ENV: &[(&str, &str)] = &[
@@ -61,12 +73,14 @@ pub struct Deployment {
     pub run: String,
     /// The private network's name.
     pub network: String,
-    /// `http://127.0.0.1:PORT` of the controller (changes when it restarts).
+    /// `https://localhost:PORT` of the controller (changes when it restarts).
     pub base_url: String,
     /// Token of the admin user.
     pub admin_token: String,
-    /// HTTP client.
+    /// HTTP client, trusting the deployment's CA.
     pub http: reqwest::Client,
+    /// The deployment's CA and server certificate.
+    pub tls: TestTls,
     agent_token: String,
     postgres_port: u16,
     controller: ContainerAsync<GenericImage>,
@@ -81,20 +95,31 @@ fn image(name: &str, tag: &str) -> anyhow::Result<GenericImage> {
 }
 
 fn in_network<I: testcontainers::Image>(
-    img: I,
+    img: impl Into<testcontainers::core::ContainerRequest<I>>,
     network: &str,
     name: &str,
 ) -> testcontainers::core::ContainerRequest<I> {
-    img.with_network(network)
+    img.into()
+        .with_network(network)
         .with_container_name(name)
         .with_hostname(name)
         .with_label(TEST_LABEL, "1")
         .with_startup_timeout(WAIT)
 }
 
+/// The CA and one server certificate for the three servers of run `run`
+/// (and localhost, where the host reaches them).
+fn deployment_tls(run: &str) -> anyhow::Result<TestTls> {
+    let names = ["controller", "postgres", "rabbitmq"].map(|s| format!("{run}-{s}"));
+    let mut hosts: Vec<&str> = names.iter().map(String::as_str).collect();
+    hosts.extend(["localhost", "127.0.0.1"]);
+    TestTls::new(&hosts)
+}
+
 async fn start_infra(
     run: &str,
     network: &str,
+    tls: &TestTls,
 ) -> anyhow::Result<(ContainerAsync<GenericImage>, ContainerAsync<GenericImage>)> {
     let (pg_name, pg_tag) = crate::image_from_env("ORCH_POSTGRES_IMAGE", crate::DEFAULT_POSTGRES_IMAGE);
     let (mq_name, mq_tag) = crate::image_from_env("ORCH_RABBITMQ_IMAGE", crate::DEFAULT_RABBITMQ_IMAGE);
@@ -104,27 +129,44 @@ async fn start_infra(
             "database system is ready to accept connections",
         ));
     let mq = image(&mq_name, &mq_tag)?
-        .with_exposed_port(5672.tcp())
+        .with_exposed_port(5671.tcp())
         .with_wait_for(WaitFor::message_on_stdout("Server startup complete"));
-    let pg = in_network(pg, network, &format!("{run}-postgres"));
-    let mq = in_network(mq, network, &format!("{run}-rabbitmq"));
+    let pg = in_network(tls.install(pg), network, &format!("{run}-postgres"))
+        .with_copy_to(IMAGE_PG_HBA, HOSTSSL_ONLY.as_bytes().to_vec());
+    let mq = in_network(tls.install(mq), network, &format!("{run}-rabbitmq"));
     let (pg, mq) = tokio::try_join!(pg.start(), mq.start()).context("starting Postgres and RabbitMQ")?;
     Ok((pg, mq))
 }
 
-async fn start_controller(run: &str, network: &str) -> anyhow::Result<ContainerAsync<GenericImage>> {
+/// `request` with the deployment's CA at [`CA_IN_CONTAINER`].
+fn with_ca<I: testcontainers::Image>(
+    request: testcontainers::core::ContainerRequest<I>,
+    tls: &TestTls,
+) -> testcontainers::core::ContainerRequest<I> {
+    request.with_copy_to(CA_IN_CONTAINER, tls.ca_pem.clone().into_bytes())
+}
+
+async fn start_controller(run: &str, network: &str, tls: &TestTls) -> anyhow::Result<ContainerAsync<GenericImage>> {
     let img = image("orchestrator-controller", APP_TAG)?
         .with_exposed_port(8000.tcp())
         .with_wait_for(WaitFor::healthcheck());
-    let mut req = in_network(img, network, &format!("{run}-controller"))
+    let (cert, key) = CONTROLLER_TLS;
+    let req = with_ca(in_network(img, network, &format!("{run}-controller")), tls)
+        .with_copy_to(cert, tls.cert_pem.clone().into_bytes())
+        .with_copy_to(key, tls.key_pem.clone().into_bytes());
+    let mut req = req
+        .with_env_var("ORCH_TLS_CERT_FILE", cert)
+        .with_env_var("ORCH_TLS_KEY_FILE", key)
         .with_env_var(
             "ORCH_DATABASE_URL",
             format!("postgres://postgres:postgres@{run}-postgres:5432/postgres"),
         )
+        .with_env_var("ORCH_DATABASE_CA_FILE", CA_IN_CONTAINER)
         .with_env_var(
             "ORCH_AMQP_URL",
-            format!("amqp://guest:guest@{run}-rabbitmq:5672/%2f"),
+            format!("amqps://guest:guest@{run}-rabbitmq:5671/%2f"),
         )
+        .with_env_var("ORCH_AMQP_CA_FILE", CA_IN_CONTAINER)
         .with_env_var("ORCH_JWT_SECRET", JWT_SECRET)
         .with_env_var("ORCH_ADMIN_USERNAME", "admin")
         .with_env_var("ORCH_ADMIN_PASSWORD", ADMIN_PASSWORD)
@@ -142,15 +184,19 @@ impl Deployment {
     pub async fn start(agents: usize, capacity: u32) -> anyhow::Result<Deployment> {
         let run = format!("mh{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
         let network = format!("{NETWORK_PREFIX}{run}");
-        let infra = start_infra(&run, &network).await?;
+        let tls = deployment_tls(&run)?;
+        let infra = start_infra(&run, &network, &tls).await?;
         let postgres_port = infra.0.get_host_port_ipv4(5432).await?;
-        let controller = start_controller(&run, &network).await?;
+        let controller = start_controller(&run, &network, &tls).await?;
+        let ca = reqwest::Certificate::from_pem(tls.ca_pem.as_bytes())?;
         let mut d = Deployment {
             base_url: String::new(),
             admin_token: String::new(),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
+                .tls_certs_merge([ca])
                 .build()?,
+            tls,
             agent_token: String::new(),
             postgres_port,
             controller,
@@ -171,7 +217,7 @@ impl Deployment {
     /// Finds the controller's published port and logs in as the admin.
     async fn connect_controller(&mut self) -> anyhow::Result<()> {
         let port = self.controller.get_host_port_ipv4(8000).await?;
-        self.base_url = format!("http://127.0.0.1:{port}");
+        self.base_url = format!("https://localhost:{port}");
         let deadline = Instant::now() + WAIT;
         loop {
             let login = self
@@ -199,15 +245,16 @@ impl Deployment {
     pub async fn add_agent(&mut self, capacity: u32) -> anyhow::Result<String> {
         let name = format!("{}-agent-{}", self.run, self.agents.len() + 1);
         let img = image("orchestrator-agent", APP_TAG)?;
-        let agent = in_network(img, &self.network, &name)
+        let agent = with_ca(in_network(img, &self.network, &name), &self.tls)
             .with_env_var(
                 "AGENT_CONTROLLER_URL",
-                format!("http://{}-controller:8000", self.run),
+                format!("https://{}-controller:8000", self.run),
             )
             .with_env_var(
                 "AGENT_AMQP_URL",
-                format!("amqp://guest:guest@{}-rabbitmq:5672/%2f", self.run),
+                format!("amqps://guest:guest@{}-rabbitmq:5671/%2f", self.run),
             )
+            .with_env_var("AGENT_CA_FILE", CA_IN_CONTAINER)
             .with_env_var("AGENT_TOKEN", self.agent_token.clone())
             .with_env_var("AGENT_CAPACITY", capacity.to_string())
             .with_env_var("AGENT_HEARTBEAT_MS", "500")
@@ -319,16 +366,22 @@ impl Deployment {
         }
     }
 
-    /// A connection to the deployment's database, for checks.
+    /// A connection to the deployment's database over TLS (the only way
+    /// it accepts), for checks; retried until Postgres answers.
     pub async fn db(&self) -> anyhow::Result<tokio_postgres::Client> {
         let url = format!(
-            "postgres://postgres:postgres@127.0.0.1:{}/postgres",
+            "postgres://postgres:postgres@localhost:{}/postgres",
             self.postgres_port
         );
-        wait_for_postgres(&url).await?;
-        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
-        tokio::spawn(conn);
-        Ok(client)
+        let target = controller::db::PgTarget::new(&url, Some(&self.tls.ca_file()))?;
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match target.connect().await {
+                Ok((client, _driver)) => return Ok(client),
+                Err(e) if Instant::now() > deadline => return Err(e).context("the deployment's Postgres"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+            }
+        }
     }
 
     /// Waits until at least `n` jobs are `completed`.

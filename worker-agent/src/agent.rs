@@ -132,6 +132,9 @@ async fn register(state: &State) {
             Err(e) if e.is_auth() => {
                 tracing::error!(error = %e, attempt, "the controller refused the agent token; retrying");
             }
+            Err(e) if e.is_tls() => {
+                tracing::error!(error = %e, attempt, "no TLS connection to the controller; retrying");
+            }
             Err(e) => tracing::warn!(error = %e, attempt, "registering failed; retrying"),
         }
         tokio::time::sleep(backoff(attempt)).await;

@@ -5,6 +5,7 @@
 
 use crate::config::Secret;
 use orchestrator_shared::api::{ClaimRequest, ClaimResponse, RegisterRequest, Worker};
+use orchestrator_shared::tls::{tls_failure, CaBundle, TlsFailure};
 use std::time::Duration;
 
 /// Longest time one request may take, connection included.
@@ -24,6 +25,16 @@ pub enum ClientError {
     /// a body that is not what the contract says.
     #[error("controller request failed: {0}")]
     Transport(#[from] reqwest::Error),
+    /// The TLS handshake with the controller failed: its certificate is not
+    /// trusted, or it does not speak TLS (retrying will not help until an
+    /// operator fixes the CA file or the URL).
+    #[error("the controller at {base}: {failure}{hint}", hint = tls_hint(failure))]
+    Tls {
+        /// The controller's base URL.
+        base: String,
+        /// What went wrong.
+        failure: TlsFailure,
+    },
     /// The controller answered with an error status.
     #[error("controller answered {status}: {body}")]
     Status {
@@ -41,6 +52,39 @@ impl ClientError {
         matches!(self, ClientError::Status { status, .. }
             if *status == reqwest::StatusCode::UNAUTHORIZED || *status == reqwest::StatusCode::FORBIDDEN)
     }
+
+    /// Whether the TLS handshake failed (an operator must fix the CA file
+    /// or the URL).
+    pub fn is_tls(&self) -> bool {
+        matches!(self, ClientError::Tls { .. })
+    }
+}
+
+/// What to do about a TLS failure, after its description.
+fn tls_hint(failure: &TlsFailure) -> &'static str {
+    match failure {
+        TlsFailure::Untrusted(_) => "; set --ca-file (AGENT_CA_FILE) to the CA that signed it",
+        TlsFailure::NotTls => "; is the controller URL http:// rather than https://?",
+    }
+}
+
+/// An HTTP client with the agent's timeouts that trusts the system's roots
+/// (or `SSL_CERT_FILE`) and `ca`'s certificates.
+fn http_client(ca: Option<&CaBundle>) -> Result<reqwest::Client, reqwest::Error> {
+    let extra = ca.map(CaBundle::certificates).unwrap_or_default();
+    let certificates = extra
+        .iter()
+        .map(|der| reqwest::Certificate::from_der(der))
+        .collect::<Result<Vec<_>, _>>()?;
+    reqwest::Client::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .connect_timeout(CONNECT_TIMEOUT)
+        // The controller closes a connection idle for its header-read
+        // timeout (10 s by default); dropping ours sooner means a request
+        // never goes out on a connection the server is closing.
+        .pool_idle_timeout(IDLE_CONNECTION)
+        .tls_certs_merge(certificates)
+        .build()
 }
 
 /// A handle on the controller's agent API. Cheap to clone.
@@ -55,16 +99,10 @@ pub struct ControllerClient {
 }
 
 impl ControllerClient {
-    /// A client for the controller at `base_url`.
-    pub fn new(base_url: &str, token: Secret) -> Result<Self, ClientError> {
-        let http = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .connect_timeout(CONNECT_TIMEOUT)
-            // The controller closes a connection idle for its header-read
-            // timeout (10 s by default); dropping ours sooner means a request
-            // never goes out on a connection the server is closing.
-            .pool_idle_timeout(IDLE_CONNECTION)
-            .build()?;
+    /// A client for the controller at `base_url`, whose certificate (for
+    /// `https://`) is signed by a CA of the system's roots or of `ca`.
+    pub fn new(base_url: &str, token: Secret, ca: Option<&CaBundle>) -> Result<Self, ClientError> {
+        let http = http_client(ca)?;
         Ok(ControllerClient {
             http,
             base: base_url.trim_end_matches('/').to_owned(),
@@ -94,7 +132,8 @@ impl ControllerClient {
             .bearer_auth(self.token.expose())
             .json(body)
             .send()
-            .await?;
+            .await
+            .map_err(|e| self.transport_error(e))?;
         let status = response.status();
         if !status.is_success() {
             let text = response.text().await.unwrap_or_default();
@@ -102,6 +141,19 @@ impl ControllerClient {
             return Err(ClientError::Status { status, body });
         }
         Ok(response.json().await?)
+    }
+}
+
+impl ControllerClient {
+    /// A failed exchange as a [`ClientError`], naming a TLS failure.
+    fn transport_error(&self, err: reqwest::Error) -> ClientError {
+        match tls_failure(&err) {
+            Some(failure) => ClientError::Tls {
+                base: self.base.clone(),
+                failure,
+            },
+            None => ClientError::Transport(err),
+        }
     }
 }
 

@@ -40,7 +40,7 @@ impl FromStr for Label {
 #[derive(Debug, Clone, Args)]
 pub struct AgentConfig {
     /// Base URL of the controller's API.
-    #[arg(long, env = "AGENT_CONTROLLER_URL", default_value = "http://127.0.0.1:8000")]
+    #[arg(long, env = "AGENT_CONTROLLER_URL", default_value = "https://127.0.0.1:8000")]
     pub controller_url: String,
     /// Bearer token the controller expects from agents.
     #[arg(long, env = "AGENT_TOKEN", hide_env_values = true)]
@@ -54,6 +54,11 @@ pub struct AgentConfig {
         hide_default_value = true
     )]
     pub amqp_url: Secret,
+    /// PEM file of a private CA trusted, besides the system's roots (or
+    /// `SSL_CERT_FILE`), for both the controller's `https://` and the
+    /// broker's `amqps://` certificates.
+    #[arg(long, env = "AGENT_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
     /// Prefix of every broker name; must match the controller's.
     #[arg(long, env = "AGENT_BROKER_PREFIX", default_value = "orchestrator")]
     pub broker_prefix: String,
@@ -168,7 +173,7 @@ mod tests {
         assert!(!shown.contains("very-secret-token"), "{shown}");
         assert!(!shown.contains("guest:guest"), "{shown}");
         assert_eq!(c.agent_token.expose(), "very-secret-token");
-        assert_eq!(c.controller_url, "http://127.0.0.1:8000");
+        assert_eq!(c.controller_url, "https://127.0.0.1:8000");
         assert_eq!(c.broker_prefix, "orchestrator");
         assert_eq!(c.worker_id, "w-1");
         assert_eq!(c.capacity, 1);

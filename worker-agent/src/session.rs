@@ -16,7 +16,7 @@ use lapin::options::{
 use lapin::types::{FieldTable, LongString, ShortString};
 use lapin::{Channel, Connection, ConnectionProperties, Consumer, Event};
 use orchestrator_shared::backoff::backoff;
-use orchestrator_shared::broker::{broker_uri, declare, declare_control_queue};
+use orchestrator_shared::broker::{connect, declare, declare_control_queue};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -90,7 +90,8 @@ pub async fn supervise(state: Arc<State>, mut close: watch::Receiver<bool>) {
 async fn open(state: &State) -> anyhow::Result<Session> {
     let name = LongString::from(format!("worker-agent {}", state.worker_id()));
     let props = ConnectionProperties::default().with_connection_name(name);
-    let connect = Connection::connect_uri(broker_uri(state.config.amqp_url.expose())?, props);
+    let ca = state.ca.as_ref().map(|ca| ca.pem());
+    let connect = connect(state.config.amqp_url.expose(), ca, props);
     let conn = tokio::time::timeout(CONNECT_TIMEOUT, connect)
         .await
         .context("connecting to the broker timed out")?

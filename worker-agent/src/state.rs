@@ -9,6 +9,7 @@ use crate::publisher::Publisher;
 use crate::runner::{CancelHandle, RunLimits};
 use anyhow::Context;
 use orchestrator_shared::messages::{RunningShard, Topology};
+use orchestrator_shared::tls::CaBundle;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -37,6 +38,9 @@ pub struct State {
     pub topology: Topology,
     /// The controller's agent API.
     pub client: ControllerClient,
+    /// The private CA of `--ca-file`, trusted for the controller's and the
+    /// broker's certificates besides the system's roots.
+    pub ca: Option<CaBundle>,
     /// Publishes events on the current connection.
     pub publisher: Publisher,
     /// What every run obeys (work root, grace, tail size).
@@ -70,7 +74,13 @@ impl State {
     /// Builds the shared state from the configuration.
     pub fn new(config: AgentConfig) -> anyhow::Result<Self> {
         let topology = Topology::new(config.broker_prefix.clone());
-        let client = ControllerClient::new(&config.controller_url, config.agent_token.clone())
+        let ca = config
+            .ca_file
+            .as_deref()
+            .map(CaBundle::read)
+            .transpose()
+            .context("reading the CA file")?;
+        let client = ControllerClient::new(&config.controller_url, config.agent_token.clone(), ca.as_ref())
             .context("building the HTTP client")?;
         let publisher = Publisher::new(&topology).context("naming the events exchange")?;
         let limits = RunLimits {
@@ -86,6 +96,7 @@ impl State {
             config,
             topology,
             client,
+            ca,
             publisher,
             limits,
             paused: watch::channel(false).0,

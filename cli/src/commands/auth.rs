@@ -33,6 +33,8 @@ pub async fn login(ctx: &Ctx, args: LoginArgs) -> Result<()> {
         url: Some(url.clone()),
         token: Some(token.typed.access_token.clone()),
         username: Some(args.username.clone()),
+        // Absolute, so later commands find it from any directory.
+        ca_file: ctx.ca_file.as_deref().map(std::path::absolute).transpose()?,
     };
     config::save(path, &stored)?;
     let place = path.display().to_string();

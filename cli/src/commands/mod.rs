@@ -21,6 +21,8 @@ pub struct Ctx {
     pub out: Printer,
     /// The config file, where `login` saves the token (`None`: nowhere known).
     pub config_path: Option<PathBuf>,
+    /// The private CA file the client trusts, which `login` saves.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Runs the command line; the exit code is that of a successful run (only
@@ -29,7 +31,8 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
     let config_path = config::config_path(|name| std::env::var(name).ok());
     let settings = resolve_settings(&cli, config_path.as_deref());
     let ctx = Ctx {
-        client: ApiClient::new(&settings.url, settings.token)?,
+        client: ApiClient::new(&settings.url, settings.token, settings.ca_file.as_deref())?,
+        ca_file: settings.ca_file,
         out: Printer { json: cli.json },
         config_path,
     };
@@ -41,14 +44,21 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
 /// so that `login` can replace it.
 fn resolve_settings(cli: &Cli, path: Option<&Path>) -> Settings {
     let (url, token) = (given(cli.url.as_deref()), given(cli.token.as_deref()));
+    let ca_file = cli.ca_file.clone().filter(|p| !p.as_os_str().is_empty());
     let file = match path {
-        Some(path) if url.is_none() || token.is_none() => config::load(path).unwrap_or_else(|err| {
-            note(&format!("warning: ignoring the config file: {err:#}"));
-            None
-        }),
+        Some(path) if url.is_none() || token.is_none() || ca_file.is_none() => {
+            config::load(path).unwrap_or_else(|err| {
+                note(&format!("warning: ignoring the config file: {err:#}"));
+                None
+            })
+        }
         _ => None,
     };
-    Settings::resolve(url, token, file.as_ref())
+    let mut settings = Settings::resolve(url, token, file.as_ref());
+    if ca_file.is_some() {
+        settings.ca_file = ca_file;
+    }
+    settings
 }
 
 /// Calls the subcommand's function.

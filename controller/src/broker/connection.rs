@@ -9,7 +9,8 @@ use super::Flow;
 use lapin::options::{BasicConsumeOptions, BasicQosOptions};
 use lapin::types::{FieldTable, ShortString};
 use orchestrator_shared::backoff::backoff;
-use orchestrator_shared::broker::{broker_uri, declare, TopologyError};
+use orchestrator_shared::broker::{connect, declare, TopologyError};
+use orchestrator_shared::tls::CaBundle;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -52,12 +53,29 @@ impl BrokerStatus {
     }
 }
 
-/// Keeps a connection to `url` and its relay and consumer running until
-/// the task is dropped.
-pub async fn supervise(url: String, flow: Flow) {
+/// Where the broker is: its URL (`amqp://` or `amqps://`, may hold a
+/// password) and the private CA its certificate may be signed by.
+#[derive(Clone)]
+pub struct BrokerLink {
+    /// The connection string.
+    pub url: String,
+    /// A CA trusted besides the system's roots, for `amqps://`.
+    pub ca: Option<CaBundle>,
+}
+
+impl BrokerLink {
+    /// A link to `url` trusting the system's roots only.
+    pub fn new(url: String) -> Self {
+        BrokerLink { url, ca: None }
+    }
+}
+
+/// Keeps a connection to the broker and its relay and consumer running
+/// until the task is dropped.
+pub async fn supervise(link: BrokerLink, flow: Flow) {
     let mut attempt = 0;
     loop {
-        if let Err(e) = connect_and_run(&url, &flow, &mut attempt).await {
+        if let Err(e) = connect_and_run(&link, &flow, &mut attempt).await {
             tracing::warn!(error = %e, attempt, "broker connection ended");
         }
         flow.status.set(false);
@@ -68,9 +86,9 @@ pub async fn supervise(url: String, flow: Flow) {
 
 /// One connection's life: set it up, mark the link up (and the backoff
 /// reset), then run the relay and the consumer until either ends.
-async fn connect_and_run(url: &str, flow: &Flow, attempt: &mut u32) -> Result<(), ConnectionError> {
-    let conn =
-        lapin::Connection::connect_uri(broker_uri(url)?, lapin::ConnectionProperties::default()).await?;
+async fn connect_and_run(link: &BrokerLink, flow: &Flow, attempt: &mut u32) -> Result<(), ConnectionError> {
+    let ca = link.ca.as_ref().map(CaBundle::pem);
+    let conn = connect(&link.url, ca, lapin::ConnectionProperties::default()).await?;
     let setup = conn.create_channel().await?;
     if let Err(e) = declare(&setup, &flow.topology).await {
         tracing::error!(error = %e, "declaring the broker topology failed");

@@ -22,7 +22,7 @@ mod consumer;
 mod relay;
 
 pub use apply::apply_event;
-pub use connection::{supervise, BrokerStatus};
+pub use connection::{supervise, BrokerLink, BrokerStatus};
 pub use consumer::events_prefetch;
 
 use crate::config::FlowConfig;

@@ -10,15 +10,17 @@ pub mod jobs;
 pub mod outbox;
 pub mod quotas;
 pub mod stats;
+pub mod tls;
 pub mod users;
 pub mod workers;
 
-use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+pub use tls::PgTarget;
+
+use deadpool_postgres::{GenericClient, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use orchestrator_shared::{StateMachine, StateTransitionError, StatusParseError};
 use std::time::Duration;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::NoTls;
 use tokio_postgres::Row;
 
 /// Statements through the connection's prepared-statement cache. Every
@@ -148,6 +150,9 @@ pub enum DbError {
     /// The connection string does not parse.
     #[error("invalid database URL")]
     InvalidUrl(#[source] tokio_postgres::Error),
+    /// TLS to Postgres cannot be set up (the CA file).
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 impl DbError {
@@ -208,19 +213,20 @@ pub struct Database {
 }
 
 impl Database {
+    /// Builds a pool on `url` with no CA file (tools and tests): see
+    /// [`Database::connect_to`].
+    pub fn connect(url: &str, max_size: usize, wait: Duration) -> Result<Self, DbError> {
+        Self::connect_to(&PgTarget::new(url, None)?, max_size, wait)
+    }
+
     /// Builds the pool. No connection is opened until the first query, so
     /// the controller can start (and say "not ready") while Postgres is down.
-    pub fn connect(url: &str, max_size: usize, wait: Duration) -> Result<Self, DbError> {
-        let pg: tokio_postgres::Config = url.parse().map_err(DbError::InvalidUrl)?;
+    pub fn connect_to(target: &PgTarget, max_size: usize, wait: Duration) -> Result<Self, DbError> {
         // Verified, not Fast: after a database restart Fast hands out dead
         // connections; Verified checks each one before reuse.
-        let manager = Manager::from_config(
-            pg,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Verified,
-            },
-        );
+        let manager = target.manager(ManagerConfig {
+            recycling_method: RecyclingMethod::Verified,
+        });
         let timeouts = deadpool_postgres::Timeouts {
             wait: Some(wait),
             create: Some(wait),
@@ -254,16 +260,16 @@ impl Database {
     }
 }
 
+/// [`migrate_to`] the database at `url`, with no CA file (tools and tests).
+pub async fn migrate(url: &str) -> Result<Vec<i32>, DbError> {
+    migrate_to(&PgTarget::new(url, None)?).await
+}
+
 /// Applies every pending migration on a dedicated connection (never a pooled
 /// one: cached prepared statements break when the schema changes under them).
 /// Returns the versions applied by this call.
-pub async fn migrate(url: &str) -> Result<Vec<i32>, DbError> {
-    let (mut client, connection) = tokio_postgres::connect(url, NoTls).await?;
-    let driver = tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::warn!(error = %e, "migration connection ended with an error");
-        }
-    });
+pub async fn migrate_to(target: &PgTarget) -> Result<Vec<i32>, DbError> {
+    let (mut client, driver) = target.connect().await?;
     let report = embedded::migrations::runner().run_async(&mut client).await;
     drop(client);
     let _ = driver.await;

@@ -3,9 +3,12 @@
 //! percentiles for each. Bounded in request count and in time.
 //!
 //! Against a running controller:
-//!   api-bench --url http://127.0.0.1:8000 --username admin --password …
+//!   api-bench --url https://127.0.0.1:8000 --ca-file deploy/.cache/tls/ca.pem \
+//!             --username admin --password …
 //! Without `--url` it starts the test containers and an in-process
-//! controller on a fresh database (the same harness the tests use).
+//! controller on a fresh database (the same harness the tests use), over
+//! plain HTTP, or over HTTPS with a throw-away CA with `--tls`: the same
+//! command with and without it measures what TLS costs.
 //!
 //! `--login-flood N` measures memory instead: the process's RSS idle, after
 //! N logins with distinct 64 KiB usernames (`--flood-username-bytes`) spread
@@ -26,6 +29,12 @@ struct Args {
     /// Controller base URL; omitted: start one in-process against containers.
     #[arg(long)]
     url: Option<String>,
+    /// PEM file of a private CA to trust for an `https://` `--url`.
+    #[arg(long, requires = "url")]
+    ca_file: Option<std::path::PathBuf>,
+    /// Serve the in-process controller over HTTPS (without `--url`).
+    #[arg(long, conflicts_with = "url")]
+    tls: bool,
     /// Login name (with `--url`).
     #[arg(long, default_value = "admin")]
     username: String,
@@ -179,24 +188,42 @@ impl Client {
     }
 }
 
+/// An in-process controller and the CA of its certificate (with `--tls`),
+/// kept until the benchmark ends.
+type Local = (integration_tests::TestApp, Option<integration_tests::TestTls>);
+
 /// A client for `--url`, or for an in-process controller on the test
 /// containers (returned too, as it stops when dropped).
-async fn connect(args: &Args) -> anyhow::Result<(Client, Option<integration_tests::TestApp>)> {
-    let (base, token, app) = match &args.url {
+async fn connect(args: &Args) -> anyhow::Result<(Client, Option<Local>)> {
+    let tls = match args.tls {
+        true => Some(integration_tests::TestTls::new(&["localhost"])?),
+        false => None,
+    };
+    let ca_pem = match (&args.ca_file, &tls) {
+        (Some(path), _) => Some(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?),
+        (None, Some(tls)) => Some(tls.ca_pem.clone().into_bytes()),
+        (None, None) => None,
+    };
+    let mut builder = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency);
+    if let Some(pem) = ca_pem {
+        builder = builder.tls_certs_merge(reqwest::Certificate::from_pem_bundle(&pem)?);
+    }
+    let http = builder.build()?;
+    let (base, token, local) = match &args.url {
         Some(url) => (
             url.trim_end_matches('/').to_owned(),
-            login(url, &args.username, &args.password).await?,
+            login(&http, url, &args.username, &args.password).await?,
             None,
         ),
         None => {
-            let app = integration_tests::spawn_app().await;
-            (app.base_url.clone(), app.admin_token.clone(), Some(app))
+            let app = match &tls {
+                Some(tls) => integration_tests::spawn_https_app(tls, &[]).await,
+                None => integration_tests::spawn_app().await,
+            };
+            (app.base_url.clone(), app.admin_token.clone(), Some((app, tls)))
         }
     };
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(args.concurrency)
-        .build()?;
-    Ok((Client { http, base, token }, app))
+    Ok((Client { http, base, token }, local))
 }
 
 /// The submit phase; answers it and the ids of the jobs it created.
@@ -265,8 +292,8 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// Logs in at `url` and answers the access token.
-async fn login(url: &str, username: &str, password: &str) -> anyhow::Result<String> {
-    let resp: serde_json::Value = reqwest::Client::new()
+async fn login(http: &reqwest::Client, url: &str, username: &str, password: &str) -> anyhow::Result<String> {
+    let resp: serde_json::Value = http
         .post(format!("{}/api/auth/login", url.trim_end_matches('/')))
         .json(&serde_json::json!({"username": username, "password": password}))
         .send()

@@ -64,6 +64,9 @@ struct Args {
     /// agents run the jobs; --agents, --capacity and --agent-bin are unused).
     #[arg(long, requires = "database_url")]
     url: Option<String>,
+    /// With --url: PEM file of a private CA that signed its certificate.
+    #[arg(long, requires = "url")]
+    ca_file: Option<std::path::PathBuf>,
     /// With --url: its Postgres, for the database's own timestamps.
     #[arg(long, env = "ORCH_DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
@@ -99,7 +102,12 @@ impl Target {
     /// Starts a cluster with `--agents` agents, or connects to `--url`.
     async fn new(args: &Args) -> anyhow::Result<Target> {
         if let (Some(url), Some(db_url)) = (&args.url, &args.database_url) {
-            let http = reqwest::Client::new();
+            let mut http = reqwest::Client::builder();
+            if let Some(path) = &args.ca_file {
+                let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+                http = http.tls_certs_merge(reqwest::Certificate::from_pem_bundle(&pem)?);
+            }
+            let http = http.build()?;
             let token = match &args.token {
                 Some(token) => token.clone(),
                 None => login(&http, url, &args.username).await?,

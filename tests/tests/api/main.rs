@@ -15,6 +15,8 @@
 //! - `concurrency`: idempotency and allocation under races.
 //! - `ops`: the unauthenticated operational routes.
 //! - `contract`: every served route is documented.
+//! - `tls`: HTTPS: trusted and untrusted clients, plain HTTP on the HTTPS
+//!   port, bounded handshakes, no start without a transport chosen.
 
 mod auth;
 mod concurrency;
@@ -28,3 +30,4 @@ mod jobs;
 mod ops;
 mod resources;
 mod supervisor;
+mod tls;

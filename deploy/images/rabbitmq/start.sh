@@ -1,0 +1,37 @@
+#!/bin/bash
+# Starts RabbitMQ as user rabbitmq. When /etc/orchestrator/tls (or
+# $ORCH_TLS_DIR) holds cert.pem and key.pem (a server certificate, chain
+# allowed, and its key), they are installed, readable by rabbitmq alone, and
+# the AMQPS listener on 5671 is turned on (tls.conf). The mounted files may
+# have any owner and mode 600: this script reads them as root, so the host
+# keeps its keys private. Set ORCH_AMQP_PLAIN=false to close the plain
+# listener on 5672 as well.
+set -euo pipefail
+
+src=${ORCH_TLS_DIR:-/etc/orchestrator/tls}
+dst=/var/lib/rabbitmq/tls
+confd=/etc/rabbitmq/conf.d
+
+die() { echo "orchestrator-rabbitmq: $*" >&2; exit 1; }
+
+if [[ -e $src/cert.pem || -e $src/key.pem ]]; then
+  [[ -r $src/cert.pem && -r $src/key.pem ]] ||
+    die "$src must hold both cert.pem and key.pem, readable by $(id -un)"
+  install -d -m 0700 "$dst" "$confd"
+  install -m 0600 "$src/cert.pem" "$src/key.pem" "$dst/"
+  install -m 0644 /etc/orchestrator-rabbitmq/tls.conf "$confd/20-tls.conf"
+  if [[ $(id -u) == 0 ]]; then
+    chown -R rabbitmq:rabbitmq "$dst" "$confd"
+  fi
+  echo "orchestrator-rabbitmq: AMQPS listener on 5671 with $src/cert.pem" >&2
+fi
+if [[ ${ORCH_AMQP_PLAIN:-true} == false ]]; then
+  install -d -m 0755 "$confd"
+  echo "listeners.tcp = none" > "$confd/30-no-plain.conf"
+  [[ $(id -u) == 0 ]] && chown rabbitmq:rabbitmq "$confd/30-no-plain.conf"
+fi
+
+if [[ $(id -u) == 0 ]]; then
+  exec setpriv --reuid=rabbitmq --regid=rabbitmq --init-groups -- "$@"
+fi
+exec "$@"
