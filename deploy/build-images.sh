@@ -16,7 +16,8 @@
 #
 # Steps: (1) mmdebstrap a minbase bookworm rootfs with postgresql-15 and
 # rabbitmq-server and `docker import` it; (2) docker build images/postgres and
-# images/rabbitmq FROM it. An image that already exists is left alone.
+# images/rabbitmq FROM it. An image that already exists is left alone, unless
+# its build context changed since (a label holds the context's digest).
 set -euo pipefail
 
 log() { printf '[build-images] %s\n' "$*" >&2; }
@@ -119,9 +120,17 @@ build_runtime_base() {
       --change 'ENV LANG=C.UTF-8' - "$image" >/dev/null || die "building the runtime rootfs failed"
 }
 
+# A digest of an image's build context (its Dockerfile and the files it
+# copies), stored as a label: an image built from an older context is
+# rebuilt, so a changed Dockerfile never leaves a stale image behind.
+context_hash() { (cd "$HERE/images/$1" && find . -type f | LC_ALL=C sort | xargs sha256sum) | sha256sum | cut -c1-16; }
+stale() { # image dir
+  [[ $(docker image inspect -f '{{index .Config.Labels "orchestrator.context"}}' "$1" 2>/dev/null) != "$(context_hash "$2")" ]]
+}
+
 build_image() { # image dir
   log "building $1 from $2"
-  docker build --build-arg BASE="$BASE_IMAGE" -t "$1" "$HERE/images/$2"
+  docker build --build-arg BASE="$BASE_IMAGE" --label "orchestrator.context=$(context_hash "$2")" -t "$1" "$HERE/images/$2"
 }
 
 # IDs of images we are about to replace, removed at the end (best effort) so
@@ -136,7 +145,7 @@ fi
 # A freshly built base invalidates images made from an older one.
 for pair in "$POSTGRES_IMAGE=postgres" "$RABBITMQ_IMAGE=rabbitmq"; do
   img="${pair%=*}" dir="${pair#*=}"
-  if [[ $BUILT_BASE == 1 ]] || wanted "$img"; then
+  if [[ $BUILT_BASE == 1 ]] || wanted "$img" || stale "$img" "$dir"; then
     OLD_IDS=("$(image_id "$img")" "${OLD_IDS[@]}")  # children before their base
     build_image "$img" "$dir"
   else log "$img exists, skipping (--force rebuilds)"; fi
