@@ -3,12 +3,12 @@
 
 use crate::error::{ApiError, TlsRefused, UnexpectedAnswer, UsageError};
 use anyhow::{anyhow, bail, Context, Result};
+use orchestrator_shared::tls::{tls_failure, CaBundle};
 use reqwest::header::RETRY_AFTER;
 use reqwest::{RequestBuilder, StatusCode, Url};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
-use orchestrator_shared::tls::{tls_failure, CaBundle};
 use std::path::Path;
 use std::time::Duration;
 
@@ -470,7 +470,10 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
         drop(listener);
-        let err = ApiClient::new(&url, None, None)?.get::<Value>(&["healthz"]).await.err();
+        let err = ApiClient::new(&url, None, None)?
+            .get::<Value>(&["healthz"])
+            .await
+            .err();
         let text = err.map(|e| format!("{e:#}")).unwrap_or_default();
         assert!(
             text.starts_with("cannot connect to the controller at http://127.0.0.1:"),

@@ -154,7 +154,9 @@ impl Settings {
             .or(file_url)
             .unwrap_or_else(|| DEFAULT_URL.to_owned());
         let same_server = file.filter(|f| f.url.as_deref().is_some_and(|u| same_url(u, &url)));
-        let file_token = same_server.and_then(|f| f.token.clone()).filter(|t| !t.is_empty());
+        let file_token = same_server
+            .and_then(|f| f.token.clone())
+            .filter(|t| !t.is_empty());
         Self {
             token: given(token_flag).or(file_token),
             ca_file: same_server.and_then(|f| f.ca_file.clone()),

@@ -305,7 +305,10 @@ mod tests {
         });
         let text = format!("{err:#}");
         assert!(!text.contains('\n'), "{text}");
-        assert!(text.contains("https://ctl:8443") && text.contains("--ca-file"), "{text}");
+        assert!(
+            text.contains("https://ctl:8443") && text.contains("--ca-file"),
+            "{text}"
+        );
         assert!(!is_transient(&err));
         assert_eq!(exit_code(&err), EXIT_FAILURE);
     }

@@ -32,7 +32,6 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
-use orchestrator_shared::tls::CaBundle;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -88,7 +87,8 @@ impl App {
         let tokens = TokenIssuer::new(&config.auth).context("JWT configuration")?;
         let target = db::PgTarget::new(&config.database_url, config.database_ca_file.as_deref())
             .context("the Postgres connection settings")?;
-        let broker_ca = read_ca(config.amqp_ca_file.as_deref()).context("the broker's CA file")?;
+        let broker = broker::BrokerLink::new(config.amqp_url.clone(), config.amqp_ca_file.as_deref())
+            .context("the broker's CA file")?;
         db::migrate_to(&target).await.context("applying migrations")?;
         let database = Database::connect_to(&target, config.db_pool_size, config.db_wait)
             .context("building the pool")?;
@@ -127,10 +127,7 @@ impl App {
             timeout: config.request_timeout,
             serve: config.serve,
             transport,
-            broker: broker::BrokerLink {
-                url: config.amqp_url,
-                ca: broker_ca,
-            },
+            broker,
             database: target,
             flow: config.flow,
         })
@@ -174,11 +171,6 @@ impl App {
         reaper.abort();
         Ok(())
     }
-}
-
-/// Reads the CA file at `path`, if one is configured.
-fn read_ca(path: Option<&std::path::Path>) -> anyhow::Result<Option<CaBundle>> {
-    Ok(path.map(CaBundle::read).transpose()?)
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then stops
@@ -246,9 +238,7 @@ struct Connection {
 impl Connection {
     /// Serves HTTP/1 on `io` until the connection ends.
     async fn serve<I: AsyncRead + AsyncWrite + Unpin + Send + 'static>(self, io: I) {
-        let connection = self
-            .http
-            .serve_connection(TokioIo::new(io), self.service);
+        let connection = self.http.serve_connection(TokioIo::new(io), self.service);
         if let Err(e) = self.watcher.watch(connection).await {
             tracing::debug!(error = %e, peer = %self.peer, "connection ended with an error");
         }

@@ -379,7 +379,13 @@ mod tests {
         for bad in [
             &["--tls-cert-file", "c.pem"][..],
             &["--tls-key-file", "k.pem"][..],
-            &["--tls-cert-file", "c.pem", "--tls-key-file", "k.pem", "--insecure-http"][..],
+            &[
+                "--tls-cert-file",
+                "c.pem",
+                "--tls-key-file",
+                "k.pem",
+                "--insecure-http",
+            ][..],
         ] {
             let args = base.iter().chain(bad).copied();
             assert!(Cli::try_parse_from(args).is_err(), "{bad:?}");

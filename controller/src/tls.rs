@@ -152,7 +152,11 @@ pub fn postgres_client_config(ca: &CaBundle) -> Result<ClientConfig, TlsError> {
 /// says to use `https://`, and runs the handshake. `None` when the
 /// connection ended, spoke plain HTTP, failed the handshake or took longer
 /// than `limit` (a slow client holds nothing for long).
-pub async fn accept(acceptor: &TlsAcceptor, stream: TcpStream, limit: Duration) -> Option<TlsStream<TcpStream>> {
+pub async fn accept(
+    acceptor: &TlsAcceptor,
+    stream: TcpStream,
+    limit: Duration,
+) -> Option<TlsStream<TcpStream>> {
     let handshake = async {
         let mut first = [0u8; 1];
         match stream.peek(&mut first).await {
@@ -209,7 +213,10 @@ mod tests {
         let text = std::str::from_utf8(PLAIN_HTTP_ANSWER).unwrap();
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
         assert!(head.starts_with("HTTP/1.1 400 Bad Request\r\n"));
-        assert!(head.contains(&format!("content-length: {}", body.len())), "{head}");
+        assert!(
+            head.contains(&format!("content-length: {}", body.len())),
+            "{head}"
+        );
         let json: serde_json::Value = serde_json::from_str(body).unwrap();
         assert_eq!(json["detail"], "this port speaks HTTPS; use https://");
     }
@@ -223,11 +230,17 @@ mod tests {
         };
         let err = Transport::from_config(&config).err().map(|e| e.to_string());
         let err = err.unwrap_or_default();
-        assert!(err.contains("--tls-cert-file") && err.contains("--insecure-http"), "{err}");
+        assert!(
+            err.contains("--tls-cert-file") && err.contains("--insecure-http"),
+            "{err}"
+        );
         let insecure = TlsConfig {
             insecure_http: true,
             ..config
         };
-        assert_eq!(Transport::from_config(&insecure).ok().map(|t| t.scheme()), Some("http"));
+        assert_eq!(
+            Transport::from_config(&insecure).ok().map(|t| t.scheme()),
+            Some("http")
+        );
     }
 }

@@ -124,13 +124,19 @@ pub fn tls_failure(err: &(dyn Error + 'static)) -> Option<TlsFailure> {
     None
 }
 
-/// `e` as rustls's error, directly or inside an I/O error.
+/// `e` as rustls's error, directly or inside I/O errors (hyper's client
+/// wraps rustls's I/O error in one of its own).
 fn as_rustls<'a>(e: &'a (dyn Error + 'static)) -> Option<&'a rustls::Error> {
     if let Some(direct) = e.downcast_ref::<rustls::Error>() {
         return Some(direct);
     }
-    let inner = e.downcast_ref::<std::io::Error>()?.get_ref()?;
-    inner.downcast_ref::<rustls::Error>()
+    let mut inner: &(dyn Error + Send + Sync + 'static) = e.downcast_ref::<std::io::Error>()?.get_ref()?;
+    loop {
+        if let Some(found) = inner.downcast_ref::<rustls::Error>() {
+            return Some(found);
+        }
+        inner = inner.downcast_ref::<std::io::Error>()?.get_ref()?;
+    }
 }
 
 fn classify(e: &rustls::Error) -> Option<TlsFailure> {
@@ -174,7 +180,8 @@ mod tests {
     fn certificate_errors_are_found_inside_io_errors() {
         let rustls = rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer);
         let io = std::io::Error::new(std::io::ErrorKind::InvalidData, rustls);
-        let found = tls_failure(&io);
+        let wrapped = std::io::Error::other(io);
+        let found = tls_failure(&wrapped);
         assert_eq!(
             found,
             Some(TlsFailure::Untrusted(

@@ -93,7 +93,12 @@ pub async fn spawn_https_app(tls: &TestTls, extra: &[&str]) -> TestApp {
 
 async fn spawn(extra: &[&str], tls: Option<&TestTls>) -> TestApp {
     let test_db = fresh_database().await;
-    let files = tls.map(|t| (t.cert_file().display().to_string(), t.key_file().display().to_string()));
+    let files = tls.map(|t| {
+        (
+            t.cert_file().display().to_string(),
+            t.key_file().display().to_string(),
+        )
+    });
     let mut flags = extra.to_vec();
     if let Some((cert, key)) = &files {
         flags.extend(["--tls-cert-file", cert, "--tls-key-file", key]);

@@ -38,7 +38,10 @@ const ADMIN_PASSWORD: &str = "multihost-admin-password";
 const CA_IN_CONTAINER: &str = "/etc/orchestrator/ca.pem";
 /// Where the controller finds its certificate and key (readable by its
 /// image's user: the test's files are throw-away).
-const CONTROLLER_TLS: (&str, &str) = ("/etc/orchestrator/controller-cert.pem", "/etc/orchestrator/controller-key.pem");
+const CONTROLLER_TLS: (&str, &str) = (
+    "/etc/orchestrator/controller-cert.pem",
+    "/etc/orchestrator/controller-key.pem",
+);
 
 /// Controller settings that make lost agents noticed within seconds.
 const FLOW_ENV: &[(&str, &str)] = &[
@@ -146,7 +149,11 @@ fn with_ca<I: testcontainers::Image>(
     request.with_copy_to(CA_IN_CONTAINER, tls.ca_pem.clone().into_bytes())
 }
 
-async fn start_controller(run: &str, network: &str, tls: &TestTls) -> anyhow::Result<ContainerAsync<GenericImage>> {
+async fn start_controller(
+    run: &str,
+    network: &str,
+    tls: &TestTls,
+) -> anyhow::Result<ContainerAsync<GenericImage>> {
     let img = image("orchestrator-controller", APP_TAG)?
         .with_exposed_port(8000.tcp())
         .with_wait_for(WaitFor::healthcheck());

@@ -8,8 +8,8 @@ use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use testcontainers::core::{IntoContainerPort, WaitFor};
-use testcontainers::CopyTargetOptions;
 use testcontainers::runners::AsyncRunner;
+use testcontainers::CopyTargetOptions;
 use testcontainers::{ContainerAsync, ContainerRequest, GenericImage, Image, ImageExt};
 
 /// Where the project's Postgres and RabbitMQ images look for a server
@@ -43,8 +43,9 @@ impl TestTls {
     pub fn new(hosts: &[&str]) -> anyhow::Result<TestTls> {
         let ca_key = KeyPair::generate().context("CA key")?;
         let mut ca = CertificateParams::new(Vec::<String>::new()).context("CA parameters")?;
-        ca.distinguished_name
-            .push(DnType::CommonName, "orchestrator test CA");
+        // A name of its own: a verifier tells CAs apart by name first.
+        let name = format!("orchestrator test CA {}", uuid::Uuid::new_v4().simple());
+        ca.distinguished_name.push(DnType::CommonName, name);
         ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         let ca_cert = ca.self_signed(&ca_key).context("self-signing the CA")?;
@@ -55,7 +56,9 @@ impl TestTls {
         server
             .distinguished_name
             .push(DnType::CommonName, hosts.first().copied().unwrap_or("localhost"));
-        let cert = server.signed_by(&key, &issuer).context("signing the server certificate")?;
+        let cert = server
+            .signed_by(&key, &issuer)
+            .context("signing the server certificate")?;
         let dir = std::env::temp_dir().join(format!("orch-tls-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let tls = TestTls {
@@ -98,7 +101,8 @@ impl TestTls {
     /// Postgres and RabbitMQ images find them (the key with mode 600, as a
     /// host keeps it: the images install it for their service user).
     pub fn install<I: Image>(&self, request: impl Into<ContainerRequest<I>>) -> ContainerRequest<I> {
-        let file = |name: &str, mode| CopyTargetOptions::new(format!("{IMAGE_TLS_DIR}/{name}")).with_mode(mode);
+        let file =
+            |name: &str, mode| CopyTargetOptions::new(format!("{IMAGE_TLS_DIR}/{name}")).with_mode(mode);
         request
             .into()
             .with_copy_to(file("cert.pem", 0o644), self.cert_pem.clone().into_bytes())

@@ -856,7 +856,7 @@ async fn outbox_state(c: &tokio_postgres::Client, id: i64) -> (bool, bool) {
 
 #[tokio::test]
 async fn the_relay_parks_a_row_it_cannot_publish_and_sends_the_rest() {
-    use controller::broker::{supervise, BrokerStatus, Flow};
+    use controller::broker::{supervise, BrokerLink, BrokerStatus, Flow};
     use orchestrator_shared::messages::{Topology, CONTROL_EXCHANGE};
     let (test_db, pool) = database().await;
     let args = ["controller", "--database-url", &test_db.url, "--jwt-secret", "s"];
@@ -878,7 +878,8 @@ async fn the_relay_parks_a_row_it_cannot_publish_and_sends_the_rest() {
         wake: Default::default(),
         status: BrokerStatus::default(),
     };
-    let relay = tokio::spawn(supervise(integration_tests::infra().amqp_url(), flow));
+    let link = BrokerLink::new(integration_tests::infra().amqp_url(), None).unwrap();
+    let relay = tokio::spawn(supervise(link, flow));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while outbox_state(&c, good).await != (true, false) {
         assert!(

@@ -43,8 +43,14 @@ async fn servers() -> &'static TlsServers {
             // SAFETY: registering a plain extern "C" function with no captured state.
             unsafe { libc::atexit(remove_containers_at_exit) };
             TlsServers {
-                postgres_port: pg.get_host_port_ipv4(5432).await.unwrap_or_else(|e| panic!("{e}")),
-                amqps_port: mq.get_host_port_ipv4(5671).await.unwrap_or_else(|e| panic!("{e}")),
+                postgres_port: pg
+                    .get_host_port_ipv4(5432)
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}")),
+                amqps_port: mq
+                    .get_host_port_ipv4(5671)
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}")),
                 _containers: (pg, mq),
                 tls,
             }
@@ -54,7 +60,10 @@ async fn servers() -> &'static TlsServers {
 
 impl TlsServers {
     fn database_url(&self) -> String {
-        format!("postgres://postgres:postgres@localhost:{}/postgres", self.postgres_port)
+        format!(
+            "postgres://postgres:postgres@localhost:{}/postgres",
+            self.postgres_port
+        )
     }
 
     fn amqps_url(&self) -> String {

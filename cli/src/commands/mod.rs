@@ -46,12 +46,11 @@ fn resolve_settings(cli: &Cli, path: Option<&Path>) -> Settings {
     let (url, token) = (given(cli.url.as_deref()), given(cli.token.as_deref()));
     let ca_file = cli.ca_file.clone().filter(|p| !p.as_os_str().is_empty());
     let file = match path {
-        Some(path) if url.is_none() || token.is_none() || ca_file.is_none() => {
-            config::load(path).unwrap_or_else(|err| {
+        Some(path) if url.is_none() || token.is_none() || ca_file.is_none() => config::load(path)
+            .unwrap_or_else(|err| {
                 note(&format!("warning: ignoring the config file: {err:#}"));
                 None
-            })
-        }
+            }),
         _ => None,
     };
     let mut settings = Settings::resolve(url, token, file.as_ref());

@@ -10,7 +10,7 @@ use lapin::options::{BasicConsumeOptions, BasicQosOptions};
 use lapin::types::{FieldTable, ShortString};
 use orchestrator_shared::backoff::backoff;
 use orchestrator_shared::broker::{connect, declare, TopologyError};
-use orchestrator_shared::tls::CaBundle;
+use orchestrator_shared::tls::{tls_failure, CaBundle, CaFileError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -64,9 +64,11 @@ pub struct BrokerLink {
 }
 
 impl BrokerLink {
-    /// A link to `url` trusting the system's roots only.
-    pub fn new(url: String) -> Self {
-        BrokerLink { url, ca: None }
+    /// A link to `url`, trusting the CA of `ca_file` (if any) besides the
+    /// system's roots.
+    pub fn new(url: String, ca_file: Option<&std::path::Path>) -> Result<Self, CaFileError> {
+        let ca = ca_file.map(CaBundle::read).transpose()?;
+        Ok(BrokerLink { url, ca })
     }
 }
 
@@ -76,7 +78,12 @@ pub async fn supervise(link: BrokerLink, flow: Flow) {
     let mut attempt = 0;
     loop {
         if let Err(e) = connect_and_run(&link, &flow, &mut attempt).await {
-            tracing::warn!(error = %e, attempt, "broker connection ended");
+            match tls_failure(&e) {
+                Some(failure) => tracing::error!(%failure, attempt,
+                    "no TLS connection to the broker: set --amqp-ca-file (ORCH_AMQP_CA_FILE) \
+                     to the CA of its certificate, or check the amqps:// URL"),
+                None => tracing::warn!(error = %e, attempt, "broker connection ended"),
+            }
         }
         flow.status.set(false);
         tokio::time::sleep(backoff(attempt)).await;

@@ -80,7 +80,10 @@ async fn a_handshake_that_never_finishes_is_cut_off() {
             matches!(closed, Ok(Ok(0) | Err(_))),
             "a client that sent {opening:?} was not disconnected: {closed:?}"
         );
-        assert!(started.elapsed() >= Duration::from_millis(500), "closed too early");
+        assert!(
+            started.elapsed() >= Duration::from_millis(500),
+            "closed too early"
+        );
     }
     app.stop().await;
 }
