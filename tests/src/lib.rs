@@ -25,13 +25,13 @@ mod fixtures;
 pub mod multihost;
 
 pub use app::{
-    spawn_app, spawn_app_with, test_config, Reply, TestApp, ADMIN_PASSWORD, ADMIN_USER, TEST_JWT_SECRET,
-    USER_PASSWORD,
+    broker_accounts_flag, spawn_app, spawn_app_with, test_config, Reply, TestApp, ADMIN_PASSWORD, ADMIN_USER,
+    TEST_JWT_SECRET, USER_PASSWORD,
 };
 pub(crate) use containers::{check_image, image_from_env};
 pub use containers::{
-    infra, wait_for_postgres, wait_for_rabbitmq, Infra, DEFAULT_POSTGRES_IMAGE, DEFAULT_RABBITMQ_IMAGE,
-    TEST_LABEL,
+    infra, wait_for_management, wait_for_postgres, wait_for_rabbitmq, Infra, DEFAULT_POSTGRES_IMAGE,
+    DEFAULT_RABBITMQ_IMAGE, TEST_LABEL,
 };
 pub use databases::{database, fresh_database, unique_prefix, TestDb};
 pub use fixtures::{create_user, new_job, new_worker, submit, BIG_QUOTA};

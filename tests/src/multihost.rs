@@ -125,6 +125,12 @@ async fn start_controller(run: &str, network: &str) -> anyhow::Result<ContainerA
             "ORCH_AMQP_URL",
             format!("amqp://guest:guest@{run}-rabbitmq:5672/%2f"),
         )
+        // Each agent gets a broker user of its own (the controller runs as
+        // the test broker's administrator, guest).
+        .with_env_var(
+            "ORCH_BROKER_MANAGEMENT_URL",
+            format!("http://{run}-rabbitmq:15672"),
+        )
         .with_env_var("ORCH_JWT_SECRET", JWT_SECRET)
         .with_env_var("ORCH_ADMIN_USERNAME", "admin")
         .with_env_var("ORCH_ADMIN_PASSWORD", ADMIN_PASSWORD)
@@ -204,10 +210,8 @@ impl Deployment {
                 "AGENT_CONTROLLER_URL",
                 format!("http://{}-controller:8000", self.run),
             )
-            .with_env_var(
-                "AGENT_AMQP_URL",
-                format!("amqp://guest:guest@{}-rabbitmq:5672/%2f", self.run),
-            )
+            // No login: the registration answer gives the agent its own.
+            .with_env_var("AGENT_AMQP_URL", format!("amqp://{}-rabbitmq:5672/%2f", self.run))
             .with_env_var("AGENT_TOKEN", self.agent_token.clone())
             .with_env_var("AGENT_CAPACITY", capacity.to_string())
             .with_env_var("AGENT_HEARTBEAT_MS", "500")

@@ -4,7 +4,7 @@
 //! long they may wait.
 
 use crate::config::Secret;
-use orchestrator_shared::api::{ClaimRequest, ClaimResponse, RegisterRequest, Worker};
+use orchestrator_shared::api::{ClaimRequest, ClaimResponse, RegisterRequest, Registration};
 use std::time::Duration;
 
 /// Longest time one request may take, connection included.
@@ -73,8 +73,9 @@ impl ControllerClient {
     }
 
     /// `POST /api/agents/register`; returns the controller's view of the
-    /// worker, whose generation and status the agent starts from.
-    pub async fn register(&self, body: &RegisterRequest) -> Result<Worker, ClientError> {
+    /// worker, whose generation and status the agent starts from, and the
+    /// agent's own broker login (if the controller gives agents one).
+    pub async fn register(&self, body: &RegisterRequest) -> Result<Registration, ClientError> {
         self.post("/api/agents/register", body).await
     }
 
