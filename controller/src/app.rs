@@ -19,7 +19,7 @@ use crate::api::client_ip::TrustedProxies;
 use crate::api::limiter::{LoginLimiter, LoginLimits};
 use crate::api::{self, AppState};
 use crate::auth::TokenIssuer;
-use crate::broker::{self, BrokerStatus, Flow};
+use crate::broker::{self, BrokerAccounts, BrokerStatus, Flow, Senders};
 use crate::config::{Config, ServeConfig};
 use crate::db::{self, Database};
 use crate::models::Quota;
@@ -32,6 +32,7 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
+use orchestrator_shared::messages::Topology;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -60,6 +61,7 @@ pub struct App {
     broker: broker::BrokerLink,
     database: db::PgTarget,
     flow: crate::config::FlowConfig,
+    senders: Senders,
 }
 
 /// The process-wide Prometheus recorder (the `metrics` facade has one global
@@ -80,11 +82,37 @@ fn prometheus() -> anyhow::Result<metrics_exporter_prometheus::PrometheusHandle>
     HANDLE.get().cloned().context("no metrics recorder")
 }
 
+/// The agents' broker accounts (none on a shared login) and the rule for
+/// event senders, from the configuration. Refuses a configuration that
+/// names no management URL unless the shared login is asked for, loudly.
+fn broker_identity(config: &Config) -> anyhow::Result<(Option<Arc<BrokerAccounts>>, Senders)> {
+    let topology = Topology::new(config.flow.broker_prefix.clone());
+    let accounts = BrokerAccounts::new(&config.broker_accounts, &config.amqp_url, topology.clone())
+        .context("broker accounts configuration")?;
+    match (&accounts, config.broker_accounts.insecure_shared_broker) {
+        (None, false) => anyhow::bail!(
+            "no broker management URL: set ORCH_BROKER_MANAGEMENT_URL (agents then get broker users of \
+             their own), or ORCH_INSECURE_SHARED_BROKER=true to let every agent share one broker login"
+        ),
+        (None, true) => tracing::warn!(
+            "INSECURE: agents share one broker login; anyone holding it can report, heartbeat and stop \
+             for any agent. Set ORCH_BROKER_MANAGEMENT_URL to give each agent its own broker user"
+        ),
+        (Some(_), _) => {}
+    }
+    let uri = orchestrator_shared::broker::broker_uri(&config.amqp_url).context("the AMQP URL")?;
+    let controller = lapin::types::ShortString::try_new(uri.authority.userinfo.username)
+        .map_err(|_| anyhow::anyhow!("the AMQP URL's user name is too long"))?;
+    let senders = Senders::new(controller, topology, accounts.is_some());
+    Ok((accounts.map(Arc::new), senders))
+}
+
 impl App {
     /// Migrates, connects, creates the configured admin and binds the port.
     pub async fn build(config: Config) -> anyhow::Result<App> {
         let transport = Transport::from_config(&config.tls).context("serving the API")?;
         let tokens = TokenIssuer::new(&config.auth).context("JWT configuration")?;
+        let (accounts, senders) = broker_identity(&config)?;
         let target = db::PgTarget::new(&config.database_url, config.database_ca_file.as_deref())
             .context("the Postgres connection settings")?;
         let broker = broker::BrokerLink::new(config.amqp_url.clone(), config.amqp_ca_file.as_deref())
@@ -120,6 +148,7 @@ impl App {
             metrics: prometheus()?,
             wake: Arc::new(tokio::sync::Notify::new()),
             agent_token_ttl: config.flow.agent_token_ttl.as_secs(),
+            accounts,
         };
         Ok(App {
             listener,
@@ -130,6 +159,7 @@ impl App {
             broker,
             database: target,
             flow: config.flow,
+            senders,
         })
     }
 
@@ -154,6 +184,7 @@ impl App {
             config: self.flow.clone(),
             wake: self.state.wake.clone(),
             status: self.state.broker.clone(),
+            senders: self.senders.clone(),
         };
         let broker = tokio::spawn(broker::supervise(self.broker, flow.clone()));
         let reaper = tokio::spawn(crate::reaper::run(self.database, flow));

@@ -154,6 +154,43 @@ pub struct FlowConfig {
     pub agent_token_ttl: Duration,
 }
 
+/// How agents get their access to the broker. By default each agent gets
+/// a broker user of its own, created by the controller through RabbitMQ's
+/// management API when the agent registers; the controller then knows
+/// which agent sent each event. Without a management URL the controller
+/// refuses to start, unless told to run on a shared broker login.
+#[derive(Debug, Clone, Args)]
+pub struct BrokerAccountsConfig {
+    /// RabbitMQ's management HTTP API (e.g. `http://rabbitmq:15672`),
+    /// through which the controller creates, refreshes and deletes the
+    /// agents' broker users. Only the controller needs to reach it.
+    #[arg(long, env = "ORCH_BROKER_MANAGEMENT_URL")]
+    pub broker_management_url: Option<String>,
+    /// Broker user the controller manages accounts as (it needs the
+    /// `administrator` tag); default: the user of the AMQP URL.
+    #[arg(long, env = "ORCH_BROKER_MANAGEMENT_USER", requires = "broker_management_url")]
+    pub broker_management_user: Option<String>,
+    /// That user's password; default: the AMQP URL's password.
+    #[arg(
+        long,
+        env = "ORCH_BROKER_MANAGEMENT_PASSWORD",
+        hide_env_values = true,
+        requires = "broker_management_url"
+    )]
+    pub broker_management_password: Option<Secret>,
+    /// Run without per-agent broker users: agents connect with the login
+    /// in their own broker URL, may declare the topology, and the events
+    /// consumer trusts the worker id written inside each event. Anyone with
+    /// that login can then report for any agent. For tests and trusted
+    /// single-host set-ups only; the controller logs a warning.
+    #[arg(
+        long,
+        env = "ORCH_INSECURE_SHARED_BROKER",
+        conflicts_with = "broker_management_url"
+    )]
+    pub insecure_shared_broker: bool,
+}
+
 /// How the HTTP server treats connections and finds out who a client is:
 /// the limits that keep slow or idle clients from holding the server.
 #[derive(Debug, Clone, Args)]
@@ -271,6 +308,9 @@ pub struct Config {
     /// Job flow timing and broker names.
     #[command(flatten)]
     pub flow: FlowConfig,
+    /// Agents' broker users (or the shared login).
+    #[command(flatten)]
+    pub broker_accounts: BrokerAccountsConfig,
     /// Quota for users without their own.
     #[command(flatten)]
     pub default_quota: DefaultQuota,
@@ -390,6 +430,29 @@ mod tests {
             let args = base.iter().chain(bad).copied();
             assert!(Cli::try_parse_from(args).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn broker_accounts_need_a_management_url_or_an_explicit_shared_login() {
+        let base = ["controller", "--database-url", "x", "--jwt-secret", "s"];
+        let accounts = Cli::try_parse_from(base).unwrap().config.broker_accounts;
+        assert_eq!(accounts.broker_management_url, None);
+        assert!(!accounts.insecure_shared_broker);
+        let url = ["--broker-management-url", "http://mq:15672"];
+        let with_url = Cli::try_parse_from(base.iter().copied().chain(url)).unwrap();
+        let accounts = with_url.config.broker_accounts;
+        assert_eq!(accounts.broker_management_url.as_deref(), Some("http://mq:15672"));
+        let both = base
+            .iter()
+            .copied()
+            .chain(url)
+            .chain(["--insecure-shared-broker"]);
+        assert!(Cli::try_parse_from(both).is_err(), "contradictory");
+        let user_alone = base.iter().copied().chain(["--broker-management-user", "admin"]);
+        assert!(Cli::try_parse_from(user_alone).is_err(), "a user needs a URL");
+        let password = ["--broker-management-password", "mgmt-secret-value"];
+        let shown = Cli::try_parse_from(base.iter().copied().chain(url).chain(password)).unwrap();
+        assert!(!format!("{:?}", shown.config).contains("mgmt-secret-value"));
     }
 
     #[test]

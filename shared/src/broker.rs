@@ -1,8 +1,11 @@
-//! Declaring the broker topology, shared by the controller and the agents so
-//! both always declare the same queues with the same arguments (RabbitMQ
-//! refuses a re-declaration with different ones). Every declaration is
-//! idempotent; whoever connects first creates, the others confirm.
-//! Behind the `broker` feature.
+//! Declaring the broker topology, and the broker URL both daemons connect
+//! with. The controller declares the topology; an agent declares it only
+//! when it runs on a shared broker login (`--insecure-shared-broker` on the
+//! controller), and then declares exactly the same queues with the same
+//! arguments (RabbitMQ refuses a re-declaration with different ones). With
+//! per-agent broker users an agent may declare nothing, and the controller
+//! declares each agent's control queue when it registers. Every
+//! declaration is idempotent. Behind the `broker` feature.
 
 use crate::messages::{Topology, CONTROL_EXCHANGE, MAX_PRIORITY, WORK_EXCHANGE, WORK_ROUTING_KEY};
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
@@ -14,8 +17,10 @@ use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
 /// Routing key of agent events on the events exchange.
 pub const EVENTS_ROUTING_KEY: &str = "event";
 /// A control queue unused (no agent consuming) this long is deleted by the
-/// broker: agents that are gone for good leave nothing behind.
-const CONTROL_QUEUE_EXPIRES_MS: i32 = 24 * 3600 * 1000;
+/// broker: agents that are gone for good leave nothing behind. The
+/// controller declares control queues with it through the management API
+/// too, so both declarations agree.
+pub const CONTROL_QUEUE_EXPIRES_MS: i32 = 24 * 3600 * 1000;
 
 /// The largest AMQP frame both daemons ask for, unless their broker URL
 /// sets `frame_max` itself. lapin keeps a receive and a send buffer of 32
@@ -45,12 +50,33 @@ pub async fn connect(
     ca_pem: Option<&str>,
     properties: ConnectionProperties,
 ) -> Result<Connection, lapin::Error> {
+    connect_uri(broker_uri(url)?, ca_pem, properties).await
+}
+
+/// [`connect`] with a ready URI (e.g. from [`broker_uri_as`]).
+pub async fn connect_uri(
+    uri: AMQPUri,
+    ca_pem: Option<&str>,
+    properties: ConnectionProperties,
+) -> Result<Connection, lapin::Error> {
     let tls = OwnedTLSConfig {
         identity: None,
         cert_chain: ca_pem.map(str::to_owned),
     };
     let runtime = lapin::runtime::default_runtime()?;
-    Connection::connect_uri_with_config(broker_uri(url)?, properties, tls, runtime).await
+    Connection::connect_uri_with_config(uri, properties, tls, runtime).await
+}
+
+/// [`broker_uri`] logging in as `username` with `password` instead of
+/// whatever the URL says: an agent's URL names the broker, and its
+/// registration answer gives it its own login.
+pub fn broker_uri_as(url: &str, username: &str, password: &str) -> Result<AMQPUri, lapin::Error> {
+    let mut uri = broker_uri(url)?;
+    uri.authority.userinfo = lapin::uri::AMQPUserInfo {
+        username: username.to_owned(),
+        password: password.to_owned(),
+    };
+    Ok(uri)
 }
 
 /// Why a declaration failed.
@@ -153,5 +179,14 @@ mod tests {
         let uri = broker_uri("amqp://mq:5672/%2f?frame_max=131072").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(uri.query.frame_max, Some(131_072));
         assert!(broker_uri("not a url").is_err());
+    }
+
+    #[test]
+    fn an_agents_own_login_replaces_the_urls() {
+        let uri = broker_uri_as("amqp://mq:5672/v", "p.agent.w:1", "pw/@:").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(uri.authority.userinfo.username, "p.agent.w:1");
+        assert_eq!(uri.authority.userinfo.password, "pw/@:");
+        assert_eq!((uri.authority.host.as_str(), uri.vhost.as_str()), ("mq", "v"));
+        assert_eq!(uri.query.frame_max, Some(FRAME_MAX));
     }
 }

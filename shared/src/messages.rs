@@ -71,6 +71,14 @@ impl Topology {
     pub fn events_queue(&self) -> String {
         format!("{}.events", self.prefix)
     }
+
+    /// The broker user of one agent: the controller creates it when the
+    /// agent registers, RabbitMQ stamps it (as `user_id`) on every event
+    /// the agent publishes, and the controller applies an event about a
+    /// worker only when it comes from that worker's user.
+    pub fn agent_user(&self, worker_id: &str) -> String {
+        format!("{}.agent.{worker_id}", self.prefix)
+    }
 }
 
 /// What an operator (or a cancel) asks of one agent; it travels inside a
@@ -266,6 +274,28 @@ pub enum AgentEvent {
     },
 }
 
+impl AgentEvent {
+    /// The worker the event is about (for a probe, the silent one).
+    pub fn worker_id(&self) -> &str {
+        match self {
+            AgentEvent::Heartbeat { worker_id, .. }
+            | AgentEvent::ShardFinished { worker_id, .. }
+            | AgentEvent::Stopped { worker_id, .. }
+            | AgentEvent::LivenessProbe { worker_id, .. } => worker_id,
+        }
+    }
+
+    /// The event's wire name (its `type` tag), for logs and metrics.
+    pub const fn kind(&self) -> &'static str {
+        match self {
+            AgentEvent::Heartbeat { .. } => "heartbeat",
+            AgentEvent::ShardFinished { .. } => "shard_finished",
+            AgentEvent::Stopped { .. } => "stopped",
+            AgentEvent::LivenessProbe { .. } => "liveness_probe",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -354,12 +384,15 @@ mod tests {
         };
         let json = serde_json::to_value(&e).unwrap();
         assert_eq!(json["type"], "shard_finished");
+        assert_eq!(json["type"], e.kind());
+        assert_eq!(e.worker_id(), "w");
         assert_eq!(json["outcome"], "timed_out");
         assert_eq!(serde_json::from_value::<AgentEvent>(json).unwrap(), e);
         let t = Topology::new("t1");
         assert_eq!(t.exchange(WORK_EXCHANGE), "t1.work");
         assert_eq!(t.control_queue("w-1"), "t1.control.w-1");
         assert_eq!(t.events_queue(), "t1.events");
+        assert_eq!(t.agent_user("w-1"), "t1.agent.w-1");
     }
 
     #[test]

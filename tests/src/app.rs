@@ -27,10 +27,19 @@ pub const ADMIN_PASSWORD: &str = "admin-password";
 /// log them in again.
 pub const USER_PASSWORD: &str = "password-123";
 
+/// The flag (and its value) that has a test controller give each agent a
+/// broker user of its own, through the test broker's management API.
+/// Without it, test controllers run on the shared `guest` login
+/// (`--insecure-shared-broker`), which tests of other areas do not mind.
+pub fn broker_accounts_flag() -> [String; 2] {
+    ["--broker-management-url".to_owned(), infra().management_url()]
+}
+
 /// A controller configuration for `db_url`, listening on a free port, with
 /// `extra` flags appended (e.g. `["--body-limit-bytes", "1024"]`). Plain
 /// HTTP is asked for explicitly (`--insecure-http`) unless `extra` names a
-/// certificate.
+/// certificate; unless `extra` names a broker management URL (see
+/// [`broker_accounts_flag`]), agents share the broker's `guest` login.
 pub fn test_config(db_url: &str, extra: &[&str]) -> controller::config::Config {
     let amqp = infra().amqp_url();
     let mut args = vec![
@@ -54,6 +63,9 @@ pub fn test_config(db_url: &str, extra: &[&str]) -> controller::config::Config {
         args.push("--insecure-http");
     }
     args.extend_from_slice(extra);
+    if !extra.contains(&"--broker-management-url") {
+        args.push("--insecure-shared-broker");
+    }
     controller::config::Config::try_parse_from(args).unwrap_or_else(|e| panic!("test config: {e}"))
 }
 
@@ -188,6 +200,13 @@ impl TestApp {
         let created = self.create_user(&self.admin_token, &body).await;
         assert_eq!(created.status, 201, "creating {username}: {}", created.text);
         self.login_token(username, USER_PASSWORD).await
+    }
+
+    /// A new agent token, issued by the admin through the API.
+    pub async fn agent_token(&self) -> String {
+        let issued = self.issue_agent_token(&self.admin_token).await;
+        assert_eq!(issued.status, 201, "issuing an agent token: {}", issued.text);
+        issued.json["agent_token"].as_str().unwrap_or_default().to_owned()
     }
 
     /// Registers a worker directly in the database (as an agent would).

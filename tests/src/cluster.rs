@@ -40,16 +40,16 @@ const FAST_FLOW: &[&str] = &[
 ];
 
 impl Cluster {
-    /// Starts a controller; agents are added with [`Cluster::add_agent`].
+    /// Starts a controller that gives each agent a broker user of its own;
+    /// agents are added with [`Cluster::add_agent`].
     pub async fn start(agent_bin: &str) -> Cluster {
         let prefix = crate::unique_prefix();
+        let accounts = crate::broker_accounts_flag();
         let mut flags = vec!["--broker-prefix", prefix.as_str()];
+        flags.extend(accounts.iter().map(String::as_str));
         flags.extend_from_slice(FAST_FLOW);
         let app = spawn_app_with(&flags).await;
-        let resp = app.post("/api/agents/tokens", &app.admin_token).await;
-        assert_eq!(resp.status(), 201, "issuing an agent token");
-        let body: Value = resp.json().await.unwrap_or_default();
-        let agent_token = body["agent_token"].as_str().unwrap_or_default().to_owned();
+        let agent_token = app.agent_token().await;
         Cluster {
             app,
             prefix,
@@ -80,7 +80,8 @@ impl Cluster {
         }
         let child = Command::new(&self.agent_bin)
             .args(["--controller-url", &self.app.base_url])
-            .args(["--amqp-url", &crate::infra().amqp_url()])
+            // No login: the registration answer gives the agent its own.
+            .args(["--amqp-url", &crate::infra().amqp_url_without_login()])
             .args(["--broker-prefix", &self.prefix])
             .args(["--worker-id", worker_id])
             .args(["--capacity", &capacity.to_string()])
@@ -101,6 +102,25 @@ impl Cluster {
             .spawn()
             .unwrap_or_else(|e| panic!("starting {}: {e}", self.agent_bin));
         self.agents.push((worker_id.to_owned(), child));
+    }
+
+    /// The cluster controller's broker accounts, built as the controller
+    /// builds them (to revoke an agent's broker access, as a test would of
+    /// a broker that lost its users).
+    pub fn broker_accounts(&self) -> controller::broker::BrokerAccounts {
+        let accounts = crate::broker_accounts_flag();
+        let flags = [
+            "--broker-prefix",
+            self.prefix.as_str(),
+            &accounts[0],
+            &accounts[1],
+        ];
+        let config = crate::test_config(&self.app.test_db.url, &flags);
+        let topology = orchestrator_shared::messages::Topology::new(self.prefix.clone());
+        controller::broker::BrokerAccounts::new(&config.broker_accounts, &config.amqp_url, topology)
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| panic!("the cluster's broker accounts"))
     }
 
     /// Whether the agent process `worker_id` has not exited.

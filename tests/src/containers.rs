@@ -28,6 +28,8 @@ pub const DEFAULT_POSTGRES_IMAGE: &str = "orchestrator-postgres:15";
 pub const DEFAULT_RABBITMQ_IMAGE: &str = "orchestrator-rabbitmq:3";
 /// How long a container may take to become ready.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long the broker's management API may lag behind its AMQP listener.
+const MANAGEMENT_GRACE: Duration = Duration::from_secs(15);
 
 /// Where the shared containers listen on the host.
 #[derive(Debug, Clone)]
@@ -36,6 +38,8 @@ pub struct Infra {
     pub postgres_port: u16,
     /// Host port mapped to RabbitMQ's 5672.
     pub amqp_port: u16,
+    /// Host port mapped to RabbitMQ's management API (15672).
+    pub management_port: u16,
     /// Container ids, for fault tests that stop or restart them.
     pub postgres_id: String,
     /// See `postgres_id`.
@@ -51,9 +55,22 @@ impl Infra {
         )
     }
 
-    /// Connection string of the broker's default vhost.
+    /// Connection string of the broker's default vhost, as `guest` (the
+    /// test image's administrator, which test controllers run as).
     pub fn amqp_url(&self) -> String {
         format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.amqp_port)
+    }
+
+    /// The broker's address without a login, as agents with a broker user
+    /// of their own are given it (their registration supplies the login).
+    pub fn amqp_url_without_login(&self) -> String {
+        format!("amqp://127.0.0.1:{}/%2f", self.amqp_port)
+    }
+
+    /// The broker's management API, through which test controllers create
+    /// their agents' broker users.
+    pub fn management_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.management_port)
     }
 }
 
@@ -161,6 +178,7 @@ async fn start_containers(
         .with_startup_timeout(STARTUP_TIMEOUT);
     let mq = GenericImage::new(mq_name, mq_tag)
         .with_exposed_port(5672.tcp())
+        .with_exposed_port(15672.tcp())
         .with_wait_for(WaitFor::message_on_stdout("Server startup complete"))
         .with_label(TEST_LABEL, "1")
         .with_startup_timeout(STARTUP_TIMEOUT);
@@ -168,11 +186,13 @@ async fn start_containers(
     let infra = Infra {
         postgres_port: pg.get_host_port_ipv4(5432).await?,
         amqp_port: mq.get_host_port_ipv4(5672).await?,
+        management_port: mq.get_host_port_ipv4(15672).await?,
         postgres_id: pg.id().to_owned(),
         rabbitmq_id: mq.id().to_owned(),
     };
     wait_for_postgres(&infra.postgres_url("postgres")).await?;
     wait_for_rabbitmq(&infra.amqp_url()).await?;
+    wait_for_management(&infra.management_url()).await?;
     Ok((infra, pg, mq))
 }
 
@@ -191,6 +211,30 @@ pub async fn wait_for_postgres(url: &str) -> anyhow::Result<()> {
             Ok(_) => return Ok(()),
             Err(e) if Instant::now() > deadline => return Err(e).context("Postgres never accepted a query"),
             Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+/// Waits until the broker's management API at `url` answers as `guest`.
+/// Called once AMQP answers: plugins start before the broker's listeners,
+/// so the API is up by then, unless the image lacks the plugin, which the
+/// error then says.
+pub async fn wait_for_management(url: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + MANAGEMENT_GRACE;
+    let http = reqwest::Client::new();
+    loop {
+        let answer = http
+            .get(format!("{url}/api/overview"))
+            .basic_auth("guest", Some("guest"))
+            .send()
+            .await;
+        match answer {
+            Ok(r) if r.status().is_success() => return Ok(()),
+            _ if Instant::now() > deadline => bail!(
+                "RabbitMQ's management API never answered at {url}: the image needs the \
+                 rabbitmq_management plugin (deploy/build-images.sh --force)"
+            ),
+            _ => tokio::time::sleep(Duration::from_millis(250)).await,
         }
     }
 }

@@ -27,13 +27,13 @@ pub mod multihost;
 mod tls;
 
 pub use app::{
-    spawn_app, spawn_app_with, spawn_https_app, test_config, Reply, TestApp, ADMIN_PASSWORD, ADMIN_USER,
+    broker_accounts_flag, spawn_app, spawn_app_with, spawn_https_app, test_config, Reply, TestApp, ADMIN_PASSWORD, ADMIN_USER,
     TEST_JWT_SECRET, USER_PASSWORD,
 };
 pub(crate) use containers::{check_image, image_from_env};
 pub use containers::{
-    infra, wait_for_postgres, wait_for_rabbitmq, Infra, DEFAULT_POSTGRES_IMAGE, DEFAULT_RABBITMQ_IMAGE,
-    TEST_LABEL,
+    infra, wait_for_management, wait_for_postgres, wait_for_rabbitmq, Infra, DEFAULT_POSTGRES_IMAGE,
+    DEFAULT_RABBITMQ_IMAGE, TEST_LABEL,
 };
 pub use databases::{database, fresh_database, unique_prefix, TestDb};
 pub use fixtures::{create_user, new_job, new_worker, submit, BIG_QUOTA};

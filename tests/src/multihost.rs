@@ -174,6 +174,12 @@ async fn start_controller(
             format!("amqps://guest:guest@{run}-rabbitmq:5671/%2f"),
         )
         .with_env_var("ORCH_AMQP_CA_FILE", CA_IN_CONTAINER)
+        // Each agent gets a broker user of its own (the controller runs as
+        // the test broker's administrator, guest).
+        .with_env_var(
+            "ORCH_BROKER_MANAGEMENT_URL",
+            format!("http://{run}-rabbitmq:15672"),
+        )
         .with_env_var("ORCH_JWT_SECRET", JWT_SECRET)
         .with_env_var("ORCH_ADMIN_USERNAME", "admin")
         .with_env_var("ORCH_ADMIN_PASSWORD", ADMIN_PASSWORD)
@@ -257,10 +263,8 @@ impl Deployment {
                 "AGENT_CONTROLLER_URL",
                 format!("https://{}-controller:8000", self.run),
             )
-            .with_env_var(
-                "AGENT_AMQP_URL",
-                format!("amqps://guest:guest@{}-rabbitmq:5671/%2f", self.run),
-            )
+            // No login: the registration answer gives the agent its own.
+            .with_env_var("AGENT_AMQP_URL", format!("amqps://{}-rabbitmq:5671/%2f", self.run))
             .with_env_var("AGENT_CA_FILE", CA_IN_CONTAINER)
             .with_env_var("AGENT_TOKEN", self.agent_token.clone())
             .with_env_var("AGENT_CAPACITY", capacity.to_string())

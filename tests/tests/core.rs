@@ -871,12 +871,14 @@ async fn the_relay_parks_a_row_it_cannot_publish_and_sends_the_rest() {
     let good = outbox::enqueue(&c, CONTROL_EXCHANGE, "w-1", &pause, 9, None)
         .await
         .unwrap();
+    let topology = Topology::new(integration_tests::unique_prefix());
     let flow = Flow {
         db: pool.clone(),
-        topology: Topology::new(integration_tests::unique_prefix()),
+        topology: topology.clone(),
         config: config.flow,
         wake: Default::default(),
         status: BrokerStatus::default(),
+        senders: controller::broker::Senders::new("guest".into(), topology, true),
     };
     let link = BrokerLink::new(integration_tests::infra().amqp_url(), None).unwrap();
     let relay = tokio::spawn(supervise(link, flow));

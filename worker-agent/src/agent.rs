@@ -114,14 +114,18 @@ pub async fn run(
 /// Registers until the controller accepts (capped backoff between tries),
 /// and starts from its answer: the generation of this incarnation (before
 /// the control queue is consumed, so no message left for an earlier one is
-/// obeyed) and, if the worker id is paused, paused.
-async fn register(state: &State) {
+/// obeyed), the broker login to connect with and, if the worker id is
+/// paused, paused. The broker session calls it again when the broker
+/// refuses the login it has.
+pub(crate) async fn register(state: &State) {
     let request = registration(state);
     let mut attempt = 0u32;
     loop {
         match state.client.register(&request).await {
-            Ok(worker) => {
+            Ok(answer) => {
+                let worker = answer.worker;
                 state.set_generation(worker.generation);
+                state.set_broker_login(answer.broker);
                 if worker.status == WorkerStatus::Paused {
                     state.paused.send_replace(true);
                 }

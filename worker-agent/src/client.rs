@@ -4,7 +4,7 @@
 //! long they may wait.
 
 use crate::config::Secret;
-use orchestrator_shared::api::{ClaimRequest, ClaimResponse, RegisterRequest, Worker};
+use orchestrator_shared::api::{ClaimRequest, ClaimResponse, RegisterRequest, Registration};
 use orchestrator_shared::tls::{tls_failure, CaBundle, TlsFailure};
 use std::time::Duration;
 
@@ -111,8 +111,9 @@ impl ControllerClient {
     }
 
     /// `POST /api/agents/register`; returns the controller's view of the
-    /// worker, whose generation and status the agent starts from.
-    pub async fn register(&self, body: &RegisterRequest) -> Result<Worker, ClientError> {
+    /// worker, whose generation and status the agent starts from, and the
+    /// agent's own broker login (if the controller gives agents one).
+    pub async fn register(&self, body: &RegisterRequest) -> Result<Registration, ClientError> {
         self.post("/api/agents/register", body).await
     }
 

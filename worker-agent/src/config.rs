@@ -45,7 +45,12 @@ pub struct AgentConfig {
     /// Bearer token the controller expects from agents.
     #[arg(long, env = "AGENT_TOKEN", hide_env_values = true)]
     pub agent_token: Secret,
-    /// RabbitMQ connection string (may contain a password).
+    /// RabbitMQ connection string. When the controller gives the agent a
+    /// broker user of its own (it answers the registration with a login),
+    /// the URL needs no login (`amqp://rabbitmq:5672/%2f`): the agent logs
+    /// in as its own user whatever the URL says. Only when the controller
+    /// runs on a shared broker login is the URL's login used (it may then
+    /// contain a password).
     #[arg(
         long,
         env = "AGENT_AMQP_URL",

@@ -3,6 +3,9 @@
 //! and go (the session supervisor swaps the channel in and out); a report
 //! that must arrive is retried until the broker confirms it, so a finished
 //! shard is acknowledged only once the controller is sure to hear of it.
+//! Every event carries the connection's broker user as its `user_id`:
+//! RabbitMQ refuses a message whose `user_id` is not its publisher's, and
+//! the controller applies an event about this worker only from its user.
 
 use lapin::options::BasicPublishOptions;
 use lapin::types::ShortString;
@@ -41,11 +44,22 @@ pub enum PublishError {
     NameTooLong(String),
 }
 
+/// A session's way out: its confirm-mode channel and the broker user it
+/// is logged in as.
+#[derive(Debug, Clone)]
+pub struct Link {
+    /// The publishing channel, in confirm mode.
+    pub channel: Channel,
+    /// The `user_id` stamped on every event: the agent's own broker user,
+    /// or `None` on a shared broker login (which stamps nothing, as before).
+    pub user_id: Option<ShortString>,
+}
+
 /// Publishes agent events on the current confirm-mode channel.
 #[derive(Debug)]
 pub struct Publisher {
-    /// The current session's publishing channel (in confirm mode), if any.
-    channel: watch::Sender<Option<Channel>>,
+    /// The current session's link, if any.
+    channel: watch::Sender<Option<Link>>,
     /// The events exchange.
     exchange: ShortString,
     /// Routing key of agent events.
@@ -65,9 +79,9 @@ impl Publisher {
         })
     }
 
-    /// Switches to a new session's channel (`None` while disconnected).
-    pub fn set_channel(&self, channel: Option<Channel>) {
-        self.channel.send_replace(channel);
+    /// Switches to a new session's link (`None` while disconnected).
+    pub fn set_channel(&self, link: Option<Link>) {
+        self.channel.send_replace(link);
     }
 
     /// Whether a channel is available now.
@@ -117,15 +131,20 @@ impl Publisher {
     }
 
     async fn publish_payload(&self, payload: &[u8], priority: u8) -> Result<(), PublishError> {
-        let channel = self.channel.borrow().clone().ok_or(PublishError::NotConnected)?;
+        let link = self.channel.borrow().clone().ok_or(PublishError::NotConnected)?;
+        let mut properties = persistent(priority);
+        if let Some(user_id) = link.user_id {
+            properties = properties.with_user_id(user_id);
+        }
         let publish = async {
-            let confirm = channel
+            let confirm = link
+                .channel
                 .basic_publish(
                     self.exchange.clone(),
                     self.routing_key.clone(),
                     BasicPublishOptions::default(),
                     payload,
-                    persistent(priority),
+                    properties,
                 )
                 .await?
                 .await?;

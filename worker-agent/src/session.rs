@@ -1,10 +1,17 @@
-//! The broker side: one supervised connection at a time. Each session
-//! declares the topology, consumes the agent's control queue and (unless
-//! paused or draining) the jobs queue, and lends its confirm channel to the
-//! [`crate::publisher::Publisher`]. Any broker error ends the session; the
-//! supervisor reconnects with capped backoff. Running shards live outside
-//! sessions, so they keep running and report on the next connection.
+//! The broker side: one supervised connection at a time. Each session logs
+//! in with the agent's own broker login (from its registration), consumes
+//! the agent's control queue and (unless paused or draining) the jobs
+//! queue, and lends its confirm channel to the
+//! [`crate::publisher::Publisher`]. The controller declares the topology
+//! and the agent's control queue; only on a shared broker login (the
+//! registration gives no login) does the agent declare them itself. Any
+//! broker error ends the session; the supervisor reconnects with capped
+//! backoff. When the broker refuses the agent's login (its user is gone, or
+//! a later registration replaced its password) or lacks its control queue,
+//! the agent registers again for a new login first. Running shards live
+//! outside sessions, so they keep running and report on the next connection.
 
+use crate::publisher::Link;
 use crate::state::State;
 use crate::{control, job};
 use anyhow::Context;
@@ -15,8 +22,9 @@ use lapin::options::{
 };
 use lapin::types::{FieldTable, LongString, ShortString};
 use lapin::{Channel, Connection, ConnectionProperties, Consumer, Event};
+use orchestrator_shared::api::BrokerLogin;
 use orchestrator_shared::backoff::backoff;
-use orchestrator_shared::broker::{connect, declare, declare_control_queue};
+use orchestrator_shared::broker::{broker_uri, broker_uri_as, connect_uri, declare, declare_control_queue};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +44,49 @@ const CONTROL_PREFETCH: u16 = 16;
 const LEFTOVER_TIMEOUT: Duration = Duration::from_secs(5);
 /// AMQP reply code of a normal close.
 const REPLY_SUCCESS: u16 = 200;
+/// AMQP reply codes after which a new registration may help: the login
+/// or an operation was refused (403, `ACCESS_REFUSED`), the agent's
+/// control queue does not exist (404, `NOT_FOUND`), the virtual host was
+/// refused to the user (530, `NOT_ALLOWED`).
+const REGISTER_AGAIN: [u16; 3] = [403, 404, 530];
+
+/// Why a session could not open.
+#[derive(Debug)]
+enum OpenError {
+    /// The broker refused the agent's own login or an operation it needs,
+    /// or lacks its control queue: a new registration gives a new login
+    /// and has the controller declare the queue.
+    RegisterAgain(anyhow::Error),
+    /// Anything else: try again after a backoff.
+    Other(anyhow::Error),
+}
+
+impl From<anyhow::Error> for OpenError {
+    fn from(e: anyhow::Error) -> Self {
+        OpenError::Other(e)
+    }
+}
+
+impl From<lapin::Error> for OpenError {
+    fn from(e: lapin::Error) -> Self {
+        OpenError::Other(e.into())
+    }
+}
+
+/// `e` as an [`OpenError`], saying what failed: one a new registration may
+/// cure when the agent has a login of its own (with a shared login there
+/// is nothing a registration could change).
+fn open_error(e: lapin::Error, own_login: bool, what: &'static str) -> OpenError {
+    let code = match e.kind() {
+        lapin::ErrorKind::ProtocolError(amqp) => Some(amqp.get_id()),
+        _ => None,
+    };
+    let e = anyhow::Error::new(e).context(what);
+    match code {
+        Some(code) if own_login && REGISTER_AGAIN.contains(&code) => OpenError::RegisterAgain(e),
+        _ => OpenError::Other(e),
+    }
+}
 
 /// How a session ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,8 +101,8 @@ enum End {
 struct Session {
     /// The connection.
     conn: Connection,
-    /// Confirm-mode channel for events.
-    publish: Channel,
+    /// Confirm-mode channel for events, and the user they are sent as.
+    publish: Link,
     /// Channel of the control consumer.
     control: Channel,
     /// The control queue's consumer.
@@ -71,13 +122,28 @@ pub async fn supervise(state: Arc<State>, mut close: watch::Receiver<bool>) {
         };
         match opened {
             Ok(session) => {
-                tracing::info!("broker connected, topology declared");
+                tracing::info!("broker connected");
                 attempt = 0;
                 if run_session(&state, session, &mut close).await == End::Closed {
                     return;
                 }
             }
-            Err(e) => tracing::warn!(error = format!("{e:#}"), attempt, "broker connection failed"),
+            // Not while draining: a registration would make a terminating
+            // worker idle again; the drain gives up on its reports instead.
+            Err(OpenError::RegisterAgain(e)) if !state.is_stopping() => {
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    attempt,
+                    "the broker refused this agent's login or lacks its queue; registering again"
+                );
+                tokio::select! {
+                    () = crate::agent::register(&state) => {}
+                    _ = close.changed() => return,
+                }
+            }
+            Err(OpenError::RegisterAgain(e) | OpenError::Other(e)) => {
+                tracing::warn!(error = format!("{e:#}"), attempt, "broker connection failed")
+            }
         }
         tokio::select! {
             () = tokio::time::sleep(backoff(attempt)) => {}
@@ -87,33 +153,18 @@ pub async fn supervise(state: Arc<State>, mut close: watch::Receiver<bool>) {
     }
 }
 
-async fn open(state: &State) -> anyhow::Result<Session> {
-    let name = LongString::from(format!("worker-agent {}", state.worker_id()));
-    let props = ConnectionProperties::default().with_connection_name(name);
-    let ca = state.ca.as_ref().map(|ca| ca.pem());
-    let connect = connect(state.config.amqp_url.expose(), ca, props);
-    let conn = tokio::time::timeout(CONNECT_TIMEOUT, connect)
-        .await
-        .context("connecting to the broker timed out")?
-        .context("connecting to the broker")?;
-    let control = conn.create_channel().await?;
-    declare(&control, &state.topology).await?;
-    let queue = declare_control_queue(&control, &state.topology, state.worker_id()).await?;
-    control
-        .basic_qos(CONTROL_PREFETCH, BasicQosOptions::default())
-        .await?;
-    let tag = consumer_tag(state, "control")?;
-    let control_consumer = control
-        .basic_consume(
-            short(queue)?,
-            tag,
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .context("consuming the control queue")?;
+/// Connects and opens the session's channels and consumers, logged in as
+/// the agent's own broker user if its registration gave it one.
+async fn open(state: &State) -> Result<Session, OpenError> {
+    let login = state.broker_login();
+    let conn = connect(state, login.as_ref()).await?;
+    let (control, control_consumer) = consume_control(state, &conn, login.is_some()).await?;
     let publish = conn.create_channel().await?;
     publish.confirm_select(ConfirmSelectOptions::default()).await?;
+    let user_id = match login {
+        Some(login) => Some(short(login.username)?),
+        None => None,
+    };
     let jobs_channel = conn.create_channel().await?;
     let prefetch = u16::try_from(state.config.capacity).unwrap_or(u16::MAX);
     jobs_channel
@@ -126,11 +177,67 @@ async fn open(state: &State) -> anyhow::Result<Session> {
     };
     Ok(Session {
         conn,
-        publish,
+        publish: Link {
+            channel: publish,
+            user_id,
+        },
         control,
         control_consumer,
         jobs,
     })
+}
+
+/// Opens a connection to the broker URL, as `login` if given (else with
+/// the URL's own login).
+async fn connect(state: &State, login: Option<&BrokerLogin>) -> Result<Connection, OpenError> {
+    let name = LongString::from(format!("worker-agent {}", state.worker_id()));
+    let props = ConnectionProperties::default().with_connection_name(name);
+    let url = state.config.amqp_url.expose();
+    let uri = match login {
+        Some(login) => broker_uri_as(url, &login.username, &login.password)?,
+        None => broker_uri(url)?,
+    };
+    let ca = state.ca.as_ref().map(|ca| ca.pem());
+    match tokio::time::timeout(CONNECT_TIMEOUT, connect_uri(uri, ca, props)).await {
+        Ok(Ok(conn)) => Ok(conn),
+        Ok(Err(e)) => Err(open_error(e, login.is_some(), "connecting to the broker")),
+        Err(_) => Err(anyhow::anyhow!("connecting to the broker timed out").into()),
+    }
+}
+
+/// A channel consuming the agent's control queue. On a shared broker login
+/// the agent declares the topology and its queue first; with its own login
+/// the controller has declared them (and the agent may not).
+async fn consume_control(
+    state: &State,
+    conn: &Connection,
+    own_login: bool,
+) -> Result<(Channel, Consumer), OpenError> {
+    let control = conn.create_channel().await?;
+    let queue = if own_login {
+        state.topology.control_queue(state.worker_id())
+    } else {
+        declare(&control, &state.topology)
+            .await
+            .map_err(anyhow::Error::new)?;
+        declare_control_queue(&control, &state.topology, state.worker_id())
+            .await
+            .map_err(anyhow::Error::new)?
+    };
+    control
+        .basic_qos(CONTROL_PREFETCH, BasicQosOptions::default())
+        .await?;
+    let tag = consumer_tag(state, "control")?;
+    let consumer = control
+        .basic_consume(
+            short(queue)?,
+            tag,
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| open_error(e, own_login, "consuming the control queue"))?;
+    Ok((control, consumer))
 }
 
 fn short(s: String) -> anyhow::Result<ShortString> {
@@ -211,7 +318,7 @@ async fn shut(s: Session, end: End) {
                 .basic_cancel(consumer.tag(), BasicCancelOptions::default())
                 .await;
         }
-        for channel in [&s.jobs.channel, &s.publish, &s.control] {
+        for channel in [&s.jobs.channel, &s.publish.channel, &s.control] {
             let _ = channel.close(REPLY_SUCCESS, ShortString::from("OK")).await;
         }
         s.conn.close(REPLY_SUCCESS, ShortString::from("OK")).await

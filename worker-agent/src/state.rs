@@ -8,6 +8,7 @@ use crate::config::AgentConfig;
 use crate::publisher::Publisher;
 use crate::runner::{CancelHandle, RunLimits};
 use anyhow::Context;
+use orchestrator_shared::api::BrokerLogin;
 use orchestrator_shared::messages::{RunningShard, Topology};
 use orchestrator_shared::tls::CaBundle;
 use std::collections::HashMap;
@@ -52,6 +53,10 @@ pub struct State {
     /// from a controller that predates generations): control messages for
     /// an earlier one are dropped.
     generation: AtomicI64,
+    /// The broker login of the latest registration answer; `None` while
+    /// unregistered and when the controller gives agents no login of their
+    /// own (the broker URL's login is used then).
+    broker_login: Mutex<Option<BrokerLogin>>,
     /// Set once the agent drains (shutdown signal or `Terminate`); never
     /// cleared.
     pub stopping: watch::Sender<bool>,
@@ -101,6 +106,7 @@ impl State {
             limits,
             paused: watch::channel(false).0,
             generation: AtomicI64::new(0),
+            broker_login: Mutex::new(None),
             stopping: watch::channel(false).0,
             consuming: AtomicBool::new(false),
             slots,
@@ -123,6 +129,22 @@ impl State {
     /// Records the generation of the registration answer.
     pub fn set_generation(&self, generation: i64) {
         self.generation.store(generation, Ordering::Relaxed);
+    }
+
+    /// The broker login to connect with (see [`State::set_broker_login`]).
+    pub fn broker_login(&self) -> Option<BrokerLogin> {
+        self.broker_login
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Records the broker login of a registration answer.
+    pub fn set_broker_login(&self, login: Option<BrokerLogin>) {
+        *self
+            .broker_login
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = login;
     }
 
     /// Whether the agent is draining.

@@ -396,6 +396,22 @@ async fn stays_up_and_works(c: &mut Cluster, worker_id: &str, generation: i64) {
     assert!(c.agent_running(worker_id));
 }
 
+/// Issue 14: an agent logs in to the broker as a user of its own. When the
+/// broker no longer knows that user (deleted, as when a broker loses its
+/// users; its connection closed), the agent registers again for a new login
+/// (a new generation) and goes on running jobs.
+#[tokio::test]
+async fn an_agent_whose_broker_user_is_deleted_registers_again_and_keeps_working() {
+    let mut c = cluster_with(&[("relogin-1", 1)]).await;
+    let job = c.submit(&["/bin/true"], json!({})).await;
+    c.wait_status(&id(&job), "completed").await;
+    c.broker_accounts()
+        .revoke("relogin-1")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    stays_up_and_works(&mut c, "relogin-1", 2).await;
+}
+
 /// Issue 13, finding 8: a `Terminate` queued while no agent consumed the
 /// worker's control queue (the agent had died) waits there, since the queue
 /// is durable and named by the worker id; the next agent started under the

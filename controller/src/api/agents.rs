@@ -6,11 +6,11 @@ use super::error::{valid, ApiError};
 use super::extract::ApiJson;
 use super::AppState;
 use crate::db::{flow, workers, DbError};
-use crate::models::{NewWorker, Worker};
+use crate::models::NewWorker;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use orchestrator_shared::api::{AgentToken, ClaimRequest, ClaimResponse, RegisterRequest};
+use orchestrator_shared::api::{AgentToken, ClaimRequest, ClaimResponse, RegisterRequest, Registration};
 use orchestrator_shared::Scope;
 use uuid::Uuid;
 
@@ -34,14 +34,22 @@ pub async fn issue_token(State(state): State<AppState>) -> Result<(StatusCode, J
 
 /// Registers (or re-registers) an agent as a new incarnation: the answer
 /// carries its generation (which the agent checks control messages
-/// against) and its status, `idle`, or `paused` if it was paused.
+/// against), its status, `idle`, or `paused` if it was paused, and (unless
+/// agents share one broker login) its own broker login with a fresh
+/// password. The broker account is set up first: if the broker cannot do
+/// it, the answer is a 503 and the worker's row is unchanged.
 #[utoipa::path(post, path = "/api/agents/register", tag = "agents", security(("bearer" = [])), request_body = RegisterRequest,
-    responses((status = 200, body = Worker), (status = 422, body = super::error::ValidationBody)))]
+    responses((status = 200, body = Registration), (status = 422, body = super::error::ValidationBody),
+              (status = 503, body = super::error::ErrorBody, description = "the database, or the broker (the agent's broker account), is unavailable")))]
 pub async fn register(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<RegisterRequest>,
-) -> Result<Json<Worker>, ApiError> {
+) -> Result<Json<Registration>, ApiError> {
     valid(req.problems())?;
+    let broker = match &state.accounts {
+        Some(accounts) => Some(accounts.provision(&req.worker_id).await?),
+        None => None,
+    };
     let mut client = state.db.client().await?;
     let tx = client.transaction().await.map_err(DbError::from)?;
     let worker = workers::register(
@@ -57,8 +65,8 @@ pub async fn register(
     .await?;
     tx.commit().await.map_err(DbError::from)?;
     tracing::info!(worker_id = %worker.worker_id, generation = worker.generation,
-        status = %worker.status, "agent registered");
-    Ok(Json(worker))
+        status = %worker.status, own_broker_user = broker.is_some(), "agent registered");
+    Ok(Json(Registration { worker, broker }))
 }
 
 /// Asks whether the agent may run a shard it received; records the start.

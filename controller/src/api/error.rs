@@ -2,6 +2,7 @@
 //! `{"detail": ...}` as the contract fixes it; no body carries SQL, a stack
 //! trace or a secret (database errors are logged, not returned).
 
+use crate::broker::AccountError;
 use crate::db::DbError;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -90,6 +91,32 @@ impl From<DbError> for ApiError {
             }
             other => {
                 tracing::error!(error = ?other, "database error");
+                ApiError::Internal
+            }
+        }
+    }
+}
+
+impl From<AccountError> for ApiError {
+    fn from(e: AccountError) -> Self {
+        match e {
+            AccountError::TopologyMissing(_) => {
+                tracing::warn!(error = %e, "agent's broker account not set up");
+                ApiError::Unavailable(
+                    "Broker not ready: its topology is not declared yet; try again".to_owned(),
+                )
+            }
+            AccountError::Unreachable(_) | AccountError::Status { .. } => {
+                tracing::error!(error = %e, "agent's broker account not set up");
+                ApiError::Unavailable(
+                    "Broker unavailable: the agent's broker account could not be set up".to_owned(),
+                )
+            }
+            AccountError::InvalidAmqpUrl
+            | AccountError::InvalidManagementUrl
+            | AccountError::Client(_)
+            | AccountError::NoRandomness => {
+                tracing::error!(error = %e, "agent's broker account not set up");
                 ApiError::Internal
             }
         }

@@ -58,6 +58,9 @@ pub struct AppState {
     pub wake: Arc<tokio::sync::Notify>,
     /// Lifetime of issued agent tokens, in seconds.
     pub agent_token_ttl: u64,
+    /// Creates each registering agent's own broker user (`None` when the
+    /// agents share one broker login).
+    pub accounts: Option<Arc<crate::broker::BrokerAccounts>>,
 }
 
 /// One route of the API: what it answers, where, and the scope it

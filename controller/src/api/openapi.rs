@@ -5,9 +5,9 @@
 use super::{agents, auth_routes, jobs, ops, resources, supervisor, AppState};
 use axum::Router;
 use orchestrator_shared::api::{
-    AgentToken, Allocation, AllocationStatus, ClaimDecision, ClaimRequest, ClaimResponse, DurationStats,
-    ErrorBody, FieldError, FleetStats, Job, JobEvent, JobOutput, RegisterRequest, UserUsage, ValidationBody,
-    Worker,
+    AgentToken, Allocation, AllocationStatus, BrokerLogin, ClaimDecision, ClaimRequest, ClaimResponse,
+    DurationStats, ErrorBody, FieldError, FleetStats, Job, JobEvent, JobOutput, RegisterRequest,
+    Registration, UserUsage, ValidationBody, Worker,
 };
 use orchestrator_shared::{JobStatus, WorkerStatus};
 use utoipa::openapi::content::ContentBuilder;
@@ -143,7 +143,7 @@ fn error_answer(schema: &str, description: &str) -> RefOr<Response> {
     components(schemas(
         Job, JobEvent, JobStatus, Worker, WorkerStatus, Allocation, AllocationStatus, JobOutput,
         FleetStats, DurationStats, UserUsage, ErrorBody, ValidationBody, FieldError, AgentToken,
-        RegisterRequest, ClaimRequest, ClaimResponse, ClaimDecision,
+        RegisterRequest, Registration, BrokerLogin, ClaimRequest, ClaimResponse, ClaimDecision,
     )),
     modifiers(&BearerScheme, &StandardErrors),
     tags((name = "auth"), (name = "supervisor"), (name = "resources"), (name = "jobs"), (name = "ops"), (name = "agents")),

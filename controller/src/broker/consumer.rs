@@ -2,7 +2,8 @@
 //! batches (the first delivery, then whatever else arrives within the
 //! batch window), drops heartbeats a newer one of the same agent
 //! supersedes, has the batch applied and acknowledges it with one multiple
-//! ack once its effect is committed.
+//! ack once its effect is committed. An event whose sender may not send it
+//! (`super::senders`) is dropped before the batch is applied.
 
 use super::apply::apply_held;
 use super::Flow;
@@ -31,6 +32,7 @@ pub fn events_prefetch(batch_max: u16) -> u16 {
 /// Consumes and settles events batch after batch until the consumer ends
 /// (always an error: the connection is then re-established).
 pub(super) async fn consume_events(flow: &Flow, mut consumer: lapin::Consumer) -> Result<(), lapin::Error> {
+    super::senders::register_metrics();
     let max = usize::from(flow.config.event_batch_max.max(1));
     let window = flow.config.event_batch_window;
     while let Some(deliveries) = next_batch(&mut consumer, max, window).await? {
@@ -65,18 +67,25 @@ async fn next_batch(
 }
 
 /// Settles one batch of deliveries: malformed ones are rejected at once
-/// (they never reach the database); the others are applied, and only once
-/// their outcome is committed acknowledged with one multiple ack on the
-/// last of them. The channel carries only this consumer and batches are
+/// (they never reach the database); events their sender may not send are
+/// dropped; the others are applied, and only once their outcome is
+/// committed acknowledged with one multiple ack on the last well-formed
+/// delivery. The channel carries only this consumer and batches are
 /// handled one after the other, so that ack covers exactly this batch's
-/// well-formed deliveries (the rejected ones are settled already).
+/// well-formed deliveries, dropped ones included (the rejected ones are
+/// settled already).
 async fn handle_batch(flow: &Flow, deliveries: Vec<Delivery>) -> Result<(), lapin::Error> {
     let mut events = Vec::with_capacity(deliveries.len());
     let mut last = None;
     for delivery in deliveries {
         match serde_json::from_slice::<AgentEvent>(&delivery.data) {
             Ok(event) => {
-                events.push(event);
+                if flow
+                    .senders
+                    .admits(delivery.properties.user_id().as_ref(), &event)
+                {
+                    events.push(event);
+                }
                 last = Some(delivery);
             }
             Err(e) => {
@@ -91,7 +100,7 @@ async fn handle_batch(flow: &Flow, deliveries: Vec<Delivery>) -> Result<(), lapi
     let received = events.len();
     let events = coalesce_heartbeats(events);
     tracing::debug!(received, applied = events.len(), "agent event batch");
-    if apply_held(flow, &events).await {
+    if !events.is_empty() && apply_held(flow, &events).await {
         flow.wake.notify_one();
     }
     last.ack(BasicAckOptions { multiple: true }).await?;

@@ -15,15 +15,23 @@
 //!   batches, coalescing heartbeats, settling the batch.
 //! - `apply`: applying events to Postgres, a batch per transaction, falling
 //!   back to one transaction per event.
+//! - [`senders`]: which broker user may send which event.
+//! - [`accounts`]: one broker user per agent, provisioned at registration
+//!   and revoked, through `management` (the broker's HTTP API).
 
+pub mod accounts;
 mod apply;
 mod connection;
 mod consumer;
+mod management;
 mod relay;
+pub mod senders;
 
+pub use accounts::{AccountError, BrokerAccounts};
 pub use apply::apply_event;
 pub use connection::{supervise, BrokerLink, BrokerStatus};
 pub use consumer::events_prefetch;
+pub use senders::Senders;
 
 use crate::config::FlowConfig;
 use crate::db::flow::RetryPolicy;
@@ -46,6 +54,8 @@ pub struct Flow {
     pub wake: Arc<Notify>,
     /// Connection state for `/readyz`.
     pub status: BrokerStatus,
+    /// Who may send which event, and the controller's own broker user.
+    pub senders: Senders,
 }
 
 impl Flow {

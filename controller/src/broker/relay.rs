@@ -135,7 +135,7 @@ async fn relay_batch(flow: &Flow, ch: &lapin::Channel) -> Result<usize, RelayErr
     }
     let sent: Vec<i64> = ready.iter().map(|p| p.message_id).collect();
     let queued: Vec<Uuid> = ready.iter().filter_map(|p| p.queues_job).collect();
-    let confirmed = publish_confirmed(ch, ready).await?;
+    let confirmed = publish_confirmed(ch, ready, flow.senders.controller()).await?;
     if confirmed {
         outbox::mark_sent(&tx, &sent).await?;
         jobs::mark_queued(&tx, &queued).await?;
@@ -145,13 +145,18 @@ async fn relay_batch(flow: &Flow, ch: &lapin::Channel) -> Result<usize, RelayErr
     Ok(if confirmed { messages.len() } else { 0 })
 }
 
-/// Publishes every publication, then waits for all their confirms. False
-/// if the broker refused one: nothing is marked sent, and the whole batch
-/// goes out again later.
-async fn publish_confirmed(ch: &lapin::Channel, ready: Vec<Publication>) -> Result<bool, lapin::Error> {
+/// Publishes every publication as `sender` (its `user_id`, which RabbitMQ
+/// checks against the connection's user and consumers trust), then waits
+/// for all their confirms. False if the broker refused one: nothing is
+/// marked sent, and the whole batch goes out again later.
+async fn publish_confirmed(
+    ch: &lapin::Channel,
+    ready: Vec<Publication>,
+    sender: &ShortString,
+) -> Result<bool, lapin::Error> {
     let mut confirms = Vec::with_capacity(ready.len());
     for p in ready {
-        let props = persistent(p.priority);
+        let props = persistent(p.priority).with_user_id(sender.clone());
         let options = BasicPublishOptions::default();
         confirms.push(
             ch.basic_publish(p.exchange, p.routing_key, options, &p.body, props)

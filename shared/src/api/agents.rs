@@ -4,6 +4,7 @@
 
 use super::error::{check_no_nul, FieldError};
 use super::jobs::check_labels;
+use super::workers::Worker;
 use super::Labels;
 use crate::validate::{is_valid_worker_id, WORKER_ID_RULE};
 use serde::{Deserialize, Serialize};
@@ -95,6 +96,45 @@ impl RegisterRequest {
     }
 }
 
+/// An agent's own broker login, made anew at each registration: the
+/// broker user the controller created for this worker id, and its fresh
+/// password. The agent connects to the broker with it (its broker URL then
+/// carries no login) and stamps the username as `user_id` on every event it
+/// publishes. Never logged: `Debug` hides the password.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct BrokerLogin {
+    /// The agent's broker user, `<broker prefix>.agent.<worker_id>`.
+    pub username: String,
+    /// Its password; the previous registration's stops working.
+    pub password: String,
+}
+
+impl std::fmt::Debug for BrokerLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerLogin")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// `POST /api/agents/register` answer: the worker as registered (every
+/// field of the `Worker` object) and, when the controller gives each agent
+/// its own broker user, that user's login.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Registration {
+    /// The worker, as `GET /api/supervisor/workers/{worker_id}` shows it.
+    #[serde(flatten)]
+    pub worker: Worker,
+    /// The agent's broker login; absent when the controller runs on a
+    /// shared broker login (`--insecure-shared-broker`), in which case the
+    /// agent connects with the login in its own broker URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker: Option<BrokerLogin>,
+}
+
 /// `POST /api/agents/claim` body: may this agent run this shard now?
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -156,6 +196,19 @@ pub struct ClaimResponse {
 mod tests {
     use super::*;
     use crate::api::jobs::{MAX_LABELS, MAX_LABEL_VALUE};
+
+    #[test]
+    fn a_broker_login_never_prints_its_password() {
+        let login = BrokerLogin {
+            username: "p.agent.w".into(),
+            password: "hunter2-long-secret".into(),
+        };
+        let shown = format!("{login:?}");
+        assert!(
+            shown.contains("p.agent.w") && !shown.contains("hunter2"),
+            "{shown}"
+        );
+    }
 
     #[test]
     fn claim_decisions_are_snake_case() {

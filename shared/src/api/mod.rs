@@ -25,7 +25,9 @@ pub mod resources;
 mod schema;
 pub mod workers;
 
-pub use agents::{AgentToken, ClaimDecision, ClaimRequest, ClaimResponse, RegisterRequest};
+pub use agents::{
+    AgentToken, BrokerLogin, ClaimDecision, ClaimRequest, ClaimResponse, RegisterRequest, Registration,
+};
 pub use auth::{CreateUserRequest, LoginRequest, Me, TokenResponse};
 pub use error::{ErrorBody, FieldError, ValidationBody};
 pub use jobs::{
