@@ -22,8 +22,18 @@ mkdir -p "$CACHE"
 
 umask 077
 random() { head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
+# The private CA and the certificates of the controller, the broker and
+# Postgres (kept once made).
+deploy/certs.sh
+for f in postgres-password rabbitmq-password; do
+    [[ -f $CACHE/$f ]] || random > "$CACHE/$f"
+done
 if [[ ! -f $CACHE/controller.env ]]; then
-    printf 'ORCH_JWT_SECRET=%s\nORCH_ADMIN_PASSWORD=%s\n' "$(random)" "$(random | head -c 20)" > "$CACHE/controller.env"
+    {
+        printf 'ORCH_JWT_SECRET=%s\nORCH_ADMIN_PASSWORD=%s\n' "$(random)" "$(random | head -c 20)"
+        printf 'ORCH_DATABASE_URL=postgres://postgres:%s@postgres:5432/postgres\n' "$(cat "$CACHE/postgres-password")"
+        printf 'ORCH_AMQP_URL=amqps://orchestrator:%s@rabbitmq:5671/%%2f\n' "$(cat "$CACHE/rabbitmq-password")"
+    } > "$CACHE/controller.env"
 fi
 if [[ ! -f $CACHE/agent.env ]]; then
     token=$(docker run --rm --env-file "$CACHE/controller.env" orchestrator-controller:latest issue-agent-token)
@@ -32,14 +42,20 @@ fi
 
 ORCH_PORT="$PORT" "${COMPOSE[@]}" up -d --scale agent="$AGENTS"
 for _ in $(seq 1 120); do
-    if curl -fsS "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1; then
+    if curl -fsS --cacert "$CACHE/tls/ca.pem" "https://127.0.0.1:$PORT/readyz" >/dev/null 2>&1; then
         password=$(sed -n 's/^ORCH_ADMIN_PASSWORD=//p' "$CACHE/controller.env")
+        public="${ORCH_PUBLIC_HOSTNAME:-$(hostname -f)}"
         cat <<MSG
-Orchestrator is up: http://127.0.0.1:$PORT  (API docs: http://127.0.0.1:$PORT/docs)
+Orchestrator is up: https://127.0.0.1:$PORT  (API docs: https://127.0.0.1:$PORT/docs)
+Every link is TLS with the private CA $CACHE/tls/ca.pem: clients trust it with
+  SSL_CERT_FILE=$PWD/$CACHE/tls/ca.pem   (or the CLI's --ca-file / ORCH_CA_FILE)
 Admin: ${ORCH_ADMIN_USERNAME:-admin} / $password   (stored in $CACHE/controller.env)
 Get a token:
-  curl -s -X POST http://127.0.0.1:$PORT/api/auth/login -H 'content-type: application/json' \\
-       -d '{"username":"${ORCH_ADMIN_USERNAME:-admin}","password":"$password"}'
+  curl -s --cacert $CACHE/tls/ca.pem -X POST https://127.0.0.1:$PORT/api/auth/login \\
+       -H 'content-type: application/json' -d '{"username":"${ORCH_ADMIN_USERNAME:-admin}","password":"$password"}'
+Another host joins as an agent with: deploy/agent-join.sh WORKER_ID  (it reaches this
+host as $public: the controller on https://$public:$PORT, the broker on amqps://$public:${ORCH_AMQPS_PORT:-5671};
+set ORCH_PUBLIC_HOSTNAME before the first deploy/up.sh to put another name in the certificates)
 Scale agents: AGENTS=5 deploy/up.sh     Stop: deploy/down.sh [--volumes]
 MSG
         exit 0

@@ -27,8 +27,8 @@ pub mod multihost;
 mod tls;
 
 pub use app::{
-    broker_accounts_flag, spawn_app, spawn_app_with, spawn_https_app, test_config, Reply, TestApp, ADMIN_PASSWORD, ADMIN_USER,
-    TEST_JWT_SECRET, USER_PASSWORD,
+    broker_accounts_flag, spawn_app, spawn_app_with, spawn_https_app, test_config, Reply, TestApp,
+    ADMIN_PASSWORD, ADMIN_USER, TEST_JWT_SECRET, USER_PASSWORD,
 };
 pub(crate) use containers::{check_image, image_from_env};
 pub use containers::{

@@ -264,7 +264,10 @@ impl Deployment {
                 format!("https://{}-controller:8000", self.run),
             )
             // No login: the registration answer gives the agent its own.
-            .with_env_var("AGENT_AMQP_URL", format!("amqps://{}-rabbitmq:5671/%2f", self.run))
+            .with_env_var(
+                "AGENT_AMQP_URL",
+                format!("amqps://{}-rabbitmq:5671/%2f", self.run),
+            )
             .with_env_var("AGENT_CA_FILE", CA_IN_CONTAINER)
             .with_env_var("AGENT_TOKEN", self.agent_token.clone())
             .with_env_var("AGENT_CAPACITY", capacity.to_string())

@@ -34,6 +34,22 @@ if [[ -e $hba ]]; then
   echo "orchestrator-postgres: client rules from $hba" >&2
 fi
 
+# A deployment's own superuser password (the image's is "postgres"): set in
+# single-user mode before the server listens, so no connection ever sees the
+# old one. The password is read from a file, never from the environment.
+if [[ -n ${ORCH_POSTGRES_PASSWORD_FILE:-} ]]; then
+  [[ -r $ORCH_POSTGRES_PASSWORD_FILE ]] || die "$ORCH_POSTGRES_PASSWORD_FILE is not readable"
+  pw=$(tr -d '\n' < "$ORCH_POSTGRES_PASSWORD_FILE")
+  [[ $pw =~ ^[A-Za-z0-9]+$ ]] || die "the password in $ORCH_POSTGRES_PASSWORD_FILE must be letters and digits"
+  single=(postgres --single -D "$PGDATA" -c password_encryption=scram-sha-256 postgres)
+  if [[ $(id -u) == 0 ]]; then
+    single=(setpriv --reuid=postgres --regid=postgres --init-groups -- "${single[@]}")
+  fi
+  echo "ALTER ROLE postgres PASSWORD '$pw';" | "${single[@]}" >/dev/null ||
+    die "setting the superuser's password failed"
+  echo "orchestrator-postgres: superuser password from $ORCH_POSTGRES_PASSWORD_FILE" >&2
+fi
+
 if [[ $(id -u) == 0 ]]; then
   exec setpriv --reuid=postgres --regid=postgres --init-groups -- "${args[@]}"
 fi

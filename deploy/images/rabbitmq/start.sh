@@ -31,6 +31,23 @@ if [[ ${ORCH_AMQP_PLAIN:-true} == false ]]; then
   [[ $(id -u) == 0 ]] && chown rabbitmq:rabbitmq "$confd/30-no-plain.conf"
 fi
 
+# Deployments name their own administrator (no guest): with
+# ORCH_RABBITMQ_USER and ORCH_RABBITMQ_PASSWORD_FILE set, a first boot (an
+# empty data directory) creates that user instead of guest.
+if [[ -n ${ORCH_RABBITMQ_PASSWORD_FILE:-} ]]; then
+  [[ -r $ORCH_RABBITMQ_PASSWORD_FILE && -n ${ORCH_RABBITMQ_USER:-} ]] ||
+    die "ORCH_RABBITMQ_PASSWORD_FILE needs ORCH_RABBITMQ_USER and a readable file"
+  install -d -m 0755 "$confd"
+  umask 077
+  {
+    echo "default_user = $ORCH_RABBITMQ_USER"
+    echo "default_pass = $(tr -d '\n' < "$ORCH_RABBITMQ_PASSWORD_FILE")"
+    echo "default_user_tags.administrator = true"
+  } > "$confd/40-users.conf"
+  umask 022
+  [[ $(id -u) == 0 ]] && chown rabbitmq:rabbitmq "$confd/40-users.conf"
+fi
+
 if [[ $(id -u) == 0 ]]; then
   exec setpriv --reuid=rabbitmq --regid=rabbitmq --init-groups -- "$@"
 fi
