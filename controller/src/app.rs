@@ -13,6 +13,7 @@
 use crate::api::client_ip::TrustedProxies;
 use crate::api::limiter::{LoginLimiter, LoginLimits};
 use crate::api::{self, AppState};
+use crate::auth::standing::StandingCache;
 use crate::auth::TokenIssuer;
 use crate::broker::{self, BrokerStatus, Flow};
 use crate::config::{Config, ServeConfig};
@@ -107,6 +108,7 @@ impl App {
             metrics: prometheus()?,
             wake: Arc::new(tokio::sync::Notify::new()),
             agent_token_ttl: config.flow.agent_token_ttl.as_secs(),
+            standing: Arc::new(StandingCache::new(config.token_recheck)),
         };
         Ok(App {
             listener,

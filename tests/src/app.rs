@@ -74,7 +74,12 @@ pub async fn spawn_app() -> TestApp {
 
 /// Like [`spawn_app`], with extra configuration flags.
 pub async fn spawn_app_with(extra: &[&str]) -> TestApp {
-    let test_db = fresh_database().await;
+    spawn_on(fresh_database().await, extra).await
+}
+
+/// A controller on `test_db` (migrated, or migrated by it) with `extra`
+/// flags, logged in as the admin.
+async fn spawn_on(test_db: TestDb, extra: &[&str]) -> TestApp {
     let config = test_config(&test_db.url, extra);
     let tokens = controller::auth::TokenIssuer::new(&config.auth).unwrap_or_else(|e| panic!("{e}"));
     let app = controller::app::App::build(config)
@@ -105,6 +110,13 @@ pub async fn spawn_app_with(extra: &[&str]) -> TestApp {
 }
 
 impl TestApp {
+    /// A second controller on this app's database, as another replica
+    /// behind a load balancer would be, with `extra` flags; its
+    /// `admin_token` is a login of its own.
+    pub async fn spawn_replica(&self, extra: &[&str]) -> TestApp {
+        spawn_on(self.test_db.clone(), extra).await
+    }
+
     /// Full URL of `path`.
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base_url)
