@@ -8,7 +8,7 @@ use orchestrator_shared::api::jobs::{
     MAX_RETRIES, MAX_TIMEOUT_SECONDS, MAX_WORKERS,
 };
 use orchestrator_shared::api::resources::{MAX_ALLOCATION_WORKERS, MAX_TTL_SECONDS};
-use orchestrator_shared::{JobStatus, StatusParseError, WorkerStatus};
+use orchestrator_shared::{JobStatus, Scope, StatusParseError, WorkerStatus};
 use std::path::PathBuf;
 use std::str::FromStr;
 use uuid::Uuid;
@@ -19,6 +19,7 @@ Environment:
   ORCH_URL       controller URL (else the config file's, else https://127.0.0.1:8000)
   ORCH_TOKEN     bearer token (else the config file's, if saved for the same URL)
   ORCH_PASSWORD  password for `login` (safer than --password, which `ps` shows)
+  ORCH_NEW_PASSWORD  the password of `users create` and `users update --new-password`
   ORCH_CONFIG    config file (else $XDG_CONFIG_HOME/orchestrator/config.json,
                  else ~/.config/orchestrator/config.json)
   ORCH_CA_FILE   PEM file of a private CA trusted for an https:// controller
@@ -93,6 +94,68 @@ pub enum Command {
     Release(AllocationRef),
     /// Show allocated workers, running jobs and worker-seconds per user (GET /api/resources/usage).
     Usage,
+    /// Manage users (admins only; GET, POST, PATCH and DELETE /api/auth/users).
+    #[command(subcommand)]
+    Users(UsersCommand),
+}
+
+/// `users` subcommands. A user is named by its id or its username.
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// List the users that are not deleted (GET /api/auth/users).
+    List,
+    /// Show a user (GET /api/auth/users/{id}).
+    Show(UserRef),
+    /// Create a user, its password from ORCH_NEW_PASSWORD (POST /api/auth/users).
+    Create(CreateUserArgs),
+    /// Replace a user's scopes or set a new password (PATCH /api/auth/users/{id}).
+    Update(UpdateUserArgs),
+    /// Refuse a user's logins and every token it holds (PATCH /api/auth/users/{id}).
+    Disable(UserRef),
+    /// Let a disabled user log in again; its old tokens stay refused (PATCH /api/auth/users/{id}).
+    Enable(UserRef),
+    /// Delete a user: no login, tokens refused, name free; its jobs stay (DELETE /api/auth/users/{id}).
+    Delete(UserRef),
+}
+
+/// A user, by id or username.
+#[derive(Debug, Args)]
+pub struct UserRef {
+    /// The user's id (a UUID) or username.
+    pub user: String,
+}
+
+/// A scope as the contract spells it, listed in `--help`.
+fn scope_name() -> PossibleValuesParser {
+    PossibleValuesParser::new(Scope::ALL.iter().map(|scope| scope.as_str()))
+}
+
+/// Arguments of `users create`.
+#[derive(Debug, Args)]
+pub struct CreateUserArgs {
+    /// Login name.
+    #[arg(long)]
+    pub username: String,
+    /// A scope to grant; repeatable.
+    #[arg(long = "scope", value_name = "SCOPE", value_parser = scope_name())]
+    pub scopes: Vec<String>,
+}
+
+/// Arguments of `users update`.
+#[derive(Debug, Args)]
+pub struct UpdateUserArgs {
+    /// The user.
+    #[command(flatten)]
+    pub user: UserRef,
+    /// A scope the user holds from now on, replacing all it held; repeatable.
+    #[arg(long = "scope", value_name = "SCOPE", value_parser = scope_name())]
+    pub scopes: Vec<String>,
+    /// Take every scope away from the user.
+    #[arg(long, conflicts_with = "scopes")]
+    pub no_scopes: bool,
+    /// Set a new password, read from ORCH_NEW_PASSWORD; the user's tokens are taken back.
+    #[arg(long)]
+    pub new_password: bool,
 }
 
 /// Arguments of `login`.
@@ -407,6 +470,42 @@ mod tests {
         }
         assert!(help.contains("1 to 604800 (7 days)"), "{help}");
         assert!(help.contains("0 to 100 (server default 0)"), "{help}");
+    }
+
+    fn users(args: &[&str]) -> Option<UsersCommand> {
+        match parse(args).ok()?.command {
+            Command::Users(users) => Some(users),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn users_take_a_name_or_id_and_known_scopes() {
+        assert!(matches!(users(&["users", "list"]), Some(UsersCommand::List)));
+        assert!(
+            matches!(users(&["users", "disable", "bob"]), Some(UsersCommand::Disable(u)) if u.user == "bob")
+        );
+        let update = users(&[
+            "users",
+            "update",
+            "bob",
+            "--scope",
+            "jobs:read",
+            "--scope",
+            "admin",
+            "--new-password",
+        ]);
+        let Some(UsersCommand::Update(update)) = update else {
+            panic!("users update did not parse");
+        };
+        assert_eq!(
+            (update.scopes, update.no_scopes, update.new_password),
+            (vec!["jobs:read".into(), "admin".into()], false, true)
+        );
+        assert!(parse(&["users", "update", "bob", "--scope", "root"]).is_err());
+        assert!(parse(&["users", "update", "bob", "--scope", "admin", "--no-scopes"]).is_err());
+        assert!(parse(&["users", "create", "--username", "carol", "--scope", "jobs:write"]).is_ok());
+        assert!(parse(&["users", "delete"]).is_err(), "names a user");
     }
 
     #[test]

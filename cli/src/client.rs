@@ -5,7 +5,7 @@ use crate::error::{ApiError, TlsRefused, UnexpectedAnswer, UsageError};
 use anyhow::{anyhow, bail, Context, Result};
 use orchestrator_shared::tls::{tls_failure, CaBundle};
 use reqwest::header::RETRY_AFTER;
-use reqwest::{RequestBuilder, StatusCode, Url};
+use reqwest::{Method, RequestBuilder, StatusCode, Url};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
@@ -142,9 +142,36 @@ impl ApiClient {
     /// `POST` `body` (a contract type) as JSON to the route made of `path`
     /// segments, read the answer as `T`.
     pub async fn post<T: DeserializeOwned>(&self, path: &[&str], body: &impl Serialize) -> Result<Answer<T>> {
+        self.with_body(Method::POST, path, body).await
+    }
+
+    /// `PATCH` `body` (a contract type) as JSON to the route made of `path`
+    /// segments, read the answer as `T`.
+    pub async fn patch<T: DeserializeOwned>(
+        &self,
+        path: &[&str],
+        body: &impl Serialize,
+    ) -> Result<Answer<T>> {
+        self.with_body(Method::PATCH, path, body).await
+    }
+
+    /// `DELETE` the route made of `path` segments (its answer has no body).
+    pub async fn delete(&self, path: &[&str]) -> Result<Reply> {
+        let url = endpoint(&self.base, path, &[])?;
+        self.send(self.http.delete(url.clone()), &url).await
+    }
+
+    /// Sends `body` as JSON with `method` to the route made of `path`
+    /// segments, and reads the answer as `T`.
+    async fn with_body<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &[&str],
+        body: &impl Serialize,
+    ) -> Result<Answer<T>> {
         let url = endpoint(&self.base, path, &[])?;
         Ok(self
-            .send(self.http.post(url.clone()).json(body), &url)
+            .send(self.http.request(method, url.clone()).json(body), &url)
             .await?
             .read()?)
     }

@@ -3,7 +3,7 @@
 //! columns, each a function of the typed row. Pure functions.
 
 use crate::render::{decimal, job_output, key_values, optional, table, text, time, Column};
-use orchestrator_shared::api::{Job, JobEvent, JobOutput, TokenResponse, UserUsage, Worker};
+use orchestrator_shared::api::{Job, JobEvent, JobOutput, TokenResponse, UserAccount, UserUsage, Worker};
 use serde::Serialize;
 
 /// Columns of the job list.
@@ -43,6 +43,15 @@ pub const USAGE_COLUMNS: &[Column<UserUsage>] = &[
     ("ALLOCATED_WORKERS", |u| u.allocated_workers.to_string()),
     ("RUNNING_JOBS", |u| u.running_jobs.to_string()),
     ("WORKER_SECONDS", |u| decimal(u.worker_seconds)),
+];
+
+/// Columns of the user list.
+pub const USER_COLUMNS: &[Column<UserAccount>] = &[
+    ("USER_ID", |u| u.user_id.to_string()),
+    ("USERNAME", |u| u.username.clone()),
+    ("SCOPES", |u| text(&u.scopes)),
+    ("DISABLED", |u| u.disabled.to_string()),
+    ("CREATED", |u| time(&u.created_at)),
 ];
 
 /// `rows` as a table, or `empty` when there are none.

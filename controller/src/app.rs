@@ -18,6 +18,7 @@
 use crate::api::client_ip::TrustedProxies;
 use crate::api::limiter::{LoginLimiter, LoginLimits};
 use crate::api::{self, AppState};
+use crate::auth::standing::StandingCache;
 use crate::auth::TokenIssuer;
 use crate::broker::{self, BrokerAccounts, BrokerStatus, Flow, Senders};
 use crate::config::{Config, ServeConfig};
@@ -149,6 +150,7 @@ impl App {
             wake: Arc::new(tokio::sync::Notify::new()),
             agent_token_ttl: config.flow.agent_token_ttl.as_secs(),
             accounts,
+            standing: Arc::new(StandingCache::new(config.token_recheck)),
         };
         Ok(App {
             listener,

@@ -239,6 +239,18 @@ fn positive_seconds(raw: &str) -> Result<Duration, String> {
     }
 }
 
+/// Longest revocation bound the contract allows (`docs/api.md` §5).
+pub const MAX_TOKEN_RECHECK: Duration = Duration::from_secs(5);
+
+/// Like [`millis`], but at most [`MAX_TOKEN_RECHECK`]: the contract
+/// promises that revocations take effect within it.
+fn recheck_millis(raw: &str) -> Result<Duration, String> {
+    match millis(raw)? {
+        d if d > MAX_TOKEN_RECHECK => Err(format!("must be at most {} ms", MAX_TOKEN_RECHECK.as_millis())),
+        d => Ok(d),
+    }
+}
+
 /// An IP network (`10.0.0.0/8`) or a single address (a network of one).
 fn network(raw: &str) -> Result<IpNet, String> {
     let raw = raw.trim();
@@ -296,6 +308,13 @@ pub struct Config {
     /// clears the count. Other clients of the username are not affected.
     #[arg(long, env = "ORCH_LOGIN_PER_USER_PER_MINUTE", default_value_t = 10)]
     pub login_per_user_per_minute: u32,
+    /// Longest time, in milliseconds, a check of a token's user (scopes,
+    /// disabled or deleted, token version) may rely on an earlier reading
+    /// of the user's row: the bound within which disabling, deleting or
+    /// cutting the scopes of a user takes effect on tokens issued before,
+    /// on every replica. 0 reads the row on every request; at most 5000.
+    #[arg(long = "token-recheck-ms", env = "ORCH_TOKEN_RECHECK_MS", default_value = "2000", value_parser = recheck_millis)]
+    pub token_recheck: Duration,
     /// Connection limits and trusted proxies.
     #[command(flatten)]
     pub serve: ServeConfig,
@@ -453,6 +472,18 @@ mod tests {
         let password = ["--broker-management-password", "mgmt-secret-value"];
         let shown = Cli::try_parse_from(base.iter().copied().chain(url).chain(password)).unwrap();
         assert!(!format!("{:?}", shown.config).contains("mgmt-secret-value"));
+    }
+
+    #[test]
+    fn the_token_recheck_defaults_to_two_seconds_and_is_bounded() {
+        let base = ["controller", "--database-url", "x", "--jwt-secret", "s"];
+        let config = Cli::try_parse_from(base).unwrap().config;
+        assert_eq!(config.token_recheck, Duration::from_secs(2));
+        let with =
+            |ms: &'static str| Cli::try_parse_from(base.iter().copied().chain(["--token-recheck-ms", ms]));
+        assert_eq!(with("0").unwrap().config.token_recheck, Duration::ZERO);
+        assert_eq!(with("5000").unwrap().config.token_recheck, MAX_TOKEN_RECHECK);
+        assert!(with("5001").is_err());
     }
 
     #[test]

@@ -22,6 +22,15 @@ pub struct User {
     pub password_hash: String,
     /// When the account was made.
     pub created_at: DateTime<Utc>,
+    /// Whether the account is refused: it cannot log in, and its tokens
+    /// are refused (a deleted account is disabled too).
+    pub disabled: bool,
+    /// When the account was deleted; its row stays, for its jobs' history.
+    pub deleted_at: Option<DateTime<Utc>>,
+    /// Written into every token issued to the user (claim `ver`); bumped
+    /// when the user is disabled, deleted or given a new password, which
+    /// takes back every token issued before, and when it is enabled again.
+    pub token_version: i64,
 }
 
 /// What an agent tells the controller when it registers.

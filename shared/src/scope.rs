@@ -88,6 +88,18 @@ pub fn has_scope<S: AsRef<str>>(held: &[S], required: Scope) -> bool {
         .any(|s| s.grants(required))
 }
 
+/// The scopes a token may use now: every scope of the API that both the
+/// token's scopes and the user's current scopes grant. A cut of the user's
+/// scopes thus takes effect on tokens issued before it, and scopes added
+/// after a token was issued are not conferred on it (a new login gets them).
+pub fn effective<S: AsRef<str>, H: AsRef<str>>(token: &[S], held: &[H]) -> Vec<String> {
+    Scope::ALL
+        .iter()
+        .filter(|scope| has_scope(token, **scope) && has_scope(held, **scope))
+        .map(|scope| scope.as_str().to_owned())
+        .collect()
+}
+
 impl fmt::Display for Scope {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -145,7 +157,45 @@ mod tests {
         );
     }
 
+    #[test]
+    fn effective_scopes_are_what_both_the_token_and_the_user_grant() {
+        assert_eq!(effective(&["jobs:write"], &["jobs:read"]), ["jobs:read"]);
+        assert_eq!(
+            effective(&["admin"], &["jobs:write"]),
+            ["jobs:read", "jobs:write"]
+        );
+        assert_eq!(effective(&["jobs:read"], &["admin"]), ["jobs:read"]);
+        assert!(effective(&["jobs:write"], &["supervisor:write"]).is_empty());
+        assert!(effective::<&str, &str>(&["jobs:write"], &[]).is_empty());
+        assert!(effective(&["bogus"], &["bogus"]).is_empty());
+    }
+
+    fn scope_sets() -> impl Strategy<Value = Vec<&'static str>> {
+        proptest::sample::subsequence(Scope::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>(), 0..=4)
+    }
+
     proptest! {
+        /// A request may use a scope exactly when the token and the user's
+        /// current scopes both grant it: a cut applies, an addition is not
+        /// conferred, and nothing else changes.
+        #[test]
+        fn effective_scopes_grant_exactly_what_both_grant(token in scope_sets(), held in scope_sets()) {
+            let now = effective(&token, &held);
+            for required in Scope::ALL {
+                prop_assert_eq!(
+                    has_scope(&now, *required),
+                    has_scope(&token, *required) && has_scope(&held, *required)
+                );
+            }
+            // A user who kept (or gained) every scope of the token keeps
+            // exactly the token's rights.
+            if token.iter().all(|s| held.contains(s)) {
+                for required in Scope::ALL {
+                    prop_assert_eq!(has_scope(&now, *required), has_scope(&token, *required));
+                }
+            }
+        }
+
         /// Only admin grants admin, and no non-admin scope grants another
         /// area's scope.
         #[test]

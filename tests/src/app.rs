@@ -94,17 +94,18 @@ pub async fn spawn_app() -> TestApp {
 
 /// Like [`spawn_app`], with extra configuration flags.
 pub async fn spawn_app_with(extra: &[&str]) -> TestApp {
-    spawn(extra, None).await
+    spawn_on(fresh_database().await, extra, None).await
 }
 
 /// Like [`spawn_app_with`], serving HTTPS with `tls`'s certificate (which
 /// must name `localhost`); the app's client trusts `tls`'s CA.
 pub async fn spawn_https_app(tls: &TestTls, extra: &[&str]) -> TestApp {
-    spawn(extra, Some(tls)).await
+    spawn_on(fresh_database().await, extra, Some(tls)).await
 }
 
-async fn spawn(extra: &[&str], tls: Option<&TestTls>) -> TestApp {
-    let test_db = fresh_database().await;
+/// A controller on `test_db` (migrated, or migrated by it) with `extra`
+/// flags, logged in as the admin; over HTTPS with `tls`'s certificate.
+async fn spawn_on(test_db: TestDb, extra: &[&str], tls: Option<&TestTls>) -> TestApp {
     let files = tls.map(|t| {
         (
             t.cert_file().display().to_string(),
@@ -151,6 +152,13 @@ async fn spawn(extra: &[&str], tls: Option<&TestTls>) -> TestApp {
 }
 
 impl TestApp {
+    /// A second controller on this app's database, as another replica
+    /// behind a load balancer would be, with `extra` flags; its
+    /// `admin_token` is a login of its own.
+    pub async fn spawn_replica(&self, extra: &[&str]) -> TestApp {
+        spawn_on(self.test_db.clone(), extra, None).await
+    }
+
     /// Full URL of `path`.
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base_url)

@@ -263,7 +263,9 @@ async fn jwt_generation_has_the_contract_claims() {
     let (_t, pool) = database().await;
     let user = create_user(&pool, "erin", "pw", &["jobs:read", "admin"]).await;
     let issuer = controller::auth::TokenIssuer::new(&auth_config(SECRET)).unwrap();
-    let token = issuer.issue(user.user_id, &user.scopes).unwrap();
+    let token = issuer
+        .issue(user.user_id, &user.scopes, user.token_version)
+        .unwrap();
     let parts: Vec<&str> = token.split('.').collect();
     assert_eq!(parts.len(), 3);
     let header: serde_json::Value = serde_json::from_slice(&b64(parts[0])).unwrap();
@@ -283,7 +285,9 @@ async fn jwt_generation_has_the_contract_claims() {
     assert_eq!(claims["aud"], "orchestrator-api");
     let verified = issuer.verify(&token).unwrap();
     assert_eq!(verified.sub, user.user_id.to_string());
-    let second = issuer.issue(user.user_id, &user.scopes).unwrap();
+    let second = issuer
+        .issue(user.user_id, &user.scopes, user.token_version)
+        .unwrap();
     assert_ne!(
         issuer.verify(&second).unwrap().jti,
         verified.jti,
@@ -308,7 +312,9 @@ async fn jwt_validation_refuses_every_kind_of_bad_token() {
     let (_t, pool) = database().await;
     let user = create_user(&pool, "frank", "pw", &["jobs:read"]).await;
     let issuer = controller::auth::TokenIssuer::new(&auth_config(SECRET)).unwrap();
-    let good = issuer.issue(user.user_id, &user.scopes).unwrap();
+    let good = issuer
+        .issue(user.user_id, &user.scopes, user.token_version)
+        .unwrap();
     let claims = issuer.verify(&good).unwrap();
     assert_tampered_tokens_refused(&issuer, &good);
 
@@ -317,7 +323,7 @@ async fn jwt_validation_refuses_every_kind_of_bad_token() {
     hs512.jwt_algorithm = controller::config::JwtAlgorithm::Hs512;
     let other = controller::auth::TokenIssuer::new(&hs512)
         .unwrap()
-        .issue(user.user_id, &[])
+        .issue(user.user_id, &[], 0)
         .unwrap();
     assert!(issuer.verify(&other).is_err());
 

@@ -4,6 +4,7 @@ mod auth;
 mod jobs;
 mod resources;
 mod supervisor;
+mod users;
 
 use crate::args::{Cli, Command};
 use crate::client::ApiClient;
@@ -81,6 +82,7 @@ async fn run(ctx: &Ctx, command: Command) -> Result<ExitCode> {
         Command::Allocate(args) => resources::allocate(ctx, args).await,
         Command::Release(allocation) => resources::release(ctx, allocation.allocation_id).await,
         Command::Usage => resources::usage(ctx).await,
+        Command::Users(command) => users::run(ctx, command).await,
     }?;
     Ok(ExitCode::SUCCESS)
 }

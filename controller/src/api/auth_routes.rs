@@ -1,4 +1,5 @@
-//! `/api/auth/*`: login, the caller's identity, and user creation by admins.
+//! `/api/auth/*`: login, the caller's identity, and user creation by admins
+//! (the other users routes are in [`super::users`]).
 
 use super::client_ip::ClientIp;
 use super::error::{valid, ApiError, BAD_LOGIN};
@@ -9,6 +10,7 @@ use crate::db::users;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
+use orchestrator_shared::api::auth::distinct_scopes;
 use orchestrator_shared::api::{CreateUserRequest, LoginRequest, Me, TokenResponse};
 
 /// Exchanges a username and password for a token.
@@ -34,18 +36,23 @@ pub async fn login(
         .as_ref()
         .map_or_else(|| password::DECOY_HASH.to_owned(), |u| u.password_hash.clone());
     let verified = password::verify(req.password, stored).await;
+    // A disabled user's password is checked too, so its refusal takes the
+    // same time and gives the same answer as a wrong password.
     let user = match (user, verified) {
-        (Some(user), Ok(())) => {
+        (Some(user), Ok(())) if !user.disabled => {
             state.login_limiter.succeeded(attempt);
             user
         }
         (_, Err(password::PasswordError::Task)) => return Err(ApiError::Internal),
         _ => return Err(ApiError::Unauthorized(BAD_LOGIN)),
     };
-    let token = state.tokens.issue(user.user_id, &user.scopes).map_err(|e| {
-        tracing::error!(error = %e, "token signing failed");
-        ApiError::Internal
-    })?;
+    let token = state
+        .tokens
+        .issue(user.user_id, &user.scopes, user.token_version)
+        .map_err(|e| {
+            tracing::error!(error = %e, "token signing failed");
+            ApiError::Internal
+        })?;
     Ok(Json(TokenResponse {
         access_token: token,
         token_type: "bearer".to_owned(),
@@ -83,8 +90,7 @@ pub async fn create_user(
 ) -> Result<(StatusCode, Json<Me>), ApiError> {
     valid(req.problems())?;
     let username = req.normalized_username();
-    let mut scopes = req.scopes.clone();
-    scopes.dedup();
+    let scopes = distinct_scopes(&req.scopes);
     let hash = password::hash(req.password)
         .await
         .map_err(|_| ApiError::Internal)?;

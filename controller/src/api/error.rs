@@ -83,6 +83,7 @@ impl From<DbError> for ApiError {
             | DbError::IdempotencyKeyReused { .. }
             | DbError::AlreadyExists { .. }
             | DbError::InUse { .. }
+            | DbError::LastAdmin
             | DbError::NotEnoughWorkers { .. }
             | DbError::ChangedConcurrently { .. } => ApiError::Conflict(e.to_string()),
             DbError::Invariant(_) => {

@@ -3,6 +3,7 @@
 
 use super::error::{ApiError, FieldError, INVALID_CREDENTIALS, NOT_AUTHENTICATED};
 use super::AppState;
+use crate::auth::standing::judge;
 use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
@@ -127,13 +128,14 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
     }
 }
 
-/// The caller, as proven by a verified token. Inserted by [`authorize`];
-/// handlers take it as an argument.
+/// The caller, as proven by a verified token whose user still stands.
+/// Inserted by [`authorize`]; handlers take it as an argument.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     /// The token's `sub`.
     pub user_id: Uuid,
-    /// The token's scopes.
+    /// The scopes this request may use: those both the token and the
+    /// user's current scopes grant (see `auth::standing`).
     pub scopes: Vec<String>,
 }
 
@@ -165,14 +167,16 @@ pub struct Guard {
     pub scope: Option<Scope>,
 }
 
-/// The one check of every protected route: a valid bearer token (401
-/// otherwise) that grants the route's scope (403 otherwise).
+/// The one check of every protected route: a valid bearer token of a user
+/// who still stands (401 otherwise) that grants the route's scope (403
+/// otherwise).
 pub async fn authorize(
     State(guard): State<Guard>,
     mut req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let principal = principal_from_header(&guard.state, req.headers().get(header::AUTHORIZATION))?;
+    let token = bearer_token(req.headers().get(header::AUTHORIZATION))?.to_owned();
+    let principal = principal_from_token(&guard.state, &token).await?;
     if let Some(required) = guard.scope {
         if !orchestrator_shared::scope::has_scope(&principal.scopes, required) {
             return Err(ApiError::Forbidden(required.to_string()));
@@ -182,10 +186,8 @@ pub async fn authorize(
     Ok(next.run(req).await)
 }
 
-fn principal_from_header(
-    state: &AppState,
-    value: Option<&axum::http::HeaderValue>,
-) -> Result<Principal, ApiError> {
+/// The token of an `Authorization: Bearer <token>` header.
+fn bearer_token(value: Option<&axum::http::HeaderValue>) -> Result<&str, ApiError> {
     let value = value.ok_or(ApiError::Unauthorized(NOT_AUTHENTICATED))?;
     let text = value
         .to_str()
@@ -196,15 +198,23 @@ fn principal_from_header(
     if !kind.eq_ignore_ascii_case("bearer") {
         return Err(ApiError::Unauthorized(INVALID_CREDENTIALS));
     }
-    let claims = state.tokens.verify(token.trim()).map_err(|e| {
+    Ok(token.trim())
+}
+
+/// The caller a token proves: its signature and claims verified, then its
+/// user's current standing (disabled, deleted, token version, scopes).
+async fn principal_from_token(state: &AppState, token: &str) -> Result<Principal, ApiError> {
+    let claims = state.tokens.verify(token).map_err(|e| {
         tracing::debug!(error = %e, "token refused");
         ApiError::Unauthorized(INVALID_CREDENTIALS)
     })?;
     let user_id = Uuid::parse_str(&claims.sub).map_err(|_| ApiError::Unauthorized(INVALID_CREDENTIALS))?;
-    Ok(Principal {
-        user_id,
-        scopes: claims.scopes,
-    })
+    let standing = state.standing.standing(&state.db, user_id, claims.ver).await?;
+    let scopes = judge(&claims.scopes, claims.ver, standing.as_deref()).map_err(|refusal| {
+        tracing::debug!(%user_id, %refusal, "token refused");
+        ApiError::Unauthorized(INVALID_CREDENTIALS)
+    })?;
+    Ok(Principal { user_id, scopes })
 }
 
 #[cfg(test)]

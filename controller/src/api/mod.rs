@@ -13,6 +13,7 @@ pub mod openapi;
 pub mod ops;
 pub mod resources;
 pub mod supervisor;
+pub mod users;
 
 use crate::auth::TokenIssuer;
 use crate::broker::BrokerStatus;
@@ -61,6 +62,9 @@ pub struct AppState {
     /// Creates each registering agent's own broker user (`None` when the
     /// agents share one broker login).
     pub accounts: Option<Arc<crate::broker::BrokerAccounts>>,
+    /// Recent readings of users' rows, against which every token is
+    /// checked (disabled, deleted, revoked, scopes cut).
+    pub standing: Arc<crate::auth::standing::StandingCache>,
 }
 
 /// One route of the API: what it answers, where, and the scope it
@@ -84,6 +88,8 @@ pub struct Route {
 enum Verb {
     Get,
     Post,
+    Patch,
+    Delete,
 }
 
 /// A route answering `verb` at `path` with `handler`.
@@ -95,6 +101,8 @@ where
     let (method, filter) = match verb {
         Verb::Get => (Method::GET, MethodFilter::GET),
         Verb::Post => (Method::POST, MethodFilter::POST),
+        Verb::Patch => (Method::PATCH, MethodFilter::PATCH),
+        Verb::Delete => (Method::DELETE, MethodFilter::DELETE),
     };
     Route {
         method,
@@ -110,10 +118,14 @@ where
 #[rustfmt::skip] // a table: one line per route reads best
 pub fn protected_routes() -> Vec<Route> {
     use Scope::*;
-    use Verb::{Get as GET, Post as POST};
+    use Verb::{Delete as DELETE, Get as GET, Patch as PATCH, Post as POST};
     vec![
         route(GET, "/api/auth/me", auth_routes::me, None),
         route(POST, "/api/auth/users", auth_routes::create_user, Some(Admin)),
+        route(GET, "/api/auth/users", users::list, Some(Admin)),
+        route(GET, "/api/auth/users/{user_id}", users::get, Some(Admin)),
+        route(PATCH, "/api/auth/users/{user_id}", users::update, Some(Admin)),
+        route(DELETE, "/api/auth/users/{user_id}", users::delete, Some(Admin)),
         route(GET, "/api/supervisor/workers", supervisor::list_workers, Some(SupervisorRead)),
         route(GET, "/api/supervisor/workers/{worker_id}", supervisor::get_worker, Some(SupervisorRead)),
         route(POST, "/api/supervisor/workers/{worker_id}/pause", supervisor::pause, Some(SupervisorWrite)),

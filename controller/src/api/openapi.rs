@@ -2,12 +2,12 @@
 //! `/api/openapi.json`, and a Swagger UI page at `/docs` whose assets are
 //! compiled in (it works with no internet).
 
-use super::{agents, auth_routes, jobs, ops, resources, supervisor, AppState};
+use super::{agents, auth_routes, jobs, ops, resources, supervisor, users, AppState};
 use axum::Router;
 use orchestrator_shared::api::{
     AgentToken, Allocation, AllocationStatus, BrokerLogin, ClaimDecision, ClaimRequest, ClaimResponse,
     DurationStats, ErrorBody, FieldError, FleetStats, Job, JobEvent, JobOutput, RegisterRequest,
-    Registration, UserUsage, ValidationBody, Worker,
+    Registration, UpdateUserRequest, UserAccount, UserList, UserUsage, ValidationBody, Worker,
 };
 use orchestrator_shared::{JobStatus, WorkerStatus};
 use utoipa::openapi::content::ContentBuilder;
@@ -133,6 +133,7 @@ fn error_answer(schema: &str, description: &str) -> RefOr<Response> {
         (admin implies all; X:write implies X:read). Users see their own jobs; admins see all."),
     paths(
         auth_routes::login, auth_routes::me, auth_routes::create_user,
+        users::list, users::get, users::update, users::delete,
         supervisor::list_workers, supervisor::get_worker, supervisor::pause, supervisor::resume,
         supervisor::terminate, supervisor::metrics,
         resources::quotas, resources::allocate, resources::release, resources::usage,
@@ -144,6 +145,7 @@ fn error_answer(schema: &str, description: &str) -> RefOr<Response> {
         Job, JobEvent, JobStatus, Worker, WorkerStatus, Allocation, AllocationStatus, JobOutput,
         FleetStats, DurationStats, UserUsage, ErrorBody, ValidationBody, FieldError, AgentToken,
         RegisterRequest, Registration, BrokerLogin, ClaimRequest, ClaimResponse, ClaimDecision,
+        UserAccount, UserList, UpdateUserRequest,
     )),
     modifiers(&BearerScheme, &StandardErrors),
     tags((name = "auth"), (name = "supervisor"), (name = "resources"), (name = "jobs"), (name = "ops"), (name = "agents")),

@@ -28,6 +28,12 @@ pub struct Claims {
     pub aud: String,
     /// Unique token id.
     pub jti: String,
+    /// The user's token version at issue: the token is accepted only while
+    /// the user's version is still this one (disabling, deleting or a new
+    /// password bumps it). Tokens issued before versions existed have
+    /// none and count as version 0.
+    #[serde(default)]
+    pub ver: i64,
 }
 
 /// Why a token was refused or could not be made. The API maps every
@@ -101,14 +107,26 @@ impl TokenIssuer {
         self.ttl_seconds
     }
 
-    /// Signs a token for `user_id` with `scopes`, valid from now for the TTL.
-    pub fn issue(&self, user_id: Uuid, scopes: &[String]) -> Result<String, JwtError> {
-        self.issue_for(user_id, scopes, self.ttl_seconds)
+    /// Signs a token for `user_id` with `scopes` and the user's token
+    /// `version`, valid from now for the TTL.
+    pub fn issue(&self, user_id: Uuid, scopes: &[String], version: i64) -> Result<String, JwtError> {
+        self.sign_new(user_id, scopes, version, self.ttl_seconds)
     }
 
     /// Signs a token valid for `ttl_seconds` (agent tokens live longer than
-    /// users' access tokens).
+    /// users' access tokens; they name no user, so carry version 0).
     pub fn issue_for(&self, user_id: Uuid, scopes: &[String], ttl_seconds: u64) -> Result<String, JwtError> {
+        self.sign_new(user_id, scopes, 0, ttl_seconds)
+    }
+
+    /// Signs fresh claims: now, a new `jti`, the configured issuer and audience.
+    fn sign_new(
+        &self,
+        user_id: Uuid,
+        scopes: &[String],
+        version: i64,
+        ttl_seconds: u64,
+    ) -> Result<String, JwtError> {
         let now = now_secs();
         let claims = Claims {
             sub: user_id.to_string(),
@@ -119,6 +137,7 @@ impl TokenIssuer {
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
             jti: Uuid::new_v4().to_string(),
+            ver: version,
         };
         self.sign(&claims)
     }
@@ -173,7 +192,7 @@ mod tests {
     fn token_of_another_hmac_algorithm_is_refused() {
         let a = TokenIssuer::new(&cfg(JwtAlgorithm::Hs512, &"k".repeat(64))).unwrap();
         let b = TokenIssuer::new(&cfg(JwtAlgorithm::Hs256, &"k".repeat(64))).unwrap();
-        let token = a.issue(Uuid::new_v4(), &[]).unwrap();
+        let token = a.issue(Uuid::new_v4(), &[], 0).unwrap();
         assert!(a.verify(&token).is_ok());
         assert!(b.verify(&token).is_err());
     }

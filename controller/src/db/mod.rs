@@ -116,6 +116,10 @@ pub enum DbError {
         /// What depends on it, as a predicate ("still has jobs").
         why: &'static str,
     },
+    /// The change would leave no enabled admin (409): nobody could then
+    /// manage users or issue agent credentials.
+    #[error("The last enabled admin cannot be disabled, deleted or lose the admin scope")]
+    LastAdmin,
     /// Fewer live, unallocated workers than an allocation asks for (409).
     #[error("Not enough free workers: {wanted} requested, {free} free")]
     NotEnoughWorkers {

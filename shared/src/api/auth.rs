@@ -1,5 +1,5 @@
-//! `/api/auth/*`: logging in, the caller's identity, and creating users,
-//! with the rules a new account meets.
+//! `/api/auth/*`: logging in, the caller's identity, and managing users
+//! (create, list, read, change, delete), with the rules an account meets.
 //!
 //! # Usernames
 //! A new username is normalised with NFKC (compatibility forms such as
@@ -17,6 +17,7 @@
 
 use super::error::{check_no_nul, FieldError};
 use crate::Scope;
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
 use unicode_normalization::UnicodeNormalization;
 use uuid::Uuid;
@@ -241,12 +242,158 @@ impl CreateUserRequest {
         for problem in password_problems(&username, &self.password) {
             errors.push(FieldError::body("password", problem));
         }
-        for scope in &self.scopes {
-            if scope.parse::<Scope>().is_err() {
-                errors.push(FieldError::body("scopes", format!("unknown scope: {scope}")));
+        scope_problems(&mut errors, &self.scopes);
+        errors
+    }
+}
+
+/// Every problem of `scopes`: each must be a scope of the contract.
+fn scope_problems(errors: &mut Vec<FieldError>, scopes: &[String]) {
+    for scope in scopes {
+        if scope.parse::<Scope>().is_err() {
+            errors.push(FieldError::body("scopes", format!("unknown scope: {scope}")));
+        }
+    }
+}
+
+/// `scopes` without repeats, in the order first given.
+pub fn distinct_scopes(scopes: &[String]) -> Vec<String> {
+    let mut seen = Vec::with_capacity(scopes.len());
+    for scope in scopes {
+        if !seen.contains(scope) {
+            seen.push(scope.clone());
+        }
+    }
+    seen
+}
+
+/// A user as the users routes show it to admins (never its password or
+/// hash).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UserAccount {
+    /// User id (the `sub` of its tokens).
+    pub user_id: Uuid,
+    /// Login name.
+    pub username: String,
+    /// Scopes of the user.
+    pub scopes: Vec<String>,
+    /// Whether the user is refused: no login, every token refused.
+    pub disabled: bool,
+    /// When the account was made.
+    pub created_at: DateTime<Utc>,
+}
+
+/// `GET /api/auth/users`: every user that is not deleted, by name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UserList {
+    /// The users.
+    pub users: Vec<UserAccount>,
+    /// How many.
+    pub total: usize,
+}
+
+/// `PATCH /api/auth/users/{user_id}` body: what to change; a field left
+/// out (or `null`) stays as it is, so `{}` changes nothing. Read from a
+/// JSON object only (see its `Deserialize`).
+#[derive(Clone, Default, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UpdateUserRequest {
+    /// The user's scopes from now on (replacing the old ones). Tokens
+    /// issued before lose a cut scope within the revocation bound; an
+    /// added one needs a new login.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = super::schema::optional_scopes))]
+    pub scopes: Option<Vec<String>>,
+    /// `true` disables the user (no login; its tokens refused for good),
+    /// `false` enables it again (new logins only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled: Option<bool>,
+    /// A new password, under the rules of a new user's; takes back every
+    /// token of the user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(min_length = 8, max_length = 1024))]
+    pub password: Option<String>,
+}
+
+/// The fields of [`UpdateUserRequest`] as serde derives their reading.
+#[derive(Deserialize)]
+struct UpdateUserFields {
+    #[serde(default)]
+    scopes: Option<Vec<String>>,
+    #[serde(default)]
+    disabled: Option<bool>,
+    #[serde(default)]
+    password: Option<String>,
+}
+
+/// Reads an [`UpdateUserRequest`] from a map only.
+struct UpdateUserVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UpdateUserVisitor {
+    type Value = UpdateUserRequest;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<UpdateUserRequest, A::Error> {
+        let fields = UpdateUserFields::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+        Ok(UpdateUserRequest {
+            scopes: fields.scopes,
+            disabled: fields.disabled,
+            password: fields.password,
+        })
+    }
+}
+
+/// Only a JSON object is a change: serde's derive would also read a struct
+/// from an array (`[null, null]`, which the schema refuses, would change
+/// nothing and answer 200).
+impl<'de> Deserialize<'de> for UpdateUserRequest {
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        de.deserialize_map(UpdateUserVisitor)
+    }
+}
+
+impl std::fmt::Debug for UpdateUserRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpdateUserRequest")
+            .field("scopes", &self.scopes)
+            .field("disabled", &self.disabled)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl UpdateUserRequest {
+    /// Every rule this request breaks that does not depend on the user:
+    /// unknown scopes, and a password's length, blankness or commonness.
+    /// (Whether the password holds the username is
+    /// [`UpdateUserRequest::password_problems_for`], once the user is known.)
+    pub fn problems(&self) -> Vec<FieldError> {
+        let mut errors = Vec::new();
+        if let Some(scopes) = &self.scopes {
+            scope_problems(&mut errors, scopes);
+        }
+        if let Some(password) = &self.password {
+            for problem in password_problems("", password) {
+                errors.push(FieldError::body("password", problem));
             }
         }
         errors
+    }
+
+    /// The new password's problems for the user `username`: every rule of
+    /// a new user's password.
+    pub fn password_problems_for(&self, username: &str) -> Vec<FieldError> {
+        self.password.as_deref().map_or_else(Vec::new, |password| {
+            password_problems(username, password)
+                .into_iter()
+                .map(|problem| FieldError::body("password", problem))
+                .collect()
+        })
     }
 }
 
@@ -394,6 +541,47 @@ mod tests {
             assert!(!entry.chars().any(char::is_whitespace), "{entry:?}");
             assert!(is_common_password(&entry.to_uppercase()), "{entry:?}");
         }
+    }
+
+    #[test]
+    fn an_update_checks_scopes_and_the_password_but_not_what_it_leaves_out() {
+        use serde_json::json;
+        assert_eq!(UpdateUserRequest::default().problems(), []);
+        let update = UpdateUserRequest {
+            scopes: Some(vec!["jobs:read".into(), "root".into()]),
+            disabled: Some(true),
+            password: Some("password".into()),
+        };
+        let locs: Vec<String> = update.problems().iter().map(FieldError::location).collect();
+        assert_eq!(locs, ["body.scopes", "body.password"]);
+        let holds_name = UpdateUserRequest {
+            password: Some("mallory-rules-9".into()),
+            ..UpdateUserRequest::default()
+        };
+        assert_eq!(holds_name.problems(), [], "the name is not known yet");
+        assert_eq!(holds_name.password_problems_for("mallory").len(), 1);
+        assert!(!format!("{holds_name:?}").contains("mallory-rules-9"));
+        let read: UpdateUserRequest =
+            serde_json::from_value(json!({"scopes": null, "disabled": false})).unwrap();
+        assert_eq!(
+            (read.scopes, read.disabled, read.password),
+            (None, Some(false), None)
+        );
+        for not_an_object in [json!([null, null]), json!([]), json!(null), json!("x")] {
+            assert!(
+                serde_json::from_value::<UpdateUserRequest>(not_an_object.clone()).is_err(),
+                "{not_an_object}"
+            );
+        }
+    }
+
+    #[test]
+    fn distinct_scopes_keep_the_first_of_each() {
+        let given: Vec<String> = ["b", "a", "b", "c", "a"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        assert_eq!(distinct_scopes(&given), ["b", "a", "c"]);
     }
 
     proptest! {

@@ -12,7 +12,7 @@
 //! - [`jobs`]: submission, jobs, pages, events, output, and their limits.
 //! - [`workers`]: the fleet as the supervisor routes show it.
 //! - [`resources`]: quotas, allocations and usage.
-//! - [`auth`]: login, the caller's identity, user creation.
+//! - [`auth`]: login, the caller's identity, managing users.
 //! - [`agents`]: what worker agents send and receive over HTTP.
 
 pub mod agents;
@@ -28,7 +28,9 @@ pub mod workers;
 pub use agents::{
     AgentToken, BrokerLogin, ClaimDecision, ClaimRequest, ClaimResponse, RegisterRequest, Registration,
 };
-pub use auth::{CreateUserRequest, LoginRequest, Me, TokenResponse};
+pub use auth::{
+    CreateUserRequest, LoginRequest, Me, TokenResponse, UpdateUserRequest, UserAccount, UserList,
+};
 pub use error::{ErrorBody, FieldError, ValidationBody};
 pub use jobs::{
     BatchRequest, BatchResponse, EventList, Job, JobEvent, JobOutput, JobPage, ListQuery, SubmitRequest,

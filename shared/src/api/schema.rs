@@ -33,13 +33,25 @@ pub fn labels() -> Schema {
         .into()
 }
 
+/// One scope: a string among the scopes the API knows.
+fn scope() -> ObjectBuilder {
+    let names = crate::Scope::ALL.iter().map(|s| s.as_str());
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(names))
+}
+
 /// Scopes to grant: each one of the scopes the API knows.
 pub fn scopes() -> Schema {
-    let names = crate::Scope::ALL.iter().map(|s| s.as_str());
-    let scope = ObjectBuilder::new()
-        .schema_type(Type::String)
-        .enum_values(Some(names));
-    ArrayBuilder::new().items(scope).into()
+    ArrayBuilder::new().items(scope()).into()
+}
+
+/// Scopes to set, or `null` to leave them as they are.
+pub fn optional_scopes() -> Schema {
+    ArrayBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::Array, Type::Null]))
+        .items(scope())
+        .into()
 }
 
 /// A command: 1..=4096 arguments without NUL, the first non-empty; or

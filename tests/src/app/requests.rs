@@ -160,6 +160,28 @@ impl TestApp {
     pub async fn create_user(&self, token: &str, body: &Value) -> Reply {
         self.write("/api/auth/users", token, Some(body)).await
     }
+
+    /// `GET /api/auth/users`.
+    pub async fn list_users(&self, token: &str) -> Reply {
+        self.read("/api/auth/users", token).await
+    }
+
+    /// `GET /api/auth/users/{user_id}`.
+    pub async fn get_user(&self, token: &str, user_id: impl Display) -> Reply {
+        self.read(&format!("/api/auth/users/{user_id}"), token).await
+    }
+
+    /// `PATCH /api/auth/users/{user_id}` with `body` (scopes, disabled, password).
+    pub async fn update_user(&self, token: &str, user_id: impl Display, body: &Value) -> Reply {
+        let path = format!("/api/auth/users/{user_id}");
+        self.send(Method::PATCH, &path, Some(token), Some(body)).await
+    }
+
+    /// `DELETE /api/auth/users/{user_id}`.
+    pub async fn delete_user(&self, token: &str, user_id: impl Display) -> Reply {
+        let path = format!("/api/auth/users/{user_id}");
+        self.send(Method::DELETE, &path, Some(token), None).await
+    }
 }
 
 /// `/api/supervisor/*`.

@@ -256,12 +256,13 @@ pub async fn job_count(app: &TestApp) -> Option<usize> {
 }
 
 /// `template` (a route path such as `/api/jobs/{job_id}`) with its
-/// parameters filled in; fails on a parameter it does not know, so a new
-/// one is noticed.
+/// parameters filled in (`{user_id}` with the UUID given for jobs); fails
+/// on a parameter it does not know, so a new one is noticed.
 pub fn concrete_path(template: &str, job_id: Uuid, worker_id: &str) -> String {
     let path = template
         .replace("{job_id}", &job_id.to_string())
-        .replace("{worker_id}", worker_id);
+        .replace("{worker_id}", worker_id)
+        .replace("{user_id}", &job_id.to_string());
     assert!(!path.contains('{'), "unknown path parameter in {template}");
     path
 }
@@ -314,6 +315,7 @@ pub fn claims(user_id: Uuid, iat: u64, exp: u64) -> Claims {
         iss: "orchestrator".into(),
         aud: "orchestrator-api".into(),
         jti: Uuid::new_v4().to_string(),
+        ver: 0,
     }
 }
 

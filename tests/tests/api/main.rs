@@ -7,6 +7,8 @@
 //! # Layout
 //! - `helpers`: shape, error and token helpers, and short fixtures.
 //! - `auth`: login, users, scopes, and refused tokens on every route.
+//! - `users`: listing, changing and deleting users; revocation of their
+//!   tokens within the bound, on another replica too; the last admin.
 //! - `supervisor`: workers and their transitions, fleet metrics.
 //! - `resources`: quotas, allocation, release.
 //! - `jobs`: submission, batches, idempotency, reading, cancelling, events,
@@ -31,3 +33,4 @@ mod ops;
 mod resources;
 mod supervisor;
 mod tls;
+mod users;
