@@ -108,24 +108,31 @@ fn broker_identity(config: &Config) -> anyhow::Result<(Option<Arc<BrokerAccounts
     Ok((accounts.map(Arc::new), senders))
 }
 
+/// Connects to Postgres as configured (TLS when a CA file is given),
+/// migrates it, builds the pool and creates the configured admin.
+async fn open_database(config: &Config) -> anyhow::Result<(db::PgTarget, Database)> {
+    let target = db::PgTarget::new(&config.database_url, config.database_ca_file.as_deref())
+        .context("the Postgres connection settings")?;
+    db::migrate_to(&target).await.context("applying migrations")?;
+    let database =
+        Database::connect_to(&target, config.db_pool_size, config.db_wait).context("building the pool")?;
+    if let (Some(user), Some(pass)) = (&config.auth.admin_username, &config.auth.admin_password) {
+        crate::bootstrap::ensure_admin(&database, user, pass)
+            .await
+            .context("creating the configured admin")?;
+    }
+    Ok((target, database))
+}
+
 impl App {
     /// Migrates, connects, creates the configured admin and binds the port.
     pub async fn build(config: Config) -> anyhow::Result<App> {
         let transport = Transport::from_config(&config.tls).context("serving the API")?;
         let tokens = TokenIssuer::new(&config.auth).context("JWT configuration")?;
         let (accounts, senders) = broker_identity(&config)?;
-        let target = db::PgTarget::new(&config.database_url, config.database_ca_file.as_deref())
-            .context("the Postgres connection settings")?;
         let broker = broker::BrokerLink::new(config.amqp_url.clone(), config.amqp_ca_file.as_deref())
             .context("the broker's CA file")?;
-        db::migrate_to(&target).await.context("applying migrations")?;
-        let database = Database::connect_to(&target, config.db_pool_size, config.db_wait)
-            .context("building the pool")?;
-        if let (Some(user), Some(pass)) = (&config.auth.admin_username, &config.auth.admin_password) {
-            crate::bootstrap::ensure_admin(&database, user, pass)
-                .await
-                .context("creating the configured admin")?;
-        }
+        let (target, database) = open_database(&config).await?;
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
