@@ -522,6 +522,7 @@ async fn the_controller_refuses_to_start_without_broker_accounts_unless_told_to_
         integration_tests::TEST_JWT_SECRET,
         "--listen",
         "127.0.0.1:0",
+        "--insecure-http",
     ];
     let config = controller::config::Config::try_parse_from(args).unwrap();
     let refused = controller::app::App::build(config).await.err().unwrap();
