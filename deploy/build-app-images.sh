@@ -18,7 +18,7 @@ PROFILE=release
 TAG=latest
 for arg in "$@"; do
   case "$arg" in
-    --test) PROFILE=debug; TAG=test ;;
+    --test) PROFILE=debug; TAG="test" ;;
     -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit 0 ;;
     *) echo "unknown argument: $arg (try --help)" >&2; exit 1 ;;
   esac
