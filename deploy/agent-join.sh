@@ -58,6 +58,11 @@ AGENT_AMQP_URL=amqps://$PUBLIC:$AMQPS_PORT/%2f
 AGENT_CA_FILE=/etc/orchestrator-agent/ca.pem
 AGENT_WORKER_ID=$WORKER_ID
 AGENT_CAPACITY=4
+# As the local agents of deploy/up.sh: any agent may get any job, so all run
+# a job's task description as a shell script, and run its own command only if
+# AGENT_ALLOW_COMMANDS says so.
+AGENT_EXECUTOR=/bin/sh
+AGENT_ALLOW_COMMANDS=${AGENT_ALLOW_COMMANDS:-false}
 ENV
 systemctl enable --now orchestrator-agent.service
 MSG
