@@ -18,6 +18,7 @@
 use crate::api::client_ip::TrustedProxies;
 use crate::api::limiter::{LoginLimiter, LoginLimits};
 use crate::api::{self, AppState};
+use crate::auth::agent_credential::CredentialCache;
 use crate::auth::standing::StandingCache;
 use crate::auth::TokenIssuer;
 use crate::broker::{self, BrokerAccounts, BrokerStatus, Flow, Senders};
@@ -155,9 +156,10 @@ impl App {
             broker: BrokerStatus::default(),
             metrics: prometheus()?,
             wake: Arc::new(tokio::sync::Notify::new()),
-            agent_token_ttl: config.flow.agent_token_ttl.as_secs(),
+            heartbeat_timeout: config.flow.heartbeat_timeout,
             accounts,
             standing: Arc::new(StandingCache::new(config.token_recheck)),
+            credentials: Arc::new(CredentialCache::new(config.token_recheck)),
         };
         Ok(App {
             listener,

@@ -149,9 +149,6 @@ pub struct FlowConfig {
     /// has already arrived.
     #[arg(long = "event-batch-window-ms", env = "ORCH_EVENT_BATCH_WINDOW_MS", default_value = "2", value_parser = millis)]
     pub event_batch_window: Duration,
-    /// Lifetime of agent tokens, in seconds (default one year).
-    #[arg(long = "agent-token-ttl-seconds", env = "ORCH_AGENT_TOKEN_TTL_SECONDS", default_value = "31536000", value_parser = seconds)]
-    pub agent_token_ttl: Duration,
 }
 
 /// How agents get their access to the broker. By default each agent gets
@@ -390,10 +387,6 @@ mod tests {
         let cli = Cli::try_parse_from(base).unwrap();
         assert_eq!(cli.config.flow.event_batch_max, 256);
         assert_eq!(cli.config.flow.event_batch_window, Duration::from_millis(2));
-        assert_eq!(
-            cli.config.flow.agent_token_ttl,
-            Duration::from_secs(365 * 24 * 3600)
-        );
         let empty = base.iter().copied().chain(["--event-batch-max", "0"]);
         assert!(Cli::try_parse_from(empty).is_err());
     }

@@ -51,14 +51,19 @@ enum Command {
         #[arg(long, env = "ORCH_DATABASE_CA_FILE")]
         database_ca_file: Option<std::path::PathBuf>,
     },
-    /// Print a new agent token (scope `agent`), signed with the configured key.
-    IssueAgentToken {
-        /// Token settings (the same as the server's).
-        #[command(flatten)]
-        auth: controller::config::AuthConfig,
-        /// Lifetime in seconds.
-        #[arg(long, env = "ORCH_AGENT_TOKEN_TTL_SECONDS", default_value_t = 365 * 24 * 3600)]
-        ttl_seconds: u64,
+    /// Print a new agent credential for one worker id (revoking the
+    /// worker's earlier one): what `deploy/up.sh` gives its agents before
+    /// any admin has logged in. Admins otherwise use the API or the CLI.
+    IssueAgentCredential {
+        /// Postgres connection string.
+        #[arg(long, env = "ORCH_DATABASE_URL", hide_env_values = true)]
+        database_url: String,
+        /// PEM file of the CA of Postgres's certificate (TLS required).
+        #[arg(long, env = "ORCH_DATABASE_CA_FILE")]
+        database_ca_file: Option<std::path::PathBuf>,
+        /// The worker id the credential names.
+        #[arg(long)]
+        worker_id: String,
     },
     /// Create a user with the `admin` scope (password from the environment).
     CreateAdmin {
@@ -105,14 +110,14 @@ async fn main() -> anyhow::Result<()> {
             create_admin(&target, &username, password).await
         }
         Some(Command::Serve(config)) => serve(*config).await,
-        Some(Command::IssueAgentToken { auth, ttl_seconds }) => {
-            let issuer = controller::auth::TokenIssuer::new(&auth).context("JWT configuration")?;
-            let scopes = [orchestrator_shared::Scope::Agent.as_str().to_owned()];
-            println!(
-                "{}",
-                issuer.issue_for(uuid::Uuid::new_v4(), &scopes, ttl_seconds)?
-            );
-            Ok(())
+        Some(Command::IssueAgentCredential {
+            database_url,
+            database_ca_file,
+            worker_id,
+        }) => {
+            let target = db::PgTarget::new(&database_url, database_ca_file.as_deref())
+                .context("the Postgres connection settings")?;
+            issue_agent_credential(&target, &worker_id).await
         }
         None => unreachable_default(),
     }
@@ -134,7 +139,7 @@ fn with_default_subcommand(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::O
 }
 
 fn unreachable_default() -> anyhow::Result<()> {
-    anyhow::bail!("no subcommand given (expected serve, migrate or create-admin)")
+    anyhow::bail!("no subcommand given (expected serve, migrate, create-admin or issue-agent-credential)")
 }
 
 async fn create_admin(
@@ -149,6 +154,27 @@ async fn create_admin(
         .await
         .context("creating the admin")?;
     tracing::info!(username, created, "admin ready");
+    Ok(())
+}
+
+async fn issue_agent_credential(target: &db::PgTarget, worker_id: &str) -> anyhow::Result<()> {
+    let request = orchestrator_shared::api::CredentialRequest {
+        worker_id: worker_id.to_owned(),
+    };
+    if let Some(problem) = request.problems().first() {
+        anyhow::bail!("--worker-id: {}", problem.msg);
+    }
+    db::migrate_to(target).await.context("applying migrations")?;
+    let database =
+        db::Database::connect_to(target, 1, Duration::from_secs(10)).context("building the pool")?;
+    let made = controller::auth::agent_credential::generate()?;
+    let client = database.client().await.context("connecting to Postgres")?;
+    let (stored, _) =
+        db::credentials::issue(&client, made.credential_id, worker_id, &made.secret_sha256, None)
+            .await
+            .context("storing the credential")?;
+    tracing::info!(credential_id = %stored.credential_id, worker_id, "agent credential issued");
+    println!("{}", made.token);
     Ok(())
 }
 

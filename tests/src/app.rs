@@ -210,11 +210,16 @@ impl TestApp {
         self.login_token(username, USER_PASSWORD).await
     }
 
-    /// A new agent token, issued by the admin through the API.
-    pub async fn agent_token(&self) -> String {
-        let issued = self.issue_agent_token(&self.admin_token).await;
-        assert_eq!(issued.status, 201, "issuing an agent token: {}", issued.text);
-        issued.json["agent_token"].as_str().unwrap_or_default().to_owned()
+    /// A new credential for the agent of `worker_id`, issued by the admin
+    /// through the API: the bearer token that agent presents.
+    pub async fn agent_credential(&self, worker_id: &str) -> String {
+        let issued = self.issue_agent_credential(&self.admin_token, worker_id).await;
+        assert_eq!(
+            issued.status, 201,
+            "issuing a credential for {worker_id}: {}",
+            issued.text
+        );
+        issued.json["token"].as_str().unwrap_or_default().to_owned()
     }
 
     /// Registers a worker directly in the database (as an agent would).

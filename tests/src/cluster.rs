@@ -17,8 +17,9 @@ pub struct Cluster {
     pub app: TestApp,
     /// Broker name prefix of this cluster.
     pub prefix: String,
-    /// Token agents present.
-    pub agent_token: String,
+    /// Each worker id's credential, issued when its first agent starts and
+    /// kept for the agents started again under that id.
+    pub credentials: std::collections::HashMap<String, String>,
     agent_bin: String,
     agents: Vec<(String, Child)>,
 }
@@ -49,11 +50,10 @@ impl Cluster {
         flags.extend(accounts.iter().map(String::as_str));
         flags.extend_from_slice(FAST_FLOW);
         let app = spawn_app_with(&flags).await;
-        let agent_token = app.agent_token().await;
         Cluster {
             app,
             prefix,
-            agent_token,
+            credentials: std::collections::HashMap::new(),
             agent_bin: agent_bin.to_owned(),
             agents: Vec::new(),
         }
@@ -78,6 +78,14 @@ impl Cluster {
             let _ = earlier.start_kill();
             let _ = earlier.wait().await;
         }
+        let credential = match self.credentials.get(worker_id) {
+            Some(credential) => credential.clone(),
+            None => {
+                let issued = self.app.agent_credential(worker_id).await;
+                self.credentials.insert(worker_id.to_owned(), issued.clone());
+                issued
+            }
+        };
         let child = Command::new(&self.agent_bin)
             .args(["--controller-url", &self.app.base_url])
             // No login: the registration answer gives the agent its own.
@@ -92,7 +100,7 @@ impl Cluster {
                 "1000",
                 "--allow-commands",
             ])
-            .env("AGENT_TOKEN", &self.agent_token)
+            .env("AGENT_TOKEN", &credential)
             .env(
                 "RUST_LOG",
                 std::env::var("AGENT_LOG").unwrap_or_else(|_| "warn".into()),
@@ -182,6 +190,36 @@ impl Cluster {
             .await;
         assert_eq!(resp.status(), 201, "submitting {body}");
         resp.json().await.unwrap_or_default()
+    }
+
+    /// Publishes `dispatch` on the cluster's jobs queue as someone holding
+    /// the broker's password (not the controller) could: to test that
+    /// agents do not run what such a message says.
+    pub async fn publish_forged_dispatch(&self, dispatch: &orchestrator_shared::messages::JobDispatch) {
+        use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+        let url = crate::infra().amqp_url();
+        let conn = orchestrator_shared::broker::connect(&url, None, lapin::ConnectionProperties::default())
+            .await
+            .unwrap_or_else(|e| panic!("connecting to the broker: {e}"));
+        let ch = conn.create_channel().await.unwrap_or_else(|e| panic!("{e}"));
+        ch.confirm_select(ConfirmSelectOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let queue = orchestrator_shared::messages::Topology::new(self.prefix.clone()).jobs_queue();
+        let body = serde_json::to_vec(dispatch).unwrap_or_default();
+        let props = orchestrator_shared::broker::persistent(9);
+        let confirm = ch
+            .basic_publish(
+                "".into(),
+                queue.as_str().into(),
+                BasicPublishOptions::default(),
+                &body,
+                props,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("publishing the forged dispatch: {e}"));
+        confirm.await.unwrap_or_else(|e| panic!("confirming it: {e}"));
+        let _ = conn.close(200, "done".into()).await;
     }
 
     /// `GET /api/jobs/{id}`.

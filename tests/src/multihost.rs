@@ -84,7 +84,6 @@ pub struct Deployment {
     pub http: reqwest::Client,
     /// The deployment's CA and server certificate.
     pub tls: TestTls,
-    agent_token: String,
     postgres_port: u16,
     controller: ContainerAsync<GenericImage>,
     agents: Vec<(String, ContainerAsync<GenericImage>)>,
@@ -210,7 +209,6 @@ impl Deployment {
                 .tls_certs_merge([ca])
                 .build()?,
             tls,
-            agent_token: String::new(),
             postgres_port,
             controller,
             agents: Vec::new(),
@@ -219,8 +217,6 @@ impl Deployment {
             network,
         };
         d.connect_controller().await?;
-        let body = d.post("/api/agents/tokens", &Value::Null).await?;
-        d.agent_token = body["agent_token"].as_str().unwrap_or_default().to_owned();
         for _ in 0..agents {
             d.add_agent(capacity).await?;
         }
@@ -254,9 +250,14 @@ impl Deployment {
     }
 
     /// Starts one more agent container (its worker id is its container
-    /// name) and waits until the controller lists it idle.
+    /// name), with a credential of its own issued through the API, and
+    /// waits until the controller lists it idle.
     pub async fn add_agent(&mut self, capacity: u32) -> anyhow::Result<String> {
         let name = format!("{}-agent-{}", self.run, self.agents.len() + 1);
+        let issued = self
+            .post("/api/agents/credentials", &json!({ "worker_id": name }))
+            .await?;
+        let credential = issued["token"].as_str().unwrap_or_default().to_owned();
         let img = image("orchestrator-agent", APP_TAG)?;
         let agent = with_ca(in_network(img, &self.network, &name), &self.tls)
             .with_env_var(
@@ -269,7 +270,8 @@ impl Deployment {
                 format!("amqps://{}-rabbitmq:5671/%2f", self.run),
             )
             .with_env_var("AGENT_CA_FILE", CA_IN_CONTAINER)
-            .with_env_var("AGENT_TOKEN", self.agent_token.clone())
+            .with_env_var("AGENT_WORKER_ID", name.clone())
+            .with_env_var("AGENT_TOKEN", credential)
             .with_env_var("AGENT_CAPACITY", capacity.to_string())
             .with_env_var("AGENT_HEARTBEAT_MS", "500")
             .with_env_var("AGENT_KILL_GRACE_MS", "1000")

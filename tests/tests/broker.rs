@@ -23,11 +23,11 @@ use std::time::{Duration, Instant};
 const WAIT: Duration = Duration::from_secs(30);
 
 /// A controller that gives each agent its own broker user, on a broker
-/// prefix of its own, and an agent token.
+/// prefix of its own, and each agent's credential, issued once.
 struct Setup {
     app: TestApp,
     prefix: String,
-    agent_token: String,
+    credentials: tokio::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 impl Setup {
@@ -35,12 +35,22 @@ impl Setup {
         let prefix = unique_prefix();
         let accounts = broker_accounts_flag();
         let app = spawn_app_with(&["--broker-prefix", &prefix, &accounts[0], &accounts[1]]).await;
-        let agent_token = app.agent_token().await;
         Setup {
             app,
             prefix,
-            agent_token,
+            credentials: Default::default(),
         }
+    }
+
+    /// The credential of `worker_id`'s agent (issued at the first call).
+    async fn token(&self, worker_id: &str) -> String {
+        let mut credentials = self.credentials.lock().await;
+        if let Some(token) = credentials.get(worker_id) {
+            return token.clone();
+        }
+        let token = self.app.agent_credential(worker_id).await;
+        credentials.insert(worker_id.to_owned(), token.clone());
+        token
     }
 
     fn topology(&self) -> Topology {
@@ -52,8 +62,9 @@ impl Setup {
     async fn register(&self, worker_id: &str) -> Registration {
         let body = json!({"worker_id": worker_id, "hostname": "test-host", "capacity": 2});
         let started = Instant::now();
+        let token = self.token(worker_id).await;
         loop {
-            let r = self.app.register_agent(&self.agent_token, &body).await;
+            let r = self.app.register_agent(&token, &body).await;
             if r.status == 200 {
                 return serde_json::from_value(r.json).unwrap();
             }
@@ -88,7 +99,7 @@ impl Setup {
         let claim = json!({"worker_id": worker_id, "job_id": job_id, "attempt": 1, "shard_index": 0, "redelivered": false});
         let r = self
             .app
-            .post_json("/api/agents/claim", &self.agent_token, &claim)
+            .post_json("/api/agents/claim", &self.token(worker_id).await, &claim)
             .await;
         let answer: Value = r.json().await.unwrap();
         assert_eq!(answer["decision"], "run", "{answer}");
@@ -497,7 +508,9 @@ async fn wait_closed(conn: &Connection) {
 async fn a_registration_the_broker_cannot_set_up_is_a_503_and_changes_nothing() {
     let app = spawn_app_with(&["--broker-management-url", "http://127.0.0.1:1"]).await;
     let body = json!({"worker_id": "agent-a", "hostname": "h", "capacity": 1});
-    let r = app.register_agent(&app.agent_token().await, &body).await;
+    let r = app
+        .register_agent(&app.agent_credential("agent-a").await, &body)
+        .await;
     assert_eq!(r.status, 503, "{}", r.text);
     assert!(
         r.json["detail"].as_str().unwrap().contains("broker"),

@@ -87,6 +87,8 @@ fn config(servers: &TlsServers, extra: &[&str]) -> controller::config::Config {
         "--db-wait-seconds",
         "3",
         "--insecure-http",
+        // This file is about the links' encryption, not the broker's accounts.
+        "--insecure-shared-broker",
     ];
     args.extend_from_slice(extra);
     controller::config::Config::try_parse_from(args).unwrap_or_else(|e| panic!("config: {e}"))

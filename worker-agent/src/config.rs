@@ -42,9 +42,22 @@ pub struct AgentConfig {
     /// Base URL of the controller's API.
     #[arg(long, env = "AGENT_CONTROLLER_URL", default_value = "https://127.0.0.1:8000")]
     pub controller_url: String,
-    /// Bearer token the controller expects from agents.
-    #[arg(long, env = "AGENT_TOKEN", hide_env_values = true)]
-    pub agent_token: Secret,
+    /// This agent's credential (`orca_...`, issued for its worker id by
+    /// an admin). Prefer `--agent-token-file`: a file is not visible in the
+    /// process's environment or arguments.
+    #[arg(
+        long,
+        env = "AGENT_TOKEN",
+        hide_env_values = true,
+        required_unless_present = "agent_token_file",
+        conflicts_with = "agent_token_file"
+    )]
+    pub agent_token: Option<Secret>,
+    /// File holding this agent's credential (e.g. systemd's
+    /// `$CREDENTIALS_DIRECTORY/agent-token`); refused if group or others
+    /// may read it.
+    #[arg(long, env = "AGENT_TOKEN_FILE")]
+    pub agent_token_file: Option<PathBuf>,
     /// RabbitMQ connection string. When the controller gives the agent a
     /// broker user of its own (it answers the registration with a login),
     /// the URL needs no login (`amqp://rabbitmq:5672/%2f`): the agent logs
@@ -124,6 +137,23 @@ impl AgentConfig {
         <Wrapper as clap::Parser>::try_parse_from(args).map(|w| w.config)
     }
 
+    /// The agent's credential: `--agent-token`, or the first line of
+    /// `--agent-token-file`, which must be readable by its owner only.
+    pub fn credential(&self) -> Result<Secret, CredentialError> {
+        if let Some(token) = &self.agent_token {
+            return Ok(token.clone());
+        }
+        let Some(path) = &self.agent_token_file else {
+            return Err(CredentialError::Missing);
+        };
+        let text = read_private(path)?;
+        let token = text.lines().next().unwrap_or_default().trim();
+        if token.is_empty() {
+            return Err(CredentialError::Empty(path.clone()));
+        }
+        Ok(Secret::new(token.to_owned()))
+    }
+
     /// Labels as the registration body wants them (a later duplicate key wins).
     pub fn label_map(&self) -> BTreeMap<String, String> {
         self.labels
@@ -131,6 +161,34 @@ impl AgentConfig {
             .map(|l| (l.key.clone(), l.value.clone()))
             .collect()
     }
+}
+
+/// Why the agent has no credential to present.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialError {
+    /// Neither `--agent-token` nor `--agent-token-file` was given.
+    #[error("no credential: set AGENT_TOKEN_FILE (or AGENT_TOKEN)")]
+    Missing,
+    /// The file could not be read.
+    #[error("reading the credential file {0}: {1}")]
+    Unreadable(PathBuf, std::io::Error),
+    /// Group or others may read the file: the credential may have leaked.
+    #[error("the credential file {0} may be read by group or others (mode {1:o}); make it 0600 or 0400")]
+    TooOpen(PathBuf, u32),
+    /// The file holds no credential.
+    #[error("the credential file {0} is empty")]
+    Empty(PathBuf),
+}
+
+/// The contents of `path`, refused when group or others may read it.
+fn read_private(path: &std::path::Path) -> Result<String, CredentialError> {
+    use std::os::unix::fs::PermissionsExt;
+    let unreadable = |e| CredentialError::Unreadable(path.to_owned(), e);
+    let mode = std::fs::metadata(path).map_err(unreadable)?.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(CredentialError::TooOpen(path.to_owned(), mode));
+    }
+    std::fs::read_to_string(path).map_err(unreadable)
 }
 
 fn parse_worker_id(s: &str) -> Result<String, String> {
@@ -177,7 +235,7 @@ mod tests {
         let shown = format!("{c:?}");
         assert!(!shown.contains("very-secret-token"), "{shown}");
         assert!(!shown.contains("guest:guest"), "{shown}");
-        assert_eq!(c.agent_token.expose(), "very-secret-token");
+        assert_eq!(c.credential().unwrap().expose(), "very-secret-token");
         assert_eq!(c.controller_url, "https://127.0.0.1:8000");
         assert_eq!(c.broker_prefix, "orchestrator");
         assert_eq!(c.worker_id, "w-1");
@@ -220,6 +278,38 @@ mod tests {
             let r = AgentConfig::try_parse_from(["worker-agent", "--agent-token=t", "--worker-id=w", bad]);
             assert!(r.is_err(), "{bad} was accepted");
         }
+    }
+
+    #[test]
+    fn the_credential_comes_from_a_private_file_or_not_at_all() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("agent-cred-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("agent-token");
+        std::fs::write(&file, "orca_secret\n").unwrap();
+        let path = file.display().to_string();
+        let config = |extra: &[&str]| {
+            let args = ["worker-agent", "--worker-id=w"]
+                .iter()
+                .chain(extra)
+                .map(|s| s.to_string());
+            AgentConfig::try_parse_from(args.collect::<Vec<_>>())
+        };
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let c = config(&["--agent-token-file", &path]).unwrap();
+        assert_eq!(c.credential().unwrap().expose(), "orca_secret");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let refused = c.credential().unwrap_err().to_string();
+        assert!(
+            refused.contains("group or others") && refused.contains("640"),
+            "{refused}"
+        );
+        assert!(config(&[]).is_err(), "no credential at all");
+        assert!(
+            config(&["--agent-token=t", "--agent-token-file", &path]).is_err(),
+            "both"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! One job delivery from start to end: parse it, claim it from the
-//! controller, run it, publish the `ShardFinished` report with a confirm,
-//! and only then acknowledge the delivery. A delivery that is not
+//! controller, run what the claim's answer says (never what the broker
+//! message says: anyone who can publish to the jobs queue could write
+//! that), publish the `ShardFinished` report with a confirm, and only then
+//! acknowledge the delivery. A delivery that is not
 //! acknowledged (agent killed, connection lost) goes back to the queue, so
 //! no shard is lost; the controller's fencing makes a second run harmless.
 
@@ -9,7 +11,7 @@ use crate::runner::{self, CancelHandle, RunReport, RunSpec};
 use crate::state::State;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
-use orchestrator_shared::api::{ClaimDecision, ClaimRequest, ClaimResponse};
+use orchestrator_shared::api::{ClaimDecision, ClaimRequest, ClaimResponse, ShardWork};
 use orchestrator_shared::backoff::backoff;
 use orchestrator_shared::messages::{AgentEvent, JobDispatch, RunningShard, MAX_PRIORITY};
 use std::path::{Path, PathBuf};
@@ -57,20 +59,30 @@ async fn handle(state: &Arc<State>, delivery: Delivery) {
     let Ok(slot) = state.slots.acquire().await else {
         return requeue(&delivery, &dispatch).await;
     };
-    let decision = claim(state, &dispatch, delivery.redelivered).await;
-    match decision {
-        Some(ClaimDecision::Run) => {}
-        Some(ClaimDecision::Skip) => {
+    let answer = claim(state, &dispatch, delivery.redelivered).await;
+    let work = match answer {
+        Some(ClaimResponse {
+            decision: ClaimDecision::Run,
+            work,
+            ..
+        }) => work,
+        Some(ClaimResponse {
+            decision: ClaimDecision::Skip,
+            ..
+        }) => {
             let r = delivery.ack(BasicAckOptions::default()).await;
             return settled(r, "ack", Some(&dispatch));
         }
-        Some(ClaimDecision::Requeue) => {
+        Some(ClaimResponse {
+            decision: ClaimDecision::Requeue,
+            ..
+        }) => {
             tokio::time::sleep(REQUEUE_PAUSE).await;
             return requeue(&delivery, &dispatch).await;
         }
         None => return requeue(&delivery, &dispatch).await,
-    }
-    let (report, running) = execute(state, &dispatch).await;
+    };
+    let (report, running) = execute(state, &dispatch, work).await;
     drop(slot);
     tracing::info!(%job_id, attempt = dispatch.attempt, shard = dispatch.shard_index,
         outcome = ?report.outcome, exit_code = ?report.exit_code, "shard finished");
@@ -140,7 +152,7 @@ fn settled(result: lapin::Result<bool>, what: &str, dispatch: Option<&JobDispatc
 
 /// Asks the controller whether to run `d`, retrying for
 /// [`CLAIM_PATIENCE`]; `None` when it could not be asked.
-async fn claim(state: &State, d: &JobDispatch, redelivered: bool) -> Option<ClaimDecision> {
+async fn claim(state: &State, d: &JobDispatch, redelivered: bool) -> Option<ClaimResponse> {
     let request = ClaimRequest {
         worker_id: state.worker_id().to_owned(),
         job_id: d.job_id,
@@ -152,10 +164,10 @@ async fn claim(state: &State, d: &JobDispatch, redelivered: bool) -> Option<Clai
     let mut attempt = 0u32;
     loop {
         match state.client.claim(&request).await {
-            Ok(ClaimResponse { decision, reason }) => {
+            Ok(answer) => {
                 tracing::info!(job_id = %d.job_id, attempt = d.attempt, shard = d.shard_index,
-                    ?decision, %reason, "claim answered");
-                return Some(decision);
+                    decision = ?answer.decision, reason = %answer.reason, "claim answered");
+                return Some(answer);
             }
             Err(e) if Instant::now() + backoff(attempt) < give_up_at => {
                 tracing::warn!(job_id = %d.job_id, error = %e, "claim failed; retrying");
@@ -170,10 +182,27 @@ async fn claim(state: &State, d: &JobDispatch, redelivered: bool) -> Option<Clai
     }
 }
 
-/// Runs the shard (or explains why it cannot), listed among the running
-/// shards while it runs and until the returned guard is dropped.
-async fn execute(state: &Arc<State>, d: &JobDispatch) -> (RunReport, Option<crate::state::RunGuard>) {
-    let spec = match spec_for(&state.config, d) {
+/// The shard of `d` as the controller's claim answer describes it: the
+/// message names which shard, the controller says what it runs.
+pub fn as_claimed(d: &JobDispatch, work: Option<ShardWork>) -> Result<JobDispatch, String> {
+    let work = work.ok_or("the controller's claim answer did not say what to run")?;
+    Ok(JobDispatch {
+        task_description: work.task_description,
+        command: work.command,
+        shard_count: work.shard_count,
+        timeout_seconds: work.timeout_seconds,
+        ..d.clone()
+    })
+}
+
+/// Runs the shard as claimed (or explains why it cannot), listed among the
+/// running shards while it runs and until the returned guard is dropped.
+async fn execute(
+    state: &Arc<State>,
+    d: &JobDispatch,
+    work: Option<ShardWork>,
+) -> (RunReport, Option<crate::state::RunGuard>) {
+    let spec = match as_claimed(d, work).and_then(|claimed| spec_for(&state.config, &claimed)) {
         Ok(spec) => spec,
         Err(refusal) => return (RunReport::failed(refusal), None),
     };

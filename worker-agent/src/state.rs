@@ -85,7 +85,8 @@ impl State {
             .map(CaBundle::read)
             .transpose()
             .context("reading the CA file")?;
-        let client = ControllerClient::new(&config.controller_url, config.agent_token.clone(), ca.as_ref())
+        let credential = config.credential().context("the agent's credential")?;
+        let client = ControllerClient::new(&config.controller_url, credential, ca.as_ref())
             .context("building the HTTP client")?;
         let publisher = Publisher::new(&topology).context("naming the events exchange")?;
         let limits = RunLimits {

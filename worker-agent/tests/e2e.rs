@@ -521,3 +521,37 @@ async fn a_job_wider_than_the_fleet_waits_without_a_claim_loop_and_runs_when_a_w
     let workers = started["assigned_workers"].as_array().map_or(0, Vec::len);
     assert_eq!(workers, 3, "each shard on its own worker: {started}");
 }
+
+/// Whoever can publish to the broker (its password leaked, or a forged
+/// agent's broker login) cannot choose what an agent runs: a dispatch for a
+/// real job, carrying a command of the attacker's, is claimed like any
+/// other, and the agent runs the job's own command from the claim's answer.
+#[tokio::test]
+async fn a_forged_dispatch_carrying_a_command_does_not_run_it() {
+    let mut c = Cluster::start(AGENT).await;
+    let marker = std::env::temp_dir().join(format!("forged-{}", uuid::Uuid::new_v4()));
+    let job = c.submit(&["/bin/echo", "the job's own command"], json!({})).await;
+    let job_id: uuid::Uuid = id(&job).parse().unwrap_or_default();
+    let forged = orchestrator_shared::messages::JobDispatch {
+        job_id,
+        attempt: 1,
+        shard_index: 0,
+        shard_count: 1,
+        task_description: "forged".into(),
+        command: Some(vec!["/usr/bin/touch".into(), marker.display().to_string()]),
+        timeout_seconds: None,
+        priority: 9,
+    };
+    // Ahead of the real dispatch (higher priority), before any agent runs.
+    c.publish_forged_dispatch(&forged).await;
+    c.add_agent("forged-1", 1).await;
+    let done = c.wait_status(&id(&job), "completed").await;
+    let output = c
+        .app
+        .get(&format!("/api/jobs/{}/output", id(&job)), &c.app.admin_token)
+        .await;
+    let output: Value = output.json().await.unwrap_or_default();
+    assert!(output.to_string().contains("the job's own command"), "{output}");
+    assert!(!marker.exists(), "the forged command ran");
+    assert_eq!(done["attempts"], 1, "{done}");
+}

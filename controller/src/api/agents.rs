@@ -1,51 +1,134 @@
-//! `/api/agents/*`: what worker agents call (with an agent token, scope
-//! `agent`), and how an admin issues such a token. Not in the original
-//! contract; documented in the OpenAPI document.
+//! `/api/agents/*`: what worker agents call (each with a credential of its
+//! own that names one worker id, scope `agent`), and how an admin issues,
+//! lists and revokes those credentials. Not in the original contract;
+//! documented in the OpenAPI document and `docs/api.md`.
 
 use super::error::{valid, ApiError};
-use super::extract::ApiJson;
+use super::extract::{ApiJson, ApiPath, Principal};
 use super::AppState;
-use crate::db::{flow, workers, DbError};
+use crate::auth::agent_credential;
+use crate::db::flow::Claimant;
+use crate::db::{credentials, flow, workers, DbError};
 use crate::models::NewWorker;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use orchestrator_shared::api::{AgentToken, ClaimRequest, ClaimResponse, RegisterRequest, Registration};
-use orchestrator_shared::Scope;
+use orchestrator_shared::api::{
+    AgentCredential, ClaimRequest, ClaimResponse, CredentialList, CredentialRequest, IssuedCredential,
+    RegisterRequest, Registration,
+};
 use uuid::Uuid;
 
-/// Issues an agent token (admins only).
-#[utoipa::path(post, path = "/api/agents/tokens", tag = "agents", security(("bearer" = [])),
-    responses((status = 201, body = AgentToken), (status = 403, body = super::error::ErrorBody)))]
-pub async fn issue_token(State(state): State<AppState>) -> Result<(StatusCode, Json<AgentToken>), ApiError> {
-    let ttl = state.agent_token_ttl;
-    let token = state
-        .tokens
-        .issue_for(Uuid::new_v4(), &[Scope::Agent.as_str().to_owned()], ttl)
-        .map_err(|_| ApiError::Internal)?;
+/// Issues a credential for one worker id (admins only); the worker's
+/// earlier credential, if any, stops working, and so does the broker login
+/// its agent got with it. The token is in this answer only.
+#[utoipa::path(post, path = "/api/agents/credentials", tag = "agents", security(("bearer" = [])), request_body = CredentialRequest,
+    responses((status = 201, body = IssuedCredential), (status = 403, body = super::error::ErrorBody),
+              (status = 422, body = super::error::ValidationBody)))]
+pub async fn issue_credential(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiJson(req): ApiJson<CredentialRequest>,
+) -> Result<(StatusCode, Json<IssuedCredential>), ApiError> {
+    valid(req.problems())?;
+    let made = agent_credential::generate().map_err(|e| {
+        tracing::error!(error = %e, "no agent credential made");
+        ApiError::Internal
+    })?;
+    let client = state.db.client().await?;
+    let (stored, replaced) = credentials::issue(
+        &client,
+        made.credential_id,
+        &req.worker_id,
+        &made.secret_sha256,
+        Some(principal.user_id),
+    )
+    .await?;
+    for earlier in replaced {
+        state.credentials.forget(earlier);
+    }
+    end_broker_access(&state, &req.worker_id).await;
+    tracing::info!(credential_id = %stored.credential_id, worker_id = %stored.worker_id, "agent credential issued");
     Ok((
         StatusCode::CREATED,
-        Json(AgentToken {
-            agent_token: token,
-            expires_in: ttl,
+        Json(IssuedCredential {
+            credential_id: stored.credential_id,
+            worker_id: stored.worker_id,
+            token: made.token,
+            created_at: stored.created_at,
         }),
     ))
 }
 
-/// Registers (or re-registers) an agent as a new incarnation: the answer
-/// carries its generation (which the agent checks control messages
-/// against), its status, `idle`, or `paused` if it was paused, and (unless
-/// agents share one broker login) its own broker login with a fresh
-/// password. The broker account is set up first: if the broker cannot do
-/// it, the answer is a 503 and the worker's row is unchanged.
+/// Ends the broker login `worker_id`'s agent got at its last registration
+/// (a new registration, with a live credential, makes a new one). A broker
+/// that cannot be told is logged: the login then lasts until the agent's
+/// next registration, which its old credential can no longer make.
+async fn end_broker_access(state: &AppState, worker_id: &str) {
+    if let Some(accounts) = &state.accounts {
+        if let Err(e) = accounts.revoke(worker_id).await {
+            tracing::error!(%worker_id, error = %e, "the agent's broker login could not be revoked");
+        }
+    }
+}
+
+/// Lists every agent credential, newest first (admins only; no secrets).
+#[utoipa::path(get, path = "/api/agents/credentials", tag = "agents", security(("bearer" = [])),
+    responses((status = 200, body = CredentialList), (status = 403, body = super::error::ErrorBody)))]
+pub async fn list_credentials(State(state): State<AppState>) -> Result<Json<CredentialList>, ApiError> {
+    let client = state.db.client().await?;
+    let credentials = credentials::list(&client).await?;
+    Ok(Json(CredentialList {
+        total: credentials.len(),
+        credentials,
+    }))
+}
+
+/// Revokes a credential (admins only): the broker access of its worker's
+/// agent ends at once, and the controller refuses the credential within
+/// the token recheck interval (at once on this replica).
+#[utoipa::path(delete, path = "/api/agents/credentials/{credential_id}", tag = "agents", security(("bearer" = [])),
+    params(("credential_id" = Uuid, Path, description = "The credential")),
+    responses((status = 200, body = AgentCredential, description = "the credential, revoked"),
+              (status = 403, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody),
+              (status = 503, body = super::error::ErrorBody, description = "the broker could not end the agent's access; nothing changed")))]
+pub async fn revoke_credential(
+    State(state): State<AppState>,
+    ApiPath(credential_id): ApiPath<Uuid>,
+) -> Result<Json<AgentCredential>, ApiError> {
+    let client = state.db.client().await?;
+    let Some(found) = credentials::lookup(&client, credential_id).await? else {
+        return Err(ApiError::NotFound(format!(
+            "Agent credential {credential_id} not found"
+        )));
+    };
+    if let Some(accounts) = &state.accounts {
+        accounts.revoke(&found.worker_id).await?;
+    }
+    let revoked = credentials::revoke(&client, credential_id).await?;
+    state.credentials.forget(credential_id);
+    tracing::info!(%credential_id, worker_id = %revoked.worker_id, "agent credential revoked");
+    Ok(Json(revoked))
+}
+
+/// Registers (or re-registers) the credential's worker as a new
+/// incarnation: the answer carries its generation (which the agent checks
+/// control messages against), its status, `idle`, or `paused` if it was
+/// paused, and (unless agents share one broker login) its own broker login
+/// with a fresh password. The broker account is set up first: if the
+/// broker cannot do it, the answer is a 503 and the worker's row is
+/// unchanged. Registering any other worker id is a 403.
 #[utoipa::path(post, path = "/api/agents/register", tag = "agents", security(("bearer" = [])), request_body = RegisterRequest,
-    responses((status = 200, body = Registration), (status = 422, body = super::error::ValidationBody),
+    responses((status = 200, body = Registration), (status = 403, body = super::error::ErrorBody, description = "the credential names another worker"),
+              (status = 422, body = super::error::ValidationBody),
               (status = 503, body = super::error::ErrorBody, description = "the database, or the broker (the agent's broker account), is unavailable")))]
 pub async fn register(
     State(state): State<AppState>,
+    principal: Principal,
     ApiJson(req): ApiJson<RegisterRequest>,
 ) -> Result<Json<Registration>, ApiError> {
     valid(req.problems())?;
+    principal.act_as(&req.worker_id)?;
     let broker = match &state.accounts {
         Some(accounts) => Some(accounts.provision(&req.worker_id).await?),
         None => None,
@@ -69,18 +152,39 @@ pub async fn register(
     Ok(Json(Registration { worker, broker }))
 }
 
-/// Asks whether the agent may run a shard it received; records the start.
+/// Asks whether the credential's worker may run a shard it received;
+/// records the start and, with `run`, answers what to run. A claim for
+/// another worker is a 403, for a worker that never registered a 409.
 #[utoipa::path(post, path = "/api/agents/claim", tag = "agents", security(("bearer" = [])), request_body = ClaimRequest,
-    responses((status = 200, body = ClaimResponse, description = "decision: run, skip or requeue"),
+    responses((status = 200, body = ClaimResponse, description = "decision: run (with the work), skip or requeue"),
+              (status = 403, body = super::error::ErrorBody, description = "the credential names another worker"),
+              (status = 409, body = super::error::ErrorBody, description = "the worker has not registered"),
               (status = 422, body = super::error::ValidationBody)))]
 pub async fn claim(
     State(state): State<AppState>,
+    principal: Principal,
     ApiJson(req): ApiJson<ClaimRequest>,
 ) -> Result<Json<ClaimResponse>, ApiError> {
     valid(req.problems())?;
+    principal.act_as(&req.worker_id)?;
     let mut client = state.db.client().await?;
     let tx = client.transaction().await.map_err(DbError::from)?;
-    let (decision, reason) = flow::claim(&tx, &req).await?;
+    let Some(generation) = workers::generation(&tx, &req.worker_id).await? else {
+        return Err(ApiError::Conflict(format!(
+            "worker {} is not registered: register (POST /api/agents/register) before claiming",
+            req.worker_id
+        )));
+    };
+    let who = Claimant {
+        req: &req,
+        generation,
+        silent_after: state.heartbeat_timeout,
+    };
+    let ((decision, reason), work) = flow::claim(&tx, who).await?;
     tx.commit().await.map_err(DbError::from)?;
-    Ok(Json(ClaimResponse { decision, reason }))
+    Ok(Json(ClaimResponse {
+        decision,
+        reason,
+        work,
+    }))
 }

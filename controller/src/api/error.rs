@@ -20,6 +20,11 @@ pub enum ApiError {
     /// 403: a valid token without the route's scope.
     #[error("Missing required scope: {0}")]
     Forbidden(String),
+    /// 403: a valid credential used for what it does not name (an agent
+    /// credential for another worker, or a user's token where an agent's
+    /// is needed); the text says which.
+    #[error("{0}")]
+    NotYours(String),
     /// 404: unknown id; the text names it.
     #[error("{0}")]
     NotFound(String),
@@ -48,7 +53,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Forbidden(_) | ApiError::NotYours(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,

@@ -3,6 +3,7 @@
 
 use super::error::{ApiError, FieldError, INVALID_CREDENTIALS, NOT_AUTHENTICATED};
 use super::AppState;
+use crate::auth::agent_credential;
 use crate::auth::standing::judge;
 use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::request::Parts;
@@ -137,9 +138,38 @@ pub struct Principal {
     /// The scopes this request may use: those both the token and the
     /// user's current scopes grant (see `auth::standing`).
     pub scopes: Vec<String>,
+    /// For an agent's credential, the one worker it names (and then
+    /// `user_id` is nil and `scopes` is `agent` alone); `None` for a user.
+    pub worker_id: Option<String>,
 }
 
 impl Principal {
+    /// The caller as the agent of `worker_id`: its credential must name
+    /// exactly that worker, else a 403 that says why (and nothing changes).
+    pub fn act_as(&self, worker_id: &str) -> Result<(), ApiError> {
+        match self.worker_id.as_deref() {
+            Some(own) if own == worker_id => Ok(()),
+            Some(own) => {
+                metrics::counter!("agent_requests_refused_total", "reason" => "other_worker").increment(1);
+                tracing::warn!(
+                    credential_worker = own,
+                    asked_for = worker_id,
+                    "agent acted as another worker: refused"
+                );
+                Err(ApiError::NotYours(format!(
+                    "this agent credential is for worker {own}, not {worker_id}"
+                )))
+            }
+            None => {
+                metrics::counter!("agent_requests_refused_total", "reason" => "not_an_agent").increment(1);
+                Err(ApiError::NotYours(
+                    "only an agent credential (issued by POST /api/agents/credentials) may act as a worker"
+                        .to_owned(),
+                ))
+            }
+        }
+    }
+
     /// Whether the caller holds `admin` (sees every user's jobs and usage).
     pub fn is_admin(&self) -> bool {
         orchestrator_shared::scope::has_scope(&self.scopes, Scope::Admin)
@@ -201,9 +231,13 @@ fn bearer_token(value: Option<&axum::http::HeaderValue>) -> Result<&str, ApiErro
     Ok(token.trim())
 }
 
-/// The caller a token proves: its signature and claims verified, then its
-/// user's current standing (disabled, deleted, token version, scopes).
+/// The caller a token proves: an agent credential's worker, or a JWT's
+/// user after its signature, claims and current standing (disabled,
+/// deleted, token version, scopes) are checked.
 async fn principal_from_token(state: &AppState, token: &str) -> Result<Principal, ApiError> {
+    if agent_credential::looks_like_credential(token) {
+        return agent_principal(state, token).await;
+    }
     let claims = state.tokens.verify(token).map_err(|e| {
         tracing::debug!(error = %e, "token refused");
         ApiError::Unauthorized(INVALID_CREDENTIALS)
@@ -214,7 +248,25 @@ async fn principal_from_token(state: &AppState, token: &str) -> Result<Principal
         tracing::debug!(%user_id, %refusal, "token refused");
         ApiError::Unauthorized(INVALID_CREDENTIALS)
     })?;
-    Ok(Principal { user_id, scopes })
+    Ok(Principal {
+        user_id,
+        scopes,
+        worker_id: None,
+    })
+}
+
+/// The agent an agent credential proves: live, and its secret right.
+async fn agent_principal(state: &AppState, token: &str) -> Result<Principal, ApiError> {
+    let Some(worker_id) = state.credentials.worker_of(&state.db, token).await? else {
+        metrics::counter!("agent_requests_refused_total", "reason" => "bad_credential").increment(1);
+        tracing::debug!("agent credential refused: unknown, revoked or wrong");
+        return Err(ApiError::Unauthorized(INVALID_CREDENTIALS));
+    };
+    Ok(Principal {
+        user_id: Uuid::nil(),
+        scopes: vec![Scope::Agent.as_str().to_owned()],
+        worker_id: Some(worker_id),
+    })
 }
 
 #[cfg(test)]

@@ -57,14 +57,18 @@ pub struct AppState {
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     /// Woken after a commit that wrote outbox rows (the relay publishes at once).
     pub wake: Arc<tokio::sync::Notify>,
-    /// Lifetime of issued agent tokens, in seconds.
-    pub agent_token_ttl: u64,
+    /// How long an agent may stay silent before it counts as lost (a
+    /// claim may then take over its shards).
+    pub heartbeat_timeout: Duration,
     /// Creates each registering agent's own broker user (`None` when the
     /// agents share one broker login).
     pub accounts: Option<Arc<crate::broker::BrokerAccounts>>,
     /// Recent readings of users' rows, against which every token is
     /// checked (disabled, deleted, revoked, scopes cut).
     pub standing: Arc<crate::auth::standing::StandingCache>,
+    /// Recent readings of agent credentials, against which every agent
+    /// request is checked (revoked within the same bound as users' tokens).
+    pub credentials: Arc<crate::auth::agent_credential::CredentialCache>,
 }
 
 /// One route of the API: what it answers, where, and the scope it
@@ -143,7 +147,9 @@ pub fn protected_routes() -> Vec<Route> {
         route(POST, "/api/jobs/{job_id}/cancel", jobs::cancel, Some(JobsWrite)),
         route(GET, "/api/jobs/{job_id}/events", jobs::events, Some(JobsRead)),
         route(GET, "/api/jobs/{job_id}/output", jobs::output, Some(JobsRead)),
-        route(POST, "/api/agents/tokens", agents::issue_token, Some(Admin)),
+        route(POST, "/api/agents/credentials", agents::issue_credential, Some(Admin)),
+        route(GET, "/api/agents/credentials", agents::list_credentials, Some(Admin)),
+        route(DELETE, "/api/agents/credentials/{credential_id}", agents::revoke_credential, Some(Admin)),
         route(POST, "/api/agents/register", agents::register, Some(Agent)),
         route(POST, "/api/agents/claim", agents::claim, Some(Agent)),
     ]

@@ -5,9 +5,10 @@
 use super::{agents, auth_routes, jobs, ops, resources, supervisor, users, AppState};
 use axum::Router;
 use orchestrator_shared::api::{
-    AgentToken, Allocation, AllocationStatus, BrokerLogin, ClaimDecision, ClaimRequest, ClaimResponse,
-    DurationStats, ErrorBody, FieldError, FleetStats, Job, JobEvent, JobOutput, RegisterRequest,
-    Registration, UpdateUserRequest, UserAccount, UserList, UserUsage, ValidationBody, Worker,
+    AgentCredential, Allocation, AllocationStatus, BrokerLogin, ClaimDecision, ClaimRequest, ClaimResponse,
+    CredentialList, CredentialRequest, DurationStats, ErrorBody, FieldError, FleetStats, IssuedCredential,
+    Job, JobEvent, JobOutput, RegisterRequest, Registration, ShardWork, UpdateUserRequest, UserAccount,
+    UserList, UserUsage, ValidationBody, Worker,
 };
 use orchestrator_shared::{JobStatus, WorkerStatus};
 use utoipa::openapi::content::ContentBuilder;
@@ -139,13 +140,15 @@ fn error_answer(schema: &str, description: &str) -> RefOr<Response> {
         resources::quotas, resources::allocate, resources::release, resources::usage,
         jobs::submit, jobs::submit_batch, jobs::get_job, jobs::cancel, jobs::list, jobs::events, jobs::output,
         ops::healthz, ops::readyz, ops::metrics,
-        agents::issue_token, agents::register, agents::claim,
+        agents::issue_credential, agents::list_credentials, agents::revoke_credential,
+        agents::register, agents::claim,
     ),
     components(schemas(
         Job, JobEvent, JobStatus, Worker, WorkerStatus, Allocation, AllocationStatus, JobOutput,
-        FleetStats, DurationStats, UserUsage, ErrorBody, ValidationBody, FieldError, AgentToken,
+        FleetStats, DurationStats, UserUsage, ErrorBody, ValidationBody, FieldError,
         RegisterRequest, Registration, BrokerLogin, ClaimRequest, ClaimResponse, ClaimDecision,
-        UserAccount, UserList, UpdateUserRequest,
+        UserAccount, UserList, UpdateUserRequest, AgentCredential, CredentialList, CredentialRequest,
+        IssuedCredential, ShardWork,
     )),
     modifiers(&BearerScheme, &StandardErrors),
     tags((name = "auth"), (name = "supervisor"), (name = "resources"), (name = "jobs"), (name = "ops"), (name = "agents")),

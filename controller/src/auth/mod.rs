@@ -2,6 +2,7 @@
 //! JWT issue and verification pinned to one configured algorithm, and
 //! whether a token's user still stands (revocation).
 
+pub mod agent_credential;
 pub mod jwt;
 pub mod password;
 pub mod standing;

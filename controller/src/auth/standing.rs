@@ -15,7 +15,6 @@
 
 use crate::db::users::{self, Standing};
 use crate::db::{Database, DbError};
-use orchestrator_shared::Scope;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
@@ -30,7 +29,7 @@ const MAX_ENTRIES: u64 = 50_000;
 /// the same 401; the variants exist for logs and tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
-    /// The token's `sub` names no user, and it is not an agent token.
+    /// The token's `sub` names no user.
     #[error("the token's user does not exist")]
     NoSuchUser,
     /// The user is disabled or deleted.
@@ -43,14 +42,11 @@ pub enum Refusal {
 
 /// Judges a token's `scopes` and `version` against its user's current
 /// `standing` (`None`: no such user); answers the scopes the request may
-/// use. A token naming no user is accepted only as an agent token (issued
-/// by `POST /api/agents/tokens`, scope `agent` alone, a random `sub`).
+/// use. A token naming no user never stands: agents prove themselves with
+/// credentials of their own (`auth::agent_credential`), not with JWTs.
 pub fn judge(scopes: &[String], version: i64, standing: Option<&Standing>) -> Result<Vec<String>, Refusal> {
     let Some(standing) = standing else {
-        return match scopes {
-            [only] if only == Scope::Agent.as_str() => Ok(scopes.to_vec()),
-            _ => Err(Refusal::NoSuchUser),
-        };
+        return Err(Refusal::NoSuchUser);
     };
     if standing.disabled {
         return Err(Refusal::Disabled);
@@ -138,6 +134,7 @@ impl StandingCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use orchestrator_shared::Scope;
 
     fn standing(scopes: &[&str], disabled: bool, token_version: i64) -> Standing {
         Standing {
@@ -179,9 +176,14 @@ mod tests {
     }
 
     #[test]
-    fn a_token_of_no_user_stands_only_as_an_agent_token() {
-        assert_eq!(judge(&scopes(&["agent"]), 0, None), Ok(scopes(&["agent"])));
-        for refused in [&["admin"][..], &["agent", "admin"], &["jobs:write"], &[]] {
+    fn a_token_of_no_user_never_stands_not_even_an_agent_jwt() {
+        for refused in [
+            &["agent"][..],
+            &["admin"],
+            &["agent", "admin"],
+            &["jobs:write"],
+            &[],
+        ] {
             assert_eq!(
                 judge(&scopes(refused), 0, None),
                 Err(Refusal::NoSuchUser),

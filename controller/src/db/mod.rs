@@ -4,6 +4,7 @@
 
 pub mod allocations;
 pub mod control;
+pub mod credentials;
 pub mod flow;
 pub mod idempotency;
 pub mod jobs;

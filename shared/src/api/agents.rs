@@ -7,6 +7,7 @@ use super::jobs::check_labels;
 use super::workers::Worker;
 use super::Labels;
 use crate::validate::{is_valid_worker_id, WORKER_ID_RULE};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -18,23 +19,81 @@ pub const MAX_HOSTNAME: usize = 255;
 /// a git describe), and each registration stores it on the worker's row.
 pub const MAX_VERSION: usize = 128;
 
-/// A new agent token.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The prefix of every agent credential, so a leaked one is recognisable
+/// (secret scanners, logs) and the API tells it from a user's JWT.
+pub const CREDENTIAL_PREFIX: &str = "orca_";
+
+/// `POST /api/agents/credentials` body: the worker a new credential names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct AgentToken {
-    /// JWT with scope `agent`; give it to agents as `AGENT_TOKEN`.
-    pub agent_token: String,
-    /// Seconds until it expires.
-    pub expires_in: u64,
+pub struct CredentialRequest {
+    /// The worker id the agent holding the credential registers, claims and
+    /// reports as (and no other).
+    #[cfg_attr(feature = "openapi", schema(pattern = "^(?!\\.\\.?$)[A-Za-z0-9._:-]{1,128}$"))]
+    pub worker_id: String,
 }
 
-impl std::fmt::Debug for AgentToken {
+impl CredentialRequest {
+    /// Every rule of the contract this request breaks.
+    pub fn problems(&self) -> Vec<FieldError> {
+        if is_valid_worker_id(&self.worker_id) {
+            Vec::new()
+        } else {
+            vec![FieldError::body("worker_id", WORKER_ID_RULE)]
+        }
+    }
+}
+
+/// An agent credential as listed: who it names and whether it still
+/// works. The secret is never shown again after it is issued.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AgentCredential {
+    /// Its id (the one to revoke it by; also the second part of the token).
+    pub credential_id: Uuid,
+    /// The one worker it names.
+    pub worker_id: String,
+    /// When it was issued.
+    pub created_at: DateTime<Utc>,
+    /// When it was revoked (explicitly, or by a newer credential for the
+    /// same worker); `null` while it works.
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// `POST /api/agents/credentials` answer: the new credential and its
+/// token, shown this once (the controller keeps only a hash). Give it to
+/// the agent as `AGENT_TOKEN_FILE` (or `AGENT_TOKEN`).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct IssuedCredential {
+    /// Its id.
+    pub credential_id: Uuid,
+    /// The one worker it names.
+    pub worker_id: String,
+    /// The bearer token: `orca_<credential id, 32 hex>_<secret>`.
+    pub token: String,
+    /// When it was issued.
+    pub created_at: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for IssuedCredential {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AgentToken")
-            .field("agent_token", &"<redacted>")
-            .field("expires_in", &self.expires_in)
+        f.debug_struct("IssuedCredential")
+            .field("credential_id", &self.credential_id)
+            .field("worker_id", &self.worker_id)
+            .field("token", &"<redacted>")
             .finish()
     }
+}
+
+/// `GET /api/agents/credentials`: every credential, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CredentialList {
+    /// The credentials, live and revoked.
+    pub credentials: Vec<AgentCredential>,
+    /// How many.
+    pub total: usize,
 }
 
 /// `POST /api/agents/register` body: an agent announcing itself.
@@ -190,6 +249,26 @@ pub struct ClaimResponse {
     pub decision: ClaimDecision,
     /// Why, for logs.
     pub reason: String,
+    /// With `run`: what to run, as the controller has it. The agent runs
+    /// this, never what the broker message said, so a message published by
+    /// anyone but the controller cannot choose a command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub work: Option<ShardWork>,
+}
+
+/// What one shard runs, from the job's row: the part of a dispatch that
+/// decides what executes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ShardWork {
+    /// Free text given to the executor on stdin (`TASK_DESCRIPTION`).
+    pub task_description: String,
+    /// Argument vector to run instead of the executor, if any.
+    pub command: Option<Vec<String>>,
+    /// Total shards (`SHARD_COUNT`).
+    pub shard_count: i32,
+    /// Per-attempt run-time limit.
+    pub timeout_seconds: Option<i32>,
 }
 
 #[cfg(test)]

@@ -26,7 +26,8 @@ mod schema;
 pub mod workers;
 
 pub use agents::{
-    AgentToken, BrokerLogin, ClaimDecision, ClaimRequest, ClaimResponse, RegisterRequest, Registration,
+    AgentCredential, BrokerLogin, ClaimDecision, ClaimRequest, ClaimResponse, CredentialList,
+    CredentialRequest, IssuedCredential, RegisterRequest, Registration, ShardWork,
 };
 pub use auth::{
     CreateUserRequest, LoginRequest, Me, TokenResponse, UpdateUserRequest, UserAccount, UserList,

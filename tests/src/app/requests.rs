@@ -298,9 +298,21 @@ impl TestApp {
 
 /// `/api/agents/*`.
 impl TestApp {
-    /// `POST /api/agents/tokens`.
-    pub async fn issue_agent_token(&self, token: &str) -> Reply {
-        self.write("/api/agents/tokens", token, None).await
+    /// `POST /api/agents/credentials` for `worker_id`.
+    pub async fn issue_agent_credential(&self, token: &str, worker_id: &str) -> Reply {
+        let body = serde_json::json!({ "worker_id": worker_id });
+        self.write("/api/agents/credentials", token, Some(&body)).await
+    }
+
+    /// `GET /api/agents/credentials`.
+    pub async fn list_agent_credentials(&self, token: &str) -> Reply {
+        self.read("/api/agents/credentials", token).await
+    }
+
+    /// `DELETE /api/agents/credentials/{credential_id}`.
+    pub async fn revoke_agent_credential(&self, token: &str, credential_id: impl Display) -> Reply {
+        let path = format!("/api/agents/credentials/{credential_id}");
+        self.send(Method::DELETE, &path, Some(token), None).await
     }
 
     /// `POST /api/agents/register` with `body` (any JSON, so tests can send

@@ -10,7 +10,8 @@ use controller::api::protected_routes;
 use integration_tests::{spawn_app, spawn_app_with, Reply, TestApp, ADMIN_USER, USER_PASSWORD};
 use orchestrator_shared::api::error::{INVALID_CREDENTIALS, NOT_AUTHENTICATED};
 use orchestrator_shared::api::{
-    AllocateRequest, BatchRequest, CreateUserRequest, RegisterRequest, ReleaseRequest, SubmitRequest,
+    AllocateRequest, BatchRequest, CreateUserRequest, CredentialRequest, RegisterRequest, ReleaseRequest,
+    SubmitRequest,
 };
 use reqwest::Method;
 use serde_json::{json, to_value, Value};
@@ -435,6 +436,9 @@ fn body_for(path: &str, targets: &Targets) -> Option<Value> {
         "/api/jobs/submit_batch" => to_value(BatchRequest {
             jobs: vec![submission("forged batch")],
         }),
+        "/api/agents/credentials" => to_value(CredentialRequest {
+            worker_id: "w-forger".into(),
+        }),
         "/api/agents/register" => to_value(RegisterRequest {
             worker_id: "w-forger".into(),
             hostname: "forger.local".into(),
@@ -478,6 +482,13 @@ async fn assert_targets_unchanged(app: &TestApp, targets: &Targets) {
         quota.text
     );
     assert_cannot_log_in(app, "forger", "forger-password").await;
+    let credentials = app.list_agent_credentials(admin).await;
+    assert_eq!(
+        credentials.json["total"],
+        json!(0),
+        "no credential issued: {}",
+        credentials.text
+    );
 }
 
 #[tokio::test]

@@ -60,11 +60,9 @@ async fn assert_logs_in_as(app: &TestApp, typed: &[&str]) {
     }
 }
 
-/// A fresh agent token, issued by the admin.
-async fn agent_token(app: &TestApp) -> String {
-    let r = app.issue_agent_token(&app.admin_token).await;
-    assert_eq!(r.status, 201, "{}", r.text);
-    r.json["agent_token"].as_str().unwrap_or_default().to_owned()
+/// A fresh credential for the agent of `worker_id`, issued by the admin.
+async fn agent_token(app: &TestApp, worker_id: &str) -> String {
+    app.agent_credential(worker_id).await
 }
 
 // ------------------------------------------------------ 1. NUL is a 422 ---
@@ -138,7 +136,7 @@ async fn a_worker_id_in_the_path_that_breaks_the_rule_is_422_and_an_unknown_one_
 #[tokio::test]
 async fn nul_in_an_agent_registration_is_422_naming_the_field() {
     let app = spawn_app().await;
-    let token = agent_token(&app).await;
+    let token = agent_token(&app, "w-nul").await;
     let with = |field: &str, value: Value| registration_with("w-nul", field, value);
     let cases = [
         (with("hostname", json!(NUL)), "hostname"),
@@ -158,7 +156,7 @@ async fn nul_in_an_agent_registration_is_422_naming_the_field() {
 #[tokio::test]
 async fn a_claim_from_an_invalid_worker_id_is_422() {
     let app = spawn_app().await;
-    let token = agent_token(&app).await;
+    let token = agent_token(&app, "w-broken").await;
     let job = submit_ok(&app, &app.admin_token, "claimed by a broken agent").await;
     for bad in [NUL, "", "..", "a b"] {
         let body =
@@ -200,7 +198,7 @@ async fn a_cursor_outside_the_time_range_is_422_not_500_nor_the_first_page() {
 #[tokio::test]
 async fn agent_registration_is_held_to_the_label_and_length_bounds() {
     let app = spawn_app().await;
-    let token = agent_token(&app).await;
+    let token = agent_token(&app, "w-bounds").await;
     let with = |field: &str, value: Value| registration_with("w-bounds", field, value);
     let labels = |n: usize| Value::Object((0..n).map(|i| (format!("k{i}"), json!("v"))).collect());
     let cases = [

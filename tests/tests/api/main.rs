@@ -6,6 +6,8 @@
 //!
 //! # Layout
 //! - `helpers`: shape, error and token helpers, and short fixtures.
+//! - `agent_identity`: agent credentials, each bound to one worker id:
+//!   issued, listed, revoked; registering or claiming as another worker.
 //! - `auth`: login, users, scopes, and refused tokens on every route.
 //! - `users`: listing, changing and deleting users; revocation of their
 //!   tokens within the bound, on another replica too; the last admin.
@@ -20,6 +22,7 @@
 //! - `tls`: HTTPS: trusted and untrusted clients, plain HTTP on the HTTPS
 //!   port, bounded handshakes, no start without a transport chosen.
 
+mod agent_identity;
 mod auth;
 mod concurrency;
 mod contract;

@@ -100,12 +100,34 @@ pub async fn probe(
     }
     tracing::warn!(%worker_id, "agent missed its heartbeats: offline");
     let jobs = shards_of(tx, worker_id).await?;
+    let wanted = wanted_shards_of(tx, worker_id).await?;
     for &job_id in &jobs {
+        if wanted.contains(&job_id) {
+            // Another agent asked for the shard (its delivery came back to
+            // the broker) and is offered it again shortly: that claim now
+            // finds the holder offline and takes it over, so the job keeps
+            // its attempt instead of failing.
+            tracing::info!(%job_id, %worker_id, "shard of a lost agent left to the agent taking it over");
+            continue;
+        }
         let reason = format!("worker {worker_id} lost");
         let what = abandon(tx, job_id, JobStatus::Failed, reason, retry).await?;
         tracing::warn!(%job_id, %worker_id, what, "job of a lost agent handled");
     }
     Ok(jobs.len())
+}
+
+/// Jobs whose running shard held by `worker_id` another agent has asked to
+/// take over (see `claim`).
+async fn wanted_shards_of(client: &impl GenericClient, worker_id: &str) -> Result<Vec<Uuid>, DbError> {
+    let rows = client
+        .rows(
+            "SELECT job_id FROM job_shards
+             WHERE worker_id = $1 AND status = 'running' AND takeover_wanted_at IS NOT NULL",
+            &[&worker_id],
+        )
+        .await?;
+    rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
 }
 
 /// Running shards of current attempts held by `worker_id`.
