@@ -26,11 +26,15 @@ admin="${ORCH_ADMIN_USERNAME:-admin}"
 password=$(sed -n 's/^ORCH_ADMIN_PASSWORD=//p' "$CACHE/controller.env")
 
 json() { python3 -c 'import json, sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
-login=$(python3 -c 'import json, sys; print(json.dumps({"username": sys.argv[1], "password": sys.argv[2]}))' "$admin" "$password")
-token=$(curl -fsS --cacert "$CA" -X POST "$api/api/auth/login" -H 'content-type: application/json' -d "$login" | json access_token)
+# The password goes through the environment and stdin, never through a
+# command line (which other users see in ps).
+login=$(LOGIN_USER="$admin" LOGIN_PASSWORD="$password" python3 -c 'import json, os
+print(json.dumps({"username": os.environ["LOGIN_USER"], "password": os.environ["LOGIN_PASSWORD"]}))')
+token=$(curl -fsS --cacert "$CA" -X POST "$api/api/auth/login" -H 'content-type: application/json' \
+  --data-binary @- <<<"$login" | json access_token)
 body=$(python3 -c 'import json, sys; print(json.dumps({"worker_id": sys.argv[1]}))' "$WORKER_ID")
 answer=$(curl -sS --cacert "$CA" -X POST "$api/api/agents/credentials" \
-  -H "authorization: Bearer $token" -H 'content-type: application/json' -d "$body" -w '\n%{http_code}')
+  -H @- -H 'content-type: application/json' -d "$body" -w '\n%{http_code}' <<<"authorization: Bearer $token")
 status=${answer##*$'\n'}
 answer=${answer%$'\n'*}
 if [[ $status != 201 ]]; then
@@ -40,8 +44,10 @@ fi
 credential=$(json token <<<"$answer")
 
 cat <<MSG
-Credential created for worker "$WORKER_ID" (revoke it with:
-  orchestrator agents credentials revoke $(json credential_id <<<"$answer")).
+Credential created for worker "$WORKER_ID"; revoking it stops that agent (ADMIN_TOKEN:
+  the access_token of POST /api/auth/login as the admin):
+  curl --cacert $CA -X DELETE -H "authorization: Bearer \$ADMIN_TOKEN" \\
+       $api/api/agents/credentials/$(json credential_id <<<"$answer")
 On the new host (Debian 12), as root, with the package from
 deploy/package-agent.sh copied over:
 
