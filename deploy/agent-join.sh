@@ -46,7 +46,7 @@ credential=$(json token <<<"$answer")
 cat <<MSG
 Credential created for worker "$WORKER_ID"; revoking it stops that agent (ADMIN_TOKEN:
   the access_token of POST /api/auth/login as the admin):
-  curl --cacert $CA -X DELETE -H "authorization: Bearer \$ADMIN_TOKEN" \\
+  curl -fsS --cacert $CA -X DELETE -H "authorization: Bearer \$ADMIN_TOKEN" \\
        $api/api/agents/credentials/$(json credential_id <<<"$answer")
 On the new host (Debian 12), as root, with the package from
 deploy/package-agent.sh copied over:
