@@ -13,8 +13,8 @@
 # deploy/agents-compose.sh). Running again with a larger AGENTS adds agents;
 # with a smaller one stops the extra agents and revokes their credentials.
 #   AGENTS=3 deploy/up.sh      ORCH_PORT=8080 deploy/up.sh
-#   ORCH_BENCH=1 deploy/up.sh  # also publish Postgres for the load generator
-#                              # (deploy/compose.bench.yaml)
+#   ORCH_BENCH=1 deploy/up.sh  # also publish Postgres for the load generator,
+#                              # and let agents run commands (compose.bench.yaml)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 AGENTS="${AGENTS:-2}"
@@ -25,7 +25,10 @@ OVERRIDE=$CACHE/compose.agents.yaml
 AGENT_UID="${ORCH_AGENT_UID:-10001}"
 [[ $AGENTS =~ ^[0-9]+$ ]] || { echo "AGENTS must be a number, not $AGENTS" >&2; exit 1; }
 COMPOSE=(docker-compose -p orchestrator -f deploy/compose.yaml -f "$OVERRIDE")
-[[ -n "${ORCH_BENCH:-}" ]] && COMPOSE+=(-f deploy/compose.bench.yaml)
+if [[ -n "${ORCH_BENCH:-}" ]]; then
+    COMPOSE+=(-f deploy/compose.bench.yaml)
+    export AGENT_ALLOW_COMMANDS=true
+fi
 
 command -v docker-compose >/dev/null || { apt-get update -qq && apt-get install -y -qq docker-compose >/dev/null; }
 command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq curl >/dev/null; }
