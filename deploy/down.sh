@@ -6,6 +6,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 COMPOSE=(docker-compose -p orchestrator -f deploy/compose.yaml)
+# docker-compose reads the controller's env file even to stop it: when the
+# secrets are already gone, an empty stand-in for the length of this script.
+ENV_FILE=deploy/.cache/controller.env
+if [[ ! -e $ENV_FILE ]]; then
+    mkdir -p deploy/.cache
+    trap 'rm -f "$ENV_FILE"' EXIT
+    : > "$ENV_FILE"
+fi
 [[ -f deploy/.cache/compose.agents.yaml ]] && COMPOSE+=(-f deploy/.cache/compose.agents.yaml)
 case "${1:-}" in
     --volumes)
