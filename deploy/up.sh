@@ -173,7 +173,7 @@ Admin: $admin / $password   (stored in $CACHE/controller.env)
 Get a token:
   curl -s --cacert $CACHE/tls/ca.pem -X POST https://127.0.0.1:$PORT/api/auth/login \\
        -H 'content-type: application/json' -d '{"username":"$admin","password":"$password"}'
-Local agents: agent-1 .. agent-$AGENTS, each with its own credential in $CACHE/agents/.
+Local agents: $(if (( AGENTS > 0 )); then echo "agent-1 .. agent-$AGENTS, each with its own credential in $CACHE/agents/"; else echo none; fi).
 Another host joins as an agent with: deploy/agent-join.sh WORKER_ID  (it reaches this
 host as $public: the controller on https://$public:$PORT, the broker on amqps://$public:${ORCH_AMQPS_PORT:-5671};
 set ORCH_PUBLIC_HOSTNAME before the first deploy/up.sh to put another name in the certificates)
