@@ -21,6 +21,12 @@ CA="$CACHE/tls/ca.pem"
 for f in "$CACHE/controller.env" "$CA"; do
   [[ -f $f ]] || { echo "$f is missing: start the cluster with deploy/up.sh first" >&2; exit 1; }
 done
+# Issuing a credential revokes the worker's earlier one: a local agent's id
+# would stop that agent (and the next deploy/up.sh would take it back).
+if [[ -e $CACHE/agents/$WORKER_ID.token ]]; then
+  echo "$WORKER_ID is a local agent of deploy/up.sh; give the new host another worker id" >&2
+  exit 1
+fi
 api="https://127.0.0.1:$PORT"
 admin="${ORCH_ADMIN_USERNAME:-admin}"
 password=$(sed -n 's/^ORCH_ADMIN_PASSWORD=//p' "$CACHE/controller.env")
