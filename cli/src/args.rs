@@ -97,6 +97,45 @@ pub enum Command {
     /// Manage users (admins only; GET, POST, PATCH and DELETE /api/auth/users).
     #[command(subcommand)]
     Users(UsersCommand),
+    /// Manage worker agents' credentials (admins only; /api/agents/credentials).
+    #[command(subcommand)]
+    Agents(AgentsCommand),
+}
+
+/// `agents` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum AgentsCommand {
+    /// Issue, list and revoke agent credentials, one per worker id.
+    #[command(subcommand)]
+    Credentials(CredentialsCommand),
+}
+
+/// `agents credentials` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum CredentialsCommand {
+    /// Issue a credential for one worker id, revoking its earlier one; the
+    /// token is shown this once (POST /api/agents/credentials).
+    Create(CredentialFor),
+    /// List every credential, newest first, without secrets (GET /api/agents/credentials).
+    List,
+    /// Revoke a credential: its agent is refused and loses its broker
+    /// access (DELETE /api/agents/credentials/{id}).
+    Revoke(CredentialRef),
+}
+
+/// The worker a new credential names.
+#[derive(Debug, Args)]
+pub struct CredentialFor {
+    /// The worker id the agent registers as.
+    #[arg(long)]
+    pub worker_id: String,
+}
+
+/// A credential, by id.
+#[derive(Debug, Args)]
+pub struct CredentialRef {
+    /// The credential's id (from `agents credentials list`).
+    pub credential_id: Uuid,
 }
 
 /// `users` subcommands. A user is named by its id or its username.
@@ -442,6 +481,20 @@ mod tests {
         assert!(parse(&["submit", "x", "--timeout", "0"]).is_err());
         assert!(parse(&["submit", "x", "--workers", "64", "--priority", "0"]).is_ok());
         assert!(parse(&["submit", "x", "--workers", "65"]).is_err());
+    }
+
+    #[test]
+    fn agent_credentials_take_a_worker_id_or_a_credential_id() {
+        let create = parse(&["agents", "credentials", "create", "--worker-id", "agent-1"]);
+        assert!(matches!(
+            create.map(|c| c.command),
+            Ok(Command::Agents(AgentsCommand::Credentials(CredentialsCommand::Create(c)))) if c.worker_id == "agent-1"
+        ));
+        assert!(parse(&["agents", "credentials", "list"]).is_ok());
+        let id = Uuid::new_v4().to_string();
+        assert!(parse(&["agents", "credentials", "revoke", &id]).is_ok());
+        assert!(parse(&["agents", "credentials", "revoke", "agent-1"]).is_err());
+        assert!(parse(&["agents", "credentials", "create"]).is_err());
     }
 
     #[test]

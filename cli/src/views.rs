@@ -3,7 +3,9 @@
 //! columns, each a function of the typed row. Pure functions.
 
 use crate::render::{decimal, job_output, key_values, optional, table, text, time, Column};
-use orchestrator_shared::api::{Job, JobEvent, JobOutput, TokenResponse, UserAccount, UserUsage, Worker};
+use orchestrator_shared::api::{
+    AgentCredential, Job, JobEvent, JobOutput, TokenResponse, UserAccount, UserUsage, Worker,
+};
 use serde::Serialize;
 
 /// Columns of the job list.
@@ -52,6 +54,16 @@ pub const USER_COLUMNS: &[Column<UserAccount>] = &[
     ("SCOPES", |u| text(&u.scopes)),
     ("DISABLED", |u| u.disabled.to_string()),
     ("CREATED", |u| time(&u.created_at)),
+];
+
+/// Columns of `agents credentials list`.
+pub const CREDENTIAL_COLUMNS: &[Column<AgentCredential>] = &[
+    ("CREDENTIAL_ID", |c| c.credential_id.to_string()),
+    ("WORKER_ID", |c| c.worker_id.clone()),
+    ("CREATED", |c| time(&c.created_at)),
+    ("REVOKED", |c| {
+        c.revoked_at.as_ref().map_or_else(|| "-".to_owned(), time)
+    }),
 ];
 
 /// `rows` as a table, or `empty` when there are none.

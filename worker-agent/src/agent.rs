@@ -134,7 +134,7 @@ pub(crate) async fn register(state: &State) {
                 return;
             }
             Err(e) if e.is_auth() => {
-                tracing::error!(error = %e, attempt, "the controller refused the agent token; retrying");
+                tracing::error!(error = %e, attempt, "the controller refused the agent credential (revoked, or for another worker id); retrying");
             }
             Err(e) if e.is_tls() => {
                 tracing::error!(error = %e, attempt, "no TLS connection to the controller; retrying");

@@ -59,28 +59,8 @@ async fn handle(state: &Arc<State>, delivery: Delivery) {
     let Ok(slot) = state.slots.acquire().await else {
         return requeue(&delivery, &dispatch).await;
     };
-    let answer = claim(state, &dispatch, delivery.redelivered).await;
-    let work = match answer {
-        Some(ClaimResponse {
-            decision: ClaimDecision::Run,
-            work,
-            ..
-        }) => work,
-        Some(ClaimResponse {
-            decision: ClaimDecision::Skip,
-            ..
-        }) => {
-            let r = delivery.ack(BasicAckOptions::default()).await;
-            return settled(r, "ack", Some(&dispatch));
-        }
-        Some(ClaimResponse {
-            decision: ClaimDecision::Requeue,
-            ..
-        }) => {
-            tokio::time::sleep(REQUEUE_PAUSE).await;
-            return requeue(&delivery, &dispatch).await;
-        }
-        None => return requeue(&delivery, &dispatch).await,
+    let Some(work) = claimed_work(state, &delivery, &dispatch).await else {
+        return;
     };
     let (report, running) = execute(state, &dispatch, work).await;
     drop(slot);
@@ -94,6 +74,30 @@ async fn handle(state: &Arc<State>, delivery: Delivery) {
         let r = delivery.ack(BasicAckOptions::default()).await;
         settled(r, "ack", Some(&dispatch));
     }
+}
+
+/// Claims the shard of `dispatch`: with `run`, the work the controller
+/// says it runs; otherwise settles the delivery as the answer says (ack a
+/// skip, give back a requeue or an unanswered claim) and answers `None`.
+async fn claimed_work(
+    state: &State,
+    delivery: &Delivery,
+    dispatch: &JobDispatch,
+) -> Option<Option<ShardWork>> {
+    let answer = claim(state, dispatch, delivery.redelivered).await;
+    match answer.map(|a| (a.decision, a.work)) {
+        Some((ClaimDecision::Run, work)) => return Some(work),
+        Some((ClaimDecision::Skip, _)) => {
+            let r = delivery.ack(BasicAckOptions::default()).await;
+            settled(r, "ack", Some(dispatch));
+        }
+        Some((ClaimDecision::Requeue, _)) => {
+            tokio::time::sleep(REQUEUE_PAUSE).await;
+            requeue(delivery, dispatch).await;
+        }
+        None => requeue(delivery, dispatch).await,
+    }
+    None
 }
 
 fn shard_of(d: &JobDispatch) -> RunningShard {

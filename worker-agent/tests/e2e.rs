@@ -555,3 +555,37 @@ async fn a_forged_dispatch_carrying_a_command_does_not_run_it() {
     assert!(!marker.exists(), "the forged command ran");
     assert_eq!(done["attempts"], 1, "{done}");
 }
+
+/// Revoking an agent's credential ends its access at once: the broker
+/// closes its connection, it cannot register again, it goes offline, and
+/// work submitted afterwards runs on other agents only.
+#[tokio::test]
+async fn a_revoked_agent_is_refused_by_the_controller_and_the_broker() {
+    let mut c = cluster_with(&[("revoked-1", 1)]).await;
+    let list = c.app.get("/api/agents/credentials", &c.app.admin_token).await;
+    let list: Value = list.json().await.unwrap_or_default();
+    let credential_id = list["credentials"][0]["credential_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let revoked = c
+        .app
+        .revoke_agent_credential(&c.app.admin_token, &credential_id)
+        .await;
+    assert_eq!(revoked.status, 200, "{}", revoked.text);
+    c.wait_worker("revoked-1", |w| w["status"] == "offline").await;
+    let job = c.submit(&["/bin/echo", "after"], json!({})).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_ne!(
+        c.job(&id(&job)).await["status"],
+        "completed",
+        "the revoked agent ran it"
+    );
+    let body = json!({"worker_id": "revoked-1", "hostname": "h", "capacity": 1});
+    let token = c.credentials["revoked-1"].clone();
+    let again = c.app.post_json("/api/agents/register", &token, &body).await;
+    assert_eq!(again.status(), 401);
+    c.add_agent("fresh-1", 1).await;
+    let done = c.wait_status(&id(&job), "completed").await;
+    assert_eq!(done["assigned_workers"], json!(["fresh-1"]));
+}

@@ -1,5 +1,6 @@
 //! One function per subcommand, and [`dispatch`], which picks it.
 
+mod agents;
 mod auth;
 mod jobs;
 mod resources;
@@ -83,6 +84,7 @@ async fn run(ctx: &Ctx, command: Command) -> Result<ExitCode> {
         Command::Release(allocation) => resources::release(ctx, allocation.allocation_id).await,
         Command::Usage => resources::usage(ctx).await,
         Command::Users(command) => users::run(ctx, command).await,
+        Command::Agents(command) => agents::run(ctx, command).await,
     }?;
     Ok(ExitCode::SUCCESS)
 }

@@ -71,6 +71,11 @@ impl AccountError {
     }
 }
 
+/// Calls to close a user's connections before its 5xx answer is final.
+const CLOSE_ATTEMPTS: u32 = 4;
+/// Pause between those calls.
+const CLOSE_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// The management API of one broker, called as one user.
 pub(super) struct ManagementApi {
     /// Pooled HTTP client with timeouts.
@@ -126,9 +131,25 @@ impl ManagementApi {
         self.call(Method::DELETE, path, None, true).await
     }
 
-    /// Closes every connection `username` has open on the broker.
+    /// Closes every connection `username` has open on the broker. The
+    /// broker answers 500 when one of them closes while it closes them (as
+    /// deleting the user just made it do), so a 5xx is tried again: the
+    /// next call finds only what is still open.
     pub(super) async fn close_connections(&self, username: &str) -> Result<(), AccountError> {
-        self.delete(&["connections", "username", username]).await
+        let path = ["connections", "username", username];
+        let mut attempt = 1;
+        loop {
+            match self.delete(&path).await {
+                Err(AccountError::Status { status, .. })
+                    if status.is_server_error() && attempt < CLOSE_ATTEMPTS =>
+                {
+                    tracing::debug!(%status, attempt, "closing a user's connections raced their closing; again");
+                    tokio::time::sleep(CLOSE_RETRY_PAUSE).await;
+                    attempt += 1;
+                }
+                done => return done,
+            }
+        }
     }
 
     async fn call(

@@ -23,6 +23,15 @@ pub const MAX_VERSION: usize = 128;
 /// (secret scanners, logs) and the API tells it from a user's JWT.
 pub const CREDENTIAL_PREFIX: &str = "orca_";
 
+/// The problem with a body's `worker_id`, if it breaks the worker-id rule.
+fn worker_id_problems(worker_id: &str) -> Vec<FieldError> {
+    if is_valid_worker_id(worker_id) {
+        Vec::new()
+    } else {
+        vec![FieldError::body("worker_id", WORKER_ID_RULE)]
+    }
+}
+
 /// `POST /api/agents/credentials` body: the worker a new credential names.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -36,11 +45,7 @@ pub struct CredentialRequest {
 impl CredentialRequest {
     /// Every rule of the contract this request breaks.
     pub fn problems(&self) -> Vec<FieldError> {
-        if is_valid_worker_id(&self.worker_id) {
-            Vec::new()
-        } else {
-            vec![FieldError::body("worker_id", WORKER_ID_RULE)]
-        }
+        worker_id_problems(&self.worker_id)
     }
 }
 
@@ -219,11 +224,7 @@ impl ClaimRequest {
     /// stored with the shard it claims, so it meets the registration's
     /// rule (a NUL in it was a 500 from Postgres).
     pub fn problems(&self) -> Vec<FieldError> {
-        if is_valid_worker_id(&self.worker_id) {
-            Vec::new()
-        } else {
-            vec![FieldError::body("worker_id", WORKER_ID_RULE)]
-        }
+        worker_id_problems(&self.worker_id)
     }
 }
 
