@@ -48,12 +48,14 @@ if [[ $status != 201 ]]; then
   exit 1
 fi
 credential=$(json token <<<"$answer")
+credential_id=$(json credential_id <<<"$answer")
 
 cat <<MSG
-Credential created for worker "$WORKER_ID"; revoking it stops that agent (ADMIN_TOKEN:
-  the access_token of POST /api/auth/login as the admin):
+Credential created for worker "$WORKER_ID"; revoking it stops that agent:
+  orchestrator agents credentials revoke $credential_id
+or, as the admin (ADMIN_TOKEN: the access_token of POST /api/auth/login):
   curl -fsS --cacert $CA -X DELETE -H "authorization: Bearer \$ADMIN_TOKEN" \\
-       $api/api/agents/credentials/$(json credential_id <<<"$answer")
+       $api/api/agents/credentials/$credential_id
 On the new host (Debian 12), as root, with the package from
 deploy/package-agent.sh copied over:
 
