@@ -30,8 +30,15 @@ if [[ -n "${ORCH_BENCH:-}" ]]; then
     export AGENT_ALLOW_COMMANDS=true
 fi
 
-command -v docker-compose >/dev/null || { apt-get update -qq && apt-get install -y -qq docker-compose >/dev/null; }
-command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq curl >/dev/null; }
+# The tools of this script, certs.sh and agent-join.sh, installed when
+# missing (each is also its Debian package's name).
+missing=()
+for tool in docker-compose curl python3 openssl; do
+    command -v "$tool" >/dev/null || missing+=("$tool")
+done
+if (( ${#missing[@]} > 0 )); then
+    apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
 deploy/build-app-images.sh
 # Secrets only: no one but this user may list them.
 mkdir -p "$CACHE/agents"
