@@ -89,8 +89,19 @@ fn prometheus() -> anyhow::Result<metrics_exporter_prometheus::PrometheusHandle>
 /// names no management URL unless the shared login is asked for, loudly.
 fn broker_identity(config: &Config) -> anyhow::Result<(Option<Arc<BrokerAccounts>>, Senders)> {
     let topology = Topology::new(config.flow.broker_prefix.clone());
-    let accounts = BrokerAccounts::new(&config.broker_accounts, &config.amqp_url, topology.clone())
-        .context("broker accounts configuration")?;
+    let ca = config
+        .amqp_ca_file
+        .as_deref()
+        .map(orchestrator_shared::tls::CaBundle::read)
+        .transpose()
+        .context("the broker's CA file")?;
+    let accounts = BrokerAccounts::new(
+        &config.broker_accounts,
+        &config.amqp_url,
+        topology.clone(),
+        ca.as_ref(),
+    )
+    .context("broker accounts configuration")?;
     match (&accounts, config.broker_accounts.insecure_shared_broker) {
         (None, false) => anyhow::bail!(
             "no broker management URL: set ORCH_BROKER_MANAGEMENT_URL (agents then get broker users of \

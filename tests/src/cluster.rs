@@ -125,7 +125,7 @@ impl Cluster {
         ];
         let config = crate::test_config(&self.app.test_db.url, &flags);
         let topology = orchestrator_shared::messages::Topology::new(self.prefix.clone());
-        controller::broker::BrokerAccounts::new(&config.broker_accounts, &config.amqp_url, topology)
+        controller::broker::BrokerAccounts::new(&config.broker_accounts, &config.amqp_url, topology, None)
             .ok()
             .flatten()
             .unwrap_or_else(|| panic!("the cluster's broker accounts"))

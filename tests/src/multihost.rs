@@ -174,10 +174,11 @@ async fn start_controller(
         )
         .with_env_var("ORCH_AMQP_CA_FILE", CA_IN_CONTAINER)
         // Each agent gets a broker user of its own (the controller runs as
-        // the test broker's administrator, guest).
+        // the test broker's administrator, guest), provisioned over HTTPS
+        // with the broker's CA.
         .with_env_var(
             "ORCH_BROKER_MANAGEMENT_URL",
-            format!("http://{run}-rabbitmq:15672"),
+            format!("https://{run}-rabbitmq:15671"),
         )
         .with_env_var("ORCH_JWT_SECRET", JWT_SECRET)
         .with_env_var("ORCH_ADMIN_USERNAME", "admin")

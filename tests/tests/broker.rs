@@ -490,7 +490,7 @@ fn accounts_of(s: &Setup) -> BrokerAccounts {
         &s.app.test_db.url,
         &["--broker-prefix", &s.prefix, &accounts[0], &accounts[1]],
     );
-    BrokerAccounts::new(&config.broker_accounts, &config.amqp_url, s.topology())
+    BrokerAccounts::new(&config.broker_accounts, &config.amqp_url, s.topology(), None)
         .unwrap()
         .unwrap()
 }

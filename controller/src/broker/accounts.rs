@@ -79,11 +79,14 @@ pub struct BrokerAccounts {
 impl BrokerAccounts {
     /// Accounts managed through `config`'s management URL, in the vhost of
     /// `amqp_url`, logged in as the configured management user (else the
-    /// AMQP URL's user). `None` when no management URL is configured.
+    /// AMQP URL's user), trusting `ca` (the broker's private CA, the one
+    /// of its AMQPS certificate) over `https://`. `None` when no
+    /// management URL is configured.
     pub fn new(
         config: &BrokerAccountsConfig,
         amqp_url: &str,
         topology: Topology,
+        ca: Option<&orchestrator_shared::tls::CaBundle>,
     ) -> Result<Option<BrokerAccounts>, AccountError> {
         let Some(url) = &config.broker_management_url else {
             return Ok(None);
@@ -98,7 +101,7 @@ impl BrokerAccounts {
             .clone()
             .unwrap_or_else(|| Secret::new(amqp.authority.userinfo.password));
         Ok(Some(BrokerAccounts {
-            api: ManagementApi::new(url, user, password)?,
+            api: ManagementApi::new(url, user, password, ca)?,
             vhost: amqp.vhost,
             topology,
         }))

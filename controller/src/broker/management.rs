@@ -6,6 +6,7 @@
 //! (our broker is 3.10), needs a newer Rust than this workspace, and brings
 //! its own HTTP and crypto stacks for five calls.
 
+use orchestrator_shared::tls::CaBundle;
 use orchestrator_shared::Secret;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use reqwest::{Method, StatusCode};
@@ -98,16 +99,27 @@ impl std::fmt::Debug for ManagementApi {
 }
 
 impl ManagementApi {
-    /// A client of the management API at `url` (e.g. `http://rabbitmq:15672`).
-    pub(super) fn new(url: &str, user: String, password: Secret) -> Result<ManagementApi, AccountError> {
+    /// A client of the management API at `url` (`https://rabbitmq:15671`,
+    /// or `http://` inside a private network), trusting the system's roots
+    /// and `ca`, the private CA of the broker's certificate, if given.
+    pub(super) fn new(
+        url: &str,
+        user: String,
+        password: Secret,
+        ca: Option<&CaBundle>,
+    ) -> Result<ManagementApi, AccountError> {
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             return Err(AccountError::InvalidManagementUrl);
         }
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
-            .connect_timeout(CONNECT_TIMEOUT)
-            .build()
-            .map_err(AccountError::Client)?;
+            .connect_timeout(CONNECT_TIMEOUT);
+        if let Some(ca) = ca {
+            let certificates =
+                reqwest::Certificate::from_pem_bundle(ca.pem().as_bytes()).map_err(AccountError::Client)?;
+            builder = builder.tls_certs_merge(certificates);
+        }
+        let http = builder.build().map_err(AccountError::Client)?;
         Ok(ManagementApi {
             http,
             base: format!("{}/api", url.trim_end_matches('/')),
@@ -223,7 +235,7 @@ mod tests {
 
     #[test]
     fn only_http_urls_are_accepted() {
-        let api = |url: &str| ManagementApi::new(url, "admin".into(), Secret::new("s3cr3t-value"));
+        let api = |url: &str| ManagementApi::new(url, "admin".into(), Secret::new("s3cr3t-value"), None);
         assert!(matches!(
             api("rabbitmq:15672"),
             Err(AccountError::InvalidManagementUrl)

@@ -4,8 +4,10 @@
 # allowed, and its key), they are installed, readable by rabbitmq alone, and
 # the AMQPS listener on 5671 is turned on (tls.conf). The mounted files may
 # have any owner and mode 600: this script reads them as root, so the host
-# keeps its keys private. Set ORCH_AMQP_PLAIN=false to close the plain
-# listener on 5672 as well.
+# keeps its keys private. The management API then also serves HTTPS on
+# 15671. Set ORCH_AMQP_PLAIN=false to close the plain AMQP listener on 5672
+# as well and keep the plain management listener (15672) to the container's
+# loopback.
 set -euo pipefail
 
 src=${ORCH_TLS_DIR:-/etc/orchestrator/tls}
@@ -23,11 +25,11 @@ if [[ -e $src/cert.pem || -e $src/key.pem ]]; then
   if [[ $(id -u) == 0 ]]; then
     chown -R rabbitmq:rabbitmq "$dst" "$confd"
   fi
-  echo "orchestrator-rabbitmq: AMQPS listener on 5671 with $src/cert.pem" >&2
+  echo "orchestrator-rabbitmq: AMQPS on 5671 and management HTTPS on 15671 with $src/cert.pem" >&2
 fi
 if [[ ${ORCH_AMQP_PLAIN:-true} == false ]]; then
   install -d -m 0755 "$confd"
-  echo "listeners.tcp = none" > "$confd/30-no-plain.conf"
+  printf 'listeners.tcp = none\nmanagement.tcp.ip = 127.0.0.1\n' > "$confd/30-no-plain.conf"
   [[ $(id -u) == 0 ]] && chown rabbitmq:rabbitmq "$confd/30-no-plain.conf"
 fi
 
