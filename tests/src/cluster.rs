@@ -2,8 +2,9 @@
 //! database and broker prefix, and worker agents as real processes of the
 //! `worker-agent` binary, so tests can SIGKILL or SIGTERM them.
 
-use crate::{spawn_app_with, TestApp};
+use crate::{spawn_app_with, spawn_https_app, TestApp, TestTls};
 use serde_json::{json, Value};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
@@ -20,6 +21,9 @@ pub struct Cluster {
     /// Each worker id's credential, issued when its first agent starts and
     /// kept for the agents started again under that id.
     pub credentials: std::collections::HashMap<String, String>,
+    /// The CA agents trust for the controller's certificate, when it
+    /// serves HTTPS ([`Cluster::start_https`]).
+    ca_file: Option<PathBuf>,
     agent_bin: String,
     agents: Vec<(String, Child)>,
 }
@@ -44,16 +48,33 @@ impl Cluster {
     /// Starts a controller that gives each agent a broker user of its own;
     /// agents are added with [`Cluster::add_agent`].
     pub async fn start(agent_bin: &str) -> Cluster {
+        Cluster::start_on(agent_bin, None).await
+    }
+
+    /// Like [`Cluster::start`], with the controller serving HTTPS with
+    /// `tls`'s certificate (which must name `localhost`) and the agents
+    /// trusting `tls`'s CA (`--ca-file`); `tls` must outlive the cluster's
+    /// agents.
+    pub async fn start_https(agent_bin: &str, tls: &TestTls) -> Cluster {
+        Cluster::start_on(agent_bin, Some(tls)).await
+    }
+
+    /// A cluster over plain HTTP, or over HTTPS with `tls`.
+    async fn start_on(agent_bin: &str, tls: Option<&TestTls>) -> Cluster {
         let prefix = crate::unique_prefix();
         let accounts = crate::broker_accounts_flag();
         let mut flags = vec!["--broker-prefix", prefix.as_str()];
         flags.extend(accounts.iter().map(String::as_str));
         flags.extend_from_slice(FAST_FLOW);
-        let app = spawn_app_with(&flags).await;
+        let app = match tls {
+            Some(tls) => spawn_https_app(tls, &flags).await,
+            None => spawn_app_with(&flags).await,
+        };
         Cluster {
             app,
             prefix,
             credentials: std::collections::HashMap::new(),
+            ca_file: tls.map(TestTls::ca_file),
             agent_bin: agent_bin.to_owned(),
             agents: Vec::new(),
         }
@@ -86,7 +107,11 @@ impl Cluster {
                 issued
             }
         };
-        let child = Command::new(&self.agent_bin)
+        let mut command = Command::new(&self.agent_bin);
+        if let Some(ca_file) = &self.ca_file {
+            command.arg("--ca-file").arg(ca_file);
+        }
+        let child = command
             .args(["--controller-url", &self.app.base_url])
             // No login: the registration answer gives the agent its own.
             .args(["--amqp-url", &crate::infra().amqp_url_without_login()])

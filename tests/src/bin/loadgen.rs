@@ -10,6 +10,9 @@
 //!   cargo run --release -p integration-tests --bin loadgen -- \
 //!       --agent-bin target/release/worker-agent --jobs 10000 --agents 2 --capacity 16
 //!
+//! With `--tls` the started controller serves HTTPS with a throw-away CA's
+//! certificate, which the agents and the load generator trust.
+//!
 //! Against a running cluster (e.g. `deploy/up.sh`; its Postgres must be
 //! reachable for the timestamps), with the processes' ids for CPU and RSS:
 //!
@@ -22,6 +25,7 @@
 use anyhow::{ensure, Context};
 use clap::Parser;
 use integration_tests::cluster::Cluster;
+use integration_tests::TestTls;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -53,6 +57,10 @@ struct Args {
     /// Job length in ms (0: a no-op `/bin/true`).
     #[arg(long, default_value_t = 0)]
     sleep_ms: u64,
+    /// Serve the started controller's API over HTTPS, with a certificate of
+    /// a throw-away CA that the agents trust (`--ca-file`).
+    #[arg(long, conflicts_with = "url")]
+    tls: bool,
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 600)]
     max_seconds: u64,
@@ -96,38 +104,57 @@ struct Target {
     agents: Vec<u32>,
     /// A started cluster (containers, agents), alive for the whole run.
     _cluster: Option<Cluster>,
+    /// With `--tls`: the CA and certificate files, removed when dropped
+    /// (after the cluster).
+    _tls: Option<TestTls>,
 }
 
 impl Target {
     /// Starts a cluster with `--agents` agents, or connects to `--url`.
     async fn new(args: &Args) -> anyhow::Result<Target> {
-        if let (Some(url), Some(db_url)) = (&args.url, &args.database_url) {
-            let mut http = reqwest::Client::builder();
-            if let Some(path) = &args.ca_file {
-                let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-                http = http.tls_certs_merge(reqwest::Certificate::from_pem_bundle(&pem)?);
-            }
-            let http = http.build()?;
-            let token = match &args.token {
-                Some(token) => token.clone(),
-                None => login(&http, url, &args.username).await?,
-            };
-            return Ok(Target {
-                http,
-                base_url: url.trim_end_matches('/').to_owned(),
-                token,
-                db_url: db_url.clone(),
-                controller: args.controller_pid.map(|p| p.to_string()),
-                agents: args.agent_pids.clone(),
-                _cluster: None,
-            });
+        match (&args.url, &args.database_url) {
+            (Some(url), Some(db_url)) => Target::connect(args, url, db_url).await,
+            _ => Target::start(args).await,
         }
+    }
+
+    /// The running controller at `url`, whose Postgres is at `db_url`.
+    async fn connect(args: &Args, url: &str, db_url: &str) -> anyhow::Result<Target> {
+        let mut http = reqwest::Client::builder();
+        if let Some(path) = &args.ca_file {
+            let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            http = http.tls_certs_merge(reqwest::Certificate::from_pem_bundle(&pem)?);
+        }
+        let http = http.build()?;
+        let token = match &args.token {
+            Some(token) => token.clone(),
+            None => login(&http, url, &args.username).await?,
+        };
+        Ok(Target {
+            http,
+            base_url: url.trim_end_matches('/').to_owned(),
+            token,
+            db_url: db_url.to_owned(),
+            controller: args.controller_pid.map(|p| p.to_string()),
+            agents: args.agent_pids.clone(),
+            _cluster: None,
+            _tls: None,
+        })
+    }
+
+    /// A cluster of its own: containers, an in-process controller (over
+    /// HTTPS with `--tls`) and `--agents` agent processes.
+    async fn start(args: &Args) -> anyhow::Result<Target> {
         ensure!(
             std::path::Path::new(&args.agent_bin).exists(),
             "no agent binary at {} (cargo build --release)",
             args.agent_bin
         );
-        let mut c = Cluster::start(&args.agent_bin).await;
+        let tls = args.tls.then(|| TestTls::new(&["localhost"])).transpose()?;
+        let mut c = match &tls {
+            Some(tls) => Cluster::start_https(&args.agent_bin, tls).await,
+            None => Cluster::start(&args.agent_bin).await,
+        };
         for i in 0..args.agents {
             c.add_agent(&format!("load-{i}"), args.capacity).await;
         }
@@ -139,6 +166,7 @@ impl Target {
             controller: Some("self".into()),
             agents: c.agent_pids(),
             _cluster: Some(c),
+            _tls: tls,
         })
     }
 }
@@ -391,9 +419,10 @@ async fn main() -> anyhow::Result<()> {
 fn print_summary(args: &Args, report: &Value) {
     let lat = &report["latency_ms"];
     println!(
-        "{} jobs: submitted {:.0}/s, completed {:.0}/s end to end; submit->start p50 {:.1} ms p99 {:.1} ms; \
+        "{} jobs{}: submitted {:.0}/s, completed {:.0}/s end to end; submit->start p50 {:.1} ms p99 {:.1} ms; \
          start->finish p50 {:.1} ms p99 {:.1} ms; exactly once: {}",
         args.jobs,
+        if report["https"] == true { " over HTTPS" } else { "" },
         report["submitted_per_second"].as_f64().unwrap_or(0.0),
         report["completed_per_second"].as_f64().unwrap_or(0.0),
         lat["submit_to_start"]["p50"].as_f64().unwrap_or(f64::NAN),
@@ -432,6 +461,7 @@ async fn report(
         "agent_count": args.url.is_none().then_some(args.agents),
         "capacity": args.url.is_none().then_some(args.capacity),
         "batch": args.batch, "connections": args.connections, "rate": args.rate, "url": args.url,
+        "https": args.tls || args.url.as_deref().is_some_and(|u| u.starts_with("https://")),
         "submitted_per_second": args.jobs as f64 / submit.as_secs_f64(),
         "completed_per_second": completed as f64 / total.as_secs_f64(),
         "wall_seconds": total.as_secs_f64(),
