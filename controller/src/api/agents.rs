@@ -7,7 +7,6 @@ use super::error::{valid, ApiError};
 use super::extract::{ApiJson, ApiPath, Principal};
 use super::AppState;
 use crate::auth::agent_credential;
-use crate::db::flow::Claimant;
 use crate::db::{credentials, flow, workers, DbError};
 use crate::models::NewWorker;
 use axum::extract::State;
@@ -169,18 +168,7 @@ pub async fn claim(
     principal.act_as(&req.worker_id)?;
     let mut client = state.db.client().await?;
     let tx = client.transaction().await.map_err(DbError::from)?;
-    let Some(generation) = workers::generation(&tx, &req.worker_id).await? else {
-        return Err(ApiError::Conflict(format!(
-            "worker {} is not registered: register (POST /api/agents/register) before claiming",
-            req.worker_id
-        )));
-    };
-    let who = Claimant {
-        req: &req,
-        generation,
-        silent_after: state.heartbeat_timeout,
-    };
-    let ((decision, reason), work) = flow::claim(&tx, who).await?;
+    let ((decision, reason), work) = flow::claim(&tx, &req, state.heartbeat_timeout).await?;
     tx.commit().await.map_err(DbError::from)?;
     Ok(Json(ClaimResponse {
         decision,

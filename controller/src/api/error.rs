@@ -90,6 +90,7 @@ impl From<DbError> for ApiError {
             | DbError::InUse { .. }
             | DbError::LastAdmin
             | DbError::NotEnoughWorkers { .. }
+            | DbError::NotRegistered(_)
             | DbError::ChangedConcurrently { .. } => ApiError::Conflict(e.to_string()),
             DbError::Invariant(_) => {
                 tracing::error!(error = %e, "a controller invariant broke");

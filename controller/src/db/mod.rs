@@ -121,6 +121,10 @@ pub enum DbError {
     /// manage users or issue agent credentials.
     #[error("The last enabled admin cannot be disabled, deleted or lose the admin scope")]
     LastAdmin,
+    /// A claim names a worker that never registered (409): the agent must
+    /// register before it claims.
+    #[error("worker {0} is not registered: register (POST /api/agents/register) before claiming")]
+    NotRegistered(String),
     /// Fewer live, unallocated workers than an allocation asks for (409).
     #[error("Not enough free workers: {wanted} requested, {free} free")]
     NotEnoughWorkers {

@@ -91,18 +91,6 @@ pub async fn register(client: &impl GenericClient, w: &NewWorker) -> Result<Work
     from_row(&row)
 }
 
-/// The current generation of `worker_id`; `None` when it never
-/// registered (a claim for it is refused before it can touch a shard).
-pub async fn generation(client: &impl GenericClient, worker_id: &str) -> Result<Option<i64>, DbError> {
-    let row = client
-        .row_opt(
-            "SELECT generation FROM workers WHERE worker_id = $1",
-            &[&worker_id],
-        )
-        .await?;
-    Ok(row.map(|r| r.try_get(0)).transpose()?)
-}
-
 /// One worker by id.
 pub async fn get(client: &impl GenericClient, worker_id: &str) -> Result<Worker, DbError> {
     let sql = format!("SELECT {COLUMNS} FROM workers WHERE worker_id = $1");

@@ -13,7 +13,7 @@
 //! after a short delay; if the reaper then finds the holder lost, it hands
 //! the shard to that next claim instead of failing the job.
 
-use super::{lock_job, parse_status};
+use super::{parse_status, Locked};
 use crate::db::jobs::{self, EventMeta};
 use crate::db::{workers, Cached, DbError};
 use deadpool_postgres::Transaction;
@@ -29,49 +29,76 @@ pub type Claim = (ClaimDecision, String);
 /// (which the shard records), and how long a holder may be silent before
 /// it counts as gone.
 #[derive(Debug, Clone, Copy)]
-pub struct Claimant<'a> {
+struct Claimant<'a> {
     /// The claim, its worker id already checked against the credential.
-    pub req: &'a ClaimRequest,
+    req: &'a ClaimRequest,
     /// The claiming worker's registration generation.
-    pub generation: i64,
+    generation: i64,
     /// The heartbeat timeout.
-    pub silent_after: Duration,
+    silent_after: Duration,
 }
 
-/// Decides whether the claimant may run the shard now, recording the start
-/// when it may (see the module's doc); with `run`, answers what to run.
-pub async fn claim(tx: &Transaction<'_>, who: Claimant<'_>) -> Result<(Claim, Option<ShardWork>), DbError> {
-    let decision = decide(tx, who).await?;
+/// Decides whether `req.worker_id` (already checked against the caller's
+/// credential) may run the shard now, recording the start when it may (see
+/// the module's doc); with `run`, answers what to run. `silent_after` is
+/// the heartbeat timeout. A worker that never registered is
+/// `NotRegistered`.
+pub async fn claim(
+    tx: &Transaction<'_>,
+    req: &ClaimRequest,
+    silent_after: Duration,
+) -> Result<(Claim, Option<ShardWork>), DbError> {
+    let Some((job, work, generation)) = lock_for_claim(tx, req).await? else {
+        return Ok(((ClaimDecision::Skip, "unknown job".into()), None));
+    };
+    let generation = generation.ok_or_else(|| DbError::NotRegistered(req.worker_id.clone()))?;
+    let who = Claimant {
+        req,
+        generation,
+        silent_after,
+    };
+    let decision = decide(tx, who, job).await?;
     if decision.0 != ClaimDecision::Run {
         return Ok((decision, None));
     }
-    workers::claimed(tx, &who.req.worker_id).await?;
-    let work = work_of(tx, who.req).await?;
+    workers::claimed(tx, &req.worker_id).await?;
     Ok((decision, Some(work)))
 }
 
-/// What the shard runs, read from the job's row.
-async fn work_of(tx: &Transaction<'_>, req: &ClaimRequest) -> Result<ShardWork, DbError> {
+/// Locks the job row and reads, in the same statement, what the flow
+/// decides on, what the shard runs, and the claiming worker's generation
+/// (`None`: it never registered); `None` for an unknown job.
+async fn lock_for_claim(
+    tx: &Transaction<'_>,
+    req: &ClaimRequest,
+) -> Result<Option<(Locked, ShardWork, Option<i64>)>, DbError> {
     let row = tx
-        .row(
-            "SELECT task_description, command, timeout_seconds, required_workers FROM jobs WHERE job_id = $1",
-            &[&req.job_id],
+        .row_opt(
+            "SELECT status, attempts, required_workers, max_retries, task_description, command, timeout_seconds,
+                    (SELECT generation FROM workers WHERE worker_id = $2)
+             FROM jobs WHERE job_id = $1 FOR NO KEY UPDATE",
+            &[&req.job_id, &req.worker_id],
         )
         .await?;
-    Ok(ShardWork {
-        task_description: row.try_get(0)?,
-        command: row.try_get(1)?,
-        timeout_seconds: row.try_get(2)?,
-        shard_count: row.try_get(3)?,
-    })
+    let Some(r) = row else { return Ok(None) };
+    let job = Locked {
+        status: parse_status(&r, "status")?,
+        attempts: r.try_get(1)?,
+        required_workers: r.try_get(2)?,
+        max_retries: r.try_get(3)?,
+    };
+    let work = ShardWork {
+        task_description: r.try_get(4)?,
+        command: r.try_get(5)?,
+        timeout_seconds: r.try_get(6)?,
+        shard_count: job.required_workers,
+    };
+    Ok(Some((job, work, r.try_get(7)?)))
 }
 
-/// The decision of [`claim`], recorded.
-async fn decide(tx: &Transaction<'_>, who: Claimant<'_>) -> Result<Claim, DbError> {
+/// The decision of [`claim`] on the locked `job`, recorded.
+async fn decide(tx: &Transaction<'_>, who: Claimant<'_>, job: Locked) -> Result<Claim, DbError> {
     let req = who.req;
-    let Some(job) = lock_job(tx, req.job_id).await? else {
-        return Ok((ClaimDecision::Skip, "unknown job".into()));
-    };
     let current = match job.status {
         // The relay published the message but has not yet committed the
         // job as queued: record that step here (the relay's own update

@@ -13,7 +13,7 @@ mod claim;
 mod finish;
 mod liveness;
 
-pub use claim::{claim, Claim, Claimant};
+pub use claim::{claim, Claim};
 pub use finish::{abandon, cancel, finish, Finished};
 pub use liveness::{heartbeat, overdue_jobs, probe, shards_of, stale_workers, stopped};
 
