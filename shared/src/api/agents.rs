@@ -131,10 +131,7 @@ pub struct RegisterRequest {
 impl RegisterRequest {
     /// Every rule of the contract this registration breaks.
     pub fn problems(&self) -> Vec<FieldError> {
-        let mut errors = Vec::new();
-        if !is_valid_worker_id(&self.worker_id) {
-            errors.push(FieldError::body("worker_id", WORKER_ID_RULE));
-        }
+        let mut errors = worker_id_problems(&self.worker_id);
         if !(1..=MAX_CAPACITY).contains(&self.capacity) {
             errors.push(FieldError::body(
                 "capacity",

@@ -13,7 +13,7 @@
 //! after a short delay; if the reaper then finds the holder lost, it hands
 //! the shard to that next claim instead of failing the job.
 
-use super::{parse_status, Locked};
+use super::{parse_status, Locked, LOCKED_COLUMNS};
 use crate::db::jobs::{self, EventMeta};
 use crate::db::{workers, Cached, DbError};
 use deadpool_postgres::Transaction;
@@ -72,21 +72,14 @@ async fn lock_for_claim(
     tx: &Transaction<'_>,
     req: &ClaimRequest,
 ) -> Result<Option<(Locked, ShardWork, Option<i64>)>, DbError> {
-    let row = tx
-        .row_opt(
-            "SELECT status, attempts, required_workers, max_retries, task_description, command, timeout_seconds,
-                    (SELECT generation FROM workers WHERE worker_id = $2)
-             FROM jobs WHERE job_id = $1 FOR NO KEY UPDATE",
-            &[&req.job_id, &req.worker_id],
-        )
-        .await?;
+    let sql = format!(
+        "SELECT {LOCKED_COLUMNS}, task_description, command, timeout_seconds,
+                (SELECT generation FROM workers WHERE worker_id = $2)
+         FROM jobs WHERE job_id = $1 FOR NO KEY UPDATE"
+    );
+    let row = tx.row_opt(&sql, &[&req.job_id, &req.worker_id]).await?;
     let Some(r) = row else { return Ok(None) };
-    let job = Locked {
-        status: parse_status(&r, "status")?,
-        attempts: r.try_get(1)?,
-        required_workers: r.try_get(2)?,
-        max_retries: r.try_get(3)?,
-    };
+    let job = Locked::from_row(&r)?;
     let work = ShardWork {
         task_description: r.try_get(4)?,
         command: r.try_get(5)?,

@@ -33,24 +33,27 @@ struct Locked {
     max_retries: i32,
 }
 
+/// The columns [`Locked`] is read from, first in every locking query.
+const LOCKED_COLUMNS: &str = "status, attempts, required_workers, max_retries";
+
+impl Locked {
+    /// Reads the [`LOCKED_COLUMNS`] at the start of `row`.
+    fn from_row(row: &tokio_postgres::Row) -> Result<Locked, DbError> {
+        Ok(Locked {
+            status: parse_status(row, "status")?,
+            attempts: row.try_get(1)?,
+            required_workers: row.try_get(2)?,
+            max_retries: row.try_get(3)?,
+        })
+    }
+}
+
 /// Locks the job row for the transaction and reads what the flow decides
 /// on; `None` for an unknown job.
 async fn lock_job(tx: &Transaction<'_>, job_id: Uuid) -> Result<Option<Locked>, DbError> {
-    let row = tx
-        .row_opt(
-            "SELECT status, attempts, required_workers, max_retries FROM jobs WHERE job_id = $1 FOR NO KEY UPDATE",
-            &[&job_id],
-        )
-        .await?;
-    row.map(|r| {
-        Ok(Locked {
-            status: parse_status(&r, "status")?,
-            attempts: r.try_get(1)?,
-            required_workers: r.try_get(2)?,
-            max_retries: r.try_get(3)?,
-        })
-    })
-    .transpose()
+    let sql = format!("SELECT {LOCKED_COLUMNS} FROM jobs WHERE job_id = $1 FOR NO KEY UPDATE");
+    let row = tx.row_opt(&sql, &[&job_id]).await?;
+    row.as_ref().map(Locked::from_row).transpose()
 }
 
 /// Retry timing: exponential from `base`, capped at `max`, with ±20% jitter.
