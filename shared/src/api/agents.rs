@@ -4,6 +4,7 @@
 
 use super::error::{check_no_nul, FieldError};
 use super::jobs::check_labels;
+use super::limits::{Isolation, Resources};
 use super::workers::Worker;
 use super::Labels;
 use crate::validate::{is_valid_worker_id, WORKER_ID_RULE};
@@ -102,7 +103,7 @@ pub struct CredentialList {
 }
 
 /// `POST /api/agents/register` body: an agent announcing itself.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RegisterRequest {
     /// Unique id (see [`crate::validate::is_valid_worker_id`]).
@@ -126,6 +127,14 @@ pub struct RegisterRequest {
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(max_length = 128, pattern = "^[^\\u0000]*$"))]
     pub version: String,
+    /// What it offers its jobs in all (memory, CPUs, processes); each
+    /// `null` when it sets no ceiling of its own.
+    #[serde(default)]
+    pub resources: Resources,
+    /// Which protections it enforces between jobs, itself and the host;
+    /// absent from agents that predate isolation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isolation: Option<Isolation>,
 }
 
 impl RegisterRequest {
@@ -153,6 +162,8 @@ impl RegisterRequest {
             ));
         }
         check_no_nul(&mut errors, "version", [self.version.as_str()]);
+        errors.extend(self.resources.problems());
+        errors.extend(self.isolation.iter().flat_map(Isolation::problems));
         errors
     }
 }
@@ -240,7 +251,7 @@ pub enum ClaimDecision {
 }
 
 /// `POST /api/agents/claim` answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ClaimResponse {
     /// What to do.
@@ -256,7 +267,7 @@ pub struct ClaimResponse {
 
 /// What one shard runs, from the job's row: the part of a dispatch that
 /// decides what executes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ShardWork {
     /// Free text given to the executor on stdin (`TASK_DESCRIPTION`).
@@ -267,6 +278,9 @@ pub struct ShardWork {
     pub shard_count: i32,
     /// Per-attempt run-time limit.
     pub timeout_seconds: Option<i32>,
+    /// The job's own resource limits (the agent's defaults fill the gaps).
+    #[serde(default)]
+    pub limits: Resources,
 }
 
 #[cfg(test)]

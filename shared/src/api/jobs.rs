@@ -2,6 +2,7 @@
 //! transitions and output look.
 
 use super::error::{check_no_nul, check_range, FieldError};
+use super::limits::{check_limits, Resources};
 use super::{number, Labels};
 use crate::JobStatus;
 use chrono::{DateTime, Utc};
@@ -83,6 +84,10 @@ pub struct Job {
     /// worker of its own: more shards than live workers); `null` otherwise.
     #[serde(default)]
     pub waiting_for: Option<String>,
+    /// Its resource limits (`memory_mb`, `cpu`, `max_pids`), each `null`
+    /// when the submission set none (the agent's default applies).
+    #[serde(flatten)]
+    pub limits: Resources,
 }
 
 /// One recorded transition of a job.
@@ -218,9 +223,38 @@ pub struct SubmitRequest {
     #[serde(default, skip_serializing_if = "Labels::is_empty")]
     #[cfg_attr(feature = "openapi", schema(schema_with = super::schema::labels))]
     pub labels: Labels,
+    /// Memory limit in MiB (4..=1048576); past it the job fails with "memory
+    /// limit of N MB exceeded". Absent: the agent's default.
+    #[serde(
+        default,
+        deserialize_with = "number::opt_i64",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(minimum = 4, maximum = 1048576))]
+    pub memory_mb: Option<i64>,
+    /// CPU limit in CPUs (0.01..=1024, kept to the thousandth): `0.5` is half
+    /// of one core's time. Absent: the agent's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0.01, maximum = 1024))]
+    pub cpu: Option<f64>,
+    /// Most processes and threads at once (1..=4194304); a fork past it
+    /// fails. Absent: the agent's default.
+    #[serde(
+        default,
+        deserialize_with = "number::opt_i64",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 4194304))]
+    pub max_pids: Option<i64>,
 }
 
 impl SubmitRequest {
+    /// The resource limits, once [`SubmitRequest::problems`] found none
+    /// (out of range: no limits).
+    pub fn limits(&self) -> Resources {
+        Resources::from_submitted(self.memory_mb, self.cpu, self.max_pids).unwrap_or_default()
+    }
+
     /// Shards, defaulted.
     pub fn required_workers(&self) -> i64 {
         self.required_workers.unwrap_or(DEFAULT_WORKERS)
@@ -253,6 +287,7 @@ impl SubmitRequest {
         if let Some(t) = self.timeout_seconds {
             check_range(&mut errors, "timeout_seconds", t, 1, MAX_TIMEOUT_SECONDS);
         }
+        check_limits(&mut errors, self.memory_mb, self.cpu, self.max_pids);
         errors
     }
 

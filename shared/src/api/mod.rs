@@ -11,6 +11,7 @@
 //! - [`error`]: the error bodies (`{"detail": ...}`) and their fixed texts.
 //! - [`jobs`]: submission, jobs, pages, events, output, and their limits.
 //! - [`workers`]: the fleet as the supervisor routes show it.
+//! - [`limits`]: per-job resource limits and agents' isolation.
 //! - [`resources`]: quotas, allocations and usage.
 //! - [`auth`]: login, the caller's identity, managing users.
 //! - [`agents`]: what worker agents send and receive over HTTP.
@@ -19,6 +20,7 @@ pub mod agents;
 pub mod auth;
 pub mod error;
 pub mod jobs;
+pub mod limits;
 mod number;
 pub mod resources;
 #[cfg(feature = "openapi")]
@@ -36,6 +38,7 @@ pub use error::{ErrorBody, FieldError, ValidationBody};
 pub use jobs::{
     BatchRequest, BatchResponse, EventList, Job, JobEvent, JobOutput, JobPage, ListQuery, SubmitRequest,
 };
+pub use limits::{Isolation, Resources};
 pub use resources::{
     AllocateRequest, Allocation, AllocationStatus, Quota, QuotaView, ReleaseRequest, UsageView, UserUsage,
 };

@@ -1,5 +1,6 @@
 //! `/api/supervisor/*`: the fleet of worker agents and its figures.
 
+use super::limits::{Isolation, Resources};
 use super::Labels;
 use crate::WorkerStatus;
 use chrono::{DateTime, Utc};
@@ -35,6 +36,13 @@ pub struct Worker {
     /// generations.
     #[serde(default)]
     pub generation: i64,
+    /// What it offers its jobs in all, as it registered it.
+    #[serde(default)]
+    pub resources: Resources,
+    /// Which protections it enforces, as it registered them; `null` for an
+    /// agent that predates isolation (treat as none).
+    #[serde(default)]
+    pub isolation: Option<Isolation>,
 }
 
 /// `GET /api/supervisor/workers` query. The status stays text so that an
