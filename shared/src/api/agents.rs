@@ -317,9 +317,17 @@ mod tests {
             capacity: 0,
             labels: Labels::new(),
             version: String::new(),
+            resources: Resources {
+                memory_mb: Some(0),
+                ..Resources::default()
+            },
+            isolation: None,
         };
         let locs: Vec<String> = req.problems().iter().map(FieldError::location).collect();
-        assert_eq!(locs, ["body.worker_id", "body.capacity", "body.hostname"]);
+        assert_eq!(
+            locs,
+            ["body.worker_id", "body.capacity", "body.hostname", "body.memory_mb"]
+        );
     }
 
     /// A registration that breaks no rule, every field at its limit.
@@ -332,6 +340,16 @@ mod tests {
                 .map(|i| (format!("{i:0128}"), "v".repeat(MAX_LABEL_VALUE)))
                 .collect(),
             version: "9".repeat(MAX_VERSION),
+            resources: Resources {
+                memory_mb: Some(1_048_576),
+                cpu: Some(1024.0),
+                max_pids: Some(4_194_304),
+            },
+            isolation: Some(Isolation {
+                job_user: Some("u".repeat(256)),
+                cgroup: Some("v1".into()),
+                disabled: vec!["d".repeat(256); 16],
+            }),
         }
     }
 

@@ -420,6 +420,9 @@ mod tests {
             command: Some(vec![String::new()]),
             idempotency_key: Some(String::new()),
             labels: [(String::new(), String::new())].into(),
+            memory_mb: Some(0),
+            cpu: Some(2000.0),
+            max_pids: Some(0),
         };
         let fields: Vec<String> = req.problems().into_iter().map(|e| e.location()).collect();
         let expected = [
@@ -431,6 +434,9 @@ mod tests {
             "priority",
             "max_retries",
             "timeout_seconds",
+            "memory_mb",
+            "cpu",
+            "max_pids",
         ];
         assert_eq!(fields, expected.map(|f| format!("body.{f}")));
     }
