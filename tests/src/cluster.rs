@@ -124,6 +124,11 @@ impl Cluster {
                 "--kill-grace-ms",
                 "1000",
                 "--allow-commands",
+                // Jobs run as an unprivileged user in cgroups of their own
+                // (the tests run as root on a cgroup v1 host); `nobody` is
+                // on every Debian host, the image's per-slot users are not.
+                "--job-user",
+                "nobody",
             ])
             .env("AGENT_TOKEN", &credential)
             .env(

@@ -24,6 +24,17 @@ fn registration(state: &State) -> RegisterRequest {
         capacity: state.config.capacity,
         labels: state.config.label_map(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
+        resources: state.config.offered(),
+        isolation: Some(state.limits.sandbox.report().clone()),
+    }
+}
+
+/// Says at start which protections are on and, loudly, which are off.
+fn log_isolation(state: &State) {
+    let report = state.limits.sandbox.report();
+    tracing::info!(job_user = ?report.job_user, cgroup = ?report.cgroup, "job isolation");
+    for off in &report.disabled {
+        tracing::warn!("job isolation is incomplete: {off}");
     }
 }
 
@@ -84,6 +95,11 @@ pub async fn run(
     let _stop_guard = StopOnDrop(Arc::clone(&state));
     tracing::info!(worker_id = state.worker_id(), capacity = state.config.capacity,
         controller = %state.config.controller_url, "agent starting");
+    log_isolation(&state);
+    let swept = state.limits.sandbox.sweep().await;
+    if swept > 0 {
+        tracing::warn!(swept, "killed jobs an earlier life of this agent left running");
+    }
     runner::sweep_work_root(&state.limits.work_root).await;
     let mut shutdown = std::pin::pin!(shutdown);
     tokio::select! {
@@ -203,6 +219,7 @@ mod tests {
             "--agent-token=t".into(),
             "--worker-id=w-labels".into(),
         ];
+        args.extend(crate::config::NO_ISOLATION.map(String::from));
         args.extend((0..65).map(|i| format!("--label=k{i}=v")));
         let config = AgentConfig::try_parse_from(args).unwrap();
         let err = super::run(config, std::future::pending()).await.unwrap_err();

@@ -117,6 +117,39 @@ pub struct AgentConfig {
     /// Log one JSON object per line.
     #[arg(long, env = "AGENT_LOG_JSON", default_value_t = false)]
     pub log_json: bool,
+    /// The unprivileged user jobs run as when the agent runs as root. If
+    /// users `<job user>-0` … `<job user>-<capacity - 1>` exist (the image
+    /// and the package create them), each running job gets one of its own.
+    #[arg(long, env = "AGENT_JOB_USER", default_value = "orchestrator-job")]
+    pub job_user: String,
+    /// Where job cgroups are made: a v2 cgroup delegated to the agent, or a
+    /// directory holding one cgroup per v1 controller (`memory`, `pids`,
+    /// `cpu`, `freezer`). Default: the agent's own cgroup.
+    #[arg(long, env = "AGENT_CGROUP_ROOT")]
+    pub cgroup_root: Option<PathBuf>,
+    /// Refuse to start when any protection is off (no root to switch users,
+    /// no writable cgroup hierarchy) instead of running jobs unconfined.
+    #[arg(long, env = "AGENT_REQUIRE_ISOLATION", default_value_t = false)]
+    pub require_isolation: bool,
+    /// Leave each run's working directory in place (for debugging).
+    #[arg(long, env = "AGENT_KEEP_WORKDIRS", default_value_t = false)]
+    pub keep_workdirs: bool,
+    /// Memory limit in MiB for jobs that set none.
+    #[arg(long, env = "AGENT_JOB_MEMORY_MB", value_parser = clap::value_parser!(i32).range(4..=1_048_576))]
+    pub job_memory_mb: Option<i32>,
+    /// CPU limit in CPUs for jobs that set none.
+    #[arg(long, env = "AGENT_JOB_CPU", value_parser = parse_cpu)]
+    pub job_cpu: Option<f64>,
+    /// Process limit for jobs that set none: a fork bomb stops here.
+    #[arg(long, env = "AGENT_JOB_MAX_PIDS", default_value_t = 4096, value_parser = clap::value_parser!(i32).range(1..=4_194_304))]
+    pub job_max_pids: i32,
+    /// Memory this agent offers its jobs in all, in MiB, as the workers
+    /// API shows it. Default: the host's memory.
+    #[arg(long, env = "AGENT_MEMORY_MB", value_parser = clap::value_parser!(i32).range(4..=1_048_576))]
+    pub memory_mb: Option<i32>,
+    /// CPUs this agent offers its jobs in all. Default: the CPUs it may use.
+    #[arg(long, env = "AGENT_CPU", value_parser = parse_cpu)]
+    pub cpu: Option<f64>,
 }
 
 impl AgentConfig {
@@ -152,6 +185,32 @@ impl AgentConfig {
             return Err(CredentialError::Empty(path.clone()));
         }
         Ok(Secret::new(token.to_owned()))
+    }
+
+    /// The isolation settings, for [`crate::isolation::Sandbox::setup`].
+    pub fn sandbox(&self) -> crate::isolation::SandboxConfig {
+        crate::isolation::SandboxConfig {
+            job_user: self.job_user.clone(),
+            cgroup_root: self.cgroup_root.clone(),
+            require_isolation: self.require_isolation,
+            defaults: orchestrator_shared::api::Resources {
+                memory_mb: self.job_memory_mb,
+                cpu: self.job_cpu,
+                max_pids: Some(self.job_max_pids),
+            },
+            helper: None,
+        }
+    }
+
+    /// What this agent offers its jobs in all: the flags, else the host's
+    /// memory and the CPUs this process may use.
+    pub fn offered(&self) -> orchestrator_shared::api::Resources {
+        let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        orchestrator_shared::api::Resources {
+            memory_mb: self.memory_mb.or_else(host_memory_mb),
+            cpu: self.cpu.or(Some(cpus as f64)),
+            max_pids: None,
+        }
     }
 
     /// Labels as the registration body wants them (a later duplicate key wins).
@@ -213,6 +272,33 @@ pub fn hostname() -> String {
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "worker".to_owned())
 }
+
+/// `MemTotal` of `/proc/meminfo`, in MiB, within the contract's range.
+fn host_memory_mb() -> Option<i32> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib: i64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    i32::try_from((kib / 1024).clamp(4, 1_048_576)).ok()
+}
+
+/// A CPU figure: a number of CPUs between 0.01 and 1024.
+fn parse_cpu(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(c) if c.is_finite() && (0.01..=1024.0).contains(&c) => Ok(c),
+        _ => Err(format!("{s:?} is not a number of CPUs between 0.01 and 1024")),
+    }
+}
+
+/// Flags for unit tests that build a whole agent state: a job user every
+/// Debian host has, and no cgroups (nothing is left on the host).
+#[cfg(test)]
+pub(crate) const NO_ISOLATION: [&str; 2] = ["--job-user=nobody", "--cgroup-root=/nonexistent-cgroup-root"];
 
 fn default_work_root() -> PathBuf {
     std::env::temp_dir().join("orchestrator-agent")

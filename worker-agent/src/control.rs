@@ -73,13 +73,20 @@ pub fn apply(state: &State, command: ControlCommand) {
 mod tests {
     use super::*;
     use crate::config::AgentConfig;
+    use crate::config::NO_ISOLATION;
     use crate::runner::CancelHandle;
     use orchestrator_shared::messages::RunningShard;
     use std::sync::Arc;
 
     #[test]
     fn commands_flip_the_switches_and_cancel_jobs() {
-        let config = AgentConfig::try_parse_from(["worker-agent", "--agent-token=t", "--worker-id=w"]);
+        let config = AgentConfig::try_parse_from([
+            "worker-agent",
+            "--agent-token=t",
+            "--worker-id=w",
+            NO_ISOLATION[0],
+            NO_ISOLATION[1],
+        ]);
         let state = Arc::new(State::new(config.unwrap()).unwrap());
         apply(&state, ControlCommand::Pause);
         assert!(*state.paused.borrow());
@@ -106,7 +113,13 @@ mod tests {
 
     #[test]
     fn a_terminate_for_an_earlier_incarnation_is_dropped() {
-        let config = AgentConfig::try_parse_from(["worker-agent", "--agent-token=t", "--worker-id=w"]);
+        let config = AgentConfig::try_parse_from([
+            "worker-agent",
+            "--agent-token=t",
+            "--worker-id=w",
+            NO_ISOLATION[0],
+            NO_ISOLATION[1],
+        ]);
         let state = Arc::new(State::new(config.unwrap()).unwrap());
         state.set_generation(2);
         assert!(!obey_unless_stale(&state, at(ControlCommand::Terminate, Some(1))));

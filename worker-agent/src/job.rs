@@ -11,7 +11,7 @@ use crate::runner::{self, CancelHandle, RunReport, RunSpec};
 use crate::state::State;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
-use orchestrator_shared::api::{ClaimDecision, ClaimRequest, ClaimResponse, ShardWork};
+use orchestrator_shared::api::{ClaimDecision, ClaimRequest, ClaimResponse, Resources, ShardWork};
 use orchestrator_shared::backoff::backoff;
 use orchestrator_shared::messages::{AgentEvent, JobDispatch, RunningShard, MAX_PRIORITY};
 use std::path::{Path, PathBuf};
@@ -206,8 +206,9 @@ async fn execute(
     d: &JobDispatch,
     work: Option<ShardWork>,
 ) -> (RunReport, Option<crate::state::RunGuard>) {
+    let limits = work.as_ref().map(|w| w.limits).unwrap_or_default();
     let spec = match as_claimed(d, work).and_then(|claimed| spec_for(&state.config, &claimed)) {
-        Ok(spec) => spec,
+        Ok(spec) => RunSpec { limits, ..spec },
         Err(refusal) => return (RunReport::failed(refusal), None),
     };
     let cancel = CancelHandle::new();
@@ -255,6 +256,7 @@ pub fn spec_for(config: &AgentConfig, d: &JobDispatch) -> Result<RunSpec, String
         stdin: d.task_description.clone(),
         timeout,
         workdir_name,
+        limits: Resources::default(),
     })
 }
 
@@ -381,6 +383,8 @@ mod tests {
             work_root: root.clone(),
             kill_grace: Duration::from_secs(1),
             tail_bytes: 4096,
+            sandbox: Arc::new(crate::isolation::Sandbox::none()),
+            keep_workdirs: false,
         };
         let r = runner::run(&spec, &limits, &CancelHandle::new()).await;
         let _ = std::fs::remove_dir_all(&root);

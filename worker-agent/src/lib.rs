@@ -25,6 +25,8 @@
 //! - `client`: the controller's HTTP agent API (register, claim).
 //! - [`runner`]: one child process: working directory, stdin, output tails,
 //!   timeout and cancel through its process group.
+//! - [`isolation`]: the job's user, its cgroup and limits, the `exec-job`
+//!   helper that enters both before the job's program runs.
 //! - [`tail`]: the bounded output buffer.
 
 #![forbid(unsafe_code)]
@@ -34,6 +36,7 @@ mod agent;
 mod client;
 pub mod config;
 mod control;
+pub mod isolation;
 mod job;
 mod publisher;
 pub mod runner;

@@ -1,15 +1,20 @@
-//! Running one shard as a child process: a fresh working directory, the
-//! argument vector as given (never through a shell), stdin fed and closed,
-//! the last bytes of stdout and stderr kept, and a stop (timeout or cancel)
-//! that reaches the child's whole process group: SIGTERM, a grace period,
-//! then SIGKILL. Knows nothing about the broker or the controller.
+//! Running one shard as a child process: a fresh private working
+//! directory, the argument vector as given (never through a shell), a clean
+//! environment, stdin fed and closed, the last bytes of stdout and stderr
+//! kept, and a stop (timeout or cancel) that reaches the child's whole
+//! process group: SIGTERM, a grace period, then SIGKILL. Knows nothing
+//! about the broker or the controller.
 //!
-//! The shard ends when its main process ends; anything it left running in
-//! its process group is killed then, so no job leaks processes into the host.
+//! Where the agent isolates jobs ([`crate::isolation`]), the child runs as
+//! the job's user inside the job's cgroup, and the run ends by killing the
+//! whole cgroup: nothing it started survives it, `setsid` or not. Without
+//! a cgroup, what it left in its process group is killed.
 
+use crate::isolation::{exec, make_private_dir, Cell, Sandbox};
 use crate::tail::OutputTail;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
+use orchestrator_shared::api::Resources;
 use orchestrator_shared::messages::ShardOutcome;
 use std::ffi::OsString;
 use std::os::unix::process::ExitStatusExt;
@@ -27,9 +32,12 @@ use tokio::task::JoinHandle;
 const OUTPUT_DRAIN: Duration = Duration::from_secs(2);
 /// Size of one read from the child's pipes.
 const READ_CHUNK: usize = 8 * 1024;
-/// Prefix of the agent's own environment variables, which children never
-/// inherit (`AGENT_TOKEN` is a credential).
-const AGENT_ENV_PREFIX: &str = "AGENT_";
+/// The only variables of the agent's environment a child inherits: none
+/// of the agent's settings or secrets (`AGENT_TOKEN`, a broker URL) ever
+/// reach a job.
+const INHERITED_ENV: [&str; 4] = ["PATH", "LANG", "LC_ALL", "TZ"];
+/// `PATH` when the agent has none.
+const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
 /// A cancel switch for one run, shared between the run and whoever may stop
 /// it (a `CancelJob` command). Cheap to clone; cancelling twice is harmless.
@@ -80,8 +88,11 @@ pub struct RunSpec {
     pub stdin: String,
     /// Run-time limit; `None` runs until the process ends.
     pub timeout: Option<Duration>,
-    /// Name of the working directory under the work root; unique per run.
+    /// Name of the working directory under the work root (and of the
+    /// run's cgroup); unique per run.
     pub workdir_name: String,
+    /// The job's own resource limits (the agent's defaults fill the gaps).
+    pub limits: Resources,
 }
 
 /// Agent-wide settings every run obeys.
@@ -93,6 +104,10 @@ pub struct RunLimits {
     pub kill_grace: Duration,
     /// Bytes of stdout and of stderr kept.
     pub tail_bytes: usize,
+    /// Users and cgroups for jobs.
+    pub sandbox: Arc<Sandbox>,
+    /// Leave working directories in place after runs (for debugging).
+    pub keep_workdirs: bool,
 }
 
 /// How a run ended: the body of a `ShardFinished` report.
@@ -149,13 +164,24 @@ pub async fn run(spec: &RunSpec, limits: &RunLimits, cancel: &CancelHandle) -> R
     if cancel.is_cancelled() {
         return RunReport::ended(ShardOutcome::Cancelled, "cancelled before it started");
     }
+    let cell = match limits.sandbox.prepare(&spec.workdir_name, &spec.limits) {
+        Ok(cell) => cell,
+        Err(e) => return RunReport::failed(e),
+    };
     let dir = limits.work_root.join(&spec.workdir_name);
-    if let Err(e) = make_workdir(&limits.work_root, &dir).await {
-        return RunReport::failed(format!("creating the working directory {}: {e}", dir.display()));
+    let mut report = match make_private_dir(&limits.work_root, &dir, cell.owner()).await {
+        Ok(()) => run_in(spec, limits, cancel, &dir, &cell).await,
+        Err(e) => RunReport::failed(format!("creating the working directory {}: {e}", dir.display())),
+    };
+    if let Some(reason) = cell.finish().await {
+        if report.outcome == ShardOutcome::Failed {
+            report.error = Some(reason);
+        }
     }
-    let report = run_in(spec, limits, cancel, &dir).await;
-    if let Err(e) = tokio::fs::remove_dir_all(&dir).await {
-        tracing::warn!(dir = %dir.display(), error = %e, "could not remove a working directory");
+    if !limits.keep_workdirs {
+        if let Err(e) = tokio::fs::remove_dir_all(&dir).await {
+            tracing::warn!(dir = %dir.display(), error = %e, "could not remove a working directory");
+        }
     }
     report
 }
@@ -182,13 +208,14 @@ pub async fn sweep_work_root(root: &Path) {
     }
 }
 
-async fn make_workdir(root: &Path, dir: &Path) -> std::io::Result<()> {
-    tokio::fs::create_dir_all(root).await?;
-    tokio::fs::create_dir(dir).await
-}
-
-async fn run_in(spec: &RunSpec, limits: &RunLimits, cancel: &CancelHandle, dir: &Path) -> RunReport {
-    let mut child = match command(spec, dir).spawn() {
+async fn run_in(
+    spec: &RunSpec,
+    limits: &RunLimits,
+    cancel: &CancelHandle,
+    dir: &Path,
+    cell: &Cell,
+) -> RunReport {
+    let mut child = match command(spec, dir, cell).spawn() {
         Ok(c) => c,
         Err(e) => {
             let program = spec.program.to_string_lossy();
@@ -208,36 +235,61 @@ async fn run_in(spec: &RunSpec, limits: &RunLimits, cancel: &CancelHandle, dir: 
     ];
     let ending = supervise(&mut child, group, spec.timeout, cancel).await;
     let status = match ending {
-        Ending::Exited(status) => {
-            signal_group(group, Signal::SIGKILL);
-            Ok(status)
-        }
+        Ending::Exited(status) => Ok(status),
         Ending::Stopped(why) => {
             stop(&mut child, group, limits.kill_grace).await;
             Err(why)
         }
     };
+    signal_group(group, Signal::SIGKILL);
+    cell.kill().await;
     feeder.abort();
     finish_readers(readers).await;
     let mut report = report_for(status);
     report.stdout_tail = tail_text(&stdout);
     report.stderr_tail = tail_text(&stderr);
+    explain_setup_failure(&mut report);
     report
 }
 
-fn command(spec: &RunSpec, dir: &Path) -> Command {
-    let mut cmd = Command::new(&spec.program);
-    cmd.args(&spec.args)
+/// A run whose `exec-job` helper could not set it up (its program never
+/// ran) fails with the helper's own reason, not a bare exit code.
+fn explain_setup_failure(report: &mut RunReport) {
+    if report.exit_code != Some(exec::SETUP_FAILED) {
+        return;
+    }
+    let reason = report
+        .stderr_tail
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix(exec::FAILURE_PREFIX));
+    if let Some(reason) = reason {
+        report.error = Some(reason.to_owned());
+    }
+}
+
+fn command(spec: &RunSpec, dir: &Path, cell: &Cell) -> Command {
+    let (program, args) = cell.command_line(&spec.program, &spec.args);
+    let mut cmd = Command::new(program);
+    cmd.args(args)
         .current_dir(dir)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
-        .kill_on_drop(true);
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with(AGENT_ENV_PREFIX) {
-            cmd.env_remove(key);
+        .kill_on_drop(true)
+        .env_clear();
+    for key in INHERITED_ENV {
+        if let Some(value) = std::env::var_os(key) {
+            cmd.env(key, value);
         }
+    }
+    if std::env::var_os("PATH").is_none() {
+        cmd.env("PATH", DEFAULT_PATH);
+    }
+    cmd.env("HOME", dir).env("TMPDIR", dir);
+    if let Some(account) = cell.owner() {
+        cmd.env("USER", &account.name).env("LOGNAME", &account.name);
     }
     cmd.envs(spec.env.iter().map(|(k, v)| (k, v)));
     cmd

@@ -5,6 +5,7 @@
 
 use crate::client::ControllerClient;
 use crate::config::AgentConfig;
+use crate::isolation::Sandbox;
 use crate::publisher::Publisher;
 use crate::runner::{CancelHandle, RunLimits};
 use anyhow::Context;
@@ -96,6 +97,15 @@ impl State {
             work_root: config.work_root.join(format!("agent-{}", config.worker_id)),
             kill_grace: config.kill_grace,
             tail_bytes: config.output_tail_bytes,
+            sandbox: Arc::new(
+                Sandbox::setup(
+                    &config.sandbox(),
+                    &config.worker_id,
+                    usize::try_from(config.capacity).unwrap_or(1),
+                )
+                .context("setting up job isolation")?,
+            ),
+            keep_workdirs: config.keep_workdirs,
         };
         let slots = Semaphore::new(usize::try_from(config.capacity).unwrap_or(1).max(1));
         Ok(State {
@@ -266,9 +276,16 @@ impl Drop for DeliveryGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::NO_ISOLATION;
 
     fn state() -> Arc<State> {
-        let config = AgentConfig::try_parse_from(["worker-agent", "--agent-token=t", "--worker-id=w"]);
+        let config = AgentConfig::try_parse_from([
+            "worker-agent",
+            "--agent-token=t",
+            "--worker-id=w",
+            NO_ISOLATION[0],
+            NO_ISOLATION[1],
+        ]);
         Arc::new(State::new(config.unwrap()).unwrap())
     }
 
@@ -319,7 +336,13 @@ mod tests {
 
     #[test]
     fn each_agent_works_in_its_own_directory() {
-        let config = AgentConfig::try_parse_from(["worker-agent", "--agent-token=t", "--worker-id=..."]);
+        let config = AgentConfig::try_parse_from([
+            "worker-agent",
+            "--agent-token=t",
+            "--worker-id=...",
+            NO_ISOLATION[0],
+            NO_ISOLATION[1],
+        ]);
         let state = State::new(config.unwrap()).unwrap();
         let root = &state.config.work_root;
         assert_eq!(state.limits.work_root, root.join("agent-..."));

@@ -27,6 +27,8 @@ fn from_row(row: &Row) -> Result<Worker, DbError> {
         registered_at: row.try_get("registered_at")?,
         last_heartbeat_at: row.try_get("last_heartbeat_at")?,
         generation: row.try_get("generation")?,
+        resources: Default::default(),
+        isolation: None,
     })
 }
 

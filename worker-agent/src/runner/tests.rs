@@ -15,6 +15,8 @@ impl Root {
             work_root: self.0.clone(),
             kill_grace: grace,
             tail_bytes: 1024,
+            sandbox: Arc::new(Sandbox::none()),
+            keep_workdirs: false,
         }
     }
 }
@@ -33,6 +35,7 @@ fn sh(script: &str) -> RunSpec {
         stdin: String::new(),
         timeout: None,
         workdir_name: format!("run-{}", uuid::Uuid::new_v4().simple()),
+        limits: Resources::default(),
     }
 }
 

@@ -85,6 +85,7 @@ async fn lock_for_claim(
         command: r.try_get(5)?,
         timeout_seconds: r.try_get(6)?,
         shard_count: job.required_workers,
+        limits: Default::default(),
     };
     Ok(Some((job, work, r.try_get(7)?)))
 }

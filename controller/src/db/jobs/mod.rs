@@ -56,6 +56,7 @@ fn from_row(row: &Row) -> Result<Job, DbError> {
         exit_code: row.try_get("exit_code")?,
         error: row.try_get("error")?,
         waiting_for: row.try_get("waiting_for")?,
+        limits: Default::default(),
     })
 }
 

@@ -1,0 +1,246 @@
+//! What stands between a job and its agent, other jobs and the host: a
+//! user of its own ([`user`]), a cgroup of its own with limits ([`cgroup`]),
+//! entered before the program runs by the `exec-job` helper ([`exec`]).
+//!
+//! The agent sets this up once at start ([`Sandbox::setup`]) and says in
+//! its log and its registration which protections are off (no root, no
+//! writable cgroup hierarchy); with `--require-isolation` it refuses to
+//! start instead. Each run then takes a [`Cell`]: its account and cgroup,
+//! killed and removed when the run ends, whatever the run left behind.
+
+pub mod cgroup;
+pub mod exec;
+pub mod user;
+
+use cgroup::{CgroupTree, JobCgroup, Limits};
+use orchestrator_shared::api::{Isolation, Resources};
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use user::{Account, JobUsers, SlotGuard};
+
+/// The agent's settings for isolation (a part of its configuration).
+#[derive(Debug, Clone, Default)]
+pub struct SandboxConfig {
+    /// The user jobs run as (and, when they exist, `<user>-<slot>`).
+    pub job_user: String,
+    /// Where job cgroups are made; `None`: this process's own cgroup.
+    pub cgroup_root: Option<PathBuf>,
+    /// Refuse to start when any protection is off.
+    pub require_isolation: bool,
+    /// Limits for jobs that set none of their own.
+    pub defaults: Resources,
+    /// The binary that serves `exec-job`; `None`: this process's own.
+    pub helper: Option<PathBuf>,
+}
+
+/// The isolation this agent enforces, set up once.
+#[derive(Debug, Default)]
+pub struct Sandbox {
+    users: Option<JobUsers>,
+    cgroups: Option<CgroupTree>,
+    defaults: Resources,
+    helper: Option<PathBuf>,
+    report: Isolation,
+}
+
+impl Sandbox {
+    /// No isolation at all: jobs run as child processes of the agent, as
+    /// its user. For tests of the runner's own logic.
+    pub fn none() -> Sandbox {
+        Sandbox::default()
+    }
+
+    /// Looks up the job users and the cgroup hierarchy for an agent with
+    /// `slots` job slots. Fails when the job user is missing or privileged
+    /// (running jobs as root is never the fallback), or when
+    /// `--require-isolation` is set and a protection is off.
+    pub fn setup(config: &SandboxConfig, worker_id: &str, slots: usize) -> anyhow::Result<Sandbox> {
+        let mut disabled = Vec::new();
+        let users = job_users(config, slots, &mut disabled)?;
+        let cgroups = match CgroupTree::open(
+            config.cgroup_root.as_deref(),
+            &format!("orchestrator-agent-{worker_id}"),
+        ) {
+            Ok(tree) => Some(tree),
+            Err(e) => {
+                disabled.push(format!("no cgroup per job ({e}): memory, CPU and process limits are not enforced, and processes a job leaves behind may outlive it"));
+                None
+            }
+        };
+        if config.require_isolation && !disabled.is_empty() {
+            anyhow::bail!(
+                "isolation is required (--require-isolation) but {}",
+                disabled.join("; ")
+            );
+        }
+        let helper = match (&config.helper, users.is_some() || cgroups.is_some()) {
+            (_, false) => None,
+            (Some(helper), true) => Some(helper.clone()),
+            (None, true) => Some(
+                std::env::current_exe()
+                    .map_err(|e| anyhow::anyhow!("finding the agent's own binary for exec-job: {e}"))?,
+            ),
+        };
+        let report = Isolation {
+            job_user: users.as_ref().map(JobUsers::describe),
+            cgroup: cgroups.as_ref().map(|t| t.version().to_owned()),
+            disabled,
+        };
+        Ok(Sandbox {
+            users,
+            cgroups,
+            defaults: config.defaults,
+            helper,
+            report,
+        })
+    }
+
+    /// Which protections are on and off, as registered and logged.
+    pub fn report(&self) -> &Isolation {
+        &self.report
+    }
+
+    /// Kills whatever an earlier life of this agent left in its cgroups;
+    /// before the agent takes work. Returns how many cgroups there were.
+    pub async fn sweep(&self) -> usize {
+        match &self.cgroups {
+            Some(tree) => tree.sweep().await,
+            None => 0,
+        }
+    }
+
+    /// The limits a job with `own` limits runs under: its own, else the
+    /// agent's defaults.
+    pub fn effective(&self, own: &Resources) -> Limits {
+        Limits {
+            memory_mb: own.memory_mb.or(self.defaults.memory_mb),
+            cpu: own.cpu.or(self.defaults.cpu),
+            max_pids: own.max_pids.or(self.defaults.max_pids),
+        }
+    }
+
+    /// A cell for one run named `name`: an account (if users are switched)
+    /// and a cgroup with the run's limits (if cgroups are used).
+    pub fn prepare(&self, name: &str, own: &Resources) -> Result<Cell, String> {
+        let limits = self.effective(own);
+        let cgroup = match &self.cgroups {
+            Some(tree) => Some(
+                tree.create(name, &limits)
+                    .map_err(|e| format!("creating the job's cgroup: {e}"))?,
+            ),
+            None => None,
+        };
+        Ok(Cell {
+            slot: self.users.as_ref().map(JobUsers::take),
+            cgroup,
+            helper: self.helper.clone(),
+            memory_mb: limits.memory_mb,
+        })
+    }
+}
+
+/// The job user as configured, or why users are not switched.
+fn job_users(
+    config: &SandboxConfig,
+    slots: usize,
+    disabled: &mut Vec<String>,
+) -> anyhow::Result<Option<JobUsers>> {
+    let euid = nix::unistd::geteuid();
+    if !euid.is_root() {
+        disabled.push(format!(
+            "jobs run as the agent's own user (uid {euid}): only an agent started as root can switch to the job user"
+        ));
+        return Ok(None);
+    }
+    let users = JobUsers::resolve(&config.job_user, slots)?;
+    if !users.per_slot() {
+        let name = &config.job_user;
+        disabled.push(format!(
+            "every job runs as {name}: jobs running at the same time can read each other's files (create {name}-0 to {name}-{} for a user per job)",
+            slots.saturating_sub(1)
+        ));
+    }
+    Ok(Some(users))
+}
+
+/// One run's isolation: its account and its cgroup. Dropping it gives the
+/// account back; [`Cell::finish`] kills and removes the cgroup.
+#[derive(Debug)]
+pub struct Cell {
+    slot: Option<SlotGuard>,
+    cgroup: Option<JobCgroup>,
+    helper: Option<PathBuf>,
+    memory_mb: Option<i32>,
+}
+
+impl Cell {
+    /// The account the run's processes belong to (`None`: the agent's).
+    pub fn owner(&self) -> Option<&Account> {
+        self.slot.as_ref().map(|s| &s.account)
+    }
+
+    /// Whether the run has a cgroup, so that killing it reaches every
+    /// process the run started.
+    pub fn has_cgroup(&self) -> bool {
+        self.cgroup.is_some()
+    }
+
+    /// The program and arguments to start for `program args`: through the
+    /// `exec-job` helper when there is a cgroup to join or a user to
+    /// become, as they are otherwise.
+    pub fn command_line(&self, program: &OsString, args: &[String]) -> (OsString, Vec<OsString>) {
+        let Some(helper) = &self.helper else {
+            return (program.clone(), args.iter().map(OsString::from).collect());
+        };
+        let mut line: Vec<OsString> = vec![exec::SUBCOMMAND.into()];
+        for procs in self.cgroup.iter().flat_map(JobCgroup::procs_files) {
+            line.extend(["--join".into(), procs.into_os_string()]);
+        }
+        if let Some(account) = self.owner() {
+            line.extend(["--uid".into(), account.uid.to_string().into()]);
+            line.extend(["--gid".into(), account.gid.to_string().into()]);
+        }
+        line.push("--".into());
+        line.push(program.clone());
+        line.extend(args.iter().map(OsString::from));
+        (helper.clone().into_os_string(), line)
+    }
+
+    /// Kills every process left in the run's cgroup (none without one).
+    pub async fn kill(&self) {
+        if let Some(cgroup) = &self.cgroup {
+            let killed = cgroup.kill().await;
+            if killed > 0 {
+                tracing::info!(killed, "killed the processes a run left in its cgroup");
+            }
+        }
+    }
+
+    /// Ends the cell: kills what is left, removes the cgroup, and says
+    /// why the run failed if the OOM killer ended it.
+    pub async fn finish(self) -> Option<String> {
+        let cgroup = self.cgroup?;
+        cgroup.kill().await;
+        let oom = cgroup.oom_kills();
+        cgroup.remove().await;
+        (oom > 0).then(|| match self.memory_mb {
+            Some(mb) => format!("memory limit of {mb} MB exceeded (killed by the OOM killer)"),
+            None => "killed by the OOM killer".to_owned(),
+        })
+    }
+}
+
+/// Makes `dir` the run's private working directory: mode 700, owned by
+/// the run's account, under a root that others may pass through but not
+/// list (mode 711).
+pub async fn make_private_dir(root: &Path, dir: &Path, owner: Option<&Account>) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    tokio::fs::create_dir_all(root).await?;
+    tokio::fs::set_permissions(root, std::fs::Permissions::from_mode(0o711)).await?;
+    tokio::fs::create_dir(dir).await?;
+    tokio::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).await?;
+    if let Some(account) = owner {
+        std::os::unix::fs::chown(dir, Some(account.uid), Some(account.gid))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,219 @@
+//! Job isolation on this machine's real kernel, through the runner the
+//! agent uses: a job runs as another user (here `nobody`) in a cgroup of
+//! its own (cgroup v1 on the development and CI machines, where tests run
+//! as root), started by the agent binary's `exec-job` helper. What a job
+//! tries is what an attacker with `jobs:write` would try; each assertion
+//! is what the job could see or do.
+
+use orchestrator_shared::api::Resources;
+use orchestrator_shared::messages::ShardOutcome;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use worker_agent::isolation::{Sandbox, SandboxConfig};
+use worker_agent::runner::{run, CancelHandle, RunLimits, RunReport, RunSpec};
+
+/// A work root and a sandbox of their own, removed when the test ends.
+struct Agent {
+    limits: RunLimits,
+}
+
+impl Agent {
+    fn new() -> Agent {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let config = SandboxConfig {
+            job_user: "nobody".into(),
+            cgroup_root: None,
+            require_isolation: false,
+            defaults: Resources::default(),
+            helper: Some(PathBuf::from(env!("CARGO_BIN_EXE_worker-agent"))),
+        };
+        let sandbox = Sandbox::setup(&config, &format!("isolation-test-{id}"), 4)
+            .unwrap_or_else(|e| panic!("these tests run as root on a host with cgroups: {e:#}"));
+        assert_eq!(sandbox.report().job_user.as_deref(), Some("nobody"));
+        assert!(sandbox.report().cgroup.is_some(), "{:?}", sandbox.report());
+        Agent {
+            limits: RunLimits {
+                work_root: std::env::temp_dir().join(format!("isolation-test-{id}")),
+                kill_grace: Duration::from_millis(500),
+                tail_bytes: 8192,
+                sandbox: Arc::new(sandbox),
+                keep_workdirs: false,
+            },
+        }
+    }
+
+    async fn run(&self, spec: &RunSpec) -> RunReport {
+        run(spec, &self.limits, &CancelHandle::new()).await
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.limits.work_root);
+    }
+}
+
+fn sh(script: &str) -> RunSpec {
+    RunSpec {
+        program: "/bin/sh".into(),
+        args: vec!["-c".into(), script.into()],
+        env: Vec::new(),
+        stdin: String::new(),
+        timeout: None,
+        workdir_name: format!("run-{}", uuid::Uuid::new_v4().simple()),
+        limits: Resources::default(),
+    }
+}
+
+/// Whether a process whose command line holds `marker` is alive (not a
+/// zombie waiting for a reaper).
+fn running(marker: &str) -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
+    dir.filter_map(Result::ok)
+        .filter_map(|e| {
+            let pid = e.file_name().into_string().ok()?;
+            pid.parse::<u32>().ok()?;
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            let state = stat.rsplit(')').next()?.trim_start().chars().next()?;
+            let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            (text.contains(marker) && state != 'Z').then(|| format!("{pid}: {text}"))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_job_runs_as_its_user_and_cannot_read_the_agent() {
+    let agent = Agent::new();
+    // As an agent started with AGENT_TOKEN would have it.
+    std::env::set_var("AGENT_TOKEN_FOR_THIS_TEST", "orca_leaked");
+    let secret = agent.limits.work_root.with_extension("credential");
+    std::fs::write(&secret, "orca_secret").unwrap();
+    let mut spec = sh("id -u; \
+        cat /proc/$AGENT_PID/environ >/dev/null 2>&1 && echo read-environ || echo no-environ; \
+        cat \"$SECRET\" >/dev/null 2>&1 && echo read-secret || echo no-secret; \
+        stat -c '%a %U' .; env | grep -c '^AGENT_' || true");
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    spec.env = vec![
+        ("AGENT_PID".into(), std::process::id().to_string()),
+        ("SECRET".into(), secret.display().to_string()),
+    ];
+    let r = agent.run(&spec).await;
+    let _ = std::fs::remove_file(&secret);
+    assert_eq!(r.outcome, ShardOutcome::Succeeded, "{r:?}");
+    let lines: Vec<&str> = r.stdout_tail.lines().collect();
+    // The one AGENT_* variable is the job's own (AGENT_PID): the agent's
+    // environment is not inherited.
+    assert_eq!(
+        lines,
+        ["65534", "no-environ", "no-secret", "700 nobody", "1"],
+        "{r:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_job_past_its_memory_limit_fails_with_the_memory_reason() {
+    let agent = Agent::new();
+    let mut spec = sh("head -c 200000000 /dev/zero | tail > /dev/null");
+    spec.limits.memory_mb = Some(32);
+    let r = agent.run(&spec).await;
+    assert_eq!(r.outcome, ShardOutcome::Failed, "{r:?}");
+    let error = r.error.unwrap_or_default();
+    assert!(error.starts_with("memory limit of 32 MB exceeded"), "{error}");
+}
+
+#[tokio::test]
+async fn a_fork_past_max_pids_fails_and_other_jobs_are_unaffected() {
+    let agent = Agent::new();
+    // A bounded loop: 40 background sleeps against a limit of 8.
+    let mut greedy = sh("i=0; while [ $i -lt 40 ]; do sleep 5 & i=$((i+1)); done; echo all-started");
+    greedy.limits.max_pids = Some(8);
+    let neighbour = sh("sleep 1; i=0; while [ $i -lt 20 ]; do sleep 0 & i=$((i+1)); done; wait; echo fine");
+    let (g, n) = tokio::join!(agent.run(&greedy), agent.run(&neighbour));
+    assert_eq!(g.outcome, ShardOutcome::Failed, "{g:?}");
+    assert!(!g.stdout_tail.contains("all-started"), "{g:?}");
+    assert!(g.stderr_tail.to_lowercase().contains("fork"), "{g:?}");
+    assert_eq!(n.outcome, ShardOutcome::Succeeded, "{n:?}");
+    assert_eq!(n.stdout_tail, "fine\n");
+}
+
+/// `setsid sleep <marker>` started by a job, which then ends as `end` says.
+async fn nothing_survives(end: &str, timeout: Option<Duration>, cancel_after: Option<Duration>) -> RunReport {
+    let agent = Agent::new();
+    let marker = format!("{}.{}", 600, std::process::id() * 1000 + rand_suffix());
+    let mut spec = sh(&format!("setsid sleep {marker} & sleep 0.3; {end}"));
+    spec.timeout = timeout;
+    let cancel = CancelHandle::new();
+    if let Some(after) = cancel_after {
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            cancel.cancel();
+        });
+    }
+    let r = run(&spec, &agent.limits, &cancel).await;
+    assert_eq!(running(&format!("sleep {marker}")), Vec::<String>::new(), "{r:?}");
+    r
+}
+
+fn rand_suffix() -> u32 {
+    uuid::Uuid::new_v4().as_u128() as u32 % 1000
+}
+
+#[tokio::test]
+async fn a_detached_process_does_not_outlive_a_completed_job() {
+    let r = nothing_survives("exit 0", None, None).await;
+    assert_eq!(r.outcome, ShardOutcome::Succeeded, "{r:?}");
+}
+
+#[tokio::test]
+async fn a_detached_process_does_not_outlive_a_cancelled_job() {
+    let r = nothing_survives("sleep 30", None, Some(Duration::from_secs(1))).await;
+    assert_eq!(r.outcome, ShardOutcome::Cancelled, "{r:?}");
+}
+
+#[tokio::test]
+async fn a_detached_process_does_not_outlive_a_timed_out_job() {
+    let r = nothing_survives("sleep 30", Some(Duration::from_secs(1)), None).await;
+    assert_eq!(r.outcome, ShardOutcome::TimedOut, "{r:?}");
+}
+
+/// CPU seconds a busy loop of `seconds` wall-clock seconds got under `cpu`.
+fn busy(cpu: f64, seconds: u32) -> RunSpec {
+    let mut spec = RunSpec {
+        program: "/bin/bash".into(),
+        args: vec![
+            "-c".into(),
+            format!("while (( SECONDS < {seconds} )); do :; done; times"),
+        ],
+        ..sh("")
+    };
+    spec.limits.cpu = Some(cpu);
+    spec
+}
+
+/// The user CPU time `times` printed for the shell itself (`0m1.234s 0m0.010s`).
+fn user_seconds(times: &str) -> f64 {
+    let first = times.split_whitespace().next().unwrap_or_default();
+    let (minutes, rest) = first.split_once('m').unwrap_or(("0", "0s"));
+    minutes.parse::<f64>().unwrap_or(0.0) * 60.0 + rest.trim_end_matches('s').parse::<f64>().unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn cpu_limits_share_a_busy_agent_in_their_ratio() {
+    let agent = Agent::new();
+    let (half_spec, one_spec) = (busy(0.5, 4), busy(1.0, 4));
+    let (half, one) = tokio::join!(agent.run(&half_spec), agent.run(&one_spec));
+    assert_eq!(half.outcome, ShardOutcome::Succeeded, "{half:?}");
+    assert_eq!(one.outcome, ShardOutcome::Succeeded, "{one:?}");
+    let (h, o) = (user_seconds(&half.stdout_tail), user_seconds(&one.stdout_tail));
+    println!(
+        "cpu 0.5 got {h:.2} s, cpu 1.0 got {o:.2} s of 4 s: ratio {:.2}",
+        o / h
+    );
+    assert!(h > 0.0 && h < 3.0, "cpu 0.5 got {h} s of CPU in 4 s");
+    assert!(o / h > 1.3 && o / h < 3.0, "ratio {:.2} ({o} / {h})", o / h);
+}
