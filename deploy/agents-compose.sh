@@ -10,7 +10,15 @@
 #   deploy/agents-compose.sh N [USER] > deploy/.cache/compose.agents.yaml
 #
 # USER (uid:gid) runs the agents instead of their image's user, for a host
-# user who cannot give the credential files to the image's uid.
+# user who cannot give the credential files to the image's uid (jobs then
+# run as that user: the agent says so in its log and on the workers API).
+#
+# Each agent runs as root with only the capabilities it needs to run jobs
+# as their own users (SETUID, SETGID), give them their working directories
+# (CHOWN, FOWNER), clean those up (DAC_OVERRIDE) and kill what jobs leave
+# (KILL); and it gets a writable cgroup subtree of its own, bound from the
+# host's hierarchy under orchestrator/<service> (the engine creates it), in
+# which it makes one cgroup per job. An init reaps orphaned processes.
 set -euo pipefail
 
 N="${1:?usage: deploy/agents-compose.sh N [USER]}"
@@ -29,6 +37,17 @@ if [[ $N == 0 ]]; then
   printf 'services: {}\nnetworks:\n  backend: {}\n'
   exit 0
 fi
+# The host's cgroup hierarchy: one directory per v1 controller, or the
+# unified v2 tree.
+cgroup_binds() {
+  if [[ -f /sys/fs/cgroup/cgroup.controllers ]]; then
+    printf '      - /sys/fs/cgroup/orchestrator/%s:/run/orchestrator/cgroup\n' "$1"
+  else
+    for c in memory pids cpu freezer; do
+      printf '      - /sys/fs/cgroup/%s/orchestrator/%s:/run/orchestrator/cgroup/%s\n' "$c" "$1" "$c"
+    done
+  fi
+}
 echo "services:"
 for i in $(seq 1 "$N"); do
   id="agent-$i"
@@ -50,9 +69,16 @@ YAML
       # The demo executor runs a job's task description as a shell script.
       AGENT_EXECUTOR: /bin/sh
       AGENT_ALLOW_COMMANDS: \${AGENT_ALLOW_COMMANDS:-false}
+      AGENT_CGROUP_ROOT: /run/orchestrator/cgroup
+    cap_drop: [ALL]
+    cap_add: [SETUID, SETGID, CHOWN, FOWNER, DAC_OVERRIDE, KILL]
+    security_opt: ["no-new-privileges:true"]
     volumes:
       - $DEPLOY/.cache/tls/ca.pem:/etc/orchestrator/ca.pem:ro
       - $DEPLOY/.cache/agents/$id.token:/etc/orchestrator/agent-token:ro
+YAML
+  cgroup_binds "$id"
+  cat <<YAML
     depends_on:
       controller: {condition: service_healthy}
     networks: [backend]

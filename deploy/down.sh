@@ -23,3 +23,10 @@ case "${1:-}" in
     "") "${COMPOSE[@]}" down --remove-orphans ;;
     *) echo "usage: deploy/down.sh [--volumes]" >&2; exit 1 ;;
 esac
+# The agents' cgroup subtrees on the host (empty once their containers are
+# gone; a cgroup still in use is not removed).
+if [[ $(id -u) == 0 ]]; then
+    for d in /sys/fs/cgroup/*/orchestrator /sys/fs/cgroup/orchestrator; do
+        [[ -d $d ]] && find "$d" -depth -type d -exec rmdir {} + 2>/dev/null || true
+    done
+fi

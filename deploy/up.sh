@@ -21,8 +21,9 @@ AGENTS="${AGENTS:-2}"
 PORT="${ORCH_PORT:-8000}"
 CACHE=deploy/.cache
 OVERRIDE=$CACHE/compose.agents.yaml
-# The agent image's user, who must own its credential file (mode 600).
-AGENT_UID="${ORCH_AGENT_UID:-10001}"
+# The agent image's user (root, with few capabilities: it runs jobs as
+# users of their own), who must own its credential file (mode 600).
+AGENT_UID="${ORCH_AGENT_UID:-0}"
 [[ $AGENTS =~ ^[0-9]+$ ]] || { echo "AGENTS must be a number, not $AGENTS" >&2; exit 1; }
 COMPOSE=(docker-compose -p orchestrator -f deploy/compose.yaml -f "$OVERRIDE")
 if [[ -n "${ORCH_BENCH:-}" ]]; then
@@ -67,6 +68,13 @@ rm -f "$CACHE/agent.env"
 run_as=""
 [[ $(id -u) == 0 ]] || run_as="$(id -u):$(id -g)"
 deploy/agents-compose.sh "$AGENTS" "$run_as" > "$OVERRIDE"
+# On a cgroup v2 host, the agents' cgroups (orchestrator/agent-N, bound
+# into each agent) need the memory, pids and cpu controllers from their
+# parent, which only the host's root can give.
+if [[ $(id -u) == 0 && -f /sys/fs/cgroup/cgroup.controllers ]]; then
+    mkdir -p /sys/fs/cgroup/orchestrator
+    echo "+memory +pids +cpu" > /sys/fs/cgroup/orchestrator/cgroup.subtree_control
+fi
 
 ORCH_PORT="$PORT" "${COMPOSE[@]}" up -d --remove-orphans postgres rabbitmq controller
 ready=0

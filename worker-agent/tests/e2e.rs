@@ -185,7 +185,9 @@ async fn three_hundred_jobs_over_three_agents_complete_exactly_once() {
 #[tokio::test]
 async fn agent_killed_mid_job_its_job_completes_elsewhere() {
     let mut c = cluster_with(&[("kill-a", 1)]).await;
-    let job = c.submit(&["sleep", "3"], json!({})).await;
+    // A duration no other test uses, to find this job's processes.
+    let seconds = format!("3.{}", std::process::id() % 1000 + 1000);
+    let job = c.submit(&["sleep", &seconds], json!({})).await;
     c.wait_job(&id(&job), |j| j["assigned_workers"] == json!(["kill-a"]))
         .await;
     c.add_agent("kill-b", 1).await;
@@ -193,6 +195,56 @@ async fn agent_killed_mid_job_its_job_completes_elsewhere() {
     let done = c.wait_status(&id(&job), "completed").await;
     assert_eq!(done["assigned_workers"], json!(["kill-b"]));
     c.wait_worker("kill-a", |w| w["status"] == "offline").await;
+    let transitions = c.transitions(&id(&job)).await;
+    let completions = transitions.iter().filter(|(_, to)| to == "completed").count();
+    assert_eq!(completions, 1, "{transitions:?}");
+}
+
+/// The processes running `sleep <seconds>` in the cgroups of agent
+/// `worker_id` (a killed agent's job lives on until the agent is back).
+fn sleeping_in(worker_id: &str, seconds: &str) -> Vec<u32> {
+    let marker = format!("sleep\0{seconds}\0");
+    let cgroup = format!("/orchestrator-agent-{worker_id}/");
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
+    dir.filter_map(Result::ok)
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            let groups = std::fs::read_to_string(e.path().join("cgroup")).ok()?;
+            let ours = String::from_utf8_lossy(&cmdline) == marker && groups.contains(&cgroup);
+            ours.then_some(pid)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_killed_agent_leaves_nothing_running_once_it_is_back() {
+    let mut c = cluster_with(&[("orphan-a", 1)]).await;
+    let seconds = format!("600.{}", std::process::id() % 1000 + 1000);
+    let job = c
+        .submit(&["sleep", &seconds], json!({"timeout_seconds": 30}))
+        .await;
+    c.wait_job(&id(&job), |j| j["status"] == "running").await;
+    c.kill_agent("orphan-a").await;
+    // SIGKILL gives the agent no chance to stop its job: it lives on, in
+    // the agent's cgroup, until the agent starts again and sweeps it (the
+    // agent may then run the job anew: that is another process).
+    let orphans = sleeping_in("orphan-a", &seconds);
+    assert_eq!(orphans.len(), 1, "the job should still run");
+    c.start_agent("orphan-a", 1).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while orphans
+        .iter()
+        .any(|pid| sleeping_in("orphan-a", &seconds).contains(pid))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the orphaned job still runs after the agent's restart"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// The controller falling behind on its events (here: one report stuck on

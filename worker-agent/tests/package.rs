@@ -53,11 +53,11 @@ pub fn build_package() -> anyhow::Result<PathBuf> {
 }
 
 #[test]
-fn the_package_installs_into_a_clean_host_with_its_own_user() -> anyhow::Result<()> {
+fn the_package_installs_into_a_clean_host_with_its_job_users() -> anyhow::Result<()> {
     let deb = build_package()?;
     let dir = deb.parent().context("package directory")?;
     let mount = format!("{}:/dist:ro", dir.display());
-    let script = "dpkg -i /dist/*.deb >/dev/null && id -un orchestrator-agent \
+    let script = "dpkg -i /dist/*.deb >/dev/null && id -un orchestrator-job && id -un orchestrator-job-63 \
         && stat -c '%U %a' /var/lib/orchestrator-agent /etc/orchestrator-agent/agent.env \
         && worker-agent --version";
     let out = docker(&["run", "--rm", "-v", &mount, RUNTIME_BASE, "bash", "-c", script])?;
@@ -65,8 +65,9 @@ fn the_package_installs_into_a_clean_host_with_its_own_user() -> anyhow::Result<
     assert_eq!(
         lines,
         [
-            "orchestrator-agent",
-            "orchestrator-agent 700",
+            "orchestrator-job",
+            "orchestrator-job-63",
+            "root 711",
             "root 640",
             &format!("worker-agent {}", env!("CARGO_PKG_VERSION")),
         ],
@@ -352,7 +353,7 @@ async fn the_installed_agent_started_with_its_credential_file_joins_a_cluster_an
     let output = d.get(&format!("/api/jobs/{job_id}/output")).await?;
     let stdout = output["stdout"].as_str().unwrap_or_default();
     assert!(
-        stdout.starts_with("ran as orchestrator-agent in /var/lib/orchestrator-agent/work/"),
+        stdout.starts_with("ran as orchestrator-job-0 in /var/lib/orchestrator-agent/work/"),
         "the job ran elsewhere or as someone else: {output}"
     );
     Ok(())

@@ -327,14 +327,7 @@ impl JobCgroup {
             writes.push((self.dir("pids").join("pids.max"), pids.to_string()));
         }
         if let Some(cpu) = limits.cpu {
-            let quota = ((cpu * CPU_PERIOD_US as f64).round() as u64).max(1000);
-            let dir = self.dir("cpu");
-            if v1 {
-                writes.push((dir.join("cpu.cfs_period_us"), CPU_PERIOD_US.to_string()));
-                writes.push((dir.join("cpu.cfs_quota_us"), quota.to_string()));
-            } else {
-                writes.push((dir.join("cpu.max"), format!("{quota} {CPU_PERIOD_US}")));
-            }
+            writes.extend(cpu_files(self.dir("cpu"), cpu, v1));
         }
         writes
     }
@@ -402,6 +395,27 @@ impl JobCgroup {
                 tokio::time::sleep(POLL).await;
             }
         }
+    }
+}
+
+/// A CPU limit as a quota (a hard ceiling: `cpu` CPUs' worth of time per
+/// period) and as a weight in proportion (so that jobs on a host busy with
+/// other work still share what they get in the ratio of their limits).
+fn cpu_files(dir: &Path, cpu: f64, v1: bool) -> Vec<(PathBuf, String)> {
+    let quota = ((cpu * CPU_PERIOD_US as f64).round() as u64).max(1000);
+    if v1 {
+        let shares = ((cpu * 1024.0).round() as u64).max(2);
+        vec![
+            (dir.join("cpu.cfs_period_us"), CPU_PERIOD_US.to_string()),
+            (dir.join("cpu.cfs_quota_us"), quota.to_string()),
+            (dir.join("cpu.shares"), shares.to_string()),
+        ]
+    } else {
+        let weight = ((cpu * 100.0).round() as u64).clamp(1, 10_000);
+        vec![
+            (dir.join("cpu.max"), format!("{quota} {CPU_PERIOD_US}")),
+            (dir.join("cpu.weight"), weight.to_string()),
+        ]
     }
 }
 

@@ -51,6 +51,7 @@ fn v2_limits_go_to_the_unified_files() {
     assert_eq!(read(&dir.join("memory.max")), (256u64 << 20).to_string());
     assert_eq!(read(&dir.join("pids.max")), "64");
     assert_eq!(read(&dir.join("cpu.max")), "50000 100000");
+    assert_eq!(read(&dir.join("cpu.weight")), "50");
     assert_eq!(job.procs_files(), [dir.join("cgroup.procs")]);
 }
 
