@@ -326,7 +326,12 @@ mod tests {
         let locs: Vec<String> = req.problems().iter().map(FieldError::location).collect();
         assert_eq!(
             locs,
-            ["body.worker_id", "body.capacity", "body.hostname", "body.memory_mb"]
+            [
+                "body.worker_id",
+                "body.capacity",
+                "body.hostname",
+                "body.memory_mb"
+            ]
         );
     }
 

@@ -112,7 +112,10 @@ pub(crate) fn check_limits(
         ));
     }
     if max_pids.is_some_and(|p| !(1..=MAX_PIDS).contains(&p)) {
-        errors.push(FieldError::body("max_pids", format!("must be between 1 and {MAX_PIDS}")));
+        errors.push(FieldError::body(
+            "max_pids",
+            format!("must be between 1 and {MAX_PIDS}"),
+        ));
     }
 }
 
