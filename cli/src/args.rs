@@ -7,6 +7,7 @@ use orchestrator_shared::api::jobs::{
     DEFAULT_PAGE_LIMIT, DEFAULT_PRIORITY, DEFAULT_WORKERS, MAX_DESCRIPTION, MAX_PAGE_LIMIT, MAX_PRIORITY,
     MAX_RETRIES, MAX_TIMEOUT_SECONDS, MAX_WORKERS,
 };
+use orchestrator_shared::api::limits::{MAX_CPU, MAX_MEMORY_MB, MAX_PIDS, MIN_CPU, MIN_MEMORY_MB};
 use orchestrator_shared::api::resources::{MAX_ALLOCATION_WORKERS, MAX_TTL_SECONDS};
 use orchestrator_shared::{JobStatus, Scope, StatusParseError, WorkerStatus};
 use std::path::PathBuf;
@@ -274,6 +275,31 @@ pub struct SubmitArgs {
     /// A label, `key=value`; repeatable.
     #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
     pub labels: Vec<(String, String)>,
+    /// Memory limit of each shard, in MiB.
+    #[arg(
+        long,
+        value_name = "MIB",
+        value_parser = clap::value_parser!(i64).range(MIN_MEMORY_MB..=MAX_MEMORY_MB),
+        help = format!(
+            "Memory limit, in MiB, {MIN_MEMORY_MB} to {MAX_MEMORY_MB}; past it the job fails (default: the agent's)"
+        )
+    )]
+    pub memory_mb: Option<i64>,
+    /// CPU limit of each shard, in CPUs (checked with the other rules
+    /// before sending: clap has no range parser for fractions).
+    #[arg(
+        long,
+        value_name = "CPUS",
+        help = format!("CPU limit, in CPUs, {MIN_CPU} to {MAX_CPU} (0.5: half a core; default: the agent's)")
+    )]
+    pub cpu: Option<f64>,
+    /// Most processes and threads of each shard at once.
+    #[arg(
+        long,
+        value_parser = clap::value_parser!(i64).range(1..=MAX_PIDS),
+        help = format!("Most processes and threads at once, 1 to {MAX_PIDS} (default: the agent's)")
+    )]
+    pub max_pids: Option<i64>,
     /// Wait for the job to end, then print its output; exit 0 only if it completed.
     #[arg(long)]
     pub wait: bool,
@@ -481,6 +507,10 @@ mod tests {
         assert!(parse(&["submit", "x", "--timeout", "0"]).is_err());
         assert!(parse(&["submit", "x", "--workers", "64", "--priority", "0"]).is_ok());
         assert!(parse(&["submit", "x", "--workers", "65"]).is_err());
+        assert!(parse(&["submit", "x", "--memory-mb", "4", "--max-pids", "4194304"]).is_ok());
+        assert!(parse(&["submit", "x", "--memory-mb", "1048577"]).is_err());
+        assert!(parse(&["submit", "x", "--max-pids", "4194305"]).is_err());
+        assert!(parse(&["submit", "x", "--cpu", "0.25"]).is_ok());
     }
 
     #[test]
@@ -523,6 +553,9 @@ mod tests {
         }
         assert!(help.contains("1 to 604800 (7 days)"), "{help}");
         assert!(help.contains("0 to 100 (server default 0)"), "{help}");
+        assert!(help.contains("4 to 1048576"), "{help}");
+        assert!(help.contains("0.01 to 1024"), "{help}");
+        assert!(help.contains("1 to 4194304"), "{help}");
     }
 
     fn users(args: &[&str]) -> Option<UsersCommand> {

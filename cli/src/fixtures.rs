@@ -32,6 +32,7 @@ pub fn job(status: JobStatus) -> Job {
         exit_code: None,
         error: None,
         waiting_for: None,
+        limits: Default::default(),
     }
 }
 
@@ -48,6 +49,8 @@ pub fn worker() -> Worker {
         registered_at: at(),
         last_heartbeat_at: at(),
         generation: 1,
+        resources: Default::default(),
+        isolation: None,
     }
 }
 

@@ -2,11 +2,13 @@
 //! answer's fields in its struct's order (the contract's); tables pick
 //! columns, each a function of the typed row. Pure functions.
 
-use crate::render::{decimal, job_output, key_values, optional, table, text, time, Column};
+use crate::render::{decimal, job_output, key_values, optional, table, text, time, Column, EMPTY};
 use orchestrator_shared::api::{
-    AgentCredential, Job, JobEvent, JobOutput, TokenResponse, UserAccount, UserUsage, Worker,
+    AgentCredential, Isolation, Job, JobEvent, JobOutput, Resources, TokenResponse, UserAccount, UserUsage,
+    Worker,
 };
 use serde::Serialize;
+use serde_json::Value;
 
 /// Columns of the job list.
 pub const JOB_COLUMNS: &[Column<Job>] = &[
@@ -37,6 +39,8 @@ pub const WORKER_COLUMNS: &[Column<Worker>] = &[
     ("RUNNING", |w| w.running_jobs.to_string()),
     ("VERSION", |w| w.version.clone()),
     ("LAST_HEARTBEAT", |w| time(&w.last_heartbeat_at)),
+    ("RESOURCES", |w| resources(&w.resources)),
+    ("ISOLATION", |w| isolation(w.isolation.as_ref())),
 ];
 
 /// Columns of the per-user usage.
@@ -83,6 +87,74 @@ pub fn fields<T: Serialize>(answer: &T) -> String {
     match serde_json::to_value(answer) {
         Ok(value) => key_values(&value),
         Err(err) => format!("(the answer cannot be shown: {err})"),
+    }
+}
+
+/// A job as key-value lines, like [`fields`], but its resource limits only
+/// when set: most jobs have none, and three lines of `-` say nothing.
+pub fn job(job: &Job) -> String {
+    let mut value = serde_json::to_value(job).unwrap_or(Value::Null);
+    if let Some(map) = value.as_object_mut() {
+        map.retain(|key, v| !(LIMIT_KEYS.contains(&key.as_str()) && v.is_null()));
+    }
+    key_values(&value)
+}
+
+/// The keys of a job's limits in its JSON (flattened into the job).
+const LIMIT_KEYS: [&str; 3] = ["memory_mb", "cpu", "max_pids"];
+
+/// A worker as key-value lines, like [`fields`], with what it offers and
+/// its isolation in words rather than as raw objects.
+pub fn worker(worker: &Worker) -> String {
+    let mut value = serde_json::to_value(worker).unwrap_or(Value::Null);
+    if let Some(map) = value.as_object_mut() {
+        map.insert("resources".into(), Value::String(resources(&worker.resources)));
+        map.insert(
+            "isolation".into(),
+            Value::String(isolation(worker.isolation.as_ref())),
+        );
+    }
+    key_values(&value)
+}
+
+/// What an agent offers, in words (`memory 2048 MB, cpu 1.5, pids 512`);
+/// `-` when it sets no ceiling.
+pub fn resources(offer: &Resources) -> String {
+    let parts: Vec<String> = [
+        offer.memory_mb.map(|m| format!("memory {m} MB")),
+        offer.cpu.map(|c| format!("cpu {}", decimal(c))),
+        offer.max_pids.map(|p| format!("pids {p}")),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if parts.is_empty() {
+        EMPTY.to_owned()
+    } else {
+        parts.join(", ")
+    }
+}
+
+/// An agent's isolation at a glance: what it enforces (`cgroup v1, job
+/// user orchestrator-job`), `OFF (<why>)` when it enforces nothing, both
+/// when only part is off, `unknown` for an agent that does not report it.
+pub fn isolation(report: Option<&Isolation>) -> String {
+    let Some(report) = report else {
+        return "unknown (not reported)".to_owned();
+    };
+    let on: Vec<String> = [
+        report.cgroup.as_ref().map(|c| format!("cgroup {c}")),
+        report.job_user.as_ref().map(|u| format!("job user {u}")),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let off = report.disabled.join("; ");
+    match (on.is_empty(), report.disabled.is_empty()) {
+        (true, true) => EMPTY.to_owned(),
+        (false, true) => on.join(", "),
+        (true, false) => format!("OFF ({off})"),
+        (false, false) => format!("{}, partly OFF ({off})", on.join(", ")),
     }
 }
 
@@ -151,18 +223,99 @@ mod tests {
         let row = text.lines().nth(1).unwrap_or_default();
         assert_eq!(
             row,
-            "w1         idle    host-1  2         0        0.1.0    2026-11-05T10:00:00Z"
+            "w1         idle    host-1  2         0        0.1.0    2026-11-05T10:00:00Z  -          unknown (not reported)"
+        );
+    }
+
+    #[test]
+    fn isolation_says_what_is_enforced_and_what_is_off() {
+        let report = |cgroup: Option<&str>, user: Option<&str>, disabled: &[&str]| Isolation {
+            cgroup: cgroup.map(str::to_owned),
+            job_user: user.map(str::to_owned),
+            disabled: disabled.iter().map(|d| (*d).to_owned()).collect(),
+        };
+        assert_eq!(isolation(None), "unknown (not reported)");
+        let full = report(Some("v1"), Some("orchestrator-job"), &[]);
+        assert_eq!(isolation(Some(&full)), "cgroup v1, job user orchestrator-job");
+        let off = report(None, None, &["jobs run as the agent's user", "no per-job cgroup"]);
+        assert_eq!(
+            isolation(Some(&off)),
+            "OFF (jobs run as the agent's user; no per-job cgroup)"
+        );
+        let part = report(Some("v2"), None, &["jobs run as the agent's user"]);
+        assert_eq!(
+            isolation(Some(&part)),
+            "cgroup v2, partly OFF (jobs run as the agent's user)"
+        );
+        assert_eq!(isolation(Some(&report(None, None, &[]))), "-");
+    }
+
+    #[test]
+    fn a_worker_shows_its_offer_and_isolation_in_words() {
+        let w = Worker {
+            resources: Resources {
+                memory_mb: Some(2048),
+                cpu: Some(1.5),
+                max_pids: None,
+            },
+            isolation: Some(Isolation {
+                job_user: None,
+                cgroup: None,
+                disabled: vec!["no per-job cgroup".into()],
+            }),
+            ..fixtures::worker()
+        };
+        let text = worker(&w);
+        assert!(
+            text.contains("\nresources:         memory 2048 MB, cpu 1.5\n"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("\nisolation:         OFF (no per-job cgroup)"),
+            "{text}"
+        );
+        let row = list_of(&[w], WORKER_COLUMNS, "no workers");
+        assert!(
+            row.ends_with("memory 2048 MB, cpu 1.5  OFF (no per-job cgroup)"),
+            "{row}"
+        );
+        assert_eq!(resources(&Resources::default()), "-");
+    }
+
+    #[test]
+    fn a_job_shows_its_limits_only_when_set() {
+        let plain = fixtures::job(JobStatus::Queued);
+        assert_eq!(
+            job(&plain),
+            fields(&plain).replace(
+                "\nmemory_mb:        -\ncpu:              -\nmax_pids:         -",
+                ""
+            )
+        );
+        assert!(job(&plain).ends_with("\nwaiting_for:      -"), "{}", job(&plain));
+        let limited = Job {
+            limits: Resources {
+                memory_mb: Some(512),
+                cpu: Some(0.5),
+                max_pids: None,
+            },
+            ..plain
+        };
+        let text = job(&limited);
+        assert!(
+            text.ends_with("\nwaiting_for:      -\nmemory_mb:        512\ncpu:              0.5"),
+            "{text}"
         );
     }
 
     #[test]
     fn a_typed_job_shows_its_fields_in_contract_order() {
-        let job = Job {
+        let running = Job {
             command: Some(vec!["sh".into(), "-c".into(), "echo hi".into()]),
             labels: [("team".into(), "ml".into()), ("env".into(), "dev".into())].into(),
             ..fixtures::job(JobStatus::Running)
         };
-        let text = fields(&job);
+        let text = fields(&running);
         let contract = [
             "job_id",
             "status",
@@ -183,12 +336,20 @@ mod tests {
             "exit_code",
             "error",
             "waiting_for",
+            "memory_mb",
+            "cpu",
+            "max_pids",
         ];
         assert_eq!(keys(&text), contract);
         assert!(text.contains("\nstatus:           running\n"), "{text}");
         assert!(text.contains("\ncommand:          sh -c 'echo hi'\n"), "{text}");
         assert!(text.contains("\nlabels:           env=dev team=ml\n"), "{text}");
-        assert!(text.ends_with("\nwaiting_for:      -"), "{text}");
+        assert!(text.ends_with("\nmax_pids:         -"), "{text}");
+        assert!(
+            job(&running).ends_with("\nwaiting_for:      -"),
+            "{}",
+            job(&running)
+        );
     }
 
     #[test]

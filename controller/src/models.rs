@@ -6,7 +6,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-pub use orchestrator_shared::api::{Allocation, AllocationStatus, Job, JobEvent, Labels, Quota, Worker};
+pub use orchestrator_shared::api::{
+    Allocation, AllocationStatus, Isolation, Job, JobEvent, Labels, Quota, Resources, Worker,
+};
 
 /// An account that can log in.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -46,6 +48,13 @@ pub struct NewWorker {
     pub labels: Labels,
     /// Agent version string.
     pub version: String,
+    /// What it offers its jobs in all (each `None`: no ceiling of its own).
+    #[serde(default)]
+    pub resources: Resources,
+    /// Which protections it enforces; `None` from an agent that predates
+    /// the report.
+    #[serde(default)]
+    pub isolation: Option<Isolation>,
 }
 
 /// A validated submission (the API checks ranges before building one).
@@ -67,4 +76,9 @@ pub struct NewJob {
     pub idempotency_key: Option<String>,
     /// User labels.
     pub labels: Labels,
+    /// Resource limits, validated. Left out of the serialised form when
+    /// none is set, so the idempotency hash of a submission without limits
+    /// is the one stored before limits existed.
+    #[serde(default, skip_serializing_if = "Resources::is_empty")]
+    pub limits: Resources,
 }

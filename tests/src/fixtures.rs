@@ -32,6 +32,7 @@ pub fn new_job(description: &str) -> controller::models::NewJob {
         max_retries: 0,
         idempotency_key: None,
         labels: Default::default(),
+        limits: Default::default(),
     }
 }
 
@@ -65,5 +66,7 @@ pub fn new_worker(id: &str) -> controller::models::NewWorker {
         capacity: 4,
         labels: Default::default(),
         version: "test".to_owned(),
+        resources: Default::default(),
+        isolation: None,
     }
 }

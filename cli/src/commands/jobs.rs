@@ -32,6 +32,9 @@ pub fn submission(args: &SubmitArgs) -> Result<SubmitRequest, UsageError> {
         max_retries: args.max_retries,
         idempotency_key: args.idempotency_key.clone(),
         labels: labels_map(&args.labels)?,
+        memory_mb: args.memory_mb,
+        cpu: args.cpu,
+        max_pids: args.max_pids,
     };
     UsageError::check(&request.problems())?;
     Ok(request)
@@ -46,7 +49,7 @@ pub async fn submit(ctx: &Ctx, args: SubmitArgs) -> Result<ExitCode> {
         note("note: a job with this idempotency key already exists; this is that job");
     }
     if !args.wait {
-        ctx.out.show(&submitted, views::fields)?;
+        ctx.out.show(&submitted, views::job)?;
         return Ok(ExitCode::SUCCESS);
     }
     let job_id = submitted.typed.job_id.to_string();
@@ -86,14 +89,14 @@ async fn wait_with_spinner(client: &ApiClient, job_id: &str, policy: WaitPolicy)
 /// `GET /api/jobs/{id}`.
 pub async fn status(ctx: &Ctx, job_id: Uuid) -> Result<()> {
     let job: Answer<Job> = ctx.client.get(&["api", "jobs", &job_id.to_string()]).await?;
-    ctx.out.show(&job, views::fields)
+    ctx.out.show(&job, views::job)
 }
 
 /// `POST /api/jobs/{id}/cancel`.
 pub async fn cancel(ctx: &Ctx, job_id: Uuid) -> Result<()> {
     let path = ["api", "jobs", &job_id.to_string(), "cancel"];
     let job: Answer<Job> = ctx.client.post(&path, &json!({})).await?;
-    ctx.out.show(&job, views::fields)
+    ctx.out.show(&job, views::job)
 }
 
 /// `GET /api/jobs/{id}/events`.
@@ -242,6 +245,20 @@ mod tests {
             "command": ["python", "-m", "t"]
         });
         assert_eq!(body(&line)?, expected);
+        Ok(())
+    }
+
+    #[test]
+    fn submit_body_carries_the_resource_limits() -> Result<()> {
+        let line = ["train", "--memory-mb", "512", "--cpu", "0.5", "--max-pids", "64"];
+        let expected = json!({"task_description": "train", "memory_mb": 512, "cpu": 0.5, "max_pids": 64});
+        assert_eq!(body(&line)?, expected);
+        assert!(submit_args(&["x", "--memory-mb", "3"]).is_none(), "below 4 MiB");
+        assert!(submit_args(&["x", "--max-pids", "0"]).is_none());
+        assert!(submit_args(&["x", "--cpu", "half"]).is_none());
+        let args = submit_args(&["x", "--cpu", "2000"]).context("parse")?;
+        let err = submission(&args).err().map(|e| e.0).unwrap_or_default();
+        assert!(err.contains("body.cpu: must be between 0.01 and 1024"), "{err}");
         Ok(())
     }
 

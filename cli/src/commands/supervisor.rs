@@ -28,14 +28,14 @@ pub async fn worker(ctx: &Ctx, worker_id: &str) -> Result<()> {
         .client
         .get(&["api", "supervisor", "workers", worker_id])
         .await?;
-    ctx.out.show(&worker, views::fields)
+    ctx.out.show(&worker, views::worker)
 }
 
 /// `POST /api/supervisor/workers/{id}/{action}`: `pause`, `resume` or `terminate`.
 pub async fn act(ctx: &Ctx, worker_id: &str, action: &str) -> Result<()> {
     let path = ["api", "supervisor", "workers", worker_id, action];
     let worker: Answer<Worker> = ctx.client.post(&path, &json!({})).await?;
-    ctx.out.show(&worker, views::fields)
+    ctx.out.show(&worker, views::worker)
 }
 
 /// `GET /api/supervisor/metrics`.

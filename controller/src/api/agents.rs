@@ -142,6 +142,8 @@ pub async fn register(
             capacity: req.capacity,
             labels: req.labels,
             version: req.version,
+            resources: req.resources,
+            isolation: req.isolation,
         },
     )
     .await?;

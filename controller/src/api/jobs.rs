@@ -26,6 +26,7 @@ pub fn validate_submission(req: SubmitRequest) -> Result<NewJob, ApiError> {
     valid(req.problems())?;
     let narrow = |v: i64| i32::try_from(v).unwrap_or(i32::MAX);
     Ok(NewJob {
+        limits: req.limits(),
         required_workers: narrow(req.required_workers()),
         priority: narrow(req.priority()),
         max_retries: narrow(req.max_retries()),

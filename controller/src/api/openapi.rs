@@ -6,9 +6,9 @@ use super::{agents, auth_routes, jobs, ops, resources, supervisor, users, AppSta
 use axum::Router;
 use orchestrator_shared::api::{
     AgentCredential, Allocation, AllocationStatus, BrokerLogin, ClaimDecision, ClaimRequest, ClaimResponse,
-    CredentialList, CredentialRequest, DurationStats, ErrorBody, FieldError, FleetStats, IssuedCredential,
-    Job, JobEvent, JobOutput, RegisterRequest, Registration, ShardWork, UpdateUserRequest, UserAccount,
-    UserList, UserUsage, ValidationBody, Worker,
+    CredentialList, CredentialRequest, DurationStats, ErrorBody, FieldError, FleetStats, Isolation,
+    IssuedCredential, Job, JobEvent, JobOutput, RegisterRequest, Registration, Resources, ShardWork,
+    UpdateUserRequest, UserAccount, UserList, UserUsage, ValidationBody, Worker,
 };
 use orchestrator_shared::{JobStatus, WorkerStatus};
 use utoipa::openapi::content::ContentBuilder;
@@ -148,7 +148,7 @@ fn error_answer(schema: &str, description: &str) -> RefOr<Response> {
         FleetStats, DurationStats, UserUsage, ErrorBody, ValidationBody, FieldError,
         RegisterRequest, Registration, BrokerLogin, ClaimRequest, ClaimResponse, ClaimDecision,
         UserAccount, UserList, UpdateUserRequest, AgentCredential, CredentialList, CredentialRequest,
-        IssuedCredential, ShardWork,
+        IssuedCredential, ShardWork, Resources, Isolation,
     )),
     modifiers(&BearerScheme, &StandardErrors),
     tags((name = "auth"), (name = "supervisor"), (name = "resources"), (name = "jobs"), (name = "ops"), (name = "agents")),

@@ -306,6 +306,18 @@ pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
     serde_json::from_value(raw).map_err(|e| DbError::Corrupt(format!("{column}: {e}")))
 }
 
+/// Reads a nullable JSON column into `Some(T)`, or `None` for SQL null
+/// (an agent's isolation report, absent from agents that predate it).
+pub(crate) fn parse_json_opt<T: serde::de::DeserializeOwned>(
+    row: &tokio_postgres::Row,
+    column: &str,
+) -> Result<Option<T>, DbError> {
+    let raw: Option<serde_json::Value> = row.try_get(column)?;
+    raw.map(serde_json::from_value)
+        .transpose()
+        .map_err(|e| DbError::Corrupt(format!("{column}: {e}")))
+}
+
 /// Reads a status column into its enum, as a typed error rather than a panic.
 pub(crate) fn parse_status<T: std::str::FromStr<Err = StatusParseError>>(
     row: &tokio_postgres::Row,
@@ -313,4 +325,16 @@ pub(crate) fn parse_status<T: std::str::FromStr<Err = StatusParseError>>(
 ) -> Result<T, DbError> {
     let raw: String = row.try_get(column)?;
     Ok(raw.parse()?)
+}
+
+/// Reads the `memory_mb`, `cpu_millis` and `max_pids` columns (of a job or
+/// a worker) into the contract's limits; the CPU is stored in thousandths.
+pub(crate) fn parse_limits(
+    row: &tokio_postgres::Row,
+) -> Result<orchestrator_shared::api::Resources, DbError> {
+    Ok(orchestrator_shared::api::Resources {
+        memory_mb: row.try_get("memory_mb")?,
+        cpu: orchestrator_shared::api::Resources::cpu_from_millis(row.try_get("cpu_millis")?),
+        max_pids: row.try_get("max_pids")?,
+    })
 }

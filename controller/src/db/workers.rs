@@ -4,8 +4,10 @@
 //! and registrations and lifecycle changes are recorded in `worker_events`
 //! by the statement that makes them.
 
-use super::{control, parse_json, parse_status, refused_transition, Cached, DbError};
-use crate::models::{Labels, NewWorker, Worker};
+use super::{
+    control, parse_json, parse_json_opt, parse_limits, parse_status, refused_transition, Cached, DbError,
+};
+use crate::models::{Isolation, Labels, NewWorker, Worker};
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use orchestrator_shared::messages::ControlCommand;
@@ -13,7 +15,8 @@ use orchestrator_shared::{StateMachine, StateTransitionError, WorkerStatus};
 use tokio_postgres::Row;
 
 const COLUMNS: &str = "worker_id, status, hostname, capacity, running_jobs, labels, version, \
-                       registered_at, last_heartbeat_at, generation";
+                       registered_at, last_heartbeat_at, generation, \
+                       memory_mb, cpu_millis, max_pids, isolation";
 
 fn from_row(row: &Row) -> Result<Worker, DbError> {
     Ok(Worker {
@@ -27,8 +30,8 @@ fn from_row(row: &Row) -> Result<Worker, DbError> {
         registered_at: row.try_get("registered_at")?,
         last_heartbeat_at: row.try_get("last_heartbeat_at")?,
         generation: row.try_get("generation")?,
-        resources: Default::default(),
-        isolation: None,
+        resources: parse_limits(row)?,
+        isolation: parse_json_opt::<Isolation>(row, "isolation")?,
     })
 }
 
@@ -54,6 +57,12 @@ pub(crate) fn not_found(worker_id: &str) -> DbError {
 /// transaction, so that the status recorded as replaced is exact.
 pub async fn register(client: &impl GenericClient, w: &NewWorker) -> Result<Worker, DbError> {
     let labels = serde_json::to_value(&w.labels).map_err(|e| DbError::Invariant(format!("labels: {e}")))?;
+    let isolation = w
+        .isolation
+        .as_ref()
+        .map(serde_json::to_value)
+        .transpose()
+        .map_err(|e| DbError::Invariant(format!("isolation: {e}")))?;
     let before = client
         .row_opt(
             "SELECT status FROM workers WHERE worker_id = $1 FOR NO KEY UPDATE",
@@ -62,21 +71,8 @@ pub async fn register(client: &impl GenericClient, w: &NewWorker) -> Result<Work
         .await?
         .map(|row| row.try_get::<_, String>(0))
         .transpose()?;
-    let sql = format!(
-        "WITH w AS (
-             INSERT INTO workers (worker_id, status, hostname, capacity, labels, version)
-             VALUES ($1, 'idle', $2, $3, $4, $5)
-             ON CONFLICT (worker_id) DO UPDATE SET
-                 status = CASE WHEN workers.status = 'paused' THEN 'paused' ELSE 'idle' END,
-                 generation = workers.generation + 1,
-                 hostname = EXCLUDED.hostname, capacity = EXCLUDED.capacity,
-                 labels = EXCLUDED.labels, version = EXCLUDED.version, running_jobs = 0,
-                 last_heartbeat_at = now()
-             RETURNING *),
-         e AS (INSERT INTO worker_events (worker_id, generation, from_status, to_status, reason)
-               SELECT worker_id, generation, $6::text, status, 'registered' FROM w)
-         SELECT {COLUMNS} FROM w"
-    );
+    let sql = format!("{REGISTER_SQL} SELECT {COLUMNS} FROM w");
+    let offer = &w.resources;
     let row = client
         .row(
             &sql,
@@ -87,11 +83,33 @@ pub async fn register(client: &impl GenericClient, w: &NewWorker) -> Result<Work
                 &labels,
                 &w.version,
                 &before,
+                &offer.memory_mb,
+                &offer.cpu_millis(),
+                &offer.max_pids,
+                &isolation,
             ],
         )
         .await?;
     from_row(&row)
 }
+
+/// The upsert of [`register`] and its `worker_events` row; the caller
+/// selects the worker's columns from `w`.
+const REGISTER_SQL: &str = "WITH w AS (
+         INSERT INTO workers (worker_id, status, hostname, capacity, labels, version,
+                              memory_mb, cpu_millis, max_pids, isolation)
+         VALUES ($1, 'idle', $2, $3, $4, $5, $7, $8, $9, $10)
+         ON CONFLICT (worker_id) DO UPDATE SET
+             status = CASE WHEN workers.status = 'paused' THEN 'paused' ELSE 'idle' END,
+             generation = workers.generation + 1,
+             hostname = EXCLUDED.hostname, capacity = EXCLUDED.capacity,
+             labels = EXCLUDED.labels, version = EXCLUDED.version, running_jobs = 0,
+             memory_mb = EXCLUDED.memory_mb, cpu_millis = EXCLUDED.cpu_millis,
+             max_pids = EXCLUDED.max_pids, isolation = EXCLUDED.isolation,
+             last_heartbeat_at = now()
+         RETURNING *),
+     e AS (INSERT INTO worker_events (worker_id, generation, from_status, to_status, reason)
+           SELECT worker_id, generation, $6::text, status, 'registered' FROM w)";
 
 /// One worker by id.
 pub async fn get(client: &impl GenericClient, worker_id: &str) -> Result<Worker, DbError> {

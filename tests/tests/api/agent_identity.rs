@@ -160,7 +160,8 @@ async fn the_claim_answer_carries_the_work_from_the_jobs_row() {
     assert_eq!(r.json["decision"], "run", "{}", r.text);
     assert_eq!(
         r.json["work"],
-        json!({"task_description": "real", "command": ["/bin/echo", "hi"], "shard_count": 1, "timeout_seconds": 30})
+        json!({"task_description": "real", "command": ["/bin/echo", "hi"], "shard_count": 1, "timeout_seconds": 30,
+               "limits": {"memory_mb": null, "cpu": null, "max_pids": null}})
     );
     app.stop().await;
 }

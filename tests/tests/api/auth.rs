@@ -445,6 +445,8 @@ fn body_for(path: &str, targets: &Targets) -> Option<Value> {
             capacity: 1,
             labels: Default::default(),
             version: "forged".into(),
+            resources: Default::default(),
+            isolation: None,
         }),
         _ => return None,
     };

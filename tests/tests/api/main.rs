@@ -15,6 +15,8 @@
 //! - `resources`: quotas, allocation, release.
 //! - `jobs`: submission, batches, idempotency, reading, cancelling, events,
 //!   output, listing.
+//! - `limits`: per-job resource limits and agents' offers and isolation
+//!   reports: stored, shown, bounded, handed out with a claim.
 //! - `errors`: the 413 and 422 shapes of bad bodies.
 //! - `concurrency`: idempotency and allocation under races.
 //! - `ops`: the unauthenticated operational routes.
@@ -32,6 +34,7 @@ mod hardening_limits;
 mod hardening_resources;
 mod helpers;
 mod jobs;
+mod limits;
 mod ops;
 mod resources;
 mod supervisor;

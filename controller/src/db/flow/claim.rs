@@ -15,7 +15,7 @@
 
 use super::{parse_status, Locked, LOCKED_COLUMNS};
 use crate::db::jobs::{self, EventMeta};
-use crate::db::{workers, Cached, DbError};
+use crate::db::{parse_limits, workers, Cached, DbError};
 use deadpool_postgres::Transaction;
 use orchestrator_shared::api::{ClaimDecision, ClaimRequest, ShardWork};
 use orchestrator_shared::backoff::Backoff;
@@ -74,7 +74,8 @@ async fn lock_for_claim(
 ) -> Result<Option<(Locked, ShardWork, Option<i64>)>, DbError> {
     let sql = format!(
         "SELECT {LOCKED_COLUMNS}, task_description, command, timeout_seconds,
-                (SELECT generation FROM workers WHERE worker_id = $2)
+                memory_mb, cpu_millis, max_pids,
+                (SELECT generation FROM workers WHERE worker_id = $2) AS generation
          FROM jobs WHERE job_id = $1 FOR NO KEY UPDATE"
     );
     let row = tx.row_opt(&sql, &[&req.job_id, &req.worker_id]).await?;
@@ -85,9 +86,9 @@ async fn lock_for_claim(
         command: r.try_get(5)?,
         timeout_seconds: r.try_get(6)?,
         shard_count: job.required_workers,
-        limits: Default::default(),
+        limits: parse_limits(&r)?,
     };
-    Ok(Some((job, work, r.try_get(7)?)))
+    Ok(Some((job, work, r.try_get("generation")?)))
 }
 
 /// The decision of [`claim`] on the locked `job`, recorded.

@@ -13,7 +13,7 @@ mod submit;
 pub use list::{list, JobCursor, JobFilter};
 pub use submit::{enqueue_dispatch_many, enqueue_shard_dispatch, submit, submit_batch, Submitted};
 
-use super::{parse_json, parse_status, refused_transition, Cached, DbError};
+use super::{parse_json, parse_limits, parse_status, refused_transition, Cached, DbError};
 use crate::models::{Job, JobEvent, Labels};
 use deadpool_postgres::GenericClient;
 use orchestrator_shared::api::JobOutput;
@@ -28,6 +28,7 @@ macro_rules! job_columns {
         "j.job_id, j.status, j.task_description, j.required_workers, j.command, \
          j.priority, j.labels, j.attempts, j.max_retries, j.timeout_seconds, j.idempotency_key, \
          j.submitted_by, j.created_at, j.started_at, j.finished_at, j.exit_code, j.error, j.waiting_for, \
+         j.memory_mb, j.cpu_millis, j.max_pids, \
          ARRAY(SELECT s.worker_id FROM job_shards s WHERE s.job_id = j.job_id AND s.attempt = j.attempts \
                AND s.worker_id IS NOT NULL ORDER BY s.shard_index) AS assigned_workers"
     };
@@ -56,7 +57,7 @@ fn from_row(row: &Row) -> Result<Job, DbError> {
         exit_code: row.try_get("exit_code")?,
         error: row.try_get("error")?,
         waiting_for: row.try_get("waiting_for")?,
-        limits: Default::default(),
+        limits: parse_limits(row)?,
     })
 }
 

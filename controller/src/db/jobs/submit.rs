@@ -211,14 +211,17 @@ const INSERT_SQL: &str = concat!(
     "WITH src AS (
          SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(job_id uuid, task_description text,
              required_workers integer, command jsonb, priority smallint, labels jsonb,
-             max_retries integer, timeout_seconds integer, idempotency_key text)),
+             max_retries integer, timeout_seconds integer, idempotency_key text,
+             memory_mb integer, cpu_millis integer, max_pids integer)),
      j AS (
          INSERT INTO jobs (job_id, status, task_description, required_workers, command, priority,
-                           labels, max_retries, timeout_seconds, idempotency_key, submitted_by)
+                           labels, max_retries, timeout_seconds, idempotency_key, submitted_by,
+                           memory_mb, cpu_millis, max_pids)
          SELECT job_id, 'pending', task_description, required_workers,
                 CASE WHEN jsonb_typeof(command) = 'array'
                      THEN ARRAY(SELECT jsonb_array_elements_text(command)) END,
-                priority, coalesce(labels, '{}'), max_retries, timeout_seconds, idempotency_key, $2
+                priority, coalesce(labels, '{}'), max_retries, timeout_seconds, idempotency_key, $2,
+                memory_mb, cpu_millis, max_pids
          FROM src RETURNING *),
      e AS (INSERT INTO job_events (job_id, from_status, to_status, reason)
            SELECT job_id, NULL, 'pending', 'submitted' FROM j)
@@ -266,6 +269,8 @@ fn insert_rows(news: &[&NewJob]) -> Result<(Vec<Uuid>, serde_json::Value), DbErr
             "required_workers": new.required_workers, "command": new.command, "priority": priority,
             "labels": new.labels, "max_retries": new.max_retries,
             "timeout_seconds": new.timeout_seconds, "idempotency_key": new.idempotency_key,
+            "memory_mb": new.limits.memory_mb, "cpu_millis": new.limits.cpu_millis(),
+            "max_pids": new.limits.max_pids,
         }));
     }
     Ok((ids, serde_json::Value::Array(rows)))
