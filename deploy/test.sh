@@ -19,6 +19,12 @@ deploy/fuzz-tools.sh
 cleanup() {
     docker ps -aq --filter label=orchestrator.test | xargs -r docker rm -f -v >/dev/null 2>&1 || true
     docker network ls -q --filter name=orch-mh- | xargs -r docker network rm >/dev/null 2>&1 || true
+    # The cgroups of agents the tests killed, and the agent containers'
+    # subtrees (a cgroup still in use stays).
+    find /sys/fs/cgroup -maxdepth 6 -depth -type d -name 'orchestrator-agent-*' -exec rmdir {} + 2>/dev/null || true
+    for d in /sys/fs/cgroup/*/orchestrator-test /sys/fs/cgroup/orchestrator-test; do
+        [[ -d $d ]] && find "$d" -depth -type d -exec rmdir {} + 2>/dev/null || true
+    done
 }
 cleanup
 trap cleanup EXIT

@@ -140,6 +140,43 @@ async fn start_infra(
     Ok((pg, mq))
 }
 
+/// Where a test agent container finds its cgroup subtree.
+const CGROUP_IN_CONTAINER: &str = "/run/orchestrator/cgroup";
+
+/// `request` as deploy/agents-compose.sh runs an agent: root with only the
+/// capabilities that job isolation needs, no new privileges, an init, and
+/// a writable cgroup subtree of its own bound from the host's hierarchy
+/// (`orchestrator-test/<name>`, created by the engine; test.sh removes it).
+fn confined_agent<I: testcontainers::Image>(
+    request: testcontainers::core::ContainerRequest<I>,
+    name: &str,
+) -> testcontainers::core::ContainerRequest<I> {
+    let binds: Vec<String> = if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        vec![format!(
+            "/sys/fs/cgroup/orchestrator-test/{name}:{CGROUP_IN_CONTAINER}"
+        )]
+    } else {
+        ["memory", "pids", "cpu", "freezer"]
+            .iter()
+            .map(|c| format!("/sys/fs/cgroup/{c}/orchestrator-test/{name}:{CGROUP_IN_CONTAINER}/{c}"))
+            .collect()
+    };
+    let caps = ["SETUID", "SETGID", "CHOWN", "FOWNER", "DAC_OVERRIDE", "KILL"];
+    caps.into_iter()
+        .fold(request.with_cap_drop("ALL"), |r, cap| r.with_cap_add(cap))
+        .with_security_opt("no-new-privileges:true")
+        .with_env_var("AGENT_CGROUP_ROOT", CGROUP_IN_CONTAINER)
+        .with_host_config_modifier(move |config| {
+            config.init = Some(true);
+            // Binds (not mounts): the engine creates the host directories,
+            // which in cgroupfs makes the cgroups.
+            config
+                .binds
+                .get_or_insert_with(Vec::new)
+                .extend(binds.iter().cloned());
+        })
+}
+
 /// `request` with the deployment's CA at [`CA_IN_CONTAINER`].
 fn with_ca<I: testcontainers::Image>(
     request: testcontainers::core::ContainerRequest<I>,
@@ -260,7 +297,7 @@ impl Deployment {
             .await?;
         let credential = issued["token"].as_str().unwrap_or_default().to_owned();
         let img = image("orchestrator-agent", APP_TAG)?;
-        let agent = with_ca(in_network(img, &self.network, &name), &self.tls)
+        let agent = confined_agent(with_ca(in_network(img, &self.network, &name), &self.tls), &name)
             .with_env_var(
                 "AGENT_CONTROLLER_URL",
                 format!("https://{}-controller:8000", self.run),
@@ -378,6 +415,27 @@ impl Deployment {
                 _ if Instant::now() > deadline => {
                     bail!("worker {worker_id} never became {status}: {worker:?}")
                 }
+                _ => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    }
+
+    /// Polls the job until it is in a final status; returns it.
+    pub async fn wait_ended(&self, job_id: &str) -> anyhow::Result<Value> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let job = self.get(&format!("/api/jobs/{job_id}")).await;
+            let status = job
+                .as_ref()
+                .ok()
+                .and_then(|j| j["status"].as_str().map(str::to_owned));
+            match (job, status) {
+                (Ok(j), Some(s))
+                    if ["completed", "failed", "cancelled", "timed_out"].contains(&s.as_str()) =>
+                {
+                    return Ok(j)
+                }
+                (job, _) if Instant::now() > deadline => bail!("job {job_id} never ended: {job:?}"),
                 _ => tokio::time::sleep(Duration::from_millis(200)).await,
             }
         }

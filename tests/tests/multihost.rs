@@ -125,3 +125,54 @@ async fn controller_restarted_mid_run_still_completes_every_job_once() -> anyhow
     let all: Vec<String> = ids.iter().chain(&more).cloned().collect();
     report(&d, &all).await
 }
+
+/// What a job finds out about the agent that runs it and the job beside
+/// it, as the agent runs in its container as deployed.
+const PROBE: &str = r#"id -un
+agent=""
+for p in /proc/[0-9]*; do
+  tr '\0' ' ' < "$p/cmdline" 2>/dev/null | grep -q '^/usr/local/bin/worker-agent' && agent="${p#/proc/}"
+done
+[ -n "$agent" ] && echo "agent-found"
+cat "/proc/$agent/environ" >/dev/null 2>&1 && echo "read-agent-environ" || echo "no-agent-environ"
+ls /var/lib/orchestrator-agent/work/*/ >/dev/null 2>&1 && echo "listed-workdirs" || echo "no-workdir-list"
+cat "$(cat /tmp/first-job-dir)/secret" >/dev/null 2>&1 && echo "read-other-job" || echo "no-other-job"
+"#;
+
+#[tokio::test]
+async fn a_job_in_a_deployed_agent_cannot_read_the_agent_or_the_job_beside_it() -> anyhow::Result<()> {
+    let d = Deployment::start(1, 2).await?;
+    let agent = d.agent_names()[0].clone();
+    let worker = d.get(&format!("/api/supervisor/workers/{agent}")).await?;
+    let isolation = &worker["isolation"];
+    assert_eq!(isolation["cgroup"], "v1", "{worker}");
+    assert_eq!(
+        isolation["job_user"], "orchestrator-job-0..orchestrator-job-1",
+        "{worker}"
+    );
+    assert_eq!(isolation["disabled"], serde_json::json!([]), "{worker}");
+    // The first job leaves a secret in its working directory (readable by
+    // anyone who can reach it) and says where, then waits.
+    let first = "umask 022; echo s3cret > secret; pwd > /tmp/first-job-dir; sleep 8";
+    let first = d.submit_jobs(1, &["/bin/sh", "-c", first]).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let second = d.submit_jobs(1, &["/bin/sh", "-c", PROBE]).await?;
+    let job = d.wait_ended(&second[0]).await?;
+    assert_eq!(job["status"], "completed", "{job}");
+    let output = d.get(&format!("/api/jobs/{}/output", second[0])).await?;
+    let stdout = output["stdout"].as_str().unwrap_or_default();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "orchestrator-job-1",
+            "agent-found",
+            "no-agent-environ",
+            "no-workdir-list",
+            "no-other-job"
+        ],
+        "{output}"
+    );
+    assert_eq!(d.wait_ended(&first[0]).await?["status"], "completed");
+    Ok(())
+}

@@ -123,6 +123,7 @@ pub async fn run(
     if let Err(e) = supervisor.await {
         tracing::warn!(error = %e, "the broker session task failed");
     }
+    state.limits.sandbox.release();
     tracing::info!(worker_id = state.worker_id(), "agent stopped");
     Ok(())
 }

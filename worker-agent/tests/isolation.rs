@@ -50,6 +50,7 @@ impl Agent {
 
 impl Drop for Agent {
     fn drop(&mut self) {
+        self.limits.sandbox.release();
         let _ = std::fs::remove_dir_all(&self.limits.work_root);
     }
 }

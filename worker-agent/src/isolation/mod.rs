@@ -109,6 +109,14 @@ impl Sandbox {
         }
     }
 
+    /// Removes this agent's (empty) cgroup directories: at a clean stop,
+    /// so that nothing of the agent stays on the host.
+    pub fn release(&self) {
+        if let Some(tree) = &self.cgroups {
+            tree.remove_agent_dirs();
+        }
+    }
+
     /// The limits a job with `own` limits runs under: its own, else the
     /// agent's defaults.
     pub fn effective(&self, own: &Resources) -> Limits {
