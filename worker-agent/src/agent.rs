@@ -226,4 +226,24 @@ mod tests {
         let err = super::run(config, std::future::pending()).await.unwrap_err();
         assert!(format!("{err:#}").contains("body.labels"), "{err:#}");
     }
+
+    #[tokio::test]
+    async fn an_agent_that_requires_isolation_refuses_to_start_without_it() {
+        let mut args = vec![
+            "worker-agent",
+            "--agent-token=t",
+            "--worker-id=w-strict",
+            "--require-isolation",
+        ];
+        args.extend(crate::config::NO_ISOLATION);
+        let config = AgentConfig::try_parse_from(args).unwrap();
+        let err = format!(
+            "{:#}",
+            super::run(config, std::future::pending()).await.unwrap_err()
+        );
+        assert!(
+            err.contains("isolation is required") && err.contains("no cgroup per job"),
+            "{err}"
+        );
+    }
 }

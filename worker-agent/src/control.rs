@@ -72,22 +72,12 @@ pub fn apply(state: &State, command: ControlCommand) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::AgentConfig;
-    use crate::config::NO_ISOLATION;
     use crate::runner::CancelHandle;
     use orchestrator_shared::messages::RunningShard;
-    use std::sync::Arc;
 
     #[test]
     fn commands_flip_the_switches_and_cancel_jobs() {
-        let config = AgentConfig::try_parse_from([
-            "worker-agent",
-            "--agent-token=t",
-            "--worker-id=w",
-            NO_ISOLATION[0],
-            NO_ISOLATION[1],
-        ]);
-        let state = Arc::new(State::new(config.unwrap()).unwrap());
+        let state = crate::state::tests::state();
         apply(&state, ControlCommand::Pause);
         assert!(*state.paused.borrow());
         apply(&state, ControlCommand::Resume);
@@ -113,14 +103,7 @@ mod tests {
 
     #[test]
     fn a_terminate_for_an_earlier_incarnation_is_dropped() {
-        let config = AgentConfig::try_parse_from([
-            "worker-agent",
-            "--agent-token=t",
-            "--worker-id=w",
-            NO_ISOLATION[0],
-            NO_ISOLATION[1],
-        ]);
-        let state = Arc::new(State::new(config.unwrap()).unwrap());
+        let state = crate::state::tests::state();
         state.set_generation(2);
         assert!(!obey_unless_stale(&state, at(ControlCommand::Terminate, Some(1))));
         assert!(!state.is_stopping(), "a stale terminate must not stop the agent");

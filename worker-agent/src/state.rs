@@ -274,11 +274,12 @@ impl Drop for DeliveryGuard {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::config::NO_ISOLATION;
 
-    fn state() -> Arc<State> {
+    /// An agent's state for unit tests: worker `w`, no isolation.
+    pub(crate) fn state() -> Arc<State> {
         let config = AgentConfig::try_parse_from([
             "worker-agent",
             "--agent-token=t",

@@ -118,6 +118,23 @@ async fn the_working_directory_is_fresh_and_removed() {
 }
 
 #[tokio::test]
+async fn kept_working_directories_stay_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = Root::new();
+    let spec = sh("echo kept > result");
+    let limits = RunLimits {
+        keep_workdirs: true,
+        ..root.limits(Duration::from_secs(1))
+    };
+    let r = run(&spec, &limits, &CancelHandle::new()).await;
+    assert_eq!(r.outcome, ShardOutcome::Succeeded, "{r:?}");
+    let dir = root.0.join(&spec.workdir_name);
+    assert_eq!(std::fs::read_to_string(dir.join("result")).unwrap(), "kept\n");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!((mode(&root.0), mode(&dir)), (0o711, 0o700));
+}
+
+#[tokio::test]
 async fn the_sweep_removes_leftovers_of_an_earlier_life() {
     let root = Root::new();
     std::fs::create_dir_all(root.0.join("old-run/nested")).unwrap();

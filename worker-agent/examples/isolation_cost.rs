@@ -1,0 +1,122 @@
+//! What job isolation costs per job: runs the same no-op job (`/bin/true`)
+//! through the agent's runner without isolation and with it (its own user,
+//! a cgroup of its own with limits, the `exec-job` helper), and prints
+//! no-op jobs per second and milliseconds per job for each. Run as root on
+//! a host with cgroups:
+//!
+//! ```text
+//! cargo build --release -p worker-agent --examples
+//! target/release/examples/isolation_cost [RUNS] [CONCURRENCY]
+//! ```
+//!
+//! The helper is the `worker-agent` binary beside the examples directory
+//! (or `ISOLATION_HELPER`).
+
+use orchestrator_shared::api::Resources;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use worker_agent::isolation::{Sandbox, SandboxConfig};
+use worker_agent::runner::{run, CancelHandle, RunLimits, RunSpec};
+
+fn helper() -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os("ISOLATION_HELPER") {
+        return Ok(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .and_then(|examples| examples.parent())
+        .ok_or_else(|| anyhow::anyhow!("no directory above {}", exe.display()))?;
+    Ok(dir.join("worker-agent"))
+}
+
+fn limits(sandbox: Sandbox, tag: &str) -> RunLimits {
+    RunLimits {
+        work_root: std::env::temp_dir().join(format!("isolation-cost-{tag}-{}", std::process::id())),
+        kill_grace: Duration::from_secs(1),
+        tail_bytes: 1024,
+        sandbox: Arc::new(sandbox),
+        keep_workdirs: false,
+    }
+}
+
+fn spec(i: usize) -> RunSpec {
+    RunSpec {
+        program: "/bin/true".into(),
+        args: Vec::new(),
+        env: Vec::new(),
+        stdin: String::new(),
+        timeout: None,
+        workdir_name: format!("run-{i}"),
+        limits: Resources {
+            memory_mb: Some(256),
+            cpu: Some(1.0),
+            max_pids: Some(64),
+        },
+    }
+}
+
+/// Runs `runs` no-op jobs, `concurrency` at a time; returns the seconds.
+async fn measure(limits: Arc<RunLimits>, runs: usize, concurrency: usize) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (limits, next) = (Arc::clone(&limits), Arc::clone(&next));
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= runs {
+                    return Ok::<_, anyhow::Error>(());
+                }
+                let report = run(&spec(i), &limits, &CancelHandle::new()).await;
+                anyhow::ensure!(report.exit_code == Some(0), "run {i}: {report:?}");
+            }
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    let _ = std::fs::remove_dir_all(&limits.work_root);
+    Ok(started.elapsed().as_secs_f64())
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let runs: usize = args.next().map_or(Ok(500), |a| a.parse())?;
+    let concurrency: usize = args.next().map_or(Ok(4), |a| a.parse())?;
+    let config = SandboxConfig {
+        job_user: "nobody".into(),
+        helper: Some(helper()?),
+        ..SandboxConfig::default()
+    };
+    let isolated = Sandbox::setup(
+        &config,
+        &format!("isolation-cost-{}", std::process::id()),
+        concurrency,
+    )?;
+    println!("isolation: {:?}", isolated.report());
+    let plain = Arc::new(limits(Sandbox::none(), "plain"));
+    let isolated = Arc::new(limits(isolated, "isolated"));
+    // One warm-up round each (page cache, the helper binary).
+    measure(Arc::clone(&plain), concurrency, concurrency).await?;
+    measure(Arc::clone(&isolated), concurrency, concurrency).await?;
+    let mut figures = Vec::new();
+    for (name, limits) in [("plain", &plain), ("isolated", &isolated)] {
+        let seconds = measure(Arc::clone(limits), runs, concurrency).await?;
+        let per_job_ms = seconds * 1000.0 / runs as f64;
+        println!(
+            "{name:>9}: {runs} no-op jobs, {concurrency} at a time: {:.0} jobs/s, {per_job_ms:.2} ms per job",
+            runs as f64 / seconds
+        );
+        figures.push(per_job_ms);
+    }
+    println!(
+        "isolation adds {:.2} ms of wall time per job at this concurrency",
+        figures[1] - figures[0]
+    );
+    isolated.sandbox.release();
+    Ok(())
+}
