@@ -19,11 +19,14 @@ deploy/fuzz-tools.sh
 cleanup() {
     docker ps -aq --filter label=orchestrator.test | xargs -r docker rm -f -v >/dev/null 2>&1 || true
     docker network ls -q --filter name=orch-mh- | xargs -r docker network rm >/dev/null 2>&1 || true
-    # The cgroups of agents the tests killed, and the agent containers'
-    # subtrees (a cgroup still in use stays).
-    find /sys/fs/cgroup -maxdepth 6 -depth -type d -name 'orchestrator-agent-*' -exec rmdir {} + 2>/dev/null || true
+    # What test agents left in their cgroups (tests/src/cluster.rs and the
+    # multi-host agents' subtrees): processes of killed agents' jobs, then
+    # the cgroups themselves. Nothing outside orchestrator-test is touched.
     for d in /sys/fs/cgroup/*/orchestrator-test /sys/fs/cgroup/orchestrator-test; do
-        [[ -d $d ]] && find "$d" -depth -type d -exec rmdir {} + 2>/dev/null || true
+        [[ -d $d ]] || continue
+        find "$d" -name cgroup.procs -exec cat {} + 2>/dev/null | xargs -r kill -9 2>/dev/null || true
+        sleep 0.2
+        find "$d" -depth -mindepth 1 -type d -exec rmdir {} + 2>/dev/null || true
     done
 }
 cleanup

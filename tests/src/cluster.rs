@@ -4,8 +4,9 @@
 
 use crate::{spawn_app_with, spawn_https_app, TestApp, TestTls};
 use serde_json::{json, Value};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
 
@@ -130,6 +131,11 @@ impl Cluster {
                 "--job-user",
                 "nobody",
             ])
+            .args(
+                test_cgroup_root()
+                    .iter()
+                    .flat_map(|root| ["--cgroup-root".as_ref(), root.as_os_str()]),
+            )
             .env("AGENT_TOKEN", &credential)
             .env(
                 "RUST_LOG",
@@ -347,4 +353,33 @@ impl Cluster {
             })
             .unwrap_or_default()
     }
+}
+
+/// The cgroup root of test agents: `orchestrator-test` in the host's
+/// hierarchy (on v1, a directory of links to it in each controller's), so
+/// that `deploy/test.sh` can kill and remove whatever tests leave there and
+/// touch nothing else. `None` where it cannot be made (not root): agents
+/// then run without cgroups, and say so.
+pub fn test_cgroup_root() -> Option<PathBuf> {
+    static ROOT: OnceLock<Option<PathBuf>> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        let sysfs = Path::new("/sys/fs/cgroup");
+        if sysfs.join("cgroup.controllers").exists() {
+            let root = sysfs.join("orchestrator-test");
+            return std::fs::create_dir_all(&root).ok().map(|()| root);
+        }
+        let links = std::env::temp_dir().join("orchestrator-test-cgroups");
+        for controller in ["memory", "pids", "cpu", "freezer"] {
+            let target = sysfs.join(controller).join("orchestrator-test");
+            std::fs::create_dir_all(&target).ok()?;
+            std::fs::create_dir_all(&links).ok()?;
+            let link = links.join(controller);
+            if std::fs::read_link(&link).ok().as_deref() != Some(target.as_path()) {
+                let _ = std::fs::remove_file(&link);
+                std::os::unix::fs::symlink(&target, &link).ok()?;
+            }
+        }
+        Some(links)
+    })
+    .clone()
 }

@@ -245,6 +245,12 @@ async fn a_killed_agent_leaves_nothing_running_once_it_is_back() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // The restarted agent may be running the job again: stop it, so the
+    // test leaves nothing behind.
+    let cancel = format!("/api/jobs/{}/cancel", id(&job));
+    c.app.post(&cancel, &c.app.admin_token).await;
+    c.wait_job(&id(&job), |j| j["status"] != "running" && j["status"] != "queued")
+        .await;
 }
 
 /// The controller falling behind on its events (here: one report stuck on

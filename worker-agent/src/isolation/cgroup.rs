@@ -337,6 +337,10 @@ impl JobCgroup {
     /// freeze, SIGKILL each process, thaw. Waits until the cgroup is empty.
     /// Returns how many processes were signalled.
     pub async fn kill(&self) -> usize {
+        // The usual end: the job's processes have all exited already.
+        if self.procs_files().iter().all(|p| read_pids(p).is_empty()) {
+            return 0;
+        }
         let killed = match &self.layout {
             Layout::V2(dir) if dir.join("cgroup.kill").exists() => {
                 let n = read_pids(&dir.join("cgroup.procs")).len();
