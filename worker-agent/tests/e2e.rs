@@ -251,6 +251,14 @@ async fn a_killed_agent_leaves_nothing_running_once_it_is_back() {
     c.app.post(&cancel, &c.app.admin_token).await;
     c.wait_job(&id(&job), |j| j["status"] != "running" && j["status"] != "queued")
         .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !sleeping_in("orphan-a", &seconds).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the cancelled job still runs"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// The controller falling behind on its events (here: one report stuck on
