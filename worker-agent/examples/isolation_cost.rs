@@ -10,7 +10,8 @@
 //! ```
 //!
 //! The helper is the `worker-agent` binary beside the examples directory
-//! (or `ISOLATION_HELPER`).
+//! (or `ISOLATION_HELPER`). A third variant switches the user through the
+//! helper but makes no cgroup, which splits the cost between the two.
 
 use orchestrator_shared::api::Resources;
 use std::path::PathBuf;
@@ -98,13 +99,25 @@ async fn main() -> anyhow::Result<()> {
         concurrency,
     )?;
     println!("isolation: {:?}", isolated.report());
+    let user_only = SandboxConfig {
+        cgroup_root: Some(PathBuf::from("/nonexistent-cgroup-root")),
+        ..config
+    };
+    let user_only = Sandbox::setup(&user_only, "isolation-cost-user", concurrency)?;
     let plain = Arc::new(limits(Sandbox::none(), "plain"));
+    let user_only = Arc::new(limits(user_only, "user"));
     let isolated = Arc::new(limits(isolated, "isolated"));
+    let variants = [
+        ("plain", &plain),
+        ("user only", &user_only),
+        ("isolated", &isolated),
+    ];
     // One warm-up round each (page cache, the helper binary).
-    measure(Arc::clone(&plain), concurrency, concurrency).await?;
-    measure(Arc::clone(&isolated), concurrency, concurrency).await?;
+    for (_, limits) in variants {
+        measure(Arc::clone(limits), concurrency, concurrency).await?;
+    }
     let mut figures = Vec::new();
-    for (name, limits) in [("plain", &plain), ("isolated", &isolated)] {
+    for (name, limits) in variants {
         let seconds = measure(Arc::clone(limits), runs, concurrency).await?;
         let per_job_ms = seconds * 1000.0 / runs as f64;
         println!(
@@ -114,8 +127,9 @@ async fn main() -> anyhow::Result<()> {
         figures.push(per_job_ms);
     }
     println!(
-        "isolation adds {:.2} ms of wall time per job at this concurrency",
-        figures[1] - figures[0]
+        "per job at this concurrency: the helper and the user switch add {:.2} ms, the cgroup {:.2} ms more",
+        figures[1] - figures[0],
+        figures[2] - figures[1]
     );
     isolated.sandbox.release();
     Ok(())
