@@ -110,16 +110,32 @@ impl CgroupTree {
         Ok(())
     }
 
-    /// Removes this agent's directories once they are empty (at a clean
-    /// stop, and by tests, which make trees of their own).
+    /// Removes this agent's directories and its idle job cgroups (at a
+    /// clean stop, and by tests, which make trees of their own); a cgroup
+    /// with a process in it stays.
     pub fn remove_agent_dirs(&self) {
         for dir in self.dirs() {
+            let children = std::fs::read_dir(dir)
+                .into_iter()
+                .flatten()
+                .filter_map(Result::ok);
+            for child in children.filter(|e| e.file_type().is_ok_and(|t| t.is_dir())) {
+                let _ = std::fs::remove_dir(child.path());
+            }
             let _ = std::fs::remove_dir(dir);
         }
     }
 
     /// Makes the cgroup `name` for one job, with `limits` applied.
     pub fn create(&self, name: &str, limits: &Limits) -> Result<JobCgroup, CgroupError> {
+        let cgroup = self.child(name)?;
+        cgroup.apply(None, limits)?;
+        Ok(cgroup)
+    }
+
+    /// The cgroup `name` under this agent's, made if it is missing (a job
+    /// slot's cgroup is made once and used by one job after another).
+    pub fn child(&self, name: &str) -> Result<JobCgroup, CgroupError> {
         let cgroup = JobCgroup {
             layout: match &self.layout {
                 Layout::V1(dirs) => Layout::V1(dirs.iter().map(|d| d.join(name)).collect()),
@@ -133,7 +149,6 @@ impl CgroupTree {
                 .and_then(|()| make_dir(dir))
                 .map_err(|e| CgroupError::Setup(dir.to_owned(), e))?;
         }
-        cgroup.apply(limits)?;
         Ok(cgroup)
     }
 
@@ -298,36 +313,31 @@ impl JobCgroup {
         self.dirs().iter().map(|d| d.join("cgroup.procs")).collect()
     }
 
-    fn apply(&self, limits: &Limits) -> Result<(), CgroupError> {
-        for (file, value) in self.limit_files(limits) {
+    /// Sets the cgroup's limits to `to`, writing only what differs from
+    /// `from` (the limits it was last given, if known).
+    pub fn apply(&self, from: Option<&Limits>, to: &Limits) -> Result<(), CgroupError> {
+        for (file, value) in self.limit_files(from, to) {
             std::fs::write(&file, value).map_err(|e| CgroupError::Setup(file.clone(), e))?;
         }
         Ok(())
     }
 
-    /// The files and values that set `limits`, in the order they must be
-    /// written (v1's memory+swap limit may not be below the memory limit).
-    fn limit_files(&self, limits: &Limits) -> Vec<(PathBuf, String)> {
+    /// The files and values that take the cgroup from limits `from` (`None`:
+    /// unknown, so every file is written) to `to`, in the order they must
+    /// be written. A limit `to` leaves out is reset to the kernel's
+    /// default, so a reused cgroup keeps nothing of its previous job's.
+    fn limit_files(&self, from: Option<&Limits>, to: &Limits) -> Vec<(PathBuf, String)> {
         let v1 = matches!(self.layout, Layout::V1(_));
         let mut writes = Vec::new();
-        if let Some(mb) = limits.memory_mb {
-            let bytes = (u64::try_from(mb).unwrap_or(0) << 20).to_string();
-            let memory = self.dir("memory");
-            let (limit, swap) = if v1 {
-                ("memory.limit_in_bytes", "memory.memsw.limit_in_bytes")
-            } else {
-                ("memory.max", "memory.swap.max")
-            };
-            writes.push((memory.join(limit), bytes.clone()));
-            if memory.join(swap).exists() {
-                writes.push((memory.join(swap), if v1 { bytes } else { "0".into() }));
-            }
+        if from.is_none_or(|f| f.memory_mb != to.memory_mb) {
+            writes.extend(memory_files(self.dir("memory"), to.memory_mb, v1));
         }
-        if let Some(pids) = limits.max_pids {
-            writes.push((self.dir("pids").join("pids.max"), pids.to_string()));
+        if from.is_none_or(|f| f.max_pids != to.max_pids) {
+            let pids = to.max_pids.map_or_else(|| "max".to_owned(), |p| p.to_string());
+            writes.push((self.dir("pids").join("pids.max"), pids));
         }
-        if let Some(cpu) = limits.cpu {
-            writes.extend(cpu_files(self.dir("cpu"), cpu, v1));
+        if from.is_none_or(|f| f.cpu != to.cpu) {
+            writes.extend(cpu_files(self.dir("cpu"), to.cpu, v1));
         }
         writes
     }
@@ -337,8 +347,10 @@ impl JobCgroup {
     /// freeze, SIGKILL each process, thaw. Waits until the cgroup is empty.
     /// Returns how many processes were signalled.
     pub async fn kill(&self) -> usize {
-        // The usual end: the job's processes have all exited already.
-        if self.procs_files().iter().all(|p| read_pids(p).is_empty()) {
+        // The usual end: the job's processes have all exited already. One
+        // hierarchy tells: every process joined all of them, and a job's
+        // processes cannot move themselves (the files are root's).
+        if read_pids(&self.dir("freezer").join("cgroup.procs")).is_empty() {
             return 0;
         }
         let killed = match &self.layout {
@@ -402,22 +414,57 @@ impl JobCgroup {
     }
 }
 
+/// A memory limit (`None`: none) and no swap beyond it. On v1 the
+/// memory+swap limit may never be below the memory limit, so it is lifted
+/// first and set last.
+fn memory_files(dir: &Path, mb: Option<i32>, v1: bool) -> Vec<(PathBuf, String)> {
+    let bytes = mb.map(|mb| (u64::try_from(mb).unwrap_or(0) << 20).to_string());
+    let mut writes = Vec::new();
+    if v1 {
+        let (limit, memsw) = (
+            dir.join("memory.limit_in_bytes"),
+            dir.join("memory.memsw.limit_in_bytes"),
+        );
+        let swap = memsw.exists();
+        if swap {
+            writes.push((memsw.clone(), "-1".to_owned()));
+        }
+        writes.push((limit, bytes.clone().unwrap_or_else(|| "-1".to_owned())));
+        if let (true, Some(bytes)) = (swap, bytes) {
+            writes.push((memsw, bytes));
+        }
+    } else {
+        let swap = dir.join("memory.swap.max");
+        if swap.exists() {
+            let swap_max = if bytes.is_some() { "0" } else { "max" };
+            writes.push((swap, swap_max.to_owned()));
+        }
+        writes.push((dir.join("memory.max"), bytes.unwrap_or_else(|| "max".to_owned())));
+    }
+    writes
+}
+
 /// A CPU limit as a quota (a hard ceiling: `cpu` CPUs' worth of time per
 /// period) and as a weight in proportion (so that jobs on a host busy with
-/// other work still share what they get in the ratio of their limits).
-fn cpu_files(dir: &Path, cpu: f64, v1: bool) -> Vec<(PathBuf, String)> {
-    let quota = ((cpu * CPU_PERIOD_US as f64).round() as u64).max(1000);
+/// other work still share what they get in the ratio of their limits);
+/// `None` puts back the kernel's defaults (no quota, the default weight).
+fn cpu_files(dir: &Path, cpu: Option<f64>, v1: bool) -> Vec<(PathBuf, String)> {
+    let quota = cpu.map(|c| ((c * CPU_PERIOD_US as f64).round() as u64).max(1000));
     if v1 {
-        let shares = ((cpu * 1024.0).round() as u64).max(2);
+        let shares = cpu.map_or(1024, |c| ((c * 1024.0).round() as u64).max(2));
         vec![
             (dir.join("cpu.cfs_period_us"), CPU_PERIOD_US.to_string()),
-            (dir.join("cpu.cfs_quota_us"), quota.to_string()),
+            (
+                dir.join("cpu.cfs_quota_us"),
+                quota.map_or_else(|| "-1".to_owned(), |q| q.to_string()),
+            ),
             (dir.join("cpu.shares"), shares.to_string()),
         ]
     } else {
-        let weight = ((cpu * 100.0).round() as u64).clamp(1, 10_000);
+        let weight = cpu.map_or(100, |c| ((c * 100.0).round() as u64).clamp(1, 10_000));
+        let max = quota.map_or_else(|| "max".to_owned(), |q| q.to_string());
         vec![
-            (dir.join("cpu.max"), format!("{quota} {CPU_PERIOD_US}")),
+            (dir.join("cpu.max"), format!("{max} {CPU_PERIOD_US}")),
             (dir.join("cpu.weight"), weight.to_string()),
         ]
     }

@@ -16,7 +16,8 @@ use cgroup::{CgroupTree, JobCgroup, Limits};
 use orchestrator_shared::api::{Isolation, Resources};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use user::{Account, JobUsers, SlotGuard};
+use std::sync::{Arc, Mutex};
+use user::{Account, JobUsers};
 
 /// The agent's settings for isolation (a part of its configuration).
 #[derive(Debug, Clone, Default)]
@@ -41,6 +42,48 @@ pub struct Sandbox {
     defaults: Resources,
     helper: Option<PathBuf>,
     report: Isolation,
+    slots: Arc<Mutex<Slots>>,
+}
+
+/// The job slots (as many as the agent's capacity): each has a user and a
+/// cgroup of its own, used by one job after another, so a job start makes
+/// no cgroup and a job end removes none (on v1 that is eight directories
+/// of four hierarchies per job saved).
+#[derive(Debug, Default)]
+struct Slots {
+    /// Slots no run holds.
+    free: Vec<usize>,
+    /// The limits each slot's cgroup was last given (`None`: not known).
+    applied: Vec<Option<Limits>>,
+}
+
+/// A run's hold on a slot; gives it back when dropped.
+#[derive(Debug)]
+struct SlotGuard {
+    index: Option<usize>,
+    slots: Arc<Mutex<Slots>>,
+}
+
+impl SlotGuard {
+    fn take(slots: &Arc<Mutex<Slots>>) -> SlotGuard {
+        let index = lock(slots).free.pop();
+        SlotGuard {
+            index,
+            slots: Arc::clone(slots),
+        }
+    }
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        if let Some(index) = self.index {
+            lock(&self.slots).free.push(index);
+        }
+    }
+}
+
+fn lock(slots: &Mutex<Slots>) -> std::sync::MutexGuard<'_, Slots> {
+    slots.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Sandbox {
@@ -86,7 +129,12 @@ impl Sandbox {
             cgroup: cgroups.as_ref().map(|t| t.version().to_owned()),
             disabled,
         };
+        let slots = Slots {
+            free: (0..slots).rev().collect(),
+            applied: vec![None; slots],
+        };
         Ok(Sandbox {
+            slots: Arc::new(Mutex::new(slots)),
             users,
             cgroups,
             defaults: config.defaults,
@@ -127,23 +175,44 @@ impl Sandbox {
         }
     }
 
-    /// A cell for one run named `name`: an account (if users are switched)
-    /// and a cgroup with the run's limits (if cgroups are used).
+    /// A cell for one run named `name`: a job slot, its account (if users
+    /// are switched) and its cgroup set to the run's limits (if cgroups are
+    /// used). A run beyond the capacity gets a cgroup of its own, removed
+    /// when it ends.
     pub fn prepare(&self, name: &str, own: &Resources) -> Result<Cell, String> {
         let limits = self.effective(own);
-        let cgroup = match &self.cgroups {
-            Some(tree) => Some(
-                tree.create(name, &limits)
+        let slot = SlotGuard::take(&self.slots);
+        let cgroup = match (&self.cgroups, slot.index) {
+            (None, _) => None,
+            (Some(tree), Some(index)) => Some(self.slot_cgroup(tree, index, &limits)?),
+            (Some(tree), None) => Some(
+                tree.create(&format!("run-{name}"), &limits)
                     .map_err(|e| format!("creating the job's cgroup: {e}"))?,
             ),
-            None => None,
         };
         Ok(Cell {
-            slot: self.users.as_ref().map(JobUsers::take),
+            account: self.users.as_ref().map(|u| u.account(slot.index)),
+            oom_before: cgroup.as_ref().map_or(0, JobCgroup::oom_kills),
+            one_off: slot.index.is_none(),
+            slot,
             cgroup,
             helper: self.helper.clone(),
             memory_mb: limits.memory_mb,
         })
+    }
+
+    /// Slot `index`'s cgroup, made if missing, with its limits changed to
+    /// `limits` (only the files that differ are written).
+    fn slot_cgroup(&self, tree: &CgroupTree, index: usize, limits: &Limits) -> Result<JobCgroup, String> {
+        let failed = |e| format!("setting up the job's cgroup: {e}");
+        let cgroup = tree.child(&format!("slot-{index}")).map_err(failed)?;
+        let applied = lock(&self.slots).applied.get(index).copied().flatten();
+        let result = cgroup.apply(applied.as_ref(), limits);
+        if let Some(entry) = lock(&self.slots).applied.get_mut(index) {
+            *entry = result.is_ok().then_some(*limits);
+        }
+        result.map_err(failed)?;
+        Ok(cgroup)
     }
 }
 
@@ -175,8 +244,13 @@ fn job_users(
 /// account back; [`Cell::finish`] kills and removes the cgroup.
 #[derive(Debug)]
 pub struct Cell {
-    slot: Option<SlotGuard>,
+    slot: SlotGuard,
+    account: Option<Account>,
     cgroup: Option<JobCgroup>,
+    /// The cgroup is this run's alone (not a slot's): removed at the end.
+    one_off: bool,
+    /// The cgroup's OOM kills before the run (a slot's counter goes on).
+    oom_before: u64,
     helper: Option<PathBuf>,
     memory_mb: Option<i32>,
 }
@@ -184,7 +258,7 @@ pub struct Cell {
 impl Cell {
     /// The account the run's processes belong to (`None`: the agent's).
     pub fn owner(&self) -> Option<&Account> {
-        self.slot.as_ref().map(|s| &s.account)
+        self.account.as_ref()
     }
 
     /// Whether the run has a cgroup, so that killing it reaches every
@@ -224,13 +298,17 @@ impl Cell {
         }
     }
 
-    /// Ends the cell: kills what is left, removes the cgroup, and says
-    /// why the run failed if the OOM killer ended it.
+    /// Ends the cell: kills what is left (so the slot's next run starts
+    /// in an empty cgroup), removes a one-off cgroup, and says why the run
+    /// failed if the OOM killer ended it. The slot is free again after.
     pub async fn finish(self) -> Option<String> {
-        let cgroup = self.cgroup?;
+        let cgroup = self.cgroup.as_ref()?;
         cgroup.kill().await;
-        let oom = cgroup.oom_kills();
-        cgroup.remove().await;
+        let oom = cgroup.oom_kills().saturating_sub(self.oom_before);
+        if self.one_off {
+            cgroup.remove().await;
+        }
+        drop(self.slot);
         (oom > 0).then(|| match self.memory_mb {
             Some(mb) => format!("memory limit of {mb} MB exceeded (killed by the OOM killer)"),
             None => "killed by the OOM killer".to_owned(),

@@ -6,8 +6,6 @@
 //! running job has a uid of its own, so jobs cannot read each other's
 //! working directories or signal each other's processes either.
 
-use std::sync::{Arc, Mutex};
-
 /// The traditional overflow uid and gid, used only if no slot account
 /// could be found (never root).
 const NOBODY: u32 = 65534;
@@ -37,12 +35,11 @@ pub enum UserError {
     Lookup(String, nix::Error),
 }
 
-/// The accounts jobs run as, one per job slot, handed out as jobs start.
+/// The accounts jobs run as, one per job slot.
 #[derive(Debug)]
 pub struct JobUsers {
     name: String,
     slots: Vec<Account>,
-    free: Arc<Mutex<Vec<usize>>>,
     per_slot: bool,
 }
 
@@ -63,7 +60,6 @@ impl JobUsers {
         }
         Ok(JobUsers {
             name: name.to_owned(),
-            free: Arc::new(Mutex::new((0..accounts.len()).rev().collect())),
             slots: accounts,
             per_slot: per_slot_found,
         })
@@ -83,45 +79,17 @@ impl JobUsers {
         }
     }
 
-    /// A free slot's account, held until the returned guard drops. With
-    /// every slot taken (more runs than the capacity), the first account
-    /// is shared rather than failing the job.
-    pub fn take(&self) -> SlotGuard {
-        let slot = self
-            .free
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .pop();
-        let index = slot.unwrap_or(0);
-        SlotGuard {
-            account: self.slots.get(index).cloned().unwrap_or_else(|| Account {
+    /// The account of job slot `slot` (the first one's for a run beyond
+    /// the capacity, which shares it rather than failing).
+    pub fn account(&self, slot: Option<usize>) -> Account {
+        slot.and_then(|i| self.slots.get(i))
+            .or_else(|| self.slots.first())
+            .cloned()
+            .unwrap_or_else(|| Account {
                 name: self.name.clone(),
                 uid: NOBODY,
                 gid: NOBODY,
-            }),
-            slot,
-            free: Arc::clone(&self.free),
-        }
-    }
-}
-
-/// One job's hold on a slot's account; gives it back when dropped.
-#[derive(Debug)]
-pub struct SlotGuard {
-    /// The account the job runs as.
-    pub account: Account,
-    slot: Option<usize>,
-    free: Arc<Mutex<Vec<usize>>>,
-}
-
-impl Drop for SlotGuard {
-    fn drop(&mut self) {
-        if let Some(slot) = self.slot {
-            self.free
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .push(slot);
-        }
+            })
     }
 }
 
@@ -151,18 +119,13 @@ mod tests {
     }
 
     #[test]
-    fn slots_are_handed_out_and_given_back() {
-        // `nobody` exists on every Debian host; `nobody-0` does not, so
-        // the slots share it.
+    fn without_per_slot_users_every_slot_shares_the_job_user() {
+        // `nobody` exists on every Debian host; `nobody-0` does not.
         let users = JobUsers::resolve("nobody", 2).unwrap();
         assert!(!users.per_slot());
-        let a = users.take();
-        let b = users.take();
-        assert_eq!(a.account.name, "nobody");
-        assert_eq!((a.slot, b.slot), (Some(0), Some(1)));
-        let c = users.take();
-        assert_eq!(c.slot, None);
-        drop(a);
-        assert_eq!(users.take().slot, Some(0));
+        assert_eq!(users.describe(), "nobody");
+        for slot in [Some(0), Some(1), Some(7), None] {
+            assert_eq!(users.account(slot).uid, 65534);
+        }
     }
 }

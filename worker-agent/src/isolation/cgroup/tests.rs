@@ -161,3 +161,23 @@ async fn a_restarted_agent_sweeps_what_its_earlier_life_left() {
     assert!(!alive(pid));
     tree.remove_agent_dirs();
 }
+
+#[test]
+fn a_reused_cgroup_gets_only_the_changes_and_unset_limits_back_to_default() {
+    let root = Dir::new("reuse");
+    fake_v2(&root.0, "");
+    let tree = CgroupTree::open(Some(&root.0), "a").unwrap();
+    let slot = tree.child("slot-0").unwrap();
+    slot.apply(None, &LIMITS).unwrap();
+    let dir = root.0.join("a/slot-0");
+    // The same limits again write nothing.
+    std::fs::remove_file(dir.join("pids.max")).unwrap();
+    slot.apply(Some(&LIMITS), &LIMITS).unwrap();
+    assert!(!dir.join("pids.max").exists());
+    // A job without limits after one with them: every limit lifted.
+    slot.apply(Some(&LIMITS), &Limits::default()).unwrap();
+    assert_eq!(read(&dir.join("memory.max")), "max");
+    assert_eq!(read(&dir.join("pids.max")), "max");
+    assert_eq!(read(&dir.join("cpu.max")), "max 100000");
+    assert_eq!(read(&dir.join("cpu.weight")), "100");
+}
