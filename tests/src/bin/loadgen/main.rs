@@ -5,7 +5,9 @@
 //! rate), waits for every job to finish, and prints a readable summary and a
 //! JSON line: jobs/s submitted and completed, latency percentiles from the
 //! database's own timestamps, CPU seconds and peak RSS of the controller and
-//! the agents, and an exactly-once check. Bounded in count and in time.
+//! the agents, the box's CPU per job attributed to each part (controller,
+//! agents, what they ran, Postgres, RabbitMQ, docker-proxy, the rest: see
+//! `cpu`), and an exactly-once check. Bounded in count and in time.
 //!
 //!   cargo run --release -p integration-tests --bin loadgen -- \
 //!       --agent-bin target/release/worker-agent --jobs 10000 --agents 2 --capacity 16
@@ -21,6 +23,8 @@
 //!
 //! Every job carries the label `loadgen-run=<uuid>`, and every figure counts
 //! only this run's jobs.
+
+mod cpu;
 
 use anyhow::{ensure, Context};
 use clap::Parser;
@@ -329,17 +333,15 @@ async fn percentiles(db: &tokio_postgres::Client, run: &Value, expr: &str) -> an
 /// One process's CPU seconds, peak RSS and current RSS (KiB), from /proc.
 struct Proc {
     cpu_seconds: f64,
+    /// CPU of the children it has waited for (an agent's jobs and helpers).
+    children_seconds: f64,
     peak_rss_kib: u64,
     rss_kib: u64,
 }
 
 impl Proc {
     fn read(pid: &str) -> Proc {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-        let ticks: f64 = fields
-            .get(11..13)
-            .map_or(0.0, |f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum());
+        let (own, children) = cpu::process_seconds(std::path::Path::new(&format!("/proc/{pid}/stat")));
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
         let kib = |key: &str| {
             status
@@ -350,7 +352,8 @@ impl Proc {
                 .unwrap_or(0)
         };
         Proc {
-            cpu_seconds: ticks / 100.0,
+            cpu_seconds: own,
+            children_seconds: children,
             peak_rss_kib: kib("VmHWM:"),
             rss_kib: kib("VmRSS:"),
         }
@@ -372,18 +375,36 @@ impl Proc {
     }
 }
 
-/// The controller's and the agents' processes at one moment.
+/// The controller's and the agents' processes, and the box, at one moment.
 struct Usage {
     controller: Option<Proc>,
     agents: Vec<Proc>,
+    host: cpu::Host,
 }
 
 impl Usage {
     fn of(t: &Target) -> Usage {
+        // The containers are known only when this run started them.
+        let infra = t._cluster.as_ref().map(|_| integration_tests::infra());
         Usage {
             controller: t.controller.as_deref().map(Proc::read),
             agents: t.agents.iter().map(|p| Proc::read(&p.to_string())).collect(),
+            host: cpu::Host::read(
+                infra.map(|i| i.postgres_id.as_str()),
+                infra.map(|i| i.rabbitmq_id.as_str()),
+            ),
         }
+    }
+
+    /// CPU seconds between `idle` and this moment: the controller, the
+    /// agents, and the agents' children.
+    fn processes_since(&self, idle: &Usage) -> [f64; 3] {
+        let controller = self.controller.as_ref().map_or(0.0, |c| c.cpu_seconds)
+            - idle.controller.as_ref().map_or(0.0, |c| c.cpu_seconds);
+        let sum = |usage: &Usage, f: fn(&Proc) -> f64| usage.agents.iter().map(f).sum::<f64>();
+        let agents = sum(self, |p| p.cpu_seconds) - sum(idle, |p| p.cpu_seconds);
+        let children = sum(self, |p| p.children_seconds) - sum(idle, |p| p.children_seconds);
+        [controller, agents, children]
     }
 }
 
@@ -431,6 +452,23 @@ fn print_summary(args: &Args, report: &Value) {
         lat["start_to_finish"]["p99"].as_f64().unwrap_or(f64::NAN),
         report["exactly_once"]
     );
+    let cpu = &report["cpu_ms_per_job"];
+    let part = |key: &str| {
+        cpu[key]
+            .as_f64()
+            .map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"))
+    };
+    println!(
+        "CPU ms per job: controller {}, agents {}, their jobs {}, postgres {}, rabbitmq {}, docker-proxy {}, rest {}; box {}",
+        part("controller"),
+        part("agents"),
+        part("agents_children"),
+        part("postgres"),
+        part("rabbitmq"),
+        part("docker_proxy"),
+        part("rest_of_box"),
+        part("box_total")
+    );
 }
 
 /// The JSON report of this run's jobs: rates, latencies, processes and
@@ -471,6 +509,7 @@ async fn report(
         },
         "controller": used.controller.as_ref().map(|u| u.json(idle.controller.as_ref(), args.url.is_none())),
         "agents": used.agents.iter().zip(&idle.agents).map(|(u, i)| u.json(Some(i), false)).collect::<Vec<_>>(),
+        "cpu_ms_per_job": cpu::per_job(&idle.host, &used.host, used.processes_since(idle), args.jobs),
         "exactly_once": completed == all && all == args.jobs as i64 && duplicated == 0,
         "completed": completed, "duplicated_completions": duplicated,
         "not_completed": not_completed(db, run).await?,
