@@ -4,6 +4,7 @@
 //! the broker URL with its password) are a type that never prints.
 
 use clap::Args;
+use orchestrator_shared::api::limits::{MAX_CPU, MAX_MEMORY_MB, MAX_PIDS, MIN_CPU, MIN_MEMORY_MB};
 use orchestrator_shared::validate::{millis, positive_millis};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -135,17 +136,17 @@ pub struct AgentConfig {
     #[arg(long, env = "AGENT_KEEP_WORKDIRS", default_value_t = false)]
     pub keep_workdirs: bool,
     /// Memory limit in MiB for jobs that set none.
-    #[arg(long, env = "AGENT_JOB_MEMORY_MB", value_parser = clap::value_parser!(i32).range(4..=1_048_576))]
+    #[arg(long, env = "AGENT_JOB_MEMORY_MB", value_parser = clap::value_parser!(i32).range(MIN_MEMORY_MB..=MAX_MEMORY_MB))]
     pub job_memory_mb: Option<i32>,
     /// CPU limit in CPUs for jobs that set none.
     #[arg(long, env = "AGENT_JOB_CPU", value_parser = parse_cpu)]
     pub job_cpu: Option<f64>,
     /// Process limit for jobs that set none: a fork bomb stops here.
-    #[arg(long, env = "AGENT_JOB_MAX_PIDS", default_value_t = 4096, value_parser = clap::value_parser!(i32).range(1..=4_194_304))]
+    #[arg(long, env = "AGENT_JOB_MAX_PIDS", default_value_t = 4096, value_parser = clap::value_parser!(i32).range(1..=MAX_PIDS))]
     pub job_max_pids: i32,
     /// Memory this agent offers its jobs in all, in MiB, as the workers
     /// API shows it. Default: the host's memory.
-    #[arg(long, env = "AGENT_MEMORY_MB", value_parser = clap::value_parser!(i32).range(4..=1_048_576))]
+    #[arg(long, env = "AGENT_MEMORY_MB", value_parser = clap::value_parser!(i32).range(MIN_MEMORY_MB..=MAX_MEMORY_MB))]
     pub memory_mb: Option<i32>,
     /// CPUs this agent offers its jobs in all. Default: the CPUs it may use.
     #[arg(long, env = "AGENT_CPU", value_parser = parse_cpu)]
@@ -284,14 +285,16 @@ fn host_memory_mb() -> Option<i32> {
         .trim()
         .parse()
         .ok()?;
-    i32::try_from((kib / 1024).clamp(4, 1_048_576)).ok()
+    i32::try_from((kib / 1024).clamp(MIN_MEMORY_MB, MAX_MEMORY_MB)).ok()
 }
 
-/// A CPU figure: a number of CPUs between 0.01 and 1024.
+/// A CPU figure: a number of CPUs within the contract's range.
 fn parse_cpu(s: &str) -> Result<f64, String> {
     match s.trim().parse::<f64>() {
-        Ok(c) if c.is_finite() && (0.01..=1024.0).contains(&c) => Ok(c),
-        _ => Err(format!("{s:?} is not a number of CPUs between 0.01 and 1024")),
+        Ok(c) if c.is_finite() && (MIN_CPU..=MAX_CPU).contains(&c) => Ok(c),
+        _ => Err(format!(
+            "{s:?} is not a number of CPUs between {MIN_CPU} and {MAX_CPU}"
+        )),
     }
 }
 

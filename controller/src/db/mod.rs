@@ -296,26 +296,15 @@ pub fn known_migrations() -> Vec<(i32, String)> {
         .collect()
 }
 
-/// Reads a JSON column into `T` (labels, command), as a typed error rather
-/// than a silent default.
+/// Reads a JSON column into `T` (labels, command; `Option<T>` for a
+/// nullable column such as an agent's isolation report, where SQL null is
+/// `None`), as a typed error rather than a silent default.
 pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
     row: &tokio_postgres::Row,
     column: &str,
 ) -> Result<T, DbError> {
-    let raw: serde_json::Value = row.try_get(column)?;
-    serde_json::from_value(raw).map_err(|e| DbError::Corrupt(format!("{column}: {e}")))
-}
-
-/// Reads a nullable JSON column into `Some(T)`, or `None` for SQL null
-/// (an agent's isolation report, absent from agents that predate it).
-pub(crate) fn parse_json_opt<T: serde::de::DeserializeOwned>(
-    row: &tokio_postgres::Row,
-    column: &str,
-) -> Result<Option<T>, DbError> {
     let raw: Option<serde_json::Value> = row.try_get(column)?;
-    raw.map(serde_json::from_value)
-        .transpose()
-        .map_err(|e| DbError::Corrupt(format!("{column}: {e}")))
+    serde_json::from_value(raw.unwrap_or_default()).map_err(|e| DbError::Corrupt(format!("{column}: {e}")))
 }
 
 /// Reads a status column into its enum, as a typed error rather than a panic.

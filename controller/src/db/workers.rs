@@ -4,9 +4,7 @@
 //! and registrations and lifecycle changes are recorded in `worker_events`
 //! by the statement that makes them.
 
-use super::{
-    control, parse_json, parse_json_opt, parse_limits, parse_status, refused_transition, Cached, DbError,
-};
+use super::{control, parse_json, parse_limits, parse_status, refused_transition, Cached, DbError};
 use crate::models::{Isolation, Labels, NewWorker, Worker};
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
@@ -31,7 +29,7 @@ fn from_row(row: &Row) -> Result<Worker, DbError> {
         last_heartbeat_at: row.try_get("last_heartbeat_at")?,
         generation: row.try_get("generation")?,
         resources: parse_limits(row)?,
-        isolation: parse_json_opt::<Isolation>(row, "isolation")?,
+        isolation: parse_json::<Option<Isolation>>(row, "isolation")?,
     })
 }
 

@@ -8,6 +8,7 @@
 //! agent dir is this agent's own (one per worker id), so a restarted agent
 //! finds and kills whatever its previous life left ([`CgroupTree::sweep`]).
 
+use orchestrator_shared::api::Resources;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -44,16 +45,9 @@ pub enum CgroupError {
     Setup(PathBuf, std::io::Error),
 }
 
-/// The limits applied to one job's cgroup, after defaults.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Limits {
-    /// Memory in MiB.
-    pub memory_mb: Option<i32>,
-    /// CPUs.
-    pub cpu: Option<f64>,
-    /// Processes and threads.
-    pub max_pids: Option<i32>,
-}
+/// The limits applied to one job's cgroup, after defaults: the contract's
+/// own figures (memory in MiB, CPUs, processes).
+pub type Limits = Resources;
 
 /// The cgroup version in use, with the directories this agent owns.
 #[derive(Debug, Clone)]
@@ -62,6 +56,24 @@ enum Layout {
     V1(Vec<PathBuf>),
     /// One directory in the unified hierarchy.
     V2(PathBuf),
+}
+
+impl Layout {
+    /// Its directories: one per hierarchy on v1, the one on v2.
+    fn dirs(&self) -> Vec<&Path> {
+        match self {
+            Layout::V1(dirs) => dirs.iter().map(PathBuf::as_path).collect(),
+            Layout::V2(dir) => vec![dir.as_path()],
+        }
+    }
+
+    /// The same layout one level down, at `name` in each directory.
+    fn join(&self, name: &str) -> Layout {
+        match self {
+            Layout::V1(dirs) => Layout::V1(dirs.iter().map(|d| d.join(name)).collect()),
+            Layout::V2(dir) => Layout::V2(dir.join(name)),
+        }
+    }
 }
 
 /// This agent's subtree of cgroups: where its jobs' cgroups are made.
@@ -94,10 +106,7 @@ impl CgroupTree {
     }
 
     fn dirs(&self) -> Vec<&Path> {
-        match &self.layout {
-            Layout::V1(dirs) => dirs.iter().map(PathBuf::as_path).collect(),
-            Layout::V2(dir) => vec![dir.as_path()],
-        }
+        self.layout.dirs()
     }
 
     fn make_agent_dirs(&self) -> Result<(), CgroupError> {
@@ -137,10 +146,7 @@ impl CgroupTree {
     /// slot's cgroup is made once and used by one job after another).
     pub fn child(&self, name: &str) -> Result<JobCgroup, CgroupError> {
         let cgroup = JobCgroup {
-            layout: match &self.layout {
-                Layout::V1(dirs) => Layout::V1(dirs.iter().map(|d| d.join(name)).collect()),
-                Layout::V2(dir) => Layout::V2(dir.join(name)),
-            },
+            layout: self.layout.join(name),
         };
         // The agent's own directory again first: a cleanup of empty cgroups
         // on the host may have removed it while the agent was idle.
@@ -167,10 +173,7 @@ impl CgroupTree {
             .collect();
         for name in &names {
             let leftover = JobCgroup {
-                layout: match &self.layout {
-                    Layout::V1(dirs) => Layout::V1(dirs.iter().map(|d| d.join(name)).collect()),
-                    Layout::V2(dir) => Layout::V2(dir.join(name)),
-                },
+                layout: self.layout.join(name),
             };
             let killed = leftover.kill().await;
             tracing::warn!(
@@ -290,10 +293,7 @@ pub struct JobCgroup {
 
 impl JobCgroup {
     fn dirs(&self) -> Vec<&Path> {
-        match &self.layout {
-            Layout::V1(dirs) => dirs.iter().map(PathBuf::as_path).collect(),
-            Layout::V2(dir) => vec![dir.as_path()],
-        }
+        self.layout.dirs()
     }
 
     /// The directory of `controller` (v1) or the one directory (v2).
@@ -383,13 +383,13 @@ impl JobCgroup {
 
     /// How many times the OOM killer killed a process of this cgroup.
     pub fn oom_kills(&self) -> u64 {
-        let (file, key) = match self.layout {
-            Layout::V1(_) => ("memory.oom_control", "oom_kill"),
-            Layout::V2(_) => ("memory.events", "oom_kill"),
+        let file = match self.layout {
+            Layout::V1(_) => "memory.oom_control",
+            Layout::V2(_) => "memory.events",
         };
         let text = std::fs::read_to_string(self.dir("memory").join(file)).unwrap_or_default();
         text.lines()
-            .find_map(|l| l.strip_prefix(key)?.trim().parse().ok())
+            .find_map(|l| l.strip_prefix("oom_kill ")?.trim().parse().ok())
             .unwrap_or(0)
     }
 

@@ -261,12 +261,6 @@ impl Cell {
         self.account.as_ref()
     }
 
-    /// Whether the run has a cgroup, so that killing it reaches every
-    /// process the run started.
-    pub fn has_cgroup(&self) -> bool {
-        self.cgroup.is_some()
-    }
-
     /// The program and arguments to start for `program args`: through the
     /// `exec-job` helper when there is a cgroup to join or a user to
     /// become, as they are otherwise.
