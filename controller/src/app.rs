@@ -69,19 +69,22 @@ pub struct App {
 /// The process-wide Prometheus recorder (the `metrics` facade has one global
 /// recorder, so every App in a process shares it).
 fn prometheus() -> anyhow::Result<metrics_exporter_prometheus::PrometheusHandle> {
-    static HANDLE: OnceLock<metrics_exporter_prometheus::PrometheusHandle> = OnceLock::new();
-    if let Some(h) = HANDLE.get() {
-        return Ok(h.clone());
-    }
-    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .set_buckets(LATENCY_BUCKETS)
-        .context("histogram buckets")?
-        .build_recorder();
-    let handle = recorder.handle();
-    if metrics::set_global_recorder(recorder).is_ok() {
-        let _ = HANDLE.set(handle);
-    }
-    HANDLE.get().cloned().context("no metrics recorder")
+    // get_or_init makes concurrent Apps (tests build several at once) wait
+    // for the one that installs the recorder instead of racing it.
+    static HANDLE: OnceLock<Result<metrics_exporter_prometheus::PrometheusHandle, String>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
+                .set_buckets(LATENCY_BUCKETS)
+                .map_err(|e| format!("histogram buckets: {e}"))?
+                .build_recorder();
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder)
+                .map_err(|e| format!("installing the metrics recorder: {e}"))?;
+            Ok(handle)
+        })
+        .clone()
+        .map_err(anyhow::Error::msg)
 }
 
 /// The agents' broker accounts (none on a shared login) and the rule for
