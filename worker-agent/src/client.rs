@@ -4,7 +4,9 @@
 //! long they may wait.
 
 use crate::config::Secret;
-use orchestrator_shared::api::{ClaimRequest, ClaimResponse, RegisterRequest, Registration};
+use orchestrator_shared::api::{
+    ClaimBatchRequest, ClaimBatchResponse, ClaimRequest, ClaimResponse, RegisterRequest, Registration,
+};
 use orchestrator_shared::tls::{tls_failure, CaBundle, TlsFailure};
 use std::time::Duration;
 
@@ -35,6 +37,10 @@ pub enum ClientError {
         /// What went wrong.
         failure: TlsFailure,
     },
+    /// A request went out but its answer never came to this caller (a
+    /// batch of claims abandoned, or answered with the wrong count).
+    #[error("controller request failed: {0}")]
+    Abandoned(&'static str),
     /// The controller answered with an error status.
     #[error("controller answered {status}: {body}")]
     Status {
@@ -51,6 +57,11 @@ impl ClientError {
     pub fn is_auth(&self) -> bool {
         matches!(self, ClientError::Status { status, .. }
             if *status == reqwest::StatusCode::UNAUTHORIZED || *status == reqwest::StatusCode::FORBIDDEN)
+    }
+
+    /// Whether the controller does not know the route (an older one).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, ClientError::Status { status, .. } if *status == reqwest::StatusCode::NOT_FOUND)
     }
 
     /// Whether the TLS handshake failed (an operator must fix the CA file
@@ -120,6 +131,12 @@ impl ControllerClient {
     /// `POST /api/agents/claim`: may this agent run this shard now?
     pub async fn claim(&self, body: &ClaimRequest) -> Result<ClaimResponse, ClientError> {
         self.post("/api/agents/claim", body).await
+    }
+
+    /// `POST /api/agents/claims`: several claims in one request, answered
+    /// in order.
+    pub async fn claim_batch(&self, body: &ClaimBatchRequest) -> Result<ClaimBatchResponse, ClientError> {
+        self.post("/api/agents/claims", body).await
     }
 
     async fn post<B, R>(&self, path: &str, body: &B) -> Result<R, ClientError>

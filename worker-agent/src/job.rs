@@ -11,7 +11,7 @@ use crate::runner::{self, CancelHandle, RunReport, RunSpec};
 use crate::state::State;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
-use orchestrator_shared::api::{ClaimDecision, ClaimRequest, ClaimResponse, Resources, ShardWork};
+use orchestrator_shared::api::{ClaimDecision, ClaimResponse, Resources, ShardClaim, ShardWork};
 use orchestrator_shared::backoff::backoff;
 use orchestrator_shared::messages::{AgentEvent, JobDispatch, RunningShard, MAX_PRIORITY};
 use std::path::{Path, PathBuf};
@@ -157,8 +157,7 @@ fn settled(result: lapin::Result<bool>, what: &str, dispatch: Option<&JobDispatc
 /// Asks the controller whether to run `d`, retrying for
 /// [`CLAIM_PATIENCE`]; `None` when it could not be asked.
 async fn claim(state: &State, d: &JobDispatch, redelivered: bool) -> Option<ClaimResponse> {
-    let request = ClaimRequest {
-        worker_id: state.worker_id().to_owned(),
+    let request = ShardClaim {
         job_id: d.job_id,
         attempt: d.attempt,
         shard_index: d.shard_index,
@@ -167,7 +166,7 @@ async fn claim(state: &State, d: &JobDispatch, redelivered: bool) -> Option<Clai
     let give_up_at = Instant::now() + CLAIM_PATIENCE;
     let mut attempt = 0u32;
     loop {
-        match state.client.claim(&request).await {
+        match state.claims.claim(request).await {
             Ok(answer) => {
                 tracing::info!(job_id = %d.job_id, attempt = d.attempt, shard = d.shard_index,
                     decision = ?answer.decision, reason = %answer.reason, "claim answered");

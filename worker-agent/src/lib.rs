@@ -23,6 +23,7 @@
 //! - `publisher`: events to the broker with publisher confirms, on
 //!   whichever connection is current.
 //! - `client`: the controller's HTTP agent API (register, claim).
+//! - `claims`: claims gathered into batches, one request for many.
 //! - [`runner`]: one child process: working directory, stdin, output tails,
 //!   timeout and cancel through its process group.
 //! - [`isolation`]: the job's user, its cgroup and limits, the `exec-job`
@@ -33,6 +34,7 @@
 #![deny(missing_docs)]
 
 mod agent;
+mod claims;
 mod client;
 pub mod config;
 mod control;

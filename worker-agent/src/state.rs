@@ -3,6 +3,7 @@
 //! and the count of deliveries in hand. It outlives broker connections, so
 //! running shards and their reports survive a reconnection.
 
+use crate::claims::Claims;
 use crate::client::ControllerClient;
 use crate::config::AgentConfig;
 use crate::isolation::Sandbox;
@@ -40,6 +41,8 @@ pub struct State {
     pub topology: Topology,
     /// The controller's agent API.
     pub client: ControllerClient,
+    /// Claims, batched.
+    pub claims: Claims,
     /// The private CA of `--ca-file`, trusted for the controller's and the
     /// broker's certificates besides the system's roots.
     pub ca: Option<CaBundle>,
@@ -107,10 +110,12 @@ impl State {
             ),
             keep_workdirs: config.keep_workdirs,
         };
+        let claims = Claims::new(client.clone(), config.worker_id.clone());
         let slots = Semaphore::new(usize::try_from(config.capacity).unwrap_or(1).max(1));
         Ok(State {
             config,
             topology,
+            claims,
             client,
             ca,
             publisher,

@@ -227,6 +227,12 @@ async fn a_killed_agent_leaves_nothing_running_once_it_is_back() {
         .submit(&["sleep", &seconds], json!({"timeout_seconds": 30}))
         .await;
     c.wait_job(&id(&job), |j| j["status"] == "running").await;
+    // Running once claimed; the child starts a moment later.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while sleeping_in("orphan-a", &seconds).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the job never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     c.kill_agent("orphan-a").await;
     // SIGKILL gives the agent no chance to stop its job: it lives on, in
     // the agent's cgroup, until the agent starts again and sweeps it (the
@@ -551,14 +557,57 @@ async fn a_paused_worker_stays_paused_when_its_agent_restarts() {
     c.wait_status(&id(&job), "completed").await;
 }
 
-/// Claims the controller has answered so far (from its `/metrics`).
-async fn claims_answered(c: &Cluster) -> u64 {
+/// The sum of the controller's metric lines (from its `/metrics`) that
+/// start with `series` and contain `with`.
+async fn metric_sum(c: &Cluster, series: &str, with: &str) -> u64 {
     let url = format!("{}/metrics", c.app.base_url);
     let text = reqwest::get(url).await.unwrap().text().await.unwrap_or_default();
     text.lines()
-        .filter(|l| l.starts_with("http_requests_total{") && l.contains("route=\"/api/agents/claim\""))
+        .filter(|l| l.starts_with(series) && l.contains(with))
         .filter_map(|l| l.rsplit(' ').next().and_then(|n| n.parse::<f64>().ok()))
         .sum::<f64>() as u64
+}
+
+/// Claim requests the controller has answered so far, single or batched.
+async fn claim_requests(c: &Cluster) -> u64 {
+    metric_sum(c, "http_requests_total{", "route=\"/api/agents/claim").await
+}
+
+/// Claims the controller has answered so far, each claim of a batch
+/// counted.
+async fn claims_answered(c: &Cluster) -> u64 {
+    metric_sum(c, "agent_claims_total{", "").await
+}
+
+/// A busy agent's claims go out in batches: eight deliveries that arrive at
+/// once cost fewer than eight requests (one each before batching), and
+/// every job still runs exactly once.
+#[tokio::test]
+async fn a_busy_agents_claims_go_out_in_batches() {
+    let c = cluster_with(&[("batch-1", 8)]).await;
+    let admin = c.app.admin_token.clone();
+    let r = c.app.pause_worker(&admin, "batch-1").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    c.wait_worker("batch-1", |w| w["status"] == "paused").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut ids = Vec::new();
+    for _ in 0..8 {
+        ids.push(id(&c.submit(&["/bin/true"], json!({})).await));
+    }
+    for job_id in &ids {
+        c.wait_status(job_id, "queued").await;
+    }
+    let (requests, claims) = (claim_requests(&c).await, claims_answered(&c).await);
+    let r = c.app.resume_worker(&admin, "batch-1").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    for job_id in &ids {
+        c.wait_status(job_id, "completed").await;
+    }
+    let requests = claim_requests(&c).await - requests;
+    let claims = claims_answered(&c).await - claims;
+    assert_eq!(claims, 8, "one claim per delivery");
+    assert!(requests < 8, "{requests} requests for 8 claims arriving at once");
+    assert_eq!(c.duplicated_completions().await, 0, "a job completed twice");
 }
 
 #[tokio::test]
@@ -578,6 +627,7 @@ async fn a_job_wider_than_the_fleet_waits_without_a_claim_loop_and_runs_when_a_w
     let before = claims_answered(&c).await;
     tokio::time::sleep(Duration::from_secs(8)).await;
     let claims = claims_answered(&c).await - before;
+    assert!(claims > 0, "the shard is offered again while it waits");
     // Re-offered after 0.25, 0.5, 1, 2, 4 s...: a handful, where handing the
     // shard back to the broker made about two claims a second.
     assert!(claims <= 8, "{claims} claims in 8 s for one waiting shard");

@@ -13,8 +13,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use orchestrator_shared::api::{
-    AgentCredential, ClaimRequest, ClaimResponse, CredentialList, CredentialRequest, IssuedCredential,
-    RegisterRequest, Registration,
+    AgentCredential, ClaimBatchRequest, ClaimBatchResponse, ClaimDecision, ClaimRequest, ClaimResponse,
+    CredentialList, CredentialRequest, IssuedCredential, RegisterRequest, Registration,
 };
 use uuid::Uuid;
 
@@ -172,9 +172,69 @@ pub async fn claim(
     let tx = client.transaction().await.map_err(DbError::from)?;
     let ((decision, reason), work) = flow::claim(&tx, &req, state.heartbeat_timeout).await?;
     tx.commit().await.map_err(DbError::from)?;
+    count_claim(decision);
     Ok(Json(ClaimResponse {
         decision,
         reason,
         work,
     }))
+}
+
+/// Tries of a batch of claims that lost a deadlock to another transaction
+/// (the relay marking jobs queued locks many job rows too): the other has
+/// finished by the next try.
+const CLAIM_BATCH_TRIES: u32 = 3;
+
+/// Answers several claims of the credential's worker in one transaction,
+/// each as `POST /api/agents/claim` would, in the request's order.
+#[utoipa::path(post, path = "/api/agents/claims", tag = "agents", security(("bearer" = [])), request_body = ClaimBatchRequest,
+    responses((status = 200, body = ClaimBatchResponse, description = "one answer per claim, in order"),
+              (status = 403, body = super::error::ErrorBody, description = "the credential names another worker"),
+              (status = 409, body = super::error::ErrorBody, description = "the worker has not registered"),
+              (status = 422, body = super::error::ValidationBody)))]
+pub async fn claim_batch(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiJson(req): ApiJson<ClaimBatchRequest>,
+) -> Result<Json<ClaimBatchResponse>, ApiError> {
+    valid(req.problems())?;
+    principal.act_as(&req.worker_id)?;
+    let mut tries = 1;
+    loop {
+        match claim_batch_once(&state, &req).await {
+            Err(e) if e.is_transient() && tries < CLAIM_BATCH_TRIES => tries += 1,
+            Err(e) => return Err(e.into()),
+            Ok(answers) => return Ok(Json(ClaimBatchResponse { answers })),
+        }
+    }
+}
+
+/// One try of [`claim_batch`]: one transaction, committed.
+async fn claim_batch_once(state: &AppState, req: &ClaimBatchRequest) -> Result<Vec<ClaimResponse>, DbError> {
+    let mut client = state.db.client().await?;
+    let tx = client.transaction().await?;
+    let answers = flow::claim_batch(&tx, &req.worker_id, &req.claims, state.heartbeat_timeout).await?;
+    tx.commit().await?;
+    Ok(answers
+        .into_iter()
+        .map(|((decision, reason), work)| {
+            count_claim(decision);
+            ClaimResponse {
+                decision,
+                reason,
+                work,
+            }
+        })
+        .collect())
+}
+
+/// Counts an answered claim in `agent_claims_total{decision}`: with the
+/// request counts, how well claims are batched and how many are skipped.
+fn count_claim(decision: ClaimDecision) {
+    let decision = match decision {
+        ClaimDecision::Run => "run",
+        ClaimDecision::Skip => "skip",
+        ClaimDecision::Requeue => "requeue",
+    };
+    metrics::counter!("agent_claims_total", "decision" => decision).increment(1);
 }

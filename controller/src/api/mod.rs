@@ -152,6 +152,7 @@ pub fn protected_routes() -> Vec<Route> {
         route(DELETE, "/api/agents/credentials/{credential_id}", agents::revoke_credential, Some(Admin)),
         route(POST, "/api/agents/register", agents::register, Some(Agent)),
         route(POST, "/api/agents/claim", agents::claim, Some(Agent)),
+        route(POST, "/api/agents/claims", agents::claim_batch, Some(Agent)),
     ]
 }
 

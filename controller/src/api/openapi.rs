@@ -5,10 +5,11 @@
 use super::{agents, auth_routes, jobs, ops, resources, supervisor, users, AppState};
 use axum::Router;
 use orchestrator_shared::api::{
-    AgentCredential, Allocation, AllocationStatus, BrokerLogin, ClaimDecision, ClaimRequest, ClaimResponse,
-    CredentialList, CredentialRequest, DurationStats, ErrorBody, FieldError, FleetStats, Isolation,
-    IssuedCredential, Job, JobEvent, JobOutput, RegisterRequest, Registration, Resources, ShardWork,
-    UpdateUserRequest, UserAccount, UserList, UserUsage, ValidationBody, Worker,
+    AgentCredential, Allocation, AllocationStatus, BrokerLogin, ClaimBatchRequest, ClaimBatchResponse,
+    ClaimDecision, ClaimRequest, ClaimResponse, CredentialList, CredentialRequest, DurationStats, ErrorBody,
+    FieldError, FleetStats, Isolation, IssuedCredential, Job, JobEvent, JobOutput, RegisterRequest,
+    Registration, Resources, ShardClaim, ShardWork, UpdateUserRequest, UserAccount, UserList, UserUsage,
+    ValidationBody, Worker,
 };
 use orchestrator_shared::{JobStatus, WorkerStatus};
 use utoipa::openapi::content::ContentBuilder;
@@ -141,12 +142,12 @@ fn error_answer(schema: &str, description: &str) -> RefOr<Response> {
         jobs::submit, jobs::submit_batch, jobs::get_job, jobs::cancel, jobs::list, jobs::events, jobs::output,
         ops::healthz, ops::readyz, ops::metrics,
         agents::issue_credential, agents::list_credentials, agents::revoke_credential,
-        agents::register, agents::claim,
+        agents::register, agents::claim, agents::claim_batch,
     ),
     components(schemas(
         Job, JobEvent, JobStatus, Worker, WorkerStatus, Allocation, AllocationStatus, JobOutput,
         FleetStats, DurationStats, UserUsage, ErrorBody, ValidationBody, FieldError,
-        RegisterRequest, Registration, BrokerLogin, ClaimRequest, ClaimResponse, ClaimDecision,
+        RegisterRequest, Registration, BrokerLogin, ClaimRequest, ClaimResponse, ClaimDecision, ShardClaim, ClaimBatchRequest, ClaimBatchResponse,
         UserAccount, UserList, UpdateUserRequest, AgentCredential, CredentialList, CredentialRequest,
         IssuedCredential, ShardWork, Resources, Isolation,
     )),

@@ -236,6 +236,90 @@ impl ClaimRequest {
     }
 }
 
+/// Most claims in one `POST /api/agents/claims`: more than an agent's
+/// deliveries in hand at once would ever need in one go at the usual
+/// capacities, small enough that one transaction stays short.
+pub const MAX_CLAIMS_PER_REQUEST: usize = 256;
+
+/// One shard an agent asks about in a batch of claims: what a
+/// [`ClaimRequest`] says besides the worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ShardClaim {
+    /// The job.
+    pub job_id: Uuid,
+    /// The attempt in the message.
+    #[serde(deserialize_with = "super::number::i32")]
+    pub attempt: i32,
+    /// The shard in the message.
+    #[serde(deserialize_with = "super::number::i32")]
+    pub shard_index: i32,
+    /// Whether the broker marked the delivery as redelivered.
+    pub redelivered: bool,
+}
+
+impl ShardClaim {
+    /// The single claim this is, made by `worker_id`.
+    pub fn by(&self, worker_id: &str) -> ClaimRequest {
+        ClaimRequest {
+            worker_id: worker_id.to_owned(),
+            job_id: self.job_id,
+            attempt: self.attempt,
+            shard_index: self.shard_index,
+            redelivered: self.redelivered,
+        }
+    }
+}
+
+impl From<&ClaimRequest> for ShardClaim {
+    fn from(c: &ClaimRequest) -> Self {
+        ShardClaim {
+            job_id: c.job_id,
+            attempt: c.attempt,
+            shard_index: c.shard_index,
+            redelivered: c.redelivered,
+        }
+    }
+}
+
+/// `POST /api/agents/claims` body: several claims of one agent answered by
+/// one request and one transaction, so a busy agent pays a fraction of a
+/// round trip per shard instead of one each.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ClaimBatchRequest {
+    /// The asking agent.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^(?!\\.\\.?$)[A-Za-z0-9._:-]{1,128}$"))]
+    pub worker_id: String,
+    /// The shards, 1 to [`MAX_CLAIMS_PER_REQUEST`] of them; answered in
+    /// this order.
+    pub claims: Vec<ShardClaim>,
+}
+
+impl ClaimBatchRequest {
+    /// Every rule of the contract this batch breaks: the worker id's rule,
+    /// and between 1 and [`MAX_CLAIMS_PER_REQUEST`] claims.
+    pub fn problems(&self) -> Vec<FieldError> {
+        let mut problems = worker_id_problems(&self.worker_id);
+        if self.claims.is_empty() || self.claims.len() > MAX_CLAIMS_PER_REQUEST {
+            problems.push(FieldError::body(
+                "claims",
+                format!("must hold 1 to {MAX_CLAIMS_PER_REQUEST} claims"),
+            ));
+        }
+        problems
+    }
+}
+
+/// `POST /api/agents/claims` answer: one answer per claim, in the
+/// request's order, each what `POST /api/agents/claim` would have said.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ClaimBatchResponse {
+    /// The answers.
+    pub answers: Vec<ClaimResponse>,
+}
+
 /// What the agent does with a delivery after claiming.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -28,8 +28,9 @@ mod schema;
 pub mod workers;
 
 pub use agents::{
-    AgentCredential, BrokerLogin, ClaimDecision, ClaimRequest, ClaimResponse, CredentialList,
-    CredentialRequest, IssuedCredential, RegisterRequest, Registration, ShardWork,
+    AgentCredential, BrokerLogin, ClaimBatchRequest, ClaimBatchResponse, ClaimDecision, ClaimRequest,
+    ClaimResponse, CredentialList, CredentialRequest, IssuedCredential, RegisterRequest, Registration,
+    ShardClaim, ShardWork, MAX_CLAIMS_PER_REQUEST,
 };
 pub use auth::{
     CreateUserRequest, LoginRequest, Me, TokenResponse, UpdateUserRequest, UserAccount, UserList,

@@ -326,4 +326,9 @@ impl TestApp {
     pub async fn claim_shard(&self, token: &str, body: &Value) -> Reply {
         self.write("/api/agents/claim", token, Some(body)).await
     }
+
+    /// `POST /api/agents/claims` with `body` (worker_id, claims).
+    pub async fn claim_shards(&self, token: &str, body: &Value) -> Reply {
+        self.write("/api/agents/claims", token, Some(body)).await
+    }
 }

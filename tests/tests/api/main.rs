@@ -8,6 +8,8 @@
 //! - `helpers`: shape, error and token helpers, and short fixtures.
 //! - `agent_identity`: agent credentials, each bound to one worker id:
 //!   issued, listed, revoked; registering or claiming as another worker.
+//! - `claims`: batches of claims: the same answers as one claim each,
+//!   in order, in one request and one transaction.
 //! - `auth`: login, users, scopes, and refused tokens on every route.
 //! - `users`: listing, changing and deleting users; revocation of their
 //!   tokens within the bound, on another replica too; the last admin.
@@ -26,6 +28,7 @@
 
 mod agent_identity;
 mod auth;
+mod claims;
 mod concurrency;
 mod contract;
 mod errors;

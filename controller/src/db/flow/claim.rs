@@ -48,6 +48,20 @@ pub async fn claim(
     req: &ClaimRequest,
     silent_after: Duration,
 ) -> Result<(Claim, Option<ShardWork>), DbError> {
+    let answer = decide_claim(tx, req, silent_after).await?;
+    if answer.0 .0 == ClaimDecision::Run {
+        workers::claimed(tx, &req.worker_id).await?;
+    }
+    Ok(answer)
+}
+
+/// [`claim`] without marking the worker busy, which a batch of claims does
+/// once for all of them.
+pub(super) async fn decide_claim(
+    tx: &Transaction<'_>,
+    req: &ClaimRequest,
+    silent_after: Duration,
+) -> Result<(Claim, Option<ShardWork>), DbError> {
     let Some((job, work, generation)) = lock_for_claim(tx, req).await? else {
         return Ok(((ClaimDecision::Skip, "unknown job".into()), None));
     };
@@ -61,7 +75,6 @@ pub async fn claim(
     if decision.0 != ClaimDecision::Run {
         return Ok((decision, None));
     }
-    workers::claimed(tx, &req.worker_id).await?;
     Ok((decision, Some(work)))
 }
 

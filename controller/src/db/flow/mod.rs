@@ -6,14 +6,17 @@
 //! makes duplicate and stale reports change nothing.
 //!
 //! - [`claim`](mod@claim): may this agent run this shard now?
+//! - [`claims`]: many claims of one agent in one transaction.
 //! - [`finish`](mod@finish): a shard's report, failures, retries, cancels.
 //! - [`liveness`]: heartbeats, stopped agents, lost agents, overdue jobs.
 
 mod claim;
+mod claims;
 mod finish;
 mod liveness;
 
 pub use claim::{claim, Claim};
+pub use claims::claim_batch;
 pub use finish::{abandon, cancel, finish, Finished};
 pub use liveness::{heartbeat, overdue_jobs, probe, shards_of, stale_workers, stopped};
 

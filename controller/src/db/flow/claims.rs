@@ -1,0 +1,128 @@
+//! Many claims of one agent answered in one transaction. Every answer is
+//! the one [`claim`](super::claim::claim) gives alone; what changes is the
+//! cost. The batch's job rows are locked at once in id order (so two
+//! batches never wait on each other in a cycle), and the common case, the
+//! first claim of a queued job's next attempt, is recorded for the whole
+//! batch by one statement: the jobs become `running`, their events and
+//! their shards are written together. Anything else (a shard of a running
+//! job, a redelivery, a job the relay has not yet marked queued, two
+//! shards of one job in the batch) is decided one claim at a time by the
+//! single claim's rules, inside the same transaction.
+
+use super::claim::{decide_claim, Claim};
+use crate::db::{parse_limits, workers, Cached, DbError};
+use deadpool_postgres::Transaction;
+use orchestrator_shared::api::{ClaimDecision, ShardClaim, ShardWork};
+use std::collections::HashMap;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// Answers `claims` of `worker_id` (already checked against the caller's
+/// credential), in their order; `silent_after` is the heartbeat timeout.
+/// A worker that never registered is `NotRegistered`, whatever it claims.
+pub async fn claim_batch(
+    tx: &Transaction<'_>,
+    worker_id: &str,
+    claims: &[ShardClaim],
+    silent_after: Duration,
+) -> Result<Vec<(Claim, Option<ShardWork>)>, DbError> {
+    let generation = lock_batch(tx, worker_id, claims).await?;
+    let mut started = start_fresh(tx, worker_id, generation, claims).await?;
+    let mut answers: Vec<Option<(Claim, Option<ShardWork>)>> = claims
+        .iter()
+        .map(|c| {
+            let work = started.remove(&c.job_id)?;
+            Some(((ClaimDecision::Run, "started".to_owned()), Some(work)))
+        })
+        .collect();
+    let mut rest: Vec<usize> = (0..claims.len()).filter(|&i| answers[i].is_none()).collect();
+    rest.sort_by_key(|&i| claims[i].job_id);
+    for i in rest {
+        answers[i] = Some(decide_claim(tx, &claims[i].by(worker_id), silent_after).await?);
+    }
+    let answers: Vec<_> = answers.into_iter().flatten().collect();
+    if answers.iter().any(|((d, _), _)| *d == ClaimDecision::Run) {
+        workers::claimed(tx, worker_id).await?;
+    }
+    Ok(answers)
+}
+
+/// Locks the batch's job rows in id order and reads the worker's
+/// registration generation (`NotRegistered` without one), in one statement.
+async fn lock_batch(tx: &Transaction<'_>, worker_id: &str, claims: &[ShardClaim]) -> Result<i64, DbError> {
+    let ids: Vec<Uuid> = claims.iter().map(|c| c.job_id).collect();
+    let row = tx
+        .row(
+            "WITH l AS (SELECT job_id FROM jobs WHERE job_id = ANY($1) ORDER BY job_id FOR NO KEY UPDATE)
+             SELECT (SELECT count(*) FROM l), (SELECT generation FROM workers WHERE worker_id = $2)",
+            &[&ids, &worker_id],
+        )
+        .await?;
+    let generation: Option<i64> = row.try_get(1)?;
+    generation.ok_or_else(|| DbError::NotRegistered(worker_id.to_owned()))
+}
+
+/// The claims the one-statement path may decide: a fresh delivery (not
+/// redelivered) of a job that appears once in the batch.
+fn fresh(claims: &[ShardClaim]) -> Vec<ShardClaim> {
+    let mut seen: HashMap<Uuid, usize> = HashMap::new();
+    for c in claims {
+        *seen.entry(c.job_id).or_default() += 1;
+    }
+    claims
+        .iter()
+        .filter(|c| !c.redelivered && seen.get(&c.job_id) == Some(&1))
+        .copied()
+        .collect()
+}
+
+/// Starts, in one statement, every fresh claim whose job is `queued` at the
+/// attempt before the claimed one with the shard in range: the job becomes
+/// `running` with the attempt counted, its event and its shard (held by
+/// this incarnation) are written, and it no longer waits for a worker.
+/// Answers the started jobs' work by job id; the caller decides the others
+/// one by one.
+async fn start_fresh(
+    tx: &Transaction<'_>,
+    worker_id: &str,
+    generation: i64,
+    claims: &[ShardClaim],
+) -> Result<HashMap<Uuid, ShardWork>, DbError> {
+    let fresh = fresh(claims);
+    if fresh.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let ids: Vec<Uuid> = fresh.iter().map(|c| c.job_id).collect();
+    let attempts: Vec<i32> = fresh.iter().map(|c| c.attempt).collect();
+    let shards: Vec<i32> = fresh.iter().map(|c| c.shard_index).collect();
+    let rows = tx
+        .rows(
+            "WITH r AS (SELECT * FROM unnest($1::uuid[], $2::int[], $3::int[]) AS r(job_id, attempt, shard_index)),
+             j AS (UPDATE jobs SET status = 'running', attempts = jobs.attempts + 1,
+                          started_at = coalesce(jobs.started_at, now()), waiting_for = NULL
+                   FROM r
+                   WHERE jobs.job_id = r.job_id AND jobs.status = 'queued' AND jobs.attempts + 1 = r.attempt
+                     AND r.shard_index >= 0 AND r.shard_index < jobs.required_workers
+                   RETURNING jobs.job_id, jobs.attempts, r.shard_index, jobs.task_description, jobs.command,
+                             jobs.timeout_seconds, jobs.required_workers, jobs.memory_mb, jobs.cpu_millis, jobs.max_pids),
+             e AS (INSERT INTO job_events (job_id, from_status, to_status, worker_id, reason, attempt)
+                   SELECT job_id, 'queued', 'running', $4, 'started attempt ' || attempts, attempts FROM j),
+             s AS (INSERT INTO job_shards (job_id, shard_index, attempt, worker_id, worker_generation, status)
+                   SELECT job_id, shard_index, attempts, $4, $5, 'running' FROM j)
+             SELECT * FROM j",
+            &[&ids, &attempts, &shards, &worker_id, &generation],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| {
+            let work = ShardWork {
+                task_description: r.try_get("task_description")?,
+                command: r.try_get("command")?,
+                timeout_seconds: r.try_get("timeout_seconds")?,
+                shard_count: r.try_get("required_workers")?,
+                limits: parse_limits(r)?,
+            };
+            Ok((r.try_get("job_id")?, work))
+        })
+        .collect()
+}
