@@ -19,6 +19,7 @@
 #   --only ours|celery       run one side only (no ratio)
 #   --max-seconds S          cap per side and run (default 900)
 #   --rebuild                run `cargo build --release` even if the binaries exist
+#   --keep-logs              keep the sides' outputs and logs (kept anyway on failure)
 #
 # Needs docker, python3 (>= 3.11, with venv) and cargo if the binaries are
 # missing; run as root (the orchestrator's agents run jobs as `nobody` in
@@ -42,6 +43,7 @@ CONFIRM_PUBLISH=0
 ONLY=
 MAX_SECONDS=900
 REBUILD=0
+KEEP_LOGS=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --jobs) JOBS=${2:?--jobs needs a number}; shift 2 ;;
@@ -52,6 +54,7 @@ while [[ $# -gt 0 ]]; do
     --only) ONLY=${2:?--only needs ours or celery}; shift 2 ;;
     --max-seconds) MAX_SECONDS=${2:?--max-seconds needs a number}; shift 2 ;;
     --rebuild) REBUILD=1; shift ;;
+    --keep-logs) KEEP_LOGS=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) die "unknown argument: $1 (try --help)" ;;
   esac
@@ -93,7 +96,7 @@ fi
 if [[ $ONLY != celery ]] && { [[ $REBUILD == 1 ]] || [[ ! -x $LOADGEN ]] || [[ ! -x $AGENT ]]; }; then
   command -v cargo >/dev/null 2>&1 || die "$LOADGEN or $AGENT is missing and cargo is not in PATH"
   log "building loadgen and worker-agent (release)"
-  (cd "$ROOT" && cargo build --release -p integration-tests --bin loadgen -p worker-agent) ||
+  (cd "$ROOT" && cargo build --release -p integration-tests --bin loadgen -p worker-agent --bin worker-agent) ||
     die "cargo build failed"
 fi
 
@@ -112,6 +115,7 @@ setup_venv() {
 }
 setup_venv
 PY="$VENV/bin/python"
+summary() { PYTHONPATH="$HERE" "$PY" -m celery_bench.summary "$@"; }
 
 # ---- state and cleanup ----------------------------------------------------
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/peers.XXXXXX")"
@@ -165,7 +169,7 @@ cleanup() {
   if ((${#CONTAINERS[@]})); then
     docker rm -f -v "${CONTAINERS[@]}" >/dev/null 2>&1 || true
   fi
-  if [[ $OK == 1 ]]; then
+  if [[ $OK == 1 && $KEEP_LOGS == 0 ]]; then
     rm -rf "$WORK"
   else
     log "logs kept in $WORK"
@@ -202,7 +206,7 @@ run_ours() { # run
     die "loadgen failed (exit $rc); its output: $out, $err"
   fi
   grep -E '^[0-9]+ jobs' "$out" >&2 || true
-  "$PY" -m celery_bench.summary record --system ours --run "$run" --load "$load" "$out" "$RESULTS" ||
+  summary record --system ours --run "$run" --load "$load" "$out" "$RESULTS" ||
     die "run $run: no usable figure from loadgen ($out)"
 }
 
@@ -260,7 +264,7 @@ run_celery() { # run
   CONTAINERS=()
   ((rc != 124)) || die "the Celery side ran longer than ${cap} s and was stopped; worker log: $WORK/celery-worker-$run.log"
   ((rc == 0)) || die "the Celery side failed (exit $rc); worker log: $WORK/celery-worker-$run.log"
-  "$PY" -m celery_bench.summary record --system celery --run "$run" --load "$load" "$out" "$RESULTS" ||
+  summary record --system celery --run "$run" --load "$load" "$out" "$RESULTS" ||
     die "run $run: no usable figure from the Celery side ($out)"
 }
 
@@ -279,7 +283,7 @@ echo
 META=$(printf '{"jobs": %d, "runs": %d, "celery_concurrency": %d, "celery_task": "%s", "celery_confirm_publish": %s, "loadgen_args": "%s"}' \
   "$JOBS" "$RUNS" "$CELERY_CONCURRENCY" "$CELERY_TASK" "$([[ $CONFIRM_PUBLISH == 1 ]] && echo true || echo false)" \
   "${LOADGEN_ARGS[*]}")
-if "$PY" -m celery_bench.summary table "$RESULTS" --meta "$META" || [[ -n $ONLY ]]; then
+if summary table "$RESULTS" --meta "$META" || [[ -n $ONLY ]]; then
   OK=1
 else
   die "no ratio: a side has no figure"
