@@ -9,7 +9,7 @@ to the moment the poll sees the last result stored), as loadgen measures
 its side (it polls every 50 ms too). Bounded: `--max-seconds` for the
 whole run, and the worker is stopped on every exit.
 
-  PEERS_BROKER_URL=amqp://... PEERS_RESULT_URL=db+postgresql://... \\
+  PEERS_BROKER_URL=amqp://... PEERS_RESULT_URL=db+postgresql+psycopg2://... \\
     python -m celery_bench.bench --jobs 5000 --concurrency 2 --task true
 """
 
