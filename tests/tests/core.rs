@@ -3,9 +3,12 @@
 //! password hashing, JWTs, CRUD, relationships, constraints, idempotency and
 //! a race of twenty transitions.
 
+use controller::db::flow::{self, Finished};
 use controller::db::{self, allocations, idempotency, jobs, outbox, users, workers, DbError};
 use controller::models::{NewJob, Quota};
 use integration_tests::{create_user, database, new_job, new_worker, submit, BIG_QUOTA};
+use orchestrator_shared::api::{ClaimDecision, ShardClaim};
+use orchestrator_shared::messages::ShardOutcome;
 use orchestrator_shared::{JobStatus, WorkerStatus};
 use std::time::Duration;
 
@@ -1126,4 +1129,164 @@ async fn a_late_stopped_or_heartbeat_of_an_earlier_incarnation_changes_nothing()
         workers::get(&c, "late-1").await.unwrap().status,
         WorkerStatus::Terminated
     );
+}
+
+/// Reports of a batch applied as the events consumer does: the plain
+/// successes set-based (`flow::complete_succeeded`), then the rest one by
+/// one (`flow::finish`).
+async fn apply_reports(pool: &db::Database, reports: &[Finished]) -> (Vec<bool>, Vec<&'static str>) {
+    let mut c = pool.client().await.unwrap();
+    let tx = c.transaction().await.unwrap();
+    let refs: Vec<&Finished> = reports.iter().collect();
+    let plain = flow::complete_succeeded(&tx, &refs).await.unwrap();
+    let mut rest = Vec::new();
+    for (f, done) in reports.iter().zip(&plain) {
+        if !done {
+            rest.push(flow::finish(&tx, f, RETRY).await.unwrap());
+        }
+    }
+    tx.commit().await.unwrap();
+    (plain, rest)
+}
+
+const RETRY: flow::RetryPolicy = flow::RetryPolicy {
+    base: Duration::from_millis(100),
+    max: Duration::from_secs(1),
+};
+
+/// A report of `job`'s shard 0 at `attempt` from `worker`.
+fn report(worker: &str, job: uuid::Uuid, attempt: i32, outcome: ShardOutcome) -> Finished {
+    Finished {
+        worker_id: worker.to_owned(),
+        job_id: job,
+        attempt,
+        shard_index: 0,
+        outcome,
+        exit_code: Some(i32::from(outcome != ShardOutcome::Succeeded)),
+        stdout_tail: format!("out of {job}"),
+        stderr_tail: String::new(),
+        error: None,
+    }
+}
+
+/// Four one-shard jobs queued and claimed in one batch by `w-a`.
+async fn four_running_on_w_a(pool: &db::Database) -> Vec<uuid::Uuid> {
+    let user = create_user(pool, "alice", "pw", &["jobs:write"]).await;
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        let job = submit(pool, user.user_id, &new_job(&format!("j{i}")), BIG_QUOTA)
+            .await
+            .unwrap();
+        ids.push(job.job.job_id);
+    }
+    let mut c = pool.client().await.unwrap();
+    for w in ["w-a", "w-b"] {
+        workers::register(&c, &new_worker(w)).await.unwrap();
+    }
+    jobs::mark_queued(&c, &ids).await.unwrap();
+    let tx = c.transaction().await.unwrap();
+    let claims: Vec<ShardClaim> = ids
+        .iter()
+        .map(|&job_id| ShardClaim {
+            job_id,
+            attempt: 1,
+            shard_index: 0,
+            redelivered: false,
+        })
+        .collect();
+    let answers = flow::claim_batch(&tx, "w-a", &claims, Duration::from_secs(30))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert!(
+        answers.iter().all(|((d, _), _)| *d == ClaimDecision::Run),
+        "{answers:?}"
+    );
+    ids
+}
+
+/// Shard 0 of `job`: (holder, status, exit code).
+async fn shard_row(c: &deadpool_postgres::Client, job: uuid::Uuid) -> (String, String, Option<i32>) {
+    let sql = "SELECT worker_id, status, exit_code FROM job_shards WHERE job_id = $1 AND shard_index = 0";
+    let row = c.query_one(sql, &[&job]).await.unwrap();
+    (row.get(0), row.get(1), row.get(2))
+}
+
+/// Checks that `job` completed once, by w-a's report, with its output;
+/// answers its events.
+async fn assert_completed_by_w_a(
+    c: &deadpool_postgres::Client,
+    job: uuid::Uuid,
+) -> Vec<controller::models::JobEvent> {
+    let done = jobs::get(c, job).await.unwrap();
+    assert_eq!((done.status, done.exit_code), (JobStatus::Completed, Some(0)));
+    assert!(done.finished_at >= done.started_at);
+    let out = c
+        .query_one("SELECT stdout_tail FROM jobs WHERE job_id = $1", &[&job])
+        .await
+        .unwrap();
+    assert_eq!(out.get::<_, String>(0), format!("out of {job}"));
+    let events = jobs::events(c, job).await.unwrap();
+    let last = events.last().unwrap();
+    assert_eq!(
+        (last.from, last.to),
+        (Some(JobStatus::Running), JobStatus::Completed)
+    );
+    let by = (last.worker_id.as_deref(), last.reason.as_deref());
+    assert_eq!(by, (Some("w-a"), Some("all shards succeeded")));
+    assert_eq!(events.iter().filter(|e| e.to == JobStatus::Completed).count(), 1);
+    assert_eq!(
+        shard_row(c, job).await,
+        ("w-a".into(), "completed".into(), Some(0))
+    );
+    events
+}
+
+#[tokio::test]
+async fn a_batch_of_reports_completes_each_job_once_and_fenced_reports_change_nothing() {
+    let (_t, pool) = database().await;
+    let ids = four_running_on_w_a(&pool).await;
+    let reports = [
+        report("w-a", ids[0], 1, ShardOutcome::Succeeded),
+        report("w-a", ids[0], 1, ShardOutcome::Succeeded),
+        report("w-b", ids[1], 1, ShardOutcome::Succeeded),
+        report("w-a", ids[2], 2, ShardOutcome::Succeeded),
+        report("w-a", ids[3], 1, ShardOutcome::Failed),
+    ];
+    let (plain, rest) = apply_reports(&pool, &reports).await;
+    assert_eq!(
+        plain,
+        [true, false, true, false, false],
+        "the plain successes, once per job"
+    );
+    assert_eq!(
+        rest,
+        [
+            "duplicate or stale report",
+            "duplicate or stale report",
+            "job failed"
+        ]
+    );
+    let c = pool.client().await.unwrap();
+    let events = assert_completed_by_w_a(&c, ids[0]).await;
+    let status = |i: usize| jobs::get(&c, ids[i]);
+    let holder = status(1).await.unwrap().status;
+    assert_eq!(
+        holder,
+        JobStatus::Running,
+        "a report from another worker than the holder"
+    );
+    assert_eq!(
+        shard_row(&c, ids[1]).await,
+        ("w-a".into(), "running".into(), None)
+    );
+    let stale = status(2).await.unwrap().status;
+    assert_eq!(stale, JobStatus::Running, "a report of another attempt");
+    assert_eq!(status(3).await.unwrap().status, JobStatus::Failed);
+    // The same batch again changes nothing.
+    let (plain, rest) = apply_reports(&pool, &reports).await;
+    assert_eq!(plain, [false, false, true, false, false]);
+    assert_eq!(rest.len(), 4);
+    assert_eq!(jobs::events(&c, ids[0]).await.unwrap().len(), events.len());
+    assert_eq!(status(3).await.unwrap().status, JobStatus::Failed);
 }

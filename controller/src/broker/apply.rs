@@ -8,6 +8,7 @@ use crate::db::flow::{self, Finished, RetryPolicy};
 use crate::db::DbError;
 use deadpool_postgres::Transaction;
 use orchestrator_shared::messages::AgentEvent;
+use std::collections::HashSet;
 use std::time::Duration;
 
 /// Wait before trying again to apply events Postgres could not take.
@@ -47,16 +48,33 @@ pub(super) async fn apply_held(flow: &Flow, events: &[AgentEvent]) -> bool {
     finished
 }
 
-/// Applies a batch in one transaction and one commit, in order. Any error
-/// rolls the whole batch back (the caller decides what next). No savepoint
-/// per event: refused events are rare, and two round trips per event for
-/// savepoints were a third of a report's cost.
+/// Applies a batch in one transaction and one commit: first the plain
+/// successes among its shard reports, set-based (two statements for all of
+/// them, see `flow::complete_succeeded`; a job's completion never depends
+/// on the batch's other events), then every other event in order. Any
+/// error rolls the whole batch back (the caller decides what next). No
+/// savepoint per event: refused events are rare, and two round trips per
+/// event for savepoints were a third of a report's cost.
 async fn apply_batch(flow: &Flow, events: &[AgentEvent]) -> Result<bool, DbError> {
     let mut client = flow.db.client().await?;
     let tx = client.transaction().await?;
+    let reports: Vec<(usize, Finished)> = events
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| shard_report(e).map(|f| (i, f)))
+        .collect();
+    let refs: Vec<&Finished> = reports.iter().map(|(_, f)| f).collect();
+    let done = flow::complete_succeeded(&tx, &refs).await?;
+    let applied: HashSet<usize> = reports
+        .iter()
+        .zip(done)
+        .filter_map(|((i, _), done)| done.then_some(*i))
+        .collect();
     let mut finished = false;
-    for event in events {
-        finished |= apply_in(&tx, event, flow.retry()).await?;
+    for (i, event) in events.iter().enumerate() {
+        if !applied.contains(&i) {
+            finished |= apply_in(&tx, event, flow.retry()).await?;
+        }
     }
     tx.commit().await?;
     Ok(finished)

@@ -13,6 +13,7 @@ use super::claim::{decide_claim, Claim};
 use crate::db::{parse_limits, workers, Cached, DbError};
 use deadpool_postgres::Transaction;
 use orchestrator_shared::api::{ClaimDecision, ShardClaim, ShardWork};
+use orchestrator_shared::{JobStatus, StateMachine};
 use std::collections::HashMap;
 use std::time::Duration;
 use uuid::Uuid;
@@ -92,6 +93,7 @@ async fn start_fresh(
     if fresh.is_empty() {
         return Ok(HashMap::new());
     }
+    JobStatus::Queued.transition(JobStatus::Running)?;
     let ids: Vec<Uuid> = fresh.iter().map(|c| c.job_id).collect();
     let attempts: Vec<i32> = fresh.iter().map(|c| c.attempt).collect();
     let shards: Vec<i32> = fresh.iter().map(|c| c.shard_index).collect();

@@ -8,17 +8,20 @@
 //! - [`claim`](mod@claim): may this agent run this shard now?
 //! - [`claims`]: many claims of one agent in one transaction.
 //! - [`finish`](mod@finish): a shard's report, failures, retries, cancels.
+//! - [`reports`]: a batch's plain successes applied set-based.
 //! - [`liveness`]: heartbeats, stopped agents, lost agents, overdue jobs.
 
 mod claim;
 mod claims;
 mod finish;
 mod liveness;
+mod reports;
 
 pub use claim::{claim, Claim};
 pub use claims::claim_batch;
 pub use finish::{abandon, cancel, finish, Finished};
 pub use liveness::{heartbeat, overdue_jobs, probe, shards_of, stale_workers, stopped};
+pub use reports::complete_succeeded;
 
 use super::{parse_status, Cached, DbError};
 use deadpool_postgres::Transaction;
