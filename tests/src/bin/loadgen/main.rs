@@ -222,7 +222,9 @@ async fn pg_profile(db: &tokio_postgres::Client, jobs: usize) -> anyhow::Result<
     let row = db
         .query_one(
             "SELECT (SELECT xact_commit FROM pg_stat_database WHERE datname = current_database())::float8,
-                    (SELECT wal_sync FROM pg_stat_wal)::float8",
+                    (SELECT wal_sync FROM pg_stat_wal)::float8,
+                    (SELECT wal_bytes FROM pg_stat_wal)::float8,
+                    (SELECT wal_records FROM pg_stat_wal)::float8",
             &[],
         )
         .await?;
@@ -230,8 +232,31 @@ async fn pg_profile(db: &tokio_postgres::Client, jobs: usize) -> anyhow::Result<
     Ok(json!({
         "commits_per_job": per_job(row.get(0)),
         "wal_flushes_per_job": per_job(row.get(1)),
+        "wal_bytes_per_job": per_job(row.get(2)),
+        "wal_records_per_job": per_job(row.get(3)),
+        "rows_written_per_job": rows_written(db, jobs).await?,
         "top_statements": top,
     }))
+}
+
+/// Rows inserted, updated and deleted per job in each table written to,
+/// since [`reset_pg_stats`] (Postgres flushes these counters within a
+/// second, hence the wait).
+async fn rows_written(db: &tokio_postgres::Client, jobs: usize) -> anyhow::Result<Value> {
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let rows = db
+        .query(
+            "SELECT relname::text, (n_tup_ins + n_tup_upd + n_tup_del)::float8 FROM pg_stat_user_tables
+             WHERE n_tup_ins + n_tup_upd + n_tup_del > 0 ORDER BY 2 DESC",
+            &[],
+        )
+        .await?;
+    let per_job = |v: f64| (v / jobs.max(1) as f64 * 100.0).round() / 100.0;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get::<_, String>(0), json!(per_job(r.get(1)))))
+        .collect::<serde_json::Map<_, _>>()
+        .into())
 }
 
 fn command(sleep_ms: u64) -> Vec<String> {
