@@ -135,6 +135,13 @@ pub struct AgentConfig {
     /// Leave each run's working directory in place (for debugging).
     #[arg(long, env = "AGENT_KEEP_WORKDIRS", default_value_t = false)]
     pub keep_workdirs: bool,
+    /// Runs no process: every claimed shard succeeds at once, without
+    /// output. Not a flag or variable: only a program built on this library
+    /// sets it (the load generator's `noop-agent`), to measure what the
+    /// orchestration path (consume, claim, report, ack, and the
+    /// controller's side) can carry without the cost of forking jobs.
+    #[arg(skip)]
+    pub noop_runner: bool,
     /// Memory limit in MiB for jobs that set none.
     #[arg(long, env = "AGENT_JOB_MEMORY_MB", value_parser = clap::value_parser!(i32).range(MIN_MEMORY_MB..=MAX_MEMORY_MB))]
     pub job_memory_mb: Option<i32>,

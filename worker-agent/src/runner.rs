@@ -137,6 +137,15 @@ impl RunReport {
         }
     }
 
+    /// A run of no process that succeeded (see `AgentConfig::noop_runner`).
+    pub fn succeeded_at_once() -> Self {
+        RunReport {
+            exit_code: Some(0),
+            error: None,
+            ..Self::ended(ShardOutcome::Succeeded, String::new())
+        }
+    }
+
     /// A run that failed before or around its process.
     pub fn failed(error: impl Into<String>) -> Self {
         Self::ended(ShardOutcome::Failed, error)
