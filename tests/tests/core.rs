@@ -1290,3 +1290,71 @@ async fn a_batch_of_reports_completes_each_job_once_and_fenced_reports_change_no
     assert_eq!(jobs::events(&c, ids[0]).await.unwrap().len(), events.len());
     assert_eq!(status(3).await.unwrap().status, JobStatus::Failed);
 }
+
+/// A claim can overtake the relay: the agent has the message before the
+/// relay has committed that it published it. A batch of such claims
+/// records both steps, in order, as a single claim does, and the relay's
+/// late step changes nothing.
+#[tokio::test]
+async fn a_batch_claiming_jobs_the_relay_has_not_marked_queued_records_both_steps() {
+    let (_t, pool) = database().await;
+    let user = create_user(&pool, "alice", "pw", &["jobs:write"]).await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let job = submit(&pool, user.user_id, &new_job(&format!("j{i}")), BIG_QUOTA)
+            .await
+            .unwrap();
+        ids.push(job.job.job_id);
+    }
+    let mut c = pool.client().await.unwrap();
+    workers::register(&c, &new_worker("w-a")).await.unwrap();
+    let tx = c.transaction().await.unwrap();
+    let claims: Vec<ShardClaim> = ids
+        .iter()
+        .map(|&job_id| ShardClaim {
+            job_id,
+            attempt: 1,
+            shard_index: 0,
+            redelivered: false,
+        })
+        .collect();
+    let answers = flow::claim_batch(&tx, "w-a", &claims, Duration::from_secs(30))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let reasons: Vec<&str> = answers.iter().map(|((_, why), _)| why.as_str()).collect();
+    assert_eq!(reasons, ["started"; 3], "{answers:?}");
+    assert_eq!(
+        jobs::mark_queued(&c, &ids).await.unwrap(),
+        0,
+        "the relay's step finds nothing pending"
+    );
+    for job in &ids {
+        let j = jobs::get(&c, *job).await.unwrap();
+        assert_eq!((j.status, j.attempts), (JobStatus::Running, 1));
+        assert!(j.started_at.is_some(), "{j:?}");
+        let events = jobs::events(&c, *job).await.unwrap();
+        let steps: Vec<_> = events
+            .iter()
+            .map(|e| (e.from, e.to, e.reason.as_deref(), e.worker_id.as_deref()))
+            .collect();
+        assert_eq!(
+            steps,
+            [
+                (None, JobStatus::Pending, Some("submitted"), None),
+                (
+                    Some(JobStatus::Pending),
+                    JobStatus::Queued,
+                    Some("published"),
+                    None
+                ),
+                (
+                    Some(JobStatus::Queued),
+                    JobStatus::Running,
+                    Some("started attempt 1"),
+                    Some("w-a")
+                ),
+            ]
+        );
+    }
+}

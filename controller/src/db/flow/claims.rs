@@ -2,12 +2,13 @@
 //! the one [`claim`](super::claim::claim) gives alone; what changes is the
 //! cost. The batch's job rows are locked at once in id order (so two
 //! batches never wait on each other in a cycle), and the common case, the
-//! first claim of a queued job's next attempt, is recorded for the whole
-//! batch by one statement: the jobs become `running`, their events and
+//! first claim of a queued job's next attempt (or of a pending one, which
+//! the relay has published but not yet marked queued), is recorded for the
+//! whole batch by one statement: the jobs become `running`, their events and
 //! their shards are written together. Anything else (a shard of a running
-//! job, a redelivery, a job the relay has not yet marked queued, two
-//! shards of one job in the batch) is decided one claim at a time by the
-//! single claim's rules, inside the same transaction.
+//! job, a redelivery, two shards of one job in the batch) is decided one
+//! claim at a time by the single claim's rules, inside the same
+//! transaction.
 
 use super::claim::{decide_claim, Claim};
 use crate::db::{parse_limits, workers, Cached, DbError};
@@ -77,10 +78,12 @@ fn fresh(claims: &[ShardClaim]) -> Vec<ShardClaim> {
         .collect()
 }
 
-/// Starts, in one statement, every fresh claim whose job is `queued` at the
-/// attempt before the claimed one with the shard in range: the job becomes
-/// `running` with the attempt counted, its event and its shard (held by
-/// this incarnation) are written, and it no longer waits for a worker.
+/// Starts, in one statement, every fresh claim whose job is `queued` (or
+/// still `pending`: the relay published it but has not yet committed that,
+/// and the claim records it, as alone) at the attempt before the claimed
+/// one with the shard in range: the job becomes `running` with the attempt
+/// counted, its events and its shard (held by this incarnation) are
+/// written, and it no longer waits for a worker.
 /// Answers the started jobs' work by job id; the caller decides the others
 /// one by one.
 async fn start_fresh(
@@ -93,6 +96,7 @@ async fn start_fresh(
     if fresh.is_empty() {
         return Ok(HashMap::new());
     }
+    JobStatus::Pending.transition(JobStatus::Queued)?;
     JobStatus::Queued.transition(JobStatus::Running)?;
     let ids: Vec<Uuid> = fresh.iter().map(|c| c.job_id).collect();
     let attempts: Vec<i32> = fresh.iter().map(|c| c.attempt).collect();
@@ -100,15 +104,24 @@ async fn start_fresh(
     let rows = tx
         .rows(
             "WITH r AS (SELECT * FROM unnest($1::uuid[], $2::int[], $3::int[]) AS r(job_id, attempt, shard_index)),
+             o AS (SELECT jobs.job_id, jobs.status AS was FROM jobs JOIN r ON r.job_id = jobs.job_id),
              j AS (UPDATE jobs SET status = 'running', attempts = jobs.attempts + 1,
+                          queued_at = CASE WHEN jobs.status = 'pending' THEN now() ELSE jobs.queued_at END,
                           started_at = coalesce(jobs.started_at, now()), waiting_for = NULL
                    FROM r
-                   WHERE jobs.job_id = r.job_id AND jobs.status = 'queued' AND jobs.attempts + 1 = r.attempt
+                   WHERE jobs.job_id = r.job_id AND jobs.status IN ('pending', 'queued')
+                     AND jobs.attempts + 1 = r.attempt
                      AND r.shard_index >= 0 AND r.shard_index < jobs.required_workers
                    RETURNING jobs.job_id, jobs.attempts, r.shard_index, jobs.task_description, jobs.command,
                              jobs.timeout_seconds, jobs.required_workers, jobs.memory_mb, jobs.cpu_millis, jobs.max_pids),
              e AS (INSERT INTO job_events (job_id, from_status, to_status, worker_id, reason, attempt)
-                   SELECT job_id, 'queued', 'running', $4, 'started attempt ' || attempts, attempts FROM j),
+                   SELECT job_id, f, t, w, why, a FROM (
+                       SELECT j.job_id, 'pending' AS f, 'queued' AS t, NULL::text AS w, 'published' AS why,
+                              j.attempts - 1 AS a, 0 AS step
+                       FROM j JOIN o ON o.job_id = j.job_id WHERE o.was = 'pending'
+                       UNION ALL
+                       SELECT job_id, 'queued', 'running', $4, 'started attempt ' || attempts, attempts, 1 FROM j
+                   ) x ORDER BY job_id, step),
              s AS (INSERT INTO job_shards (job_id, shard_index, attempt, worker_id, worker_generation, status)
                    SELECT job_id, shard_index, attempts, $4, $5, 'running' FROM j)
              SELECT * FROM j",
