@@ -49,7 +49,7 @@ pub(super) async fn apply_held(flow: &Flow, events: &[AgentEvent]) -> bool {
 }
 
 /// Applies a batch in one transaction and one commit: first the plain
-/// successes among its shard reports, set-based (two statements for all of
+/// successes among its shard reports, set-based (one statement for all of
 /// them, see `flow::complete_succeeded`; a job's completion never depends
 /// on the batch's other events), then every other event in order. Any
 /// error rolls the whole batch back (the caller decides what next). No
