@@ -1344,3 +1344,42 @@ async fn a_batch_claiming_jobs_the_relay_has_not_marked_queued_records_both_step
         assert_eq!(steps, expected);
     }
 }
+
+/// The relay's step from pending to queued skips a job another transaction
+/// holds (a claim records that step itself) instead of queueing behind it,
+/// and a job skipped while its holder then left it pending is marked once
+/// the relay is idle; a job whose dispatch is still unsent is not.
+#[tokio::test]
+async fn the_relay_skips_a_held_job_and_marks_it_queued_once_idle() {
+    let (_t, pool) = database().await;
+    let ids = pending_jobs(&pool, 2).await;
+    let mut holder = pool.client().await.unwrap();
+    let held = holder.transaction().await.unwrap();
+    let sql = "SELECT 1 FROM jobs WHERE job_id = $1 FOR NO KEY UPDATE";
+    held.query_one(sql, &[&ids[0]]).await.unwrap();
+    let mut c = pool.client().await.unwrap();
+    let tx = c.transaction().await.unwrap();
+    let due = outbox::claim_due(&tx, 10).await.unwrap();
+    let first: Vec<i64> = due
+        .iter()
+        .filter(|m| m.job_id == Some(ids[0]))
+        .map(|m| m.message_id)
+        .collect();
+    outbox::mark_sent(&tx, &first).await.unwrap();
+    let marked = tokio::time::timeout(Duration::from_secs(5), jobs::mark_queued(&tx, &ids[..1])).await;
+    assert_eq!(marked.expect("the relay waited for the holder").unwrap(), 0);
+    tx.commit().await.unwrap();
+    held.commit().await.unwrap();
+    let status = |i: usize| jobs::get(&c, ids[i]);
+    assert_eq!(status(0).await.unwrap().status, JobStatus::Pending);
+    assert_eq!(jobs::mark_published_stragglers(&c).await.unwrap(), 1);
+    assert_eq!(status(0).await.unwrap().status, JobStatus::Queued);
+    let events = jobs::events(&c, ids[0]).await.unwrap();
+    assert_eq!(events.last().and_then(|e| e.reason.as_deref()), Some("published"));
+    assert_eq!(
+        status(1).await.unwrap().status,
+        JobStatus::Pending,
+        "its dispatch is unsent"
+    );
+    assert_eq!(jobs::mark_published_stragglers(&c).await.unwrap(), 0);
+}

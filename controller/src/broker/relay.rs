@@ -102,6 +102,7 @@ pub(super) async fn relay(flow: &Flow, ch: &lapin::Channel) -> Result<(), lapin:
     loop {
         match relay_batch(flow, ch).await {
             Ok(0) => {
+                mark_stragglers(flow).await;
                 tokio::select! {
                     () = flow.wake.notified() => {},
                     () = tokio::time::sleep(poll) => {},
@@ -114,6 +115,21 @@ pub(super) async fn relay(flow: &Flow, ch: &lapin::Channel) -> Result<(), lapin:
             }
             Err(RelayError::Broker(e)) => return Err(e),
         }
+    }
+}
+
+/// Marks queued the published jobs a busy moment left pending (see
+/// `jobs::mark_published_stragglers`); a failure waits for the next idle
+/// moment.
+async fn mark_stragglers(flow: &Flow) {
+    let marked = match flow.db.client().await {
+        Ok(client) => jobs::mark_published_stragglers(&client).await,
+        Err(e) => Err(e),
+    };
+    match marked {
+        Ok(0) => {}
+        Ok(n) => tracing::debug!(jobs = n, "published jobs marked queued after a busy moment"),
+        Err(e) => tracing::warn!(error = ?e, "outbox relay: marking published jobs queued"),
     }
 }
 

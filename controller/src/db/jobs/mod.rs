@@ -70,16 +70,45 @@ fn not_found(job_id: Uuid) -> DbError {
 
 /// Marks jobs whose dispatch messages the broker confirmed as `queued`
 /// (those still `pending`; a job cancelled meanwhile stays cancelled), with
-/// their event rows, in one statement.
+/// their event rows, in one statement. A job whose row another transaction
+/// holds is skipped rather than waited for: that is a claim, which records
+/// the step itself, or a cancel, which ends the job (waiting made the relay
+/// and the agents' claims queue behind each other's locks); anything else
+/// is caught later by [`mark_published_stragglers`]. The caller's own
+/// locks are no obstacle (a claim marks its locked job with this).
 pub async fn mark_queued(client: &impl GenericClient, job_ids: &[Uuid]) -> Result<u64, DbError> {
     JobStatus::Pending.transition(JobStatus::Queued)?;
     Ok(client
         .exec(
-            "WITH j AS (UPDATE jobs SET status = 'queued', queued_at = now()
-                        WHERE job_id = ANY($1) AND status = 'pending' RETURNING job_id, attempts)
+            "WITH l AS (SELECT job_id FROM jobs WHERE job_id = ANY($1) AND status = 'pending'
+                        ORDER BY job_id FOR NO KEY UPDATE SKIP LOCKED),
+                  j AS (UPDATE jobs SET status = 'queued', queued_at = now() FROM l
+                        WHERE jobs.job_id = l.job_id AND jobs.status = 'pending'
+                        RETURNING jobs.job_id, jobs.attempts)
              INSERT INTO job_events (job_id, from_status, to_status, reason, attempt)
              SELECT job_id, 'pending', 'queued', 'published', attempts FROM j",
             &[&job_ids],
+        )
+        .await?)
+}
+
+/// Marks `queued` every `pending` job whose dispatch is no longer waiting
+/// in the outbox (it was published: a submission writes the job and its
+/// outbox rows together) and that [`mark_queued`] skipped while another
+/// transaction held it. The relay runs this when it is idle.
+pub async fn mark_published_stragglers(client: &impl GenericClient) -> Result<u64, DbError> {
+    JobStatus::Pending.transition(JobStatus::Queued)?;
+    Ok(client
+        .exec(
+            "WITH l AS (SELECT job_id FROM jobs j WHERE status = 'pending'
+                          AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.sent_at IS NULL AND o.job_id = j.job_id)
+                        ORDER BY job_id FOR NO KEY UPDATE SKIP LOCKED),
+                  j AS (UPDATE jobs SET status = 'queued', queued_at = now() FROM l
+                        WHERE jobs.job_id = l.job_id AND jobs.status = 'pending'
+                        RETURNING jobs.job_id, jobs.attempts)
+             INSERT INTO job_events (job_id, from_status, to_status, reason, attempt)
+             SELECT job_id, 'pending', 'queued', 'published', attempts FROM j",
+            &[],
         )
         .await?)
 }
