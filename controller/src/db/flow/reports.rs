@@ -66,14 +66,13 @@ async fn complete(tx: &Transaction<'_>, chosen: &[&Finished]) -> Result<HashSet<
                    WHERE job_shards.job_id = q.job_id AND job_shards.shard_index = q.shard_index
                      AND job_shards.attempt = q.attempt AND job_shards.worker_id = q.worker_id
                      AND job_shards.status = 'running'
-                   RETURNING job_shards.job_id),
+                   RETURNING q.*),
              j AS (UPDATE jobs SET status = 'completed', finished_at = greatest(now(), jobs.started_at),
-                          exit_code = coalesce(q.exit_code, jobs.exit_code), error = coalesce(q.error, jobs.error),
-                          stdout_tail = q.stdout_tail, stderr_tail = q.stderr_tail
-                   FROM q
-                   WHERE jobs.job_id = q.job_id AND jobs.job_id IN (SELECT job_id FROM s)
-                     AND jobs.status = 'running' AND jobs.attempts = q.attempt
-                   RETURNING jobs.job_id, jobs.attempts, q.worker_id),
+                          exit_code = coalesce(s.exit_code, jobs.exit_code), error = coalesce(s.error, jobs.error),
+                          stdout_tail = s.stdout_tail, stderr_tail = s.stderr_tail
+                   FROM s
+                   WHERE jobs.job_id = s.job_id AND jobs.status = 'running' AND jobs.attempts = s.attempt
+                   RETURNING jobs.job_id, jobs.attempts, s.worker_id),
              e AS (INSERT INTO job_events (job_id, from_status, to_status, worker_id, reason, attempt)
                    SELECT job_id, 'running', 'completed', worker_id, 'all shards succeeded', attempts FROM j)
              SELECT job_id FROM q",
