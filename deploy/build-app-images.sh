@@ -39,13 +39,17 @@ CONTEXT="$(mktemp -d)"
 trap 'rm -rf "$CONTEXT"' EXIT
 export DOCKER_BUILDKIT="${DOCKER_BUILDKIT:-0}"
 
-build() { # image-directory binary image-name
+build() { # image-directory image-name binary...
+  local dir=$1 image=$2
+  shift 2
   rm -rf "${CONTEXT:?}"/*
-  cp "deploy/images/$1/Dockerfile" "$CONTEXT/"
-  cp "$TARGET_DIR/$2" "$CONTEXT/$2"
+  cp "deploy/images/$dir/Dockerfile" "$CONTEXT/"
+  local binary
+  for binary in "$@"; do cp "$TARGET_DIR/$binary" "$CONTEXT/$binary"; done
   local out # the legacy builder's deprecation notice is noise unless it fails
-  out="$(docker build -q --build-arg BASE="$RUNTIME_BASE" -t "$3:$TAG" "$CONTEXT" 2>&1)" || { echo "$out" >&2; return 1; }
-  echo "[build-app-images] $3:$TAG from $TARGET_DIR/$2" >&2
+  out="$(docker build -q --build-arg BASE="$RUNTIME_BASE" -t "$image:$TAG" "$CONTEXT" 2>&1)" || { echo "$out" >&2; return 1; }
+  echo "[build-app-images] $image:$TAG from $TARGET_DIR/{$*}" >&2
 }
-build controller controller orchestrator-controller
-build agent worker-agent orchestrator-agent
+build controller orchestrator-controller controller
+# worker-agent-exec: the small helper each job starts through.
+build agent orchestrator-agent worker-agent worker-agent-exec

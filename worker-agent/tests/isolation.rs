@@ -1,7 +1,7 @@
 //! Job isolation on this machine's real kernel, through the runner the
 //! agent uses: a job runs as another user (here `nobody`) in a cgroup of
 //! its own (cgroup v1 on the development and CI machines, where tests run
-//! as root), started by the agent binary's `exec-job` helper. What a job
+//! as root), started by the `exec-job` helper (`worker-agent-exec`). What a job
 //! tries is what an attacker with `jobs:write` would try; each assertion
 //! is what the job could see or do.
 
@@ -26,7 +26,9 @@ impl Agent {
             cgroup_root: None,
             require_isolation: false,
             defaults: Resources::default(),
-            helper: Some(PathBuf::from(env!("CARGO_BIN_EXE_worker-agent"))),
+            // The small helper binary the packages install beside the agent
+            // (the agent's own `exec-job` runs the same code).
+            helper: Some(PathBuf::from(env!("CARGO_BIN_EXE_worker-agent-exec"))),
         };
         let sandbox = Sandbox::setup(&config, &format!("isolation-test-{id}"), 4)
             .unwrap_or_else(|e| panic!("these tests run as root on a host with cgroups: {e:#}"));

@@ -119,10 +119,7 @@ impl Sandbox {
         let helper = match (&config.helper, users.is_some() || cgroups.is_some()) {
             (_, false) => None,
             (Some(helper), true) => Some(helper.clone()),
-            (None, true) => Some(
-                std::env::current_exe()
-                    .map_err(|e| anyhow::anyhow!("finding the agent's own binary for exec-job: {e}"))?,
-            ),
+            (None, true) => Some(default_helper()?),
         };
         let report = Isolation {
             job_user: users.as_ref().map(JobUsers::describe),
@@ -323,4 +320,18 @@ pub async fn make_private_dir(root: &Path, dir: &Path, owner: Option<&Account>) 
         std::os::unix::fs::chown(dir, Some(account.uid), Some(account.gid))?;
     }
     Ok(())
+}
+
+/// The binary of the small `exec-job` helper, looked for beside the agent's
+/// own (the packages and the image install both).
+pub const HELPER_BINARY: &str = "worker-agent-exec";
+
+/// The helper to start jobs through: [`HELPER_BINARY`] beside the agent's
+/// binary when it is there (cheaper to start for every job), else the
+/// agent's own binary, whose `exec-job` subcommand runs the same code.
+fn default_helper() -> anyhow::Result<PathBuf> {
+    let own = std::env::current_exe()
+        .map_err(|e| anyhow::anyhow!("finding the agent's own binary for exec-job: {e}"))?;
+    let beside = own.with_file_name(HELPER_BINARY);
+    Ok(if beside.is_file() { beside } else { own })
 }
