@@ -68,6 +68,19 @@ fn not_found(job_id: Uuid) -> DbError {
     }
 }
 
+/// The end of both statements that mark published jobs `queued`: given
+/// `l`, the pending jobs locked to mark, the update and its event rows; a
+/// macro so the statements are `concat!`ed into constants.
+macro_rules! mark_locked_queued {
+    () => {
+        ", j AS (UPDATE jobs SET status = 'queued', queued_at = now() FROM l
+                 WHERE jobs.job_id = l.job_id AND jobs.status = 'pending'
+                 RETURNING jobs.job_id, jobs.attempts)
+         INSERT INTO job_events (job_id, from_status, to_status, reason, attempt)
+         SELECT job_id, 'pending', 'queued', 'published', attempts FROM j"
+    };
+}
+
 /// Marks jobs whose dispatch messages the broker confirmed as `queued`
 /// (those still `pending`; a job cancelled meanwhile stays cancelled), with
 /// their event rows, in one statement. A job whose row another transaction
@@ -77,19 +90,13 @@ fn not_found(job_id: Uuid) -> DbError {
 /// is caught later by [`mark_published_stragglers`]. The caller's own
 /// locks are no obstacle (a claim marks its locked job with this).
 pub async fn mark_queued(client: &impl GenericClient, job_ids: &[Uuid]) -> Result<u64, DbError> {
+    const SQL: &str = concat!(
+        "WITH l AS (SELECT job_id FROM jobs WHERE job_id = ANY($1) AND status = 'pending'
+                    ORDER BY job_id FOR NO KEY UPDATE SKIP LOCKED)",
+        mark_locked_queued!()
+    );
     JobStatus::Pending.transition(JobStatus::Queued)?;
-    Ok(client
-        .exec(
-            "WITH l AS (SELECT job_id FROM jobs WHERE job_id = ANY($1) AND status = 'pending'
-                        ORDER BY job_id FOR NO KEY UPDATE SKIP LOCKED),
-                  j AS (UPDATE jobs SET status = 'queued', queued_at = now() FROM l
-                        WHERE jobs.job_id = l.job_id AND jobs.status = 'pending'
-                        RETURNING jobs.job_id, jobs.attempts)
-             INSERT INTO job_events (job_id, from_status, to_status, reason, attempt)
-             SELECT job_id, 'pending', 'queued', 'published', attempts FROM j",
-            &[&job_ids],
-        )
-        .await?)
+    Ok(client.exec(SQL, &[&job_ids]).await?)
 }
 
 /// Marks `queued` every `pending` job whose dispatch is no longer waiting
@@ -97,20 +104,14 @@ pub async fn mark_queued(client: &impl GenericClient, job_ids: &[Uuid]) -> Resul
 /// outbox rows together) and that [`mark_queued`] skipped while another
 /// transaction held it. The relay runs this when it is idle.
 pub async fn mark_published_stragglers(client: &impl GenericClient) -> Result<u64, DbError> {
+    const SQL: &str = concat!(
+        "WITH l AS (SELECT job_id FROM jobs j WHERE status = 'pending'
+                      AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.sent_at IS NULL AND o.job_id = j.job_id)
+                    ORDER BY job_id FOR NO KEY UPDATE SKIP LOCKED)",
+        mark_locked_queued!()
+    );
     JobStatus::Pending.transition(JobStatus::Queued)?;
-    Ok(client
-        .exec(
-            "WITH l AS (SELECT job_id FROM jobs j WHERE status = 'pending'
-                          AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.sent_at IS NULL AND o.job_id = j.job_id)
-                        ORDER BY job_id FOR NO KEY UPDATE SKIP LOCKED),
-                  j AS (UPDATE jobs SET status = 'queued', queued_at = now() FROM l
-                        WHERE jobs.job_id = l.job_id AND jobs.status = 'pending'
-                        RETURNING jobs.job_id, jobs.attempts)
-             INSERT INTO job_events (job_id, from_status, to_status, reason, attempt)
-             SELECT job_id, 'pending', 'queued', 'published', attempts FROM j",
-            &[],
-        )
-        .await?)
+    Ok(client.exec(SQL, &[]).await?)
 }
 
 /// One job by id.
