@@ -13,9 +13,9 @@
 //! after a short delay; if the reaper then finds the holder lost, it hands
 //! the shard to that next claim instead of failing the job.
 
-use super::{parse_status, Locked, LOCKED_COLUMNS};
+use super::{parse_status, shard_work, Locked, LOCKED_COLUMNS};
 use crate::db::jobs::{self, EventMeta};
-use crate::db::{parse_limits, workers, Cached, DbError};
+use crate::db::{workers, Cached, DbError};
 use deadpool_postgres::Transaction;
 use orchestrator_shared::api::{ClaimDecision, ClaimRequest, ShardWork};
 use orchestrator_shared::backoff::Backoff;
@@ -93,15 +93,11 @@ async fn lock_for_claim(
     );
     let row = tx.row_opt(&sql, &[&req.job_id, &req.worker_id]).await?;
     let Some(r) = row else { return Ok(None) };
-    let job = Locked::from_row(&r)?;
-    let work = ShardWork {
-        task_description: r.try_get(4)?,
-        command: r.try_get(5)?,
-        timeout_seconds: r.try_get(6)?,
-        shard_count: job.required_workers,
-        limits: parse_limits(&r)?,
-    };
-    Ok(Some((job, work, r.try_get("generation")?)))
+    Ok(Some((
+        Locked::from_row(&r)?,
+        shard_work(&r)?,
+        r.try_get("generation")?,
+    )))
 }
 
 /// The decision of [`claim`] on the locked `job`, recorded.

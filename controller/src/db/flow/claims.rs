@@ -11,7 +11,8 @@
 //! transaction.
 
 use super::claim::{decide_claim, Claim};
-use crate::db::{parse_limits, workers, Cached, DbError};
+use super::{named_once, shard_work};
+use crate::db::{workers, Cached, DbError};
 use deadpool_postgres::Transaction;
 use orchestrator_shared::api::{ClaimDecision, ShardClaim, ShardWork};
 use orchestrator_shared::{JobStatus, StateMachine};
@@ -67,13 +68,10 @@ async fn lock_batch(tx: &Transaction<'_>, worker_id: &str, claims: &[ShardClaim]
 /// The claims the one-statement path may decide: a fresh delivery (not
 /// redelivered) of a job that appears once in the batch.
 fn fresh(claims: &[ShardClaim]) -> Vec<ShardClaim> {
-    let mut seen: HashMap<Uuid, usize> = HashMap::new();
-    for c in claims {
-        *seen.entry(c.job_id).or_default() += 1;
-    }
+    let once = named_once(claims.iter().map(|c| c.job_id));
     claims
         .iter()
-        .filter(|c| !c.redelivered && seen.get(&c.job_id) == Some(&1))
+        .filter(|c| !c.redelivered && once.contains(&c.job_id))
         .copied()
         .collect()
 }
@@ -129,15 +127,6 @@ async fn start_fresh(
         )
         .await?;
     rows.iter()
-        .map(|r| {
-            let work = ShardWork {
-                task_description: r.try_get("task_description")?,
-                command: r.try_get("command")?,
-                timeout_seconds: r.try_get("timeout_seconds")?,
-                shard_count: r.try_get("required_workers")?,
-                limits: parse_limits(r)?,
-            };
-            Ok((r.try_get("job_id")?, work))
-        })
+        .map(|r| Ok((r.try_get("job_id")?, shard_work(r)?)))
         .collect()
 }

@@ -23,10 +23,12 @@ pub use finish::{abandon, cancel, finish, Finished};
 pub use liveness::{heartbeat, overdue_jobs, probe, shards_of, stale_workers, stopped};
 pub use reports::complete_succeeded;
 
-use super::{parse_status, Cached, DbError};
+use super::{parse_limits, parse_status, Cached, DbError};
 use deadpool_postgres::Transaction;
+use orchestrator_shared::api::ShardWork;
 use orchestrator_shared::backoff::Backoff;
 use orchestrator_shared::JobStatus;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -60,6 +62,32 @@ async fn lock_job(tx: &Transaction<'_>, job_id: Uuid) -> Result<Option<Locked>, 
     let sql = format!("SELECT {LOCKED_COLUMNS} FROM jobs WHERE job_id = $1 FOR NO KEY UPDATE");
     let row = tx.row_opt(&sql, &[&job_id]).await?;
     row.as_ref().map(Locked::from_row).transpose()
+}
+
+/// What a shard runs, read by name from a row of `jobs` that holds
+/// `task_description`, `command`, `timeout_seconds`, `required_workers` and
+/// the limit columns: the work a claim's `run` answer carries.
+fn shard_work(row: &tokio_postgres::Row) -> Result<ShardWork, DbError> {
+    Ok(ShardWork {
+        task_description: row.try_get("task_description")?,
+        command: row.try_get("command")?,
+        timeout_seconds: row.try_get("timeout_seconds")?,
+        shard_count: row.try_get("required_workers")?,
+        limits: parse_limits(row)?,
+    })
+}
+
+/// The job ids that occur exactly once in `ids`: what a batch may decide
+/// set-based (a job named twice is left to the one-at-a-time rules, which
+/// see the first decision before the second).
+fn named_once(ids: impl IntoIterator<Item = Uuid>) -> HashSet<Uuid> {
+    let mut seen: HashMap<Uuid, bool> = HashMap::new();
+    for id in ids {
+        seen.entry(id).and_modify(|once| *once = false).or_insert(true);
+    }
+    seen.into_iter()
+        .filter_map(|(id, once)| once.then_some(id))
+        .collect()
 }
 
 /// Retry timing: exponential from `base`, capped at `max`, with ±20% jitter.

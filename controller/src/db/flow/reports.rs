@@ -4,17 +4,16 @@
 //! three statements per report. Here every such report of the batch is
 //! applied by one statement: shards recorded (only the holder's running
 //! shard of that attempt changes, as alone), jobs completed, events
-//! written. Anything else
-//! (failures, wider jobs, a job reported more than once in the batch, a job
-//! not running that attempt) is left to the single report's rules, which
-//! the caller applies in order after these.
+//! written. Anything else (failures, wider jobs, a job reported more than
+//! once in the batch, a job not running that attempt) is left to the single
+//! report's rules, which the caller applies in order after these.
 
-use super::Finished;
+use super::{named_once, Finished};
 use crate::db::{Cached, DbError};
 use deadpool_postgres::Transaction;
 use orchestrator_shared::messages::ShardOutcome;
 use orchestrator_shared::{JobStatus, StateMachine};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use uuid::Uuid;
 
 /// Applies the plain successes among `reports` (see the module's doc) and
@@ -22,11 +21,8 @@ use uuid::Uuid;
 /// outcome decided (job completed, or nothing changed because the report
 /// was not the holder's); `false` ones are the caller's to apply.
 pub async fn complete_succeeded(tx: &Transaction<'_>, reports: &[&Finished]) -> Result<Vec<bool>, DbError> {
-    let mut per_job: HashMap<Uuid, usize> = HashMap::new();
-    for f in reports {
-        *per_job.entry(f.job_id).or_default() += 1;
-    }
-    let candidate = |f: &Finished| f.outcome == ShardOutcome::Succeeded && per_job.get(&f.job_id) == Some(&1);
+    let once = named_once(reports.iter().map(|f| f.job_id));
+    let candidate = |f: &Finished| f.outcome == ShardOutcome::Succeeded && once.contains(&f.job_id);
     let chosen: Vec<&Finished> = reports.iter().copied().filter(|f| candidate(f)).collect();
     let applied = complete(tx, &chosen).await?;
     Ok(reports
