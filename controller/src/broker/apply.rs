@@ -8,7 +8,6 @@ use crate::db::flow::{self, Finished, RetryPolicy};
 use crate::db::DbError;
 use deadpool_postgres::Transaction;
 use orchestrator_shared::messages::AgentEvent;
-use std::collections::HashSet;
 use std::time::Duration;
 
 /// Wait before trying again to apply events Postgres could not take.
@@ -58,23 +57,18 @@ pub(super) async fn apply_held(flow: &Flow, events: &[AgentEvent]) -> bool {
 async fn apply_batch(flow: &Flow, events: &[AgentEvent]) -> Result<bool, DbError> {
     let mut client = flow.db.client().await?;
     let tx = client.transaction().await?;
-    let reports: Vec<(usize, Finished)> = events
-        .iter()
-        .enumerate()
-        .filter_map(|(i, e)| shard_report(e).map(|f| (i, f)))
-        .collect();
-    let refs: Vec<&Finished> = reports.iter().map(|(_, f)| f).collect();
-    let done = flow::complete_succeeded(&tx, &refs).await?;
-    let applied: HashSet<usize> = reports
-        .iter()
-        .zip(done)
-        .filter_map(|((i, _), done)| done.then_some(*i))
-        .collect();
+    let reports: Vec<Option<Finished>> = events.iter().map(shard_report).collect();
+    let refs: Vec<&Finished> = reports.iter().flatten().collect();
+    let mut applied = flow::complete_succeeded(&tx, &refs).await?.into_iter();
     let mut finished = false;
-    for (i, event) in events.iter().enumerate() {
-        if !applied.contains(&i) {
-            finished |= apply_in(&tx, event, flow.retry()).await?;
-        }
+    for (event, report) in events.iter().zip(&reports) {
+        finished |= match report {
+            // One answer per report, in order (the guard runs once for
+            // each); a report applied set-based wrote no outbox rows.
+            Some(_) if applied.next().unwrap_or(false) => false,
+            Some(report) => apply_report(&tx, report, flow.retry()).await?,
+            None => apply_in(&tx, event, flow.retry()).await?,
+        };
     }
     tx.commit().await?;
     Ok(finished)
@@ -136,16 +130,24 @@ async fn apply_in(tx: &Transaction<'_>, event: &AgentEvent, retry: RetryPolicy) 
         AgentEvent::LivenessProbe { worker_id, since } => flow::probe(tx, worker_id, *since, retry)
             .await
             .map(|jobs| jobs > 0),
-        AgentEvent::ShardFinished { .. } => {
-            let Some(finished) = shard_report(event) else {
-                return Ok(false);
-            };
-            let what = flow::finish(tx, &finished, retry).await?;
-            let (job_id, attempt, shard) = (finished.job_id, finished.attempt, finished.shard_index);
-            tracing::debug!(%job_id, attempt, shard_index = shard, what, "shard report applied");
-            Ok(true)
-        }
+        AgentEvent::ShardFinished { .. } => match shard_report(event) {
+            Some(finished) => apply_report(tx, &finished, retry).await,
+            None => Ok(false),
+        },
     }
+}
+
+/// Applies one shard report inside `tx` by the single report's rules.
+/// Returns true: it may have written outbox rows (a retry's dispatch).
+async fn apply_report(
+    tx: &Transaction<'_>,
+    finished: &Finished,
+    retry: RetryPolicy,
+) -> Result<bool, DbError> {
+    let what = flow::finish(tx, finished, retry).await?;
+    let (job_id, attempt, shard) = (finished.job_id, finished.attempt, finished.shard_index);
+    tracing::debug!(%job_id, attempt, shard_index = shard, what, "shard report applied");
+    Ok(true)
 }
 
 /// The shard report inside a `ShardFinished` event.
