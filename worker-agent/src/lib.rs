@@ -52,3 +52,19 @@ pub use agent::run;
 /// The agent's settings, re-exported because every caller of [`run`] needs
 /// them.
 pub use config::AgentConfig;
+
+/// Runs the agent as its own process: a single-threaded runtime, logging
+/// installed, until SIGTERM or SIGINT. What the `worker-agent` binary does,
+/// and the load generator's `noop-agent` with its runner switched off.
+pub fn run_process(config: AgentConfig) -> anyhow::Result<()> {
+    use anyhow::Context;
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(async move {
+            orchestrator_shared::runtime::init_logging(config.log_json, "info")
+                .context("installing the log subscriber")?;
+            run(config, orchestrator_shared::runtime::shutdown_signal()).await
+        })
+}

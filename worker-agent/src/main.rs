@@ -4,7 +4,6 @@
 //! one job's program in its cgroup and user ([`worker_agent::isolation::exec`]),
 //! before any runtime or thread exists.
 
-use anyhow::Context;
 use worker_agent::isolation::exec;
 use worker_agent::AgentConfig;
 
@@ -13,15 +12,5 @@ fn main() -> anyhow::Result<()> {
         std::process::exit(exec::main(std::env::args_os()));
     }
     let config = AgentConfig::try_parse_from(std::env::args_os()).unwrap_or_else(|e| e.exit());
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?
-        .block_on(agent(config))
-}
-
-async fn agent(config: AgentConfig) -> anyhow::Result<()> {
-    orchestrator_shared::runtime::init_logging(config.log_json, "info")
-        .context("installing the log subscriber")?;
-    worker_agent::run(config, orchestrator_shared::runtime::shutdown_signal()).await
+    worker_agent::run_process(config)
 }

@@ -271,17 +271,6 @@ impl ShardClaim {
     }
 }
 
-impl From<&ClaimRequest> for ShardClaim {
-    fn from(c: &ClaimRequest) -> Self {
-        ShardClaim {
-            job_id: c.job_id,
-            attempt: c.attempt,
-            shard_index: c.shard_index,
-            redelivered: c.redelivered,
-        }
-    }
-}
-
 /// `POST /api/agents/claims` body: several claims of one agent answered by
 /// one request and one transaction, so a busy agent pays a fraction of a
 /// round trip per shard instead of one each.

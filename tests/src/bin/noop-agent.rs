@@ -6,19 +6,10 @@
 //! measures what one controller can drive when the agents' hosts do the
 //! forking. A benchmark tool only: it is not packaged.
 
-use anyhow::Context;
 use worker_agent::AgentConfig;
 
 fn main() -> anyhow::Result<()> {
     let mut config = AgentConfig::try_parse_from(std::env::args_os()).unwrap_or_else(|e| e.exit());
     config.noop_runner = true;
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?
-        .block_on(async move {
-            orchestrator_shared::runtime::init_logging(config.log_json, "info")
-                .context("installing the log subscriber")?;
-            worker_agent::run(config, orchestrator_shared::runtime::shutdown_signal()).await
-        })
+    worker_agent::run_process(config)
 }

@@ -324,7 +324,7 @@ pub async fn make_private_dir(root: &Path, dir: &Path, owner: Option<&Account>) 
 
 /// The binary of the small `exec-job` helper, looked for beside the agent's
 /// own (the packages and the image install both).
-pub const HELPER_BINARY: &str = "worker-agent-exec";
+const HELPER_BINARY: &str = "worker-agent-exec";
 
 /// The helper to start jobs through: [`HELPER_BINARY`] beside the agent's
 /// binary when it is there (cheaper to start for every job), else the
