@@ -15,20 +15,10 @@ deploy/build-app-images.sh --test
 # The API fuzzer (schemathesis, in a virtual environment) for tests/tests/fuzz.rs.
 deploy/fuzz-tools.sh
 
-# Containers of an earlier run that was killed before it could clean up.
-cleanup() {
-    docker ps -aq --filter label=orchestrator.test | xargs -r docker rm -f -v >/dev/null 2>&1 || true
-    docker network ls -q --filter name=orch-mh- | xargs -r docker network rm >/dev/null 2>&1 || true
-    # What test agents left in their cgroups (tests/src/cluster.rs and the
-    # multi-host agents' subtrees): processes of killed agents' jobs, then
-    # the cgroups themselves. Nothing outside orchestrator-test is touched.
-    for d in /sys/fs/cgroup/*/orchestrator-test /sys/fs/cgroup/orchestrator-test; do
-        [[ -d $d ]] || continue
-        find "$d" -name cgroup.procs -exec cat {} + 2>/dev/null | xargs -r kill -9 2>/dev/null || true
-        sleep 0.2
-        find "$d" -depth -mindepth 1 -type d -exec rmdir {} + 2>/dev/null || true
-    done
-}
+# Containers, networks and cgroups of an earlier run that was killed before
+# it could clean up.
+source deploy/test-cleanup.sh
+cleanup() { cleanup_test_leftovers; }
 cleanup
 trap cleanup EXIT
 

@@ -17,6 +17,16 @@ use std::time::{Duration, Instant};
 
 /// Advisory lock key of the reaper's leadership ("REAPER" in ASCII).
 const LEADER_LOCK: i64 = 0x5245_4150_4552;
+/// Server-side keepalives of the lock's session: a leader cut off the
+/// network (its session gone silent, not closed) loses the lock to another
+/// replica within about idle + interval × count = 11 s, instead of the
+/// operating system's two hours.
+const LOCK_SESSION_KEEPALIVES: &str =
+    "SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 2; SET tcp_keepalives_count = 3";
+/// Longest the leader waits for its lock connection to answer before each
+/// pass; past it, it stops leading rather than reap on a lock it may have
+/// lost (a cut-off leader's session is ended by the server's keepalives).
+const LOCK_CHECK: Duration = Duration::from_secs(3);
 
 /// Why a leadership attempt or a reaper pass failed.
 #[derive(Debug, thiserror::Error)]
@@ -46,9 +56,14 @@ impl From<tokio_postgres::Error> for ReaperError {
     }
 }
 
+/// Gauge that is 1 on the replica running the reaper and 0 on the others,
+/// so operators (and the replica tests) see where leadership is.
+const LEADER_GAUGE: &str = "reaper_leader";
+
 /// Runs forever: wins leadership when it can, then reaps every interval.
 pub async fn run(database: PgTarget, flow: Flow) {
     let interval = flow.config.reaper_interval.max(Duration::from_millis(50));
+    metrics::gauge!(LEADER_GAUGE).set(0.0);
     loop {
         match lead(&database, &flow, interval).await {
             Ok(()) => {}
@@ -62,23 +77,38 @@ pub async fn run(database: PgTarget, flow: Flow) {
 /// once if another replica leads.
 async fn lead(database: &PgTarget, flow: &Flow, interval: Duration) -> Result<(), ReaperError> {
     let (client, driver) = database.connect().await.map_err(ReaperError::Lock)?;
-    let leader = client
-        .query_one("SELECT pg_try_advisory_lock($1)", &[&LEADER_LOCK])
-        .await
-        .and_then(|row| row.try_get::<_, bool>(0));
+    let leader = match client.batch_execute(LOCK_SESSION_KEEPALIVES).await {
+        Ok(()) => client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&LEADER_LOCK])
+            .await
+            .and_then(|row| row.try_get::<_, bool>(0)),
+        Err(e) => Err(e),
+    };
     if matches!(leader, Ok(true)) {
         tracing::info!("this controller now runs the reaper");
+        metrics::gauge!(LEADER_GAUGE).set(1.0);
         let mut probes = Probes::default();
-        while !client.is_closed() {
+        while still_holds(&client).await {
             if let Err(e) = reap_once(flow, &mut probes).await {
                 tracing::warn!(error = ?e, "reaper pass failed");
             }
             tokio::time::sleep(interval).await;
         }
+        metrics::gauge!(LEADER_GAUGE).set(0.0);
         tracing::warn!("reaper leadership lost");
     }
     driver.abort();
     leader.map(|_| ()).map_err(ReaperError::Lock)
+}
+
+/// Whether the lock connection still answers, within [`LOCK_CHECK`] (the
+/// session, and so the lock, is then still ours).
+async fn still_holds(client: &tokio_postgres::Client) -> bool {
+    !client.is_closed()
+        && matches!(
+            tokio::time::timeout(LOCK_CHECK, client.simple_query("SELECT 1")).await,
+            Ok(Ok(_))
+        )
 }
 
 /// Liveness probes in flight, so a silent worker gets one per heartbeat

@@ -76,7 +76,8 @@ pub struct Deployment {
     pub run: String,
     /// The private network's name.
     pub network: String,
-    /// `https://localhost:PORT` of the controller (changes when it restarts).
+    /// `https://localhost:PORT` of the controller replica the admin's
+    /// requests go to (changes when it restarts, or with [`Self::use_replica`]).
     pub base_url: String,
     /// Token of the admin user.
     pub admin_token: String,
@@ -84,11 +85,14 @@ pub struct Deployment {
     pub http: reqwest::Client,
     /// The deployment's CA and server certificate.
     pub tls: TestTls,
-    postgres_port: u16,
-    controller: ContainerAsync<GenericImage>,
+    /// Controller replicas, in order; the first one is `{run}-controller`,
+    /// the others `{run}-controller-N`.
+    controllers: Vec<ContainerAsync<GenericImage>>,
+    /// Which replica `base_url` points at.
+    current: usize,
     agents: Vec<(String, ContainerAsync<GenericImage>)>,
     // Dropped last: the containers above use them.
-    _infra: (ContainerAsync<GenericImage>, ContainerAsync<GenericImage>),
+    infra: (ContainerAsync<GenericImage>, ContainerAsync<GenericImage>),
 }
 
 fn image(name: &str, tag: &str) -> anyhow::Result<GenericImage> {
@@ -112,7 +116,14 @@ fn in_network<I: testcontainers::Image>(
 /// The CA and one server certificate for the three servers of run `run`
 /// (and localhost, where the host reaches them).
 fn deployment_tls(run: &str) -> anyhow::Result<TestTls> {
-    let names = ["controller", "postgres", "rabbitmq"].map(|s| format!("{run}-{s}"));
+    let names = [
+        "controller",
+        "controller-2",
+        "controller-3",
+        "postgres",
+        "rabbitmq",
+    ]
+    .map(|s| format!("{run}-{s}"));
     let mut hosts: Vec<&str> = names.iter().map(String::as_str).collect();
     hosts.extend(["localhost", "127.0.0.1"]);
     TestTls::new(&hosts)
@@ -185,16 +196,25 @@ fn with_ca<I: testcontainers::Image>(
     request.with_copy_to(CA_IN_CONTAINER, tls.ca_pem.clone().into_bytes())
 }
 
+/// The container name of controller replica `index` (0-based) of run `run`.
+fn controller_name(run: &str, index: usize) -> String {
+    match index {
+        0 => format!("{run}-controller"),
+        n => format!("{run}-controller-{}", n + 1),
+    }
+}
+
 async fn start_controller(
     run: &str,
     network: &str,
     tls: &TestTls,
+    index: usize,
 ) -> anyhow::Result<ContainerAsync<GenericImage>> {
     let img = image("orchestrator-controller", APP_TAG)?
         .with_exposed_port(8000.tcp())
         .with_wait_for(WaitFor::healthcheck());
     let (cert, key) = CONTROLLER_TLS;
-    let req = with_ca(in_network(img, network, &format!("{run}-controller")), tls)
+    let req = with_ca(in_network(img, network, &controller_name(run, index)), tls)
         .with_copy_to(cert, tls.cert_pem.clone().into_bytes())
         .with_copy_to(key, tls.key_pem.clone().into_bytes());
     let mut req = req
@@ -232,12 +252,25 @@ impl Deployment {
     /// `agents` agents of capacity `capacity`, each registered before this
     /// returns.
     pub async fn start(agents: usize, capacity: u32) -> anyhow::Result<Deployment> {
+        Self::start_replicated(1, agents, capacity).await
+    }
+
+    /// As [`Self::start`], with `replicas` controller replicas (at most 3)
+    /// serving at once; every agent is given all of their URLs.
+    pub async fn start_replicated(
+        replicas: usize,
+        agents: usize,
+        capacity: u32,
+    ) -> anyhow::Result<Deployment> {
         let run = format!("mh{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
         let network = format!("{NETWORK_PREFIX}{run}");
         let tls = deployment_tls(&run)?;
         let infra = start_infra(&run, &network, &tls).await?;
-        let postgres_port = infra.0.get_host_port_ipv4(5432).await?;
-        let controller = start_controller(&run, &network, &tls).await?;
+        let mut controllers = Vec::new();
+        // One after another: the first one migrates the database.
+        for index in 0..replicas.clamp(1, 3) {
+            controllers.push(start_controller(&run, &network, &tls, index).await?);
+        }
         let ca = reqwest::Certificate::from_pem(tls.ca_pem.as_bytes())?;
         let mut d = Deployment {
             base_url: String::new(),
@@ -247,10 +280,10 @@ impl Deployment {
                 .tls_certs_merge([ca])
                 .build()?,
             tls,
-            postgres_port,
-            controller,
+            controllers,
+            current: 0,
             agents: Vec::new(),
-            _infra: infra,
+            infra,
             run,
             network,
         };
@@ -263,7 +296,7 @@ impl Deployment {
 
     /// Finds the controller's published port and logs in as the admin.
     async fn connect_controller(&mut self) -> anyhow::Result<()> {
-        let port = self.controller.get_host_port_ipv4(8000).await?;
+        let port = self.controllers[self.current].get_host_port_ipv4(8000).await?;
         self.base_url = format!("https://localhost:{port}");
         let deadline = Instant::now() + WAIT;
         loop {
@@ -298,10 +331,7 @@ impl Deployment {
         let credential = issued["token"].as_str().unwrap_or_default().to_owned();
         let img = image("orchestrator-agent", APP_TAG)?;
         let agent = confined_agent(with_ca(in_network(img, &self.network, &name), &self.tls), &name)
-            .with_env_var(
-                "AGENT_CONTROLLER_URL",
-                format!("https://{}-controller:8000", self.run),
-            )
+            .with_env_var("AGENT_CONTROLLER_URL", self.controller_urls())
             // No login: the registration answer gives the agent its own.
             .with_env_var(
                 "AGENT_AMQP_URL",
@@ -345,9 +375,74 @@ impl Deployment {
     /// Stops the controller (SIGTERM, then SIGKILL after 10 s), starts it
     /// again, and reconnects to it (its host port may change).
     pub async fn restart_controller(&mut self) -> anyhow::Result<()> {
-        self.controller.stop_with_timeout(Some(10)).await?;
-        self.controller.start().await?;
+        let controller = &self.controllers[self.current];
+        controller.stop_with_timeout(Some(10)).await?;
+        controller.start().await?;
         self.connect_controller().await
+    }
+
+    /// The controllers' URLs on the private network, comma-separated, as
+    /// agents are given them.
+    pub fn controller_urls(&self) -> String {
+        (0..self.controllers.len())
+            .map(|i| format!("https://{}:8000", controller_name(&self.run, i)))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Which replica the admin's requests go to.
+    pub fn current_replica(&self) -> usize {
+        self.current
+    }
+
+    /// Container name of controller replica `index` (0-based).
+    pub fn controller(&self, index: usize) -> String {
+        controller_name(&self.run, index)
+    }
+
+    /// Sends the admin's requests to replica `index` from now on (logging
+    /// in there; any replica honours any replica's token).
+    pub async fn use_replica(&mut self, index: usize) -> anyhow::Result<()> {
+        if index >= self.controllers.len() {
+            bail!("there is no controller replica {index}");
+        }
+        self.current = index;
+        self.connect_controller().await
+    }
+
+    /// Container names of Postgres and RabbitMQ, for faults.
+    pub fn infra_names(&self) -> (String, String) {
+        (format!("{}-postgres", self.run), format!("{}-rabbitmq", self.run))
+    }
+
+    /// `docker start` of a container killed or stopped before (the engine
+    /// may publish its ports on other host ports: `db` asks again).
+    pub fn start_again(&self, container: &str) -> anyhow::Result<()> {
+        docker(&["start", container]).map(drop)
+    }
+
+    /// Replica `index`'s `/metrics` text, or an error if it does not answer.
+    pub async fn metrics_of(&self, index: usize) -> anyhow::Result<String> {
+        let port = self.controllers[index].get_host_port_ipv4(8000).await?;
+        let resp = self
+            .http
+            .get(format!("https://localhost:{port}/metrics"))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await?;
+        Ok(resp.error_for_status()?.text().await?)
+    }
+
+    /// The current replica's `/readyz`: its status code and body.
+    pub async fn readyz(&self) -> anyhow::Result<(u16, Value)> {
+        let resp = self
+            .http
+            .get(format!("{}/readyz", self.base_url))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await?;
+        let status = resp.status().as_u16();
+        Ok((status, resp.json().await.unwrap_or_default()))
     }
 
     /// POST of a JSON body (nothing if `Null`) as the admin; the response
@@ -444,19 +539,24 @@ impl Deployment {
     /// A connection to the deployment's database over TLS (the only way
     /// it accepts), for checks; retried until Postgres answers.
     pub async fn db(&self) -> anyhow::Result<tokio_postgres::Client> {
-        let url = format!(
-            "postgres://postgres:postgres@localhost:{}/postgres",
-            self.postgres_port
-        );
-        let target = controller::db::PgTarget::new(&url, Some(&self.tls.ca_file()))?;
         let deadline = Instant::now() + WAIT;
         loop {
-            match target.connect().await {
-                Ok((client, _driver)) => return Ok(client),
+            match self.connect_db().await {
+                Ok(client) => return Ok(client),
                 Err(e) if Instant::now() > deadline => return Err(e).context("the deployment's Postgres"),
                 Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
             }
         }
+    }
+
+    /// One attempt at a connection to the database, on the port Postgres
+    /// is published on now.
+    async fn connect_db(&self) -> anyhow::Result<tokio_postgres::Client> {
+        let port = self.infra.0.get_host_port_ipv4(5432).await?;
+        let url = format!("postgres://postgres:postgres@localhost:{port}/postgres");
+        let target = controller::db::PgTarget::new(&url, Some(&self.tls.ca_file()))?;
+        let (client, _driver) = target.connect().await?;
+        Ok(client)
     }
 
     /// Waits until at least `n` jobs are `completed`.
@@ -492,6 +592,17 @@ pub struct Outcome {
     pub never_completed_event: i64,
 }
 
+/// What [`Deployment::leftovers`] counts; all zero after a clean recovery.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Leftovers {
+    /// Outbox rows never published.
+    pub unsent_dispatches: i64,
+    /// Two attempts of one shard that overlapped in time on two agents.
+    pub overlapping_attempts: i64,
+    /// Agents marked busy that run no shard.
+    pub busy_with_nothing: i64,
+}
+
 impl Deployment {
     /// Reads the [`Outcome`] of the jobs `ids`.
     pub async fn outcome(&self, ids: &[String]) -> anyhow::Result<Outcome> {
@@ -517,6 +628,48 @@ impl Deployment {
             completed_twice: row.get(2),
             never_completed_event: row.get(3),
         })
+    }
+
+    /// What must be zero after any fault, once every job has ended:
+    /// dispatches never sent, pairs of attempts of one shard that ran at
+    /// the same time on two agents, and agents still busy with nothing
+    /// running.
+    pub async fn leftovers(&self) -> anyhow::Result<Leftovers> {
+        let row = self
+            .db()
+            .await?
+            .query_one(
+                "SELECT (SELECT count(*) FROM outbox WHERE sent_at IS NULL),
+                        (SELECT count(*) FROM job_shards a JOIN job_shards b
+                           ON a.job_id = b.job_id AND a.shard_index = b.shard_index
+                          AND a.attempt < b.attempt AND a.worker_id <> b.worker_id
+                          AND b.started_at < coalesce(a.finished_at, 'infinity')),
+                        (SELECT count(*) FROM workers w WHERE (w.status = 'busy' OR w.running_jobs > 0)
+                           AND NOT EXISTS (SELECT 1 FROM job_shards s
+                                           WHERE s.worker_id = w.worker_id AND s.status = 'running'))",
+                &[],
+            )
+            .await?;
+        Ok(Leftovers {
+            unsent_dispatches: row.get(0),
+            overlapping_attempts: row.get(1),
+            busy_with_nothing: row.get(2),
+        })
+    }
+
+    /// [`Self::leftovers`] once agents had time to say they are idle: a
+    /// worker's status and `running_jobs` come from its heartbeats, so an
+    /// agent whose jobs just ended says so within one heartbeat. Polled for
+    /// up to 15 s; the last reading.
+    pub async fn settled_leftovers(&self) -> anyhow::Result<Leftovers> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let now = self.leftovers().await?;
+            if now == Leftovers::default() || Instant::now() > deadline {
+                return Ok(now);
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
     }
 
     /// Waits until none of the jobs `ids` is still pending, queued or running.
