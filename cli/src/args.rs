@@ -17,7 +17,9 @@ use uuid::Uuid;
 /// Shown under every `--help`: the environment and the exit statuses.
 pub const AFTER_HELP: &str = "\
 Environment:
-  ORCH_URL       controller URL (else the config file's, else https://127.0.0.1:8000)
+  ORCH_URL       controller URL, or its replicas' URLs comma-separated, each
+                 tried in turn when the one before cannot be reached (else
+                 the config file's, else https://127.0.0.1:8000)
   ORCH_TOKEN     bearer token (else the config file's, if saved for the same URL)
   ORCH_PASSWORD  password for `login` (safer than --password, which `ps` shows)
   ORCH_NEW_PASSWORD  the password of `users create` and `users update --new-password`
@@ -38,7 +40,8 @@ Exit status:
 #[derive(Debug, Parser)]
 #[command(name = "orchestrator", version, about, after_help = AFTER_HELP)]
 pub struct Cli {
-    /// Controller base URL.
+    /// Controller base URL, or a comma-separated list of its replicas'
+    /// URLs: a request that cannot connect to one goes to the next.
     #[arg(long, env = "ORCH_URL", global = true)]
     pub url: Option<String>,
     /// Bearer token (default: the one saved by `login`).

@@ -1,15 +1,24 @@
 //! The HTTP client: builds route URLs, sends the bearer token, and turns
 //! error answers into [`ApiError`]s.
+//!
+//! The controller may be given as a comma-separated list of its replicas'
+//! URLs: a request that cannot connect to one is sent to the next (it never
+//! reached a server); one that reached a server is never sent to another,
+//! by [`orchestrator_shared::replicas`]'s rule, so a submission is not made
+//! twice.
 
 use crate::error::{ApiError, TlsRefused, UnexpectedAnswer, UsageError};
 use anyhow::{anyhow, bail, Context, Result};
+use orchestrator_shared::replicas::{self, Failover, Preferred};
 use orchestrator_shared::tls::{tls_failure, CaBundle};
 use reqwest::header::RETRY_AFTER;
 use reqwest::{Method, RequestBuilder, StatusCode, Url};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
+use std::num::NonZeroUsize;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Longest time one request may take; an answer slower than this means the
@@ -70,23 +79,28 @@ fn short_type_name<T>() -> &'static str {
     full.rsplit("::").next().unwrap_or(full)
 }
 
-/// A client of one controller, with or without a token.
+/// A client of one controller (through any of its replicas), with or
+/// without a token.
 #[derive(Clone)]
 pub struct ApiClient {
     /// Connection pool and timeouts.
     http: reqwest::Client,
-    /// Base URL; routes are appended to its path.
-    base: Url,
+    /// The replicas' base URLs, in the order given; routes are appended to
+    /// their paths.
+    bases: Arc<[Url]>,
+    /// The replica in use.
+    preferred: Arc<Preferred>,
     /// Bearer token sent with every request, when known.
     token: Option<String>,
 }
 
 impl ApiClient {
-    /// A client of the controller at `base_url` (a usage error if it is not an
-    /// http(s) URL), whose certificate (for `https://`) is signed by a CA of
-    /// the system's roots (or `SSL_CERT_FILE`'s) or of `ca_file`.
+    /// A client of the controller at `base_url`, or of its replicas at a
+    /// comma-separated list of URLs (a usage error if one is not an
+    /// http(s) URL), whose certificates (for `https://`) are signed by a CA
+    /// of the system's roots (or `SSL_CERT_FILE`'s) or of `ca_file`.
     pub fn new(base_url: &str, token: Option<String>, ca_file: Option<&Path>) -> Result<Self> {
-        let base = parse_base_url(base_url)?;
+        let bases: Arc<[Url]> = parse_base_urls(base_url)?.into();
         let ca = ca_file
             .map(CaBundle::read)
             .transpose()
@@ -107,7 +121,13 @@ impl ApiClient {
             .user_agent(concat!("orchestrator-cli/", env!("CARGO_PKG_VERSION")))
             .build()
             .context("setting up the HTTP client")?;
-        Ok(Self { http, base, token })
+        let len = NonZeroUsize::new(bases.len()).unwrap_or(NonZeroUsize::MIN);
+        Ok(Self {
+            http,
+            bases,
+            preferred: Arc::new(Preferred::new(len)),
+            token,
+        })
     }
 
     /// The same client without its token (for login).
@@ -118,9 +138,9 @@ impl ApiClient {
         }
     }
 
-    /// The controller's base URL.
-    pub fn base(&self) -> &Url {
-        &self.base
+    /// The controller's base URLs, as given.
+    pub fn bases(&self) -> &[Url] {
+        &self.bases
     }
 
     /// `GET` the route made of `path` segments, read as `T`.
@@ -135,14 +155,14 @@ impl ApiClient {
         path: &[&str],
         query: &impl Serialize,
     ) -> Result<Answer<T>> {
-        let url = endpoint(&self.base, path, &query_pairs(query)?)?;
-        Ok(self.send(self.http.get(url.clone()), &url).await?.read()?)
+        let query = query_pairs(query)?;
+        Ok(self.send(Method::GET, path, &query, None::<&()>).await?.read()?)
     }
 
     /// `POST` `body` (a contract type) as JSON to the route made of `path`
     /// segments, read the answer as `T`.
     pub async fn post<T: DeserializeOwned>(&self, path: &[&str], body: &impl Serialize) -> Result<Answer<T>> {
-        self.with_body(Method::POST, path, body).await
+        Ok(self.send(Method::POST, path, &[], Some(body)).await?.read()?)
     }
 
     /// `PATCH` `body` (a contract type) as JSON to the route made of `path`
@@ -152,32 +172,43 @@ impl ApiClient {
         path: &[&str],
         body: &impl Serialize,
     ) -> Result<Answer<T>> {
-        self.with_body(Method::PATCH, path, body).await
+        Ok(self.send(Method::PATCH, path, &[], Some(body)).await?.read()?)
     }
 
     /// `DELETE` the route made of `path` segments (its answer has no body).
     pub async fn delete(&self, path: &[&str]) -> Result<Reply> {
-        let url = endpoint(&self.base, path, &[])?;
-        self.send(self.http.delete(url.clone()), &url).await
+        self.send(Method::DELETE, path, &[], None::<&()>).await
     }
 
-    /// Sends `body` as JSON with `method` to the route made of `path`
-    /// segments, and reads the answer as `T`.
-    async fn with_body<T: DeserializeOwned>(
+    /// Sends a request with `method` to the route made of `path` segments
+    /// (with `query`, and `body` as JSON), to the replica in use or, when
+    /// it cannot be reached, to the next ones; reads the answer.
+    async fn send<B: Serialize + ?Sized>(
         &self,
         method: Method,
         path: &[&str],
-        body: &impl Serialize,
-    ) -> Result<Answer<T>> {
-        let url = endpoint(&self.base, path, &[])?;
-        Ok(self
-            .send(self.http.request(method, url.clone()).json(body), &url)
-            .await?
-            .read()?)
+        query: &[(String, String)],
+        body: Option<&B>,
+    ) -> Result<Reply> {
+        let attempt = |i: usize| {
+            let base = self.bases.get(i).or(self.bases.first());
+            let url = base.map_or_else(|| Err(anyhow!("no controller URL")), |b| endpoint(b, path, query));
+            let method = method.clone();
+            async move {
+                let url = url?;
+                let request = self.http.request(method, url.clone());
+                let request = match body {
+                    Some(body) => request.json(body),
+                    None => request,
+                };
+                self.send_once(request, &url).await
+            }
+        };
+        replicas::send(&self.preferred, attempt, failover).await.result
     }
 
     /// Sends a request and reads its answer.
-    async fn send(&self, request: RequestBuilder, url: &Url) -> Result<Reply> {
+    async fn send_once(&self, request: RequestBuilder, url: &Url) -> Result<Reply> {
         let request = match &self.token {
             Some(token) => request.bearer_auth(token),
             None => request,
@@ -191,6 +222,22 @@ impl ApiClient {
             .map(str::to_owned);
         let text = response.text().await.map_err(|err| network_error(err, url))?;
         interpret(status, &text, retry_after)
+    }
+}
+
+/// What a failed request means for the replica that gave it: a refused
+/// TLS handshake or no connection never reached it; a timeout or a lost
+/// connection may have; an error answer is by its status.
+fn failover(err: &anyhow::Error) -> Failover {
+    if err.downcast_ref::<TlsRefused>().is_some() {
+        return Failover::RetryElsewhere;
+    }
+    if let Some(api) = err.downcast_ref::<ApiError>() {
+        return Failover::for_status(api.status);
+    }
+    match err.downcast_ref::<reqwest::Error>() {
+        Some(e) => Failover::for_transport(e.is_connect(), e.is_timeout() || e.is_request()),
+        None => Failover::Stay,
     }
 }
 
@@ -212,6 +259,14 @@ fn network_error(err: reqwest::Error, url: &Url) -> anyhow::Error {
         format!("request to {url} failed")
     };
     anyhow::Error::new(err).context(what)
+}
+
+/// Parses the controller's base URL, or a comma-separated list of its
+/// replicas' (none may be empty); each is read by [`parse_base_url`].
+pub fn parse_base_urls(raw: &str) -> Result<Vec<Url>> {
+    let entries = replicas::split_urls(raw)
+        .map_err(|err| UsageError(format!("invalid controller URL {raw:?}: {err}")))?;
+    entries.into_iter().map(parse_base_url).collect()
 }
 
 /// Parses the controller's base URL; only `http` and `https` are accepted.
@@ -489,6 +544,62 @@ mod tests {
         let api = err.as_ref().err().and_then(|e| e.downcast_ref::<ApiError>());
         let expected = json!("Invalid authentication credentials");
         assert_eq!(api.map(|a| (a.status, &a.detail)), Some((401, &expected)));
+        Ok(())
+    }
+
+    #[test]
+    fn a_list_of_replicas_is_read_in_order_and_each_checked() -> Result<()> {
+        let urls = parse_base_urls("https://a:8000, https://b:8000/orch")?;
+        let shown: Vec<&str> = urls.iter().map(Url::as_str).collect();
+        assert_eq!(shown, ["https://a:8000/", "https://b:8000/orch"]);
+        for (bad, says) in [
+            ("https://a:8000,", "entry 2 of the controller URL list is empty"),
+            (
+                "https://a:8000,,https://b",
+                "entry 2 of the controller URL list is empty",
+            ),
+            ("https://a:8000,ftp://b", "invalid controller URL \"ftp://b\""),
+        ] {
+            let err = parse_base_urls(bad).err();
+            let usage = err.as_ref().and_then(|e| e.downcast_ref::<UsageError>());
+            assert!(usage.is_some_and(|u| u.0.contains(says)), "{bad}: {err:?}");
+        }
+        Ok(())
+    }
+
+    /// A URL where nothing listens.
+    async fn dead_url() -> Result<String> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        Ok(format!("http://{}", listener.local_addr()?))
+    }
+
+    #[tokio::test]
+    async fn a_replica_that_cannot_be_reached_is_passed_over() -> Result<()> {
+        let (live, server) = serve_once(answer("200 OK", r#"{"a":1}"#)).await?;
+        let client = ApiClient::new(&format!("{},{live}", dead_url().await?), None, None)?;
+        let reply: Answer<Value> = client.get(&["healthz"]).await?;
+        assert_eq!(reply.raw, json!({"a": 1}));
+        assert!(server.await?.starts_with("GET /healthz"));
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_request_that_reached_a_replica_is_not_sent_to_another() -> Result<()> {
+        let (unavailable, first) = serve_once(answer("503 Service Unavailable", "{}")).await?;
+        let (other, second) = serve_once(answer("201 Created", "{}")).await?;
+        let client = ApiClient::new(&format!("{unavailable},{other}"), None, None)?;
+        let err = client
+            .post::<Value>(&["api", "jobs", "submit"], &json!({}))
+            .await
+            .err();
+        let status = err
+            .as_ref()
+            .and_then(|e| e.downcast_ref::<ApiError>())
+            .map(|a| a.status);
+        assert_eq!(status, Some(503));
+        assert!(first.await?.starts_with("POST /api/jobs/submit"));
+        assert!(!second.is_finished(), "the submission went to a second replica");
+        second.abort();
         Ok(())
     }
 

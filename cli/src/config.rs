@@ -24,7 +24,8 @@ pub const DEFAULT_URL: &str = "https://127.0.0.1:8000";
 /// The config file's content.
 #[derive(Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ConfigFile {
-    /// Base URL of the controller that issued `token`.
+    /// Base URL of the controller that issued `token` (or its replicas'
+    /// URLs, comma-separated).
     #[serde(default)]
     pub url: Option<String>,
     /// Bearer token from the last `login`.
@@ -125,7 +126,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// The URL and token a command uses.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Settings {
-    /// Base URL of the controller.
+    /// Base URL of the controller, or its replicas' URLs comma-separated.
     pub url: String,
     /// Bearer token, if any is known for that URL.
     pub token: Option<String>,
@@ -165,13 +166,19 @@ impl Settings {
     }
 }
 
-/// Whether two base URLs name the same controller: equal once parsed
-/// (case of scheme and host, default port) and without a trailing slash.
+/// Whether two base URLs (or comma-separated lists of replicas' URLs) name
+/// the same controller: the same URLs in the same order, each equal once
+/// parsed (case of scheme and host, default port) and without a trailing
+/// slash.
 pub fn same_url(a: &str, b: &str) -> bool {
-    let normal = |raw: &str| {
-        let raw = raw.trim();
-        let parsed = reqwest::Url::parse(raw).map_or_else(|_| raw.to_owned(), String::from);
-        parsed.trim_end_matches('/').to_owned()
+    let normal = |list: &str| -> Vec<String> {
+        list.split(',')
+            .map(|raw| {
+                let raw = raw.trim();
+                let parsed = reqwest::Url::parse(raw).map_or_else(|_| raw.to_owned(), String::from);
+                parsed.trim_end_matches('/').to_owned()
+            })
+            .collect()
     };
     normal(a) == normal(b)
 }
@@ -274,6 +281,21 @@ mod tests {
         assert!(same_url("HTTP://H:80/", "http://h"));
         assert!(!same_url("http://h:8000", "https://h:8000"));
         assert!(!same_url("http://h/a", "http://h/b"));
+        assert!(same_url("http://a:1/, http://b:2", "http://a:1,http://b:2/"));
+        assert!(!same_url("http://a:1,http://b:2", "http://a:1"));
+        assert!(!same_url("http://a:1,http://b:2", "http://b:2,http://a:1"));
+    }
+
+    #[test]
+    fn a_list_saved_by_login_keeps_its_token_for_the_same_list_only() {
+        let stored = file("https://a:8000,https://b:8000", "file-token");
+        let same = Settings::resolve(None, None, Some(&stored));
+        assert_eq!(same.url, "https://a:8000,https://b:8000");
+        assert_eq!(same.token.as_deref(), Some("file-token"));
+        let spelled = Settings::resolve(Some("https://a:8000/, https://b:8000"), None, Some(&stored));
+        assert_eq!(spelled.token.as_deref(), Some("file-token"));
+        let other = Settings::resolve(Some("https://a:8000,https://evil:8000"), None, Some(&stored));
+        assert_eq!(other.token, None);
     }
 
     #[test]

@@ -2,9 +2,10 @@
 //! runs it: with the controller's CA (`--ca-file`, saved by `login`, or the
 //! usual `SSL_CERT_FILE`) it logs in and answers; trusting another CA it
 //! fails with one line that names the URL and the fix; plain HTTP to the
-//! HTTPS port says to use `https://`.
+//! HTTPS port says to use `https://`. Given a list of replicas' URLs whose
+//! first refuses connections, it answers through the next (one CA for all).
 
-use integration_tests::{spawn_https_app, TestTls, ADMIN_PASSWORD, ADMIN_USER};
+use integration_tests::{spawn_https_app, TestApp, TestTls, ADMIN_PASSWORD, ADMIN_USER};
 use std::path::Path;
 use std::process::Output;
 use tokio::process::Command;
@@ -37,11 +38,18 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-#[tokio::test]
-async fn the_cli_trusts_the_controllers_ca_and_says_clearly_when_it_does_not() {
+/// A test CA, an HTTPS controller with its certificate, and a directory
+/// for the config file.
+async fn https_app() -> (TestTls, TestApp, tempfile::TempDir) {
     let tls = TestTls::new(&["localhost"]).unwrap_or_else(|e| panic!("{e:#}"));
     let app = spawn_https_app(&tls, &[]).await;
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    (tls, app, dir)
+}
+
+#[tokio::test]
+async fn the_cli_trusts_the_controllers_ca_and_says_clearly_when_it_does_not() {
+    let (tls, app, dir) = https_app().await;
     let config = dir.path().join("config.json");
     let (url, ca) = (app.base_url.as_str(), tls.ca_file().display().to_string());
 
@@ -80,6 +88,57 @@ async fn the_cli_trusts_the_controllers_ca_and_says_clearly_when_it_does_not() {
     .await;
     assert!(
         stderr(&out).contains("this port speaks HTTPS; use https://"),
+        "{}",
+        stderr(&out)
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_cli_given_a_dead_replica_first_answers_through_the_next() {
+    let (tls, app, dir) = https_app().await;
+    let config = dir.path().join("config.json");
+    let ca = tls.ca_file().display().to_string();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let dead_port = dead
+        .local_addr()
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("{e}"));
+    drop(dead);
+    let urls = format!("https://localhost:{dead_port},{}", app.base_url);
+
+    let login = [
+        "--url",
+        &urls,
+        "--ca-file",
+        &ca,
+        "login",
+        "--username",
+        ADMIN_USER,
+    ];
+    let out = orchestrator(&config, &login, &[("ORCH_PASSWORD", ADMIN_PASSWORD)]).await;
+    assert!(out.status.success(), "login: {}", stderr(&out));
+    let saved = std::fs::read_to_string(&config).unwrap_or_default();
+    assert!(saved.contains(&urls), "login did not save the list: {saved}");
+    // The saved list, its token and its CA serve the next command.
+    let out = orchestrator(&config, &["--json", "list"], &[]).await;
+    assert!(out.status.success(), "list: {}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"jobs\""));
+    // Nothing listens anywhere: the error names the last URL tried, as before.
+    let none = format!("https://localhost:{dead_port}");
+    let args = [
+        "--url",
+        &none,
+        "--token",
+        &app.admin_token,
+        "--ca-file",
+        &ca,
+        "list",
+    ];
+    let out = orchestrator(&config, &args, &[]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).starts_with(&format!("error: cannot connect to the controller at {none}")),
         "{}",
         stderr(&out)
     );

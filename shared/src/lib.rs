@@ -13,6 +13,8 @@
 //! - [`secret`]: a string that never prints.
 //! - [`messages`]: what travels through the broker.
 //! - [`backoff`]: the capped exponential retry rhythm of both daemons.
+//! - [`replicas`]: lists of controller URLs, and the one rule of which
+//!   failures move the agent and the CLI to the next replica.
 //! - `broker` (feature): declaring the RabbitMQ topology both daemons use.
 //! - `runtime` (feature): logging set-up and the shutdown signal of both daemons.
 //! - `tls` (feature): CA files, and TLS failures in words.
@@ -24,6 +26,7 @@ pub mod backoff;
 #[cfg(feature = "broker")]
 pub mod broker;
 pub mod messages;
+pub mod replicas;
 #[cfg(feature = "runtime")]
 pub mod runtime;
 pub mod scope;

@@ -153,8 +153,9 @@ async fn spawn_on(test_db: TestDb, extra: &[&str], tls: Option<&TestTls>) -> Tes
 
 impl TestApp {
     /// A second controller on this app's database, as another replica
-    /// behind a load balancer would be, with `extra` flags; its
-    /// `admin_token` is a login of its own.
+    /// (behind a load balancer, or named in its clients' URL lists) would
+    /// be, with `extra` flags, over plain HTTP; its `admin_token` is a
+    /// login of its own.
     pub async fn spawn_replica(&self, extra: &[&str]) -> TestApp {
         spawn_on(self.test_db.clone(), extra, None).await
     }

@@ -22,11 +22,18 @@ pub struct Cluster {
     /// Each worker id's credential, issued when its first agent starts and
     /// kept for the agents started again under that id.
     pub credentials: std::collections::HashMap<String, String>,
+    /// The `--controller-url` of the agents started from now on; `None`:
+    /// the controller's URL. Set it to a comma-separated list to test
+    /// agents that fail over between replicas ([`Cluster::add_replica`]).
+    pub agent_controller_url: Option<String>,
     /// The CA agents trust for the controller's certificate, when it
     /// serves HTTPS ([`Cluster::start_https`]).
     ca_file: Option<PathBuf>,
     agent_bin: String,
     agents: Vec<(String, Child)>,
+    /// Further controllers on the same database and broker prefix, in the
+    /// order started ([`Cluster::add_replica`]).
+    replicas: Vec<TestApp>,
 }
 
 /// Controller flags that make failure handling quick enough to test. The
@@ -44,6 +51,15 @@ const FAST_FLOW: &[&str] = &[
     "--timeout-grace-ms",
     "5000",
 ];
+
+/// The flags of every controller of a cluster: its broker prefix, a broker
+/// user per agent, and [`FAST_FLOW`].
+fn controller_flags(prefix: &str) -> Vec<String> {
+    let mut flags = vec!["--broker-prefix".to_owned(), prefix.to_owned()];
+    flags.extend(crate::broker_accounts_flag());
+    flags.extend(FAST_FLOW.iter().map(|f| (*f).to_owned()));
+    flags
+}
 
 impl Cluster {
     /// Starts a controller that gives each agent a broker user of its own;
@@ -63,10 +79,8 @@ impl Cluster {
     /// A cluster over plain HTTP, or over HTTPS with `tls`.
     async fn start_on(agent_bin: &str, tls: Option<&TestTls>) -> Cluster {
         let prefix = crate::unique_prefix();
-        let accounts = crate::broker_accounts_flag();
-        let mut flags = vec!["--broker-prefix", prefix.as_str()];
-        flags.extend(accounts.iter().map(String::as_str));
-        flags.extend_from_slice(FAST_FLOW);
+        let flags = controller_flags(&prefix);
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
         let app = match tls {
             Some(tls) => spawn_https_app(tls, &flags).await,
             None => spawn_app_with(&flags).await,
@@ -75,10 +89,34 @@ impl Cluster {
             app,
             prefix,
             credentials: std::collections::HashMap::new(),
+            agent_controller_url: None,
             ca_file: tls.map(TestTls::ca_file),
             agent_bin: agent_bin.to_owned(),
             agents: Vec::new(),
+            replicas: Vec::new(),
         }
+    }
+
+    /// Starts another replica of the controller (plain HTTP) on the
+    /// cluster's database and broker prefix, as users run several with no
+    /// load balancer; answers its base URL, for
+    /// [`Cluster::agent_controller_url`].
+    pub async fn add_replica(&mut self) -> String {
+        let flags = controller_flags(&self.prefix);
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let replica = self.app.spawn_replica(&flags).await;
+        let url = replica.base_url.clone();
+        self.replicas.push(replica);
+        url
+    }
+
+    /// Stops the cluster's controller (its port then refuses connections)
+    /// and makes the first replica the cluster's controller, through which
+    /// the cluster's requests go from then on.
+    pub async fn stop_controller_for_replica(&mut self) {
+        assert!(!self.replicas.is_empty(), "no replica to take over");
+        let replica = self.replicas.remove(0);
+        std::mem::replace(&mut self.app, replica).stop().await;
     }
 
     /// Starts an agent process `worker_id` with `capacity` that may run
@@ -112,8 +150,9 @@ impl Cluster {
         if let Some(ca_file) = &self.ca_file {
             command.arg("--ca-file").arg(ca_file);
         }
+        let controller_url = self.agent_controller_url.as_ref().unwrap_or(&self.app.base_url);
         let child = command
-            .args(["--controller-url", &self.app.base_url])
+            .args(["--controller-url", controller_url])
             // No login: the registration answer gives the agent its own.
             .args(["--amqp-url", &crate::infra().amqp_url_without_login()])
             .args(["--broker-prefix", &self.prefix])

@@ -94,7 +94,7 @@ pub async fn run(
     check_registration(&registration(&state))?;
     let _stop_guard = StopOnDrop(Arc::clone(&state));
     tracing::info!(worker_id = state.worker_id(), capacity = state.config.capacity,
-        controller = %state.config.controller_url, "agent starting");
+        controllers = %state.config.controller_url, "agent starting");
     log_isolation(&state);
     let swept = state.limits.sandbox.sweep().await;
     if swept > 0 {
@@ -147,7 +147,8 @@ pub(crate) async fn register(state: &State) {
                     state.paused.send_replace(true);
                 }
                 tracing::info!(worker_id = state.worker_id(), generation = worker.generation,
-                    status = %worker.status, "registered with the controller");
+                    status = %worker.status, controller = state.client.current_base(),
+                    "registered with the controller");
                 return;
             }
             Err(e) if e.is_auth() => {

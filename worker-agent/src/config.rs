@@ -36,13 +36,79 @@ impl FromStr for Label {
     }
 }
 
+/// The base URLs of the controller's replicas, in the order given: one or
+/// more `http://` or `https://` URLs, without a trailing slash. Shown as
+/// given, comma-separated, without any password a URL may carry.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ControllerUrls(Vec<reqwest::Url>);
+
+impl std::fmt::Debug for ControllerUrls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.to_string())
+    }
+}
+
+impl ControllerUrls {
+    /// The base URLs, each without a trailing slash, in order.
+    pub fn bases(&self) -> Vec<String> {
+        self.0
+            .iter()
+            .map(|u| u.as_str().trim_end_matches('/').to_owned())
+            .collect()
+    }
+
+    /// The base URLs as logs show them: any password a URL carries
+    /// replaced, each without a trailing slash, in order.
+    pub fn shown(&self) -> Vec<String> {
+        self.0
+            .iter()
+            .map(|url| {
+                let mut url = url.clone();
+                if url.password().is_some() {
+                    let _ = url.set_password(Some("redacted"));
+                }
+                url.as_str().trim_end_matches('/').to_owned()
+            })
+            .collect()
+    }
+}
+
+impl FromStr for ControllerUrls {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let entries = orchestrator_shared::replicas::split_urls(s).map_err(|e| e.to_string())?;
+        let parse = |(i, entry): (usize, &str)| {
+            let bad = |why: String| format!("entry {} of the controller URL list: {why}", i + 1);
+            let url = reqwest::Url::parse(entry).map_err(|e| bad(e.to_string()))?;
+            if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
+                return Err(bad("expected an http:// or https:// URL".into()));
+            }
+            Ok(url)
+        };
+        entries
+            .into_iter()
+            .enumerate()
+            .map(parse)
+            .collect::<Result<_, _>>()
+            .map(ControllerUrls)
+    }
+}
+
+impl std::fmt::Display for ControllerUrls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.shown().join(","))
+    }
+}
+
 /// Everything the agent needs to run; built by clap from flags and
 /// `AGENT_*` variables, or by tests through [`AgentConfig::try_parse_from`].
 #[derive(Debug, Clone, Args)]
 pub struct AgentConfig {
-    /// Base URL of the controller's API.
+    /// Base URL of the controller's API, or a comma-separated list of the
+    /// base URLs of its replicas: the agent uses the one that last
+    /// answered and moves to the next when one cannot be reached.
     #[arg(long, env = "AGENT_CONTROLLER_URL", default_value = "https://127.0.0.1:8000")]
-    pub controller_url: String,
+    pub controller_url: ControllerUrls,
     /// This agent's credential (`orca_...`, issued for its worker id by
     /// an admin). Prefer `--agent-token-file`: a file is not visible in the
     /// process's environment or arguments.
@@ -332,7 +398,7 @@ mod tests {
         assert!(!shown.contains("very-secret-token"), "{shown}");
         assert!(!shown.contains("guest:guest"), "{shown}");
         assert_eq!(c.credential().unwrap().expose(), "very-secret-token");
-        assert_eq!(c.controller_url, "https://127.0.0.1:8000");
+        assert_eq!(c.controller_url.bases(), ["https://127.0.0.1:8000"]);
         assert_eq!(c.broker_prefix, "orchestrator");
         assert_eq!(c.worker_id, "w-1");
         assert_eq!(c.capacity, 1);
@@ -374,6 +440,52 @@ mod tests {
             let r = AgentConfig::try_parse_from(["worker-agent", "--agent-token=t", "--worker-id=w", bad]);
             assert!(r.is_err(), "{bad} was accepted");
         }
+    }
+
+    #[test]
+    fn the_controller_url_is_one_url_or_a_list_of_them() {
+        let urls = |value: &str| {
+            AgentConfig::try_parse_from([
+                "worker-agent",
+                "--agent-token=t",
+                "--worker-id=w",
+                "--controller-url",
+                value,
+            ])
+            .map(|c| c.controller_url)
+        };
+        let one = urls("https://c:8000/").unwrap();
+        assert_eq!(one.bases(), ["https://c:8000"]);
+        assert_eq!(one.to_string(), "https://c:8000");
+        let two = urls("https://x-controller:8000,https://x-controller-2:8000").unwrap();
+        assert_eq!(
+            two.bases(),
+            ["https://x-controller:8000", "https://x-controller-2:8000"]
+        );
+        assert_eq!(
+            two.to_string(),
+            "https://x-controller:8000,https://x-controller-2:8000"
+        );
+        let spaced = urls(" http://a:1 , http://b:2/api ").unwrap();
+        assert_eq!(spaced.bases(), ["http://a:1", "http://b:2/api"]);
+        for (bad, says) in [
+            ("https://a:8000,", "entry 2 of the controller URL list is empty"),
+            (
+                "https://a:8000,,https://b:8000",
+                "entry 2 of the controller URL list is empty",
+            ),
+            (
+                "https://a:8000,b:8000",
+                "entry 2 of the controller URL list: expected an http",
+            ),
+            ("not a url", "entry 1 of the controller URL list:"),
+        ] {
+            let refused = urls(bad).unwrap_err().to_string();
+            assert!(refused.contains(says), "{bad}: {refused}");
+        }
+        let with_login = urls("https://user:hunter2@c:8000").unwrap();
+        assert!(!with_login.to_string().contains("hunter2"), "{with_login}");
+        assert!(!format!("{with_login:?}").contains("hunter2"), "{with_login:?}");
     }
 
     #[test]

@@ -705,3 +705,61 @@ async fn a_revoked_agent_is_refused_by_the_controller_and_the_broker() {
     let done = c.wait_status(&id(&job), "completed").await;
     assert_eq!(done["assigned_workers"], json!(["fresh-1"]));
 }
+
+/// Submits `n` jobs that run `/bin/true` and waits until each completed.
+async fn run_quick_jobs(c: &Cluster, n: usize) {
+    let mut ids = Vec::new();
+    for _ in 0..n {
+        ids.push(id(&c.submit(&["/bin/true"], json!({})).await));
+    }
+    for job_id in &ids {
+        c.wait_status(job_id, "completed").await;
+    }
+}
+
+/// Two controller replicas with no load balancer, and an agent given both
+/// URLs (A first): jobs complete through A; once A stops (its port then
+/// refuses connections), jobs submitted through B complete too, each
+/// exactly once, and the agent claims them through B.
+#[tokio::test]
+async fn an_agent_given_two_replicas_keeps_working_when_the_first_stops() {
+    let mut c = Cluster::start(AGENT).await;
+    let b = c.add_replica().await;
+    c.agent_controller_url = Some(format!("{},{b}", c.app.base_url));
+    c.add_agent("fo-1", 2).await;
+    run_quick_jobs(&c, 5).await;
+    c.stop_controller_for_replica().await;
+    assert_eq!(c.app.base_url, b, "the cluster now speaks to B");
+    let claimed_through_b = claim_requests(&c).await;
+    run_quick_jobs(&c, 10).await;
+    assert!(
+        claim_requests(&c).await > claimed_through_b,
+        "the agent never claimed through B"
+    );
+    let completed = "SELECT count(*) FROM jobs WHERE status = 'completed'";
+    assert_eq!(c.count(completed).await, 15);
+    assert_eq!(c.duplicated_completions().await, 0, "a job completed twice");
+    let runs = c
+        .count("SELECT count(*) FROM job_shards WHERE status = 'completed'")
+        .await;
+    assert_eq!(runs, 15, "every job ran exactly once");
+    assert_eq!(
+        c.worker("fo-1").await["generation"],
+        1,
+        "the agent never registered again"
+    );
+}
+
+/// An agent whose first controller URL is a port where nothing listens
+/// registers through the second and runs jobs.
+#[tokio::test]
+async fn an_agent_whose_first_controller_url_is_dead_registers_through_the_second() {
+    let mut c = Cluster::start(AGENT).await;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_url = format!("http://{}", dead.local_addr().unwrap());
+    drop(dead);
+    c.agent_controller_url = Some(format!("{dead_url},{}", c.app.base_url));
+    c.add_agent("fo-dead", 1).await;
+    run_quick_jobs(&c, 2).await;
+    assert_eq!(c.duplicated_completions().await, 0, "a job completed twice");
+}

@@ -9,7 +9,8 @@ use crate::views;
 use anyhow::Result;
 use orchestrator_shared::api::{LoginRequest, Me, TokenResponse};
 
-/// `POST /api/auth/login`, then saves the URL and token to the config file.
+/// `POST /api/auth/login`, then saves the URL (or the replicas' URLs) and
+/// token to the config file.
 pub async fn login(ctx: &Ctx, args: LoginArgs) -> Result<()> {
     let password = args
         .password
@@ -28,7 +29,15 @@ pub async fn login(ctx: &Ctx, args: LoginArgs) -> Result<()> {
         .anonymous()
         .post(&["api", "auth", "login"], &request)
         .await?;
-    let url = ctx.client.base().as_str().trim_end_matches('/').to_owned();
+    // Every replica's URL, in the order given, so later commands fail
+    // over as this one would.
+    let urls: Vec<&str> = ctx
+        .client
+        .bases()
+        .iter()
+        .map(|u| u.as_str().trim_end_matches('/'))
+        .collect();
+    let url = urls.join(",");
     let stored = ConfigFile {
         url: Some(url.clone()),
         token: Some(token.typed.access_token.clone()),
