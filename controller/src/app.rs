@@ -63,6 +63,7 @@ pub struct App {
     broker: broker::BrokerLink,
     database: db::PgTarget,
     flow: crate::config::FlowConfig,
+    retention: crate::config::RetentionConfig,
     senders: Senders,
 }
 
@@ -184,6 +185,7 @@ impl App {
             broker,
             database: target,
             flow: config.flow,
+            retention: config.retention,
             senders,
         })
     }
@@ -212,7 +214,7 @@ impl App {
             senders: self.senders.clone(),
         };
         let broker = tokio::spawn(broker::supervise(self.broker, flow.clone()));
-        let reaper = tokio::spawn(crate::reaper::run(self.database, flow));
+        let reaper = tokio::spawn(crate::reaper::run(self.database, flow, self.retention));
         let router = api::router(self.state, self.timeout);
         let scheme = self.transport.scheme();
         if matches!(self.transport, Transport::InsecureHttp) {

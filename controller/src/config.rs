@@ -81,6 +81,86 @@ pub struct AllocationTtl {
     pub max: Duration,
 }
 
+/// How long finished work stays in Postgres (`crate::retention`). Each age
+/// of 0 keeps that kind of row forever (as before retention existed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Args)]
+pub struct RetentionConfig {
+    /// Days a finished job (completed, failed, cancelled, timed out) is
+    /// kept, counted from when it finished; then it is deleted with its
+    /// events, shards, outbox rows and idempotency key (the API answers
+    /// 404 for it), and allocations ended as long ago go too. 0 keeps
+    /// finished jobs forever.
+    #[arg(
+        long = "job-retention-days",
+        env = "ORCH_JOB_RETENTION_DAYS",
+        default_value = "30",
+        value_parser = days
+    )]
+    pub jobs: Duration,
+    /// Hours an idempotency key is remembered after the submission that
+    /// used it; then the key is forgotten (a submission with it creates a
+    /// new job) while the job stays. 0 remembers keys as long as their job.
+    #[arg(
+        long = "idempotency-key-retention-hours",
+        env = "ORCH_IDEMPOTENCY_KEY_RETENTION_HOURS",
+        default_value = "24",
+        value_parser = hours
+    )]
+    pub idempotency_keys: Duration,
+    /// Minutes an outbox row is kept after the broker confirmed it (only a
+    /// trail by then: nothing reads sent rows). Unsent rows are never
+    /// deleted. 0 keeps sent rows as long as their job.
+    #[arg(
+        long = "sent-outbox-retention-minutes",
+        env = "ORCH_SENT_OUTBOX_RETENTION_MINUTES",
+        default_value = "60",
+        value_parser = minutes
+    )]
+    pub sent_outbox: Duration,
+    /// Seconds between the leader's retention passes. A pass that stops at
+    /// its time budget with rows left is followed by the next at once.
+    #[arg(
+        long = "retention-interval-seconds",
+        env = "ORCH_RETENTION_INTERVAL_SECONDS",
+        default_value = "60",
+        value_parser = positive_seconds
+    )]
+    pub interval: Duration,
+}
+
+/// Longest retention age accepted, in seconds (about a hundred years):
+/// beyond it Postgres's interval arithmetic would overflow, and nobody
+/// means it (0 keeps rows forever).
+const MAX_RETENTION_SECS: u64 = 100 * 365 * 86_400;
+
+/// A whole number of `unit_secs`-second units as a `Duration`, at most
+/// [`MAX_RETENTION_SECS`].
+fn in_units(raw: &str, unit_secs: u64, unit: &str) -> Result<Duration, String> {
+    let n = seconds(raw)?.as_secs();
+    match n.checked_mul(unit_secs) {
+        Some(secs) if secs <= MAX_RETENTION_SECS => Ok(Duration::from_secs(secs)),
+        _ => Err(format!(
+            "must be at most {} {unit}",
+            MAX_RETENTION_SECS / unit_secs
+        )),
+    }
+}
+
+/// A setting given in days (`--job-retention-days 30`).
+fn days(raw: &str) -> Result<Duration, String> {
+    in_units(raw, 86_400, "days")
+}
+
+/// A setting given in hours (`--idempotency-key-retention-hours 24`).
+fn hours(raw: &str) -> Result<Duration, String> {
+    in_units(raw, 3_600, "hours")
+}
+
+/// A setting given in minutes (`--sent-outbox-retention-minutes 60`).
+fn minutes(raw: &str) -> Result<Duration, String> {
+    in_units(raw, 60, "minutes")
+}
+
 /// Limits applied to a user who has no row in `quotas`.
 #[derive(Debug, Clone, Copy, Args)]
 pub struct DefaultQuota {
@@ -333,6 +413,9 @@ pub struct Config {
     /// How long allocations of workers may live.
     #[command(flatten)]
     pub allocation_ttl: AllocationTtl,
+    /// How long finished jobs, idempotency keys and sent outbox rows stay.
+    #[command(flatten)]
+    pub retention: RetentionConfig,
 }
 
 impl Config {
@@ -477,6 +560,43 @@ mod tests {
         assert_eq!(with("0").unwrap().config.token_recheck, Duration::ZERO);
         assert_eq!(with("5000").unwrap().config.token_recheck, MAX_TOKEN_RECHECK);
         assert!(with("5001").is_err());
+    }
+
+    #[test]
+    fn retention_defaults_parse_units_and_zero_keeps_forever() {
+        let base = ["controller", "--database-url", "x", "--jwt-secret", "s"];
+        let r = Cli::try_parse_from(base).unwrap().config.retention;
+        assert_eq!(r.jobs, Duration::from_secs(30 * 86_400));
+        assert_eq!(r.idempotency_keys, Duration::from_secs(24 * 3_600));
+        assert_eq!(r.sent_outbox, Duration::from_secs(3_600));
+        assert_eq!(r.interval, Duration::from_secs(60));
+        let with = |flags: &[&'static str]| Cli::try_parse_from(base.iter().chain(flags).copied());
+        let set = with(&[
+            "--job-retention-days",
+            "7",
+            "--idempotency-key-retention-hours",
+            "0",
+            "--sent-outbox-retention-minutes",
+            "5",
+            "--retention-interval-seconds",
+            "10",
+        ])
+        .unwrap()
+        .config
+        .retention;
+        assert_eq!(set.jobs, Duration::from_secs(7 * 86_400));
+        assert_eq!(set.idempotency_keys, Duration::ZERO, "0 keeps keys");
+        assert_eq!(set.sent_outbox, Duration::from_secs(300));
+        assert_eq!(set.interval, Duration::from_secs(10));
+        for bad in [
+            ["--job-retention-days", "-1"],
+            ["--job-retention-days", "1.5"],
+            ["--job-retention-days", "36501"],
+            ["--idempotency-key-retention-hours", "18446744073709551615"],
+            ["--retention-interval-seconds", "0"],
+        ] {
+            assert!(with(&bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -11,6 +11,8 @@
 //! - [`app`]: start-up (`App::build`) and serving until shutdown.
 //! - [`broker`]: the RabbitMQ connection: outbox relay and agent-event consumer.
 //! - [`reaper`]: single-leader work (lost agents, overdue jobs, lapsed allocations).
+//! - [`retention`]: the leader's deletion of finished jobs past their age,
+//!   expired idempotency keys and old sent outbox rows, in small batches.
 //! - [`bootstrap`]: idempotent first-start set-up (the configured admin).
 //! - [`tls`]: HTTPS of the API (certificate files, plain HTTP refused
 //!   clearly, bounded handshakes) and the client side of TLS to Postgres.
@@ -28,4 +30,5 @@ pub mod config;
 pub mod db;
 pub mod models;
 pub mod reaper;
+pub mod retention;
 pub mod tls;

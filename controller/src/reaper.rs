@@ -1,11 +1,13 @@
 //! Work that must not run twice at once: probing silent agents (the probe,
 //! once applied, marks a lost one offline and handles its jobs), timing out
-//! overdue jobs, expiring allocations. Only the controller replica holding a
+//! overdue jobs, expiring allocations, and (on its own, longer interval)
+//! retention's passes (`crate::retention`). Only the controller replica holding a
 //! Postgres advisory lock (on a dedicated connection, held while it lives)
 //! does it; when that replica dies its connection drops and another takes
 //! over.
 
 use crate::broker::Flow;
+use crate::config::RetentionConfig;
 use crate::db::{allocations, flow, outbox, DbError, PgTarget};
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
@@ -60,12 +62,13 @@ impl From<tokio_postgres::Error> for ReaperError {
 /// so operators (and the replica tests) see where leadership is.
 const LEADER_GAUGE: &str = "reaper_leader";
 
-/// Runs forever: wins leadership when it can, then reaps every interval.
-pub async fn run(database: PgTarget, flow: Flow) {
+/// Runs forever: wins leadership when it can, then reaps every interval
+/// and runs retention's passes when they are due.
+pub async fn run(database: PgTarget, flow: Flow, retention: RetentionConfig) {
     let interval = flow.config.reaper_interval.max(Duration::from_millis(50));
     metrics::gauge!(LEADER_GAUGE).set(0.0);
     loop {
-        match lead(&database, &flow, interval).await {
+        match lead(&database, &flow, interval, retention).await {
             Ok(()) => {}
             Err(e) => tracing::debug!(error = %e, "reaper leadership attempt failed"),
         }
@@ -75,7 +78,12 @@ pub async fn run(database: PgTarget, flow: Flow) {
 
 /// Holds the lock and reaps until the lock connection fails. Returns at
 /// once if another replica leads.
-async fn lead(database: &PgTarget, flow: &Flow, interval: Duration) -> Result<(), ReaperError> {
+async fn lead(
+    database: &PgTarget,
+    flow: &Flow,
+    interval: Duration,
+    retention: RetentionConfig,
+) -> Result<(), ReaperError> {
     let (client, driver) = database.connect().await.map_err(ReaperError::Lock)?;
     let leader = match client.batch_execute(LOCK_SESSION_KEEPALIVES).await {
         Ok(()) => client
@@ -88,10 +96,12 @@ async fn lead(database: &PgTarget, flow: &Flow, interval: Duration) -> Result<()
         tracing::info!("this controller now runs the reaper");
         metrics::gauge!(LEADER_GAUGE).set(1.0);
         let mut probes = Probes::default();
+        let mut retention = crate::retention::Schedule::new(retention);
         while still_holds(&client).await {
             if let Err(e) = reap_once(flow, &mut probes).await {
                 tracing::warn!(error = ?e, "reaper pass failed");
             }
+            retention.tick(&flow.db).await;
             tokio::time::sleep(interval).await;
         }
         metrics::gauge!(LEADER_GAUGE).set(0.0);

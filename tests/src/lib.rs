@@ -36,5 +36,5 @@ pub use containers::{
     DEFAULT_RABBITMQ_IMAGE, TEST_LABEL,
 };
 pub use databases::{database, fresh_database, unique_prefix, TestDb};
-pub use fixtures::{create_user, new_job, new_worker, submit, BIG_QUOTA};
+pub use fixtures::{create_user, insert_finished_jobs, new_job, new_worker, submit, BIG_QUOTA};
 pub use tls::{start_tls_postgres, start_tls_rabbitmq, TestTls, HOSTSSL_ONLY, IMAGE_PG_HBA, IMAGE_TLS_DIR};

@@ -19,7 +19,11 @@ pub fn request_hash(job: &NewJob) -> Result<String, DbError> {
     Ok(hex::encode(Sha256::digest(canonical)))
 }
 
-/// The job and request hash stored under `key` for this user, if any.
+/// The job and request hash stored under `key` for this user, if any. A
+/// key found is locked (`FOR KEY SHARE`, until the caller's transaction
+/// ends), so retention cannot delete it, or its job, between this answer
+/// and the replay that reads the job; a key retention is deleting right
+/// now is waited for and then not found.
 pub async fn find(
     client: &impl GenericClient,
     user_id: Uuid,
@@ -27,7 +31,8 @@ pub async fn find(
 ) -> Result<Option<(Uuid, String)>, DbError> {
     let row = client
         .row_opt(
-            "SELECT job_id, request_hash FROM idempotency_keys WHERE user_id = $1 AND key = $2",
+            "SELECT job_id, request_hash FROM idempotency_keys WHERE user_id = $1 AND key = $2
+             FOR KEY SHARE",
             &[&user_id, &key],
         )
         .await?;

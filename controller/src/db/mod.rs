@@ -10,6 +10,7 @@ pub mod idempotency;
 pub mod jobs;
 pub mod outbox;
 pub mod quotas;
+pub mod retention;
 pub mod stats;
 pub mod tls;
 pub mod users;

@@ -3,7 +3,7 @@
 //! worker. Each test here is a finding of the security review: before
 //! credentials, any agent token could register or claim as any worker.
 
-use super::helpers::{assert_invalid_credentials, assert_shape, submit_ok};
+use super::helpers::{assert_invalid_credentials, assert_shape, metric, submit_ok};
 use integration_tests::{spawn_app, Reply, TestApp};
 use orchestrator_shared::api::{AgentCredential, CredentialList, IssuedCredential};
 use serde_json::{json, Value};
@@ -27,14 +27,6 @@ async fn registered_agent(app: &TestApp, worker_id: &str) -> String {
         .await;
     assert_eq!(r.status, 200, "registering {worker_id}: {}", r.text);
     token
-}
-
-/// The value of the metric line that starts with `series` (0 if absent).
-async fn metric(app: &TestApp, series: &str) -> f64 {
-    let text = app.get_open("/metrics").await.text;
-    text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(0.0)
 }
 
 /// The shard 0 of attempt 1 of `job`: (worker, status).

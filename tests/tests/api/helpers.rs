@@ -201,6 +201,14 @@ pub fn count(r: &Reply, key: &str) -> Option<usize> {
     r.json[key].as_array().map(Vec::len)
 }
 
+/// The value of the metric line that starts with `series` (0 if absent).
+pub async fn metric(app: &TestApp, series: &str) -> f64 {
+    let text = app.get_open("/metrics").await.text;
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0.0)
+}
+
 // ------------------------------------------------------------ fixtures ---
 
 /// Submits a job described `description` and returns its id.

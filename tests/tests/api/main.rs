@@ -15,6 +15,8 @@
 //!   tokens within the bound, on another replica too; the last admin.
 //! - `supervisor`: workers and their transitions, fleet metrics.
 //! - `resources`: quotas, allocation, release.
+//! - `retention`: an old finished job is gone (404) and an expired
+//!   idempotency key forgotten, by the running controller's own passes.
 //! - `jobs`: submission, batches, idempotency, reading, cancelling, events,
 //!   output, listing.
 //! - `limits`: per-job resource limits and agents' offers and isolation
@@ -40,6 +42,7 @@ mod jobs;
 mod limits;
 mod ops;
 mod resources;
+mod retention;
 mod supervisor;
 mod tls;
 mod users;

@@ -95,6 +95,11 @@ struct Args {
     /// With --url: the agents' process ids on this host (CPU, RSS).
     #[arg(long, value_delimiter = ',')]
     agent_pids: Vec<u32>,
+    /// Before submitting, fill the jobs table with this many jobs that
+    /// finished a day ago (kept by retention), to measure submissions and
+    /// claims against a large table.
+    #[arg(long, default_value_t = 0)]
+    finished_rows: i64,
 }
 
 /// Where the load goes: the cluster this run started, or one given by URL.
@@ -190,6 +195,31 @@ async fn login(http: &reqwest::Client, url: &str, username: &str) -> anyhow::Res
         .as_str()
         .map(str::to_owned)
         .context("login answer without access_token")
+}
+
+/// Inserts `n` jobs of the oldest user that finished a day ago, in chunks
+/// of 100,000 (one statement each), then refreshes the planner's figures.
+async fn prefill(db: &tokio_postgres::Client, n: i64) -> anyhow::Result<()> {
+    if n <= 0 {
+        return Ok(());
+    }
+    let started = Instant::now();
+    let user: uuid::Uuid = db
+        .query_one("SELECT user_id FROM users ORDER BY created_at LIMIT 1", &[])
+        .await?
+        .get(0);
+    let mut left = n;
+    while left > 0 {
+        let chunk = left.min(100_000);
+        integration_tests::insert_finished_jobs(db, user, chunk, 1).await?;
+        left -= chunk;
+    }
+    db.batch_execute("ANALYZE jobs, job_events").await?;
+    eprintln!(
+        "filled {n} finished jobs in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 /// Clears Postgres's statement and WAL statistics before a profiled run.
@@ -440,6 +470,9 @@ async fn main() -> anyhow::Result<()> {
     let target = Target::new(&args).await?;
     let (mut pg, conn) = tokio_postgres::connect(&target.db_url, tokio_postgres::NoTls).await?;
     tokio::spawn(conn);
+    prefill(&pg, args.finished_rows)
+        .await
+        .context("filling finished jobs")?;
     if args.profile {
         reset_pg_stats(&pg).await?;
     }
