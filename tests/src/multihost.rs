@@ -599,7 +599,8 @@ pub struct Leftovers {
     pub unsent_dispatches: i64,
     /// Two attempts of one shard that overlapped in time on two agents.
     pub overlapping_attempts: i64,
-    /// Agents marked busy that run no shard.
+    /// Live agents (idle or busy) marked busy, or counting jobs, that run
+    /// no shard. An offline agent keeps the count of its last heartbeat.
     pub busy_with_nothing: i64,
 }
 
@@ -644,7 +645,8 @@ impl Deployment {
                            ON a.job_id = b.job_id AND a.shard_index = b.shard_index
                           AND a.attempt < b.attempt AND a.worker_id <> b.worker_id
                           AND b.started_at < coalesce(a.finished_at, 'infinity')),
-                        (SELECT count(*) FROM workers w WHERE (w.status = 'busy' OR w.running_jobs > 0)
+                        (SELECT count(*) FROM workers w WHERE w.status IN ('idle', 'busy')
+                           AND (w.status = 'busy' OR w.running_jobs > 0)
                            AND NOT EXISTS (SELECT 1 FROM job_shards s
                                            WHERE s.worker_id = w.worker_id AND s.status = 'running'))",
                 &[],
