@@ -290,11 +290,15 @@ pub async fn migrate_to(target: &PgTarget) -> Result<Vec<i32>, DbError> {
 /// The versions this binary's embedded migrations would bring a database to,
 /// in order; used by `controller migrate --list` and tests.
 pub fn known_migrations() -> Vec<(i32, String)> {
-    embedded::migrations::runner()
+    let mut known: Vec<(i32, String)> = embedded::migrations::runner()
         .get_migrations()
         .iter()
         .map(|m| (m.version(), m.name().to_owned()))
-        .collect()
+        .collect();
+    // In version order, as they apply: the embedding lists them by file
+    // name, where V10 sorts before V2.
+    known.sort_unstable_by_key(|(version, _)| *version);
+    known
 }
 
 /// Reads a JSON column into `T` (labels, command; `Option<T>` for a
