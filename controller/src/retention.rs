@@ -75,23 +75,22 @@ enum Step {
 impl Step {
     /// The steps `config` asks for (an age of 0 keeps that kind forever).
     fn all(config: &RetentionConfig) -> Vec<Step> {
-        let candidates = [
-            (config.jobs, Step::FinishedJobs(config.jobs)),
-            (config.jobs, Step::Older(Aged::EndedAllocations, config.jobs)),
-            (
-                config.idempotency_keys,
-                Step::Older(Aged::IdempotencyKeys, config.idempotency_keys),
-            ),
-            (
-                config.sent_outbox,
-                Step::Older(Aged::SentOutbox, config.sent_outbox),
-            ),
-        ];
-        candidates
-            .into_iter()
-            .filter(|(age, _)| !age.is_zero())
-            .map(|(_, step)| step)
-            .collect()
+        [
+            Step::FinishedJobs(config.jobs),
+            Step::Older(Aged::EndedAllocations, config.jobs),
+            Step::Older(Aged::IdempotencyKeys, config.idempotency_keys),
+            Step::Older(Aged::SentOutbox, config.sent_outbox),
+        ]
+        .into_iter()
+        .filter(|step| !step.age().is_zero())
+        .collect()
+    }
+
+    /// How old a row must be for this step to delete it.
+    fn age(self) -> Duration {
+        match self {
+            Step::FinishedJobs(age) | Step::Older(_, age) => age,
+        }
     }
 
     /// Runs one batch of this step; answers what it deleted and whether
@@ -136,13 +135,14 @@ pub async fn run_pass(db: &Database, config: &RetentionConfig, limits: Limits) -
             }
         }
         steps = left;
-        if !steps.is_empty() && started.elapsed() >= limits.budget {
+        if steps.is_empty() {
+            break;
+        }
+        if started.elapsed() >= limits.budget {
             pass.more = true;
             break;
         }
-        if !steps.is_empty() {
-            tokio::time::sleep(BETWEEN_BATCHES).await;
-        }
+        tokio::time::sleep(BETWEEN_BATCHES).await;
     }
     log_pass(&pass, started.elapsed());
     Ok(pass)

@@ -85,7 +85,7 @@ pub async fn inject(soak: &Soak, until: Instant, min: Duration, max: Duration) -
 
 /// Injects `fault` and undoes it (start again, reconnect).
 async fn inject_one(soak: &Soak, fault: Fault) -> anyhow::Result<Injected> {
-    let target = target_of(soak, fault).await;
+    let (target, replica) = target_of(soak, fault).await;
     let at = Utc::now();
     match fault {
         Fault::CutAgent => {
@@ -94,10 +94,9 @@ async fn inject_one(soak: &Soak, fault: Fault) -> anyhow::Result<Injected> {
             soak.d.read().await.reconnect(&target)?;
         }
         Fault::KillController => {
-            let index = usize::from(target.ends_with("-controller-2"));
             soak.d.read().await.kill(&target)?;
-            if soak.d.read().await.current_replica() == index {
-                soak.d.write().await.use_replica(1 - index).await?;
+            if soak.d.read().await.current_replica() == replica {
+                soak.d.write().await.use_replica(1 - replica).await?;
             }
             tokio::time::sleep(DOWN).await;
             soak.d.read().await.start_again(&target)?;
@@ -111,16 +110,20 @@ async fn inject_one(soak: &Soak, fault: Fault) -> anyhow::Result<Injected> {
     Ok(Injected { fault, target, at })
 }
 
-/// The container `fault` hits, drawn at random where there are several.
-async fn target_of(soak: &Soak, fault: Fault) -> String {
+/// The container `fault` hits, drawn at random where there are several,
+/// and for a controller which replica it is (0 for any other part).
+async fn target_of(soak: &Soak, fault: Fault) -> (String, usize) {
     let d = soak.d.read().await;
     match fault {
         Fault::KillAgent | Fault::CutAgent => {
             let agents = d.agent_names();
-            agents[soak.draw(agents.len() as u64) as usize].clone()
+            (agents[soak.draw(agents.len() as u64) as usize].clone(), 0)
         }
-        Fault::KillController => d.controller(soak.draw(2) as usize),
-        Fault::KillBroker => d.infra_names().1,
-        Fault::KillPostgres => d.infra_names().0,
+        Fault::KillController => {
+            let replica = soak.draw(2) as usize;
+            (d.controller(replica), replica)
+        }
+        Fault::KillBroker => (d.infra_names().1, 0),
+        Fault::KillPostgres => (d.infra_names().0, 0),
     }
 }
