@@ -25,6 +25,7 @@
 //! only this run's jobs.
 
 mod cpu;
+mod prune;
 
 use anyhow::{ensure, Context};
 use clap::Parser;
@@ -100,6 +101,12 @@ struct Args {
     /// claims against a large table.
     #[arg(long, default_value_t = 0)]
     finished_rows: i64,
+    /// Before submitting, fill the jobs table with this many jobs that
+    /// finished 31 days ago, past the default retention of 30 days, and
+    /// report how fast the leader prunes them while the load runs and
+    /// after it (`prune`).
+    #[arg(long, default_value_t = 0)]
+    aged_rows: i64,
 }
 
 /// Where the load goes: the cluster this run started, or one given by URL.
@@ -197,9 +204,9 @@ async fn login(http: &reqwest::Client, url: &str, username: &str) -> anyhow::Res
         .context("login answer without access_token")
 }
 
-/// Inserts `n` jobs of the oldest user that finished a day ago, in chunks
-/// of 100,000 (one statement each), then refreshes the planner's figures.
-async fn prefill(db: &tokio_postgres::Client, n: i64) -> anyhow::Result<()> {
+/// Inserts `n` jobs of the oldest user that finished `days_ago` days
+/// ago, in chunks.
+async fn prefill(db: &tokio_postgres::Client, n: i64, days_ago: i32) -> anyhow::Result<()> {
     if n <= 0 {
         return Ok(());
     }
@@ -211,14 +218,25 @@ async fn prefill(db: &tokio_postgres::Client, n: i64) -> anyhow::Result<()> {
     let mut left = n;
     while left > 0 {
         let chunk = left.min(100_000);
-        integration_tests::insert_finished_jobs(db, user, chunk, 1).await?;
+        integration_tests::insert_finished_jobs(db, user, chunk, days_ago).await?;
         left -= chunk;
     }
-    db.batch_execute("ANALYZE jobs, job_events").await?;
     eprintln!(
-        "filled {n} finished jobs in {:.1} s",
+        "filled {n} jobs finished {days_ago} days ago in {:.1} s",
         started.elapsed().as_secs_f64()
     );
+    Ok(())
+}
+
+/// After a fill, brings the tables to the state a long-lived deployment's
+/// are in: vacuumed (hint bits and visibility map set, so the run does not
+/// pay for the fill's first reads or race autovacuum) and analysed.
+async fn settle(db: &tokio_postgres::Client) -> anyhow::Result<()> {
+    let started = Instant::now();
+    for table in ["jobs", "job_events"] {
+        db.batch_execute(&format!("VACUUM (ANALYZE) {table}")).await?;
+    }
+    eprintln!("vacuumed and analysed in {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
 }
 
@@ -470,9 +488,16 @@ async fn main() -> anyhow::Result<()> {
     let target = Target::new(&args).await?;
     let (mut pg, conn) = tokio_postgres::connect(&target.db_url, tokio_postgres::NoTls).await?;
     tokio::spawn(conn);
-    prefill(&pg, args.finished_rows)
+    prefill(&pg, args.finished_rows, 1)
         .await
         .context("filling finished jobs")?;
+    prefill(&pg, args.aged_rows, prune::AGED_DAYS)
+        .await
+        .context("filling aged jobs")?;
+    if args.finished_rows > 0 || args.aged_rows > 0 {
+        settle(&pg).await.context("vacuuming after the fill")?;
+    }
+    let backlog = prune::Backlog::start(&pg, args.aged_rows).await?;
     if args.profile {
         reset_pg_stats(&pg).await?;
     }
@@ -482,7 +507,10 @@ async fn main() -> anyhow::Result<()> {
     let submit = submit_all(&target, &args, &run_id).await.context("submitting")?;
     let drain = wait_all(&pg, &run, deadline).await?;
     let used = Usage::of(&target);
-    let report = report(&mut pg, &args, &run, (submit, submit + drain), &idle, &used).await?;
+    let mut report = report(&mut pg, &args, &run, (submit, submit + drain), &idle, &used).await?;
+    if let Some(backlog) = backlog {
+        report["pruning"] = backlog.finish(&pg, deadline).await?;
+    }
     println!("{}", serde_json::to_string_pretty(&report)?);
     if args.profile {
         println!(
@@ -491,6 +519,7 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     print_summary(&args, &report);
+    prune::print_summary(&report["pruning"]);
     Ok(())
 }
 
