@@ -236,7 +236,10 @@ async fn settle(db: &tokio_postgres::Client) -> anyhow::Result<()> {
     for table in ["jobs", "job_events"] {
         db.batch_execute(&format!("VACUUM (ANALYZE) {table}")).await?;
     }
-    eprintln!("vacuumed and analysed in {:.1} s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "vacuumed and analysed in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
