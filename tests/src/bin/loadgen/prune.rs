@@ -7,19 +7,22 @@
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
-/// How many days ago the aged jobs finished: one past the controller's
-/// default `--job-retention-days 30`.
-pub const AGED_DAYS: i32 = 31;
+/// The controller's default `--job-retention-days`, which the counted
+/// backlog assumes.
+const RETENTION_DAYS: i32 = 30;
+
+/// How many days ago the aged jobs finished: one past [`RETENTION_DAYS`].
+pub const AGED_DAYS: i32 = RETENTION_DAYS + 1;
 
 /// How often the backlog is counted once the load is over.
 const POLL: Duration = Duration::from_secs(2);
 
-/// Counts the jobs past the default retention age (30 days).
+/// Counts the jobs past the default retention age ([`RETENTION_DAYS`]).
 async fn aged(db: &tokio_postgres::Client) -> anyhow::Result<i64> {
     Ok(db
         .query_one(
-            "SELECT count(*) FROM jobs WHERE finished_at < now() - interval '30 days'",
-            &[],
+            "SELECT count(*) FROM jobs WHERE finished_at < now() - make_interval(days => $1)",
+            &[&RETENTION_DAYS],
         )
         .await?
         .get(0))
