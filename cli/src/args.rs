@@ -338,6 +338,9 @@ pub struct ListArgs {
     /// Start after this cursor (the `next_cursor` of a previous page).
     #[arg(long)]
     pub cursor: Option<String>,
+    /// Only jobs submitted by this schedule (its id).
+    #[arg(long)]
+    pub schedule: Option<Uuid>,
     /// Follow `next_cursor` to the last page.
     #[arg(long)]
     pub all_pages: bool,

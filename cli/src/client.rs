@@ -400,6 +400,7 @@ mod tests {
             status: Some("running".into()),
             limit: None,
             cursor: Some("a b&c".into()),
+            schedule: None,
         };
         let url = endpoint(
             &base("http://h:8000/?x=1")?,
@@ -419,6 +420,7 @@ mod tests {
             status: None,
             limit: Some(500),
             cursor: Some("c1".into()),
+            schedule: None,
         };
         let pairs = [
             ("limit".to_owned(), "500".to_owned()),

@@ -33,6 +33,7 @@ pub fn job(status: JobStatus) -> Job {
         error: None,
         waiting_for: None,
         limits: Default::default(),
+        schedule_id: None,
     }
 }
 

@@ -214,7 +214,11 @@ impl App {
             senders: self.senders.clone(),
         };
         let broker = tokio::spawn(broker::supervise(self.broker, flow.clone()));
-        let reaper = tokio::spawn(crate::reaper::run(self.database, flow, self.retention));
+        let firing = crate::schedules::Firing {
+            grace: self.flow.schedule_grace,
+            default_quota: self.state.default_quota,
+        };
+        let reaper = tokio::spawn(crate::reaper::run(self.database, flow, self.retention, firing));
         let router = api::router(self.state, self.timeout);
         let scheme = self.transport.scheme();
         if matches!(self.transport, Transport::InsecureHttp) {

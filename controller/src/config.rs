@@ -229,6 +229,12 @@ pub struct FlowConfig {
     /// has already arrived.
     #[arg(long = "event-batch-window-ms", env = "ORCH_EVENT_BATCH_WINDOW_MS", default_value = "2", value_parser = millis)]
     pub event_batch_window: Duration,
+    /// How late (ms) a schedule's tick may still be fired normally. Of the
+    /// ticks older than this (missed while no controller ran) only the
+    /// latest is handled: fired once if the schedule catches up, else
+    /// recorded `missed`.
+    #[arg(long = "schedule-grace-ms", env = "ORCH_SCHEDULE_GRACE_MS", default_value = "60000", value_parser = millis)]
+    pub schedule_grace: Duration,
 }
 
 /// How agents get their access to the broker. By default each agent gets

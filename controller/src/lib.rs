@@ -13,6 +13,8 @@
 //! - [`reaper`]: single-leader work (lost agents, overdue jobs, lapsed allocations).
 //! - [`retention`]: the leader's deletion of finished jobs past their age,
 //!   expired idempotency keys and old sent outbox rows, in small batches.
+//! - [`schedules`]: the leader's firing of schedules' due ticks (the pure
+//!   tick planning and the exactly-once submission).
 //! - [`bootstrap`]: idempotent first-start set-up (the configured admin).
 //! - [`tls`]: HTTPS of the API (certificate files, plain HTTP refused
 //!   clearly, bounded handshakes) and the client side of TLS to Postgres.
@@ -31,4 +33,5 @@ pub mod db;
 pub mod models;
 pub mod reaper;
 pub mod retention;
+pub mod schedules;
 pub mod tls;

@@ -1,7 +1,8 @@
 //! Work that must not run twice at once: probing silent agents (the probe,
 //! once applied, marks a lost one offline and handles its jobs), timing out
 //! overdue jobs, expiring allocations, and (on its own, longer interval)
-//! retention's passes (`crate::retention`). Only the controller replica holding a
+//! retention's passes (`crate::retention`), and firing schedules' due
+//! ticks (`crate::schedules`). Only the controller replica holding a
 //! Postgres advisory lock (on a dedicated connection, held while it lives)
 //! does it; when that replica dies its connection drops and another takes
 //! over.
@@ -9,6 +10,7 @@
 use crate::broker::Flow;
 use crate::config::RetentionConfig;
 use crate::db::{allocations, flow, outbox, DbError, PgTarget};
+use crate::schedules::Firing;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use orchestrator_shared::broker::EVENTS_ROUTING_KEY;
@@ -64,11 +66,12 @@ const LEADER_GAUGE: &str = "reaper_leader";
 
 /// Runs forever: wins leadership when it can, then reaps every interval
 /// and runs retention's passes when they are due.
-pub async fn run(database: PgTarget, flow: Flow, retention: RetentionConfig) {
+pub async fn run(database: PgTarget, flow: Flow, retention: RetentionConfig, firing: Firing) {
     let interval = flow.config.reaper_interval.max(Duration::from_millis(50));
     metrics::gauge!(LEADER_GAUGE).set(0.0);
+    crate::schedules::describe_metrics();
     loop {
-        match lead(&database, &flow, interval, retention).await {
+        match lead(&database, &flow, interval, retention, firing).await {
             Ok(()) => {}
             Err(e) => tracing::debug!(error = %e, "reaper leadership attempt failed"),
         }
@@ -83,6 +86,7 @@ async fn lead(
     flow: &Flow,
     interval: Duration,
     retention: RetentionConfig,
+    firing: Firing,
 ) -> Result<(), ReaperError> {
     let (client, driver) = database.connect().await.map_err(ReaperError::Lock)?;
     let leader = match client.batch_execute(LOCK_SESSION_KEEPALIVES).await {
@@ -101,6 +105,7 @@ async fn lead(
             if let Err(e) = reap_once(flow, &mut probes).await {
                 tracing::warn!(error = ?e, "reaper pass failed");
             }
+            fire_schedules(flow, firing).await;
             retention.tick(&flow.db).await;
             tokio::time::sleep(interval).await;
         }
@@ -109,6 +114,16 @@ async fn lead(
     }
     driver.abort();
     leader.map(|_| ()).map_err(ReaperError::Lock)
+}
+
+/// Fires the schedules' due ticks; the relay is woken when jobs were
+/// submitted. A failure is logged and the ticks wait for the next pass.
+async fn fire_schedules(flow: &Flow, firing: Firing) {
+    match crate::schedules::fire_due(&flow.db, firing).await {
+        Ok(0) => {}
+        Ok(_) => flow.wake.notify_one(),
+        Err(e) => tracing::warn!(error = ?e, "firing schedules failed"),
+    }
 }
 
 /// Whether the lock connection still answers, within [`LOCK_CHECK`] (the

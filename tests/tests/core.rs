@@ -800,6 +800,7 @@ async fn job_listing_pages_newest_first() {
         jobs::JobFilter {
             status: Some(JobStatus::Cancelled),
             submitted_by: Some(user.user_id),
+            schedule_id: None,
         },
         10,
         None,

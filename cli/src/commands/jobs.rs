@@ -121,6 +121,7 @@ pub fn list_query(args: &ListArgs, cursor: Option<String>) -> ListQuery {
         status: args.status.map(|status| status.as_str().to_owned()),
         limit: args.limit,
         cursor,
+        schedule: args.schedule.map(|id| id.to_string()),
     }
 }
 
@@ -285,6 +286,7 @@ mod tests {
             status: Some(JobStatus::TimedOut),
             limit: None,
             cursor: None,
+            schedule: None,
             all_pages: false,
         };
         let pairs = query_pairs(&list_query(&args, None))?;

@@ -148,6 +148,7 @@ pub async fn list(
     let filter = JobFilter {
         status,
         submitted_by: (!principal.is_admin()).then_some(principal.user_id),
+        schedule_id: schedule_filter(q.schedule.as_deref())?,
     };
     let client = state.db.client().await?;
     let (jobs, next) = jobs::list(&client, filter, limit, cursor).await?;
@@ -155,6 +156,20 @@ pub async fn list(
         jobs,
         next_cursor: next.map(|c| c.to_string()),
     }))
+}
+
+/// The `schedule` filter of `GET /api/jobs`: a schedule's id; empty or
+/// anything else is a 422 (not a filter silently dropped).
+fn schedule_filter(raw: Option<&str>) -> Result<Option<Uuid>, ApiError> {
+    raw.map(|s| {
+        Uuid::parse_str(s).map_err(|_| {
+            ApiError::Validation(vec![FieldError::query(
+                "schedule",
+                "must be a schedule id (a UUID)",
+            )])
+        })
+    })
+    .transpose()
 }
 
 /// Every transition of a job, oldest first.

@@ -12,6 +12,7 @@ pub mod limiter;
 pub mod openapi;
 pub mod ops;
 pub mod resources;
+pub mod schedules;
 pub mod supervisor;
 pub mod users;
 
@@ -147,6 +148,11 @@ pub fn protected_routes() -> Vec<Route> {
         route(POST, "/api/jobs/{job_id}/cancel", jobs::cancel, Some(JobsWrite)),
         route(GET, "/api/jobs/{job_id}/events", jobs::events, Some(JobsRead)),
         route(GET, "/api/jobs/{job_id}/output", jobs::output, Some(JobsRead)),
+        route(POST, "/api/schedules", schedules::create, Some(JobsWrite)),
+        route(GET, "/api/schedules", schedules::list, Some(JobsRead)),
+        route(GET, "/api/schedules/{schedule_id}", schedules::get, Some(JobsRead)),
+        route(PATCH, "/api/schedules/{schedule_id}", schedules::update, Some(JobsWrite)),
+        route(DELETE, "/api/schedules/{schedule_id}", schedules::delete, Some(JobsWrite)),
         route(POST, "/api/agents/credentials", agents::issue_credential, Some(Admin)),
         route(GET, "/api/agents/credentials", agents::list_credentials, Some(Admin)),
         route(DELETE, "/api/agents/credentials/{credential_id}", agents::revoke_credential, Some(Admin)),

@@ -2,7 +2,7 @@
 //! `/api/openapi.json`, and a Swagger UI page at `/docs` whose assets are
 //! compiled in (it works with no internet).
 
-use super::{agents, auth_routes, jobs, ops, resources, supervisor, users, AppState};
+use super::{agents, auth_routes, jobs, ops, resources, schedules, supervisor, users, AppState};
 use axum::Router;
 use orchestrator_shared::api::{
     AgentCredential, Allocation, AllocationStatus, BrokerLogin, ClaimBatchRequest, ClaimBatchResponse,
@@ -10,6 +10,10 @@ use orchestrator_shared::api::{
     FieldError, FleetStats, Isolation, IssuedCredential, Job, JobEvent, JobOutput, RegisterRequest,
     Registration, Resources, ShardClaim, ShardWork, UpdateUserRequest, UserAccount, UserList, UserUsage,
     ValidationBody, Worker,
+};
+use orchestrator_shared::api::{
+    CreateScheduleRequest, Overlap, RunOutcome, Schedule, ScheduleDetail, ScheduleList, ScheduleRun,
+    UpdateScheduleRequest,
 };
 use orchestrator_shared::{JobStatus, WorkerStatus};
 use utoipa::openapi::content::ContentBuilder;
@@ -132,7 +136,7 @@ fn error_answer(schema: &str, description: &str) -> RefOr<Response> {
 #[openapi(
     info(title = "Orchestrator controller API", description = "The contract written out in docs/api.md of the repository. Scopes: \
         jobs:read, jobs:write, supervisor:read, supervisor:write, resources:read, resources:write, admin \
-        (admin implies all; X:write implies X:read). Users see their own jobs; admins see all."),
+        (admin implies all; X:write implies X:read). Users see their own jobs and schedules; admins see all."),
     paths(
         auth_routes::login, auth_routes::me, auth_routes::create_user,
         users::list, users::get, users::update, users::delete,
@@ -140,6 +144,7 @@ fn error_answer(schema: &str, description: &str) -> RefOr<Response> {
         supervisor::terminate, supervisor::metrics,
         resources::quotas, resources::allocate, resources::release, resources::usage,
         jobs::submit, jobs::submit_batch, jobs::get_job, jobs::cancel, jobs::list, jobs::events, jobs::output,
+        schedules::create, schedules::list, schedules::get, schedules::update, schedules::delete,
         ops::healthz, ops::readyz, ops::metrics,
         agents::issue_credential, agents::list_credentials, agents::revoke_credential,
         agents::register, agents::claim, agents::claim_batch,
@@ -150,9 +155,11 @@ fn error_answer(schema: &str, description: &str) -> RefOr<Response> {
         RegisterRequest, Registration, BrokerLogin, ClaimRequest, ClaimResponse, ClaimDecision, ShardClaim, ClaimBatchRequest, ClaimBatchResponse,
         UserAccount, UserList, UpdateUserRequest, AgentCredential, CredentialList, CredentialRequest,
         IssuedCredential, ShardWork, Resources, Isolation,
+        CreateScheduleRequest, UpdateScheduleRequest, Schedule, ScheduleDetail, ScheduleList, ScheduleRun,
+        Overlap, RunOutcome,
     )),
     modifiers(&BearerScheme, &StandardErrors),
-    tags((name = "auth"), (name = "supervisor"), (name = "resources"), (name = "jobs"), (name = "ops"), (name = "agents")),
+    tags((name = "auth"), (name = "supervisor"), (name = "resources"), (name = "jobs"), (name = "schedules"), (name = "ops"), (name = "agents")),
 )]
 pub struct ApiDoc;
 

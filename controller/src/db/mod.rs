@@ -11,6 +11,7 @@ pub mod jobs;
 pub mod outbox;
 pub mod quotas;
 pub mod retention;
+pub mod schedules;
 pub mod stats;
 pub mod tls;
 pub mod users;

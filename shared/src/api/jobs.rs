@@ -88,6 +88,9 @@ pub struct Job {
     /// when the submission set none (the agent's default applies).
     #[serde(flatten)]
     pub limits: Resources,
+    /// The schedule that submitted it (`null` for a job submitted by hand).
+    #[serde(default)]
+    pub schedule_id: Option<Uuid>,
 }
 
 /// One recorded transition of a job.
@@ -142,6 +145,10 @@ pub struct ListQuery {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", param(pattern = "^([0-9]{1,17}_[0-9a-f]{32})?$"))]
     pub cursor: Option<String>,
+    /// Only jobs submitted by this schedule.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", param(value_type = Option<Uuid>, format = Uuid))]
+    pub schedule: Option<String>,
 }
 
 /// The tail of a job's stdout and stderr and its exit code

@@ -15,6 +15,7 @@
 //! - [`resources`]: quotas, allocations and usage.
 //! - [`auth`]: login, the caller's identity, managing users.
 //! - [`agents`]: what worker agents send and receive over HTTP.
+//! - [`schedules`]: schedules (a job template on a cron expression) and their runs.
 
 pub mod agents;
 pub mod auth;
@@ -23,6 +24,7 @@ pub mod jobs;
 pub mod limits;
 mod number;
 pub mod resources;
+pub mod schedules;
 #[cfg(feature = "openapi")]
 mod schema;
 pub mod workers;
@@ -42,6 +44,10 @@ pub use jobs::{
 pub use limits::{Isolation, Resources};
 pub use resources::{
     AllocateRequest, Allocation, AllocationStatus, Quota, QuotaView, ReleaseRequest, UsageView, UserUsage,
+};
+pub use schedules::{
+    Cadence, CreateScheduleRequest, Overlap, RunOutcome, Schedule, ScheduleDetail, ScheduleList, ScheduleRun,
+    UpdateScheduleRequest,
 };
 pub use workers::{DurationStats, FleetStats, Worker, WorkerFilter, WorkerList};
 

@@ -73,6 +73,8 @@ pub struct JobFilter {
     pub status: Option<JobStatus>,
     /// Only jobs of this user.
     pub submitted_by: Option<Uuid>,
+    /// Only jobs submitted by this schedule.
+    pub schedule_id: Option<Uuid>,
 }
 
 /// A page of jobs, newest first, after `cursor`, optionally of one status;
@@ -92,13 +94,21 @@ pub async fn list(
          WHERE ($1::text IS NULL OR j.status = $1)
            AND ($2::timestamptz IS NULL OR (j.created_at, j.job_id) < ($2, $3))
            AND ($5::uuid IS NULL OR j.submitted_by = $5)
+           AND ($6::uuid IS NULL OR j.schedule_id = $6)
          ORDER BY j.created_at DESC, j.job_id DESC LIMIT $4"
     );
     let status = filter.status.map(JobStatus::as_str);
     let rows = client
         .rows(
             SQL,
-            &[&status, &after, &after_id, &(limit + 1), &filter.submitted_by],
+            &[
+                &status,
+                &after,
+                &after_id,
+                &(limit + 1),
+                &filter.submitted_by,
+                &filter.schedule_id,
+            ],
         )
         .await?;
     let mut jobs = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;

@@ -1,0 +1,309 @@
+//! Queries on `schedules` and `schedule_runs`: the API's reads and writes,
+//! and the leader's firing steps (lock a due schedule, claim a tick's run
+//! row through its unique key, record what became of it).
+
+use super::{parse_json, parse_status, Cached, DbError};
+use crate::models::Job;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::GenericClient;
+use orchestrator_shared::api::{Overlap, RunOutcome, Schedule, ScheduleRun, SubmitRequest};
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+/// A stored schedule: what the API shows (its `next_fire_times` left
+/// empty: they are computed, not stored) and where firing stands.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredSchedule {
+    /// The schedule.
+    pub schedule: Schedule,
+    /// The latest tick handled; firing plans from it.
+    pub last_tick: DateTime<Utc>,
+}
+
+/// A schedule's fields as the API checked them, for an insert or a
+/// replacement.
+#[derive(Debug, Clone)]
+pub struct ScheduleFields {
+    /// Name.
+    pub name: String,
+    /// Cron expression (it parsed).
+    pub cron: String,
+    /// IANA zone (it parsed).
+    pub timezone: String,
+    /// The job template (valid).
+    pub template: SubmitRequest,
+    /// Not paused.
+    pub enabled: bool,
+    /// Overlap policy.
+    pub overlap: Overlap,
+    /// Catch-up setting.
+    pub catch_up: bool,
+}
+
+const COLUMNS: &str = "schedule_id, name, cron, timezone, template, enabled, overlap, catch_up, owner, \
+                       last_tick, created_at, updated_at";
+
+fn from_row(row: &Row) -> Result<StoredSchedule, DbError> {
+    let overlap: String = row.try_get("overlap")?;
+    let overlap =
+        Overlap::parse(&overlap).ok_or_else(|| DbError::Corrupt(format!("schedule overlap {overlap}")))?;
+    Ok(StoredSchedule {
+        schedule: Schedule {
+            schedule_id: row.try_get("schedule_id")?,
+            name: row.try_get("name")?,
+            cron: row.try_get("cron")?,
+            timezone: row.try_get("timezone")?,
+            template: parse_json(row, "template")?,
+            enabled: row.try_get("enabled")?,
+            overlap,
+            catch_up: row.try_get("catch_up")?,
+            owner: row.try_get("owner")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+            next_fire_times: Vec::new(),
+        },
+        last_tick: row.try_get("last_tick")?,
+    })
+}
+
+fn not_found(schedule_id: Uuid) -> DbError {
+    DbError::NotFound {
+        kind: "Schedule",
+        id: schedule_id.to_string(),
+    }
+}
+
+fn template_json(template: &SubmitRequest) -> Result<serde_json::Value, DbError> {
+    serde_json::to_value(template).map_err(|e| DbError::Invariant(format!("template: {e}")))
+}
+
+/// Stores a new schedule of `owner`; its ticks count from now.
+pub async fn insert(
+    client: &impl GenericClient,
+    owner: Uuid,
+    fields: &ScheduleFields,
+) -> Result<StoredSchedule, DbError> {
+    let sql = format!(
+        "INSERT INTO schedules (schedule_id, name, cron, timezone, template, enabled, overlap, catch_up,
+                                owner, last_tick)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now()) RETURNING {COLUMNS}"
+    );
+    let row = client
+        .row(
+            &sql,
+            &[
+                &Uuid::new_v4(),
+                &fields.name,
+                &fields.cron,
+                &fields.timezone,
+                &template_json(&fields.template)?,
+                &fields.enabled,
+                &fields.overlap.as_str(),
+                &fields.catch_up,
+                &owner,
+            ],
+        )
+        .await?;
+    from_row(&row)
+}
+
+/// One schedule by id.
+pub async fn get(client: &impl GenericClient, schedule_id: Uuid) -> Result<StoredSchedule, DbError> {
+    let sql = format!("SELECT {COLUMNS} FROM schedules WHERE schedule_id = $1");
+    let row = client.row_opt(&sql, &[&schedule_id]).await?;
+    row.as_ref()
+        .map(from_row)
+        .transpose()?
+        .ok_or_else(|| not_found(schedule_id))
+}
+
+/// Every schedule (of `owner` only, if given), by name.
+pub async fn list(client: &impl GenericClient, owner: Option<Uuid>) -> Result<Vec<StoredSchedule>, DbError> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM schedules WHERE ($1::uuid IS NULL OR owner = $1) ORDER BY name, schedule_id"
+    );
+    client.rows(&sql, &[&owner]).await?.iter().map(from_row).collect()
+}
+
+/// Replaces a schedule's fields. A schedule resumed now counts its ticks
+/// from now: those passed while it was paused are neither fired nor
+/// recorded missed.
+pub async fn update(
+    client: &impl GenericClient,
+    schedule_id: Uuid,
+    fields: &ScheduleFields,
+) -> Result<StoredSchedule, DbError> {
+    let sql = format!(
+        "UPDATE schedules SET name = $2, cron = $3, timezone = $4, template = $5, overlap = $7,
+                catch_up = $8, updated_at = now(),
+                last_tick = CASE WHEN $6 AND NOT enabled THEN greatest(last_tick, now()) ELSE last_tick END,
+                enabled = $6
+         WHERE schedule_id = $1 RETURNING {COLUMNS}"
+    );
+    let row = client
+        .row_opt(
+            &sql,
+            &[
+                &schedule_id,
+                &fields.name,
+                &fields.cron,
+                &fields.timezone,
+                &template_json(&fields.template)?,
+                &fields.enabled,
+                &fields.overlap.as_str(),
+                &fields.catch_up,
+            ],
+        )
+        .await?;
+    row.as_ref()
+        .map(from_row)
+        .transpose()?
+        .ok_or_else(|| not_found(schedule_id))
+}
+
+/// Deletes a schedule and its runs; its jobs stay (their `schedule_id`
+/// becomes null).
+pub async fn delete(client: &impl GenericClient, schedule_id: Uuid) -> Result<(), DbError> {
+    let deleted = client
+        .exec("DELETE FROM schedules WHERE schedule_id = $1", &[&schedule_id])
+        .await?;
+    if deleted == 0 {
+        return Err(not_found(schedule_id));
+    }
+    Ok(())
+}
+
+/// The latest `limit` runs of a schedule, newest first, with their jobs'
+/// current statuses.
+pub async fn runs(
+    client: &impl GenericClient,
+    schedule_id: Uuid,
+    limit: i64,
+) -> Result<Vec<ScheduleRun>, DbError> {
+    const SQL: &str =
+        "SELECT r.fire_time, r.outcome, r.job_id, j.status AS job_status, r.error, r.recorded_at
+                       FROM schedule_runs r LEFT JOIN jobs j ON j.job_id = r.job_id
+                       WHERE r.schedule_id = $1 ORDER BY r.fire_time DESC LIMIT $2";
+    let rows = client.rows(SQL, &[&schedule_id, &limit]).await?;
+    rows.iter()
+        .map(|row| {
+            let outcome: String = row.try_get("outcome")?;
+            let job_status: Option<String> = row.try_get("job_status")?;
+            Ok(ScheduleRun {
+                fire_time: row.try_get("fire_time")?,
+                outcome: RunOutcome::parse(&outcome)
+                    .ok_or_else(|| DbError::Corrupt(format!("run outcome {outcome}")))?,
+                job_id: row.try_get("job_id")?,
+                job_status: match job_status {
+                    Some(_) => Some(parse_status(row, "job_status")?),
+                    None => None,
+                },
+                error: row.try_get("error")?,
+                recorded_at: row.try_get("recorded_at")?,
+            })
+        })
+        .collect()
+}
+
+/// Ids of the enabled schedules, the ones firing looks at.
+pub async fn enabled_ids(client: &impl GenericClient) -> Result<Vec<Uuid>, DbError> {
+    let rows = client
+        .rows(
+            "SELECT schedule_id FROM schedules WHERE enabled ORDER BY last_tick",
+            &[],
+        )
+        .await?;
+    rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+}
+
+/// The schedule, locked for the transaction, if it is still enabled and no
+/// other transaction holds it (another replica firing it: skipped, not
+/// waited for).
+pub async fn lock_enabled(
+    client: &impl GenericClient,
+    schedule_id: Uuid,
+) -> Result<Option<StoredSchedule>, DbError> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM schedules WHERE schedule_id = $1 AND enabled FOR NO KEY UPDATE SKIP LOCKED"
+    );
+    let row = client.row_opt(&sql, &[&schedule_id]).await?;
+    row.as_ref().map(from_row).transpose()
+}
+
+/// Claims the run row of one tick: true if this call made it, false if the
+/// tick was handled before (by this replica or another, before a restart
+/// or not). The row's outcome is set by [`record_run`] in the same
+/// transaction.
+pub async fn claim_run(
+    client: &impl GenericClient,
+    schedule_id: Uuid,
+    fire_time: DateTime<Utc>,
+    outcome: RunOutcome,
+) -> Result<bool, DbError> {
+    let claimed = client
+        .exec(
+            "INSERT INTO schedule_runs (schedule_id, fire_time, outcome) VALUES ($1, $2, $3)
+             ON CONFLICT (schedule_id, fire_time) DO NOTHING",
+            &[&schedule_id, &fire_time, &outcome.as_str()],
+        )
+        .await?;
+    Ok(claimed == 1)
+}
+
+/// Sets what became of a claimed tick.
+pub async fn record_run(
+    client: &impl GenericClient,
+    schedule_id: Uuid,
+    fire_time: DateTime<Utc>,
+    outcome: RunOutcome,
+    job_id: Option<Uuid>,
+    error: Option<&str>,
+) -> Result<(), DbError> {
+    client
+        .exec(
+            "UPDATE schedule_runs SET outcome = $3, job_id = $4, error = $5
+             WHERE schedule_id = $1 AND fire_time = $2",
+            &[&schedule_id, &fire_time, &outcome.as_str(), &job_id, &error],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Moves a schedule's latest handled tick forward (never back).
+pub async fn advance(
+    client: &impl GenericClient,
+    schedule_id: Uuid,
+    tick: DateTime<Utc>,
+) -> Result<(), DbError> {
+    client
+        .exec(
+            "UPDATE schedules SET last_tick = greatest(last_tick, $2) WHERE schedule_id = $1",
+            &[&schedule_id, &tick],
+        )
+        .await?;
+    Ok(())
+}
+
+/// The job of the schedule's latest run that submitted one, if any.
+pub async fn previous_job(client: &impl GenericClient, schedule_id: Uuid) -> Result<Option<Uuid>, DbError> {
+    let row = client
+        .row_opt(
+            "SELECT job_id FROM schedule_runs WHERE schedule_id = $1 AND job_id IS NOT NULL
+             ORDER BY fire_time DESC LIMIT 1",
+            &[&schedule_id],
+        )
+        .await?;
+    Ok(row.map(|r| r.try_get(0)).transpose()?)
+}
+
+/// Marks `job` as submitted by the schedule.
+pub async fn tag_job(client: &impl GenericClient, job: &mut Job, schedule_id: Uuid) -> Result<(), DbError> {
+    client
+        .exec(
+            "UPDATE jobs SET schedule_id = $2 WHERE job_id = $1",
+            &[&job.job_id, &schedule_id],
+        )
+        .await?;
+    job.schedule_id = Some(schedule_id);
+    Ok(())
+}
