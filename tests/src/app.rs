@@ -160,6 +160,16 @@ impl TestApp {
         spawn_on(self.test_db.clone(), extra, None).await
     }
 
+    /// Stops this controller and, `down` later, starts another on the same
+    /// database with `extra` flags, as a restart of the host would: what it
+    /// finds is only what the first one stored.
+    pub async fn restart(self, down: std::time::Duration, extra: &[&str]) -> TestApp {
+        let test_db = self.test_db.clone();
+        self.stop().await;
+        tokio::time::sleep(down).await;
+        spawn_on(test_db, extra, None).await
+    }
+
     /// Full URL of `path`.
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base_url)

@@ -332,3 +332,33 @@ impl TestApp {
         self.write("/api/agents/claims", token, Some(body)).await
     }
 }
+
+/// `/api/schedules*`.
+impl TestApp {
+    /// `POST /api/schedules` with `body` (name, cron, timezone, template, ...).
+    pub async fn create_schedule(&self, token: &str, body: &Value) -> Reply {
+        self.write("/api/schedules", token, Some(body)).await
+    }
+
+    /// `GET /api/schedules`.
+    pub async fn list_schedules(&self, token: &str) -> Reply {
+        self.read("/api/schedules", token).await
+    }
+
+    /// `GET /api/schedules/{schedule_id}`.
+    pub async fn get_schedule(&self, token: &str, schedule_id: impl Display) -> Reply {
+        self.read(&format!("/api/schedules/{schedule_id}"), token).await
+    }
+
+    /// `PATCH /api/schedules/{schedule_id}` with `body`.
+    pub async fn update_schedule(&self, token: &str, schedule_id: impl Display, body: &Value) -> Reply {
+        let path = format!("/api/schedules/{schedule_id}");
+        self.send(Method::PATCH, &path, Some(token), Some(body)).await
+    }
+
+    /// `DELETE /api/schedules/{schedule_id}`.
+    pub async fn delete_schedule(&self, token: &str, schedule_id: impl Display) -> Reply {
+        let path = format!("/api/schedules/{schedule_id}");
+        self.send(Method::DELETE, &path, Some(token), None).await
+    }
+}

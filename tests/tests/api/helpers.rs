@@ -271,7 +271,8 @@ pub fn concrete_path(template: &str, job_id: Uuid, worker_id: &str) -> String {
         .replace("{job_id}", &job_id.to_string())
         .replace("{worker_id}", worker_id)
         .replace("{user_id}", &job_id.to_string())
-        .replace("{credential_id}", &job_id.to_string());
+        .replace("{credential_id}", &job_id.to_string())
+        .replace("{schedule_id}", &job_id.to_string());
     assert!(!path.contains('{'), "unknown path parameter in {template}");
     path
 }

@@ -17,6 +17,8 @@
 //! - `resources`: quotas, allocation, release.
 //! - `retention`: an old finished job is gone (404) and an expired
 //!   idempotency key forgotten, by the running controller's own passes.
+//! - `schedules`: schedules made, changed, refused and owned; firing once
+//!   per tick with two replicas, overlap policies, catch-up across a restart.
 //! - `jobs`: submission, batches, idempotency, reading, cancelling, events,
 //!   output, listing.
 //! - `limits`: per-job resource limits and agents' offers and isolation
@@ -43,6 +45,7 @@ mod limits;
 mod ops;
 mod resources;
 mod retention;
+mod schedules;
 mod supervisor;
 mod tls;
 mod users;

@@ -1,0 +1,440 @@
+//! Schedules: created, read, listed, changed, paused and deleted through
+//! the API; refused at the field when wrong; seen only by their owner (and
+//! admins); fired by the leader exactly once per tick, with two replicas
+//! and across a restart, under each overlap policy and catch-up setting.
+
+use crate::helpers::{assert_shape, metric, validation_items};
+use integration_tests::{spawn_app, spawn_app_with, TestApp};
+use orchestrator_shared::api::{Job, RunOutcome, Schedule, ScheduleDetail, ScheduleList};
+use orchestrator_shared::JobStatus;
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+/// Flags of a controller whose leader looks for due ticks often.
+const FAST: [&str; 2] = ["--reaper-interval-ms", "100"];
+/// Longest wait for the leader to have handled some ticks.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// A valid body firing every second with `extra` fields merged in.
+fn every_second(extra: &Value) -> Value {
+    let mut body = json!({"name": "nightly", "cron": "* * * * * *", "timezone": "UTC",
+        "template": {"task_description": "scheduled", "labels": {"k": "v"}}});
+    if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+        b.extend(e.clone());
+    }
+    body
+}
+
+/// Creates a schedule from `body` as `token`'s user, answering its id.
+async fn create_ok(app: &TestApp, token: &str, body: &Value) -> Uuid {
+    let r = app.create_schedule(token, body).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let schedule: Schedule = assert_shape(&r.json);
+    schedule.schedule_id
+}
+
+/// The schedule's detail as the admin sees it.
+async fn detail(app: &TestApp, id: Uuid) -> ScheduleDetail {
+    let r = app.get_schedule(&app.admin_token, id).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_shape(&r.json)
+}
+
+/// Polls the schedule until `done` holds for its detail; fails after
+/// [`PATIENCE`].
+async fn wait_for(
+    app: &TestApp,
+    id: Uuid,
+    what: &str,
+    done: impl Fn(&ScheduleDetail) -> bool,
+) -> ScheduleDetail {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let d = detail(app, id).await;
+        if done(&d) {
+            return d;
+        }
+        assert!(Instant::now() < deadline, "{what}: {:?}", d.runs);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// How many of the runs had `outcome`.
+fn outcomes(d: &ScheduleDetail, outcome: RunOutcome) -> usize {
+    d.runs.iter().filter(|r| r.outcome == outcome).count()
+}
+
+/// The jobs of schedule `id`, newest first, as the admin lists them.
+async fn jobs_of(app: &TestApp, id: Uuid) -> Vec<Job> {
+    let r = app
+        .list_jobs(
+            &app.admin_token,
+            &[("schedule", &id.to_string()), ("limit", "500")],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    serde_json::from_value(r.json["jobs"].clone()).unwrap_or_else(|e| panic!("{e}: {}", r.text))
+}
+
+/// Pauses the schedule, so what it fired can be counted at rest.
+async fn pause(app: &TestApp, id: Uuid) {
+    let r = app
+        .update_schedule(&app.admin_token, id, &json!({"enabled": false}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+}
+
+/// The `loc`s of a 422, joined with dots.
+fn locs(r: &integration_tests::Reply) -> Vec<String> {
+    assert_eq!(r.status, 422, "{}", r.text);
+    validation_items(r)
+        .iter()
+        .map(|i| {
+            let parts: Vec<&str> = i["loc"]
+                .as_array()
+                .map(|l| l.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            parts.join(".")
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_schedule_is_created_read_listed_changed_and_deleted() {
+    let app = spawn_app().await;
+    let token = app.user_token("sched-owner", &["jobs:write"]).await;
+    let body = json!({"name": "daily", "cron": "0 9 * * *", "timezone": "Europe/Paris",
+        "template": {"task_description": "report", "priority": 7}, "overlap": "skip", "catch_up": true});
+    let r = app.create_schedule(&token, &body).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let made: Schedule = assert_shape(&r.json);
+    assert_eq!(
+        (made.name.as_str(), made.timezone.as_str()),
+        ("daily", "Europe/Paris")
+    );
+    assert!(made.enabled && made.catch_up);
+    assert_eq!(made.template.priority, Some(7));
+    assert_eq!(made.next_fire_times.len(), 5, "{}", r.text);
+    assert!(made.next_fire_times.windows(2).all(|w| w[0] < w[1]));
+    let id = made.schedule_id;
+
+    let got = app.get_schedule(&token, id).await;
+    assert_eq!(got.status, 200, "{}", got.text);
+    let got: ScheduleDetail = assert_shape(&got.json);
+    assert_eq!(got.schedule.schedule_id, id);
+    assert!(got.runs.is_empty());
+    let listed = app.list_schedules(&token).await;
+    let listed: ScheduleList = assert_shape(&listed.json);
+    assert_eq!(
+        listed.schedules.iter().map(|s| s.schedule_id).collect::<Vec<_>>(),
+        [id]
+    );
+
+    let paused = app
+        .update_schedule(&token, id, &json!({"enabled": false, "name": "renamed"}))
+        .await;
+    assert_eq!(paused.status, 200, "{}", paused.text);
+    let paused: Schedule = assert_shape(&paused.json);
+    assert!(
+        !paused.enabled && paused.next_fire_times.is_empty(),
+        "a paused schedule fires never"
+    );
+    assert_eq!(
+        (paused.name.as_str(), paused.cron.as_str()),
+        ("renamed", "0 9 * * *")
+    );
+    let resumed = app.update_schedule(&token, id, &json!({"enabled": true})).await;
+    let resumed: Schedule = assert_shape(&resumed.json);
+    assert!(resumed.enabled && resumed.next_fire_times.len() == 5);
+
+    assert_eq!(app.delete_schedule(&token, id).await.status, 204);
+    assert_eq!(app.get_schedule(&token, id).await.status, 404);
+    assert_eq!(app.delete_schedule(&token, id).await.status, 404);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn bad_schedules_are_refused_at_their_field() {
+    let app = spawn_app().await;
+    let t = app.admin_token.clone();
+    let cases = [
+        (every_second(&json!({"cron": "61 * * * *"})), "body.cron"),
+        (
+            every_second(&json!({"timezone": "Mars/Olympus"})),
+            "body.timezone",
+        ),
+        (
+            every_second(&json!({"template": {"task_description": "x", "priority": 99}})),
+            "body.template.priority",
+        ),
+        (
+            every_second(&json!({"template": {"task_description": "x", "idempotency_key": "k"}})),
+            "body.template.idempotency_key",
+        ),
+        (every_second(&json!({"template": ["x"]})), "body.template"),
+        (every_second(&json!({"overlap": "sometimes"})), "body.overlap"),
+        (json!([null, null]), "body"),
+        (json!(5), "body"),
+        (json!("x"), "body"),
+    ];
+    for (body, loc) in cases {
+        assert_eq!(locs(&app.create_schedule(&t, &body).await), [loc], "{body}");
+    }
+    let none: ScheduleList = assert_shape(&app.list_schedules(&t).await.json);
+    assert!(none.schedules.is_empty(), "nothing was created");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn bad_changes_and_filters_are_refused_and_change_nothing() {
+    let app = spawn_app().await;
+    let t = app.admin_token.clone();
+    let id = create_ok(
+        &app,
+        &t,
+        &json!({"name": "n", "cron": "0 0 * * *", "template": {"task_description": "x"}}),
+    )
+    .await;
+    assert_eq!(
+        locs(&app.update_schedule(&t, id, &json!([null, null])).await),
+        ["body"]
+    );
+    assert_eq!(
+        locs(&app.update_schedule(&t, id, &json!({"cron": "* *"})).await),
+        ["body.cron"]
+    );
+    assert_eq!(
+        locs(&app.update_schedule(&t, id, &json!({"name": ""})).await),
+        ["body.name"]
+    );
+    let unchanged = detail(&app, id).await;
+    assert_eq!(
+        (unchanged.schedule.name.as_str(), unchanged.schedule.cron.as_str()),
+        ("n", "0 0 * * *")
+    );
+    for filter in ["", "not-a-uuid"] {
+        let r = app.list_jobs(&t, &[("schedule", filter)]).await;
+        assert_eq!(locs(&r), ["query.schedule"], "?schedule={filter}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn schedules_need_their_scopes_and_belong_to_their_owner() {
+    let app = spawn_app().await;
+    let reader = app.user_token("sched-reader", &["jobs:read"]).await;
+    let body = json!({"name": "n", "cron": "0 0 * * *", "template": {"task_description": "x"}});
+    assert_eq!(app.create_schedule(&reader, &body).await.status, 403);
+    assert_eq!(app.list_schedules(&reader).await.status, 200);
+    let owner = app.user_token("sched-a", &["jobs:write"]).await;
+    let other = app.user_token("sched-b", &["jobs:write"]).await;
+    let id = create_ok(&app, &owner, &body).await;
+    assert_eq!(
+        app.update_schedule(&reader, id, &json!({"enabled": false}))
+            .await
+            .status,
+        403
+    );
+    assert_eq!(app.get_schedule(&other, id).await.status, 404);
+    assert_eq!(
+        app.update_schedule(&other, id, &json!({"enabled": false}))
+            .await
+            .status,
+        404
+    );
+    assert_eq!(app.delete_schedule(&other, id).await.status, 404);
+    let theirs: ScheduleList = assert_shape(&app.list_schedules(&other).await.json);
+    assert!(
+        theirs.schedules.is_empty(),
+        "another user's schedule is not listed"
+    );
+    let all: ScheduleList = assert_shape(&app.list_schedules(&app.admin_token).await.json);
+    assert_eq!(all.schedules.len(), 1, "an admin sees every schedule");
+    assert_eq!(app.get_schedule(&owner, id).await.status, 200);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_per_second_schedule_submits_a_job_each_tick_through_the_outbox() {
+    let app = spawn_app_with(&FAST).await;
+    let owner = app.user_token("sched-fire", &["jobs:write"]).await;
+    let id = create_ok(&app, &owner, &every_second(&json!({}))).await;
+    let d = wait_for(&app, id, "three ticks fired", |d| {
+        outcomes(d, RunOutcome::Fired) >= 3
+    })
+    .await;
+    pause(&app, id).await;
+    let run = &d.runs[0];
+    assert!(run.job_id.is_some() && run.job_status.is_some(), "{run:?}");
+    let jobs = jobs_of(&app, id).await;
+    assert!(jobs.len() >= 3);
+    for job in &jobs {
+        assert_eq!(job.schedule_id, Some(id));
+        assert_eq!(job.task_description, "scheduled");
+        assert_eq!(job.labels.get("k").map(String::as_str), Some("v"));
+    }
+    let mine = app.list_jobs(&owner, &[("schedule", &id.to_string())]).await;
+    assert_eq!(
+        mine.json["jobs"].as_array().map(Vec::len),
+        Some(jobs.len()),
+        "the owner's jobs"
+    );
+    // Published by the relay: a scheduled job leaves `pending` as a submitted one does.
+    let deadline = Instant::now() + PATIENCE;
+    while jobs_of(&app, id)
+        .await
+        .iter()
+        .any(|j| j.status == JobStatus::Pending)
+    {
+        assert!(Instant::now() < deadline, "scheduled jobs were never published");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(metric(&app, "schedule_runs_total{outcome=\"fired\"}").await >= 3.0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn two_replicas_fire_each_tick_once_even_when_the_leader_stops() {
+    let app = spawn_app_with(&FAST).await;
+    let replica = app.spawn_replica(&FAST).await;
+    let id = create_ok(&app, &app.admin_token, &every_second(&json!({}))).await;
+    wait_for(&app, id, "ticks fired", |d| outcomes(d, RunOutcome::Fired) >= 3).await;
+    // Whichever replica led, the other takes over for the next ticks.
+    app.stop().await;
+    let before = detail(&replica, id).await.runs.len();
+    wait_for(&replica, id, "ticks fired after the stop", |d| {
+        d.runs.len() >= before + 3
+    })
+    .await;
+    pause(&replica, id).await;
+    let d = detail(&replica, id).await;
+    let ticks: BTreeSet<_> = d.runs.iter().map(|r| r.fire_time.timestamp()).collect();
+    assert_eq!(ticks.len(), d.runs.len(), "one run per tick");
+    let (first, last) = (*ticks.first().unwrap_or(&0), *ticks.last().unwrap_or(&0));
+    assert_eq!(
+        ticks.len() as i64,
+        last - first + 1,
+        "no tick left out: {ticks:?}"
+    );
+    assert!(
+        d.runs.iter().all(|r| r.outcome == RunOutcome::Fired),
+        "{:?}",
+        d.runs
+    );
+    let jobs = jobs_of(&replica, id).await;
+    let run_jobs: BTreeSet<_> = d.runs.iter().filter_map(|r| r.job_id).collect();
+    let listed: BTreeSet<_> = jobs.iter().map(|j| j.job_id).collect();
+    assert_eq!(run_jobs, listed, "exactly one job per tick");
+    replica.stop().await;
+}
+
+#[tokio::test]
+async fn skip_leaves_the_unfinished_job_alone_and_cancel_previous_replaces_it() {
+    // No agent runs: each job stays queued, unfinished.
+    let app = spawn_app_with(&FAST).await;
+    let skip = create_ok(&app, &app.admin_token, &every_second(&json!({"overlap": "skip"}))).await;
+    let cancel = create_ok(
+        &app,
+        &app.admin_token,
+        &every_second(&json!({"overlap": "cancel_previous"})),
+    )
+    .await;
+    wait_for(&app, skip, "skipped ticks", |d| {
+        outcomes(d, RunOutcome::Skipped) >= 2
+    })
+    .await;
+    wait_for(&app, cancel, "fired ticks", |d| {
+        outcomes(d, RunOutcome::Fired) >= 3
+    })
+    .await;
+    pause(&app, skip).await;
+    pause(&app, cancel).await;
+    let kept = jobs_of(&app, skip).await;
+    assert_eq!(kept.len(), 1, "skip submits nothing while its job is unfinished");
+    assert!(!kept[0].status.is_terminal());
+    let replaced = jobs_of(&app, cancel).await;
+    let live: Vec<&Job> = replaced.iter().filter(|j| !j.status.is_terminal()).collect();
+    assert_eq!(live.len(), 1, "only the newest job is left: {replaced:?}");
+    assert_eq!(live[0].job_id, replaced[0].job_id, "the live one is the newest");
+    assert!(replaced[1..].iter().all(|j| j.status == JobStatus::Cancelled));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_tick_refused_by_the_quota_is_recorded_failed() {
+    let app = spawn_app_with(&["--reaper-interval-ms", "100", "--default-max-queued-jobs", "1"]).await;
+    let owner = app.user_token("sched-quota", &["jobs:write"]).await;
+    let id = create_ok(&app, &owner, &every_second(&json!({}))).await;
+    let d = wait_for(&app, id, "a failed tick", |d| {
+        outcomes(d, RunOutcome::Failed) >= 1
+    })
+    .await;
+    pause(&app, id).await;
+    let failed = d.runs.iter().find(|r| r.outcome == RunOutcome::Failed);
+    let failed = failed.unwrap_or_else(|| panic!("{:?}", d.runs));
+    assert!(failed.job_id.is_none());
+    assert!(
+        failed
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("max_queued_jobs"),
+        "{failed:?}"
+    );
+    assert_eq!(jobs_of(&app, id).await.len(), 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn ticks_missed_while_stopped_are_caught_up_once_or_recorded_missed() {
+    let flags = ["--reaper-interval-ms", "100", "--schedule-grace-ms", "1000"];
+    let app = spawn_app_with(&flags).await;
+    let catch_up = create_ok(&app, &app.admin_token, &every_second(&json!({"catch_up": true}))).await;
+    let skip = create_ok(&app, &app.admin_token, &every_second(&json!({"catch_up": false}))).await;
+    for id in [catch_up, skip] {
+        wait_for(&app, id, "a tick fired", |d| outcomes(d, RunOutcome::Fired) >= 1).await;
+    }
+    // Down for three ticks past the one-second grace.
+    let app = app.restart(Duration::from_secs(3), &flags).await;
+    for id in [catch_up, skip] {
+        wait_for(&app, id, "handled after the restart", |d| {
+            outcomes(d, RunOutcome::CaughtUp) + outcomes(d, RunOutcome::Missed) >= 1
+        })
+        .await;
+    }
+    pause(&app, catch_up).await;
+    pause(&app, skip).await;
+    let caught = detail(&app, catch_up).await;
+    assert_eq!(
+        (
+            outcomes(&caught, RunOutcome::CaughtUp),
+            outcomes(&caught, RunOutcome::Missed)
+        ),
+        (1, 0),
+        "{:?}",
+        caught.runs
+    );
+    let late = caught.runs.iter().find(|r| r.outcome == RunOutcome::CaughtUp);
+    assert!(
+        late.is_some_and(|r| r.job_id.is_some()),
+        "a caught-up tick submits a job"
+    );
+    let missed = detail(&app, skip).await;
+    assert_eq!(
+        (
+            outcomes(&missed, RunOutcome::Missed),
+            outcomes(&missed, RunOutcome::CaughtUp)
+        ),
+        (1, 0),
+        "{:?}",
+        missed.runs
+    );
+    let gone = missed.runs.iter().find(|r| r.outcome == RunOutcome::Missed);
+    assert!(
+        gone.is_some_and(|r| r.job_id.is_none()),
+        "a missed tick submits nothing"
+    );
+    app.stop().await;
+}
