@@ -88,7 +88,8 @@ pub struct RetentionConfig {
     /// Days a finished job (completed, failed, cancelled, timed out) is
     /// kept, counted from when it finished; then it is deleted with its
     /// events, shards, outbox rows and idempotency key (the API answers
-    /// 404 for it), and allocations ended as long ago go too. 0 keeps
+    /// 404 for it), and allocations ended and schedules' runs handled as
+    /// long ago go too. 0 keeps
     /// finished jobs forever.
     #[arg(
         long = "job-retention-days",

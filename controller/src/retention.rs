@@ -1,8 +1,8 @@
 //! Retention: what keeps Postgres from growing without bound. Finished jobs
 //! older than `ORCH_JOB_RETENTION_DAYS` go with every row that names them,
 //! idempotency keys older than their window, outbox rows the broker
-//! confirmed long enough ago, and allocations ended as long ago as a
-//! finished job is kept.
+//! confirmed long enough ago, and allocations ended and schedules' runs
+//! handled as long ago as a finished job is kept.
 //!
 //! Only the reaper's leader runs it ([`Schedule::tick`], after its other
 //! duties), every `ORCH_RETENTION_INTERVAL_SECONDS`. A pass deletes in
@@ -78,6 +78,7 @@ impl Step {
         [
             Step::FinishedJobs(config.jobs),
             Step::Older(Aged::EndedAllocations, config.jobs),
+            Step::Older(Aged::ScheduleRuns, config.jobs),
             Step::Older(Aged::IdempotencyKeys, config.idempotency_keys),
             Step::Older(Aged::SentOutbox, config.sent_outbox),
         ]
@@ -161,6 +162,7 @@ fn log_pass(pass: &Pass, took: Duration) {
         outbox = r.outbox,
         idempotency_keys = r.idempotency_keys,
         allocations = r.allocations,
+        schedule_runs = r.schedule_runs,
         batches = pass.batches,
         more = pass.more,
         took_ms = took.as_millis(),
@@ -174,7 +176,7 @@ pub fn describe_metrics() {
     metrics::describe_counter!(
         METRIC,
         "Rows deleted by retention (finished jobs past their age and their rows, expired \
-         idempotency keys, old sent outbox rows, old ended allocations), by table."
+         idempotency keys, old sent outbox rows, old ended allocations, old runs of schedules), by table."
     );
     for (table, _) in Removed::default().by_table() {
         metrics::counter!(METRIC, "table" => table).increment(0);
@@ -252,8 +254,8 @@ mod tests {
         assert_eq!(Step::all(&config(0, 0, 0)).len(), 0);
         assert_eq!(
             Step::all(&config(1, 1, 1)).len(),
-            4,
-            "jobs, allocations, keys, outbox"
+            5,
+            "jobs, allocations, schedule runs, keys, outbox"
         );
         let keys_only = Step::all(&config(0, 1, 0));
         assert!(matches!(

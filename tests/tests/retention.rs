@@ -1,7 +1,7 @@
 //! Retention against real Postgres: one pass (`controller::retention::run_pass`,
 //! what the leader runs) deletes finished jobs past their age with every row
 //! that names them, idempotency keys past their window and old sent outbox
-//! rows, in batches, and nothing else: no unfinished job whatever its age,
+//! rows, old runs of schedules, in batches, and nothing else: no unfinished job whatever its age,
 //! no recent one, no unsent outbox row, nothing another transaction holds.
 
 use controller::config::RetentionConfig;
@@ -148,6 +148,7 @@ async fn expected_removal(pool: &db::Database, ids: &[Uuid]) -> Removed {
             outbox,
             idempotency_keys,
             allocations: 0,
+            schedule_runs: 0,
         });
     }
     removed
@@ -429,4 +430,38 @@ async fn a_job_another_transaction_holds_is_skipped_not_waited_for() {
     tx.commit().await.unwrap();
     let later = pass(&pool, &ages(0, 0, 30), limits(500)).await;
     assert_eq!(later.removed.jobs, 1, "and goes at the next pass");
+}
+
+#[tokio::test]
+async fn runs_of_schedules_go_as_old_as_finished_jobs_and_recent_ones_stay() {
+    let (_t, pool) = database().await;
+    let user = create_user(&pool, "sam", "pw", &["jobs:write"]).await.user_id;
+    let c = pool.client().await.unwrap();
+    let schedule = Uuid::new_v4();
+    c.execute(
+        "INSERT INTO schedules (schedule_id, name, cron, timezone, template, overlap, owner, last_tick)
+         VALUES ($1, 's', '* * * * *', 'UTC', '{\"task_description\": \"x\"}', 'allow', $2, now())",
+        &[&schedule, &user],
+    )
+    .await
+    .unwrap();
+    c.execute(
+        "INSERT INTO schedule_runs (schedule_id, fire_time, outcome, recorded_at) VALUES
+             ($1, now() - interval '31 days', 'missed', now() - interval '31 days'),
+             ($1, now() - interval '29 days', 'missed', now() - interval '29 days')",
+        &[&schedule],
+    )
+    .await
+    .unwrap();
+    let done = pass(&pool, &ages(0, 0, 30), limits(500)).await;
+    assert_eq!(done.removed.schedule_runs, 1, "{:?}", done.removed);
+    let left: i64 = c
+        .query_one(
+            "SELECT count(*) FROM schedule_runs WHERE schedule_id = $1",
+            &[&schedule],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 1, "the run within the age stays");
 }

@@ -35,11 +35,13 @@ pub struct Removed {
     pub idempotency_keys: u64,
     /// Allocations ended (released or expired) long enough ago.
     pub allocations: u64,
+    /// Runs of schedules handled as long ago as finished jobs are kept.
+    pub schedule_runs: u64,
 }
 
 impl Removed {
     /// Each table's count, named as the metric's `table` label names it.
-    pub fn by_table(&self) -> [(&'static str, u64); 6] {
+    pub fn by_table(&self) -> [(&'static str, u64); 7] {
         [
             ("jobs", self.jobs),
             ("job_events", self.job_events),
@@ -47,6 +49,7 @@ impl Removed {
             ("outbox", self.outbox),
             ("idempotency_keys", self.idempotency_keys),
             ("allocations", self.allocations),
+            ("schedule_runs", self.schedule_runs),
         ]
     }
 
@@ -63,6 +66,7 @@ impl Removed {
         self.outbox += other.outbox;
         self.idempotency_keys += other.idempotency_keys;
         self.allocations += other.allocations;
+        self.schedule_runs += other.schedule_runs;
     }
 }
 
@@ -116,6 +120,7 @@ pub async fn finished_jobs(
         outbox: count(3)?,
         idempotency_keys: count(4)?,
         allocations: 0,
+        schedule_runs: 0,
     };
     tx.commit().await?;
     Ok(removed)
@@ -134,6 +139,9 @@ pub enum Aged {
     SentOutbox,
     /// Allocations released or expired, aged by `released_at`.
     EndedAllocations,
+    /// Runs of schedules, aged by `recorded_at` (indexed in V11): kept as
+    /// long as finished jobs, so a run outlives its job only briefly.
+    ScheduleRuns,
 }
 
 impl Aged {
@@ -168,6 +176,15 @@ impl Aged {
                           WHERE a.allocation_id = d.allocation_id RETURNING 1)
                  SELECT count(*) FROM gone"
             }
+            Aged::ScheduleRuns => {
+                "WITH doomed AS (
+                     SELECT schedule_id, fire_time FROM schedule_runs
+                     WHERE recorded_at < now() - make_interval(secs => $1)
+                     ORDER BY recorded_at LIMIT $2 FOR UPDATE SKIP LOCKED),
+                 gone AS (DELETE FROM schedule_runs r USING doomed d
+                          WHERE r.schedule_id = d.schedule_id AND r.fire_time = d.fire_time RETURNING 1)
+                 SELECT count(*) FROM gone"
+            }
         }
     }
 
@@ -184,6 +201,10 @@ impl Aged {
             },
             Aged::EndedAllocations => Removed {
                 allocations: n,
+                ..Removed::default()
+            },
+            Aged::ScheduleRuns => Removed {
+                schedule_runs: n,
                 ..Removed::default()
             },
         }
