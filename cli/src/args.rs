@@ -104,6 +104,68 @@ pub enum Command {
     /// Manage worker agents' credentials (admins only; /api/agents/credentials).
     #[command(subcommand)]
     Agents(AgentsCommand),
+    /// Manage schedules: a job submitted on a cron expression (/api/schedules).
+    #[command(subcommand)]
+    Schedules(SchedulesCommand),
+}
+
+/// `schedules` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum SchedulesCommand {
+    /// List your schedules (an admin's: all) (GET /api/schedules).
+    List,
+    /// Show a schedule, its next fire times and last runs (GET /api/schedules/{id}).
+    Show(ScheduleRef),
+    /// Create a schedule (POST /api/schedules).
+    Create(CreateScheduleArgs),
+    /// Pause a schedule: no tick fires (PATCH /api/schedules/{id}).
+    Pause(ScheduleRef),
+    /// Resume a paused schedule; ticks passed while paused are not caught up (PATCH /api/schedules/{id}).
+    Resume(ScheduleRef),
+    /// Delete a schedule; its jobs stay (DELETE /api/schedules/{id}).
+    Delete(ScheduleRef),
+}
+
+/// A schedule, by id.
+#[derive(Debug, Args)]
+pub struct ScheduleRef {
+    /// The schedule's id (from `schedules list`).
+    pub schedule_id: Uuid,
+}
+
+/// Arguments of `schedules create`: when, and the job each tick submits.
+#[derive(Debug, Args)]
+pub struct CreateScheduleArgs {
+    /// A name for people.
+    #[arg(long)]
+    pub name: String,
+    /// Cron expression: 5 fields (`"0 9 * * MON-FRI"`), or 6 with seconds first.
+    #[arg(long)]
+    pub cron: String,
+    /// IANA time zone the expression is read in.
+    #[arg(long, default_value = "UTC")]
+    pub timezone: String,
+    /// While the previous job is unfinished: allow, skip, or cancel_previous.
+    #[arg(long, default_value = "allow", value_parser = PossibleValuesParser::new(["allow", "skip", "cancel_previous"]))]
+    pub overlap: String,
+    /// Fire the latest tick missed while no controller ran, once, on return.
+    #[arg(long)]
+    pub catch_up: bool,
+    /// Create it paused.
+    #[arg(long)]
+    pub paused: bool,
+    /// What each tick's job does.
+    #[arg(help = format!("What each job does (1 to {MAX_DESCRIPTION} characters)"))]
+    pub task_description: String,
+    /// Priority of each job.
+    #[arg(long, value_parser = clap::value_parser!(i64).range(0..=MAX_PRIORITY))]
+    pub priority: Option<i64>,
+    /// A label of each job, `key=value`; repeatable.
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+    /// Program and arguments each job runs, after `--` (taken verbatim).
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
 }
 
 /// `agents` subcommands.

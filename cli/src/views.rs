@@ -4,8 +4,8 @@
 
 use crate::render::{decimal, job_output, key_values, optional, table, text, time, Column, EMPTY};
 use orchestrator_shared::api::{
-    AgentCredential, Isolation, Job, JobEvent, JobOutput, Resources, TokenResponse, UserAccount, UserUsage,
-    Worker,
+    AgentCredential, Isolation, Job, JobEvent, JobOutput, Resources, Schedule, ScheduleRun, TokenResponse,
+    UserAccount, UserUsage, Worker,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -70,6 +70,28 @@ pub const CREDENTIAL_COLUMNS: &[Column<AgentCredential>] = &[
     }),
 ];
 
+/// Columns of `schedules list`.
+pub const SCHEDULE_COLUMNS: &[Column<Schedule>] = &[
+    ("SCHEDULE_ID", |s| s.schedule_id.to_string()),
+    ("NAME", |s| s.name.clone()),
+    ("CRON", |s| s.cron.clone()),
+    ("TIMEZONE", |s| s.timezone.clone()),
+    ("ENABLED", |s| s.enabled.to_string()),
+    ("OVERLAP", |s| s.overlap.as_str().to_owned()),
+    ("NEXT", |s| {
+        s.next_fire_times.first().map_or_else(|| "-".to_owned(), time)
+    }),
+];
+
+/// Columns of a schedule's runs.
+pub const RUN_COLUMNS: &[Column<ScheduleRun>] = &[
+    ("FIRE_TIME", |r| time(&r.fire_time)),
+    ("OUTCOME", |r| r.outcome.as_str().to_owned()),
+    ("JOB_ID", |r| optional(r.job_id)),
+    ("JOB_STATUS", |r| optional(r.job_status)),
+    ("ERROR", |r| optional(r.error.as_deref())),
+];
+
 /// `rows` as a table, or `empty` when there are none.
 pub fn list_of<T>(rows: &[T], columns: &[Column<T>], empty: &str) -> String {
     if rows.is_empty() {
@@ -90,18 +112,20 @@ pub fn fields<T: Serialize>(answer: &T) -> String {
     }
 }
 
-/// A job as key-value lines, like [`fields`], but its resource limits only
-/// when set: most jobs have none, and three lines of `-` say nothing.
+/// A job as key-value lines, like [`fields`], but its resource limits and
+/// its schedule only when set: most jobs have none, and lines of `-` say
+/// nothing.
 pub fn job(job: &Job) -> String {
     let mut value = serde_json::to_value(job).unwrap_or(Value::Null);
     if let Some(map) = value.as_object_mut() {
-        map.retain(|key, v| !(LIMIT_KEYS.contains(&key.as_str()) && v.is_null()));
+        map.retain(|key, v| !(UNLESS_SET_KEYS.contains(&key.as_str()) && v.is_null()));
     }
     key_values(&value)
 }
 
-/// The keys of a job's limits in its JSON (flattened into the job).
-const LIMIT_KEYS: [&str; 3] = ["memory_mb", "cpu", "max_pids"];
+/// The keys of a job's JSON shown only when set: its limits (flattened
+/// into the job) and the schedule that submitted it.
+const UNLESS_SET_KEYS: [&str; 4] = ["memory_mb", "cpu", "max_pids", "schedule_id"];
 
 /// A worker as key-value lines, like [`fields`], with what it offers and
 /// its isolation in words rather than as raw objects.
@@ -288,7 +312,7 @@ mod tests {
         assert_eq!(
             job(&plain),
             fields(&plain).replace(
-                "\nmemory_mb:        -\ncpu:              -\nmax_pids:         -",
+                "\nmemory_mb:        -\ncpu:              -\nmax_pids:         -\nschedule_id:      -",
                 ""
             )
         );
@@ -339,12 +363,16 @@ mod tests {
             "memory_mb",
             "cpu",
             "max_pids",
+            "schedule_id",
         ];
         assert_eq!(keys(&text), contract);
         assert!(text.contains("\nstatus:           running\n"), "{text}");
         assert!(text.contains("\ncommand:          sh -c 'echo hi'\n"), "{text}");
         assert!(text.contains("\nlabels:           env=dev team=ml\n"), "{text}");
-        assert!(text.ends_with("\nmax_pids:         -"), "{text}");
+        assert!(
+            text.ends_with("\nmax_pids:         -\nschedule_id:      -"),
+            "{text}"
+        );
         assert!(
             job(&running).ends_with("\nwaiting_for:      -"),
             "{}",

@@ -4,6 +4,7 @@ mod agents;
 mod auth;
 mod jobs;
 mod resources;
+mod schedules;
 mod supervisor;
 mod users;
 
@@ -85,6 +86,7 @@ async fn run(ctx: &Ctx, command: Command) -> Result<ExitCode> {
         Command::Usage => resources::usage(ctx).await,
         Command::Users(command) => users::run(ctx, command).await,
         Command::Agents(command) => agents::run(ctx, command).await,
+        Command::Schedules(command) => schedules::run(ctx, command).await,
     }?;
     Ok(ExitCode::SUCCESS)
 }
