@@ -54,17 +54,8 @@ pub async fn create(
     ApiObject(req): ApiObject<CreateScheduleRequest>,
 ) -> Result<(StatusCode, Json<Schedule>), ApiError> {
     req.check().map_err(ApiError::Validation)?;
-    let fields = ScheduleFields {
-        name: req.name,
-        cron: req.cron,
-        timezone: req.timezone,
-        template: req.template,
-        enabled: req.enabled,
-        overlap: req.overlap,
-        catch_up: req.catch_up,
-    };
     let client = state.db.client().await?;
-    let stored = schedules::insert(&client, principal.user_id, &fields).await?;
+    let stored = schedules::insert(&client, principal.user_id, &req).await?;
     tracing::info!(schedule_id = %stored.schedule.schedule_id, owner = %principal.user_id, "schedule created");
     Ok((StatusCode::CREATED, Json(shown(stored))))
 }
@@ -134,7 +125,8 @@ pub async fn update(
     let tx = client.transaction().await.map_err(DbError::from)?;
     let old = visible(&tx, &principal, schedule_id).await?;
     let fields = changed(&old.schedule, req)?;
-    let stored = schedules::update(&tx, schedule_id, &fields).await?;
+    let owner = (!principal.is_admin()).then_some(principal.user_id);
+    let stored = schedules::update(&tx, schedule_id, &fields, owner).await?;
     tx.commit().await.map_err(DbError::from)?;
     tracing::info!(%schedule_id, by = %principal.user_id, enabled = fields.enabled, "schedule changed");
     Ok(Json(shown(stored)))

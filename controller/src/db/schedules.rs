@@ -21,24 +21,9 @@ pub struct StoredSchedule {
 }
 
 /// A schedule's fields as the API checked them, for an insert or a
-/// replacement.
-#[derive(Debug, Clone)]
-pub struct ScheduleFields {
-    /// Name.
-    pub name: String,
-    /// Cron expression (it parsed).
-    pub cron: String,
-    /// IANA zone (it parsed).
-    pub timezone: String,
-    /// The job template (valid).
-    pub template: SubmitRequest,
-    /// Not paused.
-    pub enabled: bool,
-    /// Overlap policy.
-    pub overlap: Overlap,
-    /// Catch-up setting.
-    pub catch_up: bool,
-}
+/// replacement: those of a creation request (the cron and zone parsed, the
+/// template valid).
+pub type ScheduleFields = orchestrator_shared::api::CreateScheduleRequest;
 
 const COLUMNS: &str = "schedule_id, name, cron, timezone, template, enabled, overlap, catch_up, owner, \
                        last_tick, created_at, updated_at";
@@ -77,6 +62,35 @@ fn template_json(template: &SubmitRequest) -> Result<serde_json::Value, DbError>
     serde_json::to_value(template).map_err(|e| DbError::Invariant(format!("template: {e}")))
 }
 
+/// Writes `fields` with `sql`, whose parameters are the schedule's id,
+/// the fields in their order and an owner; answers the row it returns.
+async fn write(
+    client: &impl GenericClient,
+    sql: &str,
+    schedule_id: Uuid,
+    fields: &ScheduleFields,
+    owner: Option<Uuid>,
+) -> Result<Option<StoredSchedule>, DbError> {
+    let template = template_json(&fields.template)?;
+    let row = client
+        .row_opt(
+            sql,
+            &[
+                &schedule_id,
+                &fields.name,
+                &fields.cron,
+                &fields.timezone,
+                &template,
+                &fields.enabled,
+                &fields.overlap.as_str(),
+                &fields.catch_up,
+                &owner,
+            ],
+        )
+        .await?;
+    row.as_ref().map(from_row).transpose()
+}
+
 /// Stores a new schedule of `owner`; its ticks count from now.
 pub async fn insert(
     client: &impl GenericClient,
@@ -88,23 +102,9 @@ pub async fn insert(
                                 owner, last_tick)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now()) RETURNING {COLUMNS}"
     );
-    let row = client
-        .row(
-            &sql,
-            &[
-                &Uuid::new_v4(),
-                &fields.name,
-                &fields.cron,
-                &fields.timezone,
-                &template_json(&fields.template)?,
-                &fields.enabled,
-                &fields.overlap.as_str(),
-                &fields.catch_up,
-                &owner,
-            ],
-        )
-        .await?;
-    from_row(&row)
+    write(client, &sql, Uuid::new_v4(), fields, Some(owner))
+        .await?
+        .ok_or_else(|| DbError::Invariant("an insert returned no row".into()))
 }
 
 /// One schedule by id.
@@ -125,39 +125,24 @@ pub async fn list(client: &impl GenericClient, owner: Option<Uuid>) -> Result<Ve
     client.rows(&sql, &[&owner]).await?.iter().map(from_row).collect()
 }
 
-/// Replaces a schedule's fields. A schedule resumed now counts its ticks
-/// from now: those passed while it was paused are neither fired nor
-/// recorded missed.
+/// Replaces a schedule's fields (only if `owner` owns it, when given). A
+/// schedule resumed now counts its ticks from now: those passed while it
+/// was paused are neither fired nor recorded missed.
 pub async fn update(
     client: &impl GenericClient,
     schedule_id: Uuid,
     fields: &ScheduleFields,
+    owner: Option<Uuid>,
 ) -> Result<StoredSchedule, DbError> {
     let sql = format!(
         "UPDATE schedules SET name = $2, cron = $3, timezone = $4, template = $5, overlap = $7,
                 catch_up = $8, updated_at = now(),
                 last_tick = CASE WHEN $6 AND NOT enabled THEN greatest(last_tick, now()) ELSE last_tick END,
                 enabled = $6
-         WHERE schedule_id = $1 RETURNING {COLUMNS}"
+         WHERE schedule_id = $1 AND ($9::uuid IS NULL OR owner = $9) RETURNING {COLUMNS}"
     );
-    let row = client
-        .row_opt(
-            &sql,
-            &[
-                &schedule_id,
-                &fields.name,
-                &fields.cron,
-                &fields.timezone,
-                &template_json(&fields.template)?,
-                &fields.enabled,
-                &fields.overlap.as_str(),
-                &fields.catch_up,
-            ],
-        )
-        .await?;
-    row.as_ref()
-        .map(from_row)
-        .transpose()?
+    write(client, &sql, schedule_id, fields, owner)
+        .await?
         .ok_or_else(|| not_found(schedule_id))
 }
 
