@@ -763,3 +763,61 @@ async fn an_agent_whose_first_controller_url_is_dead_registers_through_the_secon
     run_quick_jobs(&c, 2).await;
     assert_eq!(c.duplicated_completions().await, 0, "a job completed twice");
 }
+
+/// Creates a schedule through the API; answers its id.
+async fn schedule(c: &Cluster, body: Value) -> String {
+    let resp = c.app.post_json("/api/schedules", &c.app.admin_token, &body).await;
+    assert_eq!(resp.status(), 201);
+    let made: Value = resp.json().await.unwrap();
+    made["schedule_id"].as_str().unwrap_or_default().to_owned()
+}
+
+/// The schedule's runs, newest first, once one of them has a job for which
+/// `done` holds (a job as `GET /api/jobs/{id}` shows it).
+async fn wait_run(c: &Cluster, schedule_id: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + integration_tests::cluster::WAIT;
+    loop {
+        let path = format!("/api/schedules/{schedule_id}");
+        let detail: Value = c.app.get(&path, &c.app.admin_token).await.json().await.unwrap();
+        for run in detail["runs"].as_array().into_iter().flatten() {
+            if let Some(job_id) = run["job_id"].as_str() {
+                let job = c.job(job_id).await;
+                if done(&job) {
+                    return job;
+                }
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no run as waited for: {detail}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn scheduled_jobs_run_on_agents_and_cancel_previous_stops_a_running_one() {
+    let c = cluster_with(&[("sched-1", 2)]).await;
+    let echo = schedule(
+        &c,
+        json!({"name": "echo", "cron": "* * * * * *",
+               "template": {"task_description": "echo", "command": ["/bin/echo", "tick"]}}),
+    )
+    .await;
+    let done = wait_run(&c, &echo, |j| j["status"] == "completed").await;
+    assert_eq!(done["schedule_id"], json!(echo));
+    let sleeper = schedule(
+        &c,
+        json!({"name": "sleeper", "cron": "*/2 * * * * *", "overlap": "cancel_previous",
+               "template": {"task_description": "sleep", "command": ["sleep", "60"]}}),
+    )
+    .await;
+    let running = wait_run(&c, &sleeper, |j| j["status"] == "running").await;
+    // The next tick cancels it on its agent, then submits the next one.
+    let stopped = c.wait_job(&id(&running), |j| j["status"] == "cancelled").await;
+    assert_eq!(stopped["schedule_id"], json!(sleeper));
+    for schedule_id in [&echo, &sleeper] {
+        let deleted = c.app.delete_schedule(&c.app.admin_token, schedule_id).await;
+        assert_eq!(deleted.status, 204, "{}", deleted.text);
+    }
+}
