@@ -19,6 +19,8 @@ use deadpool_postgres::Transaction;
 use orchestrator_shared::api::{Cadence, Overlap, RunOutcome};
 use std::time::Duration;
 
+/// Why a job of a `cancel_previous` schedule was cancelled (its event's reason).
+const CANCELLED_BY_NEXT_TICK: &str = "cancelled by its schedule's next tick (cancel_previous)";
 /// Counter of handled ticks, by outcome.
 const METRIC: &str = "schedule_runs_total";
 /// Most on-time ticks one pass fires for one schedule: a per-second
@@ -195,7 +197,7 @@ async fn settle_overlap(tx: &Transaction<'_>, stored: &StoredSchedule) -> Result
     match s.overlap {
         Overlap::Skip => Ok(true),
         Overlap::Allow | Overlap::CancelPrevious => {
-            flow::cancel(tx, &job).await?;
+            flow::cancel_because(tx, &job, CANCELLED_BY_NEXT_TICK).await?;
             Ok(false)
         }
     }

@@ -126,8 +126,9 @@ pub async fn list(client: &impl GenericClient, owner: Option<Uuid>) -> Result<Ve
 }
 
 /// Replaces a schedule's fields (only if `owner` owns it, when given). A
-/// schedule resumed now counts its ticks from now: those passed while it
-/// was paused are neither fired nor recorded missed.
+/// schedule resumed, or given a new cron or zone, counts its ticks from
+/// now: those passed while it was paused, or under the old cadence, are
+/// neither fired nor recorded missed.
 pub async fn update(
     client: &impl GenericClient,
     schedule_id: Uuid,
@@ -137,7 +138,8 @@ pub async fn update(
     let sql = format!(
         "UPDATE schedules SET name = $2, cron = $3, timezone = $4, template = $5, overlap = $7,
                 catch_up = $8, updated_at = now(),
-                last_tick = CASE WHEN $6 AND NOT enabled THEN greatest(last_tick, now()) ELSE last_tick END,
+                last_tick = CASE WHEN ($6 AND NOT enabled) OR cron <> $3 OR timezone <> $4
+                                 THEN greatest(last_tick, now()) ELSE last_tick END,
                 enabled = $6
          WHERE schedule_id = $1 AND ($9::uuid IS NULL OR owner = $9) RETURNING {COLUMNS}"
     );
@@ -190,11 +192,13 @@ pub async fn runs(
         .collect()
 }
 
-/// Ids of the enabled schedules, the ones firing looks at.
+/// Ids of the enabled schedules of owners still enabled (a disabled or
+/// deleted user's schedules do not fire), the ones firing looks at.
 pub async fn enabled_ids(client: &impl GenericClient) -> Result<Vec<Uuid>, DbError> {
     let rows = client
         .rows(
-            "SELECT schedule_id FROM schedules WHERE enabled ORDER BY last_tick",
+            "SELECT s.schedule_id FROM schedules s JOIN users u ON u.user_id = s.owner
+             WHERE s.enabled AND NOT u.disabled ORDER BY s.last_tick",
             &[],
         )
         .await?;

@@ -359,6 +359,13 @@ async fn skip_leaves_the_unfinished_job_alone_and_cancel_previous_replaces_it() 
     assert_eq!(live.len(), 1, "only the newest job is left: {replaced:?}");
     assert_eq!(live[0].job_id, replaced[0].job_id, "the live one is the newest");
     assert!(replaced[1..].iter().all(|j| j.status == JobStatus::Cancelled));
+    let events = app.job_events(&app.admin_token, replaced[1].job_id).await;
+    let last = events.json["events"].as_array().and_then(|e| e.last()).cloned();
+    let reason = last.map(|e| e["reason"].clone()).unwrap_or_default();
+    assert_eq!(
+        reason,
+        json!("cancelled by its schedule's next tick (cancel_previous)")
+    );
     app.stop().await;
 }
 
@@ -435,6 +442,36 @@ async fn ticks_missed_while_stopped_are_caught_up_once_or_recorded_missed() {
     assert!(
         gone.is_some_and(|r| r.job_id.is_none()),
         "a missed tick submits nothing"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_disabled_owners_schedules_stop_firing() {
+    let app = spawn_app_with(&FAST).await;
+    let owner = app.user_token("sched-leaver", &["jobs:write"]).await;
+    let theirs = create_ok(&app, &owner, &every_second(&json!({}))).await;
+    wait_for(&app, theirs, "a tick fired", |d| {
+        outcomes(d, RunOutcome::Fired) >= 1
+    })
+    .await;
+    let me: Value = app.me(&owner).await.json;
+    let user_id = me["user_id"].as_str().unwrap_or_default().to_owned();
+    let r = app
+        .update_user(&app.admin_token, &user_id, &json!({"disabled": true}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let before = detail(&app, theirs).await.runs.len();
+    // Another schedule firing twice shows the leader passed since.
+    let clock = create_ok(&app, &app.admin_token, &every_second(&json!({}))).await;
+    wait_for(&app, clock, "two ticks of another schedule", |d| {
+        d.runs.len() >= 2
+    })
+    .await;
+    assert_eq!(
+        detail(&app, theirs).await.runs.len(),
+        before,
+        "no tick after the owner was disabled"
     );
     app.stop().await;
 }

@@ -163,8 +163,14 @@ pub async fn abandon(
 /// once, and a running attempt is stopped on its agents. A finished job is
 /// the state machine's refusal (409).
 pub async fn cancel(tx: &Transaction<'_>, job: &Job) -> Result<Job, DbError> {
+    cancel_because(tx, job, "cancelled by user").await
+}
+
+/// A cancel as [`cancel`]'s, its event saying `reason` (a schedule's
+/// `cancel_previous` says so rather than naming the user).
+pub async fn cancel_because(tx: &Transaction<'_>, job: &Job, reason: &str) -> Result<Job, DbError> {
     let meta = EventMeta {
-        reason: Some("cancelled by user".to_owned()),
+        reason: Some(reason.to_owned()),
         ..EventMeta::default()
     };
     let cancelled = jobs::transition(tx, job.job_id, job.status, JobStatus::Cancelled, &meta).await?;

@@ -19,7 +19,7 @@ mod reports;
 
 pub use claim::{claim, Claim};
 pub use claims::claim_batch;
-pub use finish::{abandon, cancel, finish, Finished};
+pub use finish::{abandon, cancel, cancel_because, finish, Finished};
 pub use liveness::{heartbeat, overdue_jobs, probe, shards_of, stale_workers, stopped};
 pub use reports::complete_succeeded;
 
