@@ -214,6 +214,7 @@ pub struct CreateScheduleRequest {
     /// The job each tick submits: what `POST /api/jobs/submit` takes, but
     /// no `idempotency_key`.
     #[serde(deserialize_with = "object")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = super::schema::template))]
     pub template: SubmitRequest,
     /// `false` pauses it (default `true`).
     #[serde(default = "yes")]
@@ -283,8 +284,9 @@ pub fn template_problems(template: &SubmitRequest) -> Vec<FieldError> {
     errors
 }
 
-/// `PATCH /api/schedules/{schedule_id}` body: a field left out (or `null`)
-/// stays as it is. Read from a JSON object only.
+/// `PATCH /api/schedules/{schedule_id}` body: a field left out (or `null`,
+/// except `template`, which is an object when given) stays as it is. Read
+/// from a JSON object only.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UpdateScheduleRequest {
@@ -307,6 +309,7 @@ pub struct UpdateScheduleRequest {
     #[cfg_attr(feature = "openapi", schema(max_length = 64))]
     pub timezone: Option<String>,
     /// New template (replacing the old one whole).
+    #[cfg_attr(feature = "openapi", schema(schema_with = super::schema::template))]
     #[serde(
         default,
         deserialize_with = "some_object",
@@ -350,6 +353,7 @@ pub struct Schedule {
     /// IANA time zone.
     pub timezone: String,
     /// The job each tick submits.
+    #[cfg_attr(feature = "openapi", schema(schema_with = super::schema::template))]
     pub template: SubmitRequest,
     /// `false` while paused.
     pub enabled: bool,

@@ -65,3 +65,32 @@ pub fn command() -> Schema {
         .items(utoipa::openapi::RefOr::T(text(0, None)))
         .into()
 }
+
+/// A schedule's job template: a submission's schema without
+/// `idempotency_key`, which a template may not hold (each tick is a new
+/// job). Built from the submission's own schema, so the two never differ
+/// otherwise.
+pub fn template() -> utoipa::openapi::RefOr<Schema> {
+    use utoipa::PartialSchema;
+    let mut schema = super::jobs::SubmitRequest::schema();
+    if let utoipa::openapi::RefOr::T(Schema::Object(object)) = &mut schema {
+        object.properties.remove("idempotency_key");
+        object.description = Some("The body of POST /api/jobs/submit, without idempotency_key.".to_owned());
+    }
+    schema
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_template_is_a_submission_without_its_idempotency_key() {
+        let json = serde_json::to_value(template()).unwrap();
+        let properties = json["properties"].as_object().unwrap();
+        assert!(properties.contains_key("task_description"), "{json}");
+        assert!(properties.contains_key("labels"), "{json}");
+        assert!(!properties.contains_key("idempotency_key"), "{json}");
+        assert_eq!(json["required"], serde_json::json!(["task_description"]));
+    }
+}
