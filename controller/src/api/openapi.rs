@@ -17,6 +17,7 @@ use orchestrator_shared::api::{
 };
 use orchestrator_shared::{JobStatus, WorkerStatus};
 use utoipa::openapi::content::ContentBuilder;
+use utoipa::openapi::link::LinkBuilder;
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::response::{Response, ResponseBuilder};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -39,6 +40,37 @@ impl Modify for BearerScheme {
                     .build(),
             ),
         );
+    }
+}
+
+/// Links the schedule a `POST /api/schedules` creates to the routes that
+/// take its id, so a client generated from the document, and the fuzzer's
+/// stateful phase, can follow a creation to reading, changing and deleting
+/// it (instead of guessing ids that are all 404s).
+struct ScheduleLinks;
+
+impl Modify for ScheduleLinks {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let created = openapi
+            .paths
+            .paths
+            .get_mut("/api/schedules")
+            .and_then(|item| item.post.as_mut())
+            .and_then(|post| post.responses.responses.get_mut("201"));
+        let Some(RefOr::T(created)) = created else {
+            return;
+        };
+        for (name, method) in [
+            ("GetSchedule", "get"),
+            ("UpdateSchedule", "patch"),
+            ("DeleteSchedule", "delete"),
+        ] {
+            let link = LinkBuilder::new()
+                .operation_ref(format!("#/paths/~1api~1schedules~1{{schedule_id}}/{method}"))
+                .parameter("schedule_id", "$response.body#/schedule_id")
+                .build();
+            created.links.insert(name.to_owned(), RefOr::T(link));
+        }
     }
 }
 
@@ -158,7 +190,7 @@ fn error_answer(schema: &str, description: &str) -> RefOr<Response> {
         CreateScheduleRequest, UpdateScheduleRequest, Schedule, ScheduleDetail, ScheduleList, ScheduleRun,
         Overlap, RunOutcome,
     )),
-    modifiers(&BearerScheme, &StandardErrors),
+    modifiers(&BearerScheme, &StandardErrors, &ScheduleLinks),
     tags((name = "auth"), (name = "supervisor"), (name = "resources"), (name = "jobs"), (name = "schedules"), (name = "ops"), (name = "agents")),
 )]
 pub struct ApiDoc;
