@@ -78,6 +78,27 @@ async fn jobs_of(app: &TestApp, id: Uuid) -> Vec<Job> {
     serde_json::from_value(r.json["jobs"].clone()).unwrap_or_else(|e| panic!("{e}: {}", r.text))
 }
 
+/// Prints how long after its tick each job was created (the reaper's
+/// interval bounds it), for the record: a figure, not a check.
+fn print_lateness(d: &ScheduleDetail, jobs: &[Job]) {
+    let mut late: Vec<i64> = d
+        .runs
+        .iter()
+        .filter_map(|r| {
+            let job = jobs.iter().find(|j| Some(j.job_id) == r.job_id)?;
+            Some((job.created_at - r.fire_time).num_milliseconds())
+        })
+        .collect();
+    late.sort_unstable();
+    if let (Some(min), Some(max)) = (late.first(), late.last()) {
+        println!(
+            "tick to job: {} jobs, {min} ms to {max} ms, median {} ms",
+            late.len(),
+            late[late.len() / 2]
+        );
+    }
+}
+
 /// Pauses the schedule, so what it fired can be counted at rest.
 async fn pause(app: &TestApp, id: Uuid) {
     let r = app
@@ -270,6 +291,7 @@ async fn a_per_second_schedule_submits_a_job_each_tick_through_the_outbox() {
     assert!(run.job_id.is_some() && run.job_status.is_some(), "{run:?}");
     let jobs = jobs_of(&app, id).await;
     assert!(jobs.len() >= 3);
+    print_lateness(&detail(&app, id).await, &jobs);
     for job in &jobs {
         assert_eq!(job.schedule_id, Some(id));
         assert_eq!(job.task_description, "scheduled");
