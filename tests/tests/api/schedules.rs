@@ -99,6 +99,15 @@ fn print_lateness(d: &ScheduleDetail, jobs: &[Job]) {
     }
 }
 
+/// Across an outage, exactly one late tick was handled as `handled` (with
+/// a job or without, per `with_job`) and none as `not`.
+fn assert_one_late_tick(d: &ScheduleDetail, handled: RunOutcome, not: RunOutcome, with_job: bool) {
+    let counts = (outcomes(d, handled), outcomes(d, not));
+    assert_eq!(counts, (1, 0), "{handled:?} once, {not:?} never: {:?}", d.runs);
+    let late = d.runs.iter().find(|r| r.outcome == handled);
+    assert!(late.is_some_and(|r| r.job_id.is_some() == with_job), "{late:?}");
+}
+
 /// Pauses the schedule, so what it fired can be counted at rest.
 async fn pause(app: &TestApp, id: Uuid) {
     let r = app
@@ -436,35 +445,9 @@ async fn ticks_missed_while_stopped_are_caught_up_once_or_recorded_missed() {
     pause(&app, catch_up).await;
     pause(&app, skip).await;
     let caught = detail(&app, catch_up).await;
-    assert_eq!(
-        (
-            outcomes(&caught, RunOutcome::CaughtUp),
-            outcomes(&caught, RunOutcome::Missed)
-        ),
-        (1, 0),
-        "{:?}",
-        caught.runs
-    );
-    let late = caught.runs.iter().find(|r| r.outcome == RunOutcome::CaughtUp);
-    assert!(
-        late.is_some_and(|r| r.job_id.is_some()),
-        "a caught-up tick submits a job"
-    );
+    assert_one_late_tick(&caught, RunOutcome::CaughtUp, RunOutcome::Missed, true);
     let missed = detail(&app, skip).await;
-    assert_eq!(
-        (
-            outcomes(&missed, RunOutcome::Missed),
-            outcomes(&missed, RunOutcome::CaughtUp)
-        ),
-        (1, 0),
-        "{:?}",
-        missed.runs
-    );
-    let gone = missed.runs.iter().find(|r| r.outcome == RunOutcome::Missed);
-    assert!(
-        gone.is_some_and(|r| r.job_id.is_none()),
-        "a missed tick submits nothing"
-    );
+    assert_one_late_tick(&missed, RunOutcome::Missed, RunOutcome::CaughtUp, false);
     app.stop().await;
 }
 
