@@ -72,7 +72,8 @@ pub fn new_worker(id: &str) -> controller::models::NewWorker {
 }
 
 /// Inserts `n` jobs of `user` that completed `days_ago` days ago, each
-/// with its submission event, in one statement (`generate_series`), for
+/// with its submission event and a time-ordered id (a UUIDv7 of its
+/// creation time, as the controller makes), in one statement (`generate_series`), for
 /// retention's tests and its benchmark: far faster than running jobs. The
 /// client may be any connection to the database (pooled or not).
 pub async fn insert_finished_jobs(
@@ -86,10 +87,14 @@ pub async fn insert_finished_jobs(
             "WITH j AS (
                  INSERT INTO jobs (job_id, status, task_description, submitted_by,
                                    created_at, started_at, finished_at, exit_code)
-                 SELECT gen_random_uuid(), 'completed', 'finished long ago', $1,
-                        now() - make_interval(days => $3 + 1), now() - make_interval(days => $3 + 1),
-                        now() - make_interval(days => $3), 0
-                 FROM generate_series(1, $2::bigint)
+                 SELECT encode(set_byte(g.b, 6, (get_byte(g.b, 6) & 15) | 112), 'hex')::uuid,
+                        'completed', 'finished long ago', $1,
+                        t.created, t.created, now() - make_interval(days => $3), 0
+                 FROM (SELECT now() - make_interval(days => $3 + 1) AS created) t,
+                      LATERAL (SELECT overlay(uuid_send(gen_random_uuid()) PLACING
+                                   substring(int8send((extract(epoch FROM t.created) * 1000)::bigint) FROM 3)
+                                   FROM 1 FOR 6) AS b
+                               FROM generate_series(1, $2::bigint)) g
                  RETURNING job_id)
              INSERT INTO job_events (job_id, from_status, to_status, reason)
              SELECT job_id, NULL, 'pending', 'submitted' FROM j",

@@ -390,6 +390,36 @@ async fn batch_submission_creates_every_job_in_order() {
     app.stop().await;
 }
 
+/// Job ids are time-ordered (UUIDv7), so a client can sort by id and every
+/// index keyed by job id grows at its end: a batch's ids ascend in its
+/// order, and a later submission's id is above them all.
+#[tokio::test]
+async fn job_ids_are_time_ordered() {
+    let app = spawn_app().await;
+    let jobs: Vec<Value> = (0..20)
+        .map(|i| json!({"task_description": format!("o{i}")}))
+        .collect();
+    let r = app.submit_batch(&app.admin_token, &jobs).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let mut ids: Vec<Uuid> = r.json["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["job_id"].as_str().unwrap().parse().unwrap())
+        .collect();
+    let later = app
+        .submit_job(&app.admin_token, &json!({"task_description": "later"}))
+        .await;
+    assert_eq!(later.status, 201, "{}", later.text);
+    ids.push(later.json["job_id"].as_str().unwrap().parse().unwrap());
+    assert!(
+        ids.iter().all(|id| id.get_version_num() == 7),
+        "not UUIDv7: {ids:?}"
+    );
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "not ascending: {ids:?}");
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn batch_with_one_bad_entry_is_422_naming_its_index() {
     let app = spawn_app().await;
