@@ -7,9 +7,9 @@ use axum::Router;
 use orchestrator_shared::api::{
     AgentCredential, Allocation, AllocationStatus, BrokerLogin, ClaimBatchRequest, ClaimBatchResponse,
     ClaimDecision, ClaimRequest, ClaimResponse, CredentialList, CredentialRequest, DurationStats, ErrorBody,
-    FieldError, FleetStats, Isolation, IssuedCredential, Job, JobEvent, JobOutput, RegisterRequest,
-    Registration, Resources, ShardClaim, ShardWork, UpdateUserRequest, UserAccount, UserList, UserUsage,
-    ValidationBody, Worker,
+    FieldError, FleetStats, Isolation, IssuedCredential, Job, JobEvent, JobOutput, OutputChunk, OutputStored,
+    OutputStream, RegisterRequest, Registration, Resources, ShardClaim, ShardWork, UpdateUserRequest,
+    UserAccount, UserList, UserUsage, ValidationBody, Worker,
 };
 use orchestrator_shared::{JobStatus, WorkerStatus};
 use utoipa::openapi::content::ContentBuilder;
@@ -142,14 +142,14 @@ fn error_answer(schema: &str, description: &str) -> RefOr<Response> {
         jobs::submit, jobs::submit_batch, jobs::get_job, jobs::cancel, jobs::list, jobs::events, jobs::output,
         ops::healthz, ops::readyz, ops::metrics,
         agents::issue_credential, agents::list_credentials, agents::revoke_credential,
-        agents::register, agents::claim, agents::claim_batch,
+        agents::register, agents::claim, agents::claim_batch, agents::output,
     ),
     components(schemas(
         Job, JobEvent, JobStatus, Worker, WorkerStatus, Allocation, AllocationStatus, JobOutput,
         FleetStats, DurationStats, UserUsage, ErrorBody, ValidationBody, FieldError,
         RegisterRequest, Registration, BrokerLogin, ClaimRequest, ClaimResponse, ClaimDecision, ShardClaim, ClaimBatchRequest, ClaimBatchResponse,
         UserAccount, UserList, UpdateUserRequest, AgentCredential, CredentialList, CredentialRequest,
-        IssuedCredential, ShardWork, Resources, Isolation,
+        IssuedCredential, ShardWork, Resources, Isolation, OutputChunk, OutputStored, OutputStream,
     )),
     modifiers(&BearerScheme, &StandardErrors),
     tags((name = "auth"), (name = "supervisor"), (name = "resources"), (name = "jobs"), (name = "ops"), (name = "agents")),

@@ -22,6 +22,7 @@ pub mod error;
 pub mod jobs;
 pub mod limits;
 mod number;
+pub mod output;
 pub mod resources;
 #[cfg(feature = "openapi")]
 mod schema;
@@ -40,6 +41,7 @@ pub use jobs::{
     BatchRequest, BatchResponse, EventList, Job, JobEvent, JobOutput, JobPage, ListQuery, SubmitRequest,
 };
 pub use limits::{Isolation, Resources};
+pub use output::{OutputChunk, OutputQuery, OutputStored, OutputStream};
 pub use resources::{
     AllocateRequest, Allocation, AllocationStatus, Quota, QuotaView, ReleaseRequest, UsageView, UserUsage,
 };
