@@ -29,6 +29,8 @@ pub struct Cluster {
     /// The CA agents trust for the controller's certificate, when it
     /// serves HTTPS ([`Cluster::start_https`]).
     ca_file: Option<PathBuf>,
+    /// Further flags of the agents started from now on (an output cap, say).
+    pub agent_args: Vec<String>,
     agent_bin: String,
     agents: Vec<(String, Child)>,
     /// Further controllers on the same database and broker prefix, in the
@@ -91,6 +93,7 @@ impl Cluster {
             credentials: std::collections::HashMap::new(),
             agent_controller_url: None,
             ca_file: tls.map(TestTls::ca_file),
+            agent_args: Vec::new(),
             agent_bin: agent_bin.to_owned(),
             agents: Vec::new(),
             replicas: Vec::new(),
@@ -175,6 +178,7 @@ impl Cluster {
                     .iter()
                     .flat_map(|root| ["--cgroup-root".as_ref(), root.as_os_str()]),
             )
+            .args(&self.agent_args)
             .env("AGENT_TOKEN", &credential)
             .env(
                 "RUST_LOG",
