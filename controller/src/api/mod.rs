@@ -12,6 +12,7 @@ pub mod limiter;
 pub mod openapi;
 pub mod ops;
 pub mod resources;
+pub mod stream;
 pub mod supervisor;
 pub mod users;
 
@@ -69,6 +70,9 @@ pub struct AppState {
     /// Recent readings of agent credentials, against which every agent
     /// request is checked (revoked within the same bound as users' tokens).
     pub credentials: Arc<crate::auth::agent_credential::CredentialCache>,
+    /// Set to `true` when the controller shuts down, so that long-lived
+    /// answers (the output stream) end and the shutdown need not wait.
+    pub stopping: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 /// One route of the API: what it answers, where, and the scope it
@@ -147,6 +151,7 @@ pub fn protected_routes() -> Vec<Route> {
         route(POST, "/api/jobs/{job_id}/cancel", jobs::cancel, Some(JobsWrite)),
         route(GET, "/api/jobs/{job_id}/events", jobs::events, Some(JobsRead)),
         route(GET, "/api/jobs/{job_id}/output", jobs::output, Some(JobsRead)),
+        route(GET, "/api/jobs/{job_id}/output/stream", stream::output_stream, Some(JobsRead)),
         route(POST, "/api/agents/credentials", agents::issue_credential, Some(Admin)),
         route(GET, "/api/agents/credentials", agents::list_credentials, Some(Admin)),
         route(DELETE, "/api/agents/credentials/{credential_id}", agents::revoke_credential, Some(Admin)),

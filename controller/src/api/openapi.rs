@@ -2,14 +2,14 @@
 //! `/api/openapi.json`, and a Swagger UI page at `/docs` whose assets are
 //! compiled in (it works with no internet).
 
-use super::{agents, auth_routes, jobs, ops, resources, supervisor, users, AppState};
+use super::{agents, auth_routes, jobs, ops, resources, stream, supervisor, users, AppState};
 use axum::Router;
 use orchestrator_shared::api::{
     AgentCredential, Allocation, AllocationStatus, BrokerLogin, ClaimBatchRequest, ClaimBatchResponse,
     ClaimDecision, ClaimRequest, ClaimResponse, CredentialList, CredentialRequest, DurationStats, ErrorBody,
-    FieldError, FleetStats, Isolation, IssuedCredential, Job, JobEvent, JobOutput, OutputChunk, OutputStored,
-    OutputStream, RegisterRequest, Registration, Resources, ShardClaim, ShardWork, UpdateUserRequest,
-    UserAccount, UserList, UserUsage, ValidationBody, Worker,
+    FieldError, FleetStats, Isolation, IssuedCredential, Job, JobEvent, JobOutput, OutputChunk, OutputEnd,
+    OutputEvent, OutputStored, OutputStream, OutputStreamEvent, RegisterRequest, Registration, Resources,
+    ShardClaim, ShardWork, UpdateUserRequest, UserAccount, UserList, UserUsage, ValidationBody, Worker,
 };
 use orchestrator_shared::{JobStatus, WorkerStatus};
 use utoipa::openapi::content::ContentBuilder;
@@ -140,6 +140,7 @@ fn error_answer(schema: &str, description: &str) -> RefOr<Response> {
         supervisor::terminate, supervisor::metrics,
         resources::quotas, resources::allocate, resources::release, resources::usage,
         jobs::submit, jobs::submit_batch, jobs::get_job, jobs::cancel, jobs::list, jobs::events, jobs::output,
+        stream::output_stream,
         ops::healthz, ops::readyz, ops::metrics,
         agents::issue_credential, agents::list_credentials, agents::revoke_credential,
         agents::register, agents::claim, agents::claim_batch, agents::output,
@@ -150,6 +151,7 @@ fn error_answer(schema: &str, description: &str) -> RefOr<Response> {
         RegisterRequest, Registration, BrokerLogin, ClaimRequest, ClaimResponse, ClaimDecision, ShardClaim, ClaimBatchRequest, ClaimBatchResponse,
         UserAccount, UserList, UpdateUserRequest, AgentCredential, CredentialList, CredentialRequest,
         IssuedCredential, ShardWork, Resources, Isolation, OutputChunk, OutputStored, OutputStream,
+        OutputEvent, OutputEnd, OutputStreamEvent,
     )),
     modifiers(&BearerScheme, &StandardErrors),
     tags((name = "auth"), (name = "supervisor"), (name = "resources"), (name = "jobs"), (name = "ops"), (name = "agents")),

@@ -3,9 +3,10 @@
 //! Only the agent holding a running shard may add to it; a piece already
 //! stored (a retry) changes nothing.
 
-use super::{Cached, DbError};
+use super::{parse_status, Cached, DbError};
 use deadpool_postgres::GenericClient;
 use orchestrator_shared::api::{OutputChunk, OutputStream};
+use orchestrator_shared::JobStatus;
 use uuid::Uuid;
 
 /// What storing a piece did.
@@ -165,4 +166,20 @@ pub async fn pieces_after(
             })
         })
         .collect()
+}
+
+/// Where a job stands, for the live stream: status, exit code and latest
+/// attempt; `None` when there is no such job (deleted by retention).
+pub async fn job_state(
+    client: &impl GenericClient,
+    job_id: Uuid,
+) -> Result<Option<(JobStatus, Option<i32>, i32)>, DbError> {
+    let row = client
+        .row_opt(
+            "SELECT status, exit_code, attempts FROM jobs WHERE job_id = $1",
+            &[&job_id],
+        )
+        .await?;
+    row.map(|row| Ok((parse_status(&row, "status")?, row.try_get(1)?, row.try_get(2)?)))
+        .transpose()
 }

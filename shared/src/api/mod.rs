@@ -41,7 +41,10 @@ pub use jobs::{
     BatchRequest, BatchResponse, EventList, Job, JobEvent, JobOutput, JobPage, ListQuery, SubmitRequest,
 };
 pub use limits::{Isolation, Resources};
-pub use output::{OutputChunk, OutputQuery, OutputStored, OutputStream};
+pub use output::{
+    OutputChunk, OutputEnd, OutputEvent, OutputQuery, OutputStored, OutputStream, OutputStreamEvent,
+    StreamQuery,
+};
 pub use resources::{
     AllocateRequest, Allocation, AllocationStatus, Quota, QuotaView, ReleaseRequest, UsageView, UserUsage,
 };

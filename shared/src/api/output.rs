@@ -4,6 +4,7 @@
 //! contract: the original answer carried a 64 KiB tail only.
 
 use super::error::FieldError;
+use crate::status::JobStatus;
 use crate::validate::{is_valid_worker_id, WORKER_ID_RULE};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
@@ -169,6 +170,66 @@ impl OutputQuery {
         }
         problems
     }
+}
+
+/// `GET /api/jobs/{job_id}/output/stream` query: which shard to follow.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
+pub struct StreamQuery {
+    /// The shard (default 0).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", param(minimum = 0, maximum = 63))]
+    pub shard: Option<i32>,
+}
+
+impl StreamQuery {
+    /// Every rule of the query this one breaks.
+    pub fn problems(&self) -> Vec<FieldError> {
+        OutputQuery {
+            shard: self.shard,
+            ..OutputQuery::default()
+        }
+        .problems()
+    }
+}
+
+/// Data of an `output` event of the live stream: one stored piece.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct OutputEvent {
+    /// The piece's number (also the event's `id`).
+    pub seq: i64,
+    /// Its stream.
+    pub stream: OutputStream,
+    /// Its bytes as text (invalid UTF-8, or a character cut between two
+    /// pieces, as U+FFFD).
+    pub data: String,
+    /// Whether it is the marker that the agent's cap was reached.
+    pub truncated: bool,
+}
+
+/// Data of the `end` event, the stream's last: the job has ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct OutputEnd {
+    /// The job's final status.
+    pub status: JobStatus,
+    /// Its exit code, if it has one.
+    pub exit_code: Option<i32>,
+}
+
+/// The data of the live stream's events, one schema per event name:
+/// `output` events carry an [`OutputEvent`], the last event, `end`, an
+/// [`OutputEnd`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(untagged)]
+pub enum OutputStreamEvent {
+    /// Data of an `output` event.
+    Output(OutputEvent),
+    /// Data of the `end` event.
+    End(OutputEnd),
 }
 
 #[cfg(test)]

@@ -165,3 +165,73 @@ async fn the_pieces_are_deleted_with_their_job_by_retention() {
     assert_eq!(c.query_one(stored, &[&job]).await.unwrap().get::<_, i64>(0), 0);
     app.stop().await;
 }
+
+/// Reads `resp`'s body until it holds `wanted` (bounded, so a missing
+/// event fails the test instead of hanging it); answers all read so far.
+async fn read_until(resp: &mut reqwest::Response, seen: &mut String, wanted: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !seen.contains(wanted) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let chunk = tokio::time::timeout(left, resp.chunk()).await;
+        match chunk {
+            Ok(Ok(Some(bytes))) => seen.push_str(&String::from_utf8_lossy(&bytes)),
+            other => panic!("no {wanted:?} in the stream ({other:?}): {seen}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_live_stream_replays_follows_and_ends_with_the_job() {
+    let app = spawn_app_with(&[]).await;
+    let (token, job) = running_job(&app, "out-5").await;
+    assert_eq!(
+        app.post_output(&token, &piece("out-5", job, 0, "stdout", "first\n"))
+            .await
+            .status,
+        200
+    );
+    let mut resp = reqwest::Client::new()
+        .get(app.url(&format!("/api/jobs/{job}/output/stream")))
+        .bearer_auth(&app.admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let kind = resp.headers()["content-type"]
+        .to_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(kind.starts_with("text/event-stream"), "{kind}");
+    let mut seen = String::new();
+    read_until(&mut resp, &mut seen, "first").await;
+    assert!(seen.contains("event: output") && seen.contains("id: 0"), "{seen}");
+    assert_eq!(
+        app.post_output(&token, &piece("out-5", job, 1, "stderr", "second\n"))
+            .await
+            .status,
+        200
+    );
+    read_until(&mut resp, &mut seen, "second").await;
+    assert!(seen.contains(r#""stream":"stderr""#), "{seen}");
+    assert_eq!(app.cancel_job(&app.admin_token, job).await.status, 200);
+    read_until(&mut resp, &mut seen, "event: end").await;
+    assert!(seen.contains(r#""status":"cancelled""#), "{seen}");
+    assert!(
+        resp.chunk().await.ok().flatten().is_none(),
+        "the stream closes after end"
+    );
+    for bad in ["shard=", "shard=99"] {
+        let r = app
+            .get(&format!("/api/jobs/{job}/output/stream?{bad}"), &app.admin_token)
+            .await;
+        assert_eq!(r.status(), 422, "?{bad}");
+    }
+    let missing = app
+        .get(
+            &format!("/api/jobs/{}/output/stream", Uuid::new_v4()),
+            &app.admin_token,
+        )
+        .await;
+    assert_eq!(missing.status(), 404);
+    app.stop().await;
+}
