@@ -129,6 +129,17 @@ impl Cluster {
         self.wait_worker(worker_id, |w| w["status"] == "idle").await;
     }
 
+    /// `worker_id`'s credential: the one issued for its first agent, else
+    /// a new one.
+    async fn credential_for(&mut self, worker_id: &str) -> String {
+        if let Some(credential) = self.credentials.get(worker_id) {
+            return credential.clone();
+        }
+        let issued = self.app.agent_credential(worker_id).await;
+        self.credentials.insert(worker_id.to_owned(), issued.clone());
+        issued
+    }
+
     /// Starts an agent process `worker_id` with `capacity` without waiting
     /// for anything: the way to start one again under an id that an earlier
     /// process (now exited, killed or terminated) had, as a restart policy
@@ -141,14 +152,7 @@ impl Cluster {
             let _ = earlier.start_kill();
             let _ = earlier.wait().await;
         }
-        let credential = match self.credentials.get(worker_id) {
-            Some(credential) => credential.clone(),
-            None => {
-                let issued = self.app.agent_credential(worker_id).await;
-                self.credentials.insert(worker_id.to_owned(), issued.clone());
-                issued
-            }
-        };
+        let credential = self.credential_for(worker_id).await;
         let mut command = Command::new(&self.agent_bin);
         if let Some(ca_file) = &self.ca_file {
             command.arg("--ca-file").arg(ca_file);

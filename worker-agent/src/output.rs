@@ -35,7 +35,7 @@ const SEND_PATIENCE: Duration = Duration::from_secs(30);
 pub type Piece = (OutputStream, Vec<u8>);
 
 /// Where the runner's readers put what they read.
-pub type PieceSink = mpsc::Sender<Piece>;
+pub use crate::runner::OutputSink as PieceSink;
 
 /// The shard whose output is sent.
 #[derive(Debug, Clone)]

@@ -40,6 +40,9 @@ const INHERITED_ENV: [&str; 4] = ["PATH", "LANG", "LC_ALL", "TZ"];
 /// `PATH` when the agent has none.
 const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
+/// Where a run's pipe readers hand what they read, besides the tails.
+pub type OutputSink = mpsc::Sender<(OutputStream, Vec<u8>)>;
+
 /// A cancel switch for one run, shared between the run and whoever may stop
 /// it (a `CancelJob` command). Cheap to clone; cancelling twice is harmless.
 #[derive(Debug, Clone)]
@@ -97,7 +100,7 @@ pub struct RunSpec {
     /// Where to hand every piece read from stdout and stderr as well (the
     /// agent sends it on while the job runs); the readers wait while it is
     /// full, which holds a fast printer back. `None`: tails only.
-    pub output: Option<mpsc::Sender<(OutputStream, Vec<u8>)>>,
+    pub output: Option<OutputSink>,
 }
 
 /// Agent-wide settings every run obeys.
@@ -328,17 +331,14 @@ fn feed_stdin(stdin: Option<ChildStdin>, input: String) -> JoinHandle<()> {
 }
 
 /// `spec`'s output sink, for the reader of `stream`.
-fn sink(
-    spec: &RunSpec,
-    stream: OutputStream,
-) -> Option<(mpsc::Sender<(OutputStream, Vec<u8>)>, OutputStream)> {
+fn sink(spec: &RunSpec, stream: OutputStream) -> Option<(OutputSink, OutputStream)> {
     spec.output.clone().map(|tx| (tx, stream))
 }
 
 fn spawn_reader<R>(
     pipe: Option<R>,
     tail: Arc<Mutex<OutputTail>>,
-    mut sink: Option<(mpsc::Sender<(OutputStream, Vec<u8>)>, OutputStream)>,
+    mut sink: Option<(OutputSink, OutputStream)>,
 ) -> JoinHandle<()>
 where
     R: AsyncRead + Unpin + Send + 'static,

@@ -80,7 +80,17 @@ async fn pieces_are_stored_once_in_order_and_read_whole_or_by_range() {
     );
     assert_eq!(counts, (&json!(12), &json!(5), &json!(1), &json!(0)));
     assert_eq!(out.json["truncated"], false);
+    app.stop().await;
+}
 
+#[tokio::test]
+async fn byte_ranges_are_served_and_bad_query_values_are_422() {
+    let app = spawn_app_with(&[]).await;
+    let (token, job) = running_job(&app, "out-6").await;
+    let r = app
+        .post_output(&token, &piece("out-6", job, 0, "stdout", "hello world\n"))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
     let range = app
         .job_output_with(&app.admin_token, job, "offset=6&limit=5")
         .await;
@@ -105,6 +115,19 @@ async fn pieces_are_stored_once_in_order_and_read_whole_or_by_range() {
         let r = app.job_output_with(&app.admin_token, job, bad).await;
         assert_eq!(r.status, 422, "?{bad}: {}", r.text);
     }
+    for bad in ["shard=", "shard=99"] {
+        let r = app
+            .get(&format!("/api/jobs/{job}/output/stream?{bad}"), &app.admin_token)
+            .await;
+        assert_eq!(r.status(), 422, "stream ?{bad}");
+    }
+    let missing = app
+        .get(
+            &format!("/api/jobs/{}/output/stream", Uuid::new_v4()),
+            &app.admin_token,
+        )
+        .await;
+    assert_eq!(missing.status(), 404);
     app.stop().await;
 }
 
@@ -220,18 +243,5 @@ async fn the_live_stream_replays_follows_and_ends_with_the_job() {
         resp.chunk().await.ok().flatten().is_none(),
         "the stream closes after end"
     );
-    for bad in ["shard=", "shard=99"] {
-        let r = app
-            .get(&format!("/api/jobs/{job}/output/stream?{bad}"), &app.admin_token)
-            .await;
-        assert_eq!(r.status(), 422, "?{bad}");
-    }
-    let missing = app
-        .get(
-            &format!("/api/jobs/{}/output/stream", Uuid::new_v4()),
-            &app.admin_token,
-        )
-        .await;
-    assert_eq!(missing.status(), 404);
     app.stop().await;
 }
