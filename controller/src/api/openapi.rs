@@ -6,10 +6,11 @@ use super::{agents, auth_routes, jobs, ops, resources, stream, supervisor, users
 use axum::Router;
 use orchestrator_shared::api::{
     AgentCredential, Allocation, AllocationStatus, BrokerLogin, ClaimBatchRequest, ClaimBatchResponse,
-    ClaimDecision, ClaimRequest, ClaimResponse, CredentialList, CredentialRequest, DurationStats, ErrorBody,
-    FieldError, FleetStats, Isolation, IssuedCredential, Job, JobEvent, JobOutput, OutputChunk, OutputEnd,
-    OutputEvent, OutputStored, OutputStream, OutputStreamEvent, RegisterRequest, Registration, Resources,
-    ShardClaim, ShardWork, UpdateUserRequest, UserAccount, UserList, UserUsage, ValidationBody, Worker,
+    ClaimDecision, ClaimRequest, ClaimResponse, CredentialList, CredentialRequest, DurationStats,
+    EndEventName, EndSseEvent, ErrorBody, FieldError, FleetStats, Isolation, IssuedCredential, Job, JobEvent,
+    JobOutput, OutputChunk, OutputEnd, OutputEvent, OutputEventName, OutputSseEvent, OutputStored,
+    OutputStream, OutputStreamEvent, RegisterRequest, Registration, Resources, ShardClaim, ShardWork,
+    UpdateUserRequest, UserAccount, UserList, UserUsage, ValidationBody, Worker,
 };
 use orchestrator_shared::{JobStatus, WorkerStatus};
 use utoipa::openapi::content::ContentBuilder;
@@ -151,7 +152,7 @@ fn error_answer(schema: &str, description: &str) -> RefOr<Response> {
         RegisterRequest, Registration, BrokerLogin, ClaimRequest, ClaimResponse, ClaimDecision, ShardClaim, ClaimBatchRequest, ClaimBatchResponse,
         UserAccount, UserList, UpdateUserRequest, AgentCredential, CredentialList, CredentialRequest,
         IssuedCredential, ShardWork, Resources, Isolation, OutputChunk, OutputStored, OutputStream,
-        OutputEvent, OutputEnd, OutputStreamEvent,
+        OutputEvent, OutputEnd, OutputStreamEvent, OutputSseEvent, EndSseEvent, OutputEventName, EndEventName,
     )),
     modifiers(&BearerScheme, &StandardErrors),
     tags((name = "auth"), (name = "supervisor"), (name = "resources"), (name = "jobs"), (name = "ops"), (name = "agents")),

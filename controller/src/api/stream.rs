@@ -15,7 +15,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::stream::{self, Stream, StreamExt};
-use orchestrator_shared::api::{OutputEnd, OutputEvent, OutputStreamEvent, StreamQuery};
+use orchestrator_shared::api::{OutputEnd, OutputEvent, StreamQuery};
 use orchestrator_shared::Scope;
 use std::convert::Infallible;
 use std::time::Duration;
@@ -32,9 +32,10 @@ const RECHECK: Duration = Duration::from_secs(1);
 /// ends: `output` events, then one `end` event.
 #[utoipa::path(get, path = "/api/jobs/{job_id}/output/stream", tag = "jobs", security(("bearer" = [])),
     params(("job_id" = Uuid, Path), StreamQuery),
-    responses((status = 200, content_type = "text/event-stream", body = OutputStreamEvent,
-                description = "Server-Sent Events: `output` events (data: OutputEvent, id: its seq), \
-                               then one `end` event (data: OutputEnd); comments keep the connection alive"),
+    responses((status = 200, content_type = "text/event-stream", body = orchestrator_shared::api::OutputStreamEvent,
+                description = "Server-Sent Events, each of one of two kinds: `output` events (OutputSseEvent: id the \
+                               piece's seq, data an OutputEvent as JSON), then one `end` event (EndSseEvent: data an \
+                               OutputEnd as JSON); comments keep the connection alive"),
               (status = 404, body = super::error::ErrorBody), (status = 422, body = super::error::ValidationBody)))]
 pub async fn output_stream(
     State(state): State<AppState>,
@@ -119,7 +120,7 @@ impl Follow {
             }
             if status.is_terminal() {
                 self.ended = true;
-                let end = OutputStreamEvent::End(OutputEnd { status, exit_code });
+                let end = OutputEnd { status, exit_code };
                 return Some(vec![Event::default().event("end").json_data(end).ok()?]);
             }
             tokio::select! {
@@ -144,12 +145,12 @@ impl Follow {
 
 /// A stored piece as an `output` event.
 fn output_event(piece: Piece) -> Event {
-    let data = OutputStreamEvent::Output(OutputEvent {
+    let data = OutputEvent {
         seq: piece.seq,
         stream: piece.stream,
         data: String::from_utf8_lossy(&piece.data).into_owned(),
         truncated: piece.truncated,
-    });
+    };
     let event = Event::default().event("output").id(piece.seq.to_string());
     event
         .json_data(&data)

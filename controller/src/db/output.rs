@@ -104,19 +104,28 @@ pub async fn read(
     }
     let (mut stdout, mut stderr) = (StreamOutput::default(), StreamOutput::default());
     for row in rows {
-        let stream: String = row.try_get(0)?;
+        let stream = parse_stream(row.try_get(0)?);
         let read = StreamOutput {
             total: row.try_get(1)?,
             truncated: row.try_get(2)?,
             bytes: row.try_get(3)?,
         };
-        if stream == OutputStream::Stderr.as_str() {
+        if stream == OutputStream::Stderr {
             stderr = read;
         } else {
             stdout = read;
         }
     }
     Ok(Some((stdout, stderr)))
+}
+
+/// A stored stream name (the table's check allows only the two).
+fn parse_stream(raw: &str) -> OutputStream {
+    if raw == OutputStream::Stderr.as_str() {
+        OutputStream::Stderr
+    } else {
+        OutputStream::Stdout
+    }
 }
 
 /// One stored piece, as the live stream sends it.
@@ -153,14 +162,9 @@ pub async fn pieces_after(
         .await?;
     rows.iter()
         .map(|row| {
-            let stream: String = row.try_get(1)?;
             Ok(Piece {
                 seq: row.try_get(0)?,
-                stream: if stream == OutputStream::Stderr.as_str() {
-                    OutputStream::Stderr
-                } else {
-                    OutputStream::Stdout
-                },
+                stream: parse_stream(row.try_get(1)?),
                 data: row.try_get(2)?,
                 truncated: row.try_get(3)?,
             })

@@ -42,8 +42,8 @@ pub use jobs::{
 };
 pub use limits::{Isolation, Resources};
 pub use output::{
-    OutputChunk, OutputEnd, OutputEvent, OutputQuery, OutputStored, OutputStream, OutputStreamEvent,
-    StreamQuery,
+    EndEventName, EndSseEvent, OutputChunk, OutputEnd, OutputEvent, OutputEventName, OutputQuery,
+    OutputSseEvent, OutputStored, OutputStream, OutputStreamEvent, StreamQuery,
 };
 pub use resources::{
     AllocateRequest, Allocation, AllocationStatus, Quota, QuotaView, ReleaseRequest, UsageView, UserUsage,

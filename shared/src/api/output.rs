@@ -219,17 +219,61 @@ pub struct OutputEnd {
     pub exit_code: Option<i32>,
 }
 
-/// The data of the live stream's events, one schema per event name:
-/// `output` events carry an [`OutputEvent`], the last event, `end`, an
-/// [`OutputEnd`].
+/// The name of an `output` event (one value, so each event kind's schema
+/// matches its own events only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum OutputEventName {
+    /// `output`.
+    #[serde(rename = "output")]
+    Output,
+}
+
+/// The name of the `end` event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum EndEventName {
+    /// `end`.
+    #[serde(rename = "end")]
+    End,
+}
+
+/// An `output` event of the live stream as sent: its name, its id (the
+/// piece's `seq`) and its data, an [`OutputEvent`] as JSON text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct OutputSseEvent {
+    /// Always `output`.
+    pub event: OutputEventName,
+    /// The piece's `seq`.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[0-9]+$"))]
+    pub id: String,
+    /// An [`OutputEvent`], as JSON.
+    pub data: String,
+}
+
+/// The `end` event of the live stream as sent: its name and its data, an
+/// [`OutputEnd`] as JSON text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct EndSseEvent {
+    /// Always `end`.
+    pub event: EndEventName,
+    /// An [`OutputEnd`], as JSON.
+    pub data: String,
+}
+
+/// The live stream's events, one schema per kind: `output` events, then
+/// one `end` event. The OpenAPI document describes each event as sent
+/// (name, id, data as JSON text).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(untagged)]
 pub enum OutputStreamEvent {
-    /// Data of an `output` event.
-    Output(OutputEvent),
-    /// Data of the `end` event.
-    End(OutputEnd),
+    /// An `output` event.
+    Output(OutputSseEvent),
+    /// The `end` event.
+    End(EndSseEvent),
 }
 
 #[cfg(test)]
