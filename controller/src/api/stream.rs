@@ -24,7 +24,10 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 /// How often the stream looks for new pieces while none come.
-const POLL: Duration = Duration::from_millis(250);
+const POLL: Duration = Duration::from_millis(500);
+/// How often an idle stream sends a comment: a client that went away is
+/// noticed by the failed write, and its stream stops polling.
+const KEEP_ALIVE: Duration = Duration::from_secs(1);
 /// How often the caller's token is checked again.
 const RECHECK: Duration = Duration::from_secs(1);
 
@@ -65,7 +68,7 @@ pub async fn output_stream(
         Some((stream::iter(batch.into_iter().map(Ok)), f))
     })
     .flatten();
-    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))
 }
 
 /// Where one stream is.
