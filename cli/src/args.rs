@@ -78,6 +78,8 @@ pub enum Command {
     Events(JobRef),
     /// Show the tail of a job's stdout and stderr and its exit code (GET /api/jobs/{id}/output).
     Output(JobRef),
+    /// Print a job's stdout and stderr, whole; with -f, follow it until the job ends (GET /api/jobs/{id}/output).
+    Logs(LogsArgs),
     /// List workers (GET /api/supervisor/workers).
     Workers(WorkersArgs),
     /// Show a worker (GET /api/supervisor/workers/{id}).
@@ -439,6 +441,19 @@ pub struct AllocateArgs {
         )
     )]
     pub ttl: Option<i64>,
+}
+
+/// `logs`: which job and shard, and whether to follow.
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// The job's id (a UUID).
+    pub job_id: Uuid,
+    /// Keep printing new output as the job runs, until it ends.
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// The shard whose output to print.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(i32).range(0..=63))]
+    pub shard: i32,
 }
 
 /// A job, by id.

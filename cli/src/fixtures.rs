@@ -63,5 +63,10 @@ pub fn output() -> JobOutput {
         stdout: None,
         stderr: None,
         exit_code: None,
+        attempt: None,
+        shard: 0,
+        stdout_bytes: 0,
+        stderr_bytes: 0,
+        truncated: false,
     }
 }

@@ -381,6 +381,11 @@ mod tests {
             stdout: Some("hello\n".into()),
             stderr: Some("warn".into()),
             exit_code: Some(0),
+            attempt: None,
+            shard: 0,
+            stdout_bytes: 0,
+            stderr_bytes: 0,
+            truncated: false,
             ..crate::fixtures::output()
         };
         assert_eq!(
@@ -391,6 +396,11 @@ mod tests {
             stdout: None,
             stderr: Some(String::new()),
             exit_code: None,
+            attempt: None,
+            shard: 0,
+            stdout_bytes: 0,
+            stderr_bytes: 0,
+            truncated: false,
             ..output
         };
         assert_eq!(

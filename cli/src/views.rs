@@ -418,6 +418,11 @@ mod tests {
             stdout: Some(String::new()),
             stderr: Some("boom\n".into()),
             exit_code: Some(3),
+            attempt: None,
+            shard: 0,
+            stdout_bytes: 0,
+            stderr_bytes: 0,
+            truncated: false,
             ..fixtures::output()
         };
         assert_eq!(

@@ -175,6 +175,7 @@ impl App {
             accounts,
             standing: Arc::new(StandingCache::new(config.token_recheck)),
             credentials: Arc::new(CredentialCache::new(config.token_recheck)),
+            stopping: Arc::new(tokio::sync::watch::channel(false).0),
         };
         Ok(App {
             listener,
@@ -219,6 +220,11 @@ impl App {
             default_quota: self.state.default_quota,
         };
         let reaper = tokio::spawn(crate::reaper::run(self.database, flow, self.retention, firing));
+        let stopping = self.state.stopping.clone();
+        let shutdown = async move {
+            shutdown.await;
+            stopping.send_replace(true);
+        };
         let router = api::router(self.state, self.timeout);
         let scheme = self.transport.scheme();
         if matches!(self.transport, Transport::InsecureHttp) {

@@ -29,6 +29,8 @@ pub struct Cluster {
     /// The CA agents trust for the controller's certificate, when it
     /// serves HTTPS ([`Cluster::start_https`]).
     ca_file: Option<PathBuf>,
+    /// Further flags of the agents started from now on (an output cap, say).
+    pub agent_args: Vec<String>,
     agent_bin: String,
     agents: Vec<(String, Child)>,
     /// Further controllers on the same database and broker prefix, in the
@@ -91,6 +93,7 @@ impl Cluster {
             credentials: std::collections::HashMap::new(),
             agent_controller_url: None,
             ca_file: tls.map(TestTls::ca_file),
+            agent_args: Vec::new(),
             agent_bin: agent_bin.to_owned(),
             agents: Vec::new(),
             replicas: Vec::new(),
@@ -126,6 +129,17 @@ impl Cluster {
         self.wait_worker(worker_id, |w| w["status"] == "idle").await;
     }
 
+    /// `worker_id`'s credential: the one issued for its first agent, else
+    /// a new one.
+    async fn credential_for(&mut self, worker_id: &str) -> String {
+        if let Some(credential) = self.credentials.get(worker_id) {
+            return credential.clone();
+        }
+        let issued = self.app.agent_credential(worker_id).await;
+        self.credentials.insert(worker_id.to_owned(), issued.clone());
+        issued
+    }
+
     /// Starts an agent process `worker_id` with `capacity` without waiting
     /// for anything: the way to start one again under an id that an earlier
     /// process (now exited, killed or terminated) had, as a restart policy
@@ -138,14 +152,7 @@ impl Cluster {
             let _ = earlier.start_kill();
             let _ = earlier.wait().await;
         }
-        let credential = match self.credentials.get(worker_id) {
-            Some(credential) => credential.clone(),
-            None => {
-                let issued = self.app.agent_credential(worker_id).await;
-                self.credentials.insert(worker_id.to_owned(), issued.clone());
-                issued
-            }
-        };
+        let credential = self.credential_for(worker_id).await;
         let mut command = Command::new(&self.agent_bin);
         if let Some(ca_file) = &self.ca_file {
             command.arg("--ca-file").arg(ca_file);
@@ -175,6 +182,7 @@ impl Cluster {
                     .iter()
                     .flat_map(|root| ["--cgroup-root".as_ref(), root.as_os_str()]),
             )
+            .args(&self.agent_args)
             .env("AGENT_TOKEN", &credential)
             .env(
                 "RUST_LOG",

@@ -55,6 +55,7 @@ fn spec(i: usize) -> RunSpec {
             cpu: Some(1.0),
             max_pids: Some(64),
         },
+        output: None,
     }
 }
 

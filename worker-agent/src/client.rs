@@ -15,7 +15,8 @@
 
 use crate::config::{ControllerUrls, Secret};
 use orchestrator_shared::api::{
-    ClaimBatchRequest, ClaimBatchResponse, ClaimRequest, ClaimResponse, RegisterRequest, Registration,
+    ClaimBatchRequest, ClaimBatchResponse, ClaimRequest, ClaimResponse, OutputChunk, OutputStored,
+    RegisterRequest, Registration,
 };
 use orchestrator_shared::replicas::{self, Failover, Preferred};
 use orchestrator_shared::tls::{tls_failure, CaBundle, TlsFailure};
@@ -180,6 +181,11 @@ impl ControllerClient {
     /// in order.
     pub async fn claim_batch(&self, body: &ClaimBatchRequest) -> Result<ClaimBatchResponse, ClientError> {
         self.post("/api/agents/claims", body).await
+    }
+
+    /// `POST /api/agents/output`: a piece of a running shard's output.
+    pub async fn post_output(&self, body: &OutputChunk) -> Result<OutputStored, ClientError> {
+        self.post("/api/agents/output", body).await
     }
 
     /// Posts `body` to `path` of the replica in use, or of the next ones

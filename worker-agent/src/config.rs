@@ -178,6 +178,19 @@ pub struct AgentConfig {
     /// Bytes of stdout and of stderr kept (the last ones) for the report.
     #[arg(long, env = "AGENT_OUTPUT_TAIL_BYTES", default_value_t = 65536)]
     pub output_tail_bytes: usize,
+    /// Send each job's output to the controller while it runs (kept whole
+    /// up to `--output-cap-bytes`); `false` sends only the tails in the report.
+    #[arg(long, env = "AGENT_STREAM_OUTPUT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub stream_output: bool,
+    /// Longest time, in milliseconds, output waits before it is sent (it is
+    /// sent sooner once 128 KiB have gathered).
+    #[arg(long, env = "AGENT_OUTPUT_FLUSH_MS", default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub output_flush_ms: u64,
+    /// Most bytes of one shard's output (stdout and stderr together) sent;
+    /// past it one marker is sent and the rest is read and dropped while
+    /// the job goes on.
+    #[arg(long, env = "AGENT_OUTPUT_CAP_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub output_cap_bytes: u64,
     /// `key=value` label announced at registration (repeatable).
     #[arg(long = "label", env = "AGENT_LABEL")]
     pub labels: Vec<Label>,
@@ -408,6 +421,8 @@ mod tests {
         assert_eq!(c.heartbeat, Duration::from_secs(2));
         assert_eq!(c.kill_grace, Duration::from_secs(5));
         assert_eq!(c.output_tail_bytes, 65536);
+        assert!(c.stream_output);
+        assert_eq!((c.output_flush_ms, c.output_cap_bytes), (200, 16 * 1024 * 1024));
         assert!(c.labels.is_empty());
     }
 

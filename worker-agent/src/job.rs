@@ -7,6 +7,7 @@
 //! no shard is lost; the controller's fencing makes a second run harmless.
 
 use crate::config::AgentConfig;
+use crate::output;
 use crate::runner::{self, CancelHandle, RunReport, RunSpec};
 use crate::state::State;
 use lapin::message::Delivery;
@@ -215,7 +216,39 @@ async fn execute(
     if state.config.noop_runner {
         return (RunReport::succeeded_at_once(), Some(guard));
     }
-    (runner::run(&spec, &state.limits, &cancel).await, Some(guard))
+    (run_streaming(state, d, spec, &cancel).await, Some(guard))
+}
+
+/// Runs `spec`, sending its output to the controller as it comes (unless
+/// `--stream-output false`); returns once all of it is sent, so the
+/// output is stored before the report is published.
+async fn run_streaming(
+    state: &State,
+    d: &JobDispatch,
+    mut spec: RunSpec,
+    cancel: &CancelHandle,
+) -> RunReport {
+    if !state.config.stream_output {
+        return runner::run(&spec, &state.limits, cancel).await;
+    }
+    let key = output::ShardKey {
+        worker_id: state.worker_id().to_owned(),
+        job_id: d.job_id,
+        attempt: d.attempt,
+        shard_index: d.shard_index,
+    };
+    let settings = output::Settings {
+        flush: Duration::from_millis(state.config.output_flush_ms),
+        cap: state.config.output_cap_bytes,
+    };
+    let (sink, sending) = output::start(state.client.clone(), key, settings);
+    spec.output = Some(sink);
+    let report = runner::run(&spec, &state.limits, cancel).await;
+    drop(spec);
+    if let Err(e) = sending.await {
+        tracing::warn!(job_id = %d.job_id, error = %e, "the output sender ended abnormally");
+    }
+    report
 }
 
 /// What to run for `d` on an agent configured as `config`, or why it must
@@ -259,6 +292,7 @@ pub fn spec_for(config: &AgentConfig, d: &JobDispatch) -> Result<RunSpec, String
         timeout,
         workdir_name,
         limits: Resources::default(),
+        output: None,
     })
 }
 

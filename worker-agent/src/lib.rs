@@ -40,6 +40,7 @@ pub mod config;
 mod control;
 pub mod isolation;
 mod job;
+mod output;
 mod publisher;
 pub mod runner;
 mod session;

@@ -14,6 +14,7 @@ use crate::isolation::{exec, make_private_dir, Cell, Sandbox};
 use crate::tail::OutputTail;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
+use orchestrator_shared::api::OutputStream;
 use orchestrator_shared::api::Resources;
 use orchestrator_shared::messages::ShardOutcome;
 use std::ffi::OsString;
@@ -24,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStdin, Command};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 /// How long the output readers may go on after the process group is gone: a
@@ -38,6 +39,9 @@ const READ_CHUNK: usize = 8 * 1024;
 const INHERITED_ENV: [&str; 4] = ["PATH", "LANG", "LC_ALL", "TZ"];
 /// `PATH` when the agent has none.
 const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+/// Where a run's pipe readers hand what they read, besides the tails.
+pub type OutputSink = mpsc::Sender<(OutputStream, Vec<u8>)>;
 
 /// A cancel switch for one run, shared between the run and whoever may stop
 /// it (a `CancelJob` command). Cheap to clone; cancelling twice is harmless.
@@ -93,6 +97,10 @@ pub struct RunSpec {
     pub workdir_name: String,
     /// The job's own resource limits (the agent's defaults fill the gaps).
     pub limits: Resources,
+    /// Where to hand every piece read from stdout and stderr as well (the
+    /// agent sends it on while the job runs); the readers wait while it is
+    /// full, which holds a fast printer back. `None`: tails only.
+    pub output: Option<OutputSink>,
 }
 
 /// Agent-wide settings every run obeys.
@@ -239,8 +247,16 @@ async fn run_in(
     let stdout = Arc::new(Mutex::new(OutputTail::new(limits.tail_bytes)));
     let stderr = Arc::new(Mutex::new(OutputTail::new(limits.tail_bytes)));
     let readers = [
-        spawn_reader(child.stdout.take(), stdout.clone()),
-        spawn_reader(child.stderr.take(), stderr.clone()),
+        spawn_reader(
+            child.stdout.take(),
+            stdout.clone(),
+            sink(spec, OutputStream::Stdout),
+        ),
+        spawn_reader(
+            child.stderr.take(),
+            stderr.clone(),
+            sink(spec, OutputStream::Stderr),
+        ),
     ];
     let ending = supervise(&mut child, group, spec.timeout, cancel).await;
     let status = match ending {
@@ -314,7 +330,16 @@ fn feed_stdin(stdin: Option<ChildStdin>, input: String) -> JoinHandle<()> {
     })
 }
 
-fn spawn_reader<R>(pipe: Option<R>, tail: Arc<Mutex<OutputTail>>) -> JoinHandle<()>
+/// `spec`'s output sink, for the reader of `stream`.
+fn sink(spec: &RunSpec, stream: OutputStream) -> Option<(OutputSink, OutputStream)> {
+    spec.output.clone().map(|tx| (tx, stream))
+}
+
+fn spawn_reader<R>(
+    pipe: Option<R>,
+    tail: Arc<Mutex<OutputTail>>,
+    mut sink: Option<(OutputSink, OutputStream)>,
+) -> JoinHandle<()>
 where
     R: AsyncRead + Unpin + Send + 'static,
 {
@@ -322,12 +347,19 @@ where
         let Some(mut pipe) = pipe else { return };
         let mut buf = vec![0u8; READ_CHUNK];
         loop {
-            match pipe.read(&mut buf).await {
+            let n = match pipe.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
-                Ok(n) => tail
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .push(&buf[..n]),
+                Ok(n) => n,
+            };
+            tail.lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .push(&buf[..n]);
+            if let Some((tx, stream)) = &sink {
+                if tx.send((*stream, buf[..n].to_vec())).await.is_err() {
+                    // The sender stopped (cap reached, refused): keep
+                    // draining the pipe into the tail only.
+                    sink = None;
+                }
             }
         }
     })

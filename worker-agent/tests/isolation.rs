@@ -66,6 +66,7 @@ fn sh(script: &str) -> RunSpec {
         timeout: None,
         workdir_name: format!("run-{}", uuid::Uuid::new_v4().simple()),
         limits: Resources::default(),
+        output: None,
     }
 }
 

@@ -1,7 +1,7 @@
 //! `submit`, `status`, `list`, `cancel`, `events` and `output`.
 
 use super::Ctx;
-use crate::args::{ListArgs, SubmitArgs};
+use crate::args::{ListArgs, LogsArgs, SubmitArgs};
 use crate::client::{Answer, ApiClient};
 use crate::error::UsageError;
 use crate::input::labels_map;
@@ -10,7 +10,7 @@ use crate::render::job_output;
 use crate::views;
 use crate::wait::{self, Progress, WaitPolicy};
 use anyhow::{bail, Context, Result};
-use orchestrator_shared::api::{EventList, Job, JobOutput, JobPage, ListQuery, SubmitRequest};
+use orchestrator_shared::api::{EventList, Job, JobOutput, JobPage, ListQuery, OutputQuery, SubmitRequest};
 use orchestrator_shared::JobStatus;
 use serde_json::{json, Value};
 use std::collections::HashSet;
@@ -115,6 +115,60 @@ pub async fn output(ctx: &Ctx, job_id: Uuid) -> Result<()> {
     ctx.out.show(&output, job_output)
 }
 
+/// How often `logs -f` asks for new output.
+const FOLLOW_INTERVAL: Duration = Duration::from_millis(500);
+
+/// `logs`: the job's stdout to standard output and stderr to standard
+/// error, as the job printed them; with `-f`, asks every
+/// [`FOLLOW_INTERVAL`] for the bytes past those printed, until the job has
+/// ended and nothing new came. Exit code 0 unless following a job that did
+/// not complete.
+pub async fn logs(ctx: &Ctx, args: LogsArgs) -> Result<ExitCode> {
+    let path = ["api", "jobs", &args.job_id.to_string(), "output"];
+    let mut seen = (0i64, 0i64);
+    loop {
+        let query = OutputQuery {
+            shard: Some(args.shard),
+            offset: Some(seen.0.min(seen.1)).filter(|o| *o > 0),
+            limit: None,
+        };
+        let answer: Answer<JobOutput> = ctx.client.get_with(&path, &query).await?;
+        let out = &answer.typed;
+        let offset = query.offset.unwrap_or(0);
+        let fresh = (
+            print_past(out.stdout.as_deref(), seen.0 - offset, &mut std::io::stdout())?,
+            print_past(out.stderr.as_deref(), seen.1 - offset, &mut std::io::stderr())?,
+        );
+        seen = (seen.0 + fresh.0, seen.1 + fresh.1);
+        let quiet = fresh == (0, 0);
+        if !args.follow {
+            return Ok(ExitCode::SUCCESS);
+        }
+        if quiet && out.status.is_terminal() {
+            return Ok(if out.status == JobStatus::Completed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            });
+        }
+        if quiet {
+            tokio::time::sleep(FOLLOW_INTERVAL).await;
+        }
+    }
+}
+
+/// Writes what of `text` lies past its first `skip` bytes to `to`;
+/// answers how many bytes that was.
+fn print_past(text: Option<&str>, skip: i64, to: &mut impl std::io::Write) -> Result<i64> {
+    let bytes = text.unwrap_or_default().as_bytes();
+    let skip = usize::try_from(skip).unwrap_or(0).min(bytes.len());
+    let fresh = &bytes[skip..];
+    to.write_all(fresh)
+        .and_then(|()| to.flush())
+        .context("writing the job's output")?;
+    Ok(i64::try_from(fresh.len()).unwrap_or(i64::MAX))
+}
+
 /// The query of one page of `GET /api/jobs`: only the given parameters.
 pub fn list_query(args: &ListArgs, cursor: Option<String>) -> ListQuery {
     ListQuery {
@@ -172,6 +226,20 @@ async fn fetch_pages(client: &ApiClient, args: &ListArgs) -> Result<Answer<JobPa
             Some(next) if !seen.insert(next.clone()) => bail!("the controller sent cursor {next} twice"),
             Some(next) => cursor = Some(next),
         }
+    }
+}
+
+#[cfg(test)]
+mod logs_tests {
+    use super::print_past;
+
+    #[test]
+    fn only_the_bytes_past_those_printed_are_written() {
+        let mut out = Vec::new();
+        assert_eq!(print_past(Some("hello world"), 6, &mut out).unwrap(), 5);
+        assert_eq!(out, b"world");
+        assert_eq!(print_past(Some("abc"), 9, &mut out).unwrap(), 0);
+        assert_eq!(print_past(None, 0, &mut out).unwrap(), 0);
     }
 }
 

@@ -74,6 +74,7 @@ async fn run(ctx: &Ctx, command: Command) -> Result<ExitCode> {
         Command::Cancel(job) => jobs::cancel(ctx, job.job_id).await,
         Command::Events(job) => jobs::events(ctx, job.job_id).await,
         Command::Output(job) => jobs::output(ctx, job.job_id).await,
+        Command::Logs(args) => return jobs::logs(ctx, args).await,
         Command::Workers(args) => supervisor::workers(ctx, args.status).await,
         Command::Worker(worker) => supervisor::worker(ctx, &worker.worker_id).await,
         Command::Pause(worker) => supervisor::act(ctx, &worker.worker_id, "pause").await,

@@ -7,14 +7,16 @@ use super::error::{valid, ApiError};
 use super::extract::{ApiJson, ApiPath, Principal};
 use super::AppState;
 use crate::auth::agent_credential;
-use crate::db::{credentials, flow, workers, DbError};
+use crate::db::output::Stored;
+use crate::db::{credentials, flow, output, workers, DbError};
 use crate::models::NewWorker;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use orchestrator_shared::api::{
     AgentCredential, ClaimBatchRequest, ClaimBatchResponse, ClaimDecision, ClaimRequest, ClaimResponse,
-    CredentialList, CredentialRequest, IssuedCredential, RegisterRequest, Registration,
+    CredentialList, CredentialRequest, IssuedCredential, OutputChunk, OutputStored, RegisterRequest,
+    Registration,
 };
 use uuid::Uuid;
 
@@ -237,4 +239,39 @@ fn count_claim(decision: ClaimDecision) {
         ClaimDecision::Requeue => "requeue",
     };
     metrics::counter!("agent_claims_total", "decision" => decision).increment(1);
+}
+
+/// Stores a piece of the output of a shard the credential's worker runs
+/// (sent while it runs, before its report). A piece stored before is
+/// answered `stored: false` and changes nothing; a shard the worker does
+/// not hold running is a 409.
+#[utoipa::path(post, path = "/api/agents/output", tag = "agents", security(("bearer" = [])), request_body = OutputChunk,
+    responses((status = 200, body = OutputStored),
+              (status = 403, body = super::error::ErrorBody, description = "the credential names another worker"),
+              (status = 409, body = super::error::ErrorBody, description = "the worker does not hold the shard running"),
+              (status = 413, body = super::error::ErrorBody),
+              (status = 422, body = super::error::ValidationBody)))]
+pub async fn output(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiJson(chunk): ApiJson<OutputChunk>,
+) -> Result<Json<OutputStored>, ApiError> {
+    let data = chunk.decoded().map_err(ApiError::Validation)?;
+    principal.act_as(&chunk.worker_id)?;
+    let client = state.db.client().await?;
+    match output::store(&client, &chunk, &data).await? {
+        Stored::New => {
+            let bytes = u64::try_from(data.len()).unwrap_or(u64::MAX);
+            metrics::counter!("job_output_bytes_total", "stream" => chunk.stream.as_str()).increment(bytes);
+            Ok(Json(OutputStored { stored: true }))
+        }
+        Stored::Duplicate => Ok(Json(OutputStored { stored: false })),
+        Stored::NotHolder => {
+            metrics::counter!("agent_requests_refused_total", "reason" => "output_not_holder").increment(1);
+            Err(ApiError::Conflict(format!(
+                "worker {} does not hold shard {} of attempt {} of job {} running",
+                chunk.worker_id, chunk.shard_index, chunk.attempt, chunk.job_id
+            )))
+        }
+    }
 }

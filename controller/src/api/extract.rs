@@ -247,7 +247,7 @@ pub async fn authorize(
 }
 
 /// The token of an `Authorization: Bearer <token>` header.
-fn bearer_token(value: Option<&axum::http::HeaderValue>) -> Result<&str, ApiError> {
+pub(super) fn bearer_token(value: Option<&axum::http::HeaderValue>) -> Result<&str, ApiError> {
     let value = value.ok_or(ApiError::Unauthorized(NOT_AUTHENTICATED))?;
     let text = value
         .to_str()
@@ -264,7 +264,7 @@ fn bearer_token(value: Option<&axum::http::HeaderValue>) -> Result<&str, ApiErro
 /// The caller a token proves: an agent credential's worker, or a JWT's
 /// user after its signature, claims and current standing (disabled,
 /// deleted, token version, scopes) are checked.
-async fn principal_from_token(state: &AppState, token: &str) -> Result<Principal, ApiError> {
+pub(super) async fn principal_from_token(state: &AppState, token: &str) -> Result<Principal, ApiError> {
     if agent_credential::looks_like_credential(token) {
         return agent_principal(state, token).await;
     }

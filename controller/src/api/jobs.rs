@@ -15,7 +15,7 @@ use axum::Json;
 use deadpool_postgres::GenericClient;
 use orchestrator_shared::api::jobs::{DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT};
 use orchestrator_shared::api::{
-    BatchRequest, BatchResponse, EventList, JobOutput, JobPage, ListQuery, SubmitRequest,
+    BatchRequest, BatchResponse, EventList, JobOutput, JobPage, ListQuery, OutputQuery, SubmitRequest,
 };
 use orchestrator_shared::JobStatus;
 use uuid::Uuid;
@@ -187,17 +187,25 @@ pub async fn events(
     }))
 }
 
-/// The tail of a job's stdout and stderr and its exit code.
-#[utoipa::path(get, path = "/api/jobs/{job_id}/output", tag = "jobs", security(("bearer" = [])), params(("job_id" = Uuid, Path)),
-    responses((status = 200, body = JobOutput), (status = 404, body = super::error::ErrorBody)))]
+/// A job's stdout and stderr, whole (up to the agent's cap) or the byte
+/// range asked for, of one shard of its latest attempt, and its exit code.
+#[utoipa::path(get, path = "/api/jobs/{job_id}/output", tag = "jobs", security(("bearer" = [])),
+    params(("job_id" = Uuid, Path), OutputQuery),
+    responses((status = 200, body = JobOutput), (status = 404, body = super::error::ErrorBody),
+              (status = 422, body = super::error::ValidationBody)))]
 pub async fn output(
     State(state): State<AppState>,
     principal: Principal,
     ApiPath(job_id): ApiPath<Uuid>,
+    ApiQuery(q): ApiQuery<OutputQuery>,
 ) -> Result<Json<JobOutput>, ApiError> {
+    valid(q.problems())?;
     let client = state.db.client().await?;
     visible(&client, &principal, job_id).await?;
-    Ok(Json(jobs::output(&client, job_id).await?))
+    let range = (q.offset.unwrap_or(0), q.limit.unwrap_or(i64::MAX));
+    Ok(Json(
+        jobs::output(&client, job_id, q.shard.unwrap_or(0), range).await?,
+    ))
 }
 
 fn validate_batch(req: BatchRequest) -> Result<Vec<NewJob>, ApiError> {

@@ -13,6 +13,7 @@ pub mod openapi;
 pub mod ops;
 pub mod resources;
 pub mod schedules;
+pub mod stream;
 pub mod supervisor;
 pub mod users;
 
@@ -70,6 +71,9 @@ pub struct AppState {
     /// Recent readings of agent credentials, against which every agent
     /// request is checked (revoked within the same bound as users' tokens).
     pub credentials: Arc<crate::auth::agent_credential::CredentialCache>,
+    /// Set to `true` when the controller shuts down, so that long-lived
+    /// answers (the output stream) end and the shutdown need not wait.
+    pub stopping: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 /// One route of the API: what it answers, where, and the scope it
@@ -153,12 +157,14 @@ pub fn protected_routes() -> Vec<Route> {
         route(GET, "/api/schedules/{schedule_id}", schedules::get, Some(JobsRead)),
         route(PATCH, "/api/schedules/{schedule_id}", schedules::update, Some(JobsWrite)),
         route(DELETE, "/api/schedules/{schedule_id}", schedules::delete, Some(JobsWrite)),
+        route(GET, "/api/jobs/{job_id}/output/stream", stream::output_stream, Some(JobsRead)),
         route(POST, "/api/agents/credentials", agents::issue_credential, Some(Admin)),
         route(GET, "/api/agents/credentials", agents::list_credentials, Some(Admin)),
         route(DELETE, "/api/agents/credentials/{credential_id}", agents::revoke_credential, Some(Admin)),
         route(POST, "/api/agents/register", agents::register, Some(Agent)),
         route(POST, "/api/agents/claim", agents::claim, Some(Agent)),
         route(POST, "/api/agents/claims", agents::claim_batch, Some(Agent)),
+        route(POST, "/api/agents/output", agents::output, Some(Agent)),
     ]
 }
 

@@ -2,14 +2,15 @@
 //! `/api/openapi.json`, and a Swagger UI page at `/docs` whose assets are
 //! compiled in (it works with no internet).
 
-use super::{agents, auth_routes, jobs, ops, resources, schedules, supervisor, users, AppState};
+use super::{agents, auth_routes, jobs, ops, resources, schedules, stream, supervisor, users, AppState};
 use axum::Router;
 use orchestrator_shared::api::{
     AgentCredential, Allocation, AllocationStatus, BrokerLogin, ClaimBatchRequest, ClaimBatchResponse,
-    ClaimDecision, ClaimRequest, ClaimResponse, CredentialList, CredentialRequest, DurationStats, ErrorBody,
-    FieldError, FleetStats, Isolation, IssuedCredential, Job, JobEvent, JobOutput, RegisterRequest,
-    Registration, Resources, ShardClaim, ShardWork, UpdateUserRequest, UserAccount, UserList, UserUsage,
-    ValidationBody, Worker,
+    ClaimDecision, ClaimRequest, ClaimResponse, CredentialList, CredentialRequest, DurationStats,
+    EndEventName, EndSseEvent, ErrorBody, FieldError, FleetStats, Isolation, IssuedCredential, Job, JobEvent,
+    JobOutput, OutputChunk, OutputEnd, OutputEvent, OutputEventName, OutputSseEvent, OutputStored,
+    OutputStream, OutputStreamEvent, RegisterRequest, Registration, Resources, ShardClaim, ShardWork,
+    UpdateUserRequest, UserAccount, UserList, UserUsage, ValidationBody, Worker,
 };
 use orchestrator_shared::api::{
     CreateScheduleRequest, Overlap, RunOutcome, Schedule, ScheduleDetail, ScheduleList, ScheduleRun,
@@ -177,9 +178,10 @@ fn error_answer(schema: &str, description: &str) -> RefOr<Response> {
         resources::quotas, resources::allocate, resources::release, resources::usage,
         jobs::submit, jobs::submit_batch, jobs::get_job, jobs::cancel, jobs::list, jobs::events, jobs::output,
         schedules::create, schedules::list, schedules::get, schedules::update, schedules::delete,
+        stream::output_stream,
         ops::healthz, ops::readyz, ops::metrics,
         agents::issue_credential, agents::list_credentials, agents::revoke_credential,
-        agents::register, agents::claim, agents::claim_batch,
+        agents::register, agents::claim, agents::claim_batch, agents::output,
     ),
     components(schemas(
         Job, JobEvent, JobStatus, Worker, WorkerStatus, Allocation, AllocationStatus, JobOutput,
@@ -189,6 +191,8 @@ fn error_answer(schema: &str, description: &str) -> RefOr<Response> {
         IssuedCredential, ShardWork, Resources, Isolation,
         CreateScheduleRequest, UpdateScheduleRequest, Schedule, ScheduleDetail, ScheduleList, ScheduleRun,
         Overlap, RunOutcome,
+        IssuedCredential, ShardWork, Resources, Isolation, OutputChunk, OutputStored, OutputStream,
+        OutputEvent, OutputEnd, OutputStreamEvent, OutputSseEvent, EndSseEvent, OutputEventName, EndEventName,
     )),
     modifiers(&BearerScheme, &StandardErrors, &ScheduleLinks),
     tags((name = "auth"), (name = "supervisor"), (name = "resources"), (name = "jobs"), (name = "schedules"), (name = "ops"), (name = "agents")),

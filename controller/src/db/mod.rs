@@ -9,6 +9,7 @@ pub mod flow;
 pub mod idempotency;
 pub mod jobs;
 pub mod outbox;
+pub mod output;
 pub mod quotas;
 pub mod retention;
 pub mod schedules;

@@ -151,8 +151,9 @@ pub struct ListQuery {
     pub schedule: Option<String>,
 }
 
-/// The tail of a job's stdout and stderr and its exit code
-/// (`GET /api/jobs/{job_id}/output`).
+/// A job's stdout and stderr (whole, up to the agent's cap, or the byte
+/// range asked for) and its exit code (`GET /api/jobs/{job_id}/output`).
+/// Output of agents that do not stream it is the last 64 KiB of each.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobOutput {
@@ -160,12 +161,30 @@ pub struct JobOutput {
     pub job_id: Uuid,
     /// Its status.
     pub status: JobStatus,
-    /// Last bytes of standard output.
+    /// Standard output (invalid UTF-8 as U+FFFD).
     pub stdout: Option<String>,
-    /// Last bytes of standard error.
+    /// Standard error (invalid UTF-8 as U+FFFD).
     pub stderr: Option<String>,
     /// Exit code, once finished.
     pub exit_code: Option<i32>,
+    /// The attempt whose output this is (the job's latest); `null` before
+    /// the first.
+    #[serde(default)]
+    pub attempt: Option<i32>,
+    /// The shard whose output this is (`?shard=`, default 0).
+    #[serde(default)]
+    pub shard: i32,
+    /// All the bytes of standard output kept (up to the agent's cap), of
+    /// which `stdout` holds the range asked for.
+    #[serde(default)]
+    pub stdout_bytes: i64,
+    /// All the bytes of standard error kept.
+    #[serde(default)]
+    pub stderr_bytes: i64,
+    /// Whether the output reached the agent's cap: what followed the
+    /// marker was dropped (the job went on).
+    #[serde(default)]
+    pub truncated: bool,
 }
 
 /// `POST /api/jobs/submit` body. Numbers are read wide and range-checked by

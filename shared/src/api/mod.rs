@@ -23,6 +23,7 @@ pub mod error;
 pub mod jobs;
 pub mod limits;
 mod number;
+pub mod output;
 pub mod resources;
 pub mod schedules;
 #[cfg(feature = "openapi")]
@@ -42,6 +43,10 @@ pub use jobs::{
     BatchRequest, BatchResponse, EventList, Job, JobEvent, JobOutput, JobPage, ListQuery, SubmitRequest,
 };
 pub use limits::{Isolation, Resources};
+pub use output::{
+    EndEventName, EndSseEvent, OutputChunk, OutputEnd, OutputEvent, OutputEventName, OutputQuery,
+    OutputSseEvent, OutputStored, OutputStream, OutputStreamEvent, StreamQuery,
+};
 pub use resources::{
     AllocateRequest, Allocation, AllocationStatus, Quota, QuotaView, ReleaseRequest, UsageView, UserUsage,
 };

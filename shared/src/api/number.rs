@@ -25,6 +25,11 @@ fn whole<'de, D: Deserializer<'de>>(de: D) -> Result<i64, D::Error> {
     }
 }
 
+/// An `i64` field, written `3` or `3.0`.
+pub fn i64<'de, D: Deserializer<'de>>(de: D) -> Result<i64, D::Error> {
+    whole(de)
+}
+
 /// An `i32` field, written `3` or `3.0`; out of range is serde's error.
 pub fn i32<'de, D: Deserializer<'de>>(de: D) -> Result<i32, D::Error> {
     let n = whole(de)?;

@@ -290,6 +290,13 @@ impl TestApp {
         self.read(&format!("/api/jobs/{job_id}/events"), token).await
     }
 
+    /// `GET /api/jobs/{job_id}/output?{query}` (`query` as written, so
+    /// tests can send bad values).
+    pub async fn job_output_with(&self, token: &str, job_id: impl Display, query: &str) -> Reply {
+        self.read(&format!("/api/jobs/{job_id}/output?{query}"), token)
+            .await
+    }
+
     /// `GET /api/jobs/{job_id}/output`.
     pub async fn job_output(&self, token: &str, job_id: impl Display) -> Reply {
         self.read(&format!("/api/jobs/{job_id}/output"), token).await
@@ -330,6 +337,11 @@ impl TestApp {
     /// `POST /api/agents/claims` with `body` (worker_id, claims).
     pub async fn claim_shards(&self, token: &str, body: &Value) -> Reply {
         self.write("/api/agents/claims", token, Some(body)).await
+    }
+
+    /// `POST /api/agents/output` with `body` (a piece of a shard's output).
+    pub async fn post_output(&self, token: &str, body: &Value) -> Reply {
+        self.write("/api/agents/output", token, Some(body)).await
     }
 }
 

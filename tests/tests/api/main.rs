@@ -25,6 +25,8 @@
 //!   reports: stored, shown, bounded, handed out with a claim.
 //! - `errors`: the 413 and 422 shapes of bad bodies.
 //! - `concurrency`: idempotency and allocation under races.
+//! - `output`: pieces of output stored once, in order, by the holder only;
+//!   byte ranges; gone with their job.
 //! - `ops`: the unauthenticated operational routes.
 //! - `contract`: every served route is documented.
 //! - `tls`: HTTPS: trusted and untrusted clients, plain HTTP on the HTTPS
@@ -43,6 +45,7 @@ mod helpers;
 mod jobs;
 mod limits;
 mod ops;
+mod output;
 mod resources;
 mod retention;
 mod schedules;

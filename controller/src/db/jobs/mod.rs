@@ -13,6 +13,7 @@ mod submit;
 pub use list::{list, JobCursor, JobFilter};
 pub use submit::{enqueue_dispatch_many, enqueue_shard_dispatch, submit, submit_batch, Submitted};
 
+use super::output;
 use super::{parse_json, parse_limits, parse_status, refused_transition, Cached, DbError};
 use crate::models::{Job, JobEvent, Labels};
 use deadpool_postgres::GenericClient;
@@ -257,20 +258,66 @@ pub async fn events(client: &impl GenericClient, job_id: Uuid) -> Result<Vec<Job
         .collect()
 }
 
-/// A job's recorded output.
-pub async fn output(client: &impl GenericClient, job_id: Uuid) -> Result<JobOutput, DbError> {
+/// A job's recorded output: of `shard` in its latest attempt, the bytes
+/// `offset..offset + limit` of each stream, from the streamed pieces when
+/// there are any, else from the tails of the finished report.
+pub async fn output(
+    client: &impl GenericClient,
+    job_id: Uuid,
+    shard_index: i32,
+    (offset, limit): (i64, i64),
+) -> Result<JobOutput, DbError> {
     let row = client
         .row_opt(
-            "SELECT status, stdout_tail, stderr_tail, exit_code FROM jobs WHERE job_id = $1",
+            "SELECT status, stdout_tail, stderr_tail, exit_code, attempts FROM jobs WHERE job_id = $1",
             &[&job_id],
         )
         .await?
         .ok_or_else(|| not_found(job_id))?;
+    let attempt: i32 = row.try_get(4)?;
+    let range = output::Range {
+        job_id,
+        shard_index,
+        attempt,
+        offset,
+        limit,
+    };
+    let (stdout, stderr) = match output::read(client, range).await? {
+        Some(streamed) => (Some(streamed.0), Some(streamed.1)),
+        None => (
+            tail_as_stream(row.try_get(1)?, offset, limit),
+            tail_as_stream(row.try_get(2)?, offset, limit),
+        ),
+    };
+    let text =
+        |s: &Option<output::StreamOutput>| s.as_ref().map(|s| String::from_utf8_lossy(&s.bytes).into_owned());
+    let total = |s: &Option<output::StreamOutput>| s.as_ref().map_or(0, |s| s.total);
     Ok(JobOutput {
         job_id,
         status: parse_status(&row, "status")?,
-        stdout: row.try_get(1)?,
-        stderr: row.try_get(2)?,
+        stdout: text(&stdout),
+        stderr: text(&stderr),
         exit_code: row.try_get(3)?,
+        attempt: (attempt > 0).then_some(attempt),
+        shard: shard_index,
+        stdout_bytes: total(&stdout),
+        stderr_bytes: total(&stderr),
+        truncated: [&stdout, &stderr]
+            .iter()
+            .any(|s| s.as_ref().is_some_and(|s| s.truncated)),
+    })
+}
+
+/// A report's tail as a stream of bytes, cut to the range asked for.
+fn tail_as_stream(tail: Option<String>, offset: i64, limit: i64) -> Option<output::StreamOutput> {
+    let bytes = tail?.into_bytes();
+    let start = usize::try_from(offset).unwrap_or(usize::MAX).min(bytes.len());
+    let end = start
+        .saturating_add(usize::try_from(limit).unwrap_or(usize::MAX))
+        .min(bytes.len());
+    Some(output::StreamOutput {
+        total: i64::try_from(bytes.len()).unwrap_or(i64::MAX),
+        bytes: bytes.get(start..end).unwrap_or_default().to_vec(),
+        truncated: false,
     })
 }

@@ -1,0 +1,189 @@
+//! `job_output`: the pieces of output agents send while shards run, and
+//! the whole (or a byte range of) a shard's streams read back from them.
+//! Only the agent holding a running shard may add to it; a piece already
+//! stored (a retry) changes nothing.
+
+use super::{parse_status, Cached, DbError};
+use deadpool_postgres::GenericClient;
+use orchestrator_shared::api::{OutputChunk, OutputStream};
+use orchestrator_shared::JobStatus;
+use uuid::Uuid;
+
+/// What storing a piece did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    /// The piece is new and now stored.
+    New,
+    /// The piece was stored before; nothing changed.
+    Duplicate,
+    /// The sender does not hold that shard running (another worker does,
+    /// or it ended): nothing stored.
+    NotHolder,
+}
+
+/// Stores `chunk` (whose decoded bytes are `data`) if its sender holds
+/// the shard, running, in that attempt.
+pub async fn store(client: &impl GenericClient, chunk: &OutputChunk, data: &[u8]) -> Result<Stored, DbError> {
+    const SQL: &str = "WITH ins AS (
+           INSERT INTO job_output (job_id, shard_index, attempt, seq, stream, data, truncated)
+           SELECT $1, $2, $3, $4, $5, $6, $7
+            WHERE EXISTS (SELECT 1 FROM job_shards s WHERE s.job_id = $1 AND s.shard_index = $2
+                             AND s.attempt = $3 AND s.worker_id = $8 AND s.status = 'running')
+           ON CONFLICT DO NOTHING RETURNING 1)
+         SELECT EXISTS (SELECT 1 FROM ins),
+                EXISTS (SELECT 1 FROM job_output o WHERE o.job_id = $1 AND o.shard_index = $2
+                           AND o.attempt = $3 AND o.seq = $4)";
+    let row = client
+        .row(
+            SQL,
+            &[
+                &chunk.job_id,
+                &chunk.shard_index,
+                &chunk.attempt,
+                &chunk.seq,
+                &chunk.stream.as_str(),
+                &data,
+                &chunk.truncated,
+                &chunk.worker_id,
+            ],
+        )
+        .await?;
+    let (inserted, existed): (bool, bool) = (row.try_get(0)?, row.try_get(1)?);
+    Ok(match (inserted, existed) {
+        (true, _) => Stored::New,
+        (false, true) => Stored::Duplicate,
+        (false, false) => Stored::NotHolder,
+    })
+}
+
+/// Which shard's output to read, and which bytes of each stream.
+#[derive(Debug, Clone, Copy)]
+pub struct Range {
+    /// The job.
+    pub job_id: Uuid,
+    /// The shard.
+    pub shard_index: i32,
+    /// The attempt.
+    pub attempt: i32,
+    /// First byte of each stream (from 0).
+    pub offset: i64,
+    /// Most bytes of each stream.
+    pub limit: i64,
+}
+
+/// One stream of a shard as stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamOutput {
+    /// The bytes of the range asked for.
+    pub bytes: Vec<u8>,
+    /// All the bytes stored for the stream.
+    pub total: i64,
+    /// Whether the agent's cap cut the stream.
+    pub truncated: bool,
+}
+
+/// Both streams of a shard; `None` when no piece was stored.
+pub async fn read(
+    client: &impl GenericClient,
+    range: Range,
+) -> Result<Option<(StreamOutput, StreamOutput)>, DbError> {
+    const SQL: &str = "SELECT stream, sum(length(data))::bigint, bool_or(truncated),
+                substring(string_agg(data, ''::bytea ORDER BY seq) FROM $4 FOR $5)
+           FROM job_output WHERE job_id = $1 AND shard_index = $2 AND attempt = $3
+          GROUP BY stream";
+    let from = i32::try_from(range.offset.saturating_add(1)).unwrap_or(i32::MAX);
+    let count = i32::try_from(range.limit).unwrap_or(i32::MAX);
+    let rows = client
+        .rows(
+            SQL,
+            &[&range.job_id, &range.shard_index, &range.attempt, &from, &count],
+        )
+        .await?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let (mut stdout, mut stderr) = (StreamOutput::default(), StreamOutput::default());
+    for row in rows {
+        let stream = parse_stream(row.try_get(0)?);
+        let read = StreamOutput {
+            total: row.try_get(1)?,
+            truncated: row.try_get(2)?,
+            bytes: row.try_get(3)?,
+        };
+        if stream == OutputStream::Stderr {
+            stderr = read;
+        } else {
+            stdout = read;
+        }
+    }
+    Ok(Some((stdout, stderr)))
+}
+
+/// A stored stream name (the table's check allows only the two).
+fn parse_stream(raw: &str) -> OutputStream {
+    if raw == OutputStream::Stderr.as_str() {
+        OutputStream::Stderr
+    } else {
+        OutputStream::Stdout
+    }
+}
+
+/// One stored piece, as the live stream sends it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Piece {
+    /// Its number.
+    pub seq: i64,
+    /// Its stream.
+    pub stream: OutputStream,
+    /// Its bytes.
+    pub data: Vec<u8>,
+    /// Whether it is the cap's marker.
+    pub truncated: bool,
+}
+
+/// Most pieces one [`pieces_after`] reads (each at most 256 KiB).
+const PIECES_PER_READ: i64 = 32;
+
+/// The shard's pieces numbered after `after` (all with `None`), in order,
+/// at most [`PIECES_PER_READ`].
+pub async fn pieces_after(
+    client: &impl GenericClient,
+    job_id: Uuid,
+    shard_index: i32,
+    attempt: i32,
+    after: Option<i64>,
+) -> Result<Vec<Piece>, DbError> {
+    const SQL: &str = "SELECT seq, stream, data, truncated FROM job_output
+          WHERE job_id = $1 AND shard_index = $2 AND attempt = $3 AND seq > $4
+          ORDER BY seq LIMIT $5";
+    let after = after.unwrap_or(-1);
+    let rows = client
+        .rows(SQL, &[&job_id, &shard_index, &attempt, &after, &PIECES_PER_READ])
+        .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(Piece {
+                seq: row.try_get(0)?,
+                stream: parse_stream(row.try_get(1)?),
+                data: row.try_get(2)?,
+                truncated: row.try_get(3)?,
+            })
+        })
+        .collect()
+}
+
+/// Where a job stands, for the live stream: status, exit code and latest
+/// attempt; `None` when there is no such job (deleted by retention).
+pub async fn job_state(
+    client: &impl GenericClient,
+    job_id: Uuid,
+) -> Result<Option<(JobStatus, Option<i32>, i32)>, DbError> {
+    let row = client
+        .row_opt(
+            "SELECT status, exit_code, attempts FROM jobs WHERE job_id = $1",
+            &[&job_id],
+        )
+        .await?;
+    row.map(|row| Ok((parse_status(&row, "status")?, row.try_get(1)?, row.try_get(2)?)))
+        .transpose()
+}

@@ -1,0 +1,247 @@
+//! `POST /api/agents/output` and `GET /api/jobs/{job_id}/output` without a
+//! real agent: pieces of a running shard stored in order, a retried piece
+//! changing nothing, a piece from an agent not holding the shard refused,
+//! byte ranges and their 422s, and the pieces gone with their job.
+
+use super::helpers::submit_ok;
+use base64::Engine as _;
+use integration_tests::{spawn_app_with, TestApp};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+/// Registers `worker_id`, submits a job and claims its shard as that
+/// worker (so it holds it running); answers the agent token and the job.
+async fn running_job(app: &TestApp, worker_id: &str) -> (String, Uuid) {
+    let token = app.agent_credential(worker_id).await;
+    let body = json!({"worker_id": worker_id, "hostname": "h", "capacity": 8});
+    assert_eq!(app.register_agent(&token, &body).await.status, 200);
+    let job = submit_ok(app, &app.admin_token, "streams output").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while app.get_job(&app.admin_token, job).await.json["status"] != "queued" {
+        assert!(Instant::now() < deadline, "job never queued");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let claim =
+        json!({"worker_id": worker_id, "job_id": job, "attempt": 1, "shard_index": 0, "redelivered": false});
+    let r = app.claim_shard(&token, &claim).await;
+    assert_eq!(r.json["decision"], "run", "{}", r.text);
+    (token, job)
+}
+
+/// A piece of shard 0 of attempt 1 of `job` from `worker_id`.
+fn piece(worker_id: &str, job: Uuid, seq: i64, stream: &str, text: &str) -> Value {
+    let data = base64::engine::general_purpose::STANDARD.encode(text);
+    json!({"worker_id": worker_id, "job_id": job, "attempt": 1, "shard_index": 0,
+           "seq": seq, "stream": stream, "data": data})
+}
+
+#[tokio::test]
+async fn pieces_are_stored_once_in_order_and_read_whole_or_by_range() {
+    let app = spawn_app_with(&[]).await;
+    let (token, job) = running_job(&app, "out-1").await;
+    for (seq, stream, text) in [
+        (1, "stdout", "world\n"),
+        (0, "stdout", "hello "),
+        (2, "stderr", "oops\n"),
+    ] {
+        let r = app
+            .post_output(&token, &piece("out-1", job, seq, stream, text))
+            .await;
+        assert_eq!(
+            (r.status, r.json["stored"].clone()),
+            (200, json!(true)),
+            "{}",
+            r.text
+        );
+    }
+    let again = app
+        .post_output(&token, &piece("out-1", job, 1, "stdout", "something else"))
+        .await;
+    assert_eq!(
+        (again.status, again.json["stored"].clone()),
+        (200, json!(false)),
+        "{}",
+        again.text
+    );
+
+    let out = app.job_output(&app.admin_token, job).await;
+    assert_eq!(out.status, 200, "{}", out.text);
+    assert_eq!(
+        out.json["stdout"], "hello world\n",
+        "in order, the retry changed nothing"
+    );
+    assert_eq!(out.json["stderr"], "oops\n");
+    let counts = (
+        &out.json["stdout_bytes"],
+        &out.json["stderr_bytes"],
+        &out.json["attempt"],
+        &out.json["shard"],
+    );
+    assert_eq!(counts, (&json!(12), &json!(5), &json!(1), &json!(0)));
+    assert_eq!(out.json["truncated"], false);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn byte_ranges_are_served_and_bad_query_values_are_422() {
+    let app = spawn_app_with(&[]).await;
+    let (token, job) = running_job(&app, "out-6").await;
+    let r = app
+        .post_output(&token, &piece("out-6", job, 0, "stdout", "hello world\n"))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let range = app
+        .job_output_with(&app.admin_token, job, "offset=6&limit=5")
+        .await;
+    assert_eq!(range.status, 200, "{}", range.text);
+    assert_eq!(
+        (range.json["stdout"].clone(), range.json["stderr"].clone()),
+        (json!("world"), json!(""))
+    );
+    assert_eq!(
+        range.json["stdout_bytes"], 12,
+        "the whole length, whatever the range"
+    );
+    for bad in [
+        "offset=",
+        "limit=",
+        "shard=",
+        "limit=0",
+        "offset=-1",
+        "shard=64",
+        "shard=x",
+    ] {
+        let r = app.job_output_with(&app.admin_token, job, bad).await;
+        assert_eq!(r.status, 422, "?{bad}: {}", r.text);
+    }
+    for bad in ["shard=", "shard=99"] {
+        let r = app
+            .get(&format!("/api/jobs/{job}/output/stream?{bad}"), &app.admin_token)
+            .await;
+        assert_eq!(r.status(), 422, "stream ?{bad}");
+    }
+    let missing = app
+        .get(
+            &format!("/api/jobs/{}/output/stream", Uuid::new_v4()),
+            &app.admin_token,
+        )
+        .await;
+    assert_eq!(missing.status(), 404);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_piece_from_an_agent_not_holding_the_shard_is_refused_and_bad_pieces_are_422() {
+    let app = spawn_app_with(&[]).await;
+    let (token, job) = running_job(&app, "out-2").await;
+    let other = app.agent_credential("out-3").await;
+    let body = json!({"worker_id": "out-3", "hostname": "h", "capacity": 8});
+    assert_eq!(app.register_agent(&other, &body).await.status, 200);
+    let r = app
+        .post_output(&other, &piece("out-3", job, 0, "stdout", "forged"))
+        .await;
+    assert_eq!(r.status, 409, "{}", r.text);
+    let r = app
+        .post_output(&other, &piece("out-2", job, 0, "stdout", "forged"))
+        .await;
+    assert_eq!(r.status, 403, "another worker's name: {}", r.text);
+    let mut bad = piece("out-2", job, 0, "stdout", "x");
+    bad["data"] = json!("not base64!");
+    assert_eq!(app.post_output(&token, &bad).await.status, 422);
+    assert_eq!(app.post_output(&token, &json!([1, 2])).await.status, 422);
+    let out = app.job_output(&app.admin_token, job).await;
+    assert_eq!(
+        (out.json["stdout"].clone(), out.json["stdout_bytes"].clone()),
+        (Value::Null, json!(0))
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_pieces_are_deleted_with_their_job_by_retention() {
+    let app = spawn_app_with(&["--retention-interval-seconds", "1"]).await;
+    let (token, job) = running_job(&app, "out-4").await;
+    assert_eq!(
+        app.post_output(&token, &piece("out-4", job, 0, "stdout", "kept"))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(app.cancel_job(&app.admin_token, job).await.status, 200);
+    let c = app.db.client().await.unwrap();
+    let stored = "SELECT count(*) FROM job_output WHERE job_id = $1";
+    assert_eq!(c.query_one(stored, &[&job]).await.unwrap().get::<_, i64>(0), 1);
+    c.execute(
+        "UPDATE jobs SET created_at = now() - interval '32 days', queued_at = now() - interval '32 days',
+                started_at = now() - interval '32 days', finished_at = now() - interval '31 days'
+          WHERE job_id = $1",
+        &[&job],
+    )
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while app.get_job(&app.admin_token, job).await.status != 404 {
+        assert!(Instant::now() < deadline, "never deleted");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(c.query_one(stored, &[&job]).await.unwrap().get::<_, i64>(0), 0);
+    app.stop().await;
+}
+
+/// Reads `resp`'s body until it holds `wanted` (bounded, so a missing
+/// event fails the test instead of hanging it); answers all read so far.
+async fn read_until(resp: &mut reqwest::Response, seen: &mut String, wanted: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !seen.contains(wanted) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let chunk = tokio::time::timeout(left, resp.chunk()).await;
+        match chunk {
+            Ok(Ok(Some(bytes))) => seen.push_str(&String::from_utf8_lossy(&bytes)),
+            other => panic!("no {wanted:?} in the stream ({other:?}): {seen}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_live_stream_replays_follows_and_ends_with_the_job() {
+    let app = spawn_app_with(&[]).await;
+    let (token, job) = running_job(&app, "out-5").await;
+    assert_eq!(
+        app.post_output(&token, &piece("out-5", job, 0, "stdout", "first\n"))
+            .await
+            .status,
+        200
+    );
+    let mut resp = reqwest::Client::new()
+        .get(app.url(&format!("/api/jobs/{job}/output/stream")))
+        .bearer_auth(&app.admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let kind = resp.headers()["content-type"]
+        .to_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(kind.starts_with("text/event-stream"), "{kind}");
+    let mut seen = String::new();
+    read_until(&mut resp, &mut seen, "first").await;
+    assert!(seen.contains("event: output") && seen.contains("id: 0"), "{seen}");
+    assert_eq!(
+        app.post_output(&token, &piece("out-5", job, 1, "stderr", "second\n"))
+            .await
+            .status,
+        200
+    );
+    read_until(&mut resp, &mut seen, "second").await;
+    assert!(seen.contains(r#""stream":"stderr""#), "{seen}");
+    assert_eq!(app.cancel_job(&app.admin_token, job).await.status, 200);
+    read_until(&mut resp, &mut seen, "event: end").await;
+    assert!(seen.contains(r#""status":"cancelled""#), "{seen}");
+    assert!(
+        resp.chunk().await.ok().flatten().is_none(),
+        "the stream closes after end"
+    );
+    app.stop().await;
+}
