@@ -1,7 +1,7 @@
 //! Retention against real Postgres: one pass (`controller::retention::run_pass`,
 //! what the leader runs) deletes finished jobs past their age with every row
 //! that names them, idempotency keys past their window and old sent outbox
-//! rows, old runs of schedules, in batches, and nothing else: no unfinished job whatever its age,
+//! rows, old runs of schedules, jobs' output with their jobs, in batches, and nothing else: no unfinished job whatever its age,
 //! no recent one, no unsent outbox row, nothing another transaction holds.
 
 use controller::config::RetentionConfig;
@@ -464,4 +464,39 @@ async fn runs_of_schedules_go_as_old_as_finished_jobs_and_recent_ones_stay() {
         .unwrap()
         .get(0);
     assert_eq!(left, 1, "the run within the age stays");
+}
+
+/// A job's stored output goes with the job: a pass that deletes an old
+/// finished job leaves none of its pieces, and a recent job keeps its own.
+#[tokio::test]
+async fn output_is_deleted_with_its_job() {
+    let (_t, pool) = database().await;
+    let user = create_user(&pool, "otto", "pw", &["jobs:write"]).await.user_id;
+    let c = pool.client().await.unwrap();
+    workers::register(&c, &new_worker("w-r")).await.unwrap();
+    let old = job_in(&pool, user, JobStatus::Completed, None).await;
+    let recent = job_in(&pool, user, JobStatus::Completed, None).await;
+    age_job(&pool, old, 31).await;
+    for id in [old, recent] {
+        c.execute(
+            "INSERT INTO job_output (job_id, shard_index, attempt, seq, stream, data)
+             VALUES ($1, 0, 1, 0, 'stdout', 'printed'), ($1, 1, 1, 0, 'stderr', 'warned')",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    }
+    let done = pass(&pool, &ages(0, 0, 30), limits(500)).await;
+    assert_eq!(done.removed.jobs, 1);
+    let pieces = |id: Uuid| {
+        let c = &c;
+        async move {
+            c.query_one("SELECT count(*) FROM job_output WHERE job_id = $1", &[&id])
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+        }
+    };
+    assert_eq!(pieces(old).await, 0, "the old job's output is gone with it");
+    assert_eq!(pieces(recent).await, 2, "the recent job's output stays");
 }

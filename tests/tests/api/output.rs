@@ -158,37 +158,6 @@ async fn a_piece_from_an_agent_not_holding_the_shard_is_refused_and_bad_pieces_a
     app.stop().await;
 }
 
-#[tokio::test]
-async fn the_pieces_are_deleted_with_their_job_by_retention() {
-    let app = spawn_app_with(&["--retention-interval-seconds", "1"]).await;
-    let (token, job) = running_job(&app, "out-4").await;
-    assert_eq!(
-        app.post_output(&token, &piece("out-4", job, 0, "stdout", "kept"))
-            .await
-            .status,
-        200
-    );
-    assert_eq!(app.cancel_job(&app.admin_token, job).await.status, 200);
-    let c = app.db.client().await.unwrap();
-    let stored = "SELECT count(*) FROM job_output WHERE job_id = $1";
-    assert_eq!(c.query_one(stored, &[&job]).await.unwrap().get::<_, i64>(0), 1);
-    c.execute(
-        "UPDATE jobs SET created_at = now() - interval '32 days', queued_at = now() - interval '32 days',
-                started_at = now() - interval '32 days', finished_at = now() - interval '31 days'
-          WHERE job_id = $1",
-        &[&job],
-    )
-    .await
-    .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while app.get_job(&app.admin_token, job).await.status != 404 {
-        assert!(Instant::now() < deadline, "never deleted");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert_eq!(c.query_one(stored, &[&job]).await.unwrap().get::<_, i64>(0), 0);
-    app.stop().await;
-}
-
 /// Reads `resp`'s body until it holds `wanted` (bounded, so a missing
 /// event fails the test instead of hanging it); answers all read so far.
 async fn read_until(resp: &mut reqwest::Response, seen: &mut String, wanted: &str) {
