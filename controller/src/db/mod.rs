@@ -1,6 +1,14 @@
 //! Postgres access: the connection pool, the migrations, and one module of
 //! queries per table. Every query is parameterised; every state change is a
 //! compare-and-set that writes its event row in the same transaction.
+//!
+//! A statement that names its jobs by id and also checks their status
+//! writes the status check as `(status = ..) IS TRUE`. Once the table holds
+//! many finished jobs, the planner's statistics see almost no `pending` or
+//! `queued` row and would walk the status index over the whole backlog for
+//! every batch (a claim of 16 jobs took 18.7 ms with 5,000 queued, against
+//! 3.4 ms by primary key); `IS TRUE` keeps the check off that index, so the
+//! rows are found by id and their status is checked on them.
 
 pub mod allocations;
 pub mod control;

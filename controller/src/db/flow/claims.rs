@@ -102,12 +102,12 @@ async fn start_fresh(
     let rows = tx
         .rows(
             "WITH r AS (SELECT * FROM unnest($1::uuid[], $2::int[], $3::int[]) AS r(job_id, attempt, shard_index)),
-             o AS (SELECT jobs.job_id, jobs.status AS was FROM jobs JOIN r ON r.job_id = jobs.job_id),
+             o AS MATERIALIZED (SELECT jobs.job_id, jobs.status AS was FROM jobs JOIN r ON r.job_id = jobs.job_id),
              j AS (UPDATE jobs SET status = 'running', attempts = jobs.attempts + 1,
                           queued_at = CASE WHEN jobs.status = 'pending' THEN now() ELSE jobs.queued_at END,
                           started_at = coalesce(jobs.started_at, now()), waiting_for = NULL
                    FROM r
-                   WHERE jobs.job_id = r.job_id AND jobs.status IN ('pending', 'queued')
+                   WHERE jobs.job_id = r.job_id AND (jobs.status IN ('pending', 'queued')) IS TRUE
                      AND jobs.attempts + 1 = r.attempt
                      AND r.shard_index >= 0 AND r.shard_index < jobs.required_workers
                    RETURNING jobs.job_id, jobs.attempts, r.shard_index, jobs.task_description, jobs.command,

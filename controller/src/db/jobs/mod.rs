@@ -76,7 +76,7 @@ fn not_found(job_id: Uuid) -> DbError {
 macro_rules! mark_locked_queued {
     () => {
         ", j AS (UPDATE jobs SET status = 'queued', queued_at = now() FROM l
-                 WHERE jobs.job_id = l.job_id AND jobs.status = 'pending'
+                 WHERE jobs.job_id = l.job_id AND (jobs.status = 'pending') IS TRUE
                  RETURNING jobs.job_id, jobs.attempts)
          INSERT INTO job_events (job_id, from_status, to_status, reason, attempt)
          SELECT job_id, 'pending', 'queued', 'published', attempts FROM j"
@@ -93,7 +93,7 @@ macro_rules! mark_locked_queued {
 /// locks are no obstacle (a claim marks its locked job with this).
 pub async fn mark_queued(client: &impl GenericClient, job_ids: &[Uuid]) -> Result<u64, DbError> {
     const SQL: &str = concat!(
-        "WITH l AS (SELECT job_id FROM jobs WHERE job_id = ANY($1) AND status = 'pending'
+        "WITH l AS (SELECT job_id FROM jobs WHERE job_id = ANY($1) AND (status = 'pending') IS TRUE
                     ORDER BY job_id FOR NO KEY UPDATE SKIP LOCKED)",
         mark_locked_queued!()
     );
