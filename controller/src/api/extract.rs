@@ -16,45 +16,26 @@ use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 /// A JSON body whose failures are the contract's 413 and 422 responses.
+/// Every body of the contract is a JSON object: serde's derive would also
+/// read a struct from an array (`["admin", "password"]` as a login), which
+/// the schema refuses, so anything but an object is a 422 before it is read.
 pub struct ApiJson<T>(pub T);
 
 impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
-        let bytes = read_body(req, state).await?;
-        parse_json(&bytes)
-            .map(ApiJson)
-            .map_err(|e| ApiError::Validation(vec![e]))
-    }
-}
-
-/// The request's body, its failures as the contract's 413 and 422.
-async fn read_body(req: Request, state: &AppState) -> Result<Bytes, ApiError> {
-    Bytes::from_request(req, state).await.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge(state.body_limit)
-        } else {
-            ApiError::Validation(vec![FieldError {
-                loc: vec!["body".into()],
-                msg: "could not read the request body".into(),
-                kind: "value_error".into(),
-            }])
-        }
-    })
-}
-
-/// A JSON body that must be an object, as [`ApiJson`] otherwise: serde's
-/// derive also reads a struct from an array (`[null, null]`), which the
-/// schema refuses, so anything but an object is a 422 here, before it is
-/// read.
-pub struct ApiObject<T>(pub T);
-
-impl<T: DeserializeOwned> FromRequest<AppState> for ApiObject<T> {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
-        let bytes = read_body(req, state).await?;
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge(state.body_limit)
+            } else {
+                ApiError::Validation(vec![FieldError {
+                    loc: vec!["body".into()],
+                    msg: "could not read the request body".into(),
+                    kind: "value_error".into(),
+                }])
+            }
+        })?;
         let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
         if first.is_some_and(|b| *b != b'{') {
             return Err(ApiError::Validation(vec![FieldError {
@@ -64,7 +45,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiObject<T> {
             }]));
         }
         parse_json(&bytes)
-            .map(ApiObject)
+            .map(ApiJson)
             .map_err(|e| ApiError::Validation(vec![e]))
     }
 }

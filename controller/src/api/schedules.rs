@@ -3,7 +3,7 @@
 //! admins every one (another user's is a 404, so ids do not leak).
 
 use super::error::{valid, ApiError, ErrorBody, ValidationBody};
-use super::extract::{ApiObject, ApiPath, Principal};
+use super::extract::{ApiJson, ApiPath, Principal};
 use super::AppState;
 use crate::db::schedules::{self, ScheduleFields, StoredSchedule};
 use crate::db::DbError;
@@ -51,7 +51,7 @@ async fn visible(
 pub async fn create(
     State(state): State<AppState>,
     principal: Principal,
-    ApiObject(req): ApiObject<CreateScheduleRequest>,
+    ApiJson(req): ApiJson<CreateScheduleRequest>,
 ) -> Result<(StatusCode, Json<Schedule>), ApiError> {
     req.check().map_err(ApiError::Validation)?;
     let client = state.db.client().await?;
@@ -119,7 +119,7 @@ pub async fn update(
     State(state): State<AppState>,
     principal: Principal,
     ApiPath(schedule_id): ApiPath<Uuid>,
-    ApiObject(req): ApiObject<UpdateScheduleRequest>,
+    ApiJson(req): ApiJson<UpdateScheduleRequest>,
 ) -> Result<Json<Schedule>, ApiError> {
     let mut client = state.db.client().await?;
     let tx = client.transaction().await.map_err(DbError::from)?;

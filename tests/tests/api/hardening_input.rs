@@ -5,8 +5,9 @@
 
 use crate::helpers::{assert_cannot_log_in, count, job_count, submit_ok, validation_items};
 use chrono::{DateTime, Utc};
-use integration_tests::{spawn_app, Reply, TestApp, ADMIN_USER};
+use integration_tests::{spawn_app, Reply, TestApp, ADMIN_PASSWORD, ADMIN_USER};
 use orchestrator_shared::Secret;
+use reqwest::Method;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -309,4 +310,46 @@ async fn the_bootstrap_admin_goes_through_the_same_username_rules() {
     let refused = controller::bootstrap::ensure_admin(&app.db, "evil\u{202E}nimda", &password).await;
     assert!(refused.is_err(), "an admin name outside the rule: {refused:?}");
     app.stop().await;
+}
+
+/// Every body of the contract is a JSON object. serde would read a struct
+/// from an array too (`["admin", "password"]` as a login), so an array,
+/// number or string body is a 422 at `body` on every route that takes one,
+/// and changes nothing.
+#[tokio::test]
+async fn a_body_that_is_not_an_object_is_422_on_every_route() {
+    let app = spawn_app().await;
+    let me = app.me(&app.admin_token).await;
+    let admin_id = me.json["user_id"].as_str().unwrap().to_owned();
+    let login = json!([ADMIN_USER, ADMIN_PASSWORD]);
+    let r = app
+        .send(Method::POST, "/api/auth/login", None, Some(&login))
+        .await;
+    assert_invalid_body(&r, "a login as an array");
+    for body in [json!([null, null, null]), json!(5), json!("x")] {
+        let r = app.update_user(&app.admin_token, &admin_id, &body).await;
+        assert_invalid_body(&r, &format!("a user update {body}"));
+        let r = app.submit_job(&app.admin_token, &body).await;
+        assert_invalid_body(&r, &format!("a submission {body}"));
+    }
+    let r = app.submit_job(&app.admin_token, &json!(["from an array"])).await;
+    assert_invalid_body(&r, "a submission as a one-element array");
+    assert_eq!(job_count(&app).await, Some(0), "no job was made");
+    assert_eq!(
+        app.me(&app.admin_token).await.json,
+        me.json,
+        "the admin is unchanged"
+    );
+    app.stop().await;
+}
+
+/// Asserts `r` is the contract's 422 naming the body itself.
+fn assert_invalid_body(r: &Reply, what: &str) {
+    assert_eq!(r.status, 422, "{what}: {}", r.text);
+    assert_eq!(
+        validation_items(r)[0]["loc"],
+        json!(["body"]),
+        "{what}: {}",
+        r.text
+    );
 }
