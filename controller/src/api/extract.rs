@@ -217,14 +217,26 @@ pub async fn authorize(
     next: Next,
 ) -> Result<Response, ApiError> {
     let token = bearer_token(req.headers().get(header::AUTHORIZATION))?.to_owned();
-    let principal = principal_from_token(&guard.state, &token).await?;
-    if let Some(required) = guard.scope {
+    let principal = admit(&guard.state, &token, guard.scope).await?;
+    req.extensions_mut().insert(principal);
+    Ok(next.run(req).await)
+}
+
+/// The caller `token` proves, if it grants `scope` (`None`: any valid
+/// token): the check [`authorize`] makes of every request, and a long
+/// response (the output stream) makes again while it lasts.
+pub(super) async fn admit(
+    state: &AppState,
+    token: &str,
+    scope: Option<Scope>,
+) -> Result<Principal, ApiError> {
+    let principal = principal_from_token(state, token).await?;
+    if let Some(required) = scope {
         if !orchestrator_shared::scope::has_scope(&principal.scopes, required) {
             return Err(ApiError::Forbidden(required.to_string()));
         }
     }
-    req.extensions_mut().insert(principal);
-    Ok(next.run(req).await)
+    Ok(principal)
 }
 
 /// The token of an `Authorization: Bearer <token>` header.
@@ -245,7 +257,7 @@ pub(super) fn bearer_token(value: Option<&axum::http::HeaderValue>) -> Result<&s
 /// The caller a token proves: an agent credential's worker, or a JWT's
 /// user after its signature, claims and current standing (disabled,
 /// deleted, token version, scopes) are checked.
-pub(super) async fn principal_from_token(state: &AppState, token: &str) -> Result<Principal, ApiError> {
+async fn principal_from_token(state: &AppState, token: &str) -> Result<Principal, ApiError> {
     if agent_credential::looks_like_credential(token) {
         return agent_principal(state, token).await;
     }

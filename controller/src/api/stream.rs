@@ -7,7 +7,7 @@
 //! the stream closes when the controller shuts down.
 
 use super::error::{valid, ApiError};
-use super::extract::{bearer_token, principal_from_token, ApiPath, ApiQuery, Principal};
+use super::extract::{admit, bearer_token, ApiPath, ApiQuery, Principal};
 use super::jobs::visible;
 use super::AppState;
 use crate::db::output::{job_state, pieces_after, Piece};
@@ -139,10 +139,9 @@ impl Follow {
             return true;
         }
         self.checked = Instant::now();
-        match principal_from_token(&self.state, &self.token).await {
-            Ok(p) => orchestrator_shared::scope::has_scope(&p.scopes, Scope::JobsRead),
-            Err(_) => false,
-        }
+        admit(&self.state, &self.token, Some(Scope::JobsRead))
+            .await
+            .is_ok()
     }
 }
 
