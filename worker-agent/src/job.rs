@@ -8,18 +8,17 @@
 
 use crate::config::AgentConfig;
 use crate::output;
+use crate::retry;
 use crate::runner::{self, CancelHandle, RunReport, RunSpec};
 use crate::state::State;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
 use orchestrator_shared::api::{ClaimDecision, ClaimResponse, Resources, ShardClaim, ShardWork};
-use orchestrator_shared::backoff::backoff;
 use orchestrator_shared::messages::{AgentEvent, JobDispatch, RunningShard, MAX_PRIORITY};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
-use tokio::time::Instant;
 
 /// How long a claim is retried while the controller cannot be reached
 /// before the delivery goes back to the queue.
@@ -164,25 +163,23 @@ async fn claim(state: &State, d: &JobDispatch, redelivered: bool) -> Option<Clai
         shard_index: d.shard_index,
         redelivered,
     };
-    let give_up_at = Instant::now() + CLAIM_PATIENCE;
-    let mut attempt = 0u32;
-    loop {
-        match state.claims.claim(request).await {
-            Ok(answer) => {
-                tracing::info!(job_id = %d.job_id, attempt = d.attempt, shard = d.shard_index,
-                    decision = ?answer.decision, reason = %answer.reason, "claim answered");
-                return Some(answer);
-            }
-            Err(e) if Instant::now() + backoff(attempt) < give_up_at => {
-                tracing::warn!(job_id = %d.job_id, error = %e, "claim failed; retrying");
-            }
-            Err(e) => {
-                tracing::warn!(job_id = %d.job_id, error = %e, "claim failed; giving the shard back");
-                return None;
-            }
+    let answer = retry::within(
+        CLAIM_PATIENCE,
+        || state.claims.claim(request),
+        |_| true,
+        |e| tracing::warn!(job_id = %d.job_id, error = %e, "claim failed; retrying"),
+    )
+    .await;
+    match answer {
+        Ok(answer) => {
+            tracing::info!(job_id = %d.job_id, attempt = d.attempt, shard = d.shard_index,
+                decision = ?answer.decision, reason = %answer.reason, "claim answered");
+            Some(answer)
         }
-        tokio::time::sleep(backoff(attempt)).await;
-        attempt = attempt.saturating_add(1);
+        Err(e) => {
+            tracing::warn!(job_id = %d.job_id, error = %e, "claim failed; giving the shard back");
+            None
+        }
     }
 }
 

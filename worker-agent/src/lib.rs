@@ -24,6 +24,8 @@
 //!   whichever connection is current.
 //! - `client`: the controller's HTTP agent API (register, claim).
 //! - `claims`: claims gathered into batches, one request for many.
+//! - `output`: a shard's output sent to the controller while it runs.
+//! - `retry`: a request to the controller retried for a bounded time.
 //! - [`runner`]: one child process: working directory, stdin, output tails,
 //!   timeout and cancel through its process group.
 //! - [`isolation`]: the job's user, its cgroup and limits, the `exec-job`
@@ -42,6 +44,7 @@ pub mod isolation;
 mod job;
 mod output;
 mod publisher;
+mod retry;
 pub mod runner;
 mod session;
 mod state;

@@ -14,8 +14,8 @@
 //! changes nothing.
 
 use crate::client::{ClientError, ControllerClient};
+use crate::retry;
 use orchestrator_shared::api::{OutputChunk, OutputStream};
-use orchestrator_shared::backoff::backoff;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -230,26 +230,21 @@ impl Sender {
             data: OutputChunk::encode(bytes),
             truncated,
         };
-        let give_up_at = Instant::now() + SEND_PATIENCE;
-        let mut attempt = 0u32;
-        loop {
-            match self.client.post_output(&chunk).await {
-                Ok(_) => {
-                    self.seq += 1;
-                    return;
-                }
-                Err(e) if retryable(&e) && Instant::now() + backoff(attempt) < give_up_at => {
-                    tracing::debug!(job_id = %self.key.job_id, error = %e, "sending output failed; retrying");
-                }
-                Err(e) => {
-                    tracing::warn!(job_id = %self.key.job_id, shard = self.key.shard_index, error = %e,
-                        "output no longer sent for this shard (the report still carries its tails)");
-                    self.stopped = true;
-                    return;
-                }
+        let job_id = self.key.job_id;
+        let sent = retry::within(
+            SEND_PATIENCE,
+            || self.client.post_output(&chunk),
+            retryable,
+            |e| tracing::debug!(%job_id, error = %e, "sending output failed; retrying"),
+        )
+        .await;
+        match sent {
+            Ok(_) => self.seq += 1,
+            Err(e) => {
+                tracing::warn!(%job_id, shard = self.key.shard_index, error = %e,
+                    "output no longer sent for this shard (the report still carries its tails)");
+                self.stopped = true;
             }
-            tokio::time::sleep(backoff(attempt)).await;
-            attempt = attempt.saturating_add(1);
         }
     }
 }
