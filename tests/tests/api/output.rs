@@ -132,6 +132,44 @@ async fn byte_ranges_are_served_and_bad_query_values_are_422() {
 }
 
 #[tokio::test]
+async fn a_range_across_several_pieces_is_cut_at_the_right_bytes() {
+    let app = spawn_app_with(&[]).await;
+    let (token, job) = running_job(&app, "out-8").await;
+    for (seq, text) in [(0, "abc"), (1, "def"), (2, "ghi")] {
+        let r = app
+            .post_output(&token, &piece("out-8", job, seq, "stdout", text))
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+    }
+    let e = app
+        .post_output(&token, &piece("out-8", job, 3, "stderr", "oops"))
+        .await;
+    assert_eq!(e.status, 200, "{}", e.text);
+    for (query, stdout, stderr) in [
+        ("offset=2&limit=5", "cdefg", "ps"),
+        ("offset=3&limit=3", "def", "s"),
+        ("offset=0&limit=1", "a", "o"),
+        ("offset=8", "i", ""),
+        ("offset=9", "", ""),
+        ("offset=4000000000&limit=10", "", ""),
+        ("offset=1", "bcdefghi", "ops"),
+    ] {
+        let r = app.job_output_with(&app.admin_token, job, query).await;
+        assert_eq!(r.status, 200, "?{query}: {}", r.text);
+        assert_eq!(
+            (r.json["stdout"].clone(), r.json["stderr"].clone()),
+            (json!(stdout), json!(stderr)),
+            "?{query}"
+        );
+        assert_eq!(
+            (r.json["stdout_bytes"].clone(), r.json["stderr_bytes"].clone()),
+            (json!(9), json!(4))
+        );
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn a_piece_from_an_agent_not_holding_the_shard_is_refused_and_bad_pieces_are_422() {
     let app = spawn_app_with(&[]).await;
     let (token, job) = running_job(&app, "out-2").await;
