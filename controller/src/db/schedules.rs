@@ -192,17 +192,41 @@ pub async fn runs(
         .collect()
 }
 
-/// Ids of the enabled schedules of owners still enabled (a disabled or
-/// deleted user's schedules do not fire), the ones firing looks at.
-pub async fn enabled_ids(client: &impl GenericClient) -> Result<Vec<Uuid>, DbError> {
+/// Where an enabled schedule stands: enough to tell, without a
+/// transaction, whether a tick of it is due.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Standing {
+    /// The schedule.
+    pub schedule_id: Uuid,
+    /// Its cron expression.
+    pub cron: String,
+    /// Its time zone.
+    pub timezone: String,
+    /// The latest tick handled.
+    pub last_tick: DateTime<Utc>,
+}
+
+/// The enabled schedules of owners still enabled (a disabled or deleted
+/// user's schedules do not fire), the ones firing looks at, in one read.
+pub async fn enabled(client: &impl GenericClient) -> Result<Vec<Standing>, DbError> {
     let rows = client
         .rows(
-            "SELECT s.schedule_id FROM schedules s JOIN users u ON u.user_id = s.owner
-             WHERE s.enabled AND NOT u.disabled ORDER BY s.last_tick",
+            "SELECT s.schedule_id, s.cron, s.timezone, s.last_tick
+               FROM schedules s JOIN users u ON u.user_id = s.owner
+              WHERE s.enabled AND NOT u.disabled ORDER BY s.last_tick",
             &[],
         )
         .await?;
-    rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+    rows.iter()
+        .map(|r| {
+            Ok(Standing {
+                schedule_id: r.try_get(0)?,
+                cron: r.try_get(1)?,
+                timezone: r.try_get(2)?,
+                last_tick: r.try_get(3)?,
+            })
+        })
+        .collect()
 }
 
 /// The schedule, locked for the transaction, if it is still enabled and no
