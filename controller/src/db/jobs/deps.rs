@@ -48,14 +48,13 @@ macro_rules! release_sql {
                         FROM job_dependencies e JOIN f ON f.job_id = e.depends_on ",
             $among,
             " GROUP BY e.job_id),
-                  l AS (SELECT j.job_id FROM jobs j JOIN d ON d.job_id = j.job_id
+                  l AS (SELECT j.job_id, d.n, d.bad_dep, d.bad_status FROM jobs j JOIN d ON d.job_id = j.job_id
                         WHERE (j.status = 'pending') IS TRUE AND j.deps_waiting > 0
                         ORDER BY j.job_id FOR NO KEY UPDATE OF j),
-                  u AS (UPDATE jobs j SET deps_waiting = greatest(j.deps_waiting - d.n, 0)
-                        FROM d, l
-                        WHERE j.job_id = d.job_id AND l.job_id = j.job_id
-                          AND j.status = 'pending' AND j.deps_waiting > 0
-                        RETURNING j.job_id, j.deps_waiting, j.run_on_failure, d.bad_dep, d.bad_status)
+                  u AS (UPDATE jobs j SET deps_waiting = greatest(j.deps_waiting - l.n, 0)
+                        FROM l
+                        WHERE j.job_id = l.job_id AND j.status = 'pending' AND j.deps_waiting > 0
+                        RETURNING j.job_id, j.deps_waiting, j.run_on_failure, l.bad_dep, l.bad_status)
              SELECT job_id, deps_waiting, run_on_failure, bad_dep, bad_status FROM u"
         )
     };
