@@ -152,6 +152,25 @@ async fn a_diamond_runs_in_dependency_order_and_shows_its_graph() {
         "{why}"
     );
 
+    assert_diamond_graph(&app, a, d).await;
+
+    run(&app, &token, a, ShardOutcome::Succeeded).await;
+    run(&app, &token, b, ShardOutcome::Succeeded).await;
+    let half = stays_pending(&app, d).await;
+    let why = half["waiting_for"].as_str().unwrap_or_default();
+    assert_eq!(why, format!("waiting for 1 of 2 dependencies: {c}"));
+    run(&app, &token, c, ShardOutcome::Succeeded).await;
+    run(&app, &token, d, ShardOutcome::Succeeded).await;
+
+    let jd = assert_ran_in_order(&app, [a, b, c, d]).await;
+    assert_eq!(jd["status"], "completed");
+    assert_eq!(jd["waiting_for"], Value::Null);
+}
+
+/// The graph route seen from the diamond's sink `d` (three jobs upstream,
+/// `a` two levels up, four edges) and from its source `a` (three
+/// downstream).
+async fn assert_diamond_graph(app: &TestApp, a: Uuid, d: Uuid) {
     let graph = app.job_graph(&app.admin_token, d).await;
     assert_eq!(graph.status, 200, "{}", graph.text);
     let up: Vec<(String, i64)> = graph.json["upstream"]
@@ -185,21 +204,17 @@ async fn a_diamond_runs_in_dependency_order_and_shows_its_graph() {
         "{}",
         down.text
     );
+}
 
-    run(&app, &token, a, ShardOutcome::Succeeded).await;
-    run(&app, &token, b, ShardOutcome::Succeeded).await;
-    let half = stays_pending(&app, d).await;
-    let why = half["waiting_for"].as_str().unwrap_or_default();
-    assert_eq!(why, format!("waiting for 1 of 2 dependencies: {c}"));
-    run(&app, &token, c, ShardOutcome::Succeeded).await;
-    run(&app, &token, d, ShardOutcome::Succeeded).await;
-
+/// Checks that in the diamond `[a, b, c, d]` each job started only after
+/// its dependencies finished; answers `d`.
+async fn assert_ran_in_order(app: &TestApp, [a, b, c, d]: [Uuid; 4]) -> Value {
     let times = |j: &Value| (utc_time(&j["started_at"]), utc_time(&j["finished_at"]));
     let (ja, jb, jc, jd) = (
-        job(&app, a).await,
-        job(&app, b).await,
-        job(&app, c).await,
-        job(&app, d).await,
+        job(app, a).await,
+        job(app, b).await,
+        job(app, c).await,
+        job(app, d).await,
     );
     assert!(
         times(&ja).1 <= times(&jb).0 && times(&ja).1 <= times(&jc).0,
@@ -209,8 +224,7 @@ async fn a_diamond_runs_in_dependency_order_and_shows_its_graph() {
         times(&jb).1 <= times(&jd).0 && times(&jc).1 <= times(&jd).0,
         "{jb} {jc} {jd}"
     );
-    assert_eq!(jd["status"], "completed");
-    assert_eq!(jd["waiting_for"], Value::Null);
+    jd
 }
 
 #[tokio::test]
