@@ -76,6 +76,8 @@ pub enum Command {
     Cancel(JobRef),
     /// Show a job's status transitions (GET /api/jobs/{id}/events).
     Events(JobRef),
+    /// Show the jobs a job waits for and those waiting for it, as trees (GET /api/jobs/{id}/graph).
+    Graph(JobRef),
     /// Show the tail of a job's stdout and stderr and its exit code (GET /api/jobs/{id}/output).
     Output(JobRef),
     /// Print a job's stdout and stderr, whole; with -f, follow it until the job ends (GET /api/jobs/{id}/output).
@@ -367,6 +369,12 @@ pub struct SubmitArgs {
         help = format!("Most processes and threads at once, 1 to {MAX_PIDS} (default: the agent's)")
     )]
     pub max_pids: Option<i64>,
+    /// A job this one waits for (it runs once that one completed); repeatable.
+    #[arg(long = "depends-on", value_name = "JOB_ID")]
+    pub depends_on: Vec<Uuid>,
+    /// Run even if a dependency failed, was cancelled or timed out.
+    #[arg(long, requires = "depends_on")]
+    pub run_on_failure: bool,
     /// Wait for the job to end, then print its output; exit 0 only if it completed.
     #[arg(long)]
     pub wait: bool,

@@ -176,6 +176,7 @@ impl App {
             standing: Arc::new(StandingCache::new(config.token_recheck)),
             credentials: Arc::new(CredentialCache::new(config.token_recheck)),
             stopping: Arc::new(tokio::sync::watch::channel(false).0),
+            batch_body_limit: config.batch_body_limit_bytes,
         };
         Ok(App {
             listener,

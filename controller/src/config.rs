@@ -378,6 +378,12 @@ pub struct Config {
     /// Largest request body accepted, in bytes (413 above it).
     #[arg(long, env = "ORCH_BODY_LIMIT_BYTES", default_value_t = 1024 * 1024)]
     pub body_limit_bytes: usize,
+    /// Largest body of `POST /api/jobs/submit_batch`, in bytes: a whole
+    /// graph of up to 10,000 jobs is one request (about 100 bytes a small
+    /// job, so the general limit would cut it at some 10,000 of the
+    /// smallest).
+    #[arg(long, env = "ORCH_BATCH_BODY_LIMIT_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub batch_body_limit_bytes: usize,
     /// Seconds a request may take before it is answered 503.
     #[arg(long = "request-timeout-seconds", env = "ORCH_REQUEST_TIMEOUT_SECONDS", default_value = "30", value_parser = seconds)]
     pub request_timeout: Duration,

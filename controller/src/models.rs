@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 pub use orchestrator_shared::api::{
-    Allocation, AllocationStatus, Isolation, Job, JobEvent, Labels, Quota, Resources, Worker,
+    Allocation, AllocationStatus, Dependency, Isolation, Job, JobEvent, Labels, Quota, Resources, Worker,
 };
 
 /// An account that can log in.
@@ -81,4 +81,14 @@ pub struct NewJob {
     /// is the one stored before limits existed.
     #[serde(default, skip_serializing_if = "Resources::is_empty")]
     pub limits: Resources,
+    /// The jobs it waits for, resolved (earlier jobs by id, jobs of the
+    /// same batch by index). Left out of the serialised form when empty,
+    /// so the idempotency hash of a submission without dependencies is the
+    /// one stored before dependencies existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<Dependency>,
+    /// Whether it runs after a dependency that did not complete; left out
+    /// of the serialised form when false, as `depends_on`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub run_on_failure: bool,
 }

@@ -33,6 +33,8 @@ pub fn new_job(description: &str) -> controller::models::NewJob {
         idempotency_key: None,
         labels: Default::default(),
         limits: Default::default(),
+        depends_on: Vec::new(),
+        run_on_failure: false,
     }
 }
 

@@ -35,6 +35,9 @@ pub fn submission(args: &SubmitArgs) -> Result<SubmitRequest, UsageError> {
         memory_mb: args.memory_mb,
         cpu: args.cpu,
         max_pids: args.max_pids,
+        depends_on: args.depends_on.iter().map(Uuid::to_string).collect(),
+        run_on_failure: args.run_on_failure,
+        key: None,
     };
     UsageError::check(&request.problems())?;
     Ok(request)

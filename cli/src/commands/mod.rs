@@ -2,6 +2,7 @@
 
 mod agents;
 mod auth;
+mod graph;
 mod jobs;
 mod resources;
 mod schedules;
@@ -73,6 +74,7 @@ async fn run(ctx: &Ctx, command: Command) -> Result<ExitCode> {
         Command::List(args) => jobs::list(ctx, args).await,
         Command::Cancel(job) => jobs::cancel(ctx, job.job_id).await,
         Command::Events(job) => jobs::events(ctx, job.job_id).await,
+        Command::Graph(job) => graph::graph(ctx, job.job_id).await,
         Command::Output(job) => jobs::output(ctx, job.job_id).await,
         Command::Logs(args) => return jobs::logs(ctx, args).await,
         Command::Workers(args) => supervisor::workers(ctx, args.status).await,

@@ -83,6 +83,7 @@ impl From<DbError> for ApiError {
         }
         match e {
             DbError::NotFound { .. } => ApiError::NotFound(e.to_string()),
+            DbError::InvalidDependencies(problems) => ApiError::Validation(problems),
             DbError::Transition(_)
             | DbError::QuotaExceeded(_)
             | DbError::IdempotencyKeyReused { .. }

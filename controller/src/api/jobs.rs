@@ -13,19 +13,29 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use deadpool_postgres::GenericClient;
+use orchestrator_shared::api::deps::{self, Dependency};
 use orchestrator_shared::api::jobs::{DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT};
 use orchestrator_shared::api::{
-    BatchRequest, BatchResponse, EventList, JobOutput, JobPage, ListQuery, OutputQuery, SubmitRequest,
+    BatchRequest, BatchResponse, EventList, JobGraph, JobOutput, JobPage, ListQuery, OutputQuery,
+    SubmitRequest,
 };
 use orchestrator_shared::JobStatus;
 use uuid::Uuid;
 
 /// The stored form of a submission that broke no rule (422 otherwise).
-/// Every number was range-checked, so the narrowing conversions hold.
+/// Its `depends_on` must be job ids (keys name jobs of a batch only).
 pub fn validate_submission(req: SubmitRequest) -> Result<NewJob, ApiError> {
     valid(req.problems())?;
+    let depends_on = deps::resolve_single(&req).map_err(ApiError::Validation)?;
+    Ok(stored(req, depends_on))
+}
+
+/// The stored form of a checked submission with its resolved
+/// dependencies. Every number was range-checked, so the narrowing
+/// conversions hold.
+fn stored(req: SubmitRequest, depends_on: Vec<Dependency>) -> NewJob {
     let narrow = |v: i64| i32::try_from(v).unwrap_or(i32::MAX);
-    Ok(NewJob {
+    NewJob {
         limits: req.limits(),
         required_workers: narrow(req.required_workers()),
         priority: narrow(req.priority()),
@@ -35,7 +45,9 @@ pub fn validate_submission(req: SubmitRequest) -> Result<NewJob, ApiError> {
         command: req.command,
         idempotency_key: req.idempotency_key,
         labels: req.labels,
-    })
+        depends_on,
+        run_on_failure: req.run_on_failure,
+    }
 }
 
 /// Submits a job: 201 with the new job, or 200 with the first job when the
@@ -53,7 +65,9 @@ pub async fn submit(
     let mut client = state.db.client().await?;
     let quota = quotas::get(&client, principal.user_id, state.default_quota).await?;
     let tx = client.transaction().await.map_err(DbError::from)?;
-    let submitted = jobs::submit(&tx, principal.user_id, &new, quota).await?;
+    let submitted = jobs::submit(&tx, principal.user_id, &new, quota)
+        .await
+        .map_err(|e| unbatched(e.into()))?;
     tx.commit().await.map_err(DbError::from)?;
     state.wake.notify_one();
     let status = if submitted.created {
@@ -62,6 +76,48 @@ pub async fn submit(
         StatusCode::OK
     };
     Ok((status, Json(submitted.job)))
+}
+
+/// A single submission's 422 located as the single body's
+/// (`body.depends_on.0`), not as the one-job batch it is submitted as
+/// (`body.jobs.0.depends_on.0`).
+fn unbatched(e: ApiError) -> ApiError {
+    match e {
+        ApiError::Validation(mut problems) => {
+            for p in &mut problems {
+                if p.loc.get(1).map(String::as_str) == Some("jobs") && p.loc.len() > 2 {
+                    p.loc.drain(1..3);
+                }
+            }
+            ApiError::Validation(problems)
+        }
+        other => other,
+    }
+}
+
+/// The jobs a job depends on and the jobs that depend on it, each way
+/// breadth-first to at most 50 levels and 500 jobs (`truncated` says when
+/// more exist), with the edges among them.
+#[utoipa::path(get, path = "/api/jobs/{job_id}/graph", tag = "jobs", security(("bearer" = [])), params(("job_id" = Uuid, Path)),
+    responses((status = 200, body = JobGraph), (status = 404, body = super::error::ErrorBody)))]
+pub async fn graph(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiPath(job_id): ApiPath<Uuid>,
+) -> Result<Json<JobGraph>, ApiError> {
+    let mut client = state.db.client().await?;
+    // One snapshot for the whole walk, so the levels agree with each other.
+    let tx = client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(DbError::from)?;
+    visible(&tx, &principal, job_id).await?;
+    let graph = jobs::deps::graph(&tx, job_id).await?;
+    tx.commit().await.map_err(DbError::from)?;
+    Ok(Json(graph))
 }
 
 /// The job if the caller may see it, else 404.
@@ -210,10 +266,16 @@ pub async fn output(
 
 fn validate_batch(req: BatchRequest) -> Result<Vec<NewJob>, ApiError> {
     valid(req.problems())?;
-    req.jobs.into_iter().map(validate_submission).collect()
+    let resolved = deps::resolve_batch(&req.jobs).map_err(ApiError::Validation)?;
+    Ok(req
+        .jobs
+        .into_iter()
+        .zip(resolved)
+        .map(|(job, d)| stored(job, d))
+        .collect())
 }
 
-/// Submits up to 1,000 jobs all-or-nothing, with the rules of single
+/// Submits up to 10,000 jobs all-or-nothing (a whole dependency graph), with the rules of single
 /// submission (validation, quotas, idempotency keys). 201 when any job was
 /// created, 200 when every one was an idempotent replay.
 #[utoipa::path(post, path = "/api/jobs/submit_batch", tag = "jobs", security(("bearer" = [])), request_body = BatchRequest,

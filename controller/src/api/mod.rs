@@ -74,6 +74,23 @@ pub struct AppState {
     /// Set to `true` when the controller shuts down, so that long-lived
     /// answers (the output stream) end and the shutdown need not wait.
     pub stopping: Arc<tokio::sync::watch::Sender<bool>>,
+    /// Largest accepted body of [`BATCH_PATH`], in bytes: a whole job
+    /// graph is one request.
+    pub batch_body_limit: usize,
+}
+
+/// The route whose bodies may be as large as [`AppState::batch_body_limit`].
+pub const BATCH_PATH: &str = "/api/jobs/submit_batch";
+
+impl AppState {
+    /// The largest body accepted at `path`, in bytes.
+    pub fn body_limit_for(&self, path: &str) -> usize {
+        if path == BATCH_PATH {
+            self.batch_body_limit
+        } else {
+            self.body_limit
+        }
+    }
 }
 
 /// One route of the API: what it answers, where, and the scope it
@@ -147,11 +164,12 @@ pub fn protected_routes() -> Vec<Route> {
         route(GET, "/api/resources/usage", resources::usage, Some(ResourcesRead)),
         route(GET, "/api/jobs", jobs::list, Some(JobsRead)),
         route(POST, "/api/jobs/submit", jobs::submit, Some(JobsWrite)),
-        route(POST, "/api/jobs/submit_batch", jobs::submit_batch, Some(JobsWrite)),
+        route(POST, BATCH_PATH, jobs::submit_batch, Some(JobsWrite)),
         route(GET, "/api/jobs/{job_id}", jobs::get_job, Some(JobsRead)),
         route(POST, "/api/jobs/{job_id}/cancel", jobs::cancel, Some(JobsWrite)),
         route(GET, "/api/jobs/{job_id}/events", jobs::events, Some(JobsRead)),
         route(GET, "/api/jobs/{job_id}/output", jobs::output, Some(JobsRead)),
+        route(GET, "/api/jobs/{job_id}/graph", jobs::graph, Some(JobsRead)),
         route(POST, "/api/schedules", schedules::create, Some(JobsWrite)),
         route(GET, "/api/schedules", schedules::list, Some(JobsRead)),
         route(GET, "/api/schedules/{schedule_id}", schedules::get, Some(JobsRead)),
@@ -193,9 +211,12 @@ pub fn router(state: AppState, timeout: Duration) -> Router {
             state: state.clone(),
             scope: protected.scope,
         };
-        let handler = protected
+        let mut handler = protected
             .handler
             .route_layer(middleware::from_fn_with_state(guard, authorize));
+        if protected.path == BATCH_PATH {
+            handler = handler.layer(DefaultBodyLimit::max(state.batch_body_limit));
+        }
         app = app.route(protected.path, handler);
     }
     let request_id = HeaderName::from_static("x-request-id");
@@ -203,7 +224,7 @@ pub fn router(state: AppState, timeout: Duration) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(timeout, enforce_timeout))
         .layer(middleware::from_fn_with_state(
-            state.body_limit,
+            state.clone(),
             refuse_declared_oversize,
         ))
         .layer(middleware::from_fn(record_metrics))
@@ -243,7 +264,8 @@ async fn enforce_timeout(State(timeout): State<Duration>, req: Request, next: Ne
 /// Answers 413 at once when the declared `Content-Length` is over the
 /// body limit, instead of waiting for a body that may never come (the
 /// limit on the body read catches bodies without a length).
-async fn refuse_declared_oversize(State(limit): State<usize>, req: Request, next: Next) -> Response {
+async fn refuse_declared_oversize(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let limit = state.body_limit_for(req.uri().path());
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)

@@ -13,8 +13,8 @@ use orchestrator_shared::api::{
     UpdateUserRequest, UserAccount, UserList, UserUsage, ValidationBody, Worker,
 };
 use orchestrator_shared::api::{
-    CreateScheduleRequest, Overlap, RunOutcome, Schedule, ScheduleDetail, ScheduleList, ScheduleRun,
-    UpdateScheduleRequest,
+    CreateScheduleRequest, GraphEdge, GraphNode, JobGraph, Overlap, RunOutcome, Schedule, ScheduleDetail,
+    ScheduleList, ScheduleRun, UpdateScheduleRequest,
 };
 use orchestrator_shared::{JobStatus, WorkerStatus};
 use utoipa::openapi::content::ContentBuilder;
@@ -177,6 +177,7 @@ fn error_answer(schema: &str, description: &str) -> RefOr<Response> {
         supervisor::terminate, supervisor::metrics,
         resources::quotas, resources::allocate, resources::release, resources::usage,
         jobs::submit, jobs::submit_batch, jobs::get_job, jobs::cancel, jobs::list, jobs::events, jobs::output,
+        jobs::graph,
         schedules::create, schedules::list, schedules::get, schedules::update, schedules::delete,
         stream::output_stream,
         ops::healthz, ops::readyz, ops::metrics,
@@ -190,7 +191,7 @@ fn error_answer(schema: &str, description: &str) -> RefOr<Response> {
         UserAccount, UserList, UpdateUserRequest, AgentCredential, CredentialList, CredentialRequest,
         IssuedCredential, ShardWork, Resources, Isolation,
         CreateScheduleRequest, UpdateScheduleRequest, Schedule, ScheduleDetail, ScheduleList, ScheduleRun,
-        Overlap, RunOutcome,
+        Overlap, RunOutcome, JobGraph, GraphNode, GraphEdge,
         IssuedCredential, ShardWork, Resources, Isolation, OutputChunk, OutputStored, OutputStream,
         OutputEvent, OutputEnd, OutputStreamEvent, OutputSseEvent, EndSseEvent, OutputEventName, EndEventName,
     )),

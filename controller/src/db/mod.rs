@@ -153,6 +153,10 @@ pub enum DbError {
         /// The row's id.
         id: String,
     },
+    /// A submission's `depends_on` names jobs that are not the
+    /// submitter's (422, each located at its entry).
+    #[error("dependencies that are not the submitter's jobs")]
+    InvalidDependencies(Vec<orchestrator_shared::api::FieldError>),
     /// A rule of the controller's own code broke: a bug, never the client's
     /// doing (500, logged).
     #[error("invariant broken: {0}")]

@@ -33,8 +33,10 @@ pub const MAX_LABELS: usize = 64;
 pub const MAX_LABEL_KEY: usize = 128;
 /// Longest label value, in characters.
 pub const MAX_LABEL_VALUE: usize = 1024;
-/// Most jobs in one batch submission.
-pub const MAX_BATCH: usize = 1000;
+/// Most jobs in one batch submission: a whole graph of 10,000 jobs with
+/// their dependencies is submitted at once (it was 1,000 before
+/// dependencies).
+pub const MAX_BATCH: usize = 10_000;
 /// Page size of `GET /api/jobs` when the client does not say.
 pub const DEFAULT_PAGE_LIMIT: i64 = 50;
 /// Largest page of `GET /api/jobs`.
@@ -272,6 +274,23 @@ pub struct SubmitRequest {
     )]
     #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 4194304))]
     pub max_pids: Option<i64>,
+    /// Jobs this one waits for (at most 10,000, none twice): ids of the
+    /// submitter's own jobs, or in a batch the `key` of another job of the
+    /// same batch. It stays `pending` until every one has completed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(max_items = 10000))]
+    pub depends_on: Vec<String>,
+    /// Run once every dependency has finished, however it ended (by
+    /// default a dependency that failed, was cancelled or timed out
+    /// cancels this job).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub run_on_failure: bool,
+    /// The name other jobs of the same batch use for this one in their
+    /// `depends_on` (1..=128 characters, not a UUID, unique in the batch);
+    /// not stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 128))]
+    pub key: Option<String>,
 }
 
 impl SubmitRequest {
@@ -314,6 +333,7 @@ impl SubmitRequest {
             check_range(&mut errors, "timeout_seconds", t, 1, MAX_TIMEOUT_SECONDS);
         }
         check_limits(&mut errors, self.memory_mb, self.cpu, self.max_pids);
+        super::deps::check_fields(&mut errors, self);
         errors
     }
 
@@ -373,8 +393,9 @@ pub(crate) fn check_labels(errors: &mut Vec<FieldError>, labels: &Labels) {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BatchRequest {
-    /// 1..=1000 submissions, each as for `/api/jobs/submit`.
-    #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 1000))]
+    /// 1..=10000 submissions, each as for `/api/jobs/submit`; their
+    /// `depends_on` may also name each other by `key`.
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 10000))]
     pub jobs: Vec<SubmitRequest>,
 }
 
@@ -394,7 +415,11 @@ impl BatchRequest {
                 e
             })
         };
-        self.jobs.iter().enumerate().flat_map(located).collect()
+        let mut errors: Vec<FieldError> = self.jobs.iter().enumerate().flat_map(located).collect();
+        if errors.is_empty() {
+            errors.extend(super::deps::resolve_batch(&self.jobs).err().unwrap_or_default());
+        }
+        errors
     }
 }
 
@@ -449,6 +474,7 @@ mod tests {
             memory_mb: Some(0),
             cpu: Some(2000.0),
             max_pids: Some(0),
+            ..SubmitRequest::default()
         };
         let fields: Vec<String> = req.problems().into_iter().map(|e| e.location()).collect();
         let expected = [

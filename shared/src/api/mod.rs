@@ -10,6 +10,8 @@
 //! # Layout
 //! - [`error`]: the error bodies (`{"detail": ...}`) and their fixed texts.
 //! - [`jobs`]: submission, jobs, pages, events, output, and their limits.
+//! - [`deps`]: job dependencies: resolving `depends_on`, the cycle check,
+//!   and the graph view.
 //! - [`workers`]: the fleet as the supervisor routes show it.
 //! - [`limits`]: per-job resource limits and agents' isolation.
 //! - [`resources`]: quotas, allocations and usage.
@@ -19,6 +21,7 @@
 
 pub mod agents;
 pub mod auth;
+pub mod deps;
 pub mod error;
 pub mod jobs;
 pub mod limits;
@@ -38,6 +41,7 @@ pub use agents::{
 pub use auth::{
     CreateUserRequest, LoginRequest, Me, TokenResponse, UpdateUserRequest, UserAccount, UserList,
 };
+pub use deps::{Dependency, GraphEdge, GraphNode, JobGraph};
 pub use error::{ErrorBody, FieldError, ValidationBody};
 pub use jobs::{
     BatchRequest, BatchResponse, EventList, Job, JobEvent, JobOutput, JobPage, ListQuery, SubmitRequest,

@@ -278,6 +278,14 @@ pub fn template_problems(template: &SubmitRequest) -> Vec<FieldError> {
             "is not allowed in a schedule's template",
         ));
     }
+    // Every tick would wait for the same jobs: a schedule's runs are not a
+    // dependency graph.
+    if !template.depends_on.is_empty() || template.key.is_some() || template.run_on_failure {
+        errors.push(FieldError::body(
+            "depends_on",
+            "dependencies (depends_on, key, run_on_failure) are not allowed in a schedule's template",
+        ));
+    }
     for e in &mut errors {
         e.loc.insert(1, "template".to_owned());
     }

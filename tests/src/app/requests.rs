@@ -301,6 +301,11 @@ impl TestApp {
     pub async fn job_output(&self, token: &str, job_id: impl Display) -> Reply {
         self.read(&format!("/api/jobs/{job_id}/output"), token).await
     }
+
+    /// `GET /api/jobs/{job_id}/graph`.
+    pub async fn job_graph(&self, token: &str, job_id: impl Display) -> Reply {
+        self.read(&format!("/api/jobs/{job_id}/graph"), token).await
+    }
 }
 
 /// `/api/agents/*`.

@@ -446,7 +446,7 @@ async fn empty_or_oversized_batch_is_422() {
     let app = spawn_app().await;
     let empty = app.submit_batch(&app.admin_token, &[]).await;
     assert_eq!(empty.status, 422, "{}", empty.text);
-    let too_many: Vec<Value> = (0..1001).map(|_| json!({"task_description": "x"})).collect();
+    let too_many: Vec<Value> = (0..10_001).map(|_| json!({"task_description": "x"})).collect();
     let r = app.submit_batch(&app.admin_token, &too_many).await;
     assert_eq!(r.status, 422, "{}", r.text);
     app.stop().await;

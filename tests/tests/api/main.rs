@@ -21,6 +21,9 @@
 //!   per tick with two replicas, overlap policies, catch-up across a restart.
 //! - `jobs`: submission, batches, idempotency, reading, cancelling, events,
 //!   output, listing.
+//! - `dependencies`: `depends_on` and batch keys: order, waiting, release
+//!   exactly once, cancellation down the graph, `run_on_failure`, cycles
+//!   and unknown ids refused, the graph route, a 10,000-job fan-out.
 //! - `limits`: per-job resource limits and agents' offers and isolation
 //!   reports: stored, shown, bounded, handed out with a claim.
 //! - `errors`: the 413 and 422 shapes of bad bodies.
@@ -37,6 +40,7 @@ mod auth;
 mod claims;
 mod concurrency;
 mod contract;
+mod dependencies;
 mod errors;
 mod hardening_input;
 mod hardening_limits;

@@ -108,7 +108,10 @@ async fn decide(tx: &Transaction<'_>, who: Claimant<'_>, job: Locked) -> Result<
         // job as queued: record that step here (the relay's own update
         // then finds nothing pending and changes nothing).
         JobStatus::Pending if req.attempt == job.attempts + 1 => {
-            jobs::mark_queued(tx, &[req.job_id]).await?;
+            if jobs::mark_queued(tx, &[req.job_id]).await? == 0 {
+                // No dispatch was written: it waits for dependencies.
+                return Ok((ClaimDecision::Skip, "job waits for its dependencies".into()));
+            }
             false
         }
         JobStatus::Queued if req.attempt == job.attempts + 1 => false,

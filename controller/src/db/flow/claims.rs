@@ -108,7 +108,7 @@ async fn start_fresh(
                           started_at = coalesce(jobs.started_at, now()), waiting_for = NULL
                    FROM r
                    WHERE jobs.job_id = r.job_id AND (jobs.status IN ('pending', 'queued')) IS TRUE
-                     AND jobs.attempts + 1 = r.attempt
+                     AND jobs.attempts + 1 = r.attempt AND jobs.deps_waiting = 0
                      AND r.shard_index >= 0 AND r.shard_index < jobs.required_workers
                    RETURNING jobs.job_id, jobs.attempts, r.shard_index, jobs.task_description, jobs.command,
                              jobs.timeout_seconds, jobs.required_workers, jobs.memory_mb, jobs.cpu_millis, jobs.max_pids),

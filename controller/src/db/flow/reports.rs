@@ -6,7 +6,8 @@
 //! shard of that attempt changes, as alone), jobs completed, events
 //! written. Anything else (failures, wider jobs, a job reported more than
 //! once in the batch, a job not running that attempt) is left to the single
-//! report's rules, which the caller applies in order after these.
+//! report's rules, which the caller applies in order after these. The
+//! completed jobs' dependents are released in the same transaction.
 
 use super::{named_once, Finished};
 use crate::db::{Cached, DbError};
@@ -25,6 +26,8 @@ pub async fn complete_succeeded(tx: &Transaction<'_>, reports: &[&Finished]) -> 
     let candidate = |f: &Finished| f.outcome == ShardOutcome::Succeeded && once.contains(&f.job_id);
     let chosen: Vec<&Finished> = reports.iter().copied().filter(|f| candidate(f)).collect();
     let applied = complete(tx, &chosen).await?;
+    let taken: Vec<Uuid> = applied.iter().copied().collect();
+    crate::db::jobs::deps::release(tx, &taken).await?;
     Ok(reports
         .iter()
         .map(|f| candidate(f) && applied.contains(&f.job_id))

@@ -6,7 +6,10 @@
 //! - [`submit`]: submission (job, first event, idempotency key and outbox
 //!   messages in one transaction).
 //! - [`list`]: the newest-first listing and its cursors.
+//! - [`deps`]: dependencies: recorded at submission, released when a job
+//!   finishes (every final transition calls [`deps::release`]), the graph.
 
+pub mod deps;
 mod list;
 mod submit;
 
@@ -84,7 +87,8 @@ macro_rules! mark_locked_queued {
 }
 
 /// Marks jobs whose dispatch messages the broker confirmed as `queued`
-/// (those still `pending`; a job cancelled meanwhile stays cancelled), with
+/// (those still `pending` and waiting for no dependency, as every job with
+/// a dispatch is; a job cancelled meanwhile stays cancelled), with
 /// their event rows, in one statement. A job whose row another transaction
 /// holds is skipped rather than waited for: that is a claim, which records
 /// the step itself, or a cancel, which ends the job (waiting made the relay
@@ -94,6 +98,7 @@ macro_rules! mark_locked_queued {
 pub async fn mark_queued(client: &impl GenericClient, job_ids: &[Uuid]) -> Result<u64, DbError> {
     const SQL: &str = concat!(
         "WITH l AS (SELECT job_id FROM jobs WHERE job_id = ANY($1) AND (status = 'pending') IS TRUE
+                      AND deps_waiting = 0
                     ORDER BY job_id FOR NO KEY UPDATE SKIP LOCKED)",
         mark_locked_queued!()
     );
@@ -107,7 +112,7 @@ pub async fn mark_queued(client: &impl GenericClient, job_ids: &[Uuid]) -> Resul
 /// transaction held it. The relay runs this when it is idle.
 pub async fn mark_published_stragglers(client: &impl GenericClient) -> Result<u64, DbError> {
     const SQL: &str = concat!(
-        "WITH l AS (SELECT job_id FROM jobs j WHERE status = 'pending'
+        "WITH l AS (SELECT job_id FROM jobs j WHERE status = 'pending' AND deps_waiting = 0
                       AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.sent_at IS NULL AND o.job_id = j.job_id)
                     ORDER BY job_id FOR NO KEY UPDATE SKIP LOCKED)",
         mark_locked_queued!()
@@ -209,7 +214,12 @@ pub async fn transition(
         )
         .await?;
     match row {
-        Some(row) => from_row(&row),
+        Some(row) => {
+            if to.is_terminal() {
+                deps::release(client, &[job_id]).await?;
+            }
+            from_row(&row)
+        }
         None => {
             let current = get(client, job_id).await?;
             Err(refused_transition(current.status, to, "Job", job_id.to_string()))

@@ -40,8 +40,9 @@ pub async fn submit(
 
 /// Submits several jobs all-or-nothing under the same rules as [`submit`]:
 /// one user lock, idempotency per job (also between jobs of the batch), and
-/// the quota checked for the whole batch. The result has one entry per
-/// input, in order. The caller commits.
+/// the quota checked for the whole batch. Jobs with dependencies are held
+/// back (no dispatch) until those finish (`deps::attach`). The result has
+/// one entry per input, in order. The caller commits.
 pub async fn submit_batch(
     tx: &Transaction<'_>,
     user_id: Uuid,
@@ -58,9 +59,19 @@ pub async fn submit_batch(
         .collect();
     check_submit_quota(tx, user_id, &fresh, quota).await?;
     let inserted = insert_many(tx, user_id, &fresh).await?;
-    let out = answer_batch(tx, user_id, news, plan, inserted).await?;
-    let fresh_jobs: Vec<&Job> = out.iter().filter(|s| s.created).map(|s| &s.job).collect();
+    let mut out = answer_batch(tx, user_id, news, plan, inserted).await?;
+    let mut held = super::deps::attach(tx, user_id, news, &out).await?;
+    let fresh_jobs: Vec<&Job> = out
+        .iter()
+        .filter(|s| s.created && !held.contains_key(&s.job.job_id))
+        .map(|s| &s.job)
+        .collect();
     enqueue_dispatch_many(tx, &fresh_jobs, 0).await?;
+    for s in out.iter_mut().filter(|s| s.created) {
+        if let Some(job) = held.remove(&s.job.job_id) {
+            s.job = job;
+        }
+    }
     Ok(out)
 }
 
