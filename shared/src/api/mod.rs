@@ -33,7 +33,7 @@ pub mod workers;
 pub use agents::{
     AgentCredential, BrokerLogin, ClaimBatchRequest, ClaimBatchResponse, ClaimDecision, ClaimRequest,
     ClaimResponse, CredentialList, CredentialRequest, IssuedCredential, RegisterRequest, Registration,
-    ShardClaim, ShardWork, MAX_CLAIMS_PER_REQUEST,
+    ShardClaim, ShardWork, WorkClass, WorkClasses, MAX_CLAIMS_PER_REQUEST,
 };
 pub use auth::{
     CreateUserRequest, LoginRequest, Me, TokenResponse, UpdateUserRequest, UserAccount, UserList,
