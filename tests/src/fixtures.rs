@@ -33,6 +33,8 @@ pub fn new_job(description: &str) -> controller::models::NewJob {
         idempotency_key: None,
         labels: Default::default(),
         limits: Default::default(),
+        pool: "default".to_owned(),
+        selector: Default::default(),
     }
 }
 
@@ -68,6 +70,7 @@ pub fn new_worker(id: &str) -> controller::models::NewWorker {
         version: "test".to_owned(),
         resources: Default::default(),
         isolation: None,
+        pools: vec!["default".to_owned()],
     }
 }
 

@@ -343,6 +343,12 @@ impl TestApp {
     pub async fn post_output(&self, token: &str, body: &Value) -> Reply {
         self.write("/api/agents/output", token, Some(body)).await
     }
+
+    /// `GET /api/agents/{worker_id}/classes`.
+    pub async fn agent_classes(&self, token: &str, worker_id: &str) -> Reply {
+        self.read(&format!("/api/agents/{worker_id}/classes"), token)
+            .await
+    }
 }
 
 /// `/api/schedules*`.

@@ -447,6 +447,7 @@ fn body_for(path: &str, targets: &Targets) -> Option<Value> {
             version: "forged".into(),
             resources: Default::default(),
             isolation: None,
+            pools: Vec::new(),
         }),
         _ => return None,
     };
