@@ -2,7 +2,7 @@
 //! and a selector, see `orchestrator_shared::pools`) into queues of their
 //! own; the controller knows which classes exist and which of them this
 //! agent's pools and labels match, so the agent asks it now and then
-//! (`GET /api/agents/{worker_id}/classes`) and the broker session consumes
+//! (`GET /api/agents/classes`) and the broker session consumes
 //! every queue named in the answer. A class first submitted while the
 //! agent runs thus reaches it within one `--classes-poll-ms`.
 
@@ -44,7 +44,7 @@ pub(crate) async fn poll(state: Arc<State>) {
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        match state.client.classes(state.worker_id()).await {
+        match state.client.classes().await {
             Ok(answer) => {
                 let wanted = queues(&state.topology, &answer);
                 state.queues.send_if_modified(|current| {

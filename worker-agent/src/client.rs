@@ -189,11 +189,10 @@ impl ControllerClient {
         self.send(Method::POST, "/api/agents/output", Some(body)).await
     }
 
-    /// `GET /api/agents/{worker_id}/classes`: the job classes (pools and
-    /// selectors) whose queues this agent should consume now.
-    pub async fn classes(&self, worker_id: &str) -> Result<WorkClasses, ClientError> {
-        let path = format!("/api/agents/{worker_id}/classes");
-        self.send(Method::GET, &path, None::<&()>).await
+    /// `GET /api/agents/classes`: the job classes (pools and selectors)
+    /// whose queues this agent (its credential's worker) should consume now.
+    pub async fn classes(&self) -> Result<WorkClasses, ClientError> {
+        self.send(Method::GET, "/api/agents/classes", None::<&()>).await
     }
 
     /// Sends `method` to `path` (with `body` as JSON, if any) to the

@@ -159,16 +159,16 @@ pub async fn register(
 
 /// The job classes whose queues the credential's worker should consume
 /// (see `db::pools::worker_classes`); agents poll it to learn of classes
-/// submitted after they started. Another worker's is a 403.
-#[utoipa::path(get, path = "/api/agents/{worker_id}/classes", tag = "agents", security(("bearer" = [])),
-    params(("worker_id" = String, Path, description = "the credential's own worker")),
+/// submitted after they started. The worker is the one the credential
+/// names; a user's token is a 403.
+#[utoipa::path(get, path = "/api/agents/classes", tag = "agents", security(("bearer" = [])),
     responses((status = 200, body = WorkClasses),
-              (status = 403, body = super::error::ErrorBody, description = "the credential names another worker")))]
+              (status = 403, body = super::error::ErrorBody, description = "not an agent credential")))]
 pub async fn classes(
     State(state): State<AppState>,
     principal: Principal,
-    ApiPath(worker_id): ApiPath<String>,
 ) -> Result<Json<WorkClasses>, ApiError> {
+    let worker_id = principal.worker_id.clone().unwrap_or_default();
     principal.act_as(&worker_id)?;
     let client = state.db.client().await?;
     let classes = pools::worker_classes(&client, &worker_id).await?;

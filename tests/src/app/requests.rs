@@ -344,10 +344,9 @@ impl TestApp {
         self.write("/api/agents/output", token, Some(body)).await
     }
 
-    /// `GET /api/agents/{worker_id}/classes`.
-    pub async fn agent_classes(&self, token: &str, worker_id: &str) -> Reply {
-        self.read(&format!("/api/agents/{worker_id}/classes"), token)
-            .await
+    /// `GET /api/agents/classes` (the credential's own worker's).
+    pub async fn agent_classes(&self, token: &str) -> Reply {
+        self.read("/api/agents/classes", token).await
     }
 }
 
