@@ -447,6 +447,9 @@ pub struct AllocateArgs {
         )
     )]
     pub ttl: Option<i64>,
+    /// Workers of this pool only (its per-pool quota applies).
+    #[arg(long, value_name = "POOL")]
+    pub pool: Option<String>,
 }
 
 /// `logs`: which job and shard, and whether to follow.

@@ -435,6 +435,7 @@ mod tests {
             status: AllocationStatus::Active,
             created_at: fixtures::at(),
             released_at: None,
+            pool: None,
         };
         let expected = [
             "allocation_id",
@@ -444,6 +445,7 @@ mod tests {
             "status",
             "created_at",
             "released_at",
+            "pool",
         ];
         assert_eq!(keys(&fields(&allocation)), expected);
         let worker = fields(&fixtures::worker());

@@ -24,3 +24,17 @@ CREATE TABLE job_classes (
     declared_at timestamptz
 );
 CREATE INDEX job_classes_pool ON job_classes (pool) WHERE declared_at IS NOT NULL;
+
+-- Per-pool quotas (resource manager): how many workers of a pool a user
+-- may hold allocated. No row: only the user's overall max_workers limits
+-- it. An allocation may name a pool (its workers are of that pool);
+-- existing ones name none (any live workers), as before.
+CREATE TABLE pool_quotas (
+    user_id     uuid NOT NULL REFERENCES users (user_id) ON DELETE CASCADE,
+    pool        text NOT NULL CHECK (pool ~ '^[a-z0-9][a-z0-9_-]{0,62}$'),
+    max_workers integer NOT NULL CHECK (max_workers >= 0),
+    PRIMARY KEY (user_id, pool)
+);
+ALTER TABLE allocations ADD COLUMN pool text
+    CHECK (pool IS NULL OR pool ~ '^[a-z0-9][a-z0-9_-]{0,62}$');
+CREATE INDEX allocations_pool_active ON allocations (pool) WHERE status = 'active' AND pool IS NOT NULL;

@@ -213,7 +213,7 @@ pub struct WorkClass {
     pub selector: Labels,
 }
 
-/// `GET /api/agents/{worker_id}/classes` answer: every job class whose
+/// `GET /api/agents/classes` answer: every job class whose
 /// queue the worker should consume now. Agents poll it, so a class first
 /// submitted after they started reaches them within a poll.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -48,7 +48,8 @@ pub use output::{
     OutputSseEvent, OutputStored, OutputStream, OutputStreamEvent, StreamQuery,
 };
 pub use resources::{
-    AllocateRequest, Allocation, AllocationStatus, Quota, QuotaView, ReleaseRequest, UsageView, UserUsage,
+    AllocateRequest, Allocation, AllocationStatus, PoolQuotaView, Quota, QuotaView, ReleaseRequest,
+    UsageView, UserUsage,
 };
 pub use schedules::{
     Cadence, CreateScheduleRequest, Overlap, RunOutcome, Schedule, ScheduleDetail, ScheduleList, ScheduleRun,

@@ -4,7 +4,9 @@
 //! told to consume; a claim from a worker that does not match refused; and
 //! a queued job no live agent matches says why.
 
-use super::helpers::{assert_body_invalid, assert_job_shape, assert_worker_shape, body_validation_items};
+use super::helpers::{
+    admin_user, assert_body_invalid, assert_job_shape, assert_worker_shape, body_validation_items,
+};
 use integration_tests::{spawn_app, TestApp};
 use orchestrator_shared::api::WorkClasses;
 use serde_json::{json, Value};
@@ -169,10 +171,10 @@ async fn workers_show_their_pools_and_labels_and_bad_pools_are_refused() {
     app.stop().await;
 }
 
-/// `worker`'s classes are exactly pool `gpu` without a selector and with
+/// The classes of `token`'s worker are exactly pool `gpu` without a selector and with
 /// `zone=a`, routed under `job.gpu…`.
-async fn assert_gpu_classes(app: &TestApp, token: &str, worker: &str) {
-    let r = app.agent_classes(token, worker).await;
+async fn assert_gpu_classes(app: &TestApp, token: &str) {
+    let r = app.agent_classes(token).await;
     assert_eq!(r.status, 200, "{}", r.text);
     let classes: WorkClasses =
         serde_json::from_value(r.json.clone()).unwrap_or_else(|e| panic!("{e}: {}", r.text));
@@ -214,16 +216,16 @@ async fn an_agent_is_told_only_the_classes_it_matches_and_a_queued_job_says_why_
         let job = wait_job(&app, id, |j| j["status"] == "queued").await;
         assert!(job["waiting_for"].is_null(), "a live agent matches: {job}");
     }
-    assert_gpu_classes(&app, &a, "c-gpu-a").await;
-    let r = app.agent_classes(&d, "c-default").await;
+    assert_gpu_classes(&app, &a).await;
+    let r = app.agent_classes(&d).await;
     assert_eq!(
         r.json,
         json!({"classes": [{"routing_key": "job", "pool": "default", "selector": {}}]})
     );
     assert_eq!(
-        app.agent_classes(&d, "c-gpu-a").await.status,
+        app.agent_classes(&app.admin_token).await.status,
         403,
-        "another worker's"
+        "a user's token"
     );
     app.stop().await;
 }
@@ -268,5 +270,55 @@ async fn a_claim_from_a_worker_outside_the_jobs_pool_or_selector_is_refused_and_
     assert_eq!(r.json["decision"], "run", "{}", r.text);
     let running = app.get_job(&app.admin_token, job).await;
     assert_eq!(running.json["assigned_workers"], json!(["r-gpu-a"]));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_per_pool_quota_limits_the_workers_of_that_pool_a_user_may_allocate() {
+    let app = spawn_app().await;
+    for id in ["q-gpu-1", "q-gpu-2"] {
+        agent(&app, id, json!({"pools": ["gpu"]})).await;
+    }
+    agent(&app, "q-default", json!({})).await;
+    let admin = admin_user(&app).await.user_id;
+    let client = app.db.client().await.unwrap_or_else(|e| panic!("{e}"));
+    controller::db::pools::set_quota(&client, admin, "gpu", 1)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let quota = app.quotas(&app.admin_token).await;
+    assert_eq!(
+        quota.json["pools"],
+        json!([{"pool": "gpu", "max_workers": 1, "allocated_workers": 0, "available_workers": 1}])
+    );
+    let r = app
+        .allocate(&app.admin_token, &json!({"workers": 2, "pool": "gpu"}))
+        .await;
+    assert_eq!(r.status, 409, "{}", r.text);
+    assert!(r.text.contains("max_workers of pool gpu is 1"), "{}", r.text);
+    let r = app
+        .allocate(&app.admin_token, &json!({"workers": 1, "pool": "gpu"}))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.json["pool"], "gpu");
+    let again = app
+        .allocate(&app.admin_token, &json!({"workers": 1, "pool": "gpu"}))
+        .await;
+    assert_eq!(again.status, 409, "the pool's quota is used: {}", again.text);
+    // Beyond the gpu pool, the overall quota still applies as before.
+    let any = app.allocate(&app.admin_token, &json!({"workers": 1})).await;
+    assert_eq!(any.status, 201, "{}", any.text);
+    assert!(any.json["pool"].is_null(), "{}", any.text);
+    let none = app
+        .allocate(&app.admin_token, &json!({"workers": 1, "pool": "cpu"}))
+        .await;
+    assert_eq!(none.status, 409, "no worker of pool cpu: {}", none.text);
+    assert_body_invalid(
+        &app.allocate(&app.admin_token, &json!({"workers": 1, "pool": "GPU"}))
+            .await,
+        "pool",
+    );
+    let quota = app.quotas(&app.admin_token).await;
+    assert_eq!(quota.json["pools"][0]["allocated_workers"], 1, "{}", quota.text);
+    assert_eq!(quota.json["pools"][0]["available_workers"], 0, "{}", quota.text);
     app.stop().await;
 }
