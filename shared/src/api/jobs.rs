@@ -282,7 +282,10 @@ pub struct SubmitRequest {
     /// The pool of agents that may run it (1..=63 characters: lowercase
     /// letters, digits, `-`, `_`); absent: `default`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(value_type = String, default = "default", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(default = "default", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")
+    )]
     pub pool: Option<String>,
     /// Labels an agent must carry to run it (`{"zone": "eu-1"}`): at most
     /// 16 pairs, see the contract for the characters allowed.

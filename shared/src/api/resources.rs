@@ -84,7 +84,7 @@ pub struct AllocateRequest {
     /// Workers of this pool only (its per-pool quota applies); absent:
     /// any live workers, as before pools.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(value_type = String, pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"))]
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"))]
     pub pool: Option<String>,
 }
 
