@@ -344,6 +344,12 @@ pub struct SubmitArgs {
     /// A label, `key=value`; repeatable.
     #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
     pub labels: Vec<(String, String)>,
+    /// The pool of agents that may run it (server default `default`).
+    #[arg(long, value_name = "POOL")]
+    pub pool: Option<String>,
+    /// A label an agent must carry to run it, `key=value`; repeatable.
+    #[arg(long = "selector", value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub selector: Vec<(String, String)>,
     /// Memory limit of each shard, in MiB.
     #[arg(
         long,
@@ -449,6 +455,9 @@ pub struct AllocateArgs {
         )
     )]
     pub ttl: Option<i64>,
+    /// Workers of this pool only (its per-pool quota applies).
+    #[arg(long, value_name = "POOL")]
+    pub pool: Option<String>,
 }
 
 /// `logs`: which job and shard, and whether to follow.

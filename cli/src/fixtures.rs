@@ -34,6 +34,8 @@ pub fn job(status: JobStatus) -> Job {
         waiting_for: None,
         limits: Default::default(),
         schedule_id: None,
+        pool: "default".into(),
+        selector: Default::default(),
     }
 }
 
@@ -52,6 +54,7 @@ pub fn worker() -> Worker {
         generation: 1,
         resources: Default::default(),
         isolation: None,
+        pools: vec!["default".into()],
     }
 }
 

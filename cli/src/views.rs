@@ -41,7 +41,18 @@ pub const WORKER_COLUMNS: &[Column<Worker>] = &[
     ("LAST_HEARTBEAT", |w| time(&w.last_heartbeat_at)),
     ("RESOURCES", |w| resources(&w.resources)),
     ("ISOLATION", |w| isolation(w.isolation.as_ref())),
+    ("POOLS", |w| w.pools.join(",")),
+    ("LABELS", |w| labels(&w.labels)),
 ];
+
+/// Labels as `k=v,k=v`, `-` when there are none.
+fn labels(labels: &orchestrator_shared::api::Labels) -> String {
+    if labels.is_empty() {
+        EMPTY.to_owned()
+    } else {
+        orchestrator_shared::pools::selector_text(labels)
+    }
+}
 
 /// Columns of the per-user usage.
 pub const USAGE_COLUMNS: &[Column<UserUsage>] = &[
@@ -119,6 +130,18 @@ pub fn job(job: &Job) -> String {
     let mut value = serde_json::to_value(job).unwrap_or(Value::Null);
     if let Some(map) = value.as_object_mut() {
         map.retain(|key, v| !(UNLESS_SET_KEYS.contains(&key.as_str()) && v.is_null()));
+        // Placement only when it is not the default (any agent of the
+        // default pool), as before pools existed.
+        if map.get("pool").and_then(Value::as_str) == Some(orchestrator_shared::pools::DEFAULT_POOL) {
+            map.remove("pool");
+        }
+        if map
+            .get("selector")
+            .and_then(Value::as_object)
+            .is_some_and(serde_json::Map::is_empty)
+        {
+            map.remove("selector");
+        }
     }
     key_values(&value)
 }
@@ -247,8 +270,16 @@ mod tests {
         let row = text.lines().nth(1).unwrap_or_default();
         assert_eq!(
             row,
-            "w1         idle    host-1  2         0        0.1.0    2026-11-05T10:00:00Z  -          unknown (not reported)"
+            "w1         idle    host-1  2         0        0.1.0    2026-11-05T10:00:00Z  -          unknown (not reported)  default  -"
         );
+        let gpu = Worker {
+            pools: vec!["gpu".into(), "default".into()],
+            labels: [("zone".to_owned(), "a".to_owned())].into(),
+            ..fixtures::worker()
+        };
+        let text = list_of(&[gpu], WORKER_COLUMNS, "no workers");
+        let row = text.lines().nth(1).unwrap_or_default();
+        assert!(row.ends_with("gpu,default  zone=a"), "{row}");
     }
 
     #[test]
@@ -295,12 +326,12 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.ends_with("\nisolation:         OFF (no per-job cgroup)"),
+            text.ends_with("\nisolation:         OFF (no per-job cgroup)\npools:             default"),
             "{text}"
         );
         let row = list_of(&[w], WORKER_COLUMNS, "no workers");
         assert!(
-            row.ends_with("memory 2048 MB, cpu 1.5  OFF (no per-job cgroup)"),
+            row.ends_with("memory 2048 MB, cpu 1.5  OFF (no per-job cgroup)  default  -"),
             "{row}"
         );
         assert_eq!(resources(&Resources::default()), "-");
@@ -312,9 +343,19 @@ mod tests {
         assert_eq!(
             job(&plain),
             fields(&plain).replace(
-                "\nmemory_mb:        -\ncpu:              -\nmax_pids:         -\nschedule_id:      -",
+                "\nmemory_mb:        -\ncpu:              -\nmax_pids:         -\nschedule_id:      -\npool:             default\nselector:         -",
                 ""
             )
+        );
+        let placed = Job {
+            pool: "gpu".into(),
+            selector: [("zone".into(), "a".into())].into(),
+            ..plain.clone()
+        };
+        assert!(
+            job(&placed).ends_with("\npool:             gpu\nselector:         zone=a"),
+            "{}",
+            job(&placed)
         );
         assert!(job(&plain).ends_with("\nwaiting_for:      -"), "{}", job(&plain));
         let limited = Job {
@@ -364,13 +405,17 @@ mod tests {
             "cpu",
             "max_pids",
             "schedule_id",
+            "pool",
+            "selector",
         ];
         assert_eq!(keys(&text), contract);
         assert!(text.contains("\nstatus:           running\n"), "{text}");
         assert!(text.contains("\ncommand:          sh -c 'echo hi'\n"), "{text}");
         assert!(text.contains("\nlabels:           env=dev team=ml\n"), "{text}");
         assert!(
-            text.ends_with("\nmax_pids:         -\nschedule_id:      -"),
+            text.ends_with(
+                "\nmax_pids:         -\nschedule_id:      -\npool:             default\nselector:         -"
+            ),
             "{text}"
         );
         assert!(
@@ -390,6 +435,7 @@ mod tests {
             status: AllocationStatus::Active,
             created_at: fixtures::at(),
             released_at: None,
+            pool: None,
         };
         let expected = [
             "allocation_id",
@@ -399,6 +445,7 @@ mod tests {
             "status",
             "created_at",
             "released_at",
+            "pool",
         ];
         assert_eq!(keys(&fields(&allocation)), expected);
         let worker = fields(&fixtures::worker());

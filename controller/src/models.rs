@@ -55,6 +55,14 @@ pub struct NewWorker {
     /// the report.
     #[serde(default)]
     pub isolation: Option<Isolation>,
+    /// The pools it serves (never empty: `default` when it named none).
+    #[serde(default = "default_pools")]
+    pub pools: Vec<String>,
+}
+
+/// The pools of an agent that names none.
+fn default_pools() -> Vec<String> {
+    vec![orchestrator_shared::pools::default_pool()]
 }
 
 /// A validated submission (the API checks ranges before building one).
@@ -91,4 +99,15 @@ pub struct NewJob {
     /// of the serialised form when false, as `depends_on`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub run_on_failure: bool,
+    /// The pool of agents that may run it. Left out of the serialised form
+    /// when it is `default`, so the idempotency hash of a submission that
+    /// names no pool is the one stored before pools existed.
+    #[serde(
+        default = "orchestrator_shared::pools::default_pool",
+        skip_serializing_if = "orchestrator_shared::pools::is_default_pool_ref"
+    )]
+    pub pool: String,
+    /// Labels an agent must carry to run it (left out when empty, as `pool`).
+    #[serde(default, skip_serializing_if = "Labels::is_empty")]
+    pub selector: Labels,
 }

@@ -88,6 +88,9 @@ pub enum TopologyError {
     /// A name is longer than AMQP allows (255 bytes).
     #[error("broker name too long: {0}")]
     NameTooLong(String),
+    /// A work routing key that names no job class.
+    #[error("routing key names no job class: {0}")]
+    NotAClass(String),
 }
 
 fn name(s: String) -> Result<ShortString, TopologyError> {
@@ -129,19 +132,32 @@ pub async fn declare(ch: &Channel, t: &Topology) -> Result<(), TopologyError> {
     bind(ch, t.dead_letter_queue(), t.dead_letter_exchange(), "").await?;
 
     exchange(ch, t.exchange(WORK_EXCHANGE), ExchangeKind::Direct).await?;
+    declare_class_queue(ch, t, WORK_ROUTING_KEY).await?;
+
+    exchange(ch, t.exchange(CONTROL_EXCHANGE), ExchangeKind::Direct).await?;
+    exchange(ch, t.events_exchange(), ExchangeKind::Direct).await?;
+    queue(ch, t.events_queue(), FieldTable::default()).await?;
+    bind(ch, t.events_queue(), t.events_exchange(), EVENTS_ROUTING_KEY).await
+}
+
+/// Declares the durable queue of the job class routed by `routing_key`
+/// (see [`crate::pools`]) and binds it to the work exchange under that key.
+/// Every class queue has the arguments of the original jobs queue (which
+/// is the default class's): priorities up to [`MAX_PRIORITY`] and dead
+/// letters into `dlx`, so priorities, dead-lettering and redelivery work
+/// alike in every pool.
+pub async fn declare_class_queue(ch: &Channel, t: &Topology, routing_key: &str) -> Result<(), TopologyError> {
+    let q = t
+        .class_queue(routing_key)
+        .ok_or_else(|| TopologyError::NotAClass(routing_key.to_owned()))?;
     let mut args = FieldTable::default();
     args.insert("x-max-priority".into(), AMQPValue::ShortShortUInt(MAX_PRIORITY));
     args.insert(
         "x-dead-letter-exchange".into(),
         AMQPValue::LongString(t.dead_letter_exchange().into()),
     );
-    queue(ch, t.jobs_queue(), args).await?;
-    bind(ch, t.jobs_queue(), t.exchange(WORK_EXCHANGE), WORK_ROUTING_KEY).await?;
-
-    exchange(ch, t.exchange(CONTROL_EXCHANGE), ExchangeKind::Direct).await?;
-    exchange(ch, t.events_exchange(), ExchangeKind::Direct).await?;
-    queue(ch, t.events_queue(), FieldTable::default()).await?;
-    bind(ch, t.events_queue(), t.events_exchange(), EVENTS_ROUTING_KEY).await
+    queue(ch, q.clone(), args).await?;
+    bind(ch, q, t.exchange(WORK_EXCHANGE), routing_key).await
 }
 
 /// Declares one agent's durable control queue, bound to the control

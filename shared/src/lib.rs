@@ -12,6 +12,8 @@
 //! - [`validate`]: shared input rules (worker ids).
 //! - [`secret`]: a string that never prints.
 //! - [`messages`]: what travels through the broker.
+//! - [`pools`]: worker pools, label selectors, and the job class (broker
+//!   queue) each pair of them routes to.
 //! - [`backoff`]: the capped exponential retry rhythm of both daemons.
 //! - [`replicas`]: lists of controller URLs, and the one rule of which
 //!   failures move the agent and the CLI to the next replica.
@@ -26,6 +28,7 @@ pub mod backoff;
 #[cfg(feature = "broker")]
 pub mod broker;
 pub mod messages;
+pub mod pools;
 pub mod replicas;
 #[cfg(feature = "runtime")]
 pub mod runtime;

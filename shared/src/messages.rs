@@ -47,6 +47,14 @@ impl Topology {
         format!("{}.jobs", self.prefix)
     }
 
+    /// The queue of the job class whose work routing key is `routing_key`
+    /// (see [`crate::pools::JobClass::routing_key`]): [`Self::jobs_queue`]
+    /// for the default class, `<prefix>.jobs.<pool>[.<selector hash>]`
+    /// otherwise; `None` for a key that names no class.
+    pub fn class_queue(&self, routing_key: &str) -> Option<String> {
+        crate::pools::class_queue_suffix(routing_key).map(|suffix| format!("{}{suffix}", self.jobs_queue()))
+    }
+
     /// Exchange that receives messages agents reject as unprocessable.
     pub fn dead_letter_exchange(&self) -> String {
         format!("{}.dlx", self.prefix)
@@ -393,6 +401,9 @@ mod tests {
         assert_eq!(t.control_queue("w-1"), "t1.control.w-1");
         assert_eq!(t.events_queue(), "t1.events");
         assert_eq!(t.agent_user("w-1"), "t1.agent.w-1");
+        assert_eq!(t.class_queue(WORK_ROUTING_KEY).as_deref(), Some("t1.jobs"));
+        assert_eq!(t.class_queue("job.gpu").as_deref(), Some("t1.jobs.gpu"));
+        assert_eq!(t.class_queue("control"), None);
     }
 
     #[test]

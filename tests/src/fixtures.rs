@@ -35,6 +35,8 @@ pub fn new_job(description: &str) -> controller::models::NewJob {
         limits: Default::default(),
         depends_on: Vec::new(),
         run_on_failure: false,
+        pool: "default".to_owned(),
+        selector: Default::default(),
     }
 }
 
@@ -70,6 +72,7 @@ pub fn new_worker(id: &str) -> controller::models::NewWorker {
         version: "test".to_owned(),
         resources: Default::default(),
         isolation: None,
+        pools: vec!["default".to_owned()],
     }
 }
 

@@ -527,6 +527,7 @@ async fn allocate(
         workers,
         job_id: None,
         ttl_seconds: 600,
+        pool: None,
     };
     let a = allocations::allocate(&tx, user, req, quota).await?;
     tx.commit().await?;

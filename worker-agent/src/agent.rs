@@ -26,6 +26,7 @@ fn registration(state: &State) -> RegisterRequest {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         resources: state.config.offered(),
         isolation: Some(state.limits.sandbox.report().clone()),
+        pools: state.config.pools.clone(),
     }
 }
 
@@ -113,6 +114,7 @@ pub async fn run(
     let supervisor = tokio::spawn(session::supervise(Arc::clone(&state), closed));
     let _supervisor_guard = AbortOnDrop(supervisor.abort_handle());
     let heartbeat = AbortOnDrop(tokio::spawn(heartbeat(Arc::clone(&state))).abort_handle());
+    let _classes = AbortOnDrop(tokio::spawn(crate::classes::poll(Arc::clone(&state))).abort_handle());
     let mut stopping = state.stopping.subscribe();
     tokio::select! {
         () = &mut shutdown => tracing::info!("shutdown requested: draining"),

@@ -16,10 +16,11 @@
 use crate::config::{ControllerUrls, Secret};
 use orchestrator_shared::api::{
     ClaimBatchRequest, ClaimBatchResponse, ClaimRequest, ClaimResponse, OutputChunk, OutputStored,
-    RegisterRequest, Registration,
+    RegisterRequest, Registration, WorkClasses,
 };
 use orchestrator_shared::replicas::{self, Failover, Preferred};
 use orchestrator_shared::tls::{tls_failure, CaBundle, TlsFailure};
+use reqwest::Method;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
@@ -169,35 +170,42 @@ impl ControllerClient {
     /// worker, whose generation and status the agent starts from, and the
     /// agent's own broker login (if the controller gives agents one).
     pub async fn register(&self, body: &RegisterRequest) -> Result<Registration, ClientError> {
-        self.post("/api/agents/register", body).await
+        self.send(Method::POST, "/api/agents/register", Some(body)).await
     }
 
     /// `POST /api/agents/claim`: may this agent run this shard now?
     pub async fn claim(&self, body: &ClaimRequest) -> Result<ClaimResponse, ClientError> {
-        self.post("/api/agents/claim", body).await
+        self.send(Method::POST, "/api/agents/claim", Some(body)).await
     }
 
     /// `POST /api/agents/claims`: several claims in one request, answered
     /// in order.
     pub async fn claim_batch(&self, body: &ClaimBatchRequest) -> Result<ClaimBatchResponse, ClientError> {
-        self.post("/api/agents/claims", body).await
+        self.send(Method::POST, "/api/agents/claims", Some(body)).await
     }
 
     /// `POST /api/agents/output`: a piece of a running shard's output.
     pub async fn post_output(&self, body: &OutputChunk) -> Result<OutputStored, ClientError> {
-        self.post("/api/agents/output", body).await
+        self.send(Method::POST, "/api/agents/output", Some(body)).await
     }
 
-    /// Posts `body` to `path` of the replica in use, or of the next ones
-    /// when it cannot be reached (see the module's doc), and logs a move.
-    async fn post<B, R>(&self, path: &str, body: &B) -> Result<R, ClientError>
+    /// `GET /api/agents/classes`: the job classes (pools and selectors)
+    /// whose queues this agent (its credential's worker) should consume now.
+    pub async fn classes(&self) -> Result<WorkClasses, ClientError> {
+        self.send(Method::GET, "/api/agents/classes", None::<&()>).await
+    }
+
+    /// Sends `method` to `path` (with `body` as JSON, if any) to the
+    /// replica in use, or to the next ones when it cannot be reached (see
+    /// the module's doc), and logs a move.
+    async fn send<B, R>(&self, method: Method, path: &str, body: Option<&B>) -> Result<R, ClientError>
     where
         B: serde::Serialize + ?Sized,
         R: serde::de::DeserializeOwned,
     {
         let sent = replicas::send(
             &self.preferred,
-            |i| self.post_to(i, path, body),
+            |i| self.send_to(i, method.clone(), path, body),
             ClientError::failover,
         )
         .await;
@@ -212,17 +220,26 @@ impl ControllerClient {
         sent.result
     }
 
-    /// Posts `body` to `path` of replica `i`.
-    async fn post_to<B, R>(&self, i: usize, path: &str, body: &B) -> Result<R, ClientError>
+    /// Sends `method` to `path` of replica `i`, with `body` as JSON if any.
+    async fn send_to<B, R>(
+        &self,
+        i: usize,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<R, ClientError>
     where
         B: serde::Serialize + ?Sized,
         R: serde::de::DeserializeOwned,
     {
-        let response = self
+        let mut request = self
             .http
-            .post(format!("{}{path}", nth(&self.bases, i)))
-            .bearer_auth(self.token.expose())
-            .json(body)
+            .request(method, format!("{}{path}", nth(&self.bases, i)))
+            .bearer_auth(self.token.expose());
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request
             .send()
             .await
             .map_err(|e| transport_error(nth(&self.shown, i), e))?;

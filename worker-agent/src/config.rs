@@ -237,6 +237,24 @@ pub struct AgentConfig {
     /// CPUs this agent offers its jobs in all. Default: the CPUs it may use.
     #[arg(long, env = "AGENT_CPU", value_parser = parse_cpu)]
     pub cpu: Option<f64>,
+    /// A pool this agent serves (repeatable; default: `default`). It takes
+    /// only jobs of its pools whose selector its `--label`s satisfy.
+    #[arg(long = "pool", env = "AGENT_POOL", value_delimiter = ',', value_parser = parse_pool)]
+    pub pools: Vec<String>,
+    /// How often, in milliseconds, the agent asks the controller which job
+    /// classes (pool and selector) it should consume: a class first
+    /// submitted after the agent started reaches it within this time.
+    #[arg(long = "classes-poll-ms", env = "AGENT_CLASSES_POLL_MS", default_value = "2000", value_parser = positive_millis)]
+    pub classes_poll: Duration,
+}
+
+/// A pool name by the pools rule (`orchestrator_shared::pools`).
+fn parse_pool(s: &str) -> Result<String, String> {
+    if orchestrator_shared::pools::is_valid_pool(s) {
+        Ok(s.to_owned())
+    } else {
+        Err(format!("pool {s:?} {}", orchestrator_shared::pools::POOL_RULE))
+    }
 }
 
 impl AgentConfig {
@@ -424,6 +442,25 @@ mod tests {
         assert!(c.stream_output);
         assert_eq!((c.output_flush_ms, c.output_cap_bytes), (200, 16 * 1024 * 1024));
         assert!(c.labels.is_empty());
+    }
+
+    #[test]
+    fn pools_are_repeatable_and_checked() {
+        let base = ["worker-agent", "--agent-token=t", "--worker-id=w"];
+        let c = AgentConfig::try_parse_from(base).unwrap();
+        assert!(c.pools.is_empty(), "no flag: the controller's default pool");
+        assert_eq!(c.classes_poll, Duration::from_secs(2));
+        let c = AgentConfig::try_parse_from(base.iter().copied().chain([
+            "--pool=gpu",
+            "--pool",
+            "default,big_1",
+        ]))
+        .unwrap();
+        assert_eq!(c.pools, ["gpu", "default", "big_1"]);
+        for bad in ["--pool=GPU", "--pool=a.b", "--pool="] {
+            let args = base.iter().copied().chain([bad]);
+            assert!(AgentConfig::try_parse_from(args).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -24,6 +24,8 @@
 //!   whichever connection is current.
 //! - `client`: the controller's HTTP agent API (register, claim).
 //! - `claims`: claims gathered into batches, one request for many.
+//! - `classes`: which job queues (pools and selectors) to consume, asked
+//!   of the controller now and then.
 //! - `output`: a shard's output sent to the controller while it runs.
 //! - `retry`: a request to the controller retried for a bounded time.
 //! - [`runner`]: one child process: working directory, stdin, output tails,
@@ -37,6 +39,7 @@
 
 mod agent;
 mod claims;
+mod classes;
 mod client;
 pub mod config;
 mod control;

@@ -15,6 +15,7 @@ use crate::publisher::Link;
 use crate::state::State;
 use crate::{control, job};
 use anyhow::Context;
+use futures::stream::{BoxStream, SelectAll};
 use futures::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{
@@ -167,13 +168,14 @@ async fn open(state: &State) -> Result<Session, OpenError> {
     };
     let jobs_channel = conn.create_channel().await?;
     let prefetch = u16::try_from(state.config.capacity).unwrap_or(u16::MAX);
-    jobs_channel
-        .basic_qos(prefetch, BasicQosOptions::default())
-        .await?;
+    // Per channel (`global`), so that however many class queues the agent
+    // consumes, it holds at most `capacity` unacknowledged shards.
+    let shared = BasicQosOptions { global: true };
+    jobs_channel.basic_qos(prefetch, shared).await?;
     let jobs = JobsConsumer {
         channel: jobs_channel,
-        queue: short(state.topology.jobs_queue())?,
-        consumer: None,
+        consuming: Vec::new(),
+        deliveries: SelectAll::new(),
     };
     Ok(Session {
         conn,
@@ -273,12 +275,14 @@ async fn run_session(state: &Arc<State>, mut s: Session, close: &mut watch::Rece
 async fn session_loop(state: &Arc<State>, s: &mut Session, close: &mut watch::Receiver<bool>) -> End {
     let mut paused = state.paused.subscribe();
     let mut stopping = state.stopping.subscribe();
+    let mut queues = state.queues.subscribe();
     let mut events = s.conn.events_listener();
     loop {
         tokio::select! {
             _ = close.changed() => return End::Closed,
             _ = paused.changed() => {}
             _ = stopping.changed() => {}
+            _ = queues.changed() => {}
             control = s.control_consumer.next() => match control {
                 Some(Ok(delivery)) => control::handle(state, delivery).await,
                 other => return lost("control consumer", other.and_then(Result::err)),
@@ -311,11 +315,11 @@ fn lost(what: &str, error: Option<impl std::fmt::Display>) -> End {
 /// briefly tries (the connection is probably gone already).
 async fn shut(s: Session, end: End) {
     let close = async {
-        if let Some(consumer) = s.jobs.consumer.as_ref() {
+        for (_, tag) in &s.jobs.consuming {
             let _ = s
                 .jobs
                 .channel
-                .basic_cancel(consumer.tag(), BasicCancelOptions::default())
+                .basic_cancel(tag.clone(), BasicCancelOptions::default())
                 .await;
         }
         for channel in [&s.jobs.channel, &s.publish.channel, &s.control] {
@@ -335,58 +339,86 @@ async fn shut(s: Session, end: End) {
     }
 }
 
-/// The jobs queue's consumer, present only while the agent takes work.
+/// One jobs queue's deliveries, then `None` once its consumer ends (the
+/// broker cancelled it, or the channel closed), so the session notices.
+type Deliveries = BoxStream<'static, Option<lapin::Result<Delivery>>>;
+
+/// The consumers of the agent's job queues (one per job class it serves,
+/// see `classes`), all on one channel, present only while it takes work.
 struct JobsConsumer {
-    /// Its own channel, whose prefetch is the agent's capacity.
+    /// Their channel, whose prefetch (shared by all) is the capacity.
     channel: Channel,
-    /// The jobs queue.
-    queue: ShortString,
-    /// The active consumer, if consuming.
-    consumer: Option<Consumer>,
+    /// The queues consumed now, with their consumer tags.
+    consuming: Vec<(String, ShortString)>,
+    /// Every consumer's deliveries, merged.
+    deliveries: SelectAll<Deliveries>,
 }
 
 impl JobsConsumer {
-    /// Starts or stops consuming to match the paused and stopping switches.
+    /// Starts or stops consuming to match the paused and stopping switches,
+    /// and consumes every queue of `state.queues` not consumed yet. Queues
+    /// are only ever added while the agent runs: its pools and labels are
+    /// fixed at start, and a job class, once declared, stays.
     async fn sync(&mut self, state: &State) -> anyhow::Result<()> {
         let wanted = !*state.paused.borrow() && !state.is_stopping();
-        if wanted && self.consumer.is_none() {
-            let tag = consumer_tag(state, "jobs")?;
-            let options = BasicConsumeOptions::default();
-            let consumer = self
-                .channel
-                .basic_consume(self.queue.clone(), tag, options, FieldTable::default())
-                .await
-                .context("consuming the jobs queue")?;
-            tracing::info!("consuming jobs");
-            self.consumer = Some(consumer);
-        } else if !wanted {
-            if let Some(consumer) = self.consumer.take() {
-                self.channel
-                    .basic_cancel(consumer.tag(), BasicCancelOptions::default())
-                    .await
-                    .context("cancelling the jobs consumer")?;
-                tracing::info!("stopped consuming jobs");
-                tokio::spawn(requeue_leftovers(consumer));
+        if wanted {
+            let fresh: Vec<String> = (state.queues.borrow().iter())
+                .filter(|q| !self.consuming.iter().any(|(c, _)| c == *q))
+                .cloned()
+                .collect();
+            for queue in fresh {
+                self.consume(state, queue).await?;
             }
+        } else if !self.consuming.is_empty() {
+            for (_, tag) in std::mem::take(&mut self.consuming) {
+                self.channel
+                    .basic_cancel(tag, BasicCancelOptions::default())
+                    .await
+                    .context("cancelling a jobs consumer")?;
+            }
+            tracing::info!("stopped consuming jobs");
+            tokio::spawn(requeue_leftovers(std::mem::take(&mut self.deliveries)));
         }
-        state.consuming.store(self.consumer.is_some(), Ordering::Relaxed);
+        state.consuming.store(wanted, Ordering::Relaxed);
         Ok(())
     }
 
-    /// The next delivery; never resolves while not consuming.
+    /// Starts consuming `queue`.
+    async fn consume(&mut self, state: &State, queue: String) -> anyhow::Result<()> {
+        let tag = consumer_tag(state, "jobs")?;
+        let consumer = self
+            .channel
+            .basic_consume(
+                short(queue.clone())?,
+                tag.clone(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .with_context(|| format!("consuming the jobs queue {queue}"))?;
+        tracing::info!(queue, "consuming jobs");
+        let ended = futures::stream::once(async { None });
+        self.deliveries.push(consumer.map(Some).chain(ended).boxed());
+        self.consuming.push((queue, tag));
+        Ok(())
+    }
+
+    /// The next delivery (`None`: a consumer ended); never resolves while
+    /// not consuming.
     async fn next(&mut self) -> Option<lapin::Result<Delivery>> {
-        match self.consumer.as_mut() {
-            Some(consumer) => consumer.next().await,
-            None => std::future::pending().await,
+        if self.deliveries.is_empty() {
+            return std::future::pending().await;
         }
+        self.deliveries.next().await.flatten()
     }
 }
 
-/// Gives back what a cancelled consumer had received but not yet handed
-/// out, so paused agents hold no work.
-async fn requeue_leftovers(mut consumer: Consumer) {
+/// Gives back what cancelled consumers had received but not yet handed
+/// out, so paused agents hold no work; done when every one has ended.
+async fn requeue_leftovers(mut deliveries: SelectAll<Deliveries>) {
     let drain = async {
-        while let Some(Ok(delivery)) = consumer.next().await {
+        while let Some(item) = deliveries.next().await {
+            let Some(Ok(delivery)) = item else { continue };
             let requeue = BasicNackOptions {
                 requeue: true,
                 ..Default::default()

@@ -77,6 +77,10 @@ pub struct State {
     /// Job deliveries being handled (claimed, run, reported); the drain
     /// waits for zero.
     in_hand: watch::Sender<usize>,
+    /// The job queues (one per job class of this agent's pools and labels)
+    /// the session consumes while it takes work; `classes::poll` adds the
+    /// ones the controller names.
+    pub queues: watch::Sender<Vec<String>>,
 }
 
 impl State {
@@ -111,6 +115,7 @@ impl State {
             keep_workdirs: config.keep_workdirs,
         };
         let claims = Claims::new(client.clone(), config.worker_id.clone());
+        let queues = watch::channel(crate::classes::initial(&topology, &config.pools)).0;
         let slots = Semaphore::new(usize::try_from(config.capacity).unwrap_or(1).max(1));
         Ok(State {
             config,
@@ -129,6 +134,7 @@ impl State {
             running: Mutex::new(HashMap::new()),
             next_run: AtomicU64::new(0),
             in_hand: watch::channel(0).0,
+            queues,
         })
     }
 

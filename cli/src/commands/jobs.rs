@@ -38,6 +38,8 @@ pub fn submission(args: &SubmitArgs) -> Result<SubmitRequest, UsageError> {
         depends_on: args.depends_on.iter().map(Uuid::to_string).collect(),
         run_on_failure: args.run_on_failure,
         key: None,
+        pool: args.pool.clone(),
+        selector: labels_map(&args.selector)?,
     };
     UsageError::check(&request.problems())?;
     Ok(request)
@@ -331,6 +333,31 @@ mod tests {
         let args = submit_args(&["x", "--cpu", "2000"]).context("parse")?;
         let err = submission(&args).err().map(|e| e.0).unwrap_or_default();
         assert!(err.contains("body.cpu: must be between 0.01 and 1024"), "{err}");
+        Ok(())
+    }
+
+    #[test]
+    fn submit_body_carries_the_pool_and_selector_checked_before_sending() -> Result<()> {
+        let line = [
+            "train",
+            "--pool",
+            "gpu",
+            "--selector",
+            "zone=eu-1",
+            "--selector",
+            "os=linux",
+        ];
+        let expected = json!({"task_description": "train", "pool": "gpu",
+                              "selector": {"zone": "eu-1", "os": "linux"}});
+        assert_eq!(body(&line)?, expected);
+        for bad in [["x", "--pool", "GPU"], ["x", "--selector", "zone=a,b"]] {
+            let args = submit_args(&bad).context("parse")?;
+            let err = submission(&args).err().map(|e| e.0).unwrap_or_default();
+            assert!(
+                err.contains("body.pool") || err.contains("body.selector"),
+                "{err}"
+            );
+        }
         Ok(())
     }
 

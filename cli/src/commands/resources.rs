@@ -22,6 +22,7 @@ pub fn allocation(args: &AllocateArgs) -> Result<AllocateRequest, UsageError> {
         workers: args.workers,
         job_id: args.job_id,
         ttl_seconds: args.ttl,
+        pool: args.pool.clone(),
     };
     UsageError::check(&request.problems())?;
     Ok(request)
@@ -66,6 +67,7 @@ mod tests {
             workers: 3,
             job_id: None,
             ttl: None,
+            pool: None,
         };
         assert_eq!(serde_json::to_value(allocation(&args)?)?, json!({"workers": 3}));
         args.job_id = Some(Uuid::nil());
@@ -74,6 +76,8 @@ mod tests {
             serde_json::to_value(allocation(&args)?)?,
             json!({"workers": 3, "job_id": "00000000-0000-0000-0000-000000000000", "ttl_seconds": 600})
         );
+        args.pool = Some("gpu".into());
+        assert_eq!(serde_json::to_value(allocation(&args)?)?["pool"], "gpu");
         Ok(())
     }
 
@@ -83,6 +87,7 @@ mod tests {
             workers: 0,
             job_id: None,
             ttl: Some(0),
+            pool: None,
         };
         let err = allocation(&args).err().map(|e| e.0).unwrap_or_default();
         assert!(

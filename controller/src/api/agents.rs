@@ -8,7 +8,7 @@ use super::extract::{ApiJson, ApiPath, Principal};
 use super::AppState;
 use crate::auth::agent_credential;
 use crate::db::output::Stored;
-use crate::db::{credentials, flow, output, workers, DbError};
+use crate::db::{credentials, flow, output, pools, workers, DbError};
 use crate::models::NewWorker;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -16,7 +16,7 @@ use axum::Json;
 use orchestrator_shared::api::{
     AgentCredential, ClaimBatchRequest, ClaimBatchResponse, ClaimDecision, ClaimRequest, ClaimResponse,
     CredentialList, CredentialRequest, IssuedCredential, OutputChunk, OutputStored, RegisterRequest,
-    Registration,
+    Registration, WorkClasses,
 };
 use uuid::Uuid;
 
@@ -130,8 +130,9 @@ pub async fn register(
 ) -> Result<Json<Registration>, ApiError> {
     valid(req.problems())?;
     principal.act_as(&req.worker_id)?;
+    let pools = orchestrator_shared::pools::agent_pools(&req.pools);
     let broker = match &state.accounts {
-        Some(accounts) => Some(accounts.provision(&req.worker_id).await?),
+        Some(accounts) => Some(accounts.provision(&req.worker_id, &pools).await?),
         None => None,
     };
     let mut client = state.db.client().await?;
@@ -146,6 +147,7 @@ pub async fn register(
             version: req.version,
             resources: req.resources,
             isolation: req.isolation,
+            pools,
         },
     )
     .await?;
@@ -153,6 +155,24 @@ pub async fn register(
     tracing::info!(worker_id = %worker.worker_id, generation = worker.generation,
         status = %worker.status, own_broker_user = broker.is_some(), "agent registered");
     Ok(Json(Registration { worker, broker }))
+}
+
+/// The job classes whose queues the credential's worker should consume
+/// (see `db::pools::worker_classes`); agents poll it to learn of classes
+/// submitted after they started. The worker is the one the credential
+/// names; a user's token is a 403.
+#[utoipa::path(get, path = "/api/agents/classes", tag = "agents", security(("bearer" = [])),
+    responses((status = 200, body = WorkClasses),
+              (status = 403, body = super::error::ErrorBody, description = "not an agent credential")))]
+pub async fn classes(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Json<WorkClasses>, ApiError> {
+    let worker_id = principal.worker_id.clone().unwrap_or_default();
+    principal.act_as(&worker_id)?;
+    let client = state.db.client().await?;
+    let classes = pools::worker_classes(&client, &worker_id).await?;
+    Ok(Json(WorkClasses { classes }))
 }
 
 /// Asks whether the credential's worker may run a shard it received;

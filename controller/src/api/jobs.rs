@@ -7,7 +7,7 @@ use super::extract::{ApiJson, ApiPath, ApiQuery, Principal};
 use super::supervisor::parse_filter;
 use super::AppState;
 use crate::db::jobs::{self, JobCursor, JobFilter};
-use crate::db::{flow, quotas, DbError};
+use crate::db::{flow, pools, quotas, DbError};
 use crate::models::{Job, NewJob};
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -37,6 +37,7 @@ fn stored(req: SubmitRequest, depends_on: Vec<Dependency>) -> NewJob {
     let narrow = |v: i64| i32::try_from(v).unwrap_or(i32::MAX);
     NewJob {
         limits: req.limits(),
+        pool: req.pool().to_owned(),
         required_workers: narrow(req.required_workers()),
         priority: narrow(req.priority()),
         max_retries: narrow(req.max_retries()),
@@ -45,6 +46,7 @@ fn stored(req: SubmitRequest, depends_on: Vec<Dependency>) -> NewJob {
         command: req.command,
         idempotency_key: req.idempotency_key,
         labels: req.labels,
+        selector: req.selector,
         depends_on,
         run_on_failure: req.run_on_failure,
     }
@@ -149,7 +151,9 @@ pub async fn get_job(
     ApiPath(job_id): ApiPath<Uuid>,
 ) -> Result<Json<Job>, ApiError> {
     let client = state.db.client().await?;
-    Ok(Json(visible(&client, &principal, job_id).await?))
+    let mut job = visible(&client, &principal, job_id).await?;
+    pools::explain_waiting(&client, &mut job).await?;
+    Ok(Json(job))
 }
 
 /// Cancels a job: pending or queued ones at once; a running one is stopped

@@ -182,6 +182,7 @@ pub fn protected_routes() -> Vec<Route> {
         route(POST, "/api/agents/register", agents::register, Some(Agent)),
         route(POST, "/api/agents/claim", agents::claim, Some(Agent)),
         route(POST, "/api/agents/claims", agents::claim_batch, Some(Agent)),
+        route(GET, "/api/agents/classes", agents::classes, Some(Agent)),
         route(POST, "/api/agents/output", agents::output, Some(Agent)),
     ]
 }

@@ -10,7 +10,7 @@ use orchestrator_shared::api::{
     EndEventName, EndSseEvent, ErrorBody, FieldError, FleetStats, Isolation, IssuedCredential, Job, JobEvent,
     JobOutput, OutputChunk, OutputEnd, OutputEvent, OutputEventName, OutputSseEvent, OutputStored,
     OutputStream, OutputStreamEvent, RegisterRequest, Registration, Resources, ShardClaim, ShardWork,
-    UpdateUserRequest, UserAccount, UserList, UserUsage, ValidationBody, Worker,
+    UpdateUserRequest, UserAccount, UserList, UserUsage, ValidationBody, WorkClass, WorkClasses, Worker,
 };
 use orchestrator_shared::api::{
     CreateScheduleRequest, GraphEdge, GraphNode, JobGraph, Overlap, RunOutcome, Schedule, ScheduleDetail,
@@ -182,12 +182,12 @@ fn error_answer(schema: &str, description: &str) -> RefOr<Response> {
         stream::output_stream,
         ops::healthz, ops::readyz, ops::metrics,
         agents::issue_credential, agents::list_credentials, agents::revoke_credential,
-        agents::register, agents::claim, agents::claim_batch, agents::output,
+        agents::register, agents::claim, agents::claim_batch, agents::output, agents::classes,
     ),
     components(schemas(
         Job, JobEvent, JobStatus, Worker, WorkerStatus, Allocation, AllocationStatus, JobOutput,
         FleetStats, DurationStats, UserUsage, ErrorBody, ValidationBody, FieldError,
-        RegisterRequest, Registration, BrokerLogin, ClaimRequest, ClaimResponse, ClaimDecision, ShardClaim, ClaimBatchRequest, ClaimBatchResponse,
+        RegisterRequest, Registration, BrokerLogin, WorkClass, WorkClasses, ClaimRequest, ClaimResponse, ClaimDecision, ShardClaim, ClaimBatchRequest, ClaimBatchResponse,
         UserAccount, UserList, UpdateUserRequest, AgentCredential, CredentialList, CredentialRequest,
         IssuedCredential, ShardWork, Resources, Isolation,
         CreateScheduleRequest, UpdateScheduleRequest, Schedule, ScheduleDetail, ScheduleList, ScheduleRun,

@@ -6,7 +6,7 @@ use super::AppState;
 use crate::config::AllocationTtl;
 use crate::db::allocations::{self, AllocationRequest};
 use crate::db::stats;
-use crate::db::{quotas, DbError};
+use crate::db::{pools, quotas, DbError};
 use crate::models::Allocation;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -28,6 +28,7 @@ pub async fn quotas(
     let free = allocations::free_workers(&client).await?;
     let (running, queued) = stats::user_job_counts(&client, principal.user_id).await?;
     let room = (i64::from(quota.max_workers) - allocated).max(0);
+    let pools = pools::quota_views(&client, principal.user_id, free).await?;
     Ok(Json(QuotaView {
         max_workers: quota.max_workers.into(),
         allocated_workers: allocated,
@@ -36,6 +37,7 @@ pub async fn quotas(
         running_jobs: running,
         max_queued_jobs: quota.max_queued_jobs.into(),
         queued_jobs: queued,
+        pools,
     }))
 }
 
@@ -78,6 +80,7 @@ pub async fn allocate(
         workers: req.workers,
         job_id: req.job_id,
         ttl_seconds,
+        pool: req.pool,
     };
     let allocation = allocations::allocate(&tx, principal.user_id, request, quota).await?;
     tx.commit().await.map_err(DbError::from)?;

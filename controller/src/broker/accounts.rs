@@ -53,15 +53,30 @@ pub struct Permissions {
 /// pattern. *Read* on the jobs queue also allows `basic.get` and
 /// `queue.purge`: an agent can take or drop work (as it can by consuming
 /// and never running it), never run work of its own choosing.
-pub fn agent_permissions(topology: &Topology, worker_id: &str) -> Permissions {
+///
+/// Of the jobs queues, it may read only those of the `pools` it serves:
+/// `<prefix>.jobs` (pool `default` without a selector) if it serves
+/// `default`, and `<prefix>.jobs.<pool>` and `<prefix>.jobs.<pool>.<hash>`
+/// for each of its pools, so an agent cannot take work of another pool
+/// even by asking the broker for it. (Which selectors it satisfies is the
+/// controller's answer of its queues, and the claim's check.)
+pub fn agent_permissions(topology: &Topology, worker_id: &str, pools: &[String]) -> Permissions {
+    let jobs = pcre_literal(&topology.jobs_queue());
+    let mut read = vec![pcre_literal(&topology.control_queue(worker_id))];
+    if pools
+        .iter()
+        .any(|p| orchestrator_shared::pools::is_default_pool(p))
+    {
+        read.push(jobs.clone());
+    }
+    let named: Vec<String> = pools.iter().map(|p| pcre_literal(p)).collect();
+    if !named.is_empty() {
+        read.push(format!("{jobs}\\.({})(\\.[0-9a-f]{{32}})?", named.join("|")));
+    }
     Permissions {
         configure: "^$".to_owned(),
         write: format!("^{}$", pcre_literal(&topology.events_exchange())),
-        read: format!(
-            "^({}|{})$",
-            pcre_literal(&topology.jobs_queue()),
-            pcre_literal(&topology.control_queue(worker_id))
-        ),
+        read: format!("^({})$", read.join("|")),
     }
 }
 
@@ -110,7 +125,7 @@ impl BrokerAccounts {
     /// Gives `worker_id`'s agent a broker user with a new password, the
     /// agent's permissions and its bound control queue, and closes any
     /// connection of an earlier incarnation; returns the login.
-    pub async fn provision(&self, worker_id: &str) -> Result<BrokerLogin, AccountError> {
+    pub async fn provision(&self, worker_id: &str, pools: &[String]) -> Result<BrokerLogin, AccountError> {
         let username = self.topology.agent_user(worker_id);
         let password = random_password()?;
         self.api
@@ -123,7 +138,7 @@ impl BrokerAccounts {
                 }),
             )
             .await?;
-        let p = agent_permissions(&self.topology, worker_id);
+        let p = agent_permissions(&self.topology, worker_id, pools);
         let permissions = json!({"configure": p.configure, "write": p.write, "read": p.read});
         self.api
             .put(&["permissions", &self.vhost, &username], &permissions)
@@ -201,10 +216,19 @@ mod tests {
 
     #[test]
     fn agents_may_consume_their_queues_and_publish_events_only() {
-        let p = agent_permissions(&Topology::new("orch-1"), "w:1.a");
+        let pools = ["default".to_owned()];
+        let p = agent_permissions(&Topology::new("orch-1"), "w:1.a", &pools);
         assert_eq!(p.configure, "^$");
         assert_eq!(p.write, r"^orch\-1\.events$");
-        assert_eq!(p.read, r"^(orch\-1\.jobs|orch\-1\.control\.w\:1\.a)$");
+        assert_eq!(
+            p.read,
+            r"^(orch\-1\.control\.w\:1\.a|orch\-1\.jobs|orch\-1\.jobs\.(default)(\.[0-9a-f]{32})?)$"
+        );
+        let gpu = agent_permissions(&Topology::new("o"), "w", &["gpu".to_owned(), "big_1".to_owned()]);
+        assert_eq!(
+            gpu.read,
+            r"^(o\.control\.w|o\.jobs\.(gpu|big\_1)(\.[0-9a-f]{32})?)$"
+        );
     }
 
     #[test]

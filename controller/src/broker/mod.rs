@@ -11,6 +11,8 @@
 //!   side, reconnect with backoff; [`BrokerStatus`] for `/readyz`.
 //! - `relay`: the outbox relay: due rows out with publisher confirms, then
 //!   marked sent; rows that cannot be published as written are refused.
+//! - `classes`: a job class's queue declared (and recorded) before the
+//!   relay publishes the class's first message.
 //! - `consumer`: the agent-event consumer: gathering deliveries into
 //!   batches, coalescing heartbeats, settling the batch.
 //! - `apply`: applying events to Postgres, a batch per transaction, falling
@@ -21,6 +23,7 @@
 
 pub mod accounts;
 mod apply;
+mod classes;
 mod connection;
 mod consumer;
 mod management;

@@ -10,12 +10,13 @@
 //! never tried again until an operator fixes it. Publishing it anyway would
 //! send it where no consumer reads and mark it sent: a lost job.
 
+use super::classes::{ClassError, Declared};
 use super::Flow;
 use crate::db::outbox::{self, OutboxMessage};
 use crate::db::{jobs, DbError};
 use lapin::options::BasicPublishOptions;
 use lapin::types::ShortString;
-use orchestrator_shared::broker::persistent;
+use orchestrator_shared::broker::{persistent, TopologyError};
 use orchestrator_shared::messages::{
     Topology, CONTROL_EXCHANGE, EVENTS_EXCHANGE, MAX_PRIORITY, WORK_EXCHANGE,
 };
@@ -47,6 +48,18 @@ pub(super) enum RelayError {
     Broker(#[from] lapin::Error),
 }
 
+impl From<ClassError> for RelayError {
+    fn from(e: ClassError) -> Self {
+        match e {
+            ClassError::Db(e) => RelayError::Db(e),
+            ClassError::Broker(TopologyError::Amqp(e)) => RelayError::Broker(e),
+            ClassError::Broker(e) => {
+                RelayError::Broker(lapin::Error::from(std::io::Error::other(e.to_string())))
+            }
+        }
+    }
+}
+
 impl From<tokio_postgres::Error> for RelayError {
     fn from(e: tokio_postgres::Error) -> Self {
         RelayError::Db(e.into())
@@ -76,6 +89,10 @@ pub(super) enum Refusal {
     /// The payload does not serialize.
     #[error("payload does not serialize")]
     Body(#[source] serde_json::Error),
+    /// A work message whose routing key names no job class: no queue is
+    /// bound for it.
+    #[error("work routing key {0:?} names no job class")]
+    NotAClass(String),
 }
 
 /// An outbox row checked and turned into what the broker takes.
@@ -93,14 +110,18 @@ pub(super) struct Publication {
     body: Vec<u8>,
     /// Broker priority, as written.
     priority: u8,
+    /// Whether it goes to the work exchange (its routing key names a job
+    /// class, whose queue must exist first).
+    work: bool,
 }
 
 /// Runs the relay on `ch` (a confirm channel) until the broker fails.
 pub(super) async fn relay(flow: &Flow, ch: &lapin::Channel) -> Result<(), lapin::Error> {
     register_metrics();
     let poll = flow.config.relay_poll;
+    let mut declared = Declared::default();
     loop {
-        match relay_batch(flow, ch).await {
+        match relay_batch(flow, ch, &mut declared).await {
             Ok(0) => {
                 mark_stragglers(flow).await;
                 tokio::select! {
@@ -137,7 +158,7 @@ async fn mark_stragglers(flow: &Flow) {
 /// marks them sent (and their jobs queued) in the same transaction; rows
 /// that cannot be published are parked in it. Returns the rows handled (0:
 /// nothing was due, or the broker refused one and the batch waits).
-async fn relay_batch(flow: &Flow, ch: &lapin::Channel) -> Result<usize, RelayError> {
+async fn relay_batch(flow: &Flow, ch: &lapin::Channel, declared: &mut Declared) -> Result<usize, RelayError> {
     let mut client = flow.db.client().await?;
     let tx = client.transaction().await?;
     let messages = outbox::claim_due(&tx, RELAY_BATCH).await?;
@@ -151,6 +172,8 @@ async fn relay_batch(flow: &Flow, ch: &lapin::Channel) -> Result<usize, RelayErr
     }
     let sent: Vec<i64> = ready.iter().map(|p| p.message_id).collect();
     let queued: Vec<Uuid> = ready.iter().filter_map(|p| p.queues_job).collect();
+    let classes = ready.iter().filter(|p| p.work).map(|p| p.routing_key.as_str());
+    declared.ensure(ch, &flow.topology, &tx, classes).await?;
     let confirmed = publish_confirmed(ch, ready, flow.senders.controller()).await?;
     if confirmed {
         outbox::mark_sent(&tx, &sent).await?;
@@ -241,7 +264,13 @@ pub(super) fn publication(topology: &Topology, m: &OutboxMessage) -> Result<Publ
     if !m.payload.is_object() {
         return Err(Refusal::NotAnObject);
     }
+    let work = m.exchange == WORK_EXCHANGE;
+    let named = (1..=MAX_NAME_BYTES).contains(&m.routing_key.len());
+    if work && named && topology.class_queue(&m.routing_key).is_none() {
+        return Err(Refusal::NotAClass(m.routing_key.clone()));
+    }
     Ok(Publication {
+        work,
         message_id: m.message_id,
         queues_job: m.job_id.filter(|_| m.exchange == WORK_EXCHANGE),
         exchange: name("exchange", topology.exchange(&m.exchange))?,
@@ -372,6 +401,24 @@ mod tests {
     }
 
     #[test]
+    fn a_work_row_must_name_a_job_class_to_be_published() {
+        for key in ["job", "job.gpu", "job.gpu.0123456789abcdef0123456789abcdef"] {
+            let mut m = row(1);
+            m.routing_key = key.to_owned();
+            assert!(publication(&topology(), &m).is_ok_and(|p| p.work), "{key}");
+        }
+        for key in ["jobs", "job.GPU", "job.gpu.nothex", "w-1"] {
+            let mut m = row(1);
+            m.routing_key = key.to_owned();
+            let refusal = publication(&topology(), &m).unwrap_err();
+            assert!(
+                matches!(&refusal, Refusal::NotAClass(k) if k == key),
+                "{refusal:?}"
+            );
+        }
+    }
+
+    #[test]
     fn a_bad_row_is_set_aside_and_the_others_go_out_in_order() {
         let mut bad = row(2);
         bad.routing_key = String::new();
@@ -391,6 +438,8 @@ mod tests {
             field in "[a-z]{1,10}",
             value in any::<i64>(),
         ) {
+            // A work row's key must name a job class (see the test below).
+            let key = if exchange == WORK_EXCHANGE { "job.gpu".to_owned() } else { key };
             let mut m = row(1);
             m.exchange = exchange.to_owned();
             m.routing_key = key.clone();

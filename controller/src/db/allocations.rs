@@ -2,7 +2,7 @@
 //! lock, so two concurrent allocations (of any users) are serialised and can
 //! never together exceed a quota or the free workers.
 
-use super::{Cached, DbError};
+use super::{pools, Cached, DbError};
 use crate::models::{Allocation, AllocationStatus, Quota};
 use deadpool_postgres::{GenericClient, Transaction};
 use tokio_postgres::Row;
@@ -11,7 +11,7 @@ use uuid::Uuid;
 /// Advisory lock key that serialises allocations ("ALLOC" in ASCII).
 const ALLOCATION_LOCK: i64 = 0x0041_4c4c_4f43;
 
-const COLUMNS: &str = "allocation_id, job_id, workers, status, created_at, expires_at, released_at";
+const COLUMNS: &str = "allocation_id, job_id, workers, status, created_at, expires_at, released_at, pool";
 
 fn from_row(row: &Row) -> Result<Allocation, DbError> {
     let status: String = row.try_get("status")?;
@@ -24,6 +24,7 @@ fn from_row(row: &Row) -> Result<Allocation, DbError> {
         created_at: row.try_get("created_at")?,
         expires_at: row.try_get("expires_at")?,
         released_at: row.try_get("released_at")?,
+        pool: row.try_get("pool")?,
     })
 }
 
@@ -35,7 +36,7 @@ fn not_found(id: Uuid) -> DbError {
 }
 
 /// What an allocation request asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AllocationRequest {
     /// Workers wanted.
     pub workers: i32,
@@ -45,6 +46,8 @@ pub struct AllocationRequest {
     /// Lifetime in seconds: every allocation lapses (the API applies the
     /// configured default when the client gives none).
     pub ttl_seconds: i64,
+    /// Workers of this pool only (its per-pool quota applies); `None`: any.
+    pub pool: Option<String>,
 }
 
 /// Marks active allocations past their `expires_at` as expired, so they stop
@@ -106,21 +109,15 @@ pub async fn allocate(
     if wanted > free {
         return Err(DbError::NotEnoughWorkers { wanted, free });
     }
+    if let Some(pool) = &req.pool {
+        pools::check_allocation(tx, user_id, pool, wanted, free).await?;
+    }
     if let Some(job_id) = req.job_id {
-        if tx
-            .row_opt("SELECT 1 FROM jobs WHERE job_id = $1", &[&job_id])
-            .await?
-            .is_none()
-        {
-            return Err(DbError::NotFound {
-                kind: "Job",
-                id: job_id.to_string(),
-            });
-        }
+        check_job(tx, job_id).await?;
     }
     let sql = format!(
-        "INSERT INTO allocations (allocation_id, user_id, job_id, workers, expires_at)
-         VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5::bigint))
+        "INSERT INTO allocations (allocation_id, user_id, job_id, workers, expires_at, pool)
+         VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5::bigint), $6)
          RETURNING {COLUMNS}"
     );
     let row = tx
@@ -132,10 +129,25 @@ pub async fn allocate(
                 &req.job_id,
                 &req.workers,
                 &req.ttl_seconds,
+                &req.pool,
             ],
         )
         .await?;
     from_row(&row)
+}
+
+/// `NotFound` unless job `job_id` exists.
+async fn check_job(client: &impl GenericClient, job_id: Uuid) -> Result<(), DbError> {
+    match client
+        .row_opt("SELECT 1 FROM jobs WHERE job_id = $1", &[&job_id])
+        .await?
+    {
+        Some(_) => Ok(()),
+        None => Err(DbError::NotFound {
+            kind: "Job",
+            id: job_id.to_string(),
+        }),
+    }
 }
 
 /// One allocation by id, if it belongs to `user_id` (another user's

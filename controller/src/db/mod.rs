@@ -18,6 +18,7 @@ pub mod idempotency;
 pub mod jobs;
 pub mod outbox;
 pub mod output;
+pub mod pools;
 pub mod quotas;
 pub mod retention;
 pub mod schedules;

@@ -14,7 +14,7 @@ use tokio_postgres::Row;
 
 const COLUMNS: &str = "worker_id, status, hostname, capacity, running_jobs, labels, version, \
                        registered_at, last_heartbeat_at, generation, \
-                       memory_mb, cpu_millis, max_pids, isolation";
+                       memory_mb, cpu_millis, max_pids, isolation, pools";
 
 fn from_row(row: &Row) -> Result<Worker, DbError> {
     Ok(Worker {
@@ -30,6 +30,7 @@ fn from_row(row: &Row) -> Result<Worker, DbError> {
         generation: row.try_get("generation")?,
         resources: parse_limits(row)?,
         isolation: parse_json::<Option<Isolation>>(row, "isolation")?,
+        pools: row.try_get("pools")?,
     })
 }
 
@@ -85,6 +86,7 @@ pub async fn register(client: &impl GenericClient, w: &NewWorker) -> Result<Work
                 &offer.cpu_millis(),
                 &offer.max_pids,
                 &isolation,
+                &w.pools,
             ],
         )
         .await?;
@@ -95,8 +97,8 @@ pub async fn register(client: &impl GenericClient, w: &NewWorker) -> Result<Work
 /// selects the worker's columns from `w`.
 const REGISTER_SQL: &str = "WITH w AS (
          INSERT INTO workers (worker_id, status, hostname, capacity, labels, version,
-                              memory_mb, cpu_millis, max_pids, isolation)
-         VALUES ($1, 'idle', $2, $3, $4, $5, $7, $8, $9, $10)
+                              memory_mb, cpu_millis, max_pids, isolation, pools)
+         VALUES ($1, 'idle', $2, $3, $4, $5, $7, $8, $9, $10, $11)
          ON CONFLICT (worker_id) DO UPDATE SET
              status = CASE WHEN workers.status = 'paused' THEN 'paused' ELSE 'idle' END,
              generation = workers.generation + 1,
@@ -104,7 +106,7 @@ const REGISTER_SQL: &str = "WITH w AS (
              labels = EXCLUDED.labels, version = EXCLUDED.version, running_jobs = 0,
              memory_mb = EXCLUDED.memory_mb, cpu_millis = EXCLUDED.cpu_millis,
              max_pids = EXCLUDED.max_pids, isolation = EXCLUDED.isolation,
-             last_heartbeat_at = now()
+             pools = EXCLUDED.pools, last_heartbeat_at = now()
          RETURNING *),
      e AS (INSERT INTO worker_events (worker_id, generation, from_status, to_status, reason)
            SELECT worker_id, generation, $6::text, status, 'registered' FROM w)";

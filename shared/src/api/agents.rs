@@ -135,6 +135,11 @@ pub struct RegisterRequest {
     /// absent from agents that predate isolation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub isolation: Option<Isolation>,
+    /// The pools it serves (at most 16 pool names); absent or empty:
+    /// `["default"]`, as for agents that predate pools.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = super::schema::pools))]
+    pub pools: Vec<String>,
 }
 
 impl RegisterRequest {
@@ -164,6 +169,7 @@ impl RegisterRequest {
         check_no_nul(&mut errors, "version", [self.version.as_str()]);
         errors.extend(self.resources.problems());
         errors.extend(self.isolation.iter().flat_map(Isolation::problems));
+        errors.extend(crate::pools::pools_problems(&self.pools));
         errors
     }
 }
@@ -189,6 +195,32 @@ impl std::fmt::Debug for BrokerLogin {
             .field("password", &"<redacted>")
             .finish()
     }
+}
+
+/// One job class an agent consumes: a pool, a selector its labels
+/// satisfy, and the routing key whose queue carries the class's jobs
+/// (`<broker prefix>.jobs` for `job`, `<broker prefix>.jobs.<rest>` for
+/// `job.<rest>`; see `orchestrator_shared::pools`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WorkClass {
+    /// The class's routing key on the work exchange.
+    pub routing_key: String,
+    /// Its pool.
+    pub pool: String,
+    /// Labels its jobs require.
+    #[cfg_attr(feature = "openapi", schema(schema_with = super::schema::selector))]
+    pub selector: Labels,
+}
+
+/// `GET /api/agents/classes` answer: every job class whose
+/// queue the worker should consume now. Agents poll it, so a class first
+/// submitted after they started reaches them within a poll.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WorkClasses {
+    /// The classes, by routing key.
+    pub classes: Vec<WorkClass>,
 }
 
 /// `POST /api/agents/register` answer: the worker as registered (every
@@ -395,6 +427,7 @@ mod tests {
                 ..Resources::default()
             },
             isolation: None,
+            pools: vec!["GPU".into()],
         };
         let locs: Vec<String> = req.problems().iter().map(FieldError::location).collect();
         assert_eq!(
@@ -403,7 +436,8 @@ mod tests {
                 "body.worker_id",
                 "body.capacity",
                 "body.hostname",
-                "body.memory_mb"
+                "body.memory_mb",
+                "body.pools"
             ]
         );
     }
@@ -428,6 +462,7 @@ mod tests {
                 cgroup: Some("v1".into()),
                 disabled: vec!["d".repeat(256); 16],
             }),
+            pools: (0..16).map(|i| format!("{i:063}")).collect(),
         }
     }
 
@@ -438,8 +473,12 @@ mod tests {
         over.hostname.push('h');
         over.labels.insert("one-too-many".into(), String::new());
         over.version.push('9');
+        over.pools.push("one-too-many".into());
         let locs: Vec<String> = over.problems().iter().map(FieldError::location).collect();
-        assert_eq!(locs, ["body.hostname", "body.labels", "body.version"]);
+        assert_eq!(
+            locs,
+            ["body.hostname", "body.labels", "body.version", "body.pools"]
+        );
         let nul = RegisterRequest {
             hostname: "h\0".into(),
             labels: [("k".to_owned(), "\0".to_owned())].into(),

@@ -93,6 +93,13 @@ pub struct Job {
     /// The schedule that submitted it (`null` for a job submitted by hand).
     #[serde(default)]
     pub schedule_id: Option<Uuid>,
+    /// The pool of agents that may run it (`default` unless submitted
+    /// with another).
+    #[serde(default = "crate::pools::default_pool")]
+    pub pool: String,
+    /// Labels an agent must carry to run it (`{}`: any agent of the pool).
+    #[serde(default)]
+    pub selector: Labels,
 }
 
 /// One recorded transition of a job.
@@ -291,6 +298,19 @@ pub struct SubmitRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 128))]
     pub key: Option<String>,
+    /// The pool of agents that may run it (1..=63 characters: lowercase
+    /// letters, digits, `-`, `_`); absent: `default`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(default = "default", pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")
+    )]
+    pub pool: Option<String>,
+    /// Labels an agent must carry to run it (`{"zone": "eu-1"}`): at most
+    /// 16 pairs, see the contract for the characters allowed.
+    #[serde(default, skip_serializing_if = "Labels::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = super::schema::selector))]
+    pub selector: Labels,
 }
 
 impl SubmitRequest {
@@ -334,7 +354,16 @@ impl SubmitRequest {
         }
         check_limits(&mut errors, self.memory_mb, self.cpu, self.max_pids);
         super::deps::check_fields(&mut errors, self);
+        errors.extend(crate::pools::placement_problems(
+            self.pool.as_deref(),
+            &self.selector,
+        ));
         errors
+    }
+
+    /// Pool, defaulted.
+    pub fn pool(&self) -> &str {
+        self.pool.as_deref().unwrap_or(crate::pools::DEFAULT_POOL)
     }
 
     fn check_texts(&self, errors: &mut Vec<FieldError>) {
@@ -474,6 +503,8 @@ mod tests {
             memory_mb: Some(0),
             cpu: Some(2000.0),
             max_pids: Some(0),
+            pool: None,
+            selector: Labels::new(),
             ..SubmitRequest::default()
         };
         let fields: Vec<String> = req.problems().into_iter().map(|e| e.location()).collect();
@@ -491,6 +522,33 @@ mod tests {
             "max_pids",
         ];
         assert_eq!(fields, expected.map(|f| format!("body.{f}")));
+    }
+
+    #[test]
+    fn a_bad_pool_or_selector_is_named_and_their_absence_is_the_default() {
+        let ok = SubmitRequest {
+            task_description: "x".into(),
+            ..SubmitRequest::default()
+        };
+        assert_eq!(ok.pool(), "default");
+        let json = serde_json::to_value(&ok).unwrap();
+        assert!(
+            json.get("pool").is_none() && json.get("selector").is_none(),
+            "{json}"
+        );
+        let placed = SubmitRequest {
+            pool: Some("gpu".into()),
+            selector: [("zone".into(), "eu-1".into())].into(),
+            ..ok.clone()
+        };
+        assert_eq!(placed.problems(), []);
+        let bad = SubmitRequest {
+            pool: Some("GPU pool".into()),
+            selector: [("zone".into(), "eu 1".into())].into(),
+            ..ok
+        };
+        let locs: Vec<String> = bad.problems().iter().map(FieldError::location).collect();
+        assert_eq!(locs, ["body.pool", "body.selector"]);
     }
 
     #[test]

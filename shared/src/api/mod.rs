@@ -36,7 +36,7 @@ pub mod workers;
 pub use agents::{
     AgentCredential, BrokerLogin, ClaimBatchRequest, ClaimBatchResponse, ClaimDecision, ClaimRequest,
     ClaimResponse, CredentialList, CredentialRequest, IssuedCredential, RegisterRequest, Registration,
-    ShardClaim, ShardWork, MAX_CLAIMS_PER_REQUEST,
+    ShardClaim, ShardWork, WorkClass, WorkClasses, MAX_CLAIMS_PER_REQUEST,
 };
 pub use auth::{
     CreateUserRequest, LoginRequest, Me, TokenResponse, UpdateUserRequest, UserAccount, UserList,
@@ -52,7 +52,8 @@ pub use output::{
     OutputSseEvent, OutputStored, OutputStream, OutputStreamEvent, StreamQuery,
 };
 pub use resources::{
-    AllocateRequest, Allocation, AllocationStatus, Quota, QuotaView, ReleaseRequest, UsageView, UserUsage,
+    AllocateRequest, Allocation, AllocationStatus, PoolQuotaView, Quota, QuotaView, ReleaseRequest,
+    UsageView, UserUsage,
 };
 pub use schedules::{
     Cadence, CreateScheduleRequest, Overlap, RunOutcome, Schedule, ScheduleDetail, ScheduleList, ScheduleRun,

@@ -42,6 +42,24 @@ pub struct QuotaView {
     pub max_queued_jobs: i64,
     /// The caller's jobs pending or queued now.
     pub queued_jobs: i64,
+    /// The caller's per-pool limits, one entry per pool it has a limit
+    /// for (empty: no pool is limited beyond `max_workers`).
+    #[serde(default)]
+    pub pools: Vec<PoolQuotaView>,
+}
+
+/// A user's limit in one pool and what is left of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PoolQuotaView {
+    /// The pool.
+    pub pool: String,
+    /// Workers of the pool the user may hold allocated.
+    pub max_workers: i64,
+    /// Workers of the pool the user holds now.
+    pub allocated_workers: i64,
+    /// Live, unallocated workers of the pool the user could still allocate.
+    pub available_workers: i64,
 }
 
 /// `POST /api/resources/allocate` body.
@@ -63,6 +81,11 @@ pub struct AllocateRequest {
     )]
     #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 2592000))]
     pub ttl_seconds: Option<i64>,
+    /// Workers of this pool only (its per-pool quota applies); absent:
+    /// any live workers, as before pools.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"))]
+    pub pool: Option<String>,
 }
 
 impl AllocateRequest {
@@ -84,6 +107,10 @@ impl AllocateRequest {
                 format!("must be between 1 and {MAX_TTL_SECONDS}"),
             ));
         }
+        errors.extend(crate::pools::placement_problems(
+            self.pool.as_deref(),
+            &Default::default(),
+        ));
         errors
     }
 }
@@ -148,6 +175,9 @@ pub struct Allocation {
     pub created_at: DateTime<Utc>,
     /// When it was released.
     pub released_at: Option<DateTime<Utc>>,
+    /// The pool its workers are of (`null`: any pool).
+    #[serde(default)]
+    pub pool: Option<String>,
 }
 
 /// One user's consumption.
@@ -197,8 +227,9 @@ mod tests {
             workers: 0,
             job_id: None,
             ttl_seconds: Some(0),
+            pool: Some("GPU".into()),
         };
         let locs: Vec<String> = req.problems().iter().map(FieldError::location).collect();
-        assert_eq!(locs, ["body.workers", "body.ttl_seconds"]);
+        assert_eq!(locs, ["body.workers", "body.ttl_seconds", "body.pool"]);
     }
 }

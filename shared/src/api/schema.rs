@@ -33,6 +33,37 @@ pub fn labels() -> Schema {
         .into()
 }
 
+/// A pool name (see `crate::pools::POOL_RULE`), as a JSON Schema pattern.
+pub const POOL_PATTERN: &str = "^[a-z0-9][a-z0-9_-]{0,62}$";
+
+/// A selector: at most 16 entries, keys and values by the selector rule
+/// (`crate::pools::SELECTOR_RULE`).
+pub fn selector() -> Schema {
+    let key = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some("^[A-Za-z0-9][A-Za-z0-9_./-]{0,62}$"));
+    let value = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some("^[A-Za-z0-9_.-]{0,63}$"));
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .max_properties(Some(crate::pools::MAX_SELECTOR))
+        .property_names(Some(key))
+        .additional_properties(Some(AdditionalProperties::RefOr(Schema::from(value).into())))
+        .into()
+}
+
+/// An agent's pools: at most 16 pool names.
+pub fn pools() -> Schema {
+    let pool = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(POOL_PATTERN));
+    ArrayBuilder::new()
+        .max_items(Some(crate::pools::MAX_POOLS))
+        .items(pool)
+        .into()
+}
+
 /// One scope: a string among the scopes the API knows.
 fn scope() -> ObjectBuilder {
     let names = crate::Scope::ALL.iter().map(|s| s.as_str());

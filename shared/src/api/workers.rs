@@ -43,6 +43,10 @@ pub struct Worker {
     /// agent that predates isolation (treat as none).
     #[serde(default)]
     pub isolation: Option<Isolation>,
+    /// The pools it serves, as it registered them (`["default"]` for an
+    /// agent that names none); jobs of other pools never reach it.
+    #[serde(default)]
+    pub pools: Vec<String>,
 }
 
 /// `GET /api/supervisor/workers` query. The status stays text so that an

@@ -348,6 +348,11 @@ impl TestApp {
     pub async fn post_output(&self, token: &str, body: &Value) -> Reply {
         self.write("/api/agents/output", token, Some(body)).await
     }
+
+    /// `GET /api/agents/classes` (the credential's own worker's).
+    pub async fn agent_classes(&self, token: &str) -> Reply {
+        self.read("/api/agents/classes", token).await
+    }
 }
 
 /// `/api/schedules*`.

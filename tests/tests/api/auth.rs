@@ -428,6 +428,7 @@ fn body_for(path: &str, targets: &Targets) -> Option<Value> {
             workers: 1,
             job_id: None,
             ttl_seconds: None,
+            pool: None,
         }),
         "/api/resources/release" => to_value(ReleaseRequest {
             allocation_id: targets.allocation_id,
@@ -447,6 +448,7 @@ fn body_for(path: &str, targets: &Targets) -> Option<Value> {
             version: "forged".into(),
             resources: Default::default(),
             isolation: None,
+            pools: Vec::new(),
         }),
         _ => return None,
     };

@@ -14,6 +14,8 @@
 //! - `users`: listing, changing and deleting users; revocation of their
 //!   tokens within the bound, on another replica too; the last admin.
 //! - `supervisor`: workers and their transitions, fleet metrics.
+//! - `pools`: jobs' pools and selectors and workers' pools and labels:
+//!   checked, shown, matched by the classes agents consume and by claims.
 //! - `resources`: quotas, allocation, release.
 //! - `retention`: an old finished job is gone (404) and an expired
 //!   idempotency key forgotten, by the running controller's own passes.
@@ -50,6 +52,7 @@ mod jobs;
 mod limits;
 mod ops;
 mod output;
+mod pools;
 mod resources;
 mod retention;
 mod schedules;

@@ -39,6 +39,7 @@ fn unused_quota(available: i64) -> QuotaView {
         running_jobs: 0,
         max_queued_jobs: 1_000_000,
         queued_jobs: 0,
+        pools: Vec::new(),
     }
 }
 

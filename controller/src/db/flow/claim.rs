@@ -62,10 +62,13 @@ pub(super) async fn decide_claim(
     req: &ClaimRequest,
     silent_after: Duration,
 ) -> Result<(Claim, Option<ShardWork>), DbError> {
-    let Some((job, work, generation)) = lock_for_claim(tx, req).await? else {
+    let Some((job, work, generation, placed)) = lock_for_claim(tx, req).await? else {
         return Ok(((ClaimDecision::Skip, "unknown job".into()), None));
     };
     let generation = generation.ok_or_else(|| DbError::NotRegistered(req.worker_id.clone()))?;
+    if !placed && !job.status.is_terminal() {
+        return Ok((elsewhere(tx, req).await?, None));
+    }
     let who = Claimant {
         req,
         generation,
@@ -79,16 +82,20 @@ pub(super) async fn decide_claim(
 }
 
 /// Locks the job row and reads, in the same statement, what the flow
-/// decides on, what the shard runs, and the claiming worker's generation
-/// (`None`: it never registered); `None` for an unknown job.
+/// decides on, what the shard runs, the claiming worker's generation
+/// (`None`: it never registered), and whether the worker may run the job
+/// at all (its pool and selector; an unregistered worker may); `None` for
+/// an unknown job.
 async fn lock_for_claim(
     tx: &Transaction<'_>,
     req: &ClaimRequest,
-) -> Result<Option<(Locked, ShardWork, Option<i64>)>, DbError> {
+) -> Result<Option<(Locked, ShardWork, Option<i64>, bool)>, DbError> {
     let sql = format!(
         "SELECT {LOCKED_COLUMNS}, task_description, command, timeout_seconds,
                 memory_mb, cpu_millis, max_pids,
-                (SELECT generation FROM workers WHERE worker_id = $2) AS generation
+                (SELECT generation FROM workers WHERE worker_id = $2) AS generation,
+                coalesce((SELECT jobs.pool = ANY(w.pools) AND w.labels @> jobs.selector
+                          FROM workers w WHERE w.worker_id = $2), true) AS placed
          FROM jobs WHERE job_id = $1 FOR NO KEY UPDATE"
     );
     let row = tx.row_opt(&sql, &[&req.job_id, &req.worker_id]).await?;
@@ -97,7 +104,25 @@ async fn lock_for_claim(
         Locked::from_row(&r)?,
         shard_work(&r)?,
         r.try_get("generation")?,
+        r.try_get("placed")?,
     )))
+}
+
+/// The claiming worker is not of the job's pool or lacks a label its
+/// selector requires: the broker routes a job only to its class's queue,
+/// which only matching agents consume, so this is defence in depth (a
+/// worker that re-registered with other labels while it still held a
+/// delivery). The delivery is dropped and the shard dispatched again to
+/// its class's queue after a growing delay, as a deferral: handing it back
+/// to the broker could offer it to the same agent at once, in a loop.
+async fn elsewhere(tx: &Transaction<'_>, req: &ClaimRequest) -> Result<Claim, DbError> {
+    let delay = dispatch_again(tx, req, DEFER).await?;
+    Ok((
+        ClaimDecision::Skip,
+        format!(
+            "this worker is not of the job's pool or lacks its selector's labels; offered again in {delay:?}"
+        ),
+    ))
 }
 
 /// The decision of [`claim`] on the locked `job`, recorded.

@@ -81,7 +81,9 @@ fn fresh(claims: &[ShardClaim]) -> Vec<ShardClaim> {
 /// and the claim records it, as alone) at the attempt before the claimed
 /// one with the shard in range: the job becomes `running` with the attempt
 /// counted, its events and its shard (held by this incarnation) are
-/// written, and it no longer waits for a worker.
+/// written, and it no longer waits for a worker. A job the worker may not
+/// run (its pool, its selector) is left to the single claim's rules, which
+/// refuse it.
 /// Answers the started jobs' work by job id; the caller decides the others
 /// one by one.
 async fn start_fresh(
@@ -110,6 +112,8 @@ async fn start_fresh(
                    WHERE jobs.job_id = r.job_id AND (jobs.status IN ('pending', 'queued')) IS TRUE
                      AND jobs.attempts + 1 = r.attempt AND jobs.deps_waiting = 0
                      AND r.shard_index >= 0 AND r.shard_index < jobs.required_workers
+                     AND EXISTS (SELECT 1 FROM workers w WHERE w.worker_id = $4
+                                 AND jobs.pool = ANY(w.pools) AND w.labels @> jobs.selector)
                    RETURNING jobs.job_id, jobs.attempts, r.shard_index, jobs.task_description, jobs.command,
                              jobs.timeout_seconds, jobs.required_workers, jobs.memory_mb, jobs.cpu_millis, jobs.max_pids),
              e AS (INSERT INTO job_events (job_id, from_status, to_status, worker_id, reason, attempt)

@@ -32,7 +32,7 @@ macro_rules! job_columns {
         "j.job_id, j.status, j.task_description, j.required_workers, j.command, \
          j.priority, j.labels, j.attempts, j.max_retries, j.timeout_seconds, j.idempotency_key, \
          j.submitted_by, j.created_at, j.started_at, j.finished_at, j.exit_code, j.error, j.waiting_for, \
-         j.memory_mb, j.cpu_millis, j.max_pids, j.schedule_id, \
+         j.memory_mb, j.cpu_millis, j.max_pids, j.schedule_id, j.pool, j.selector, \
          ARRAY(SELECT s.worker_id FROM job_shards s WHERE s.job_id = j.job_id AND s.attempt = j.attempts \
                AND s.worker_id IS NOT NULL ORDER BY s.shard_index) AS assigned_workers"
     };
@@ -63,6 +63,8 @@ fn from_row(row: &Row) -> Result<Job, DbError> {
         waiting_for: row.try_get("waiting_for")?,
         limits: parse_limits(row)?,
         schedule_id: row.try_get("schedule_id")?,
+        pool: row.try_get("pool")?,
+        selector: parse_json::<Labels>(row, "selector")?,
     })
 }
 

@@ -4,10 +4,11 @@
 //! quotas and keys hold under concurrency.
 
 use super::{from_row, get, job_columns, not_found};
-use crate::db::{idempotency, outbox, Cached, DbError};
+use crate::db::{idempotency, outbox, pools, Cached, DbError};
 use crate::models::{Job, NewJob, Quota};
 use deadpool_postgres::{GenericClient, Transaction};
-use orchestrator_shared::messages::{JobDispatch, WORK_EXCHANGE, WORK_ROUTING_KEY};
+use orchestrator_shared::messages::{JobDispatch, WORK_EXCHANGE};
+use orchestrator_shared::pools::JobClass;
 use std::collections::HashMap;
 use uuid::Uuid;
 
@@ -61,10 +62,13 @@ pub async fn submit_batch(
     let inserted = insert_many(tx, user_id, &fresh).await?;
     let mut out = answer_batch(tx, user_id, news, plan, inserted).await?;
     let mut held = super::deps::attach(tx, user_id, news, &out).await?;
-    let fresh_jobs: Vec<&Job> = out
-        .iter()
-        .filter(|s| s.created && !held.contains_key(&s.job.job_id))
-        .map(|s| &s.job)
+    // Every new job's class, a held one's too: its dispatch, written when
+    // its last dependency completes, goes to its class's queue.
+    let created: Vec<&Job> = out.iter().filter(|s| s.created).map(|s| &s.job).collect();
+    pools::register_classes(tx, &created).await?;
+    let fresh_jobs: Vec<&Job> = created
+        .into_iter()
+        .filter(|j| !held.contains_key(&j.job_id))
         .collect();
     enqueue_dispatch_many(tx, &fresh_jobs, 0).await?;
     for s in out.iter_mut().filter(|s| s.created) {
@@ -223,16 +227,16 @@ const INSERT_SQL: &str = concat!(
          SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(job_id uuid, task_description text,
              required_workers integer, command jsonb, priority smallint, labels jsonb,
              max_retries integer, timeout_seconds integer, idempotency_key text,
-             memory_mb integer, cpu_millis integer, max_pids integer)),
+             memory_mb integer, cpu_millis integer, max_pids integer, pool text, selector jsonb)),
      j AS (
          INSERT INTO jobs (job_id, status, task_description, required_workers, command, priority,
                            labels, max_retries, timeout_seconds, idempotency_key, submitted_by,
-                           memory_mb, cpu_millis, max_pids)
+                           memory_mb, cpu_millis, max_pids, pool, selector)
          SELECT job_id, 'pending', task_description, required_workers,
                 CASE WHEN jsonb_typeof(command) = 'array'
                      THEN ARRAY(SELECT jsonb_array_elements_text(command)) END,
                 priority, coalesce(labels, '{}'), max_retries, timeout_seconds, idempotency_key, $2,
-                memory_mb, cpu_millis, max_pids
+                memory_mb, cpu_millis, max_pids, pool, coalesce(selector, '{}')
          FROM src RETURNING *),
      e AS (INSERT INTO job_events (job_id, from_status, to_status, reason)
            SELECT job_id, NULL, 'pending', 'submitted' FROM j)
@@ -286,6 +290,7 @@ fn insert_rows(news: &[&NewJob]) -> Result<(Vec<Uuid>, serde_json::Value), DbErr
             "timeout_seconds": new.timeout_seconds, "idempotency_key": new.idempotency_key,
             "memory_mb": new.limits.memory_mb, "cpu_millis": new.limits.cpu_millis(),
             "max_pids": new.limits.max_pids,
+            "pool": new.pool, "selector": new.selector,
         }));
     }
     Ok((ids, serde_json::Value::Array(rows)))
@@ -321,11 +326,10 @@ pub async fn enqueue_shard_dispatch(
     delay_ms: i64,
 ) -> Result<(), DbError> {
     let (payload, priority) = dispatch(job, attempt, shard_index)?;
-    let (exchange, key) = (WORK_EXCHANGE, WORK_ROUTING_KEY);
     outbox::enqueue_delayed(
         client,
-        exchange,
-        key,
+        WORK_EXCHANGE,
+        &class_key(job),
         &payload,
         priority,
         Some(job.job_id),
@@ -335,33 +339,66 @@ pub async fn enqueue_shard_dispatch(
     Ok(())
 }
 
-/// Writes the dispatch messages of every shard of `jobs`' next attempts in
-/// one statement, published no earlier than `delay_ms` from now (a retry's
-/// backoff, kept in Postgres where it survives restarts).
+/// The routing key of `job`'s class: its dispatches go to the queue of
+/// its pool and selector (see `orchestrator_shared::pools`).
+fn class_key(job: &Job) -> String {
+    JobClass {
+        pool: &job.pool,
+        selector: &job.selector,
+    }
+    .routing_key()
+}
+
+/// The dispatch messages of one job class, in order, as
+/// [`outbox::enqueue_many`] takes them.
+#[derive(Default)]
+struct ClassDispatches {
+    /// The messages.
+    payloads: Vec<serde_json::Value>,
+    /// Their broker priorities.
+    priorities: Vec<i16>,
+    /// Their jobs.
+    job_ids: Vec<Uuid>,
+}
+
+/// Writes the dispatch messages of every shard of `jobs`' next attempts,
+/// one statement per job class among them (one for a batch of one class),
+/// published no earlier than `delay_ms` from now (a retry's backoff, kept
+/// in Postgres where it survives restarts).
 pub async fn enqueue_dispatch_many(
     client: &impl GenericClient,
     jobs: &[&Job],
     delay_ms: i64,
 ) -> Result<(), DbError> {
-    let mut payloads = Vec::new();
-    let mut priorities: Vec<i16> = Vec::new();
-    let mut ids = Vec::new();
+    let mut by_class: Vec<(String, ClassDispatches)> = Vec::new();
     for job in jobs {
+        let key = class_key(job);
+        let at = match by_class.iter().position(|(k, _)| *k == key) {
+            Some(at) => at,
+            None => {
+                by_class.push((key, ClassDispatches::default()));
+                by_class.len() - 1
+            }
+        };
+        let (_, class) = &mut by_class[at];
         for shard_index in 0..job.required_workers {
             let (payload, priority) = dispatch(job, job.attempts + 1, shard_index)?;
-            payloads.push(payload);
-            priorities.push(priority);
-            ids.push(job.job_id);
+            class.payloads.push(payload);
+            class.priorities.push(priority);
+            class.job_ids.push(job.job_id);
         }
     }
-    outbox::enqueue_many(
-        client,
-        WORK_EXCHANGE,
-        WORK_ROUTING_KEY,
-        &payloads,
-        &priorities,
-        &ids,
-        delay_ms,
-    )
-    .await
+    for (key, c) in &by_class {
+        outbox::enqueue_many(
+            client,
+            WORK_EXCHANGE,
+            key,
+            &c.payloads,
+            &c.priorities,
+            &c.job_ids,
+            delay_ms,
+        )
+        .await?;
+    }
+    Ok(())
 }
