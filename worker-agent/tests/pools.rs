@@ -179,3 +179,35 @@ async fn a_job_no_live_agent_matches_waits_saying_why_then_runs_when_one_joins()
     assert_eq!(done["assigned_workers"], json!(["wait-gpu-c"]));
     assert!(done["waiting_for"].is_null(), "{done}");
 }
+
+#[tokio::test]
+async fn a_dependent_in_a_pool_of_its_own_runs_there_once_its_dependency_completes() {
+    let mut c = Cluster::start(AGENT).await;
+    add_agent(&mut c, "dep-default", &[]).await;
+    add_agent(
+        &mut c,
+        "dep-gpu",
+        &["--pool", "gpu", "--label", "zone=d", "--classes-poll-ms", "200"],
+    )
+    .await;
+    // The gpu job's class is new and its job is held (not dispatched) at
+    // submission: its queue must still exist, and its agent consume it,
+    // when the dependency's completion dispatches it.
+    let jobs = [
+        json!({"key": "first", "task_description": "first", "command": ["sleep", "1"]}),
+        json!({"task_description": "then on gpu", "command": ["true"], "pool": "gpu",
+               "selector": {"zone": "d"}, "depends_on": ["first"]}),
+    ];
+    let reply = c.app.submit_batch(&c.app.admin_token, &jobs).await;
+    assert_eq!(reply.status, 201, "{}", reply.text);
+    let id = |i: usize| {
+        reply.json["jobs"][i]["job_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let first = c.wait_status(&id(0), "completed").await;
+    assert_eq!(first["assigned_workers"], json!(["dep-default"]));
+    let then = c.wait_status(&id(1), "completed").await;
+    assert_eq!(then["assigned_workers"], json!(["dep-gpu"]));
+}
