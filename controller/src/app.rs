@@ -176,6 +176,7 @@ impl App {
             standing: Arc::new(StandingCache::new(config.token_recheck)),
             credentials: Arc::new(CredentialCache::new(config.token_recheck)),
             stopping: Arc::new(tokio::sync::watch::channel(false).0),
+            secure_cookies: !matches!(transport, Transport::InsecureHttp),
         };
         Ok(App {
             listener,

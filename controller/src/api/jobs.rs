@@ -105,16 +105,27 @@ pub async fn cancel(
     principal: Principal,
     ApiPath(job_id): ApiPath<Uuid>,
 ) -> Result<Json<Job>, ApiError> {
+    let cancelled = cancel_visible(&state, &principal, job_id).await?;
+    state.wake.notify_one();
+    Ok(Json(cancelled))
+}
+
+/// Cancels `job_id` if the caller may see it, in a transaction of its own
+/// (also each job of a bulk cancel, `super::job_search`).
+pub(super) async fn cancel_visible(
+    state: &AppState,
+    principal: &Principal,
+    job_id: Uuid,
+) -> Result<Job, ApiError> {
     let mut client = state.db.client().await?;
     let tx = client.transaction().await.map_err(DbError::from)?;
     // Locked, so the status the cancel decides on cannot change under its
     // compare-and-set (the relay or a claim may be moving it right now).
     let job = jobs::lock(&tx, job_id).await?;
-    check_visible(&job, &principal)?;
+    check_visible(&job, principal)?;
     let cancelled = flow::cancel(&tx, &job).await?;
     tx.commit().await.map_err(DbError::from)?;
-    state.wake.notify_one();
-    Ok(Json(cancelled))
+    Ok(cancelled)
 }
 
 /// Lists jobs newest first, with cursor pagination.

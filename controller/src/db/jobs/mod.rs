@@ -6,11 +6,14 @@
 //! - [`submit`]: submission (job, first event, idempotency key and outbox
 //!   messages in one transaction).
 //! - [`list`]: the newest-first listing and its cursors.
+//! - [`search`]: the dashboard's listing with more filters and a count.
 
 mod list;
+mod search;
 mod submit;
 
 pub use list::{list, JobCursor, JobFilter};
+pub use search::{search, JobSearch};
 pub use submit::{enqueue_dispatch_many, enqueue_shard_dispatch, submit, submit_batch, Submitted};
 
 use super::output;
