@@ -7,7 +7,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 /// A browser session: the cookie pair the controller set.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Session {
     /// The `orch_session` cookie's value (the JWT, HttpOnly in a browser).
     pub token: String,

@@ -5,7 +5,6 @@
 
 use crate::helpers::{register_workers, submit_ok};
 use controller::ui::{ASSETS, CONTENT_SECURITY_POLICY};
-use futures::StreamExt;
 use integration_tests::{spawn_app, Reply, TestApp};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -152,13 +151,13 @@ async fn the_overview_stream_sends_the_fleet_and_the_timeline() {
         .await
         .expect("the stream");
     assert_eq!(resp.status(), 200);
-    let mut body = resp.bytes_stream();
+    let mut resp = resp;
     let mut text = String::new();
     let deadline = Instant::now() + Duration::from_secs(10);
     while !text.contains("\n\n") && Instant::now() < deadline {
-        let chunk = tokio::time::timeout(Duration::from_secs(10), body.next()).await;
+        let chunk = tokio::time::timeout(Duration::from_secs(10), resp.chunk()).await;
         match chunk {
-            Ok(Some(Ok(bytes))) => text.push_str(&String::from_utf8_lossy(&bytes)),
+            Ok(Ok(Some(bytes))) => text.push_str(&String::from_utf8_lossy(&bytes)),
             _ => break,
         }
     }
@@ -301,7 +300,7 @@ async fn allocations_are_listed_for_their_owner_only() {
         .await;
     assert_eq!(list.status, 200, "{}", list.text);
     assert_eq!(
-        list.json["allocations"][0]["allocation_id"], held["allocation_id"],
+        list.json["allocations"][0]["allocation_id"], held,
         "{}",
         list.text
     );
