@@ -69,6 +69,14 @@ async fn overview_and_workers_page_show_both_agents_and_pause_and_resume_one() {
     let figures = measure_first_render(&b).await;
     assert!(figures["bytes"].as_f64().unwrap_or(0.0) > 1000.0, "{figures}");
     b.wait_for_text("#overview", "Queue depth").await;
+    // A few finished jobs, so the overview's figures and chart show them live.
+    for n in 0..4 {
+        let job = c
+            .submit(&["/bin/true"], json!({"task_description": format!("quick {n}")}))
+            .await;
+        c.wait_status(&id(&job), "completed").await;
+    }
+    b.wait_for_text("#overview", "4 completed").await;
     b.screenshot_for_docs("overview").await;
 
     b.open("/ui/#/workers").await;
@@ -104,29 +112,34 @@ async fn overview_and_workers_page_show_both_agents_and_pause_and_resume_one() {
 #[tokio::test]
 async fn a_running_jobs_output_appears_on_its_page_before_it_ends() {
     let c = cluster_with(&["ui-out"]).await;
+    let b = Browser::start(&c.app.base_url).await;
+    // Tall enough that the screenshot shows the fields and the output.
+    b.resize(1280, 1250).await;
+    b.log_in(ADMIN_USER, ADMIN_PASSWORD).await;
+    // Submitted once the browser is ready, so the page opens while it runs.
     let job = c
         .submit(
             &[
                 "/bin/sh",
                 "-c",
-                "for i in 1 2 3 4 5 6; do echo line $i; sleep 0.5; done",
+                "for i in 1 2 3 4 5 6 7; do echo line $i; sleep 0.5; done",
             ],
-            json!({"task_description": "prints a line every half second", "labels": {"team": "ui"}}),
+            json!({"task_description": "prints a line every half second for 3 s", "labels": {"team": "ui"}}),
         )
         .await;
-    let b = Browser::start(&c.app.base_url).await;
-    b.log_in(ADMIN_USER, ADMIN_PASSWORD).await;
     b.open(&format!("/ui/#/jobs/{}", id(&job))).await;
     let early = b.wait_for_text("#output", "line 1").await;
     let status = c.job(&id(&job)).await["status"].clone();
     assert_eq!(status, "running", "line 1 shown only once the job ended");
-    assert!(!early.contains("line 6"), "all output at once: {early}");
+    assert!(!early.contains("line 7"), "all output at once: {early}");
+    b.wait_for_text("#output", "line 3").await;
+    b.screenshot_for_docs("job").await;
     b.wait_for_text("#output-state", "ended: completed").await;
     b.wait_for_text("#job-top", "completed").await;
     let all = b.text("#output").await;
-    assert!(all.contains("line 6"), "{all}");
+    assert!(all.contains("line 7"), "{all}");
     b.wait_for_text("#timeline", "ui-out").await;
-    b.screenshot_for_docs("job").await;
+    b.screenshot("job-finished").await;
     b.close().await;
 }
 
@@ -145,6 +158,20 @@ async fn a_running_job_is_cancelled_from_its_page() {
     assert_eq!(c.job(&id(&job)).await["status"], "cancelled");
     b.screenshot("job-cancelled").await;
     b.close().await;
+}
+
+/// From the page's own session, what a forging script would send: a pause
+/// of worker `ui-ro` without and with the CSRF header (read from its
+/// cookie), and whether the session token is visible to script.
+async fn forge_pause(b: &Browser) -> Value {
+    b.eval_async(
+            "const csrf = document.cookie.split('; ').find((c) => c.startsWith('orch_csrf=')).split('=')[1];
+             const send = (headers) => fetch('/api/supervisor/workers/ui-ro/pause', { method: 'POST', headers })
+               .then(async (r) => ({ status: r.status, body: await r.json() }));
+             return { without: await send({}), with: await send({ 'X-CSRF-Token': csrf }),
+                      token_visible: document.cookie.includes('orch_session') };",
+        )
+        .await
 }
 
 #[tokio::test]
@@ -177,15 +204,7 @@ async fn a_read_only_user_sees_no_actions_and_forged_requests_are_refused() {
         .await;
     assert_eq!(bulk, json!(0), "bulk cancel offered to a read-only user");
     b.screenshot("read-only").await;
-    let forged = b
-        .eval_async(
-            "const csrf = document.cookie.split('; ').find((c) => c.startsWith('orch_csrf=')).split('=')[1];
-             const send = (headers) => fetch('/api/supervisor/workers/ui-ro/pause', { method: 'POST', headers })
-               .then(async (r) => ({ status: r.status, body: await r.json() }));
-             return { without: await send({}), with: await send({ 'X-CSRF-Token': csrf }),
-                      token_visible: document.cookie.includes('orch_session') };",
-        )
-        .await;
+    let forged = forge_pause(&b).await;
     assert_eq!(forged["without"]["status"], 403, "{forged}");
     assert!(
         forged["without"]["body"]["detail"]

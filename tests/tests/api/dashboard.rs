@@ -222,6 +222,12 @@ async fn search_filters_by_user_label_status_and_time_and_counts() {
         "{}",
         rest.text
     );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn search_refuses_bad_filters_with_422() {
+    let app = spawn_app().await;
     for (bad, field) in [
         ("label=novalue", "label"),
         ("since=yesterday", "since"),

@@ -76,12 +76,20 @@ export function table(headers, rows, caption) {
   );
 }
 
-/** Shows `message` in the status line (announced to screen readers). */
+/** How long a message stays in the status line. */
+const SAY_MS = 6000;
+let sayTimer = null;
+
+/** Shows `message` in the status line (announced to screen readers) for a while. */
 export function say(message, isError) {
   const line = document.getElementById('status');
   if (!line) return;
   line.className = isError ? 'error' : '';
   line.textContent = message;
+  clearTimeout(sayTimer);
+  sayTimer = setTimeout(() => {
+    line.textContent = '';
+  }, SAY_MS);
 }
 
 /** Asks to confirm in a modal dialog; resolves to true when confirmed. */

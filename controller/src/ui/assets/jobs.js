@@ -119,7 +119,7 @@ export async function jobsPage({ main }) {
       : [];
     replace(
       results,
-      h('p', { class: 'muted', id: 'total' }, `${page.total} job${page.total === 1 ? '' : 's'} match`),
+      h('p', { class: 'muted', id: 'total' }, `${page.total} job${page.total === 1 ? ' matches' : 's match'}`),
       table(['', 'Job', 'Status', 'Description', 'Labels', 'Created', 'Workers'], page.jobs.map((j) => row(j, state.selected, writable))),
       h('div', { class: 'toolbar' }, back, next, actions),
     );

@@ -34,8 +34,12 @@ function draw(area, overview) {
         h('p', {}, `${completed} completed · queue depth now ${fleet.queue_depth}`),
       ),
     ),
-    h('section', { class: 'card wide' }, h('h2', {}, 'Completed per minute'), barChart('Jobs completed per minute, last hour', points, 'completed')),
-    h('section', { class: 'card wide' }, h('h2', {}, 'Queue depth'), lineChart('Queue depth (pending + queued), last hour', points, 'queue_depth')),
+    h(
+      'div',
+      { class: 'columns' },
+      h('section', { class: 'card' }, h('h2', {}, 'Completed per minute'), barChart('Jobs completed per minute, last hour', points, 'completed')),
+      h('section', { class: 'card' }, h('h2', {}, 'Queue depth'), lineChart('Queue depth (pending + queued), last hour', points, 'queue_depth')),
+    ),
   );
 }
 
