@@ -7,15 +7,14 @@
 
 use super::error::{ApiError, FieldError};
 use super::extract::{ApiJson, ApiQuery, Principal};
-use super::jobs::cancel_visible;
+use super::jobs::{cancel_visible, page_of};
 use super::supervisor::parse_filter;
 use super::AppState;
-use crate::db::jobs::{self, JobCursor, JobSearch};
+use crate::db::jobs::{self, JobSearch};
 use crate::models::Job;
 use axum::extract::State;
 use axum::Json;
 use chrono::{DateTime, Utc};
-use orchestrator_shared::api::jobs::{DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT};
 use orchestrator_shared::JobStatus;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -28,20 +27,28 @@ pub const MAX_BATCH_CANCEL: usize = 500;
 #[into_params(parameter_in = Query)]
 pub struct SearchQuery {
     /// A job status (§9).
+    #[param(value_type = Option<JobStatus>)]
     pub status: Option<String>,
     /// The submitter's user name (exact).
+    #[param(min_length = 1, pattern = "^[^\\u0000]+$")]
     pub user: Option<String>,
     /// One label as `key=value`: only jobs carrying it.
+    #[param(pattern = "^[^=\\u0000]+=[^\\u0000]*$")]
     pub label: Option<String>,
     /// Created at or after this time (RFC 3339).
+    #[param(value_type = Option<String>, format = DateTime)]
     pub since: Option<String>,
     /// Created before this time (RFC 3339).
+    #[param(value_type = Option<String>, format = DateTime)]
     pub until: Option<String>,
     /// A worker id: only jobs one of whose shards it took.
+    #[param(min_length = 1, pattern = "^[^\\u0000]+$")]
     pub worker: Option<String>,
     /// Page size, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
     /// A `next_cursor` of an earlier page of the same search.
+    #[param(pattern = "^([0-9]{1,17}_[0-9a-f]{32})?$")]
     pub cursor: Option<String>,
 }
 
@@ -61,6 +68,7 @@ pub struct SearchPage {
 #[serde(deny_unknown_fields)]
 pub struct CancelBatchRequest {
     /// The jobs to cancel: 1 to 500 ids.
+    #[schema(min_items = 1, max_items = 500)]
     pub job_ids: Vec<Uuid>,
 }
 
@@ -90,20 +98,7 @@ pub async fn search(
     principal: Principal,
     ApiQuery(q): ApiQuery<SearchQuery>,
 ) -> Result<Json<SearchPage>, ApiError> {
-    let limit = q.limit.unwrap_or(DEFAULT_PAGE_LIMIT);
-    if !(1..=MAX_PAGE_LIMIT).contains(&limit) {
-        return Err(query_error(
-            "limit",
-            format!("must be between 1 and {MAX_PAGE_LIMIT}"),
-        ));
-    }
-    let cursor = q
-        .cursor
-        .as_deref()
-        .filter(|c| !c.is_empty())
-        .map(str::parse::<JobCursor>)
-        .transpose()
-        .map_err(|()| query_error("cursor", "is not a cursor this API issued".to_owned()))?;
+    let (limit, cursor) = page_of(q.limit, q.cursor.as_deref())?;
     let filter = filter_of(&q, &principal)?;
     let client = state.db.client().await?;
     let (jobs, next, total) = jobs::search(&client, &filter, limit, cursor).await?;
@@ -144,7 +139,8 @@ fn filter_of(q: &SearchQuery, principal: &Principal) -> Result<JobSearch, ApiErr
 /// An RFC 3339 time from the query, or a 422 at `field`.
 fn time(field: &str, raw: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiError> {
     raw.map(|text| {
-        DateTime::parse_from_rfc3339(text)
+        // RFC 3339 allows a lower-case `t` and `z`.
+        DateTime::parse_from_rfc3339(&text.to_ascii_uppercase())
             .map(|t| t.with_timezone(&Utc))
             .map_err(|_| query_error(field, "must be an RFC 3339 time".to_owned()))
     })

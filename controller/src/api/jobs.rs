@@ -138,24 +138,7 @@ pub async fn list(
 ) -> Result<Json<JobPage>, ApiError> {
     let all: Vec<&str> = JobStatus::ALL.iter().map(|s| s.as_str()).collect();
     let status = parse_filter::<JobStatus>(q.status.as_deref(), &all)?;
-    let limit = q.limit.unwrap_or(DEFAULT_PAGE_LIMIT);
-    if !(1..=MAX_PAGE_LIMIT).contains(&limit) {
-        return Err(ApiError::Validation(vec![FieldError::query(
-            "limit",
-            format!("must be between 1 and {MAX_PAGE_LIMIT}"),
-        )]));
-    }
-    let cursor = q
-        .cursor
-        .filter(|c| !c.is_empty())
-        .map(|c| c.parse::<JobCursor>())
-        .transpose()
-        .map_err(|()| {
-            ApiError::Validation(vec![FieldError::query(
-                "cursor",
-                "is not a cursor this API issued",
-            )])
-        })?;
+    let (limit, cursor) = page_of(q.limit, q.cursor.as_deref())?;
     let filter = JobFilter {
         status,
         submitted_by: (!principal.is_admin()).then_some(principal.user_id),
@@ -167,6 +150,33 @@ pub async fn list(
         jobs,
         next_cursor: next.map(|c| c.to_string()),
     }))
+}
+
+/// The page size (default 50, 1 to 500) and the cursor (empty: the first
+/// page) of a job listing, or the 422 naming the bad one; also those of
+/// the dashboard's search (`super::job_search`).
+pub(super) fn page_of(
+    limit: Option<i64>,
+    cursor: Option<&str>,
+) -> Result<(i64, Option<JobCursor>), ApiError> {
+    let limit = limit.unwrap_or(DEFAULT_PAGE_LIMIT);
+    if !(1..=MAX_PAGE_LIMIT).contains(&limit) {
+        return Err(ApiError::Validation(vec![FieldError::query(
+            "limit",
+            format!("must be between 1 and {MAX_PAGE_LIMIT}"),
+        )]));
+    }
+    let cursor = cursor
+        .filter(|c| !c.is_empty())
+        .map(str::parse::<JobCursor>)
+        .transpose()
+        .map_err(|()| {
+            ApiError::Validation(vec![FieldError::query(
+                "cursor",
+                "is not a cursor this API issued",
+            )])
+        })?;
+    Ok((limit, cursor))
 }
 
 /// The `schedule` filter of `GET /api/jobs`: a schedule's id; empty or

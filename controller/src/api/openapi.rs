@@ -199,7 +199,7 @@ fn error_answer(schema: &str, description: &str) -> RefOr<Response> {
         IssuedCredential, ShardWork, Resources, Isolation, OutputChunk, OutputStored, OutputStream,
         OutputEvent, OutputEnd, OutputStreamEvent, OutputSseEvent, EndSseEvent, OutputEventName, EndEventName,
         allocation_list::AllocationList, job_search::SearchPage, job_search::CancelBatchRequest, job_search::CancelBatchResult,
-        job_search::CancelRefusal, session::SessionResponse, stats::Timeline, stats::Overview, crate::db::timeline::TimelinePoint,
+        job_search::CancelRefusal, session::SessionResponse, stats::Timeline, stats::Overview, stats::OverviewSseEvent, stats::OverviewEventName, crate::db::timeline::TimelinePoint,
     )),
     modifiers(&BearerScheme, &StandardErrors, &ScheduleLinks),
     tags((name = "auth"), (name = "supervisor"), (name = "resources"), (name = "jobs"), (name = "schedules"), (name = "ops"), (name = "agents")),

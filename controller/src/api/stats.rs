@@ -26,6 +26,15 @@ use tokio::sync::watch;
 /// dashboard, and a handful of cheap queries per open page.
 const EVERY: Duration = Duration::from_secs(2);
 
+/// How long one response of the overview stream lasts: it then ends, and
+/// the browser's `EventSource` reconnects after [`RECONNECT`] (a standard
+/// behaviour), so no connection is held for ever and a client that went
+/// away costs at most this long.
+const LIFETIME: Duration = Duration::from_secs(10);
+
+/// The reconnection delay the stream asks of its clients (`retry:`).
+const RECONNECT: Duration = Duration::from_millis(500);
+
 /// Minutes the timeline covers when the query names none: the hour the
 /// dashboard charts.
 const DEFAULT_MINUTES: i32 = 60;
@@ -35,6 +44,7 @@ const DEFAULT_MINUTES: i32 = 60;
 #[into_params(parameter_in = Query)]
 pub struct TimelineQuery {
     /// Minutes to cover, the current one last (1 to 1440; default 60).
+    #[param(minimum = 1, maximum = 1440)]
     pub minutes: Option<i32>,
 }
 
@@ -52,6 +62,24 @@ pub struct Overview {
     pub fleet: FleetStats,
     /// As `GET /api/stats/timeline` answers for the last hour.
     pub timeline: Timeline,
+}
+
+/// The name of the overview stream's events.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, utoipa::ToSchema)]
+pub enum OverviewEventName {
+    /// `overview`.
+    #[serde(rename = "overview")]
+    Overview,
+}
+
+/// An event of the overview stream as sent: its name, and its data, an
+/// [`Overview`] as JSON text (the OpenAPI document describes events so).
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct OverviewSseEvent {
+    /// Always `overview`.
+    pub event: OverviewEventName,
+    /// An [`Overview`], as JSON.
+    pub data: String,
 }
 
 /// Jobs finished (completed, failed) and the queue depth per minute.
@@ -75,10 +103,10 @@ pub async fn timeline(
 }
 
 /// The overview, sent at once and then every two seconds as `overview`
-/// events, until the caller's token stops standing or the controller
-/// shuts down.
+/// events for ten seconds (then the client reconnects, as `retry:` asks),
+/// or until the caller's token stops standing or the controller shuts down.
 #[utoipa::path(get, path = "/api/stats/stream", tag = "supervisor", security(("bearer" = [])),
-    responses((status = 200, content_type = "text/event-stream", body = Overview,
+    responses((status = 200, content_type = "text/event-stream", body = OverviewSseEvent,
                description = "Server-Sent Events named `overview`, each one's data an Overview as JSON")))]
 pub async fn overview_stream(
     State(state): State<AppState>,
@@ -90,6 +118,7 @@ pub async fn overview_stream(
         state,
         token,
         first: true,
+        until: tokio::time::Instant::now() + LIFETIME,
     };
     let events = stream::unfold(watch, |mut w| async move {
         let event = w.next_event().await?;
@@ -108,6 +137,8 @@ struct Watch {
     token: String,
     /// Whether no event was sent yet (the first goes at once).
     first: bool,
+    /// When this response ends (see [`LIFETIME`]).
+    until: tokio::time::Instant,
 }
 
 impl Watch {
@@ -115,12 +146,15 @@ impl Watch {
     /// failing, shutdown).
     async fn next_event(&mut self) -> Option<Event> {
         if !self.first {
+            if tokio::time::Instant::now() + EVERY > self.until {
+                return None;
+            }
             tokio::select! {
                 () = tokio::time::sleep(EVERY) => {}
                 _ = self.stopping.changed() => return None,
             }
         }
-        self.first = false;
+        let first = std::mem::replace(&mut self.first, false);
         if *self.stopping.borrow() {
             return None;
         }
@@ -134,6 +168,8 @@ impl Watch {
             fleet,
             timeline: Timeline { points },
         };
-        Event::default().event("overview").json_data(overview).ok()
+        let event = Event::default().event("overview");
+        let event = if first { event.retry(RECONNECT) } else { event };
+        event.json_data(overview).ok()
     }
 }

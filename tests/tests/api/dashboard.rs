@@ -161,7 +161,11 @@ async fn the_overview_stream_sends_the_fleet_and_the_timeline() {
             _ => break,
         }
     }
-    assert!(text.starts_with("event: overview\n"), "{text}");
+    assert!(text.contains("event: overview\n"), "{text}");
+    assert!(
+        text.contains("retry: 500\n"),
+        "the client is told when to reconnect: {text}"
+    );
     let data = text
         .lines()
         .find_map(|l| l.strip_prefix("data: "))

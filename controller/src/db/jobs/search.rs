@@ -3,7 +3,7 @@
 //! creation-time window, a worker that ran a shard), and the number of
 //! jobs that match, which the page shows before a bulk cancel.
 
-use super::list::JobCursor;
+use super::list::{cut_page, JobCursor};
 use super::{from_row, job_columns, Cached, DbError};
 use crate::models::Job;
 use chrono::{DateTime, Utc};
@@ -79,14 +79,6 @@ pub async fn search(
     let rows = client.rows(PAGE, &page_params).await?;
     let total: i64 = client.row(COUNT, &params).await?.try_get(0)?;
     let mut jobs = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
-    let next = if jobs.len() as i64 > limit {
-        jobs.truncate(usize::try_from(limit).unwrap_or(0));
-        jobs.last().map(|j| JobCursor {
-            created_at: j.created_at,
-            job_id: j.job_id,
-        })
-    } else {
-        None
-    };
+    let next = cut_page(&mut jobs, limit);
     Ok((jobs, next, total))
 }

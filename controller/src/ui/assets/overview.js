@@ -58,8 +58,10 @@ export async function overviewPage({ main, onLeave }) {
     draw(area, JSON.parse(event.data));
     live.textContent = `live · ${new Date().toLocaleTimeString()}`;
   });
+  // Each response lasts a few seconds and the browser reconnects by
+  // itself; only a closed source is worth saying.
   source.addEventListener('error', () => {
-    live.textContent = 'reconnecting…';
+    if (source.readyState === EventSource.CLOSED) live.textContent = 'disconnected';
   });
   onLeave(() => source.close());
 }
