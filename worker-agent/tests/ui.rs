@@ -133,6 +133,7 @@ async fn a_running_jobs_output_appears_on_its_page_before_it_ends() {
     assert_eq!(status, "running", "line 1 shown only once the job ended");
     assert!(!early.contains("line 7"), "all output at once: {early}");
     b.wait_for_text("#output", "line 3").await;
+    b.wait_for_text("#job-top", "running").await;
     b.screenshot_for_docs("job").await;
     b.wait_for_text("#output-state", "ended: completed").await;
     b.wait_for_text("#job-top", "completed").await;

@@ -93,7 +93,7 @@ function actions(job, reload) {
 }
 
 /** The live output of one shard: replayed, then followed until the job ends. */
-function output(jobId, shardCount, onLeave) {
+function output(jobId, shardCount, onLeave, onChange) {
   const pre = h('pre', { class: 'output', id: 'output', tabindex: '0', 'aria-label': 'Output' });
   const follow = h('input', { type: 'checkbox', id: 'follow', checked: true });
   const state = h('span', { class: 'muted', id: 'output-state' }, 'connecting…');
@@ -106,6 +106,7 @@ function output(jobId, shardCount, onLeave) {
     source = new EventSource(`/api/jobs/${jobId}/output/stream?shard=${shard.value}`);
     source.addEventListener('output', (event) => {
       const piece = JSON.parse(event.data);
+      if (pre.childElementCount === 0) onChange();
       const span = h('span', { class: piece.stream }, piece.data);
       pre.append(span);
       state.textContent = 'streaming';
@@ -115,6 +116,7 @@ function output(jobId, shardCount, onLeave) {
       const end = JSON.parse(event.data);
       state.textContent = `ended: ${end.status}${end.exit_code === null ? '' : ` (exit ${end.exit_code})`}`;
       source.close();
+      onChange();
     });
     source.addEventListener('error', () => {
       if (source.readyState === EventSource.CLOSED) state.textContent = 'disconnected';
@@ -147,15 +149,19 @@ export async function jobPage({ main, onLeave }, jobId) {
     return job;
   };
   const job = await draw();
-  replace(main, top, output(jobId, job.required_workers, onLeave));
   let last = job.status;
-  const timer = setInterval(async () => {
-    if (TERMINAL.has(last)) return;
+  const refresh = async () => {
     try {
       last = (await draw()).status;
     } catch (e) {
       say(describe(e), true);
     }
+  };
+  // Fields follow the job: every few seconds while it has not ended, and
+  // at once when its output starts and when it ends.
+  replace(main, top, output(jobId, job.required_workers, onLeave, refresh));
+  const timer = setInterval(() => {
+    if (!TERMINAL.has(last)) refresh();
   }, REFRESH_MS);
   onLeave(() => clearInterval(timer));
 }
