@@ -14,6 +14,8 @@ docker info >/dev/null 2>&1 || { echo "the Docker engine is not reachable: $(doc
 deploy/build-app-images.sh --test
 # The API fuzzer (schemathesis, in a virtual environment) for tests/tests/fuzz.rs.
 deploy/fuzz-tools.sh
+# Headless Chromium and chromedriver for the dashboard's browser tests.
+deploy/browser-tools.sh
 
 # Containers, networks and cgroups of an earlier run that was killed before
 # it could clean up.

@@ -177,6 +177,7 @@ impl App {
             credentials: Arc::new(CredentialCache::new(config.token_recheck)),
             stopping: Arc::new(tokio::sync::watch::channel(false).0),
             batch_body_limit: config.batch_body_limit_bytes,
+            secure_cookies: !matches!(transport, Transport::InsecureHttp),
         };
         Ok(App {
             listener,

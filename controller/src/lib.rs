@@ -18,6 +18,8 @@
 //! - [`bootstrap`]: idempotent first-start set-up (the configured admin).
 //! - [`tls`]: HTTPS of the API (certificate files, plain HTTP refused
 //!   clearly, bounded handshakes) and the client side of TLS to Postgres.
+//! - [`ui`]: the web dashboard at `/ui`, its files compiled in, served under
+//!   a strict Content-Security-Policy; a client of the same API.
 //!
 //! Only this crate touches Postgres; agents never do.
 
@@ -35,3 +37,4 @@ pub mod reaper;
 pub mod retention;
 pub mod schedules;
 pub mod tls;
+pub mod ui;

@@ -107,6 +107,9 @@ async fn lead(
             }
             fire_schedules(flow, firing).await;
             retention.tick(&flow.db).await;
+            if let Err(e) = crate::db::timeline::sample_queue_depth(&flow.db).await {
+                tracing::warn!(error = ?e, "sampling the queue depth failed");
+            }
             tokio::time::sleep(interval).await;
         }
         metrics::gauge!(LEADER_GAUGE).set(0.0);

@@ -6,8 +6,10 @@
 //! sends requests (the named ones are in [`requests`]) and stops the server.
 
 mod requests;
+mod session;
 
 pub use requests::Reply;
+pub use session::{set_cookie_line, set_cookie_value, Session};
 
 use crate::containers::infra;
 use crate::databases::{fresh_database, TestDb};

@@ -12,6 +12,7 @@
 //! - `app`: a real controller per test ([`spawn_app`], [`TestApp`]) with one
 //!   named request method per route, each answering a [`Reply`].
 //! - [`cluster`]: a controller plus worker agents as real processes.
+//! - [`browser`]: headless Chromium through chromedriver, for the dashboard.
 //! - [`multihost`]: every component in a container of its own.
 //! - `tls`: a throw-away CA and server certificate ([`TestTls`]).
 //!
@@ -19,6 +20,7 @@
 //! `integration_tests::{spawn_app, ...}` whatever module it lives in.
 
 mod app;
+pub mod browser;
 pub mod cluster;
 mod containers;
 mod databases;
@@ -27,8 +29,8 @@ pub mod multihost;
 mod tls;
 
 pub use app::{
-    broker_accounts_flag, spawn_app, spawn_app_with, spawn_https_app, test_config, Reply, TestApp,
-    ADMIN_PASSWORD, ADMIN_USER, TEST_JWT_SECRET, USER_PASSWORD,
+    broker_accounts_flag, set_cookie_line, set_cookie_value, spawn_app, spawn_app_with, spawn_https_app,
+    test_config, Reply, Session, TestApp, ADMIN_PASSWORD, ADMIN_USER, TEST_JWT_SECRET, USER_PASSWORD,
 };
 pub(crate) use containers::{check_image, image_from_env};
 pub use containers::{

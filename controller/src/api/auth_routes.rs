@@ -22,6 +22,17 @@ pub async fn login(
     ClientIp(ip): ClientIp,
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> Result<Json<TokenResponse>, ApiError> {
+    authenticate(&state, ip, req).await.map(Json)
+}
+
+/// Checks a login (rate limit, password, standing) and issues its token:
+/// what both the bearer login and the browser session login
+/// (`super::session`) answer with.
+pub(super) async fn authenticate(
+    state: &AppState,
+    ip: Option<std::net::IpAddr>,
+    req: LoginRequest,
+) -> Result<TokenResponse, ApiError> {
     valid(req.problems())?;
     let attempt = state
         .login_limiter
@@ -53,12 +64,12 @@ pub async fn login(
             tracing::error!(error = %e, "token signing failed");
             ApiError::Internal
         })?;
-    Ok(Json(TokenResponse {
+    Ok(TokenResponse {
         access_token: token,
         token_type: "bearer".to_owned(),
         expires_in: state.tokens.ttl_seconds(),
         scopes: user.scopes,
-    }))
+    })
 }
 
 /// The caller's identity.

@@ -25,6 +25,10 @@ pub enum ApiError {
     /// is needed); the text says which.
     #[error("{0}")]
     NotYours(String),
+    /// 403: a write authenticated by the session cookie without the
+    /// session's CSRF token in `X-CSRF-Token` (see `api::session`).
+    #[error("{0}")]
+    Csrf(&'static str),
     /// 404: unknown id; the text names it.
     #[error("{0}")]
     NotFound(String),
@@ -53,7 +57,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) | ApiError::NotYours(_) => StatusCode::FORBIDDEN,
+            ApiError::Forbidden(_) | ApiError::NotYours(_) | ApiError::Csrf(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,

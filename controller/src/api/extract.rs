@@ -7,7 +7,7 @@ use crate::auth::agent_credential;
 use crate::auth::standing::judge;
 use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::request::Parts;
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::Response;
 use bytes::Bytes;
@@ -209,15 +209,17 @@ pub struct Guard {
     pub scope: Option<Scope>,
 }
 
-/// The one check of every protected route: a valid bearer token of a user
-/// who still stands (401 otherwise) that grants the route's scope (403
+/// The one check of every protected route: a valid token of a user who
+/// still stands (401 otherwise), from the `Authorization` header or the
+/// browser session cookie (a write by cookie must carry its CSRF token:
+/// 403 otherwise, see `super::session`), that grants the route's scope (403
 /// otherwise).
 pub async fn authorize(
     State(guard): State<Guard>,
     mut req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let token = bearer_token(req.headers().get(header::AUTHORIZATION))?.to_owned();
+    let token = super::session::credential(req.method(), req.headers())?;
     let principal = admit(&guard.state, &token, guard.scope).await?;
     req.extensions_mut().insert(principal);
     Ok(next.run(req).await)

@@ -165,16 +165,27 @@ pub async fn cancel(
     principal: Principal,
     ApiPath(job_id): ApiPath<Uuid>,
 ) -> Result<Json<Job>, ApiError> {
+    let cancelled = cancel_visible(&state, &principal, job_id).await?;
+    state.wake.notify_one();
+    Ok(Json(cancelled))
+}
+
+/// Cancels `job_id` if the caller may see it, in a transaction of its own
+/// (also each job of a bulk cancel, `super::job_search`).
+pub(super) async fn cancel_visible(
+    state: &AppState,
+    principal: &Principal,
+    job_id: Uuid,
+) -> Result<Job, ApiError> {
     let mut client = state.db.client().await?;
     let tx = client.transaction().await.map_err(DbError::from)?;
     // Locked, so the status the cancel decides on cannot change under its
     // compare-and-set (the relay or a claim may be moving it right now).
     let job = jobs::lock(&tx, job_id).await?;
-    check_visible(&job, &principal)?;
+    check_visible(&job, principal)?;
     let cancelled = flow::cancel(&tx, &job).await?;
     tx.commit().await.map_err(DbError::from)?;
-    state.wake.notify_one();
-    Ok(Json(cancelled))
+    Ok(cancelled)
 }
 
 /// Lists jobs newest first, with cursor pagination.
@@ -187,24 +198,7 @@ pub async fn list(
 ) -> Result<Json<JobPage>, ApiError> {
     let all: Vec<&str> = JobStatus::ALL.iter().map(|s| s.as_str()).collect();
     let status = parse_filter::<JobStatus>(q.status.as_deref(), &all)?;
-    let limit = q.limit.unwrap_or(DEFAULT_PAGE_LIMIT);
-    if !(1..=MAX_PAGE_LIMIT).contains(&limit) {
-        return Err(ApiError::Validation(vec![FieldError::query(
-            "limit",
-            format!("must be between 1 and {MAX_PAGE_LIMIT}"),
-        )]));
-    }
-    let cursor = q
-        .cursor
-        .filter(|c| !c.is_empty())
-        .map(|c| c.parse::<JobCursor>())
-        .transpose()
-        .map_err(|()| {
-            ApiError::Validation(vec![FieldError::query(
-                "cursor",
-                "is not a cursor this API issued",
-            )])
-        })?;
+    let (limit, cursor) = page_of(q.limit, q.cursor.as_deref())?;
     let filter = JobFilter {
         status,
         submitted_by: (!principal.is_admin()).then_some(principal.user_id),
@@ -216,6 +210,33 @@ pub async fn list(
         jobs,
         next_cursor: next.map(|c| c.to_string()),
     }))
+}
+
+/// The page size (default 50, 1 to 500) and the cursor (empty: the first
+/// page) of a job listing, or the 422 naming the bad one; also those of
+/// the dashboard's search (`super::job_search`).
+pub(super) fn page_of(
+    limit: Option<i64>,
+    cursor: Option<&str>,
+) -> Result<(i64, Option<JobCursor>), ApiError> {
+    let limit = limit.unwrap_or(DEFAULT_PAGE_LIMIT);
+    if !(1..=MAX_PAGE_LIMIT).contains(&limit) {
+        return Err(ApiError::Validation(vec![FieldError::query(
+            "limit",
+            format!("must be between 1 and {MAX_PAGE_LIMIT}"),
+        )]));
+    }
+    let cursor = cursor
+        .filter(|c| !c.is_empty())
+        .map(str::parse::<JobCursor>)
+        .transpose()
+        .map_err(|()| {
+            ApiError::Validation(vec![FieldError::query(
+                "cursor",
+                "is not a cursor this API issued",
+            )])
+        })?;
+    Ok((limit, cursor))
 }
 
 /// The `schedule` filter of `GET /api/jobs`: a schedule's id; empty or

@@ -3,16 +3,20 @@
 //! checks tokens and scopes; one module ([`error`]) maps errors to responses.
 
 pub mod agents;
+pub mod allocation_list;
 pub mod auth_routes;
 pub mod client_ip;
 pub mod error;
 pub mod extract;
+pub mod job_search;
 pub mod jobs;
 pub mod limiter;
 pub mod openapi;
 pub mod ops;
 pub mod resources;
 pub mod schedules;
+pub mod session;
+pub mod stats;
 pub mod stream;
 pub mod supervisor;
 pub mod users;
@@ -77,6 +81,9 @@ pub struct AppState {
     /// Largest accepted body of [`BATCH_PATH`], in bytes: a whole job
     /// graph is one request.
     pub batch_body_limit: usize,
+    /// Whether the API is served over HTTPS, so browser session cookies
+    /// carry `Secure` (see [`session`]).
+    pub secure_cookies: bool,
 }
 
 /// The route whose bodies may be as large as [`AppState::batch_body_limit`].
@@ -158,11 +165,16 @@ pub fn protected_routes() -> Vec<Route> {
         route(POST, "/api/supervisor/workers/{worker_id}/resume", supervisor::resume, Some(SupervisorWrite)),
         route(POST, "/api/supervisor/workers/{worker_id}/terminate", supervisor::terminate, Some(SupervisorWrite)),
         route(GET, "/api/supervisor/metrics", supervisor::metrics, Some(SupervisorRead)),
+        route(GET, "/api/stats/timeline", stats::timeline, Some(SupervisorRead)),
+        route(GET, "/api/stats/stream", stats::overview_stream, Some(SupervisorRead)),
         route(GET, "/api/resources/quotas", resources::quotas, Some(ResourcesRead)),
         route(POST, "/api/resources/allocate", resources::allocate, Some(ResourcesWrite)),
         route(POST, "/api/resources/release", resources::release, Some(ResourcesWrite)),
         route(GET, "/api/resources/usage", resources::usage, Some(ResourcesRead)),
+        route(GET, "/api/resources/allocations", allocation_list::list, Some(ResourcesRead)),
         route(GET, "/api/jobs", jobs::list, Some(JobsRead)),
+        route(GET, "/api/jobs/search", job_search::search, Some(JobsRead)),
+        route(POST, "/api/jobs/cancel_batch", job_search::cancel_batch, Some(JobsWrite)),
         route(POST, "/api/jobs/submit", jobs::submit, Some(JobsWrite)),
         route(POST, BATCH_PATH, jobs::submit_batch, Some(JobsWrite)),
         route(GET, "/api/jobs/{job_id}", jobs::get_job, Some(JobsRead)),
@@ -193,6 +205,8 @@ pub fn protected_routes() -> Vec<Route> {
 pub fn open_routes() -> Vec<Route> {
     vec![
         route(Verb::Post, "/api/auth/login", auth_routes::login, None),
+        route(Verb::Post, "/api/auth/session", session::start, None),
+        route(Verb::Delete, "/api/auth/session", session::end, None),
         route(Verb::Get, "/healthz", ops::healthz, None),
         route(Verb::Get, "/readyz", ops::readyz, None),
         route(Verb::Get, "/metrics", ops::metrics, None),
@@ -203,7 +217,7 @@ pub fn open_routes() -> Vec<Route> {
 /// operational routes, and the layers every request passes (request id,
 /// tracing, metrics, declared and actual body limit, timeout).
 pub fn router(state: AppState, timeout: Duration) -> Router {
-    let mut app = Router::new().merge(openapi::routes());
+    let mut app = Router::new().merge(openapi::routes()).merge(crate::ui::routes());
     for open in open_routes() {
         app = app.route(open.path, open.handler);
     }

@@ -2,7 +2,10 @@
 //! `/api/openapi.json`, and a Swagger UI page at `/docs` whose assets are
 //! compiled in (it works with no internet).
 
-use super::{agents, auth_routes, jobs, ops, resources, schedules, stream, supervisor, users, AppState};
+use super::{
+    agents, allocation_list, auth_routes, job_search, jobs, ops, resources, schedules, session, stats,
+    stream, supervisor, users, AppState,
+};
 use axum::Router;
 use orchestrator_shared::api::{
     AgentCredential, Allocation, AllocationStatus, BrokerLogin, ClaimBatchRequest, ClaimBatchResponse,
@@ -171,13 +174,15 @@ fn error_answer(schema: &str, description: &str) -> RefOr<Response> {
         jobs:read, jobs:write, supervisor:read, supervisor:write, resources:read, resources:write, admin \
         (admin implies all; X:write implies X:read). Users see their own jobs and schedules; admins see all."),
     paths(
-        auth_routes::login, auth_routes::me, auth_routes::create_user,
+        auth_routes::login, auth_routes::me, auth_routes::create_user, session::start, session::end,
         users::list, users::get, users::update, users::delete,
         supervisor::list_workers, supervisor::get_worker, supervisor::pause, supervisor::resume,
-        supervisor::terminate, supervisor::metrics,
+        supervisor::terminate, supervisor::metrics, stats::timeline, stats::overview_stream,
         resources::quotas, resources::allocate, resources::release, resources::usage,
+        allocation_list::list,
         jobs::submit, jobs::submit_batch, jobs::get_job, jobs::cancel, jobs::list, jobs::events, jobs::output,
         jobs::graph,
+        job_search::search, job_search::cancel_batch,
         schedules::create, schedules::list, schedules::get, schedules::update, schedules::delete,
         stream::output_stream,
         ops::healthz, ops::readyz, ops::metrics,
@@ -194,6 +199,8 @@ fn error_answer(schema: &str, description: &str) -> RefOr<Response> {
         Overlap, RunOutcome, JobGraph, GraphNode, GraphEdge,
         IssuedCredential, ShardWork, Resources, Isolation, OutputChunk, OutputStored, OutputStream,
         OutputEvent, OutputEnd, OutputStreamEvent, OutputSseEvent, EndSseEvent, OutputEventName, EndEventName,
+        allocation_list::AllocationList, job_search::SearchPage, job_search::CancelBatchRequest, job_search::CancelBatchResult,
+        job_search::CancelRefusal, session::SessionResponse, stats::Timeline, stats::Overview, stats::OverviewSseEvent, stats::OverviewEventName, crate::db::timeline::TimelinePoint,
     )),
     modifiers(&BearerScheme, &StandardErrors, &ScheduleLinks),
     tags((name = "auth"), (name = "supervisor"), (name = "resources"), (name = "jobs"), (name = "schedules"), (name = "ops"), (name = "agents")),

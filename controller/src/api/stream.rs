@@ -7,7 +7,7 @@
 //! the stream closes when the controller shuts down.
 
 use super::error::{valid, ApiError};
-use super::extract::{admit, bearer_token, ApiPath, ApiQuery, Principal};
+use super::extract::{admit, ApiPath, ApiQuery, Principal};
 use super::jobs::visible;
 use super::AppState;
 use crate::db::output::{job_state, pieces_after, Piece};
@@ -51,7 +51,7 @@ pub async fn output_stream(
     let client = state.db.client().await?;
     visible(&client, &principal, job_id).await?;
     drop(client);
-    let token = bearer_token(headers.get(axum::http::header::AUTHORIZATION))?.to_owned();
+    let token = super::session::credential(&axum::http::Method::GET, &headers)?;
     let follow = Follow {
         stopping: state.stopping.subscribe(),
         state,

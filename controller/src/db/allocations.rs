@@ -161,6 +161,21 @@ pub async fn get(client: &impl GenericClient, user_id: Uuid, id: Uuid) -> Result
         .ok_or_else(|| not_found(id))
 }
 
+/// The newest `limit` allocations of `user_id` (any status), newest first:
+/// what the dashboard lists, each active one with its release button.
+pub async fn list_of(
+    client: &impl GenericClient,
+    user_id: Uuid,
+    limit: i64,
+) -> Result<Vec<Allocation>, DbError> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM allocations WHERE user_id = $1
+         ORDER BY created_at DESC, allocation_id DESC LIMIT $2"
+    );
+    let rows = client.rows(&sql, &[&user_id, &limit]).await?;
+    rows.iter().map(from_row).collect()
+}
+
 /// Releases an allocation. Releasing one that is already released or
 /// expired is harmless and returns it unchanged.
 pub async fn release(client: &impl GenericClient, user_id: Uuid, id: Uuid) -> Result<Allocation, DbError> {

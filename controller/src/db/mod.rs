@@ -23,6 +23,7 @@ pub mod quotas;
 pub mod retention;
 pub mod schedules;
 pub mod stats;
+pub mod timeline;
 pub mod tls;
 pub mod users;
 pub mod workers;

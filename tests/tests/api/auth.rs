@@ -396,15 +396,15 @@ async fn login_limit_is_per_user() {
 
 /// What the refused-token test arranges, so it can check afterwards that
 /// no refused write took effect.
-struct Targets {
+pub(crate) struct Targets {
     /// A job a refused cancel would have cancelled.
-    job_id: Uuid,
+    pub(crate) job_id: Uuid,
     /// An allocation a refused release would have released.
     allocation_id: Uuid,
 }
 
 /// Worker `w-forged`, a job and an allocation, made by the admin.
-async fn arrange_targets(app: &TestApp) -> Targets {
+pub(crate) async fn arrange_targets(app: &TestApp) -> Targets {
     app.register_worker("w-forged").await;
     let job_id = submit_ok(app, &app.admin_token, "forged").await;
     let allocation = allocate_ok(app, &app.admin_token, 1).await;
@@ -417,7 +417,7 @@ async fn arrange_targets(app: &TestApp) -> Targets {
 
 /// A valid body for the route at `path` (`None` for routes without one), so
 /// a refused write would have had an effect had it been let through.
-fn body_for(path: &str, targets: &Targets) -> Option<Value> {
+pub(crate) fn body_for(path: &str, targets: &Targets) -> Option<Value> {
     let body = match path {
         "/api/auth/users" => to_value(CreateUserRequest {
             username: "forger".into(),
@@ -434,6 +434,7 @@ fn body_for(path: &str, targets: &Targets) -> Option<Value> {
             allocation_id: targets.allocation_id,
         }),
         "/api/jobs/submit" => to_value(submission("forged submission")),
+        "/api/jobs/cancel_batch" => Ok(json!({"job_ids": [targets.job_id]})),
         "/api/jobs/submit_batch" => to_value(BatchRequest {
             jobs: vec![submission("forged batch")],
         }),
@@ -464,7 +465,7 @@ fn submission(description: &str) -> SubmitRequest {
 }
 
 /// Asserts the state [`arrange_targets`] made is as it was.
-async fn assert_targets_unchanged(app: &TestApp, targets: &Targets) {
+pub(crate) async fn assert_targets_unchanged(app: &TestApp, targets: &Targets) {
     let admin = &app.admin_token;
     let w = app.get_worker(admin, "w-forged").await;
     assert_eq!(w.json["status"], json!("idle"), "{}", w.text);

@@ -34,6 +34,10 @@
 //!   byte ranges; gone with their job.
 //! - `ops`: the unauthenticated operational routes.
 //! - `contract`: every served route is documented.
+//! - `session`: browser sessions: the HttpOnly cookie, its flags, and the
+//!   CSRF rule on every write it authenticates.
+//! - `dashboard`: `/ui` under its Content-Security-Policy, the overview's
+//!   timeline and stream, job search and bulk cancel, allocations listed.
 //! - `tls`: HTTPS: trusted and untrusted clients, plain HTTP on the HTTPS
 //!   port, bounded handshakes, no start without a transport chosen.
 
@@ -42,6 +46,7 @@ mod auth;
 mod claims;
 mod concurrency;
 mod contract;
+mod dashboard;
 mod dependencies;
 mod errors;
 mod hardening_input;
@@ -56,6 +61,7 @@ mod pools;
 mod resources;
 mod retention;
 mod schedules;
+mod session;
 mod supervisor;
 mod tls;
 mod users;

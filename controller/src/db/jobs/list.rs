@@ -112,7 +112,15 @@ pub async fn list(
         )
         .await?;
     let mut jobs = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
-    let next = if jobs.len() as i64 > limit {
+    let next = cut_page(&mut jobs, limit);
+    Ok((jobs, next))
+}
+
+/// Cuts `jobs`, read with one row more than `limit`, to `limit`, and
+/// answers the cursor of the next page (`None` when that extra row was
+/// not there: this is the last page).
+pub(super) fn cut_page(jobs: &mut Vec<Job>, limit: i64) -> Option<JobCursor> {
+    if jobs.len() as i64 > limit {
         jobs.truncate(usize::try_from(limit).unwrap_or(0));
         jobs.last().map(|j| JobCursor {
             created_at: j.created_at,
@@ -120,8 +128,7 @@ pub async fn list(
         })
     } else {
         None
-    };
-    Ok((jobs, next))
+    }
 }
 
 #[cfg(test)]

@@ -8,12 +8,15 @@
 //! - [`list`]: the newest-first listing and its cursors.
 //! - [`deps`]: dependencies: recorded at submission, released when a job
 //!   finishes (every final transition calls [`deps::release`]), the graph.
+//! - [`search`]: the dashboard's listing with more filters and a count.
 
 pub mod deps;
 mod list;
+mod search;
 mod submit;
 
 pub use list::{list, JobCursor, JobFilter};
+pub use search::{search, JobSearch};
 pub use submit::{enqueue_dispatch_many, enqueue_shard_dispatch, submit, submit_batch, Submitted};
 
 use super::output;
