@@ -236,10 +236,14 @@ impl Browser {
         path
     }
 
-    /// Saves a screenshot and copies it to `docs/screenshots/NAME.png`,
-    /// where the README shows it.
+    /// Saves a screenshot and, when `ORCH_UPDATE_SCREENSHOTS` is set,
+    /// copies it to `docs/screenshots/NAME.png`, where the README shows it
+    /// (so that a test run leaves the checkout as it found it).
     pub async fn screenshot_for_docs(&self, name: &str) -> PathBuf {
         let shot = self.screenshot(name).await;
+        if std::env::var_os("ORCH_UPDATE_SCREENSHOTS").is_none() {
+            return shot;
+        }
         let docs = workspace().join("docs").join("screenshots");
         std::fs::create_dir_all(&docs).expect("creating docs/screenshots");
         let copy = docs.join(format!("{name}.png"));

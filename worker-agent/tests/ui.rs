@@ -2,7 +2,8 @@
 //! through chromedriver (`integration_tests::browser`), against a real
 //! controller, Postgres, RabbitMQ and worker agents as real processes.
 //! Each test saves a screenshot under `target/ui-screenshots/`; the
-//! overview's and a job page's are also written to `docs/screenshots/`.
+//! overview's and a job page's are also written to `docs/screenshots/`
+//! when `ORCH_UPDATE_SCREENSHOTS` is set.
 
 use integration_tests::browser::Browser;
 use integration_tests::cluster::Cluster;
