@@ -51,5 +51,4 @@ build() { # image-directory image-name binary...
   echo "[build-app-images] $image:$TAG from $TARGET_DIR/{$*}" >&2
 }
 build controller orchestrator-controller controller
-# worker-agent-exec: the small helper each job starts through.
-build agent orchestrator-agent worker-agent worker-agent-exec
+build agent orchestrator-agent worker-agent
