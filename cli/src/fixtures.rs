@@ -36,6 +36,8 @@ pub fn job(status: JobStatus) -> Job {
         schedule_id: None,
         pool: "default".into(),
         selector: Default::default(),
+        depends_on: Vec::new(),
+        run_on_failure: false,
     }
 }
 
