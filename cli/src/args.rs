@@ -67,7 +67,7 @@ pub enum Command {
     /// Show the token's user and scopes (GET /api/auth/me).
     Whoami,
     /// Submit a job, optionally waiting for it to end (POST /api/jobs/submit).
-    Submit(SubmitArgs),
+    Submit(Box<SubmitArgs>),
     /// Show a job (GET /api/jobs/{id}).
     Status(JobRef),
     /// List jobs, newest first (GET /api/jobs).
@@ -121,7 +121,7 @@ pub enum SchedulesCommand {
     /// Show a schedule, its next fire times and last runs (GET /api/schedules/{id}).
     Show(ScheduleRef),
     /// Create a schedule (POST /api/schedules).
-    Create(CreateScheduleArgs),
+    Create(Box<CreateScheduleArgs>),
     /// Pause a schedule: no tick fires (PATCH /api/schedules/{id}).
     Pause(ScheduleRef),
     /// Resume a paused schedule; ticks passed while paused are not caught up (PATCH /api/schedules/{id}).
@@ -167,6 +167,9 @@ pub struct CreateScheduleArgs {
     /// A label of each job, `key=value`; repeatable.
     #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
     pub labels: Vec<(String, String)>,
+    /// Where each job may run.
+    #[command(flatten)]
+    pub placement: PlacementArgs,
     /// Program and arguments each job runs, after `--` (taken verbatim).
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
@@ -290,6 +293,18 @@ where
     PossibleValuesParser::new(all.iter().map(|status| name(*status))).try_map(|text| text.parse::<S>())
 }
 
+/// Where a job may run: its pool and the labels an agent must carry. One
+/// set of flags, for `submit` and `schedules create` alike.
+#[derive(Debug, Args)]
+pub struct PlacementArgs {
+    /// The pool of agents that may run it (server default `default`).
+    #[arg(long, value_name = "POOL")]
+    pub pool: Option<String>,
+    /// A label an agent must carry to run it, `key=value`; repeatable.
+    #[arg(long = "selector", value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub selector: Vec<(String, String)>,
+}
+
 /// Arguments of `submit`. Ranges are the contract's; the server's defaults
 /// apply to what is not given.
 #[derive(Debug, Args)]
@@ -344,12 +359,9 @@ pub struct SubmitArgs {
     /// A label, `key=value`; repeatable.
     #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
     pub labels: Vec<(String, String)>,
-    /// The pool of agents that may run it (server default `default`).
-    #[arg(long, value_name = "POOL")]
-    pub pool: Option<String>,
-    /// A label an agent must carry to run it, `key=value`; repeatable.
-    #[arg(long = "selector", value_name = "KEY=VALUE", value_parser = parse_label)]
-    pub selector: Vec<(String, String)>,
+    /// Where it may run.
+    #[command(flatten)]
+    pub placement: PlacementArgs,
     /// Memory limit of each shard, in MiB.
     #[arg(
         long,
@@ -506,7 +518,7 @@ mod tests {
 
     fn submit(args: &[&str]) -> Option<SubmitArgs> {
         match parse(args).ok()?.command {
-            Command::Submit(submit) => Some(submit),
+            Command::Submit(submit) => Some(*submit),
             _ => None,
         }
     }
