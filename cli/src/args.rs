@@ -1,6 +1,6 @@
 //! The command line: global options, subcommands and their arguments.
 
-use crate::input::{parse_label, parse_worker_id};
+use crate::input::{parse_label, parse_pool_quota, parse_worker_id};
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
 use orchestrator_shared::api::jobs::{
@@ -220,7 +220,7 @@ pub enum UsersCommand {
     Show(UserRef),
     /// Create a user, its password from ORCH_NEW_PASSWORD (POST /api/auth/users).
     Create(CreateUserArgs),
-    /// Replace a user's scopes or set a new password (PATCH /api/auth/users/{id}).
+    /// Replace a user's scopes, set a new password or per-pool quotas (PATCH /api/auth/users/{id}).
     Update(UpdateUserArgs),
     /// Refuse a user's logins and every token it holds (PATCH /api/auth/users/{id}).
     Disable(UserRef),
@@ -268,6 +268,10 @@ pub struct UpdateUserArgs {
     /// Set a new password, read from ORCH_NEW_PASSWORD; the user's tokens are taken back.
     #[arg(long)]
     pub new_password: bool,
+    /// A per-pool quota, `pool=N` (at most N workers of the pool allocated
+    /// at once) or `pool=none` (lift that pool's limit); repeatable.
+    #[arg(long = "pool-quota", value_name = "POOL=N", value_parser = parse_pool_quota)]
+    pub pool_quotas: Vec<(String, Option<i64>)>,
 }
 
 /// Arguments of `login`.
