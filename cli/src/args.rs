@@ -1,6 +1,6 @@
 //! The command line: global options, subcommands and their arguments.
 
-use crate::input::{parse_label, parse_worker_id};
+use crate::input::{parse_label, parse_pool_quota, parse_worker_id};
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
 use orchestrator_shared::api::jobs::{
@@ -67,7 +67,7 @@ pub enum Command {
     /// Show the token's user and scopes (GET /api/auth/me).
     Whoami,
     /// Submit a job, optionally waiting for it to end (POST /api/jobs/submit).
-    Submit(SubmitArgs),
+    Submit(Box<SubmitArgs>),
     /// Show a job (GET /api/jobs/{id}).
     Status(JobRef),
     /// List jobs, newest first (GET /api/jobs).
@@ -121,7 +121,7 @@ pub enum SchedulesCommand {
     /// Show a schedule, its next fire times and last runs (GET /api/schedules/{id}).
     Show(ScheduleRef),
     /// Create a schedule (POST /api/schedules).
-    Create(CreateScheduleArgs),
+    Create(Box<CreateScheduleArgs>),
     /// Pause a schedule: no tick fires (PATCH /api/schedules/{id}).
     Pause(ScheduleRef),
     /// Resume a paused schedule; ticks passed while paused are not caught up (PATCH /api/schedules/{id}).
@@ -167,6 +167,9 @@ pub struct CreateScheduleArgs {
     /// A label of each job, `key=value`; repeatable.
     #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
     pub labels: Vec<(String, String)>,
+    /// Where each job may run.
+    #[command(flatten)]
+    pub placement: PlacementArgs,
     /// Program and arguments each job runs, after `--` (taken verbatim).
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
@@ -217,7 +220,7 @@ pub enum UsersCommand {
     Show(UserRef),
     /// Create a user, its password from ORCH_NEW_PASSWORD (POST /api/auth/users).
     Create(CreateUserArgs),
-    /// Replace a user's scopes or set a new password (PATCH /api/auth/users/{id}).
+    /// Replace a user's scopes, set a new password or per-pool quotas (PATCH /api/auth/users/{id}).
     Update(UpdateUserArgs),
     /// Refuse a user's logins and every token it holds (PATCH /api/auth/users/{id}).
     Disable(UserRef),
@@ -265,6 +268,10 @@ pub struct UpdateUserArgs {
     /// Set a new password, read from ORCH_NEW_PASSWORD; the user's tokens are taken back.
     #[arg(long)]
     pub new_password: bool,
+    /// A per-pool quota, `pool=N` (at most N workers of the pool allocated
+    /// at once) or `pool=none` (lift that pool's limit); repeatable.
+    #[arg(long = "pool-quota", value_name = "POOL=N", value_parser = parse_pool_quota)]
+    pub pool_quotas: Vec<(String, Option<i64>)>,
 }
 
 /// Arguments of `login`.
@@ -288,6 +295,18 @@ where
     S: Copy + FromStr<Err = StatusParseError> + Send + Sync + 'static,
 {
     PossibleValuesParser::new(all.iter().map(|status| name(*status))).try_map(|text| text.parse::<S>())
+}
+
+/// Where a job may run: its pool and the labels an agent must carry. One
+/// set of flags, for `submit` and `schedules create` alike.
+#[derive(Debug, Args)]
+pub struct PlacementArgs {
+    /// The pool of agents that may run it (server default `default`).
+    #[arg(long, value_name = "POOL")]
+    pub pool: Option<String>,
+    /// A label an agent must carry to run it, `key=value`; repeatable.
+    #[arg(long = "selector", value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub selector: Vec<(String, String)>,
 }
 
 /// Arguments of `submit`. Ranges are the contract's; the server's defaults
@@ -344,12 +363,9 @@ pub struct SubmitArgs {
     /// A label, `key=value`; repeatable.
     #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
     pub labels: Vec<(String, String)>,
-    /// The pool of agents that may run it (server default `default`).
-    #[arg(long, value_name = "POOL")]
-    pub pool: Option<String>,
-    /// A label an agent must carry to run it, `key=value`; repeatable.
-    #[arg(long = "selector", value_name = "KEY=VALUE", value_parser = parse_label)]
-    pub selector: Vec<(String, String)>,
+    /// Where it may run.
+    #[command(flatten)]
+    pub placement: PlacementArgs,
     /// Memory limit of each shard, in MiB.
     #[arg(
         long,
@@ -506,7 +522,7 @@ mod tests {
 
     fn submit(args: &[&str]) -> Option<SubmitArgs> {
         match parse(args).ok()?.command {
-            Command::Submit(submit) => Some(submit),
+            Command::Submit(submit) => Some(*submit),
             _ => None,
         }
     }

@@ -5,6 +5,17 @@ use orchestrator_shared::api::{Job, JobOutput, Worker};
 use orchestrator_shared::{JobStatus, WorkerStatus};
 use uuid::Uuid;
 
+/// The placement flags `submit` and `schedules create` share: pool `gpu`,
+/// selector `zone=eu-1,os=linux`.
+pub const PLACEMENT_FLAGS: [&str; 6] = [
+    "--pool",
+    "gpu",
+    "--selector",
+    "zone=eu-1",
+    "--selector",
+    "os=linux",
+];
+
 /// A fixed instant with a fraction of a second (as the controller sends them).
 pub fn at() -> DateTime<Utc> {
     "2026-11-05T10:00:00.123456Z".parse().unwrap_or_default()
@@ -36,6 +47,8 @@ pub fn job(status: JobStatus) -> Job {
         schedule_id: None,
         pool: "default".into(),
         selector: Default::default(),
+        depends_on: Vec::new(),
+        run_on_failure: false,
     }
 }
 

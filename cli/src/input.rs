@@ -1,5 +1,7 @@
-//! Parsing and checking of what the user types: labels and worker ids.
+//! Parsing and checking of what the user types: labels, placement, pool
+//! quotas and worker ids.
 
+use crate::args::PlacementArgs;
 use crate::error::UsageError;
 use orchestrator_shared::api::Labels;
 use orchestrator_shared::validate::{is_valid_worker_id, WORKER_ID_RULE};
@@ -14,6 +16,28 @@ pub fn parse_label(raw: &str) -> Result<(String, String), String> {
         return Err(format!("label {raw:?} has an empty key"));
     }
     Ok((key.to_owned(), value.to_owned()))
+}
+
+/// The pool and selector of `--pool` and `--selector` (`submit` and
+/// `schedules create` alike); a selector key given twice is a usage error.
+pub fn placement(args: &PlacementArgs) -> Result<(Option<String>, Labels), UsageError> {
+    Ok((args.pool.clone(), labels_map(&args.selector)?))
+}
+
+/// A `--pool-quota` value: `pool=N` (a limit) or `pool=none` (lifted).
+/// The pool name and the range are checked with the request's other rules.
+pub fn parse_pool_quota(raw: &str) -> Result<(String, Option<i64>), String> {
+    let (pool, limit) = raw
+        .split_once('=')
+        .ok_or_else(|| format!("expected pool=N or pool=none, got {raw:?}"))?;
+    let limit = match limit.trim() {
+        "none" => None,
+        n => Some(
+            n.parse::<i64>()
+                .map_err(|_| format!("{n:?} is neither a whole number nor `none`"))?,
+        ),
+    };
+    Ok((pool.trim().to_owned(), limit))
 }
 
 /// The labels of a submission as a map; a key given twice is a usage error

@@ -123,24 +123,30 @@ pub fn fields<T: Serialize>(answer: &T) -> String {
     }
 }
 
-/// A job as key-value lines, like [`fields`], but its resource limits and
-/// its schedule only when set: most jobs have none, and lines of `-` say
-/// nothing.
+/// A job as key-value lines, like [`fields`], but its resource limits, its
+/// schedule, its placement and its dependencies only when set: most jobs
+/// have none, and lines of `-` say nothing.
 pub fn job(job: &Job) -> String {
     let mut value = serde_json::to_value(job).unwrap_or(Value::Null);
     if let Some(map) = value.as_object_mut() {
         map.retain(|key, v| !(UNLESS_SET_KEYS.contains(&key.as_str()) && v.is_null()));
         // Placement only when it is not the default (any agent of the
-        // default pool), as before pools existed.
+        // default pool), as before pools existed. (`shift_remove` keeps
+        // the order of the keys after it.)
         if map.get("pool").and_then(Value::as_str) == Some(orchestrator_shared::pools::DEFAULT_POOL) {
-            map.remove("pool");
+            map.shift_remove("pool");
         }
         if map
             .get("selector")
             .and_then(Value::as_object)
             .is_some_and(serde_json::Map::is_empty)
         {
-            map.remove("selector");
+            map.shift_remove("selector");
+        }
+        // Dependencies only when it has some, as before dependencies existed.
+        if job.depends_on.is_empty() {
+            map.shift_remove("depends_on");
+            map.shift_remove("run_on_failure");
         }
     }
     key_values(&value)
@@ -343,9 +349,22 @@ mod tests {
         assert_eq!(
             job(&plain),
             fields(&plain).replace(
-                "\nmemory_mb:        -\ncpu:              -\nmax_pids:         -\nschedule_id:      -\npool:             default\nselector:         -",
+                "\nmemory_mb:        -\ncpu:              -\nmax_pids:         -\nschedule_id:      -\npool:             default\nselector:         -\ndepends_on:       -\nrun_on_failure:   false",
                 ""
             )
+        );
+        let waits = Job {
+            depends_on: vec![Uuid::nil()],
+            run_on_failure: true,
+            ..plain.clone()
+        };
+        assert!(
+            job(&waits).ends_with(&format!(
+                "\ndepends_on:       {}\nrun_on_failure:   true",
+                Uuid::nil()
+            )),
+            "{}",
+            job(&waits)
         );
         let placed = Job {
             pool: "gpu".into(),
@@ -407,6 +426,8 @@ mod tests {
             "schedule_id",
             "pool",
             "selector",
+            "depends_on",
+            "run_on_failure",
         ];
         assert_eq!(keys(&text), contract);
         assert!(text.contains("\nstatus:           running\n"), "{text}");
@@ -414,7 +435,7 @@ mod tests {
         assert!(text.contains("\nlabels:           env=dev team=ml\n"), "{text}");
         assert!(
             text.ends_with(
-                "\nmax_pids:         -\nschedule_id:      -\npool:             default\nselector:         -"
+                "\nmax_pids:         -\nschedule_id:      -\npool:             default\nselector:         -\ndepends_on:       -\nrun_on_failure:   false"
             ),
             "{text}"
         );

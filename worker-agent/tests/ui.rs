@@ -84,6 +84,9 @@ async fn overview_and_workers_page_show_both_agents_and_pause_and_resume_one() {
     b.wait_for_text("#workers", "ui-a").await;
     let listed = b.wait_for_text("#workers", "ui-b").await;
     assert!(listed.contains("2 workers"), "{listed}");
+    // Each worker's pools (an agent started without --pool serves `default`).
+    b.wait_for_text("tr[data-worker='ui-a'] td.pools", "default")
+        .await;
     b.click("#pause-ui-a").await;
     confirm(&b).await;
     b.wait_for_text("tr[data-worker='ui-a']", "paused").await;

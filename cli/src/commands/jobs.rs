@@ -4,7 +4,7 @@ use super::Ctx;
 use crate::args::{ListArgs, LogsArgs, SubmitArgs};
 use crate::client::{Answer, ApiClient};
 use crate::error::UsageError;
-use crate::input::labels_map;
+use crate::input::{labels_map, placement};
 use crate::output::note;
 use crate::render::job_output;
 use crate::views;
@@ -23,6 +23,7 @@ use uuid::Uuid;
 /// out stay `None`, so the server's defaults apply.
 pub fn submission(args: &SubmitArgs) -> Result<SubmitRequest, UsageError> {
     let command = args.command_args();
+    let (pool, selector) = placement(&args.placement)?;
     let request = SubmitRequest {
         task_description: args.task_description.clone(),
         required_workers: args.workers,
@@ -38,8 +39,8 @@ pub fn submission(args: &SubmitArgs) -> Result<SubmitRequest, UsageError> {
         depends_on: args.depends_on.iter().map(Uuid::to_string).collect(),
         run_on_failure: args.run_on_failure,
         key: None,
-        pool: args.pool.clone(),
-        selector: labels_map(&args.selector)?,
+        pool,
+        selector,
     };
     UsageError::check(&request.problems())?;
     Ok(request)
@@ -258,7 +259,7 @@ mod tests {
     fn submit_args(line: &[&str]) -> Option<SubmitArgs> {
         let cli = Cli::try_parse_from(["orchestrator", "submit"].iter().chain(line)).ok()?;
         match cli.command {
-            Command::Submit(args) => Some(args),
+            Command::Submit(args) => Some(*args),
             _ => None,
         }
     }
@@ -338,15 +339,8 @@ mod tests {
 
     #[test]
     fn submit_body_carries_the_pool_and_selector_checked_before_sending() -> Result<()> {
-        let line = [
-            "train",
-            "--pool",
-            "gpu",
-            "--selector",
-            "zone=eu-1",
-            "--selector",
-            "os=linux",
-        ];
+        let mut line = vec!["train"];
+        line.extend(crate::fixtures::PLACEMENT_FLAGS);
         let expected = json!({"task_description": "train", "pool": "gpu",
                               "selector": {"zone": "eu-1", "os": "linux"}});
         assert_eq!(body(&line)?, expected);

@@ -67,7 +67,7 @@ fn resolve_settings(cli: &Cli, path: Option<&Path>) -> Settings {
 /// Calls the subcommand's function.
 async fn run(ctx: &Ctx, command: Command) -> Result<ExitCode> {
     match command {
-        Command::Submit(args) => return jobs::submit(ctx, args).await,
+        Command::Submit(args) => return jobs::submit(ctx, *args).await,
         Command::Login(args) => auth::login(ctx, args).await,
         Command::Whoami => auth::whoami(ctx).await,
         Command::Status(job) => jobs::status(ctx, job.job_id).await,

@@ -5,7 +5,7 @@ use super::Ctx;
 use crate::args::{CreateScheduleArgs, SchedulesCommand};
 use crate::client::Answer;
 use crate::error::UsageError;
-use crate::input::labels_map;
+use crate::input::{labels_map, placement};
 use crate::views;
 use anyhow::Result;
 use orchestrator_shared::api::{
@@ -50,6 +50,7 @@ async fn show(ctx: &Ctx, schedule_id: Uuid) -> Result<()> {
 /// The request `schedules create` asks for, checked against the contract's
 /// rules (cron, zone and template included) before it is sent.
 pub fn creation(args: &CreateScheduleArgs) -> Result<CreateScheduleRequest, UsageError> {
+    let (pool, selector) = placement(&args.placement)?;
     let request = CreateScheduleRequest {
         name: args.name.clone(),
         cron: args.cron.clone(),
@@ -59,6 +60,8 @@ pub fn creation(args: &CreateScheduleArgs) -> Result<CreateScheduleRequest, Usag
             command: (!args.command.is_empty()).then(|| args.command.clone()),
             priority: args.priority,
             labels: labels_map(&args.labels)?,
+            pool,
+            selector,
             ..SubmitRequest::default()
         },
         enabled: !args.paused,
@@ -107,11 +110,12 @@ mod tests {
     use super::*;
     use crate::args::{Cli, Command};
     use clap::Parser;
+    use serde_json::json;
 
     fn create_args(line: &[&str]) -> Option<CreateScheduleArgs> {
         let argv = ["orchestrator", "schedules", "create"].iter().chain(line);
         match Cli::try_parse_from(argv).ok()?.command {
-            Command::Schedules(SchedulesCommand::Create(args)) => Some(args),
+            Command::Schedules(SchedulesCommand::Create(args)) => Some(*args),
             _ => None,
         }
     }
@@ -144,5 +148,38 @@ mod tests {
         let err = creation(&bad).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(err.contains("cron"), "{err}");
         assert!(create_args(&["--name", "n", "--cron", "* * * * *", "--overlap", "never", "x"]).is_none());
+    }
+
+    #[test]
+    fn create_places_each_job_by_pool_and_selector_checked_before_sending() {
+        let placed = |extra: &[&str]| {
+            let mut line = vec!["--name", "n", "--cron", "* * * * *"];
+            line.extend_from_slice(extra);
+            line.push("train");
+            let args = create_args(&line).unwrap_or_else(|| panic!("{extra:?} parses"));
+            creation(&args).map_err(|e| e.to_string())
+        };
+        let req = placed(&crate::fixtures::PLACEMENT_FLAGS).unwrap_or_else(|e| panic!("{e}"));
+        let template = serde_json::to_value(&req.template).unwrap_or_default();
+        assert_eq!(
+            (&template["pool"], &template["selector"]),
+            (&json!("gpu"), &json!({"zone": "eu-1", "os": "linux"})),
+            "{template}"
+        );
+        let plain = placed(&[]).unwrap_or_else(|e| panic!("{e}"));
+        let template = serde_json::to_value(&plain.template).unwrap_or_default();
+        assert!(
+            template.get("pool").is_none() && template.get("selector").is_none(),
+            "{template}"
+        );
+        for (bad, names) in [
+            (["--pool", "GPU"], "pool"),
+            (["--selector", "zone=a,b"], "selector"),
+        ] {
+            let err = placed(&bad).err().unwrap_or_default();
+            assert!(err.contains(names), "{bad:?}: {err}");
+        }
+        let twice = placed(&["--selector", "zone=a", "--selector", "zone=b"]);
+        assert!(twice.is_err_and(|e| e.contains("zone")));
     }
 }

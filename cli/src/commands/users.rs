@@ -6,8 +6,10 @@ use crate::client::Answer;
 use crate::error::UsageError;
 use crate::views;
 use anyhow::Result;
-use orchestrator_shared::api::{CreateUserRequest, Me, UpdateUserRequest, UserAccount, UserList};
-use serde_json::Value;
+use orchestrator_shared::api::{
+    CreateUserRequest, Me, PoolQuotaChanges, UpdateUserRequest, UserAccount, UserList,
+};
+use serde_json::{Number, Value};
 use uuid::Uuid;
 
 /// Where `users create` and `users update --new-password` read the password
@@ -119,18 +121,35 @@ pub fn change(
     } else {
         None
     };
-    if scopes.is_none() && password.is_none() {
+    let pool_quotas = pool_quota_changes(&args.pool_quotas)?;
+    if scopes.is_none() && password.is_none() && pool_quotas.is_none() {
         return Err(UsageError(
-            "nothing to change: give --scope, --no-scopes or --new-password".into(),
+            "nothing to change: give --scope, --no-scopes, --new-password or --pool-quota".into(),
         ));
     }
     let request = UpdateUserRequest {
         scopes,
         disabled: None,
         password,
+        pool_quotas,
     };
     UsageError::check(&request.problems())?;
     Ok(request)
+}
+
+/// The `pool_quotas` of `--pool-quota` flags (`None`: none given); a pool
+/// given twice is a usage error rather than a silent choice.
+fn pool_quota_changes(pairs: &[(String, Option<i64>)]) -> Result<Option<PoolQuotaChanges>, UsageError> {
+    if pairs.is_empty() {
+        return Ok(None);
+    }
+    let mut changes = PoolQuotaChanges::default();
+    for (pool, limit) in pairs {
+        if changes.0.insert(pool.clone(), limit.map(Number::from)).is_some() {
+            return Err(UsageError(format!("--pool-quota names pool {pool:?} twice")));
+        }
+    }
+    Ok(Some(changes))
 }
 
 /// The change of `users disable` (`true`) and `users enable` (`false`).
@@ -153,6 +172,7 @@ mod tests {
             scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
             no_scopes,
             new_password,
+            pool_quotas: Vec::new(),
         }
     }
 
@@ -174,6 +194,35 @@ mod tests {
             json!({"password": "quiet-river-31"})
         );
         assert_eq!(serde_json::to_value(disabled(true))?, json!({"disabled": true}));
+        Ok(())
+    }
+
+    #[test]
+    fn pool_quotas_are_set_or_lifted_and_checked_before_sending() -> Result<()> {
+        let with = |quotas: &[(&str, Option<i64>)]| {
+            let mut args = update_args(&[], false, false);
+            args.pool_quotas = quotas.iter().map(|(p, n)| ((*p).to_owned(), *n)).collect();
+            change(&args, |_: &str| None)
+        };
+        let body = serde_json::to_value(with(&[("gpu", Some(2)), ("cpu-big", None)])?)?;
+        assert_eq!(body, json!({"pool_quotas": {"cpu-big": null, "gpu": 2}}));
+        let bad = with(&[("GPU", Some(1)), ("gpu", Some(-1))]).err().map(|e| e.0);
+        let bad = bad.unwrap_or_default();
+        assert!(
+            bad.contains("body.pool_quotas.GPU") && bad.contains("body.pool_quotas.gpu"),
+            "{bad}"
+        );
+        assert!(with(&[("gpu", Some(1)), ("gpu", None)]).is_err(), "a pool twice");
+        let parsed: Vec<_> = ["gpu=3", "gpu=none"]
+            .iter()
+            .map(|raw| crate::input::parse_pool_quota(raw))
+            .collect();
+        assert_eq!(
+            parsed,
+            [Ok(("gpu".to_owned(), Some(3))), Ok(("gpu".to_owned(), None))]
+        );
+        assert!(crate::input::parse_pool_quota("gpu=2.5").is_err());
+        assert!(crate::input::parse_pool_quota("gpu").is_err());
         Ok(())
     }
 

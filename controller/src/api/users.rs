@@ -1,6 +1,6 @@
 //! `/api/auth/users` and `/api/auth/users/{user_id}` beyond creation
-//! (admins only): list, read, change (scopes, disabled, password) and
-//! delete users. Every change that takes rights away reaches the tokens
+//! (admins only): list, read, change (scopes, disabled, password,
+//! per-pool quotas) and delete users. Every change that takes rights away reaches the tokens
 //! issued before it through the one authorization check
 //! (`auth::standing`); this controller forgets its reading of the user at
 //! once, the others within the revocation bound.
@@ -10,24 +10,34 @@ use super::extract::{ApiJson, ApiPath, Principal};
 use super::AppState;
 use crate::auth::password;
 use crate::db::users::{self, UserChange};
-use crate::db::DbError;
+use crate::db::{pools, DbError};
 use crate::models::User;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
+use deadpool_postgres::GenericClient;
 use orchestrator_shared::api::auth::distinct_scopes;
 use orchestrator_shared::api::{UpdateUserRequest, UserAccount, UserList};
+use std::collections::BTreeMap;
 use uuid::Uuid;
 
-/// How the users routes show `user`.
-fn account(user: User) -> UserAccount {
+/// How the users routes show `user`, with its per-pool quotas.
+fn account(user: User, pool_quotas: BTreeMap<String, i64>) -> UserAccount {
     UserAccount {
         user_id: user.user_id,
         username: user.username,
         scopes: user.scopes,
         disabled: user.disabled,
         created_at: user.created_at,
+        pool_quotas,
     }
+}
+
+/// `user` as [`account`] shows it, its per-pool quotas read through `client`.
+async fn account_of(client: &impl GenericClient, user: User) -> Result<UserAccount, ApiError> {
+    let mut quotas = pools::quotas_of(client, Some(&[user.user_id])).await?;
+    let own = quotas.remove(&user.user_id).unwrap_or_default();
+    Ok(account(user, own))
 }
 
 /// Every user that is not deleted, disabled ones included, by name.
@@ -35,7 +45,15 @@ fn account(user: User) -> UserAccount {
     responses((status = 200, body = UserList), (status = 403, body = ErrorBody)))]
 pub async fn list(State(state): State<AppState>) -> Result<Json<UserList>, ApiError> {
     let client = state.db.client().await?;
-    let users: Vec<UserAccount> = users::list(&client).await?.into_iter().map(account).collect();
+    let mut quotas = pools::quotas_of(&client, None).await?;
+    let users: Vec<UserAccount> = users::list(&client)
+        .await?
+        .into_iter()
+        .map(|user| {
+            let own = quotas.remove(&user.user_id).unwrap_or_default();
+            account(user, own)
+        })
+        .collect();
     Ok(Json(UserList {
         total: users.len(),
         users,
@@ -51,10 +69,12 @@ pub async fn get(
     ApiPath(user_id): ApiPath<Uuid>,
 ) -> Result<Json<UserAccount>, ApiError> {
     let client = state.db.client().await?;
-    Ok(Json(account(users::get(&client, user_id).await?)))
+    let user = users::get(&client, user_id).await?;
+    Ok(Json(account_of(&client, user).await?))
 }
 
-/// Changes a user's scopes, disabled flag or password. Disabling or a new
+/// Changes a user's scopes, disabled flag, password or per-pool quotas
+/// (all or nothing). Disabling or a new
 /// password takes back every token of the user; a scope cut applies to
 /// them too. Refused (409) when it would disable the caller or leave no
 /// enabled admin.
@@ -82,11 +102,15 @@ pub async fn update(
     let mut client = state.db.client().await?;
     let tx = client.transaction().await.map_err(DbError::from)?;
     let user = users::update(&tx, user_id, &change).await?;
+    if let Some(changes) = &req.pool_quotas {
+        pools::change_quotas(&tx, user_id, &changes.limits()).await?;
+    }
+    let user = account_of(&tx, user).await?;
     tx.commit().await.map_err(DbError::from)?;
     state.standing.forget(user_id);
     tracing::info!(%user_id, by = %principal.user_id, scopes = ?user.scopes, disabled = user.disabled,
-        new_password = change.password_hash.is_some(), "user changed");
-    Ok(Json(account(user)))
+        new_password = change.password_hash.is_some(), pool_quotas = ?user.pool_quotas, "user changed");
+    Ok(Json(user))
 }
 
 /// The hash of the request's new password, if it has one that meets the

@@ -14,6 +14,7 @@ use deadpool_postgres::GenericClient;
 use orchestrator_shared::api::{PoolQuotaView, WorkClass};
 use orchestrator_shared::pools::{JobClass, DEFAULT_POOL};
 use orchestrator_shared::JobStatus;
+use std::collections::{BTreeMap, HashMap};
 use uuid::Uuid;
 
 /// Records the classes of `jobs` other than the default one (whose queue
@@ -139,6 +140,60 @@ pub async fn set_quota(
         )
         .await?;
     Ok(())
+}
+
+/// Applies an admin's change of `user_id`'s per-pool quotas (`Some(n)`:
+/// at most `n` workers of the pool; `None`: the pool's limit lifted), in
+/// one statement, in the caller's transaction. The pools lifted and set
+/// are distinct (one change names a pool once), so the statement's delete
+/// and insert never meet on a row.
+pub async fn change_quotas(
+    client: &impl GenericClient,
+    user_id: Uuid,
+    changes: &[(String, Option<i32>)],
+) -> Result<(), DbError> {
+    let lifted: Vec<&str> = changes
+        .iter()
+        .filter(|(_, limit)| limit.is_none())
+        .map(|(pool, _)| pool.as_str())
+        .collect();
+    let (pools, limits): (Vec<&str>, Vec<i32>) = changes
+        .iter()
+        .filter_map(|(pool, limit)| limit.map(|n| (pool.as_str(), n)))
+        .unzip();
+    client
+        .exec(
+            "WITH lifted AS (DELETE FROM pool_quotas WHERE user_id = $1 AND pool = ANY($2))
+             INSERT INTO pool_quotas (user_id, pool, max_workers)
+             SELECT $1, p, n FROM unnest($3::text[], $4::int[]) AS c(p, n)
+             ON CONFLICT (user_id, pool) DO UPDATE SET max_workers = EXCLUDED.max_workers",
+            &[&user_id, &lifted, &pools, &limits],
+        )
+        .await?;
+    Ok(())
+}
+
+/// The per-pool quotas of `user_ids` (every user's when `None`): user to
+/// pool to limit; a user without any is absent.
+pub async fn quotas_of(
+    client: &impl GenericClient,
+    user_ids: Option<&[Uuid]>,
+) -> Result<HashMap<Uuid, BTreeMap<String, i64>>, DbError> {
+    let rows = client
+        .rows(
+            "SELECT user_id, pool, max_workers::bigint FROM pool_quotas
+             WHERE $1::uuid[] IS NULL OR user_id = ANY($1)",
+            &[&user_ids],
+        )
+        .await?;
+    let mut quotas: HashMap<Uuid, BTreeMap<String, i64>> = HashMap::new();
+    for r in &rows {
+        quotas
+            .entry(r.try_get(0)?)
+            .or_default()
+            .insert(r.try_get(1)?, r.try_get(2)?);
+    }
+    Ok(quotas)
 }
 
 /// Live (idle or busy) workers of `pool` not held by an active allocation

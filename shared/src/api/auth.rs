@@ -16,6 +16,7 @@
 //! common passwords (`shared/data/common-passwords.txt`, compiled in).
 
 use super::error::{check_no_nul, FieldError};
+use super::resources::PoolQuotaChanges;
 use crate::Scope;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -282,6 +283,11 @@ pub struct UserAccount {
     pub disabled: bool,
     /// When the account was made.
     pub created_at: DateTime<Utc>,
+    /// The user's per-pool quotas: pool name to the most workers of that
+    /// pool it may hold allocated (`{}`: no pool is limited beyond its
+    /// overall quota), so an admin reads what `pool_quotas` set.
+    #[serde(default)]
+    pub pool_quotas: std::collections::BTreeMap<String, i64>,
 }
 
 /// `GET /api/auth/users`: every user that is not deleted, by name.
@@ -315,6 +321,15 @@ pub struct UpdateUserRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(min_length = 8, max_length = 1024))]
     pub password: Option<String>,
+    /// Per-pool quotas to set (admins only, as every change here): `{"gpu":
+    /// 2}` lets the user hold at most 2 workers of pool `gpu` allocated,
+    /// `{"gpu": null}` lifts that limit; pools not named keep theirs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(value_type = Option<std::collections::BTreeMap<String, Option<i64>>>)
+    )]
+    pub pool_quotas: Option<PoolQuotaChanges>,
 }
 
 /// The fields of [`UpdateUserRequest`] as serde derives their reading.
@@ -326,6 +341,8 @@ struct UpdateUserFields {
     disabled: Option<bool>,
     #[serde(default)]
     password: Option<String>,
+    #[serde(default)]
+    pool_quotas: Option<PoolQuotaChanges>,
 }
 
 /// Reads an [`UpdateUserRequest`] from a map only.
@@ -344,6 +361,7 @@ impl<'de> serde::de::Visitor<'de> for UpdateUserVisitor {
             scopes: fields.scopes,
             disabled: fields.disabled,
             password: fields.password,
+            pool_quotas: fields.pool_quotas,
         })
     }
 }
@@ -363,6 +381,7 @@ impl std::fmt::Debug for UpdateUserRequest {
             .field("scopes", &self.scopes)
             .field("disabled", &self.disabled)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("pool_quotas", &self.pool_quotas)
             .finish()
     }
 }
@@ -381,6 +400,9 @@ impl UpdateUserRequest {
             for problem in password_problems("", password) {
                 errors.push(FieldError::body("password", problem));
             }
+        }
+        if let Some(changes) = &self.pool_quotas {
+            errors.extend(changes.problems());
         }
         errors
     }
@@ -551,9 +573,10 @@ mod tests {
             scopes: Some(vec!["jobs:read".into(), "root".into()]),
             disabled: Some(true),
             password: Some("password".into()),
+            pool_quotas: serde_json::from_value(json!({"gpu": -1})).ok(),
         };
         let locs: Vec<String> = update.problems().iter().map(FieldError::location).collect();
-        assert_eq!(locs, ["body.scopes", "body.password"]);
+        assert_eq!(locs, ["body.scopes", "body.password", "body.pool_quotas.gpu"]);
         let holds_name = UpdateUserRequest {
             password: Some("mallory-rules-9".into()),
             ..UpdateUserRequest::default()

@@ -100,6 +100,15 @@ pub struct Job {
     /// Labels an agent must carry to run it (`{}`: any agent of the pool).
     #[serde(default)]
     pub selector: Labels,
+    /// The jobs it waits for, by id in id order (`[]`: none), so a client
+    /// sees a job's dependencies where it reads the job; their statuses
+    /// and the rest of the graph are `GET /api/jobs/{job_id}/graph`'s.
+    #[serde(default)]
+    pub depends_on: Vec<Uuid>,
+    /// Whether it runs once its dependencies finished however they ended
+    /// (`false`: one that failed, was cancelled or timed out cancels it).
+    #[serde(default)]
+    pub run_on_failure: bool,
 }
 
 /// One recorded transition of a job.

@@ -52,8 +52,8 @@ pub use output::{
     OutputSseEvent, OutputStored, OutputStream, OutputStreamEvent, StreamQuery,
 };
 pub use resources::{
-    AllocateRequest, Allocation, AllocationStatus, PoolQuotaView, Quota, QuotaView, ReleaseRequest,
-    UsageView, UserUsage,
+    AllocateRequest, Allocation, AllocationStatus, PoolQuotaChanges, PoolQuotaView, Quota, QuotaView,
+    ReleaseRequest, UsageView, UserUsage,
 };
 pub use schedules::{
     Cadence, CreateScheduleRequest, Overlap, RunOutcome, Schedule, ScheduleDetail, ScheduleList, ScheduleRun,

@@ -62,6 +62,77 @@ pub struct PoolQuotaView {
     pub available_workers: i64,
 }
 
+/// Most pools one change of a user's per-pool quotas names.
+pub const MAX_POOL_QUOTA_CHANGES: usize = 64;
+/// Largest per-pool quota: workers of one pool a user may hold allocated.
+pub const MAX_POOL_QUOTA: i64 = 1_000_000;
+
+/// A change of a user's per-pool quotas (`pool_quotas` of `PATCH
+/// /api/auth/users/{user_id}`): pool name to the most workers of that pool
+/// the user may hold allocated, or `null` to lift that pool's limit. Pools
+/// it does not name keep their limits. Values stay JSON numbers until
+/// [`PoolQuotaChanges::problems`] checks them, so a fraction or an
+/// out-of-range number is a 422 naming the pool, not a type error.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct PoolQuotaChanges(pub std::collections::BTreeMap<String, Option<serde_json::Number>>);
+
+impl PoolQuotaChanges {
+    /// Every rule the change breaks, located at `["body", "pool_quotas",
+    /// pool]`: a pool name outside the pool rule, a limit that is not a
+    /// whole number from 0 to [`MAX_POOL_QUOTA`], more than
+    /// [`MAX_POOL_QUOTA_CHANGES`] pools.
+    pub fn problems(&self) -> Vec<FieldError> {
+        if self.0.len() > MAX_POOL_QUOTA_CHANGES {
+            return vec![FieldError::body(
+                "pool_quotas",
+                format!("at most {MAX_POOL_QUOTA_CHANGES} pools at once"),
+            )];
+        }
+        let at = |pool: &str, msg: String| {
+            let mut e = FieldError::body("pool_quotas", msg);
+            e.loc.push(pool.to_owned());
+            e
+        };
+        let mut errors = Vec::new();
+        for (pool, limit) in &self.0 {
+            if !crate::pools::is_valid_pool(pool) {
+                errors.push(at(pool, format!("a pool name {}", crate::pools::POOL_RULE)));
+            }
+            if limit.as_ref().is_some_and(|n| whole(n).is_none()) {
+                errors.push(at(
+                    pool,
+                    format!("must be a whole number between 0 and {MAX_POOL_QUOTA}, or null"),
+                ));
+            }
+        }
+        errors
+    }
+
+    /// The change as pairs of pool and new limit (`None`: lifted), once
+    /// [`PoolQuotaChanges::problems`] found none (a bad limit reads as
+    /// lifted, so check first).
+    pub fn limits(&self) -> Vec<(String, Option<i32>)> {
+        self.0
+            .iter()
+            .map(|(pool, limit)| (pool.clone(), limit.as_ref().and_then(whole)))
+            .collect()
+    }
+}
+
+/// `n` as a per-pool limit: a whole number (`2` or `2.0`) from 0 to
+/// [`MAX_POOL_QUOTA`].
+fn whole(n: &serde_json::Number) -> Option<i32> {
+    let value = n.as_i64().or_else(|| {
+        n.as_f64()
+            .filter(|f| f.fract() == 0.0 && f.abs() <= MAX_POOL_QUOTA as f64)
+            .map(|f| f as i64)
+    })?;
+    i32::try_from(value)
+        .ok()
+        .filter(|v| (0..=MAX_POOL_QUOTA).contains(&i64::from(*v)))
+}
+
 /// `POST /api/resources/allocate` body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -207,6 +278,41 @@ pub struct UsageView {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pool_quota_changes_take_whole_limits_in_range_and_null_lifts() {
+        let read = |json: &str| serde_json::from_str::<PoolQuotaChanges>(json).unwrap_or_default();
+        let good = read(r#"{"gpu": 2, "cpu-big": 0, "old": null, "f": 3.0}"#);
+        assert!(good.problems().is_empty(), "{:?}", good.problems());
+        assert_eq!(
+            good.limits(),
+            [
+                ("cpu-big".to_owned(), Some(0)),
+                ("f".to_owned(), Some(3)),
+                ("gpu".to_owned(), Some(2)),
+                ("old".to_owned(), None)
+            ]
+        );
+        let bad = read(r#"{"GPU": 1, "a": -1, "b": 2.5, "c": 1000001, "d": 1e300}"#);
+        let locs: Vec<String> = bad.problems().iter().map(FieldError::location).collect();
+        assert_eq!(
+            locs,
+            [
+                "body.pool_quotas.GPU",
+                "body.pool_quotas.a",
+                "body.pool_quotas.b",
+                "body.pool_quotas.c",
+                "body.pool_quotas.d"
+            ]
+        );
+        let many = PoolQuotaChanges(
+            (0..=MAX_POOL_QUOTA_CHANGES)
+                .map(|i| (format!("p{i}"), Some(1.into())))
+                .collect(),
+        );
+        assert_eq!(many.problems().len(), 1);
+        assert!(serde_json::from_str::<PoolQuotaChanges>(r#"{"gpu": "2"}"#).is_err());
+    }
 
     #[test]
     fn allocation_status_round_trips_and_rejects_unknown() {

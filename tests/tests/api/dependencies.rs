@@ -227,6 +227,69 @@ async fn assert_ran_in_order(app: &TestApp, [a, b, c, d]: [Uuid; 4]) -> Value {
     jd
 }
 
+/// Checks `depends_on` and `run_on_failure` of each `expected` job (id,
+/// dependencies, runs on failure) in `seen`: one job, or a list holding
+/// them all.
+fn assert_dependencies(seen: &Value, expected: &[(Uuid, Value, bool)], what: &str) {
+    for (id, deps, on_failure) in expected {
+        let j = match seen.as_array() {
+            Some(jobs) => jobs
+                .iter()
+                .find(|j| job_id(j) == *id)
+                .unwrap_or_else(|| panic!("{what}: no job {id} in {seen}")),
+            None if job_id(seen) == *id => seen,
+            None => continue,
+        };
+        assert_eq!(&j["depends_on"], deps, "{what}: {j}");
+        assert_eq!(j["run_on_failure"], json!(on_failure), "{what}: {j}");
+    }
+}
+
+#[tokio::test]
+async fn a_job_shows_its_dependencies_and_run_on_failure_wherever_it_is_read() {
+    let app = integration_tests::spawn_app().await;
+    let mut c = node("c", &["b", "a"]);
+    c["run_on_failure"] = json!(true);
+    let r = app
+        .submit_batch(&app.admin_token, &[node("a", &[]), node("b", &["a"]), c])
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let ids: Vec<Uuid> = r.json["jobs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(job_id)
+        .collect();
+    let [a, b, c] = ids[..] else { panic!("{ids:?}") };
+    let mut a_and_b = [a, b];
+    a_and_b.sort();
+    // Its dependencies in id order; `[]` and `false` for a job without
+    // any (a new field, nothing else changed).
+    let expected = [
+        (a, json!([]), false),
+        (b, json!([a]), false),
+        (c, json!(a_and_b), true),
+    ];
+    assert_dependencies(&r.json["jobs"], &expected, "the batch's answer");
+    for id in [a, b, c] {
+        assert_dependencies(&job(&app, id).await, &expected, "GET /api/jobs/{id}");
+    }
+    let list = app.list_jobs(&app.admin_token, &[]).await;
+    assert_eq!(list.status, 200, "{}", list.text);
+    assert_dependencies(&list.json["jobs"], &expected, "GET /api/jobs");
+    let search = app
+        .send(
+            reqwest::Method::GET,
+            "/api/jobs/search",
+            Some(&app.admin_token),
+            None,
+        )
+        .await;
+    assert_eq!(search.status, 200, "{}", search.text);
+    assert_dependencies(&search.json["jobs"], &expected, "GET /api/jobs/search");
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn a_failed_dependency_cancels_its_dependents_down_the_graph_unless_they_run_on_failure() {
     let (app, token) = app_with_agent().await;

@@ -322,3 +322,98 @@ async fn a_per_pool_quota_limits_the_workers_of_that_pool_a_user_may_allocate() 
     assert_eq!(quota.json["pools"][0]["available_workers"], 0, "{}", quota.text);
     app.stop().await;
 }
+
+/// The user's `pool_quotas` as `GET /api/auth/users/{id}` shows them.
+async fn pool_quotas_of(app: &TestApp, user: Uuid) -> Value {
+    let r = app.get_user(&app.admin_token, user).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.json["pool_quotas"].clone()
+}
+
+#[tokio::test]
+async fn an_admin_sets_and_lifts_a_users_per_pool_quota_through_the_users_api() {
+    let app = spawn_app().await;
+    for id in ["pq-gpu-1", "pq-gpu-2"] {
+        agent(&app, id, json!({"pools": ["gpu"]})).await;
+    }
+    let token = app
+        .user_token("pq-user", &["resources:read", "resources:write"])
+        .await;
+    let me = app.me(&token).await;
+    let user: Uuid =
+        serde_json::from_value(me.json["user_id"].clone()).unwrap_or_else(|e| panic!("{e}: {}", me.text));
+    assert_eq!(pool_quotas_of(&app, user).await, json!({}));
+
+    let r = app
+        .update_user(&app.admin_token, user, &json!({"pool_quotas": {"gpu": 1}}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json["pool_quotas"], json!({"gpu": 1}), "{}", r.text);
+    assert_eq!(pool_quotas_of(&app, user).await, json!({"gpu": 1}));
+    let quota = app.quotas(&token).await;
+    assert_eq!(
+        quota.json["pools"],
+        json!([{"pool": "gpu", "max_workers": 1, "allocated_workers": 0, "available_workers": 1}]),
+        "{}",
+        quota.text
+    );
+    let over = app.allocate(&token, &json!({"workers": 2, "pool": "gpu"})).await;
+    assert_eq!(over.status, 409, "{}", over.text);
+    assert_eq!(
+        over.json,
+        json!({"detail": "Quota exceeded: 0 workers of pool gpu allocated, 2 more requested, max_workers of pool gpu is 1"})
+    );
+
+    refused_changes_change_nothing(&app, &token, user).await;
+
+    // `null` lifts the pool's limit: two gpu workers may then be allocated.
+    let r = app
+        .update_user(&app.admin_token, user, &json!({"pool_quotas": {"gpu": null}}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json["pool_quotas"], json!({}), "{}", r.text);
+    assert_eq!(app.quotas(&token).await.json["pools"], json!([]));
+    let r = app.allocate(&token, &json!({"workers": 2, "pool": "gpu"})).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    app.stop().await;
+}
+
+/// Bad per-pool quotas are a 422 naming each bad entry, a non-admin's
+/// change a 403; neither changes anything (the user's limit stays
+/// `{"gpu": 1}`, its scopes as they were).
+async fn refused_changes_change_nothing(app: &TestApp, token: &str, user: Uuid) {
+    let scopes_before = app.get_user(&app.admin_token, user).await.json["scopes"].clone();
+    for (bad, loc) in [
+        (json!({"GPU": 2}), "GPU"),
+        (json!({"gpu": -1}), "gpu"),
+        (json!({"gpu": 2.5}), "gpu"),
+        (json!({"gpu": 1_000_001}), "gpu"),
+        (json!({"gpu": 3, "bad.name": 1}), "bad.name"),
+    ] {
+        let body = json!({"scopes": ["jobs:read"], "pool_quotas": bad});
+        let r = app.update_user(&app.admin_token, user, &body).await;
+        assert_eq!(r.status, 422, "{bad}: {}", r.text);
+        let items = body_validation_items(&r);
+        assert!(
+            items
+                .iter()
+                .any(|i| i["loc"] == json!(["body", "pool_quotas", loc])),
+            "{bad}: {}",
+            r.text
+        );
+    }
+    for bad in [json!({"gpu": "2"}), json!(["gpu", 2]), json!(5)] {
+        let r = app
+            .update_user(&app.admin_token, user, &json!({"pool_quotas": bad}))
+            .await;
+        assert_eq!(r.status, 422, "{bad}: {}", r.text);
+        body_validation_items(&r);
+    }
+    let r = app
+        .update_user(token, user, &json!({"pool_quotas": {"gpu": 5}}))
+        .await;
+    assert_eq!(r.status, 403, "{}", r.text);
+    assert_eq!(pool_quotas_of(app, user).await, json!({"gpu": 1}));
+    let after = app.get_user(&app.admin_token, user).await;
+    assert_eq!(after.json["scopes"], scopes_before, "{}", after.text);
+}

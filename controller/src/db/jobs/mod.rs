@@ -29,15 +29,18 @@ use tokio_postgres::Row;
 use uuid::Uuid;
 
 /// Columns of a job row (alias `j`), plus the workers of its current
-/// attempt; a macro so statements can be `concat!`ed into constants.
+/// attempt and the jobs it depends on (one probe of `job_dependencies`'
+/// primary key); a macro so statements can be `concat!`ed into constants.
 macro_rules! job_columns {
     () => {
         "j.job_id, j.status, j.task_description, j.required_workers, j.command, \
          j.priority, j.labels, j.attempts, j.max_retries, j.timeout_seconds, j.idempotency_key, \
          j.submitted_by, j.created_at, j.started_at, j.finished_at, j.exit_code, j.error, j.waiting_for, \
-         j.memory_mb, j.cpu_millis, j.max_pids, j.schedule_id, j.pool, j.selector, \
+         j.memory_mb, j.cpu_millis, j.max_pids, j.schedule_id, j.pool, j.selector, j.run_on_failure, \
          ARRAY(SELECT s.worker_id FROM job_shards s WHERE s.job_id = j.job_id AND s.attempt = j.attempts \
-               AND s.worker_id IS NOT NULL ORDER BY s.shard_index) AS assigned_workers"
+               AND s.worker_id IS NOT NULL ORDER BY s.shard_index) AS assigned_workers, \
+         ARRAY(SELECT e.depends_on FROM job_dependencies e WHERE e.job_id = j.job_id \
+               ORDER BY e.depends_on) AS depends_on"
     };
 }
 use job_columns;
@@ -68,6 +71,8 @@ fn from_row(row: &Row) -> Result<Job, DbError> {
         schedule_id: row.try_get("schedule_id")?,
         pool: row.try_get("pool")?,
         selector: parse_json::<Labels>(row, "selector")?,
+        depends_on: row.try_get("depends_on")?,
+        run_on_failure: row.try_get("run_on_failure")?,
     })
 }
 

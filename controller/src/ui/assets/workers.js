@@ -1,4 +1,5 @@
-// Workers: status, capacity and running jobs, last heartbeat age, labels;
+// Workers: status, capacity and running jobs, last heartbeat age, pools
+// and labels;
 // pause, resume and terminate (confirmed first); a worker's page with its
 // recent jobs.
 
@@ -34,6 +35,11 @@ function commands(worker, reload) {
   return buttons;
 }
 
+/** The pools a worker serves (an agent from before pools: `default`). */
+function pools(worker) {
+  return (worker.pools ?? ['default']).join(', ');
+}
+
 function workerRow(worker, reload) {
   return h(
     'tr',
@@ -42,6 +48,7 @@ function workerRow(worker, reload) {
     h('td', {}, badge(worker.status)),
     h('td', {}, `${worker.running_jobs} / ${worker.capacity}`),
     h('td', {}, ago(worker.last_heartbeat_at)),
+    h('td', { class: 'pools' }, pools(worker)),
     h('td', {}, labels(worker.labels)),
     h('td', {}, worker.hostname),
     h('td', { class: 'actions' }, commands(worker, reload)),
@@ -56,7 +63,7 @@ export async function workersPage({ main, onLeave }) {
     replace(
       area,
       h('p', { class: 'muted' }, `${list.total} worker${list.total === 1 ? '' : 's'}`),
-      table(['Worker', 'Status', 'Running / capacity', 'Last heartbeat', 'Labels', 'Host', 'Actions'], list.workers.map((w) => workerRow(w, draw))),
+      table(['Worker', 'Status', 'Running / capacity', 'Last heartbeat', 'Pools', 'Labels', 'Host', 'Actions'], list.workers.map((w) => workerRow(w, draw))),
     );
   };
   await draw();
@@ -72,6 +79,7 @@ export async function workerPage({ main }, workerId) {
       ['Status', badge(worker.status)],
       ['Capacity', `${worker.running_jobs} running of ${worker.capacity}`],
       ['Last heartbeat', `${ago(worker.last_heartbeat_at)} (${when(worker.last_heartbeat_at)})`],
+      ['Pools', pools(worker)],
       ['Labels', labels(worker.labels)],
       ['Host', worker.hostname],
       ['Version', worker.version],
