@@ -51,4 +51,5 @@ build() { # image-directory image-name binary...
   echo "[build-app-images] $image:$TAG from $TARGET_DIR/{$*}" >&2
 }
 build controller orchestrator-controller controller
-build agent orchestrator-agent worker-agent
+# worker-agent-exec: the small helper each job starts through.
+build agent orchestrator-agent worker-agent worker-agent-exec

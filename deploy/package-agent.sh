@@ -33,6 +33,12 @@ chmod 0755 "$STAGE"
 trap 'rm -rf "$STAGE"' EXIT
 
 install -D -m 0755 "$BINARY" "$STAGE/usr/bin/worker-agent"
+# The small exec-job helper, beside the agent where it looks for it (the
+# agent falls back to its own binary without it).
+HELPER="$(dirname "$BINARY")/worker-agent-exec"
+if [[ -x $HELPER ]]; then
+  install -D -m 0755 "$HELPER" "$STAGE/usr/bin/worker-agent-exec"
+fi
 install -D -m 0644 "$SRC/orchestrator-agent.service" "$STAGE/lib/systemd/system/orchestrator-agent.service"
 install -D -m 0644 "$SRC/sysusers.conf" "$STAGE/usr/lib/sysusers.d/orchestrator-agent.conf"
 install -D -m 0640 "$SRC/agent.env" "$STAGE/etc/orchestrator-agent/agent.env"

@@ -27,7 +27,7 @@ if [[ ! -x $TOOLS/bin/inferno-flamegraph ]]; then
 fi
 
 RUSTFLAGS="-C force-frame-pointers=yes" CARGO_PROFILE_RELEASE_DEBUG=line-tables-only \
-    cargo build --release --target-dir "$TARGET" -p worker-agent -p integration-tests --bin loadgen --bin worker-agent
+    cargo build --release --target-dir "$TARGET" -p worker-agent -p integration-tests --bin loadgen --bin worker-agent --bin worker-agent-exec
 
 "$TARGET/release/loadgen" --agent-bin "$TARGET/release/worker-agent" "$@" > "$OUT/loadgen.txt" 2>/dev/null &
 LOADGEN=$!

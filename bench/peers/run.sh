@@ -96,7 +96,7 @@ fi
 if [[ $ONLY != celery ]] && { [[ $REBUILD == 1 ]] || [[ ! -x $LOADGEN ]] || [[ ! -x $AGENT ]] || [[ ! -x $AGENT-exec ]]; }; then
   command -v cargo >/dev/null 2>&1 || die "$LOADGEN or $AGENT is missing and cargo is not in PATH"
   log "building loadgen and worker-agent (release)"
-  (cd "$ROOT" && cargo build --release -p integration-tests --bin loadgen -p worker-agent --bin worker-agent) ||
+  (cd "$ROOT" && cargo build --release -p integration-tests --bin loadgen -p worker-agent --bin worker-agent --bin worker-agent-exec) ||
     die "cargo build failed"
 fi
 

@@ -1,7 +1,6 @@
 //! What job isolation costs per job: runs the same no-op job (`/bin/true`)
 //! through the agent's runner without isolation and with it (its own user,
-//! a cgroup of its own with limits, both entered between fork and `exec`),
-//! and prints
+//! a cgroup of its own with limits, the `exec-job` helper), and prints
 //! no-op jobs per second and milliseconds per job for each. Run as root on
 //! a host with cgroups:
 //!
@@ -10,8 +9,9 @@
 //! target/release/examples/isolation_cost [RUNS] [CONCURRENCY]
 //! ```
 //!
-//! A third variant switches the user but makes no cgroup, which splits the
-//! cost between the two.
+//! The helper is the `worker-agent` binary beside the examples directory
+//! (or `ISOLATION_HELPER`). A third variant switches the user through the
+//! helper but makes no cgroup, which splits the cost between the two.
 
 use orchestrator_shared::api::Resources;
 use std::path::PathBuf;
@@ -19,6 +19,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use worker_agent::isolation::{Sandbox, SandboxConfig};
 use worker_agent::runner::{run, CancelHandle, RunLimits, RunSpec};
+
+fn helper() -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os("ISOLATION_HELPER") {
+        return Ok(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .and_then(|examples| examples.parent())
+        .ok_or_else(|| anyhow::anyhow!("no directory above {}", exe.display()))?;
+    Ok(dir.join("worker-agent"))
+}
 
 fn limits(sandbox: Sandbox, tag: &str) -> RunLimits {
     RunLimits {
@@ -79,6 +91,7 @@ async fn main() -> anyhow::Result<()> {
     let concurrency: usize = args.next().map_or(Ok(4), |a| a.parse())?;
     let config = SandboxConfig {
         job_user: "nobody".into(),
+        helper: Some(helper()?),
         ..SandboxConfig::default()
     };
     let isolated = Sandbox::setup(
@@ -100,7 +113,7 @@ async fn main() -> anyhow::Result<()> {
         ("user only", &user_only),
         ("isolated", &isolated),
     ];
-    // One warm-up round each (page cache).
+    // One warm-up round each (page cache, the helper binary).
     for (_, limits) in variants {
         measure(Arc::clone(limits), concurrency, concurrency).await?;
     }
@@ -115,7 +128,7 @@ async fn main() -> anyhow::Result<()> {
         figures.push(per_job_ms);
     }
     println!(
-        "per job at this concurrency: the user switch adds {:.2} ms, the cgroup {:.2} ms more",
+        "per job at this concurrency: the helper and the user switch add {:.2} ms, the cgroup {:.2} ms more",
         figures[1] - figures[0],
         figures[2] - figures[1]
     );

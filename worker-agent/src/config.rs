@@ -303,6 +303,7 @@ impl AgentConfig {
                 cpu: self.job_cpu,
                 max_pids: Some(self.job_max_pids),
             },
+            helper: None,
         }
     }
 

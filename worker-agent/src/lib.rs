@@ -30,12 +30,11 @@
 //! - `retry`: a request to the controller retried for a bounded time.
 //! - [`runner`]: one child process: working directory, stdin, output tails,
 //!   timeout and cancel through its process group.
-//! - [`isolation`]: the job's user, its cgroup and limits, entered in the
-//!   child between its fork and its `exec` (the crate's one `unsafe` block,
-//!   in `isolation::start`).
+//! - [`isolation`]: the job's user, its cgroup and limits, the `exec-job`
+//!   helper that enters both before the job's program runs.
 //! - [`tail`]: the bounded output buffer.
 
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 mod agent;

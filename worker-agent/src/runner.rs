@@ -10,7 +10,7 @@
 //! whole cgroup: nothing it started survives it, `setsid` or not. Without
 //! a cgroup, what it left in its process group is killed.
 
-use crate::isolation::{make_private_dir, start, Cell, Sandbox};
+use crate::isolation::{exec, make_private_dir, Cell, Sandbox};
 use crate::tail::OutputTail;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
@@ -232,9 +232,12 @@ async fn run_in(
     dir: &Path,
     cell: &Cell,
 ) -> RunReport {
-    let mut child = match spawn(spec, dir, cell) {
+    let mut child = match command(spec, dir, cell).spawn() {
         Ok(c) => c,
-        Err(why) => return RunReport::failed(why),
+        Err(e) => {
+            let program = spec.program.to_string_lossy();
+            return RunReport::failed(format!("could not start {program:?}: {e}"));
+        }
     };
     let group = child
         .id()
@@ -270,33 +273,30 @@ async fn run_in(
     let mut report = report_for(status);
     report.stdout_tail = tail_text(&stdout);
     report.stderr_tail = tail_text(&stderr);
+    explain_setup_failure(&mut report);
     report
 }
 
-/// Starts the run's child, confined to the run's cell; says why not.
-fn spawn(spec: &RunSpec, dir: &Path, cell: &Cell) -> Result<Child, String> {
-    let program = spec.program.to_string_lossy();
-    let mut cmd = command(spec, dir, cell);
-    let confinement = cell
-        .confinement()
-        .map_err(|e| format!("could not set up {program:?}: {e}"))?;
-    let confined = !confinement.is_empty();
-    if confined {
-        start::confine(&mut cmd, confinement);
+/// A run whose `exec-job` helper could not set it up (its program never
+/// ran) fails with the helper's own reason, not a bare exit code.
+fn explain_setup_failure(report: &mut RunReport) {
+    if report.exit_code != Some(exec::SETUP_FAILED) {
+        return;
     }
-    cmd.spawn().map_err(|e| match (confined, cell.owner()) {
-        (false, _) => format!("could not start {program:?}: {e}"),
-        (true, Some(a)) => format!(
-            "could not start {program:?} in its cgroup as {} (uid {}, gid {}): {e}",
-            a.name, a.uid, a.gid
-        ),
-        (true, None) => format!("could not start {program:?} in its cgroup: {e}"),
-    })
+    let reason = report
+        .stderr_tail
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix(exec::FAILURE_PREFIX));
+    if let Some(reason) = reason {
+        report.error = Some(reason.to_owned());
+    }
 }
 
 fn command(spec: &RunSpec, dir: &Path, cell: &Cell) -> Command {
-    let mut cmd = Command::new(&spec.program);
-    cmd.args(&spec.args)
+    let (program, args) = cell.command_line(&spec.program, &spec.args);
+    let mut cmd = Command::new(program);
+    cmd.args(args)
         .current_dir(dir)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -59,7 +59,7 @@ fn the_package_installs_into_a_clean_host_with_its_job_users() -> anyhow::Result
     let mount = format!("{}:/dist:ro", dir.display());
     let script = "dpkg -i /dist/*.deb >/dev/null && id -un orchestrator-job && id -un orchestrator-job-63 \
         && stat -c '%U %a' /var/lib/orchestrator-agent /etc/orchestrator-agent/agent.env \
-        && worker-agent --version && ! test -e /usr/bin/worker-agent-exec && echo 'no helper'";
+        && worker-agent --version && stat -c '%U %a %n' /usr/bin/worker-agent-exec";
     let out = docker(&["run", "--rm", "-v", &mount, RUNTIME_BASE, "bash", "-c", script])?;
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(
@@ -70,7 +70,7 @@ fn the_package_installs_into_a_clean_host_with_its_job_users() -> anyhow::Result
             "root 711",
             "root 640",
             &format!("worker-agent {}", env!("CARGO_PKG_VERSION")),
-            "no helper",
+            "root 755 /usr/bin/worker-agent-exec",
         ],
         "{out}"
     );

@@ -1,6 +1,6 @@
 //! What stands between a job and its agent, other jobs and the host: a
 //! user of its own ([`user`]), a cgroup of its own with limits ([`cgroup`]),
-//! entered in the child between its fork and its `exec` ([`start`]).
+//! entered before the program runs by the `exec-job` helper ([`exec`]).
 //!
 //! The agent sets this up once at start ([`Sandbox::setup`]) and says in
 //! its log and its registration which protections are off (no root, no
@@ -9,12 +9,12 @@
 //! killed and removed when the run ends, whatever the run left behind.
 
 pub mod cgroup;
-pub mod start;
+pub mod exec;
 pub mod user;
 
 use cgroup::{CgroupTree, JobCgroup, Limits};
 use orchestrator_shared::api::{Isolation, Resources};
-use start::Confinement;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use user::{Account, JobUsers};
@@ -30,6 +30,8 @@ pub struct SandboxConfig {
     pub require_isolation: bool,
     /// Limits for jobs that set none of their own.
     pub defaults: Resources,
+    /// The binary that serves `exec-job`; `None`: this process's own.
+    pub helper: Option<PathBuf>,
 }
 
 /// The isolation this agent enforces, set up once.
@@ -38,6 +40,7 @@ pub struct Sandbox {
     users: Option<JobUsers>,
     cgroups: Option<CgroupTree>,
     defaults: Resources,
+    helper: Option<PathBuf>,
     report: Isolation,
     slots: Arc<Mutex<Slots>>,
 }
@@ -113,6 +116,11 @@ impl Sandbox {
                 disabled.join("; ")
             );
         }
+        let helper = match (&config.helper, users.is_some() || cgroups.is_some()) {
+            (_, false) => None,
+            (Some(helper), true) => Some(helper.clone()),
+            (None, true) => Some(default_helper()?),
+        };
         let report = Isolation {
             job_user: users.as_ref().map(JobUsers::describe),
             cgroup: cgroups.as_ref().map(|t| t.version().to_owned()),
@@ -127,6 +135,7 @@ impl Sandbox {
             users,
             cgroups,
             defaults: config.defaults,
+            helper,
             report,
         })
     }
@@ -184,6 +193,7 @@ impl Sandbox {
             one_off: slot.index.is_none(),
             slot,
             cgroup,
+            helper: self.helper.clone(),
             memory_mb: limits.memory_mb,
         })
     }
@@ -238,6 +248,7 @@ pub struct Cell {
     one_off: bool,
     /// The cgroup's OOM kills before the run (a slot's counter goes on).
     oom_before: u64,
+    helper: Option<PathBuf>,
     memory_mb: Option<i32>,
 }
 
@@ -247,15 +258,25 @@ impl Cell {
         self.account.as_ref()
     }
 
-    /// What the run's child does before its program runs: join the
-    /// run's cgroup, become its account (nothing without either).
-    pub fn confinement(&self) -> Result<Confinement, start::JoinError> {
-        let procs = self
-            .cgroup
-            .as_ref()
-            .map(JobCgroup::procs_files)
-            .unwrap_or_default();
-        Confinement::prepare(&procs, self.owner())
+    /// The program and arguments to start for `program args`: through the
+    /// `exec-job` helper when there is a cgroup to join or a user to
+    /// become, as they are otherwise.
+    pub fn command_line(&self, program: &OsString, args: &[String]) -> (OsString, Vec<OsString>) {
+        let Some(helper) = &self.helper else {
+            return (program.clone(), args.iter().map(OsString::from).collect());
+        };
+        let mut line: Vec<OsString> = vec![exec::SUBCOMMAND.into()];
+        for procs in self.cgroup.iter().flat_map(JobCgroup::procs_files) {
+            line.extend(["--join".into(), procs.into_os_string()]);
+        }
+        if let Some(account) = self.owner() {
+            line.extend(["--uid".into(), account.uid.to_string().into()]);
+            line.extend(["--gid".into(), account.gid.to_string().into()]);
+        }
+        line.push("--".into());
+        line.push(program.clone());
+        line.extend(args.iter().map(OsString::from));
+        (helper.clone().into_os_string(), line)
     }
 
     /// Kills every process left in the run's cgroup (none without one).
@@ -299,4 +320,18 @@ pub async fn make_private_dir(root: &Path, dir: &Path, owner: Option<&Account>) 
         std::os::unix::fs::chown(dir, Some(account.uid), Some(account.gid))?;
     }
     Ok(())
+}
+
+/// The binary of the small `exec-job` helper, looked for beside the agent's
+/// own (the packages and the image install both).
+const HELPER_BINARY: &str = "worker-agent-exec";
+
+/// The helper to start jobs through: [`HELPER_BINARY`] beside the agent's
+/// binary when it is there (cheaper to start for every job), else the
+/// agent's own binary, whose `exec-job` subcommand runs the same code.
+fn default_helper() -> anyhow::Result<PathBuf> {
+    let own = std::env::current_exe()
+        .map_err(|e| anyhow::anyhow!("finding the agent's own binary for exec-job: {e}"))?;
+    let beside = own.with_file_name(HELPER_BINARY);
+    Ok(if beside.is_file() { beside } else { own })
 }

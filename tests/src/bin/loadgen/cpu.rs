@@ -1,5 +1,6 @@
 //! Where the box's CPU went during a run, per job: the controller, the
-//! agents, what the agents ran (their children: the jobs), Postgres and RabbitMQ (from their containers' cgroups),
+//! agents, what the agents ran (their children: the `exec-job` helper and
+//! the job), Postgres and RabbitMQ (from their containers' cgroups),
 //! `docker-proxy` (the engine's port forwarding), and the rest of the box
 //! (from `/proc/stat`: everything busy that none of these account for).
 

@@ -1,0 +1,147 @@
+//! `worker-agent exec-job`: the small step between the agent and a job's
+//! program. The agent starts its own binary with this subcommand; it joins
+//! the job's cgroups (so the program and everything it starts are inside
+//! before it runs a single instruction), drops every supplementary group,
+//! switches to the job's gid and uid, forbids regaining privileges
+//! (`no_new_privs`, so a setuid binary cannot undo the switch), checks the
+//! switch took, and `exec`s the program in its place: same pid, same
+//! pipes. Safe code only (nix and std wrap the system calls).
+//!
+//! A failure before the `exec` exits with [`SETUP_FAILED`] and one line on
+//! stderr that starts with [`FAILURE_PREFIX`], which the runner turns into
+//! the job's error.
+
+use clap::Parser;
+use nix::unistd::{Gid, Uid};
+use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+
+/// The subcommand's name (the first argument).
+pub const SUBCOMMAND: &str = "exec-job";
+/// Exit code of a helper that could not set the job up (the program never
+/// ran).
+pub const SETUP_FAILED: i32 = 125;
+/// Start of the helper's one line of error on stderr.
+pub const FAILURE_PREFIX: &str = "worker-agent exec-job: ";
+
+/// The helper's arguments, as the runner passes them.
+#[derive(Debug, Parser)]
+#[command(
+    name = "worker-agent exec-job",
+    about = "Runs one job's program inside its cgroups as its user (used by the agent)."
+)]
+pub struct ExecArgs {
+    /// A `cgroup.procs` file to join (repeatable: one per v1 hierarchy).
+    #[arg(long = "join")]
+    pub join: Vec<PathBuf>,
+    /// Uid to run as.
+    #[arg(long, requires = "gid")]
+    pub uid: Option<u32>,
+    /// Gid to run as (the only group).
+    #[arg(long, requires = "uid")]
+    pub gid: Option<u32>,
+    /// The program and its arguments.
+    #[arg(last = true, required = true, num_args = 1..)]
+    pub command: Vec<OsString>,
+}
+
+/// Why setting the job up failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// A cgroup could not be joined.
+    #[error("joining the cgroup {0}: {1}")]
+    Join(PathBuf, std::io::Error),
+    /// The user could not be switched.
+    #[error("switching to uid {0} gid {1}: {2}")]
+    Switch(u32, u32, nix::Error),
+    /// The switch did not take (still privileged).
+    #[error("still uid {0} after switching to {1}")]
+    NotSwitched(u32, u32),
+    /// `no_new_privs` could not be set.
+    #[error("setting no_new_privs: {0}")]
+    NoNewPrivs(nix::Error),
+    /// The program could not be executed.
+    #[error("could not start {0:?}: {1}")]
+    Exec(OsString, std::io::Error),
+}
+
+/// Entry point of the subcommand: `args` are the process's arguments
+/// (`worker-agent exec-job …`). Returns only on failure (the program runs
+/// in this process's place otherwise), with the exit code.
+pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
+    let args = args.into_iter().skip(1);
+    let parsed = match ExecArgs::try_parse_from(args) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            eprintln!("{FAILURE_PREFIX}{e}");
+            return SETUP_FAILED;
+        }
+    };
+    let Err(e) = run(&parsed);
+    eprintln!("{FAILURE_PREFIX}{e}");
+    SETUP_FAILED
+}
+
+/// Joins, switches, and execs; returns only on failure.
+fn run(args: &ExecArgs) -> Result<std::convert::Infallible, ExecError> {
+    let pid = std::process::id().to_string();
+    for procs in &args.join {
+        std::fs::write(procs, &pid).map_err(|e| ExecError::Join(procs.clone(), e))?;
+    }
+    if let (Some(uid), Some(gid)) = (args.uid, args.gid) {
+        switch_user(uid, gid)?;
+    }
+    nix::sys::prctl::set_no_new_privs().map_err(ExecError::NoNewPrivs)?;
+    let (program, rest) = args
+        .command
+        .split_first()
+        .ok_or_else(|| ExecError::Exec(OsString::new(), std::io::ErrorKind::InvalidInput.into()))?;
+    let error = std::process::Command::new(program).args(rest).exec();
+    Err(ExecError::Exec(program.clone(), error))
+}
+
+/// Drops supplementary groups, then the gid, then the uid (in that order:
+/// after the uid, the others cannot be changed), and checks the result.
+fn switch_user(uid: u32, gid: u32) -> Result<(), ExecError> {
+    let fail = |e| ExecError::Switch(uid, gid, e);
+    nix::unistd::setgroups(&[Gid::from_raw(gid)]).map_err(fail)?;
+    nix::unistd::setgid(Gid::from_raw(gid)).map_err(fail)?;
+    nix::unistd::setuid(Uid::from_raw(uid)).map_err(fail)?;
+    let now = nix::unistd::geteuid().as_raw();
+    if now != uid || nix::unistd::getuid().as_raw() != uid {
+        return Err(ExecError::NotSwitched(now, uid));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_program_comes_after_the_double_dash() {
+        let args = ExecArgs::try_parse_from([
+            "exec-job",
+            "--join",
+            "/a/cgroup.procs",
+            "--uid",
+            "7",
+            "--gid",
+            "8",
+            "--",
+            "sh",
+            "-c",
+            "true",
+        ])
+        .unwrap();
+        assert_eq!(args.join, [PathBuf::from("/a/cgroup.procs")]);
+        assert_eq!((args.uid, args.gid), (Some(7), Some(8)));
+        assert_eq!(args.command, ["sh", "-c", "true"]);
+    }
+
+    #[test]
+    fn a_uid_without_a_gid_is_refused() {
+        assert!(ExecArgs::try_parse_from(["exec-job", "--uid", "7", "--", "true"]).is_err());
+    }
+}
