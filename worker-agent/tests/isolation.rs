@@ -118,6 +118,37 @@ async fn a_job_runs_as_its_user_and_cannot_read_the_agent() {
     );
 }
 
+/// What the `exec-job` helper sets up before it execs the program holds
+/// from the program's first instruction: its only group is its own, it
+/// cannot regain privileges, and it is in the job's cgroup in every
+/// hierarchy.
+#[tokio::test]
+async fn a_job_starts_in_its_cgroup_with_one_group_and_no_new_privileges() {
+    let agent = Agent::new();
+    let r = agent
+        .run(&sh(
+            "id -G; grep NoNewPrivs /proc/self/status; grep -c isolation-test- /proc/self/cgroup",
+        ))
+        .await;
+    assert_eq!(r.outcome, ShardOutcome::Succeeded, "{r:?}");
+    let lines: Vec<&str> = r.stdout_tail.lines().collect();
+    let mine = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    // The hierarchies the agent uses: on v1 the memory, pids, cpu and
+    // freezer controllers it writes limits to; on v2 the one.
+    let used = if mine.lines().any(|l| l.starts_with("0::")) && mine.lines().count() == 1 {
+        1
+    } else {
+        mine.lines()
+            .filter(|l| {
+                ["memory", "pids", "cpu", "freezer"]
+                    .iter()
+                    .any(|c| l.split(':').nth(1).is_some_and(|s| s.split(',').any(|x| x == *c)))
+            })
+            .count()
+    };
+    assert_eq!(lines, ["65534", "NoNewPrivs:\t1", &used.to_string()], "{r:?}");
+}
+
 #[tokio::test]
 async fn a_job_past_its_memory_limit_fails_with_the_memory_reason() {
     let agent = Agent::new();
