@@ -108,9 +108,10 @@ pub struct RetentionConfig {
         value_parser = hours
     )]
     pub idempotency_keys: Duration,
-    /// Minutes an outbox row is kept after the broker confirmed it (only a
-    /// trail by then: nothing reads sent rows). Unsent rows are never
-    /// deleted. 0 keeps sent rows as long as their job.
+    /// Minutes an outbox row marked sent is kept (only a trail: nothing
+    /// reads sent rows). The relay deletes rows at the broker's confirm, so
+    /// only rows earlier versions marked sent are left to this. Unsent rows
+    /// are never deleted. 0 keeps sent rows as long as their job.
     #[arg(
         long = "sent-outbox-retention-minutes",
         env = "ORCH_SENT_OUTBOX_RETENTION_MINUTES",

@@ -738,7 +738,7 @@ async fn submission_writes_one_outbox_message_per_shard() {
         .all(|s| s.job_id == job.job_id && s.shard_count == 3 && s.attempt == 1));
     assert!(due.iter().all(|m| m.priority == 7));
     let ids: Vec<i64> = due.iter().map(|m| m.message_id).collect();
-    assert_eq!(outbox::mark_sent(&tx, &ids).await.unwrap(), 3);
+    assert_eq!(outbox::settle(&tx, &ids).await.unwrap(), 3);
     tx.commit().await.unwrap();
     assert_eq!(outbox::unsent_count(&c).await.unwrap(), 0);
 }
@@ -852,17 +852,21 @@ async fn broker_confirms_a_persistent_message() {
     assert_eq!(delivery.properties.delivery_mode(), &Some(2));
 }
 
-/// Whether outbox row `id` was sent, and whether it is parked (refused by
-/// the relay, kept unsent for an operator).
+/// Whether outbox row `id` was sent (the relay deletes a row once the
+/// broker confirmed it), and whether it is parked (refused by the relay,
+/// kept unsent for an operator).
 async fn outbox_state(c: &tokio_postgres::Client, id: i64) -> (bool, bool) {
     let row = c
-        .query_one(
-            "SELECT sent_at IS NOT NULL, available_at = 'infinity' FROM outbox WHERE message_id = $1",
+        .query_opt(
+            "SELECT available_at = 'infinity' FROM outbox WHERE message_id = $1 AND sent_at IS NULL",
             &[&id],
         )
         .await
         .unwrap();
-    (row.get(0), row.get(1))
+    match row {
+        None => (true, false),
+        Some(row) => (false, row.get(0)),
+    }
 }
 
 #[tokio::test]
@@ -1367,7 +1371,7 @@ async fn the_relay_skips_a_held_job_and_marks_it_queued_once_idle() {
         .filter(|m| m.job_id == Some(ids[0]))
         .map(|m| m.message_id)
         .collect();
-    outbox::mark_sent(&tx, &first).await.unwrap();
+    outbox::settle(&tx, &first).await.unwrap();
     let marked = tokio::time::timeout(Duration::from_secs(5), jobs::mark_queued(&tx, &ids[..1])).await;
     assert_eq!(marked.expect("the relay waited for the holder").unwrap(), 0);
     tx.commit().await.unwrap();

@@ -1,6 +1,6 @@
 //! The outbox relay: takes due outbox rows, publishes them with publisher
-//! confirms and, once every confirm is in, marks them sent (and their jobs
-//! queued) in the transaction that claimed them.
+//! confirms and, once every confirm is in, deletes them (and marks their
+//! jobs queued) in the transaction that claimed them.
 //!
 //! A row is published exactly as written or not at all. One that cannot be
 //! (an exchange the topology does not declare, a name AMQP cannot carry, a
@@ -98,7 +98,7 @@ pub(super) enum Refusal {
 /// An outbox row checked and turned into what the broker takes.
 #[derive(Debug)]
 pub(super) struct Publication {
-    /// The row, to mark sent after the confirm.
+    /// The row, to delete after the confirm.
     message_id: i64,
     /// The job a dispatch of which this is, to mark queued once sent.
     queues_job: Option<Uuid>,
@@ -155,7 +155,7 @@ async fn mark_stragglers(flow: &Flow) {
 }
 
 /// Publishes one batch of due outbox rows, waits for every confirm, then
-/// marks them sent (and their jobs queued) in the same transaction; rows
+/// deletes them (and marks their jobs queued) in the same transaction; rows
 /// that cannot be published are parked in it. Returns the rows handled (0:
 /// nothing was due, or the broker refused one and the batch waits).
 async fn relay_batch(flow: &Flow, ch: &lapin::Channel, declared: &mut Declared) -> Result<usize, RelayError> {
@@ -176,7 +176,7 @@ async fn relay_batch(flow: &Flow, ch: &lapin::Channel, declared: &mut Declared) 
     declared.ensure(ch, &flow.topology, &tx, classes).await?;
     let confirmed = publish_confirmed(ch, ready, flow.senders.controller()).await?;
     if confirmed {
-        outbox::mark_sent(&tx, &sent).await?;
+        outbox::settle(&tx, &sent).await?;
         jobs::mark_queued(&tx, &queued).await?;
     }
     tx.commit().await?;

@@ -1,6 +1,6 @@
 //! The transactional outbox: messages written in the same transaction as the
 //! change that causes them, published later by the relay with confirms, and
-//! marked sent only after the broker confirmed them.
+//! deleted only after the broker confirmed them ([`settle`]).
 
 use super::{Cached, DbError};
 use deadpool_postgres::GenericClient;
@@ -85,7 +85,7 @@ pub async fn enqueue_many(
 
 /// Up to `limit` unsent messages that are due, oldest first, locked with
 /// `SKIP LOCKED` so several relays never publish the same row at once.
-/// Call inside a transaction that lives until [`mark_sent`].
+/// Call inside a transaction that lives until [`settle`].
 pub async fn claim_due(client: &impl GenericClient, limit: i64) -> Result<Vec<OutboxMessage>, DbError> {
     let rows = client
         .rows(
@@ -109,12 +109,17 @@ pub async fn claim_due(client: &impl GenericClient, limit: i64) -> Result<Vec<Ou
         .collect()
 }
 
-/// Marks messages sent (after their publisher confirms arrived).
-pub async fn mark_sent(client: &impl GenericClient, ids: &[i64]) -> Result<u64, DbError> {
+/// Removes messages the broker confirmed: the queue holds them now.
+///
+/// Deleted, not marked sent: nothing reads a sent row, and marking wrote a
+/// whole new version of the row (payload and three index entries) that
+/// retention then deleted anyway; a delete writes only the old version's
+/// end. (Rows marked sent by earlier versions are still aged out by
+/// retention.)
+pub async fn settle(client: &impl GenericClient, ids: &[i64]) -> Result<u64, DbError> {
     Ok(client
         .exec(
-            "UPDATE outbox SET sent_at = now(), publish_attempts = publish_attempts + 1
-             WHERE message_id = ANY($1) AND sent_at IS NULL",
+            "DELETE FROM outbox WHERE message_id = ANY($1) AND sent_at IS NULL",
             &[&ids],
         )
         .await?)
