@@ -374,23 +374,30 @@ async fn submit_all(t: &Target, args: &Args, run: &str) -> anyhow::Result<Durati
 }
 
 /// Waits until no job of this run is pending, queued or running (bounded).
+///
+/// Polled with `EXISTS`, which stops at the first unfinished job: a
+/// `count(*)` every 50 ms read every unfinished job each time and cost
+/// Postgres about 18 ms a call (8 of a 45-s run's CPU seconds), which the
+/// report then charged to the jobs.
 async fn wait_all(db: &tokio_postgres::Client, run: &Value, deadline: Instant) -> anyhow::Result<Duration> {
+    const ACTIVE: &str = "status IN ('pending', 'queued', 'running') AND labels @> $1";
     let started = Instant::now();
     loop {
-        let left: i64 = db
+        let any_left: bool = db
             .query_one(
-                "SELECT count(*) FROM jobs WHERE status IN ('pending', 'queued', 'running') AND labels @> $1",
+                &format!("SELECT EXISTS (SELECT 1 FROM jobs WHERE {ACTIVE})"),
                 &[run],
             )
             .await?
             .get(0);
-        if left == 0 {
+        if !any_left {
             return Ok(started.elapsed());
         }
-        ensure!(
-            Instant::now() < deadline,
-            "{left} jobs still unfinished at the time limit"
-        );
+        if Instant::now() >= deadline {
+            let sql = format!("SELECT count(*) FROM jobs WHERE {ACTIVE}");
+            let left: i64 = db.query_one(&sql, &[run]).await?.get(0);
+            anyhow::bail!("{left} jobs still unfinished at the time limit");
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
