@@ -124,24 +124,6 @@ pub async fn explain_waiting(client: &impl GenericClient, job: &mut Job) -> Resu
     Ok(())
 }
 
-/// Stores (or replaces) how many workers of `pool` `user_id` may hold
-/// allocated. Negative limits are refused by the schema.
-pub async fn set_quota(
-    client: &impl GenericClient,
-    user_id: Uuid,
-    pool: &str,
-    max_workers: i32,
-) -> Result<(), DbError> {
-    client
-        .exec(
-            "INSERT INTO pool_quotas (user_id, pool, max_workers) VALUES ($1, $2, $3)
-             ON CONFLICT (user_id, pool) DO UPDATE SET max_workers = EXCLUDED.max_workers",
-            &[&user_id, &pool, &max_workers],
-        )
-        .await?;
-    Ok(())
-}
-
 /// Applies an admin's change of `user_id`'s per-pool quotas (`Some(n)`:
 /// at most `n` workers of the pool; `None`: the pool's limit lifted), in
 /// one statement, in the caller's transaction. The pools lifted and set

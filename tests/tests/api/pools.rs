@@ -282,7 +282,7 @@ async fn a_per_pool_quota_limits_the_workers_of_that_pool_a_user_may_allocate() 
     agent(&app, "q-default", json!({})).await;
     let admin = admin_user(&app).await.user_id;
     let client = app.db.client().await.unwrap_or_else(|e| panic!("{e}"));
-    controller::db::pools::set_quota(&client, admin, "gpu", 1)
+    controller::db::pools::change_quotas(&client, admin, &[("gpu".to_owned(), Some(1))])
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let quota = app.quotas(&app.admin_token).await;
