@@ -1,4 +1,5 @@
-//! Where the box's CPU went during a run, per job: the controller, the
+//! Where the box's CPU went during a run, per job: the controller (an
+//! in-process one by its runtime's threads), the load generator, the
 //! agents, what the agents ran (their children: the `exec-job` helper and
 //! the job), Postgres and RabbitMQ (from their containers' cgroups),
 //! `docker-proxy` (the engine's port forwarding), and the rest of the box
@@ -87,6 +88,23 @@ fn container_seconds(id: &str) -> Option<f64> {
     })
 }
 
+/// The name of the threads of the runtime the in-process controller runs
+/// on (Linux keeps 15 bytes of a thread's name), so that its CPU is told
+/// apart from the load generator's, which shares the process.
+pub const CONTROLLER_THREADS: &str = "orch-controller";
+
+/// The CPU seconds of this process's threads named `comm` (alive now: the
+/// controller's runtime keeps its threads for the whole run).
+pub fn own_threads_seconds(comm: &str) -> f64 {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return 0.0;
+    };
+    dir.filter_map(Result::ok)
+        .filter(|e| std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim() == comm))
+        .map(|e| process_seconds(&e.path().join("stat")).0)
+        .sum()
+}
+
 /// The CPU seconds of every process named `comm` (alive now).
 fn named_seconds(comm: &str) -> f64 {
     let Ok(dir) = std::fs::read_dir("/proc") else {
@@ -117,19 +135,21 @@ pub fn process_seconds(stat: &std::path::Path) -> (f64, f64) {
 }
 
 /// Milliseconds of CPU per job for each part, from the figures before and
-/// after the run and the processes' own (controller, agents, agents'
-/// children) already measured as differences.
-pub fn per_job(before: &Host, after: &Host, processes: [f64; 3], jobs: usize) -> Value {
+/// after the run and the processes' own (controller, load generator,
+/// agents, agents' children) already measured as differences.
+pub fn per_job(before: &Host, after: &Host, processes: [f64; 4], jobs: usize) -> Value {
     let ms = |seconds: f64| seconds * 1000.0 / jobs.max(1) as f64;
     let diff = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| b - a);
     let postgres = diff(before.postgres, after.postgres);
     let rabbitmq = diff(before.rabbitmq, after.rabbitmq);
     let proxy = after.docker_proxy - before.docker_proxy;
     let total = after.busy - before.busy;
-    let [controller, agents, children] = processes;
-    let known = controller + agents + children + postgres.unwrap_or(0.0) + rabbitmq.unwrap_or(0.0) + proxy;
+    let [controller, loadgen, agents, children] = processes;
+    let known =
+        controller + loadgen + agents + children + postgres.unwrap_or(0.0) + rabbitmq.unwrap_or(0.0) + proxy;
     json!({
         "controller": ms(controller),
+        "load_generator": ms(loadgen),
         "agents": ms(agents),
         "agents_children": ms(children),
         "postgres": postgres.map(ms),

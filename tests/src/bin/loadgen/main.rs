@@ -126,11 +126,18 @@ struct Target {
 }
 
 impl Target {
-    /// Starts a cluster with `--agents` agents, or connects to `--url`.
-    async fn new(args: &Args) -> anyhow::Result<Target> {
+    /// Starts a cluster with `--agents` agents, its controller's tasks on
+    /// the `controller` runtime, or connects to `--url`.
+    async fn new(args: &Args, controller: &tokio::runtime::Handle) -> anyhow::Result<Target> {
         match (&args.url, &args.database_url) {
             (Some(url), Some(db_url)) => Target::connect(args, url, db_url).await,
-            _ => Target::start(args).await,
+            _ => {
+                let args = args.clone();
+                controller
+                    .spawn(async move { Target::start(&args).await })
+                    .await
+                    .context("starting the cluster")?
+            }
         }
     }
 
@@ -247,18 +254,20 @@ async fn settle(db: &tokio_postgres::Client) -> anyhow::Result<()> {
 }
 
 /// Clears Postgres's statement and WAL statistics before a profiled run.
-async fn reset_pg_stats(db: &tokio_postgres::Client) -> anyhow::Result<()> {
+async fn reset_pg_stats(db: &tokio_postgres::Client) -> anyhow::Result<String> {
     db.batch_execute(
-        "CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
+        "CREATE EXTENSION IF NOT EXISTS pg_stat_statements; CREATE EXTENSION IF NOT EXISTS pg_walinspect;
          SELECT pg_stat_statements_reset(); SELECT pg_stat_reset_shared('wal'); SELECT pg_stat_reset();",
     )
     .await?;
-    Ok(())
+    let lsn = db.query_one("SELECT pg_current_wal_lsn()::text", &[]).await?;
+    Ok(lsn.try_get(0)?)
 }
 
-/// The statements that took the most time, and commits and WAL flushes per
-/// job, since [`reset_pg_stats`].
-async fn pg_profile(db: &tokio_postgres::Client, jobs: usize) -> anyhow::Result<Value> {
+/// The statements that took the most time, commits and WAL flushes per
+/// job, and the WAL written per job by record type, since
+/// [`reset_pg_stats`] (which returned the WAL position `since`).
+async fn pg_profile(db: &tokio_postgres::Client, jobs: usize, since: &str) -> anyhow::Result<Value> {
     let rows = db
         .query(
             "SELECT calls, total_exec_time, mean_exec_time, left(regexp_replace(query, '\\s+', ' ', 'g'), 140)
@@ -289,8 +298,36 @@ async fn pg_profile(db: &tokio_postgres::Client, jobs: usize) -> anyhow::Result<
         "wal_bytes_per_job": per_job(row.get(2)),
         "wal_records_per_job": per_job(row.get(3)),
         "rows_written_per_job": rows_written(db, jobs).await?,
+        "wal_records_by_type_per_job": wal_by_type(db, jobs, since).await?,
         "top_statements": top,
     }))
+}
+
+/// The WAL records written since the position `since`, per job, by
+/// resource manager and record type (`pg_walinspect`): which heap, index,
+/// lock and commit records a job costs, with their bytes (full-page images
+/// included). Every database on the server counts; a run has it alone.
+async fn wal_by_type(db: &tokio_postgres::Client, jobs: usize, since: &str) -> anyhow::Result<Value> {
+    let rows = db
+        .query(
+            "SELECT \"resource_manager/record_type\", count::float8, combined_size::float8
+             FROM pg_get_wal_stats($1::text::pg_lsn, pg_current_wal_lsn(), true)
+             WHERE count > 0 ORDER BY count DESC LIMIT 20",
+            &[&since],
+        )
+        .await?;
+    let per_job = |v: f64| (v / jobs.max(1) as f64 * 100.0).round() / 100.0;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let kind: String = r.get(0);
+            (
+                kind,
+                json!({"records": per_job(r.get(1)), "bytes": per_job(r.get(2))}),
+            )
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into())
 }
 
 /// Rows inserted, updated and deleted per job in each table written to,
@@ -417,8 +454,12 @@ async fn percentiles(db: &tokio_postgres::Client, run: &Value, expr: &str) -> an
 }
 
 /// One process's CPU seconds, peak RSS and current RSS (KiB), from /proc.
+/// For this process (`self`, an in-process controller), `cpu_seconds` is
+/// the controller's runtime threads' and `rest_seconds` the other
+/// threads' (the load generator and the harness).
 struct Proc {
     cpu_seconds: f64,
+    rest_seconds: f64,
     /// CPU of the children it has waited for (an agent's jobs and helpers).
     children_seconds: f64,
     peak_rss_kib: u64,
@@ -437,8 +478,13 @@ impl Proc {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0)
         };
+        let controller = match pid {
+            "self" => cpu::own_threads_seconds(cpu::CONTROLLER_THREADS),
+            _ => own,
+        };
         Proc {
-            cpu_seconds: own,
+            cpu_seconds: controller,
+            rest_seconds: own - controller,
             children_seconds: children,
             peak_rss_kib: kib("VmHWM:"),
             rss_kib: kib("VmRSS:"),
@@ -455,7 +501,10 @@ impl Proc {
             "idle_rss_kib": idle.map(|i| i.rss_kib),
         });
         if in_process {
-            v["note"] = json!("in-process with the load generator and harness");
+            v["note"] = json!(
+                "in-process: CPU of the controller's runtime threads only (the load generator's is \
+                 cpu_ms_per_job.load_generator); RSS of the whole process"
+            );
         }
         v
     }
@@ -483,22 +532,43 @@ impl Usage {
     }
 
     /// CPU seconds between `idle` and this moment: the controller, the
-    /// agents, and the agents' children.
-    fn processes_since(&self, idle: &Usage) -> [f64; 3] {
-        let controller = self.controller.as_ref().map_or(0.0, |c| c.cpu_seconds)
-            - idle.controller.as_ref().map_or(0.0, |c| c.cpu_seconds);
+    /// load generator (in-process only), the agents, and the agents'
+    /// children.
+    fn processes_since(&self, idle: &Usage) -> [f64; 4] {
+        let of = |usage: &Usage, f: fn(&Proc) -> f64| usage.controller.as_ref().map_or(0.0, f);
+        let controller = of(self, |p| p.cpu_seconds) - of(idle, |p| p.cpu_seconds);
+        let loadgen = of(self, |p| p.rest_seconds) - of(idle, |p| p.rest_seconds);
         let sum = |usage: &Usage, f: fn(&Proc) -> f64| usage.agents.iter().map(f).sum::<f64>();
         let agents = sum(self, |p| p.cpu_seconds) - sum(idle, |p| p.cpu_seconds);
         let children = sum(self, |p| p.children_seconds) - sum(idle, |p| p.children_seconds);
-        [controller, agents, children]
+        [controller, loadgen, agents, children]
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// Runs the load generator on one runtime and a cluster's in-process
+/// controller on another, whose threads are named
+/// [`cpu::CONTROLLER_THREADS`], so the report tells the controller's CPU
+/// from the load generator's. Its idle threads are kept for the whole run:
+/// a thread that exits takes its CPU figure with it.
+fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let controller = tokio::runtime::Builder::new_multi_thread()
+        .thread_name(cpu::CONTROLLER_THREADS)
+        .thread_keep_alive(Duration::from_secs(24 * 3600))
+        .enable_all()
+        .build()
+        .context("starting the controller's runtime")?;
+    let main = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the load generator's runtime")?;
+    main.block_on(run(args, controller.handle().clone()))
+}
+
+/// Starts or connects to the target, loads it, and prints the report.
+async fn run(args: Args, controller: tokio::runtime::Handle) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(args.max_seconds);
-    let target = Target::new(&args).await?;
+    let target = Target::new(&args, &controller).await?;
     let (mut pg, conn) = tokio_postgres::connect(&target.db_url, tokio_postgres::NoTls).await?;
     tokio::spawn(conn);
     prefill(&pg, args.finished_rows, 1)
@@ -511,9 +581,10 @@ async fn main() -> anyhow::Result<()> {
         settle(&pg).await.context("vacuuming after the fill")?;
     }
     let backlog = prune::Backlog::start(&pg, args.aged_rows).await?;
-    if args.profile {
-        reset_pg_stats(&pg).await?;
-    }
+    let wal_since = match args.profile {
+        true => reset_pg_stats(&pg).await?,
+        false => String::new(),
+    };
     let run_id = uuid::Uuid::new_v4().to_string();
     let run = json!({ "loadgen-run": run_id });
     let idle = Usage::of(&target);
@@ -528,7 +599,7 @@ async fn main() -> anyhow::Result<()> {
     if args.profile {
         println!(
             "{}",
-            serde_json::to_string_pretty(&pg_profile(&pg, args.jobs).await?)?
+            serde_json::to_string_pretty(&pg_profile(&pg, args.jobs, &wal_since).await?)?
         );
     }
     print_summary(&args, &report);
@@ -559,8 +630,9 @@ fn print_summary(args: &Args, report: &Value) {
             .map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"))
     };
     println!(
-        "CPU ms per job: controller {}, agents {}, their jobs {}, postgres {}, rabbitmq {}, docker-proxy {}, rest {}; box {}",
+        "CPU ms per job: controller {}, load generator {}, agents {}, their jobs {}, postgres {}, rabbitmq {}, docker-proxy {}, rest {}; box {}",
         part("controller"),
+        part("load_generator"),
         part("agents"),
         part("agents_children"),
         part("postgres"),
