@@ -238,10 +238,15 @@ run_celery() { # run
   log "run $run: celery, prefork -c $CELERY_CONCURRENCY, task $CELERY_TASK; starting $PG_IMAGE and $MQ_IMAGE"
   CONTAINERS+=("$pg" "$mq")
   # Published on the loopback only; durability is the images' own (fsync
-  # and synchronous_commit on; persistent messages on durable queues).
-  docker run -d --name "$pg" --label orchestrator.peers=1 -p 127.0.0.1::5432 "$PG_IMAGE" >/dev/null ||
+  # and synchronous_commit on; persistent messages on durable queues). Data
+  # on anonymous volumes (removed by `rm -v`), as the orchestrator side's
+  # test containers have it (tests/src/containers.rs), so neither pays the
+  # storage driver's FUSE layer.
+  docker run -d --name "$pg" --label orchestrator.peers=1 -p 127.0.0.1::5432 \
+    --mount type=volume,target=/var/lib/postgresql/data "$PG_IMAGE" >/dev/null ||
     die "starting $PG_IMAGE failed"
-  docker run -d --name "$mq" --label orchestrator.peers=1 -p 127.0.0.1::5672 "$MQ_IMAGE" >/dev/null ||
+  docker run -d --name "$mq" --label orchestrator.peers=1 -p 127.0.0.1::5672 \
+    --mount type=volume,target=/var/lib/rabbitmq/mnesia "$MQ_IMAGE" >/dev/null ||
     die "starting $MQ_IMAGE failed"
   wait_until 90 pg_ready "$pg" ||
     die "Postgres ($pg) not ready in 90 s: $(docker logs --tail 5 "$pg" 2>&1)"

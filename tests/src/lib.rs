@@ -32,7 +32,7 @@ pub use app::{
     broker_accounts_flag, set_cookie_line, set_cookie_value, spawn_app, spawn_app_with, spawn_https_app,
     test_config, Reply, Session, TestApp, ADMIN_PASSWORD, ADMIN_USER, TEST_JWT_SECRET, USER_PASSWORD,
 };
-pub(crate) use containers::{check_image, image_from_env};
+pub(crate) use containers::{check_image, data_volume, image_from_env, MQ_DATA_DIR, PG_DATA_DIR};
 pub use containers::{
     infra, wait_for_management, wait_for_postgres, wait_for_rabbitmq, Infra, DEFAULT_POSTGRES_IMAGE,
     DEFAULT_RABBITMQ_IMAGE, TEST_LABEL,

@@ -16,7 +16,7 @@
 //! `deploy/build-app-images.sh --test` (`deploy/test.sh` runs it).
 
 use crate::tls::{TestTls, HOSTSSL_ONLY, IMAGE_PG_HBA};
-use crate::{check_image, TEST_LABEL};
+use crate::{check_image, data_volume, MQ_DATA_DIR, PG_DATA_DIR, TEST_LABEL};
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
 use std::process::Command;
@@ -145,8 +145,10 @@ async fn start_infra(
         .with_exposed_port(5671.tcp())
         .with_wait_for(WaitFor::message_on_stdout("Server startup complete"));
     let pg = in_network(tls.install(pg), network, &format!("{run}-postgres"))
-        .with_copy_to(IMAGE_PG_HBA, HOSTSSL_ONLY.as_bytes().to_vec());
-    let mq = in_network(tls.install(mq), network, &format!("{run}-rabbitmq"));
+        .with_copy_to(IMAGE_PG_HBA, HOSTSSL_ONLY.as_bytes().to_vec())
+        .with_mount(data_volume(PG_DATA_DIR));
+    let mq =
+        in_network(tls.install(mq), network, &format!("{run}-rabbitmq")).with_mount(data_volume(MQ_DATA_DIR));
     let (pg, mq) = tokio::try_join!(pg.start(), mq.start()).context("starting Postgres and RabbitMQ")?;
     Ok((pg, mq))
 }

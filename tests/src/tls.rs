@@ -2,7 +2,7 @@
 //! server certificate it signs, written as PEM files to a directory of
 //! their own (removed on drop), and clients that trust that CA.
 
-use crate::{check_image, image_from_env, TEST_LABEL};
+use crate::{check_image, data_volume, image_from_env, MQ_DATA_DIR, PG_DATA_DIR, TEST_LABEL};
 use anyhow::Context;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use std::path::{Path, PathBuf};
@@ -136,6 +136,7 @@ pub async fn start_tls_postgres(tls: &TestTls) -> anyhow::Result<ContainerAsync<
         .install(image)
         .with_copy_to(IMAGE_PG_HBA, HOSTSSL_ONLY.as_bytes().to_vec())
         .with_label(TEST_LABEL, "1")
+        .with_mount(data_volume(PG_DATA_DIR))
         .with_startup_timeout(STARTUP);
     request.start().await.context("starting Postgres with TLS")
 }
@@ -151,6 +152,7 @@ pub async fn start_tls_rabbitmq(tls: &TestTls) -> anyhow::Result<ContainerAsync<
     let request = tls
         .install(image)
         .with_label(TEST_LABEL, "1")
+        .with_mount(data_volume(MQ_DATA_DIR))
         .with_startup_timeout(STARTUP);
     request.start().await.context("starting RabbitMQ with TLS")
 }
