@@ -743,6 +743,51 @@ async fn submission_writes_one_outbox_message_per_shard() {
     assert_eq!(outbox::unsent_count(&c).await.unwrap(), 0);
 }
 
+/// A relay's poll during a burst takes its batch from the front of the
+/// unsent messages' index instead of reading (and sorting) every due one:
+/// with 20,000 due messages that the planner's statistics have not seen
+/// yet (as in a burst of submissions, or a backlog left by a broker
+/// outage), a poll of 256 reads a few hundred index entries, not 20,000,
+/// and returns the earliest due first.
+#[tokio::test]
+async fn a_relay_poll_reads_its_batch_not_the_whole_backlog() {
+    let (_t, pool) = database().await;
+    let mut c = pool.client().await.unwrap();
+    c.batch_execute(
+        "INSERT INTO outbox (exchange, routing_key, payload)
+         SELECT 'control', 'w-' || g, '{}' FROM generate_series(1, 20000) g",
+    )
+    .await
+    .unwrap();
+    let read_before = outbox_index_entries_read(&c).await;
+    let tx = c.transaction().await.unwrap();
+    let due = outbox::claim_due(&tx, 256).await.unwrap();
+    tx.rollback().await.unwrap();
+    let ids: Vec<i64> = due.iter().map(|m| m.message_id).collect();
+    assert_eq!(ids.len(), 256);
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "the earliest first");
+    let read = outbox_index_entries_read(&c).await - read_before;
+    assert!(
+        read < 2_000,
+        "one poll of 256 read {read} index entries of the outbox"
+    );
+}
+
+/// Index entries of the outbox read so far, counting this connection's
+/// last statements (whose statistics are flushed first).
+async fn outbox_index_entries_read(c: &deadpool_postgres::Object) -> i64 {
+    c.batch_execute("SELECT pg_stat_force_next_flush()")
+        .await
+        .unwrap();
+    c.query_one(
+        "SELECT coalesce(sum(idx_tup_read), 0)::bigint FROM pg_stat_user_indexes WHERE relname = 'outbox'",
+        &[],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
 #[tokio::test]
 async fn queued_quota_refuses_submissions_over_the_limit() {
     let (_t, pool) = database().await;

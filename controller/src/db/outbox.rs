@@ -83,15 +83,24 @@ pub async fn enqueue_many(
     Ok(())
 }
 
-/// Up to `limit` unsent messages that are due, oldest first, locked with
-/// `SKIP LOCKED` so several relays never publish the same row at once.
-/// Call inside a transaction that lives until [`settle`].
+/// Up to `limit` unsent messages that are due, earliest due first (then
+/// in the order written), locked with `SKIP LOCKED` so several relays
+/// never publish the same row at once. Call inside a transaction that
+/// lives until [`settle`].
+///
+/// The order is the unsent-message index's own, and sorting is turned off
+/// for the transaction, so a poll reads its `limit` rows from the index's
+/// start whatever the table's statistics say. Ordered by id alone, a poll
+/// under a burst (whose rows the statistics had not seen yet) read and
+/// sorted every due row: with 16,000 waiting, 14–94 ms and a sort spilled
+/// to disk per poll of 256, so draining a backlog of N cost N² / 256.
 pub async fn claim_due(client: &impl GenericClient, limit: i64) -> Result<Vec<OutboxMessage>, DbError> {
+    client.batch_execute("SET LOCAL enable_sort = off").await?;
     let rows = client
         .rows(
             "SELECT message_id, exchange, routing_key, payload, priority, job_id FROM outbox
              WHERE sent_at IS NULL AND available_at <= now()
-             ORDER BY message_id LIMIT $1 FOR UPDATE SKIP LOCKED",
+             ORDER BY available_at, message_id LIMIT $1 FOR UPDATE SKIP LOCKED",
             &[&limit],
         )
         .await?;
