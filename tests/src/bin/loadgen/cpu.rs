@@ -96,18 +96,18 @@ pub const CONTROLLER_THREADS: &str = "orch-controller";
 /// The CPU seconds of this process's threads named `comm` (alive now: the
 /// controller's runtime keeps its threads for the whole run).
 pub fn own_threads_seconds(comm: &str) -> f64 {
-    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
-        return 0.0;
-    };
-    dir.filter_map(Result::ok)
-        .filter(|e| std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim() == comm))
-        .map(|e| process_seconds(&e.path().join("stat")).0)
-        .sum()
+    seconds_named_in("/proc/self/task", comm)
 }
 
 /// The CPU seconds of every process named `comm` (alive now).
 fn named_seconds(comm: &str) -> f64 {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
+    seconds_named_in("/proc", comm)
+}
+
+/// The CPU seconds of the entries of `dir` (processes in `/proc`, threads
+/// in a process's `task`) whose `comm` is `comm`.
+fn seconds_named_in(dir: &str, comm: &str) -> f64 {
+    let Ok(dir) = std::fs::read_dir(dir) else {
         return 0.0;
     };
     dir.filter_map(Result::ok)
