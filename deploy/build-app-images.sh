@@ -45,11 +45,15 @@ build() { # image-directory image-name binary...
   rm -rf "${CONTEXT:?}"/*
   cp "deploy/images/$dir/Dockerfile" "$CONTEXT/"
   local binary
-  for binary in "$@"; do cp "$TARGET_DIR/$binary" "$CONTEXT/$binary"; done
+  for binary in "$@"; do cp "$binary" "$CONTEXT/"; done
   local out # the legacy builder's deprecation notice is noise unless it fails
   out="$(docker build -q --build-arg BASE="$RUNTIME_BASE" -t "$image:$TAG" "$CONTEXT" 2>&1)" || { echo "$out" >&2; return 1; }
-  echo "[build-app-images] $image:$TAG from $TARGET_DIR/{$*}" >&2
+  echo "[build-app-images] $image:$TAG from $*" >&2
 }
-build controller orchestrator-controller controller
-# worker-agent-exec: the small helper each job starts through.
-build agent orchestrator-agent worker-agent worker-agent-exec
+build controller orchestrator-controller "$TARGET_DIR/controller"
+# worker-agent-exec: the small helper each job starts through, statically
+# linked (it starts once per job; see build-exec-helper.sh).
+HELPER_FLAGS=()
+[[ $PROFILE == debug ]] && HELPER_FLAGS+=(--debug)
+HELPER=$(deploy/build-exec-helper.sh "${HELPER_FLAGS[@]}")
+build agent orchestrator-agent "$TARGET_DIR/worker-agent" "$HELPER"

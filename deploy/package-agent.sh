@@ -6,6 +6,10 @@
 #
 #   deploy/package-agent.sh                         # release binary, into deploy/.cache/dist/
 #   deploy/package-agent.sh --binary target/debug/worker-agent --out DIR
+#
+# The exec-job helper (worker-agent-exec) goes beside the agent: built
+# statically linked (deploy/build-exec-helper.sh) for the release package,
+# taken from beside --binary otherwise.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,9 +23,11 @@ while [[ $# -gt 0 ]]; do
     *) echo "unknown argument: $1 (try --help)" >&2; exit 1 ;;
   esac
 done
+HELPER=""
 if [[ -z $BINARY ]]; then
   cargo build --release -p worker-agent
   BINARY="${CARGO_TARGET_DIR:-target}/release/worker-agent"
+  HELPER=$(deploy/build-exec-helper.sh)
 fi
 [[ -x $BINARY ]] || { echo "no agent binary at $BINARY" >&2; exit 1; }
 
@@ -35,7 +41,7 @@ trap 'rm -rf "$STAGE"' EXIT
 install -D -m 0755 "$BINARY" "$STAGE/usr/bin/worker-agent"
 # The small exec-job helper, beside the agent where it looks for it (the
 # agent falls back to its own binary without it).
-HELPER="$(dirname "$BINARY")/worker-agent-exec"
+HELPER="${HELPER:-$(dirname "$BINARY")/worker-agent-exec}"
 if [[ -x $HELPER ]]; then
   install -D -m 0755 "$HELPER" "$STAGE/usr/bin/worker-agent-exec"
 fi

@@ -26,10 +26,13 @@ if [[ ! -x $TOOLS/bin/inferno-flamegraph ]]; then
     cargo install --quiet --locked --root "$TOOLS" inferno
 fi
 
-RUSTFLAGS="-C force-frame-pointers=yes" CARGO_PROFILE_RELEASE_DEBUG=line-tables-only \
-    cargo build --release --target-dir "$TARGET" -p worker-agent -p integration-tests --bin loadgen --bin worker-agent --bin worker-agent-exec
+export RUSTFLAGS="-C force-frame-pointers=yes" CARGO_PROFILE_RELEASE_DEBUG=line-tables-only
+cargo build --release --target-dir "$TARGET" -p worker-agent -p integration-tests --bin loadgen --bin worker-agent
+# The agent as it is installed: its statically linked exec-job helper beside it.
+install -D -m 0755 "$TARGET/release/worker-agent" "$TARGET/agent/worker-agent"
+CARGO_TARGET_DIR="$TARGET" deploy/build-exec-helper.sh --into "$TARGET/agent" >/dev/null
 
-"$TARGET/release/loadgen" --agent-bin "$TARGET/release/worker-agent" "$@" > "$OUT/loadgen.txt" 2>/dev/null &
+"$TARGET/release/loadgen" --agent-bin "$TARGET/agent/worker-agent" "$@" > "$OUT/loadgen.txt" 2>/dev/null &
 LOADGEN=$!
 # Let the containers and agents start before sampling, then sample until
 # the run ends.

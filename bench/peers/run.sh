@@ -71,7 +71,9 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 LOADGEN="$TARGET_DIR/release/loadgen"
-AGENT="$TARGET_DIR/release/worker-agent"
+# The agent and its exec-job helper, staged together (see the build below).
+AGENT_DIR="$TARGET_DIR/bench-agent"
+AGENT="$AGENT_DIR/worker-agent"
 PG_IMAGE="${ORCH_POSTGRES_IMAGE:-orchestrator-postgres:15}"
 MQ_IMAGE="${ORCH_RABBITMQ_IMAGE:-orchestrator-rabbitmq:3}"
 VENV="${PEERS_VENV:-$HERE/.venv}"
@@ -93,11 +95,15 @@ if ! docker image inspect "$PG_IMAGE" >/dev/null 2>&1 || ! docker image inspect 
   "$ROOT/deploy/build-images.sh" || die "deploy/build-images.sh failed"
 fi
 
-if [[ $ONLY != celery ]] && { [[ $REBUILD == 1 ]] || [[ ! -x $LOADGEN ]] || [[ ! -x $AGENT ]] || [[ ! -x $AGENT-exec ]]; }; then
+if [[ $ONLY != celery ]] && { [[ $REBUILD == 1 ]] || [[ ! -x $LOADGEN ]] || [[ ! -x $AGENT ]] || [[ ! -x $AGENT_DIR/worker-agent-exec ]] ||
+  [[ $TARGET_DIR/release/worker-agent -nt $AGENT ]]; }; then
   command -v cargo >/dev/null 2>&1 || die "$LOADGEN or $AGENT is missing and cargo is not in PATH"
-  log "building loadgen and worker-agent (release)"
-  (cd "$ROOT" && cargo build --release -p integration-tests --bin loadgen -p worker-agent --bin worker-agent --bin worker-agent-exec) ||
+  log "building loadgen, worker-agent and its statically linked exec-job helper (release)"
+  (cd "$ROOT" && cargo build --release -p integration-tests --bin loadgen -p worker-agent --bin worker-agent) ||
     die "cargo build failed"
+  # The agent as a package installs it: the static helper beside it.
+  install -D -m 0755 "$TARGET_DIR/release/worker-agent" "$AGENT"
+  "$ROOT/deploy/build-exec-helper.sh" --into "$AGENT_DIR" >/dev/null || die "deploy/build-exec-helper.sh failed"
 fi
 
 setup_venv() {

@@ -7,7 +7,7 @@
 
 use orchestrator_shared::api::Resources;
 use orchestrator_shared::messages::ShardOutcome;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use worker_agent::isolation::{Sandbox, SandboxConfig};
@@ -18,6 +18,19 @@ struct Agent {
     limits: RunLimits,
 }
 
+/// The `exec-job` helper: the `worker-agent-exec` binary beside the agent's,
+/// as the packages install it (the workspace's test command builds both),
+/// else the agent's own binary, whose `exec-job` runs the same code.
+fn helper() -> PathBuf {
+    let agent = Path::new(env!("CARGO_BIN_EXE_worker-agent"));
+    let beside = agent.with_file_name("worker-agent-exec");
+    if beside.is_file() {
+        beside
+    } else {
+        agent.to_path_buf()
+    }
+}
+
 impl Agent {
     fn new() -> Agent {
         let id = uuid::Uuid::new_v4().simple().to_string();
@@ -26,9 +39,7 @@ impl Agent {
             cgroup_root: None,
             require_isolation: false,
             defaults: Resources::default(),
-            // The small helper binary the packages install beside the agent
-            // (the agent's own `exec-job` runs the same code).
-            helper: Some(PathBuf::from(env!("CARGO_BIN_EXE_worker-agent-exec"))),
+            helper: Some(helper()),
         };
         let sandbox = Sandbox::setup(&config, &format!("isolation-test-{id}"), 4)
             .unwrap_or_else(|e| panic!("these tests run as root on a host with cgroups: {e:#}"));

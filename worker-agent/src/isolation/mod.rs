@@ -9,7 +9,9 @@
 //! killed and removed when the run ends, whatever the run left behind.
 
 pub mod cgroup;
-pub mod exec;
+/// The `exec-job` helper's code, a crate of its own (`worker-agent-exec`)
+/// so that its binary can be built statically linked on its own.
+pub use worker_agent_exec as exec;
 pub mod user;
 
 use cgroup::{CgroupTree, JobCgroup, Limits};

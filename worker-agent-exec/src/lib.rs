@@ -1,15 +1,23 @@
-//! `worker-agent exec-job`: the small step between the agent and a job's
-//! program. The agent starts its own binary with this subcommand; it joins
-//! the job's cgroups (so the program and everything it starts are inside
-//! before it runs a single instruction), drops every supplementary group,
-//! switches to the job's gid and uid, forbids regaining privileges
-//! (`no_new_privs`, so a setuid binary cannot undo the switch), checks the
-//! switch took, and `exec`s the program in its place: same pid, same
-//! pipes. Safe code only (nix and std wrap the system calls).
+//! The `exec-job` helper: the small step between the worker agent and a
+//! job's program. The agent starts this crate's binary, `worker-agent-exec`
+//! (or its own binary as `worker-agent exec-job`, which runs the same code),
+//! for every job; it joins the job's cgroups (so the program and everything
+//! it starts are inside before it runs a single instruction), drops every
+//! supplementary group, switches to the job's gid and uid, forbids
+//! regaining privileges (`no_new_privs`, so a setuid binary cannot undo the
+//! switch), checks the switch took, and `exec`s the program in its place:
+//! same pid, same pipes. Safe code only (nix and std wrap the system calls).
+//!
+//! It is a crate of its own, apart from the agent's, because it starts once
+//! per job: with three small dependencies it builds quickly a second time
+//! statically linked (`deploy/build-exec-helper.sh`), and a static binary
+//! starts without the dynamic loader.
 //!
 //! A failure before the `exec` exits with [`SETUP_FAILED`] and one line on
 //! stderr that starts with [`FAILURE_PREFIX`], which the runner turns into
 //! the job's error.
+
+#![forbid(unsafe_code)]
 
 use clap::Parser;
 use nix::unistd::{Gid, Uid};
