@@ -1,7 +1,8 @@
-//! Running one shard as a child process: a fresh private working
-//! directory, the argument vector as given (never through a shell), a clean
-//! environment, stdin fed and closed, the last bytes of stdout and stderr
-//! kept, and a stop (timeout or cancel) that reaches the child's whole
+//! Running one shard as a child process: a private working directory,
+//! empty when the run starts (its job slot's, emptied after each run: see
+//! [`crate::isolation::workdir`]), the argument vector as given (never
+//! through a shell), a clean environment, stdin fed and closed, the last
+//! bytes of stdout and stderr kept, and a stop (timeout or cancel) that reaches the child's whole
 //! process group: SIGTERM, a grace period, then SIGKILL. Knows nothing
 //! about the broker or the controller.
 //!
@@ -10,7 +11,7 @@
 //! whole cgroup: nothing it started survives it, `setsid` or not. Without
 //! a cgroup, what it left in its process group is killed.
 
-use crate::isolation::{exec, make_private_dir, Cell, Sandbox};
+use crate::isolation::{exec, workdir, Cell, Sandbox};
 use crate::tail::OutputTail;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
@@ -185,22 +186,77 @@ pub async fn run(spec: &RunSpec, limits: &RunLimits, cancel: &CancelHandle) -> R
         Ok(cell) => cell,
         Err(e) => return RunReport::failed(e),
     };
-    let dir = limits.work_root.join(&spec.workdir_name);
-    let mut report = match make_private_dir(&limits.work_root, &dir, cell.owner()).await {
-        Ok(()) => run_in(spec, limits, cancel, &dir, &cell).await,
-        Err(e) => RunReport::failed(format!("creating the working directory {}: {e}", dir.display())),
+    let dir = working_dir(spec, limits, &cell).await;
+    let mut report = match &dir {
+        Ok(dir) => run_in(spec, limits, cancel, &dir.path, &cell).await,
+        Err(e) => RunReport::failed(e.clone()),
     };
     if let Some(reason) = cell.finish().await {
         if report.outcome == ShardOutcome::Failed {
             report.error = Some(reason);
         }
     }
-    if !limits.keep_workdirs {
-        if let Err(e) = tokio::fs::remove_dir_all(&dir).await {
-            tracing::warn!(dir = %dir.display(), error = %e, "could not remove a working directory");
+    if let Ok(dir) = dir {
+        if !limits.keep_workdirs {
+            dir.clean_up().await;
         }
     }
     report
+}
+
+/// Where a run works: its slot's directory (see [`workdir`]), or one of
+/// its own when it holds no slot, keeps its directory, or the slot's cannot
+/// be made ready.
+struct WorkingDir {
+    path: PathBuf,
+    /// The slot's: emptied after the run, not removed.
+    shared: bool,
+}
+
+impl WorkingDir {
+    /// After the run (and its cgroup's last process): empties a slot's
+    /// directory, removes a run's own.
+    async fn clean_up(self) {
+        let path = self.path.clone();
+        let cleaned = tokio::task::spawn_blocking(move || match self.shared {
+            true => workdir::empty(&self.path),
+            false => workdir::remove(&self.path),
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        if let Err(e) = cleaned {
+            tracing::warn!(dir = %path.display(), error = %e, "could not clean up a working directory");
+        }
+    }
+}
+
+/// Makes the run's working directory ready, off the async runtime.
+async fn working_dir(spec: &RunSpec, limits: &RunLimits, cell: &Cell) -> Result<WorkingDir, String> {
+    let root = limits.work_root.clone();
+    let own = root.join(&spec.workdir_name);
+    let slot = (!limits.keep_workdirs)
+        .then(|| cell.slot().map(|i| root.join(format!("slot-{i}"))))
+        .flatten();
+    let owner = cell.owner().cloned();
+    let ready = move || {
+        if let Some(path) = slot {
+            match workdir::ready(&root, &path, owner.as_ref()) {
+                Ok(()) => return Ok(WorkingDir { path, shared: true }),
+                Err(e) => tracing::warn!(dir = %path.display(), error = %e,
+                    "the slot's working directory cannot be used; making one for this run"),
+            }
+        }
+        match workdir::ready(&root, &own, owner.as_ref()) {
+            Ok(()) => Ok(WorkingDir {
+                path: own,
+                shared: false,
+            }),
+            Err(e) => Err(format!("creating the working directory {}: {e}", own.display())),
+        }
+    };
+    tokio::task::spawn_blocking(ready)
+        .await
+        .unwrap_or_else(|e| Err(format!("creating the working directory: {e}")))
 }
 
 /// Removes working directories left by an earlier life of this agent (one

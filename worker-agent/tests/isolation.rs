@@ -129,6 +129,33 @@ async fn a_job_runs_as_its_user_and_cannot_read_the_agent() {
     );
 }
 
+/// A job slot's runs share its working directory, and a run never sees
+/// what the run before it left there: files, hidden files, a tree its
+/// owner can no longer enter, links. Emptying follows no link.
+#[tokio::test]
+async fn the_next_run_in_a_slot_starts_in_an_empty_private_directory() {
+    let agent = Agent::new();
+    let outside = agent.limits.work_root.with_extension("outside");
+    std::fs::write(&outside, "not the job's").unwrap();
+    let mut first = sh(
+        "pwd; touch a .hidden; mkdir -p d/e; echo secret > d/e/f; chmod 000 d; \
+        ln -s \"$OUTSIDE\" link; ls -A | wc -l",
+    );
+    first.env = vec![("OUTSIDE".into(), outside.display().to_string())];
+    let r1 = agent.run(&first).await;
+    assert_eq!(r1.outcome, ShardOutcome::Succeeded, "{r1:?}");
+    let r2 = agent.run(&sh("pwd; ls -A | wc -l; stat -c '%a %U' .")).await;
+    assert_eq!(r2.outcome, ShardOutcome::Succeeded, "{r2:?}");
+    let kept = std::fs::read_to_string(&outside);
+    let _ = std::fs::remove_file(&outside);
+    let (one, two): (Vec<&str>, Vec<&str>) =
+        (r1.stdout_tail.lines().collect(), r2.stdout_tail.lines().collect());
+    assert_eq!(one.get(1), Some(&"4"), "{r1:?}");
+    assert_eq!(two.first(), one.first(), "the slot's directory, reused");
+    assert_eq!(two.get(1..), Some(&["0", "700 nobody"][..]), "{r2:?}");
+    assert_eq!(kept.ok().as_deref(), Some("not the job's"));
+}
+
 /// What the `exec-job` helper sets up before it execs the program holds
 /// from the program's first instruction: its only group is its own, it
 /// cannot regain privileges, and it is in the job's cgroup in every

@@ -13,11 +13,12 @@ pub mod cgroup;
 /// so that its binary can be built statically linked on its own.
 pub use worker_agent_exec as exec;
 pub mod user;
+pub mod workdir;
 
 use cgroup::{CgroupTree, JobCgroup, Limits};
 use orchestrator_shared::api::{Isolation, Resources};
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use user::{Account, JobUsers};
 
@@ -260,6 +261,12 @@ impl Cell {
         self.account.as_ref()
     }
 
+    /// The job slot this run holds (`None`: a run beyond the capacity, or
+    /// no sandbox); its runs share the slot's working directory.
+    pub fn slot(&self) -> Option<usize> {
+        self.slot.index
+    }
+
     /// The program and arguments to start for `program args`: through the
     /// `exec-job` helper when there is a cgroup to join or a user to
     /// become, as they are otherwise.
@@ -307,21 +314,6 @@ impl Cell {
             None => "killed by the OOM killer".to_owned(),
         })
     }
-}
-
-/// Makes `dir` the run's private working directory: mode 700, owned by
-/// the run's account, under a root that others may pass through but not
-/// list (mode 711).
-pub async fn make_private_dir(root: &Path, dir: &Path, owner: Option<&Account>) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    tokio::fs::create_dir_all(root).await?;
-    tokio::fs::set_permissions(root, std::fs::Permissions::from_mode(0o711)).await?;
-    tokio::fs::create_dir(dir).await?;
-    tokio::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).await?;
-    if let Some(account) = owner {
-        std::os::unix::fs::chown(dir, Some(account.uid), Some(account.gid))?;
-    }
-    Ok(())
 }
 
 /// The binary of the small `exec-job` helper, looked for beside the agent's
