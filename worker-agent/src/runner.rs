@@ -201,6 +201,9 @@ pub async fn run(spec: &RunSpec, limits: &RunLimits, cancel: &CancelHandle) -> R
             dir.clean_up().await;
         }
     }
+    // Only now is the slot free: its next run finds its directory empty,
+    // never being emptied under it.
+    drop(cell);
     report
 }
 

@@ -298,17 +298,18 @@ impl Cell {
         }
     }
 
-    /// Ends the cell: kills what is left (so the slot's next run starts
-    /// in an empty cgroup), removes a one-off cgroup, and says why the run
-    /// failed if the OOM killer ended it. The slot is free again after.
-    pub async fn finish(self) -> Option<String> {
+    /// Ends the run in the cell: kills what is left (so the slot's next run
+    /// starts in an empty cgroup), removes a one-off cgroup, and says why
+    /// the run failed if the OOM killer ended it. The slot stays held until
+    /// the cell is dropped, so that the run's working directory can be
+    /// emptied first: the slot's next run uses the same one.
+    pub async fn finish(&self) -> Option<String> {
         let cgroup = self.cgroup.as_ref()?;
         cgroup.kill().await;
         let oom = cgroup.oom_kills().saturating_sub(self.oom_before);
         if self.one_off {
             cgroup.remove().await;
         }
-        drop(self.slot);
         (oom > 0).then(|| match self.memory_mb {
             Some(mb) => format!("memory limit of {mb} MB exceeded (killed by the OOM killer)"),
             None => "killed by the OOM killer".to_owned(),
