@@ -2,8 +2,8 @@
 # Builds the exec-job helper (`worker-agent-exec`, the small binary every
 # job starts through) statically linked, and prints its path. Statically
 # linked it starts without the dynamic loader: no libc.so to map, no symbols
-# to relocate, about a fifth of a millisecond of CPU less for every job on
-# a 2-core box (see the README's benchmarks). The agent looks for it beside
+# to relocate, about 0.45 ms of CPU less for every job on a 2-core box (see
+# the README's benchmarks). The agent looks for it beside
 # its own binary, so `--into DIR` copies it there.
 #
 #   deploy/build-exec-helper.sh                # release build

@@ -126,8 +126,7 @@ pub async fn run(
         tracing::warn!(error = %e, "the broker session task failed");
     }
     state.limits.sandbox.release();
-    // The job slots' working directories (every run has ended by now).
-    runner::sweep_work_root(&state.limits.work_root).await;
+    runner::empty_work_root(&state.limits.work_root).await;
     tracing::info!(worker_id = state.worker_id(), "agent stopped");
     Ok(())
 }

@@ -237,9 +237,10 @@ impl WorkingDir {
 async fn working_dir(spec: &RunSpec, limits: &RunLimits, cell: &Cell) -> Result<WorkingDir, String> {
     let root = limits.work_root.clone();
     let own = root.join(&spec.workdir_name);
-    let slot = (!limits.keep_workdirs)
-        .then(|| cell.slot().map(|i| root.join(format!("slot-{i}"))))
-        .flatten();
+    let slot = cell
+        .slot()
+        .filter(|_| !limits.keep_workdirs)
+        .map(|i| root.join(format!("slot-{i}")));
     let owner = cell.owner().cloned();
     let ready = move || {
         if let Some(path) = slot {
@@ -266,21 +267,37 @@ async fn working_dir(spec: &RunSpec, limits: &RunLimits, cell: &Cell) -> Result<
 /// killed with SIGKILL cannot clean up after itself). `root` must be this
 /// agent's own directory: nothing else may run there now.
 pub async fn sweep_work_root(root: &Path) {
-    let mut entries = match tokio::fs::read_dir(root).await {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
-        Err(e) => return tracing::warn!(root = %root.display(), error = %e, "cannot read the work root"),
-    };
-    while let Ok(Some(entry)) = entries.next_entry().await {
-        let path = entry.path();
-        let removed = match entry.file_type().await {
-            Ok(t) if t.is_dir() => tokio::fs::remove_dir_all(&path).await,
-            _ => tokio::fs::remove_file(&path).await,
+    let root = root.to_path_buf();
+    let sweep = move || {
+        let entries = match std::fs::read_dir(&root) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e) => return tracing::warn!(root = %root.display(), error = %e, "cannot read the work root"),
         };
-        match removed {
-            Ok(()) => tracing::info!(path = %path.display(), "removed a leftover working directory"),
-            Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot remove a leftover"),
+        for path in entries.filter_map(Result::ok).map(|entry| entry.path()) {
+            match workdir::remove(&path) {
+                Ok(()) => tracing::info!(path = %path.display(), "removed a leftover working directory"),
+                Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot remove a leftover"),
+            }
         }
+    };
+    if let Err(e) = tokio::task::spawn_blocking(sweep).await {
+        tracing::warn!(error = %e, "sweeping the work root failed");
+    }
+}
+
+/// Empties this agent's work root at a clean stop (the job slots'
+/// directories; every run has ended by then), leaving the root itself.
+pub async fn empty_work_root(root: &Path) {
+    let root = root.to_path_buf();
+    let emptied = tokio::task::spawn_blocking(move || workdir::empty(&root))
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+    match emptied {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            tracing::warn!(error = %e, "could not empty the work root");
+        }
+        _ => {}
     }
 }
 

@@ -51,12 +51,7 @@ pub fn ready(root: &Path, dir: &Path, owner: Option<&Account>) -> io::Result<()>
 /// followed.
 pub fn empty(dir: &Path) -> io::Result<()> {
     for entry in fs::read_dir(dir)? {
-        let entry = entry?;
-        if entry.file_type()?.is_dir() {
-            fs::remove_dir_all(entry.path())?;
-        } else {
-            fs::remove_file(entry.path())?;
-        }
+        remove(&entry?.path())?;
     }
     Ok(())
 }
