@@ -140,6 +140,14 @@ async fn open_database(config: &Config) -> anyhow::Result<(db::PgTarget, Databas
     Ok((target, database))
 }
 
+/// The login attempt limits of `config`, shared by every request.
+fn login_limiter(config: &Config) -> Arc<LoginLimiter> {
+    Arc::new(LoginLimiter::new(LoginLimits {
+        attempts_per_client_and_user: config.login_per_user_per_minute,
+        per_client_per_minute: config.login_per_ip_per_minute,
+    }))
+}
+
 impl App {
     /// Migrates, connects, creates the configured admin and binds the port.
     pub async fn build(config: Config) -> anyhow::Result<App> {
@@ -163,10 +171,7 @@ impl App {
                 max_queued_jobs: q.max_queued_jobs,
             },
             body_limit: config.body_limit_bytes,
-            login_limiter: Arc::new(LoginLimiter::new(LoginLimits {
-                attempts_per_client_and_user: config.login_per_user_per_minute,
-                per_client_per_minute: config.login_per_ip_per_minute,
-            })),
+            login_limiter: login_limiter(&config),
             trusted_proxies: Arc::new(TrustedProxies::new(config.serve.trusted_proxies.clone())),
             broker: BrokerStatus::default(),
             metrics: prometheus()?,
@@ -178,6 +183,7 @@ impl App {
             stopping: Arc::new(tokio::sync::watch::channel(false).0),
             batch_body_limit: config.batch_body_limit_bytes,
             secure_cookies: !matches!(transport, Transport::InsecureHttp),
+            event_batches: config.flow.agent_event_batches,
         };
         Ok(App {
             listener,

@@ -231,6 +231,18 @@ pub struct FlowConfig {
     /// has already arrived.
     #[arg(long = "event-batch-window-ms", env = "ORCH_EVENT_BATCH_WINDOW_MS", default_value = "2", value_parser = millis)]
     pub event_batch_window: Duration,
+    /// Whether registering agents are told they may send several events
+    /// in one message (a busy agent's shard reports then cost a few
+    /// messages instead of one each). Turn it off while replicas older
+    /// than this controller still consume the events queue: they would
+    /// refuse such a message.
+    #[arg(
+        long = "agent-event-batches",
+        env = "ORCH_AGENT_EVENT_BATCHES",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub agent_event_batches: bool,
     /// How late (ms) a schedule's tick may still be fired normally. Of the
     /// ticks older than this (missed while no controller ran) only the
     /// latest is handled: fired once if the schedule catches up, else
@@ -484,6 +496,9 @@ mod tests {
         let cli = Cli::try_parse_from(base).unwrap();
         assert_eq!(cli.config.flow.event_batch_max, 256);
         assert_eq!(cli.config.flow.event_batch_window, Duration::from_millis(2));
+        assert!(cli.config.flow.agent_event_batches);
+        let off = base.iter().copied().chain(["--agent-event-batches", "false"]);
+        assert!(!Cli::try_parse_from(off).unwrap().config.flow.agent_event_batches);
         let empty = base.iter().copied().chain(["--event-batch-max", "0"]);
         assert!(Cli::try_parse_from(empty).is_err());
     }

@@ -304,9 +304,102 @@ impl AgentEvent {
     }
 }
 
+/// Most events one message may carry. An agent gathers the reports that
+/// finish while its previous message waits for its confirm (see the
+/// agent's `reports`), so a busy agent sends a few messages of many
+/// reports rather than one message each; the bound keeps one message's
+/// work, and what one malformed message can make the controller parse, small.
+pub const MAX_EVENTS_PER_MESSAGE: usize = 256;
+
+/// Why a message on the events queue holds no events the controller can
+/// apply.
+#[derive(Debug, thiserror::Error)]
+pub enum EventsError {
+    /// Not one event, nor an array of events.
+    #[error("not an agent event or an array of them: {0}")]
+    Malformed(#[from] serde_json::Error),
+    /// An array with no event, or more than [`MAX_EVENTS_PER_MESSAGE`].
+    #[error("a message must carry 1 to {MAX_EVENTS_PER_MESSAGE} events, not {0}")]
+    Count(usize),
+}
+
+/// The body of an events message: one event as an object (what every
+/// agent sends alone, and what a controller that predates batches
+/// takes), several as a JSON array of them, in the order they happened.
+pub fn encode_events(events: &[AgentEvent]) -> Result<Vec<u8>, serde_json::Error> {
+    match events {
+        [one] => serde_json::to_vec(one),
+        many => serde_json::to_vec(many),
+    }
+}
+
+/// The events of a message [`encode_events`] wrote: one, or the array's
+/// (1..=[`MAX_EVENTS_PER_MESSAGE`] of them) in order.
+pub fn decode_events(body: &[u8]) -> Result<Vec<AgentEvent>, EventsError> {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'[') {
+        return Ok(vec![serde_json::from_slice(body)?]);
+    }
+    let events: Vec<AgentEvent> = serde_json::from_slice(body)?;
+    if events.is_empty() || events.len() > MAX_EVENTS_PER_MESSAGE {
+        return Err(EventsError::Count(events.len()));
+    }
+    Ok(events)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn stopped(worker: &str) -> AgentEvent {
+        AgentEvent::Stopped {
+            worker_id: worker.into(),
+            generation: 3,
+        }
+    }
+
+    #[test]
+    fn one_event_travels_as_an_object_and_several_as_an_array_in_order() {
+        let one = encode_events(&[stopped("a")]).unwrap();
+        assert_eq!(one[0], b'{', "an old controller reads a lone event as before");
+        assert_eq!(serde_json::from_slice::<AgentEvent>(&one).unwrap(), stopped("a"));
+        assert_eq!(decode_events(&one).unwrap(), vec![stopped("a")]);
+        let many = vec![stopped("a"), stopped("b"), stopped("c")];
+        let body = encode_events(&many).unwrap();
+        assert_eq!(body[0], b'[');
+        assert_eq!(decode_events(&body).unwrap(), many);
+        assert_eq!(
+            decode_events(b" \n[{\"type\":\"stopped\",\"worker_id\":\"a\"}]")
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn empty_oversized_or_foreign_bodies_are_refused() {
+        assert!(matches!(decode_events(b"[]"), Err(EventsError::Count(0))));
+        let too_many = vec![stopped("a"); MAX_EVENTS_PER_MESSAGE + 1];
+        let body = serde_json::to_vec(&too_many).unwrap();
+        assert!(
+            matches!(decode_events(&body), Err(EventsError::Count(n)) if n == MAX_EVENTS_PER_MESSAGE + 1)
+        );
+        let most = serde_json::to_vec(&vec![stopped("a"); MAX_EVENTS_PER_MESSAGE]).unwrap();
+        assert_eq!(decode_events(&most).unwrap().len(), MAX_EVENTS_PER_MESSAGE);
+        for bad in [
+            &b""[..],
+            b"{}",
+            b"[1]",
+            b"[{\"type\":\"stopped\"}]",
+            b"null",
+            b"\xff",
+        ] {
+            assert!(
+                matches!(decode_events(bad), Err(EventsError::Malformed(_))),
+                "{bad:?}"
+            );
+        }
+    }
 
     #[test]
     fn control_commands_are_tagged() {

@@ -295,6 +295,90 @@ async fn an_agent_cannot_report_heartbeat_or_stop_for_another_worker() {
     assert!(counted >= 4.0, "refusals counted: {counted}");
 }
 
+/// A `ShardFinished` of `worker_id` saying its shard of `job_id` succeeded.
+fn succeeded(worker_id: &str, job_id: &str) -> AgentEvent {
+    AgentEvent::ShardFinished {
+        worker_id: worker_id.into(),
+        job_id: job_id.parse().unwrap(),
+        attempt: 1,
+        shard_index: 0,
+        outcome: ShardOutcome::Succeeded,
+        exit_code: Some(0),
+        stdout_tail: format!("done by {worker_id}"),
+        stderr_tail: String::new(),
+        error: None,
+    }
+}
+
+#[tokio::test]
+async fn one_message_of_several_reports_applies_each_one_its_sender_may_send() {
+    let s = Setup::start().await;
+    let (a, conn_a) = s.agent("agent-a").await;
+    assert!(a.event_batches, "this controller takes batches: {a:?}");
+    s.agent("agent-b").await;
+    let (a1, a2) = (s.running_job("agent-a").await, s.running_job("agent-a").await);
+    let b1 = s.running_job("agent-b").await;
+    let refused_before = s.refused("not_from_its_agent").await;
+    let t = s.topology();
+    let user_a = t.agent_user("agent-a");
+    let ch = confirm_channel(&conn_a).await;
+    let batch = [
+        succeeded("agent-a", &a1),
+        succeeded("agent-b", &b1),
+        succeeded("agent-a", &a2),
+    ];
+    let body = orchestrator_shared::messages::encode_events(&batch).unwrap();
+    assert!(
+        publish(
+            &ch,
+            Some(&user_a),
+            &t.events_exchange(),
+            EVENTS_ROUTING_KEY,
+            &body
+        )
+        .await
+    );
+    // Neither an empty array nor one past the limit is applied, and
+    // neither holds up what follows.
+    for bad in [
+        b"[]".to_vec(),
+        serde_json::to_vec(&vec![succeeded("agent-a", &a1); 257]).unwrap(),
+    ] {
+        assert!(publish(&ch, Some(&user_a), &t.events_exchange(), EVENTS_ROUTING_KEY, &bad).await);
+    }
+    s.barrier(&conn_a, "agent-a", a.worker.generation).await;
+
+    for job_id in [&a1, &a2] {
+        let job = s.job(job_id).await;
+        assert_eq!(job["status"], "completed", "{job}");
+    }
+    let job = s.job(&b1).await;
+    assert_eq!(job["status"], "running", "A's message finished B's job: {job}");
+    let counted = s.refused("not_from_its_agent").await - refused_before;
+    assert!(counted >= 1.0, "refusals counted: {counted}");
+}
+
+#[tokio::test]
+async fn a_controller_told_not_to_take_batches_says_so_at_registration() {
+    let prefix = unique_prefix();
+    let accounts = broker_accounts_flag();
+    let flags = [
+        "--broker-prefix",
+        &prefix,
+        &accounts[0],
+        &accounts[1],
+        "--agent-event-batches",
+        "false",
+    ];
+    let s = Setup {
+        app: spawn_app_with(&flags).await,
+        prefix,
+        credentials: Default::default(),
+    };
+    let registration = s.register("agent-a").await;
+    assert!(!registration.event_batches);
+}
+
 #[tokio::test]
 async fn a_liveness_probe_from_an_agent_is_dropped() {
     let s = Setup::start().await;

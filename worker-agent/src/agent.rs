@@ -146,6 +146,7 @@ pub(crate) async fn register(state: &State) {
                 let worker = answer.worker;
                 state.set_generation(worker.generation);
                 state.set_broker_login(answer.broker);
+                state.reports.set_batched(answer.event_batches);
                 if worker.status == WorkerStatus::Paused {
                     state.paused.send_replace(true);
                 }
@@ -205,7 +206,7 @@ async fn drain(state: &State, heartbeat: AbortOnDrop) {
     };
     match state
         .publisher
-        .publish_reliably(&stopped, 0, &state.stopping, STOPPED_WINDOW)
+        .publish_reliably(std::slice::from_ref(&stopped), 0, &state.stopping, STOPPED_WINDOW)
         .await
     {
         Ok(()) => tracing::info!("drained; told the controller"),

@@ -319,9 +319,10 @@ async fn publish_report(state: &State, d: &JobDispatch, report: RunReport) -> bo
         error: report.error,
     };
     let priority = u8::try_from(d.priority.clamp(0, i32::from(MAX_PRIORITY))).unwrap_or(0);
-    let publisher = &state.publisher;
-    match publisher
-        .publish_reliably(&event, priority, &state.stopping, REPORT_WINDOW_WHEN_STOPPING)
+    let (publisher, stopping) = (&state.publisher, &state.stopping);
+    match state
+        .reports
+        .publish(publisher, event, priority, stopping, REPORT_WINDOW_WHEN_STOPPING)
         .await
     {
         Ok(()) => true,

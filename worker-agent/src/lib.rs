@@ -23,7 +23,11 @@
 //! - `publisher`: events to the broker with publisher confirms, on
 //!   whichever connection is current.
 //! - `client`: the controller's HTTP agent API (register, claim).
+//! - `batches`: requests gathered into batches by taking turns (claims
+//!   and reports use it).
 //! - `claims`: claims gathered into batches, one request for many.
+//! - `reports`: shard reports gathered into messages, one for many when
+//!   the controller takes batches.
 //! - `classes`: which job queues (pools and selectors) to consume, asked
 //!   of the controller now and then.
 //! - `output`: a shard's output sent to the controller while it runs.
@@ -38,6 +42,7 @@
 #![deny(missing_docs)]
 
 mod agent;
+mod batches;
 mod claims;
 mod classes;
 mod client;
@@ -47,6 +52,7 @@ pub mod isolation;
 mod job;
 mod output;
 mod publisher;
+mod reports;
 mod retry;
 pub mod runner;
 mod session;

@@ -12,7 +12,7 @@ use lapin::types::ShortString;
 use lapin::Channel;
 use orchestrator_shared::backoff::backoff;
 use orchestrator_shared::broker::{persistent, EVENTS_ROUTING_KEY};
-use orchestrator_shared::messages::{AgentEvent, Topology};
+use orchestrator_shared::messages::{encode_events, AgentEvent, Topology};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -95,18 +95,20 @@ impl Publisher {
         self.publish_payload(&payload, priority).await
     }
 
-    /// Publishes until the broker confirms. While the agent is not stopping
-    /// it never gives up; once `stopping` is set, it gives up after failing
-    /// for `window` (the delivery then stays unacknowledged, and the broker
-    /// hands it out again).
+    /// Publishes `events` (in that order, as one message) until the broker
+    /// confirms. While the agent is not stopping it never gives up; once
+    /// `stopping` is set, it gives up after failing for `window` (the
+    /// deliveries then stay unacknowledged, and the broker hands them out
+    /// again). Several events need a controller that takes batches
+    /// (`Registration::event_batches`).
     pub async fn publish_reliably(
         &self,
-        event: &AgentEvent,
+        events: &[AgentEvent],
         priority: u8,
         stopping: &watch::Sender<bool>,
         window: Duration,
     ) -> Result<(), PublishError> {
-        let payload = serde_json::to_vec(event)?;
+        let payload = encode_events(events)?;
         let mut changes = self.channel.subscribe();
         let mut give_up_at: Option<Instant> = None;
         let mut attempt = 0u32;

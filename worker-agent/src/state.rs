@@ -8,6 +8,7 @@ use crate::client::ControllerClient;
 use crate::config::AgentConfig;
 use crate::isolation::Sandbox;
 use crate::publisher::Publisher;
+use crate::reports::Reports;
 use crate::runner::{CancelHandle, RunLimits};
 use anyhow::Context;
 use orchestrator_shared::api::BrokerLogin;
@@ -48,6 +49,8 @@ pub struct State {
     pub ca: Option<CaBundle>,
     /// Publishes events on the current connection.
     pub publisher: Publisher,
+    /// Shard reports, several to a message when the controller takes it.
+    pub reports: Reports,
     /// What every run obeys (work root, grace, tail size).
     pub limits: RunLimits,
     /// Set by `Pause` (or by a registration answer that says the worker is
@@ -124,6 +127,7 @@ impl State {
             client,
             ca,
             publisher,
+            reports: Reports::new(),
             limits,
             paused: watch::channel(false).0,
             generation: AtomicI64::new(0),

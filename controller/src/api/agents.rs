@@ -154,7 +154,11 @@ pub async fn register(
     tx.commit().await.map_err(DbError::from)?;
     tracing::info!(worker_id = %worker.worker_id, generation = worker.generation,
         status = %worker.status, own_broker_user = broker.is_some(), "agent registered");
-    Ok(Json(Registration { worker, broker }))
+    Ok(Json(Registration {
+        worker,
+        broker,
+        event_batches: state.event_batches,
+    }))
 }
 
 /// The job classes whose queues the credential's worker should consume

@@ -84,6 +84,9 @@ pub struct AppState {
     /// Whether the API is served over HTTPS, so browser session cookies
     /// carry `Secure` (see [`session`]).
     pub secure_cookies: bool,
+    /// Whether registering agents may send several events in one message
+    /// (`--agent-event-batches`).
+    pub event_batches: bool,
 }
 
 /// The route whose bodies may be as large as [`AppState::batch_body_limit`].

@@ -1,16 +1,18 @@
 //! The agent-event consumer: gathers deliveries from the events queue into
 //! batches (the first delivery, then whatever else arrives within the
-//! batch window), drops heartbeats a newer one of the same agent
-//! supersedes, has the batch applied and acknowledges it with one multiple
-//! ack once its effect is committed. An event whose sender may not send it
-//! (`super::senders`) is dropped before the batch is applied.
+//! batch window, up to the batch's most events: a delivery carries one
+//! event or, from a busy agent, an array of them), drops heartbeats a
+//! newer one of the same agent supersedes, has the batch applied and
+//! acknowledges it with one multiple ack once its effect is committed. An
+//! event whose sender may not send it (`super::senders`) is dropped before
+//! the batch is applied.
 
 use super::apply::apply_held;
 use super::Flow;
 use futures::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicRejectOptions};
-use orchestrator_shared::messages::AgentEvent;
+use orchestrator_shared::messages::{decode_events, AgentEvent, EventsError};
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -20,6 +22,12 @@ const EVENTS_PREFETCH: u16 = 256;
 /// Batches' worth of events the broker may push ahead of the consumer: the
 /// next batch is already here when the current one is acknowledged.
 const EVENTS_PREFETCH_BATCHES: u16 = 2;
+/// Counts the events applied and the messages that carried them, so that
+/// how many reports agents gather into one message can be read off
+/// `/metrics` (the benchmarks print it).
+pub const EVENTS_METRIC: &str = "broker_events_received_total";
+/// See [`EVENTS_METRIC`].
+pub const MESSAGES_METRIC: &str = "broker_event_messages_received_total";
 
 /// Unacknowledged events the controller holds at once for batches of at
 /// most `batch_max`: enough for a full batch and the next one.
@@ -29,10 +37,35 @@ pub fn events_prefetch(batch_max: u16) -> u16 {
         .max(EVENTS_PREFETCH)
 }
 
+/// One delivery and the events it carries (or why it carries none).
+struct Received {
+    /// The delivery, to acknowledge or reject.
+    delivery: Delivery,
+    /// Its events, in order.
+    events: Result<Vec<AgentEvent>, EventsError>,
+}
+
+impl Received {
+    fn new(delivery: Delivery) -> Self {
+        let events = decode_events(&delivery.data);
+        Received { delivery, events }
+    }
+
+    /// How many events it adds to its batch.
+    fn len(&self) -> usize {
+        self.events.as_ref().map_or(0, Vec::len)
+    }
+}
+
 /// Consumes and settles events batch after batch until the consumer ends
 /// (always an error: the connection is then re-established).
 pub(super) async fn consume_events(flow: &Flow, mut consumer: lapin::Consumer) -> Result<(), lapin::Error> {
     super::senders::register_metrics();
+    metrics::describe_counter!(EVENTS_METRIC, "Agent events received from the events queue.");
+    metrics::describe_counter!(
+        MESSAGES_METRIC,
+        "Messages that carried them (one event, or several)."
+    );
     let max = usize::from(flow.config.event_batch_max.max(1));
     let window = flow.config.event_batch_window;
     while let Some(deliveries) = next_batch(&mut consumer, max, window).await? {
@@ -44,22 +77,30 @@ pub(super) async fn consume_events(flow: &Flow, mut consumer: lapin::Consumer) -
 }
 
 /// Waits for one delivery, then takes whatever else arrives within
-/// `window` of it, up to `max` in all. `None` once the consumer has ended.
+/// `window` of it, until the batch holds `max` events or more (a message
+/// holds at most `MAX_EVENTS_PER_MESSAGE`, so a batch stays within
+/// `max` plus that). `None` once the consumer has ended.
 async fn next_batch(
     consumer: &mut lapin::Consumer,
     max: usize,
     window: Duration,
-) -> Result<Option<Vec<Delivery>>, lapin::Error> {
+) -> Result<Option<Vec<Received>>, lapin::Error> {
     let Some(first) = consumer.next().await else {
         return Ok(None);
     };
-    let mut batch = vec![first?];
+    let first = Received::new(first?);
+    let mut events = first.len();
+    let mut batch = vec![first];
     let deadline = tokio::time::Instant::now() + window;
-    while batch.len() < max {
+    while events < max {
         // `next` is cancel-safe: a delivery is taken only when ready, so
         // the timeout never loses one.
         match tokio::time::timeout_at(deadline, consumer.next()).await {
-            Ok(Some(delivery)) => batch.push(delivery?),
+            Ok(Some(delivery)) => {
+                let received = Received::new(delivery?);
+                events += received.len();
+                batch.push(received);
+            }
             Ok(None) | Err(_) => break,
         }
     }
@@ -74,18 +115,20 @@ async fn next_batch(
 /// handled one after the other, so that ack covers exactly this batch's
 /// well-formed deliveries, dropped ones included (the rejected ones are
 /// settled already).
-async fn handle_batch(flow: &Flow, deliveries: Vec<Delivery>) -> Result<(), lapin::Error> {
+async fn handle_batch(flow: &Flow, deliveries: Vec<Received>) -> Result<(), lapin::Error> {
     let mut events = Vec::with_capacity(deliveries.len());
     let mut last = None;
-    for delivery in deliveries {
-        match serde_json::from_slice::<AgentEvent>(&delivery.data) {
-            Ok(event) => {
-                if flow
-                    .senders
-                    .admits(delivery.properties.user_id().as_ref(), &event)
-                {
-                    events.push(event);
-                }
+    for Received {
+        delivery,
+        events: carried,
+    } in deliveries
+    {
+        match carried {
+            Ok(carried) => {
+                metrics::counter!(MESSAGES_METRIC).increment(1);
+                metrics::counter!(EVENTS_METRIC).increment(carried.len() as u64);
+                let sender = delivery.properties.user_id().as_ref();
+                events.extend(carried.into_iter().filter(|e| flow.senders.admits(sender, e)));
                 last = Some(delivery);
             }
             Err(e) => {

@@ -237,6 +237,14 @@ pub struct Registration {
     /// agent connects with the login in its own broker URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub broker: Option<BrokerLogin>,
+    /// Whether the controller takes several events in one message on the
+    /// events exchange (a JSON array, see
+    /// [`crate::messages::encode_events`]). `false` from controllers that
+    /// predate it (absent) and from one told not to (during a rolling
+    /// upgrade from such a controller, whose replicas would refuse an
+    /// array); the agent then sends one event a message.
+    #[serde(default)]
+    pub event_batches: bool,
 }
 
 /// `POST /api/agents/claim` body: may this agent run this shard now?

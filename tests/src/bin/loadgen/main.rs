@@ -609,6 +609,7 @@ async fn run(args: Args, controller: tokio::runtime::Handle) -> anyhow::Result<(
     let total = wait_all(&pg, &run, since, deadline).await?;
     let used = Usage::of(&target);
     let mut report = report(&mut pg, &args, &run, (submit, total), &idle, &used).await?;
+    report["events_per_message"] = events_per_message(&target).await;
     if let Some(backlog) = backlog {
         report["pruning"] = backlog.finish(&pg, deadline).await?;
     }
@@ -622,6 +623,32 @@ async fn run(args: Args, controller: tokio::runtime::Handle) -> anyhow::Result<(
     print_summary(&args, &report);
     prune::print_summary(&report["pruning"]);
     Ok(())
+}
+
+/// Agent events per message on the events queue over the controller's
+/// life (its `/metrics`): how many shard reports agents gather into one
+/// message. `null` when the controller does not count them.
+async fn events_per_message(target: &Target) -> Value {
+    let url = format!("{}/metrics", target.base_url);
+    let Ok(text) = async { target.http.get(url).send().await?.text().await }.await else {
+        return Value::Null;
+    };
+    let counter = |name: &str| {
+        text.lines().find_map(|l| {
+            l.strip_prefix(name)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+    };
+    match (
+        counter("broker_events_received_total"),
+        counter("broker_event_messages_received_total"),
+    ) {
+        (Some(events), Some(messages)) if messages > 0.0 => json!(events / messages),
+        _ => Value::Null,
+    }
 }
 
 /// The readable one-line summary after the JSON.
@@ -647,7 +674,7 @@ fn print_summary(args: &Args, report: &Value) {
             .map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"))
     };
     println!(
-        "CPU ms per job: controller {}, load generator {}, agents {}, their jobs {}, postgres {}, rabbitmq {}, docker-proxy {}, rest {}; box {}",
+        "CPU ms per job: controller {}, load generator {}, agents {}, their jobs {}, postgres {}, rabbitmq {}, docker-proxy {}, rest {}; box {}; events per message {}",
         part("controller"),
         part("load_generator"),
         part("agents"),
@@ -656,7 +683,8 @@ fn print_summary(args: &Args, report: &Value) {
         part("rabbitmq"),
         part("docker_proxy"),
         part("rest_of_box"),
-        part("box_total")
+        part("box_total"),
+        report["events_per_message"].as_f64().map_or_else(|| "-".to_owned(), |v| format!("{v:.1}"))
     );
 }
 
