@@ -567,6 +567,47 @@ async fn revoking_an_agent_closes_its_connection_and_refuses_its_password() {
     accounts.revoke("never-registered").await.unwrap();
 }
 
+/// A registration that races the revocation of its credential never leaves
+/// the agent with broker access: either it is refused, or the login it was
+/// given stops working. (Found by the e2e test of revocation: the agent,
+/// its connection closed by the revocation, registered again before the
+/// credential was marked revoked, got a new broker user and kept
+/// heartbeating.) The registration starts a little later in each round, so
+/// that the rounds cover the whole revocation.
+#[tokio::test]
+async fn a_registration_racing_a_revocation_never_keeps_broker_access() {
+    let s = Setup::start().await;
+    let body = json!({"worker_id": "agent-r", "hostname": "test-host", "capacity": 1});
+    // Once the controller's broker link is up (until then, a 503).
+    s.register("agent-r").await;
+    for round in 0..12u64 {
+        let issued = s.app.issue_agent_credential(&s.app.admin_token, "agent-r").await;
+        assert_eq!(issued.status, 201, "{}", issued.text);
+        let token = issued.json["token"].as_str().unwrap().to_owned();
+        let credential_id = issued.json["credential_id"].as_str().unwrap().to_owned();
+        let first = s.app.register_agent(&token, &body).await;
+        assert_eq!(first.status, 200, "round {round}: {}", first.text);
+        let revoke = s.app.revoke_agent_credential(&s.app.admin_token, &credential_id);
+        let register = async {
+            tokio::time::sleep(Duration::from_millis(round * 4)).await;
+            s.app.register_agent(&token, &body).await
+        };
+        let (revoked, again) = tokio::join!(revoke, register);
+        assert_eq!(revoked.status, 200, "round {round}: {}", revoked.text);
+        if again.status == 200 {
+            let registration: Registration = serde_json::from_value(again.json).unwrap();
+            let login = registration.broker.expect("a broker login in the answer");
+            let kept = connect_as(&login).await;
+            assert!(
+                kept.is_err(),
+                "round {round}: a registration during the revocation kept broker access"
+            );
+        } else {
+            assert_eq!(again.status, 401, "round {round}: {}", again.text);
+        }
+    }
+}
+
 /// The broker accounts of `s`'s controller, as the controller builds them.
 fn accounts_of(s: &Setup) -> BrokerAccounts {
     let accounts = broker_accounts_flag();

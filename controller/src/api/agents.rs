@@ -13,6 +13,7 @@ use crate::models::NewWorker;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
+use deadpool_postgres::Transaction;
 use orchestrator_shared::api::{
     AgentCredential, ClaimBatchRequest, ClaimBatchResponse, ClaimDecision, ClaimRequest, ClaimResponse,
     CredentialList, CredentialRequest, IssuedCredential, OutputChunk, OutputStored, RegisterRequest,
@@ -87,7 +88,9 @@ pub async fn list_credentials(State(state): State<AppState>) -> Result<Json<Cred
 
 /// Revokes a credential (admins only): the broker access of its worker's
 /// agent ends at once, and the controller refuses the credential within
-/// the token recheck interval (at once on this replica).
+/// the token recheck interval (at once on this replica). A registration
+/// racing it is refused, or loses the broker login it got (see
+/// `hold_credential`).
 #[utoipa::path(delete, path = "/api/agents/credentials/{credential_id}", tag = "agents", security(("bearer" = [])),
     params(("credential_id" = Uuid, Path, description = "The credential")),
     responses((status = 200, body = AgentCredential, description = "the credential, revoked"),
@@ -97,16 +100,17 @@ pub async fn revoke_credential(
     State(state): State<AppState>,
     ApiPath(credential_id): ApiPath<Uuid>,
 ) -> Result<Json<AgentCredential>, ApiError> {
-    let client = state.db.client().await?;
-    let Some(found) = credentials::lookup(&client, credential_id).await? else {
-        return Err(ApiError::NotFound(format!(
-            "Agent credential {credential_id} not found"
-        )));
-    };
+    // Revoked in the database first, the broker account ended while that
+    // update holds the row, committed after: a registration racing this
+    // one either set up its account before (ended here) or finds the
+    // credential revoked (see `register`). A broker failure rolls back.
+    let mut client = state.db.client().await?;
+    let tx = client.transaction().await.map_err(DbError::from)?;
+    let revoked = credentials::revoke(&tx, credential_id).await?;
     if let Some(accounts) = &state.accounts {
-        accounts.revoke(&found.worker_id).await?;
+        accounts.revoke(&revoked.worker_id).await?;
     }
-    let revoked = credentials::revoke(&client, credential_id).await?;
+    tx.commit().await.map_err(DbError::from)?;
     state.credentials.forget(credential_id);
     tracing::info!(%credential_id, worker_id = %revoked.worker_id, "agent credential revoked");
     Ok(Json(revoked))
@@ -131,12 +135,13 @@ pub async fn register(
     valid(req.problems())?;
     principal.act_as(&req.worker_id)?;
     let pools = orchestrator_shared::pools::agent_pools(&req.pools);
+    let mut client = state.db.client().await?;
+    let tx = client.transaction().await.map_err(DbError::from)?;
+    hold_credential(&tx, &principal).await?;
     let broker = match &state.accounts {
         Some(accounts) => Some(accounts.provision(&req.worker_id, &pools).await?),
         None => None,
     };
-    let mut client = state.db.client().await?;
-    let tx = client.transaction().await.map_err(DbError::from)?;
     let worker = workers::register(
         &tx,
         &NewWorker {
@@ -159,6 +164,19 @@ pub async fn register(
         broker,
         event_batches: state.event_batches,
     }))
+}
+
+/// Holds the caller's credential live until the registration commits; one
+/// revoked since the request was let in (a revocation racing it) is a 401.
+async fn hold_credential(tx: &Transaction<'_>, principal: &Principal) -> Result<(), ApiError> {
+    let Some(credential_id) = principal.credential_id else {
+        return Ok(());
+    };
+    if credentials::hold_live(tx, credential_id).await? {
+        Ok(())
+    } else {
+        Err(ApiError::Unauthorized(super::error::INVALID_CREDENTIALS))
+    }
 }
 
 /// The job classes whose queues the credential's worker should consume

@@ -153,6 +153,9 @@ pub struct Principal {
     /// For an agent's credential, the one worker it names (and then
     /// `user_id` is nil and `scopes` is `agent` alone); `None` for a user.
     pub worker_id: Option<String>,
+    /// For an agent's credential, which credential it is (a registration
+    /// holds it live while it sets up the agent's broker account).
+    pub credential_id: Option<Uuid>,
 }
 
 impl Principal {
@@ -278,12 +281,13 @@ async fn principal_from_token(state: &AppState, token: &str) -> Result<Principal
         user_id,
         scopes,
         worker_id: None,
+        credential_id: None,
     })
 }
 
 /// The agent an agent credential proves: live, and its secret right.
 async fn agent_principal(state: &AppState, token: &str) -> Result<Principal, ApiError> {
-    let Some(worker_id) = state.credentials.worker_of(&state.db, token).await? else {
+    let Some((credential_id, worker_id)) = state.credentials.worker_of(&state.db, token).await? else {
         metrics::counter!("agent_requests_refused_total", "reason" => "bad_credential").increment(1);
         tracing::debug!("agent credential refused: unknown, revoked or wrong");
         return Err(ApiError::Unauthorized(INVALID_CREDENTIALS));
@@ -292,6 +296,7 @@ async fn agent_principal(state: &AppState, token: &str) -> Result<Principal, Api
         user_id: Uuid::nil(),
         scopes: vec![Scope::Agent.as_str().to_owned()],
         worker_id: Some(worker_id),
+        credential_id: Some(credential_id),
     })
 }
 

@@ -107,9 +107,9 @@ impl CredentialCache {
         }
     }
 
-    /// The worker id `token` proves, or `None` when the token is
-    /// malformed, unknown, revoked or its secret is wrong.
-    pub async fn worker_of(&self, db: &Database, token: &str) -> Result<Option<String>, DbError> {
+    /// The credential `token` is and the worker id it proves, or `None`
+    /// when the token is malformed, unknown, revoked or its secret is wrong.
+    pub async fn worker_of(&self, db: &Database, token: &str) -> Result<Option<(Uuid, String)>, DbError> {
         let Some((credential_id, presented)) = parse(token) else {
             return Ok(None);
         };
@@ -130,7 +130,7 @@ impl CredentialCache {
         };
         Ok(row
             .filter(|r| !r.revoked && same_digest(&r.secret_sha256, &presented))
-            .map(|r| r.worker_id))
+            .map(|r| (credential_id, r.worker_id)))
     }
 
     /// Drops the reading of `credential_id` after this controller revoked

@@ -93,6 +93,21 @@ pub async fn lookup(
     }))
 }
 
+/// Whether `credential_id` is live (not revoked), holding it so (`FOR
+/// SHARE`) until the caller's transaction ends: a registration holds its
+/// credential while it sets up the agent's broker account, so a revocation
+/// (whose update of the row waits for that) deletes the account after it,
+/// or the registration, waiting for the revocation, finds it revoked.
+pub async fn hold_live(client: &impl GenericClient, credential_id: Uuid) -> Result<bool, DbError> {
+    let row = client
+        .row_opt(
+            "SELECT 1 FROM agent_credentials WHERE credential_id = $1 AND revoked_at IS NULL FOR SHARE",
+            &[&credential_id],
+        )
+        .await?;
+    Ok(row.is_some())
+}
+
 /// Every credential, newest first.
 pub async fn list(client: &impl GenericClient) -> Result<Vec<AgentCredential>, DbError> {
     let sql = format!("SELECT {COLUMNS} FROM agent_credentials ORDER BY created_at DESC, credential_id");
