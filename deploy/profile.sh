@@ -12,7 +12,9 @@
 # Installs what is missing: linux-perf (Debian), inferno (crates.io, into
 # deploy/.cache/tools). Builds the controller, agent and loadgen with frame
 # pointers, in a target directory of their own (deploy/.cache/profile-target)
-# so that the usual builds are not invalidated. This machine's kernel has no
+# so that the usual builds are not invalidated. The controller runs as a
+# process of its own (`loadgen --controller-bin`), so its samples are
+# apart from the load generator's. This machine's kernel has no
 # hardware counters for perf, so it samples the `cpu-clock` software event.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,12 +29,14 @@ if [[ ! -x $TOOLS/bin/inferno-flamegraph ]]; then
 fi
 
 export RUSTFLAGS="-C force-frame-pointers=yes" CARGO_PROFILE_RELEASE_DEBUG=line-tables-only
-cargo build --release --target-dir "$TARGET" -p worker-agent -p integration-tests --bin loadgen --bin worker-agent
+cargo build --release --target-dir "$TARGET" -p controller -p worker-agent -p integration-tests \
+    --bin controller --bin loadgen --bin worker-agent
 # The agent as it is installed: its statically linked exec-job helper beside it.
 install -D -m 0755 "$TARGET/release/worker-agent" "$TARGET/agent/worker-agent"
 CARGO_TARGET_DIR="$TARGET" deploy/build-exec-helper.sh --into "$TARGET/agent" >/dev/null
 
-"$TARGET/release/loadgen" --agent-bin "$TARGET/agent/worker-agent" "$@" > "$OUT/loadgen.txt" 2>/dev/null &
+"$TARGET/release/loadgen" --agent-bin "$TARGET/agent/worker-agent" \
+    --controller-bin "$TARGET/release/controller" "$@" > "$OUT/loadgen.txt" 2>/dev/null &
 LOADGEN=$!
 # Let the containers and agents start before sampling, then sample until
 # the run ends.

@@ -5,9 +5,11 @@
 //! [`TestApp`] handle that knows the address, signs tokens as the app does,
 //! sends requests (the named ones are in [`requests`]) and stops the server.
 
+mod process;
 mod requests;
 mod session;
 
+pub use process::spawn_app_process;
 pub use requests::Reply;
 pub use session::{set_cookie_line, set_cookie_value, Session};
 
@@ -43,6 +45,14 @@ pub fn broker_accounts_flag() -> [String; 2] {
 /// certificate; unless `extra` names a broker management URL (see
 /// [`broker_accounts_flag`]), agents share the broker's `guest` login.
 pub fn test_config(db_url: &str, extra: &[&str]) -> controller::config::Config {
+    controller::config::Config::try_parse_from(test_args(db_url, "127.0.0.1:0", extra))
+        .unwrap_or_else(|e| panic!("test config: {e}"))
+}
+
+/// The command line of [`test_config`], listening on `listen`: shared by
+/// the in-process controllers and [`spawn_app_process`], so both run with
+/// the same settings.
+fn test_args(db_url: &str, listen: &str, extra: &[&str]) -> Vec<String> {
     let amqp = infra().amqp_url();
     let mut args = vec![
         "controller",
@@ -51,7 +61,7 @@ pub fn test_config(db_url: &str, extra: &[&str]) -> controller::config::Config {
         "--amqp-url",
         &amqp,
         "--listen",
-        "127.0.0.1:0",
+        listen,
         "--jwt-secret",
         TEST_JWT_SECRET,
         "--admin-username",
@@ -68,7 +78,7 @@ pub fn test_config(db_url: &str, extra: &[&str]) -> controller::config::Config {
     if !extra.contains(&"--broker-management-url") {
         args.push("--insecure-shared-broker");
     }
-    controller::config::Config::try_parse_from(args).unwrap_or_else(|e| panic!("test config: {e}"))
+    args.into_iter().map(str::to_owned).collect()
 }
 
 /// A running controller on a port of its own, with its own database.
@@ -87,6 +97,9 @@ pub struct TestApp {
     pub http: reqwest::Client,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
+    /// A controller of its own process ([`spawn_app_process`]), killed
+    /// when dropped.
+    process: Option<tokio::process::Child>,
 }
 
 /// Starts a controller (migrations, admin, HTTP on port 0) on a fresh database.
@@ -148,6 +161,7 @@ async fn spawn_on(test_db: TestDb, extra: &[&str], tls: Option<&TestTls>) -> Tes
         http,
         stop: Some(stop),
         server: Some(server),
+        process: None,
     };
     test_app.admin_token = test_app.login_token(ADMIN_USER, ADMIN_PASSWORD).await;
     test_app
@@ -251,5 +265,6 @@ impl TestApp {
         if let Some(server) = self.server.take() {
             let _ = server.await;
         }
+        self.stop_process().await;
     }
 }

@@ -78,6 +78,18 @@ impl Cluster {
         Cluster::start_on(agent_bin, Some(tls)).await
     }
 
+    /// Like [`Cluster::start`], with the controller in a process of its
+    /// own, started from the binary at `controller_bin`
+    /// ([`crate::spawn_app_process`]), so that its CPU and memory can be
+    /// read apart from the test's.
+    pub async fn start_process(agent_bin: &str, controller_bin: &str) -> Cluster {
+        let prefix = crate::unique_prefix();
+        let flags = controller_flags(&prefix);
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let app = crate::spawn_app_process(controller_bin, &flags).await;
+        Cluster::around(app, prefix, agent_bin, None)
+    }
+
     /// A cluster over plain HTTP, or over HTTPS with `tls`.
     async fn start_on(agent_bin: &str, tls: Option<&TestTls>) -> Cluster {
         let prefix = crate::unique_prefix();
@@ -87,6 +99,12 @@ impl Cluster {
             Some(tls) => spawn_https_app(tls, &flags).await,
             None => spawn_app_with(&flags).await,
         };
+        Cluster::around(app, prefix, agent_bin, tls)
+    }
+
+    /// A cluster of the controller `app` on broker prefix `prefix`, with
+    /// no agents yet.
+    fn around(app: TestApp, prefix: String, agent_bin: &str, tls: Option<&TestTls>) -> Cluster {
         Cluster {
             app,
             prefix,

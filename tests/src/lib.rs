@@ -29,8 +29,9 @@ pub mod multihost;
 mod tls;
 
 pub use app::{
-    broker_accounts_flag, set_cookie_line, set_cookie_value, spawn_app, spawn_app_with, spawn_https_app,
-    test_config, Reply, Session, TestApp, ADMIN_PASSWORD, ADMIN_USER, TEST_JWT_SECRET, USER_PASSWORD,
+    broker_accounts_flag, set_cookie_line, set_cookie_value, spawn_app, spawn_app_process, spawn_app_with,
+    spawn_https_app, test_config, Reply, Session, TestApp, ADMIN_PASSWORD, ADMIN_USER, TEST_JWT_SECRET,
+    USER_PASSWORD,
 };
 pub(crate) use containers::{check_image, data_volume, image_from_env, MQ_DATA_DIR, PG_DATA_DIR};
 pub use containers::{

@@ -26,6 +26,7 @@
 
 mod cpu;
 mod prune;
+mod rss;
 
 use anyhow::{ensure, Context};
 use clap::Parser;
@@ -66,6 +67,11 @@ struct Args {
     /// a throw-away CA that the agents trust (`--ca-file`).
     #[arg(long, conflicts_with = "url")]
     tls: bool,
+    /// Run the started cluster's controller as a process of its own, from
+    /// this binary (e.g. target/release/controller), so that its CPU and
+    /// RSS are its own and not shared with the load generator's.
+    #[arg(long, conflicts_with_all = ["url", "tls"])]
+    controller_bin: Option<String>,
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 600)]
     max_seconds: u64,
@@ -174,9 +180,10 @@ impl Target {
             args.agent_bin
         );
         let tls = args.tls.then(|| TestTls::new(&["localhost"])).transpose()?;
-        let mut c = match &tls {
-            Some(tls) => Cluster::start_https(&args.agent_bin, tls).await,
-            None => Cluster::start(&args.agent_bin).await,
+        let mut c = match (&tls, &args.controller_bin) {
+            (Some(tls), _) => Cluster::start_https(&args.agent_bin, tls).await,
+            (None, Some(bin)) => Cluster::start_process(&args.agent_bin, bin).await,
+            (None, None) => Cluster::start(&args.agent_bin).await,
         };
         for i in 0..args.agents {
             c.add_agent(&format!("load-{i}"), args.capacity).await;
@@ -186,7 +193,11 @@ impl Target {
             base_url: c.app.base_url.clone(),
             token: c.app.admin_token.clone(),
             db_url: c.app.test_db.url.clone(),
-            controller: Some("self".into()),
+            controller: Some(
+                c.app
+                    .process_id()
+                    .map_or_else(|| "self".into(), |p| p.to_string()),
+            ),
             agents: c.agent_pids(),
             _cluster: Some(c),
             _tls: tls,
@@ -526,6 +537,10 @@ impl Proc {
 /// The controller's and the agents' processes, and the box, at one moment.
 struct Usage {
     controller: Option<Proc>,
+    /// This process: the load generator (and, in-process, the controller).
+    own: Proc,
+    /// Whether the controller runs in this process.
+    in_process: bool,
     agents: Vec<Proc>,
     host: cpu::Host,
 }
@@ -536,6 +551,8 @@ impl Usage {
         let infra = t._cluster.as_ref().map(|_| integration_tests::infra());
         Usage {
             controller: t.controller.as_deref().map(Proc::read),
+            in_process: t.controller.as_deref() == Some("self"),
+            own: Proc::read("self"),
             agents: t.agents.iter().map(|p| Proc::read(&p.to_string())).collect(),
             host: cpu::Host::read(
                 infra.map(|i| i.postgres_id.as_str()),
@@ -545,12 +562,13 @@ impl Usage {
     }
 
     /// CPU seconds between `idle` and this moment: the controller, the
-    /// load generator (in-process only), the agents, and the agents'
-    /// children.
+    /// load generator (this process, less the controller's threads when
+    /// it runs here), the agents, and the agents' children.
     fn processes_since(&self, idle: &Usage) -> [f64; 4] {
         let of = |usage: &Usage, f: fn(&Proc) -> f64| usage.controller.as_ref().map_or(0.0, f);
         let controller = of(self, |p| p.cpu_seconds) - of(idle, |p| p.cpu_seconds);
-        let loadgen = of(self, |p| p.rest_seconds) - of(idle, |p| p.rest_seconds);
+        let loadgen = |u: &Usage| u.own.rest_seconds + if u.in_process { 0.0 } else { u.own.cpu_seconds };
+        let loadgen = loadgen(self) - loadgen(idle);
         let sum = |usage: &Usage, f: fn(&Proc) -> f64| usage.agents.iter().map(f).sum::<f64>();
         let agents = sum(self, |p| p.cpu_seconds) - sum(idle, |p| p.cpu_seconds);
         let children = sum(self, |p| p.children_seconds) - sum(idle, |p| p.children_seconds);
@@ -605,10 +623,14 @@ async fn run(args: Args, controller: tokio::runtime::Handle) -> anyhow::Result<(
         .query_one("SELECT extract(epoch FROM clock_timestamp())::float8", &[])
         .await?
         .get(0);
+    let rss = target.controller.as_deref().map(rss::Sampler::start);
     let submit = submit_all(&target, &args, &run_id).await.context("submitting")?;
     let total = wait_all(&pg, &run, since, deadline).await?;
     let used = Usage::of(&target);
     let mut report = report(&mut pg, &args, &run, (submit, total), &idle, &used).await?;
+    if let Some(rss) = rss {
+        report["controller_rss_mib"] = rss.finish().await;
+    }
     report["events_per_message"] = events_per_message(&target).await;
     if let Some(backlog) = backlog {
         report["pruning"] = backlog.finish(&pg, deadline).await?;
@@ -686,6 +708,7 @@ fn print_summary(args: &Args, report: &Value) {
         part("box_total"),
         report["events_per_message"].as_f64().map_or_else(|| "-".to_owned(), |v| format!("{v:.1}"))
     );
+    rss::print_summary(report);
 }
 
 /// The JSON report of this run's jobs: rates, latencies, processes and
@@ -724,7 +747,7 @@ async fn report(
             "submit_to_start": percentiles(db, run, "s.started_at - j.created_at").await?,
             "start_to_finish": percentiles(db, run, "j.finished_at - s.started_at").await?,
         },
-        "controller": used.controller.as_ref().map(|u| u.json(idle.controller.as_ref(), args.url.is_none())),
+        "controller": used.controller.as_ref().map(|u| u.json(idle.controller.as_ref(), used.in_process)),
         "agents": used.agents.iter().zip(&idle.agents).map(|(u, i)| u.json(Some(i), false)).collect::<Vec<_>>(),
         "cpu_ms_per_job": cpu::per_job(&idle.host, &used.host, used.processes_since(idle), args.jobs),
         "exactly_once": completed == all && all == args.jobs as i64 && duplicated == 0,
