@@ -311,6 +311,26 @@ impl AgentEvent {
 /// work, and what one malformed message can make the controller parse, small.
 pub const MAX_EVENTS_PER_MESSAGE: usize = 256;
 
+/// Most bytes of a job's stdout, and of its stderr, that a shard report
+/// carries and the controller stores (the last ones). Agents refuse a
+/// larger `--output-tail-bytes`; the controller keeps only the last this
+/// many of a longer tail, so no agent can make one report's row, or what
+/// every reader of the job's output fetches, grow without bound. The
+/// whole output, when streamed, is bounded by the agent's output cap
+/// instead.
+pub const MAX_TAIL_BYTES: usize = 1024 * 1024;
+
+/// The last `max` bytes of `text` or fewer: the suffix that starts at the
+/// first character boundary at or after `text.len() - max` (so a
+/// character is never cut in two).
+pub fn last_bytes(text: &str, max: usize) -> &str {
+    let mut start = text.len().saturating_sub(max);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    &text[start..]
+}
+
 /// Why a message on the events queue holds no events the controller can
 /// apply.
 #[derive(Debug, thiserror::Error)]
@@ -355,6 +375,28 @@ mod tests {
         AgentEvent::Stopped {
             worker_id: worker.into(),
             generation: 3,
+        }
+    }
+
+    #[test]
+    fn last_bytes_keeps_the_end_and_never_cuts_a_character() {
+        assert_eq!(last_bytes("abcdef", 3), "def");
+        assert_eq!(last_bytes("abc", 10), "abc");
+        assert_eq!(last_bytes("abc", 0), "");
+        // "é" is two bytes: keeping 3 of "aéb" starts after the cut one.
+        assert_eq!(last_bytes("xéb", 3), "éb");
+        assert_eq!(last_bytes("xéb", 2), "b");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn last_bytes_is_the_longest_suffix_that_fits(text in ".{0,40}", max in 0usize..64) {
+            let kept = last_bytes(&text, max);
+            proptest::prop_assert!(text.ends_with(kept));
+            proptest::prop_assert!(kept.len() <= max);
+            // One more character would not fit (or there is none).
+            let longer = text[..text.len() - kept.len()].chars().next_back();
+            proptest::prop_assert!(longer.is_none_or(|c| kept.len() + c.len_utf8() > max));
         }
     }
 

@@ -359,6 +359,49 @@ async fn one_message_of_several_reports_applies_each_one_its_sender_may_send() {
 }
 
 #[tokio::test]
+async fn of_a_report_with_tails_past_the_bound_only_their_last_mebibyte_is_kept() {
+    use orchestrator_shared::messages::MAX_TAIL_BYTES;
+    let s = Setup::start().await;
+    let (a, conn) = s.agent("agent-a").await;
+    let job_id = s.running_job("agent-a").await;
+    let t = s.topology();
+    let mut report = succeeded("agent-a", &job_id);
+    if let AgentEvent::ShardFinished {
+        stdout_tail,
+        stderr_tail,
+        ..
+    } = &mut report
+    {
+        *stdout_tail = format!("{}the end", "o".repeat(2 * MAX_TAIL_BYTES));
+        *stderr_tail = format!("{}last words", "e".repeat(3 * MAX_TAIL_BYTES));
+    }
+    let body = orchestrator_shared::messages::encode_events(&[report]).unwrap();
+    let ch = confirm_channel(&conn).await;
+    let sent = publish(
+        &ch,
+        Some(&t.agent_user("agent-a")),
+        &t.events_exchange(),
+        EVENTS_ROUTING_KEY,
+        &body,
+    )
+    .await;
+    assert!(sent);
+    s.barrier(&conn, "agent-a", a.worker.generation).await;
+
+    assert_eq!(s.job(&job_id).await["status"], "completed");
+    let output = s.app.job_output(&s.app.admin_token, &job_id).await;
+    assert_eq!(output.status, 200, "{}", output.text);
+    assert_eq!(
+        output.json["stdout_bytes"], MAX_TAIL_BYTES,
+        "{}",
+        output.json["stdout_bytes"]
+    );
+    assert_eq!(output.json["stderr_bytes"], MAX_TAIL_BYTES);
+    assert!(output.json["stdout"].as_str().unwrap().ends_with("othe end"));
+    assert!(output.json["stderr"].as_str().unwrap().ends_with("elast words"));
+}
+
+#[tokio::test]
 async fn a_controller_told_not_to_take_batches_says_so_at_registration() {
     let prefix = unique_prefix();
     let accounts = broker_accounts_flag();

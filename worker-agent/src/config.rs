@@ -5,6 +5,7 @@
 
 use clap::Args;
 use orchestrator_shared::api::limits::{MAX_CPU, MAX_MEMORY_MB, MAX_PIDS, MIN_CPU, MIN_MEMORY_MB};
+use orchestrator_shared::messages::MAX_TAIL_BYTES;
 use orchestrator_shared::validate::{millis, positive_millis};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -175,8 +176,9 @@ pub struct AgentConfig {
     /// Time a stopped shard gets between SIGTERM and SIGKILL, in milliseconds.
     #[arg(long = "kill-grace-ms", env = "AGENT_KILL_GRACE_MS", default_value = "5000", value_parser = millis)]
     pub kill_grace: Duration,
-    /// Bytes of stdout and of stderr kept (the last ones) for the report.
-    #[arg(long, env = "AGENT_OUTPUT_TAIL_BYTES", default_value_t = 65536)]
+    /// Bytes of stdout and of stderr kept (the last ones) for the report:
+    /// at most 1 MiB, the most a report carries (`MAX_TAIL_BYTES`).
+    #[arg(long, env = "AGENT_OUTPUT_TAIL_BYTES", default_value_t = 65536, value_parser = parse_tail_bytes)]
     pub output_tail_bytes: usize,
     /// Send each job's output to the controller while it runs (kept whole
     /// up to `--output-cap-bytes`); `false` sends only the tails in the report.
@@ -402,6 +404,18 @@ fn parse_cpu(s: &str) -> Result<f64, String> {
     }
 }
 
+/// A tail size: whole bytes, at most what one report may carry (a larger
+/// tail would only be cut by the controller, and made reports that the
+/// broker could refuse as too large, forever).
+fn parse_tail_bytes(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if n <= MAX_TAIL_BYTES => Ok(n),
+        _ => Err(format!(
+            "{s:?} is not a number of bytes from 0 to {MAX_TAIL_BYTES} (the most a report carries)"
+        )),
+    }
+}
+
 /// Flags for unit tests that build a whole agent state: a job user every
 /// Debian host has, and no cgroups (nothing is left on the host).
 #[cfg(test)]
@@ -442,6 +456,24 @@ mod tests {
         assert!(c.stream_output);
         assert_eq!((c.output_flush_ms, c.output_cap_bytes), (200, 16 * 1024 * 1024));
         assert!(c.labels.is_empty());
+    }
+
+    #[test]
+    fn a_tail_larger_than_a_report_carries_is_refused_at_start() {
+        let base = ["worker-agent", "--agent-token=t", "--worker-id=w"];
+        let most = format!("--output-tail-bytes={MAX_TAIL_BYTES}");
+        let c = AgentConfig::try_parse_from(base.iter().copied().chain([most.as_str()])).unwrap();
+        assert_eq!(c.output_tail_bytes, MAX_TAIL_BYTES);
+        for bad in [
+            format!("--output-tail-bytes={}", MAX_TAIL_BYTES + 1),
+            "--output-tail-bytes=-1".into(),
+        ] {
+            let refused = AgentConfig::try_parse_from(base.iter().copied().chain([bad.as_str()]))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(refused.contains("the most a report carries"), "{bad}: {refused}");
+        }
     }
 
     #[test]

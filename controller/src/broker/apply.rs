@@ -7,7 +7,7 @@ use super::Flow;
 use crate::db::flow::{self, Finished, RetryPolicy};
 use crate::db::DbError;
 use deadpool_postgres::Transaction;
-use orchestrator_shared::messages::AgentEvent;
+use orchestrator_shared::messages::{last_bytes, AgentEvent, MAX_TAIL_BYTES};
 use std::time::Duration;
 
 /// Wait before trying again to apply events Postgres could not take.
@@ -179,11 +179,15 @@ fn shard_report(event: &AgentEvent) -> Option<Finished> {
     })
 }
 
-/// `text` as Postgres can store it: a NUL (U+0000), which a job may well
-/// print and Postgres refuses in `text`, becomes U+FFFD. Without this a
-/// report of such output was refused whole, and its job never finished.
+/// `text` as Postgres can store it, and as much of it as a report may
+/// carry: a NUL (U+0000), which a job may well print and Postgres refuses
+/// in `text`, becomes U+FFFD (without this a report of such output was
+/// refused whole, and its job never finished); of a text longer than
+/// [`MAX_TAIL_BYTES`] (an agent that does not bound its tails) only the
+/// last bytes are kept (cut again after the replacement, which is longer).
 fn storable(text: &str) -> String {
-    text.replace('\0', "\u{FFFD}")
+    let replaced = last_bytes(text, MAX_TAIL_BYTES).replace('\0', "\u{FFFD}");
+    last_bytes(&replaced, MAX_TAIL_BYTES).to_owned()
 }
 
 #[cfg(test)]
@@ -194,5 +198,13 @@ mod tests {
     fn output_with_nul_is_stored_with_a_replacement_character() {
         assert_eq!(storable("a\0b\0"), "a\u{FFFD}b\u{FFFD}");
         assert_eq!(storable("plain"), "plain");
+    }
+
+    #[test]
+    fn of_a_tail_longer_than_a_report_may_carry_only_its_end_is_stored() {
+        let long = format!("{}end", "x".repeat(MAX_TAIL_BYTES));
+        let stored = storable(&long);
+        assert_eq!(stored.len(), MAX_TAIL_BYTES);
+        assert!(stored.ends_with("xend"));
     }
 }
