@@ -92,12 +92,10 @@ impl TestApp {
         let Some(mut child) = self.process.take() else {
             return;
         };
-        if let Some(pid) = child.id().and_then(|p| libc::pid_t::try_from(p).ok()) {
-            // SAFETY: kill(2) on our own child's pid, which has not been
-            // reaped (we hold its handle), so the pid is still its.
-            unsafe {
-                libc::kill(pid, libc::SIGTERM);
-            }
+        if let Some(pid) = child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
         }
         if tokio::time::timeout(READY_WAIT, child.wait()).await.is_err() {
             let _ = child.kill().await;

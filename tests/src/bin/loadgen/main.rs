@@ -396,13 +396,9 @@ async fn submit_all(t: &Target, args: &Args, run: &str) -> anyhow::Result<(Durat
                     tokio::time::sleep(due.saturating_sub(started.elapsed())).await;
                 }
                 let n = args.batch.min(args.jobs - b * args.batch);
+                let body = batch_body(n, args.sleep_ms, &run);
                 let sent = Instant::now();
-                let resp = http
-                    .post(&url)
-                    .bearer_auth(&token)
-                    .json(&batch_body(n, args.sleep_ms, &run))
-                    .send()
-                    .await?;
+                let resp = http.post(&url).bearer_auth(&token).json(&body).send().await?;
                 took.push(sent.elapsed().as_secs_f64() * 1000.0);
                 ensure!(
                     resp.status() == 201,
