@@ -212,8 +212,13 @@ async fn publish(ch: &Channel, user_id: Option<&str>, exchange: &str, key: &str,
 
 /// Publishes an agent event to the events exchange as `user_id`.
 async fn publish_event(ch: &Channel, user_id: Option<&str>, t: &Topology, event: &AgentEvent) -> bool {
-    let body = serde_json::to_vec(event).unwrap();
-    publish(ch, user_id, &t.events_exchange(), EVENTS_ROUTING_KEY, &body).await
+    publish_to_events(ch, user_id, t, &serde_json::to_vec(event).unwrap()).await
+}
+
+/// Publishes `body` (an event, an array of them, or something malformed)
+/// on `t`'s events exchange as `user_id`; true once confirmed.
+async fn publish_to_events(ch: &Channel, user_id: Option<&str>, t: &Topology, body: &[u8]) -> bool {
+    publish(ch, user_id, &t.events_exchange(), EVENTS_ROUTING_KEY, body).await
 }
 
 /// Messages waiting in `queue`, seen by the broker's administrator.
@@ -328,23 +333,14 @@ async fn one_message_of_several_reports_applies_each_one_its_sender_may_send() {
         succeeded("agent-a", &a2),
     ];
     let body = orchestrator_shared::messages::encode_events(&batch).unwrap();
-    assert!(
-        publish(
-            &ch,
-            Some(&user_a),
-            &t.events_exchange(),
-            EVENTS_ROUTING_KEY,
-            &body
-        )
-        .await
-    );
+    assert!(publish_to_events(&ch, Some(&user_a), &t, &body).await);
     // Neither an empty array nor one past the limit is applied, and
     // neither holds up what follows.
     for bad in [
         b"[]".to_vec(),
         serde_json::to_vec(&vec![succeeded("agent-a", &a1); 257]).unwrap(),
     ] {
-        assert!(publish(&ch, Some(&user_a), &t.events_exchange(), EVENTS_ROUTING_KEY, &bad).await);
+        assert!(publish_to_events(&ch, Some(&user_a), &t, &bad).await);
     }
     s.barrier(&conn_a, "agent-a", a.worker.generation).await;
 
@@ -375,17 +371,8 @@ async fn of_a_report_with_tails_past_the_bound_only_their_last_mebibyte_is_kept(
         *stdout_tail = format!("{}the end", "o".repeat(2 * MAX_TAIL_BYTES));
         *stderr_tail = format!("{}last words", "e".repeat(3 * MAX_TAIL_BYTES));
     }
-    let body = orchestrator_shared::messages::encode_events(&[report]).unwrap();
     let ch = confirm_channel(&conn).await;
-    let sent = publish(
-        &ch,
-        Some(&t.agent_user("agent-a")),
-        &t.events_exchange(),
-        EVENTS_ROUTING_KEY,
-        &body,
-    )
-    .await;
-    assert!(sent);
+    assert!(publish_event(&ch, Some(&t.agent_user("agent-a")), &t, &report).await);
     s.barrier(&conn, "agent-a", a.worker.generation).await;
 
     assert_eq!(s.job(&job_id).await["status"], "completed");

@@ -3,13 +3,11 @@
 //! the process that drives the load.
 
 use super::{test_args, TestApp, ADMIN_PASSWORD, ADMIN_USER};
+use crate::cluster::WAIT;
 use crate::databases::fresh_database;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio::process::Command;
-
-/// Longest wait for a started controller to answer `/readyz`.
-const READY_WAIT: Duration = Duration::from_secs(60);
 
 /// Starts the controller binary at `controller_bin` (plain HTTP, a fresh
 /// database, the same settings as [`super::spawn_app_with`] plus
@@ -68,7 +66,7 @@ impl TestApp {
     }
 
     /// Waits until the controller process answers `/readyz` with 200;
-    /// panics if it exits first or is not ready within [`READY_WAIT`].
+    /// panics if it exits first or is not ready within [`WAIT`].
     async fn wait_ready(&mut self) {
         let started = Instant::now();
         loop {
@@ -80,8 +78,8 @@ impl TestApp {
                 return;
             }
             assert!(
-                started.elapsed() < READY_WAIT,
-                "the controller process was not ready within {READY_WAIT:?}"
+                started.elapsed() < WAIT,
+                "the controller process was not ready within {WAIT:?}"
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -97,7 +95,7 @@ impl TestApp {
                 .args(["-TERM", &pid.to_string()])
                 .status();
         }
-        if tokio::time::timeout(READY_WAIT, child.wait()).await.is_err() {
+        if tokio::time::timeout(WAIT, child.wait()).await.is_err() {
             let _ = child.kill().await;
         }
     }

@@ -511,14 +511,7 @@ impl Proc {
     fn read(pid: &str) -> Proc {
         let (own, children) = cpu::process_seconds(std::path::Path::new(&format!("/proc/{pid}/stat")));
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        let kib = |key: &str| {
-            status
-                .lines()
-                .find(|l| l.starts_with(key))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0)
-        };
+        let kib = |key: &str| rss::status_kib(&status, key);
         let controller = match pid {
             "self" => cpu::own_threads_seconds(cpu::CONTROLLER_THREADS),
             _ => own,

@@ -79,11 +79,16 @@ pub fn print_summary(report: &Value) {
 /// it cannot be read).
 fn rss_mib(path: &str) -> f64 {
     let status = std::fs::read_to_string(path).unwrap_or_default();
-    let kib: f64 = status
+    status_kib(&status, "VmRSS:") as f64 / 1024.0
+}
+
+/// The figure (KiB) of the line of `/proc/PID/status` text `status` that
+/// starts with `key` (e.g. `VmRSS:`), or 0.
+pub fn status_kib(status: &str, key: &str) -> u64 {
+    status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0);
-    kib / 1024.0
+        .unwrap_or(0)
 }
