@@ -19,12 +19,16 @@
 //!   failures move the agent and the CLI to the next replica.
 //! - `broker` (feature): declaring the RabbitMQ topology both daemons use.
 //! - `runtime` (feature): logging set-up and the shutdown signal of both daemons.
+//! - `batches` (feature `runtime`): requests gathered into batches by taking
+//!   turns (the agent's claims and reports, the controller's submissions).
 //! - `tls` (feature): CA files, and TLS failures in words.
 
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod backoff;
+#[cfg(feature = "runtime")]
+pub mod batches;
 #[cfg(feature = "broker")]
 pub mod broker;
 pub mod messages;

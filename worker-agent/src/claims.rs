@@ -1,17 +1,17 @@
 //! Claims gathered into batches. A busy agent's deliveries each need a
 //! claim; sent one request each, they cost a round trip and a transaction
-//! apiece. Here they take turns ([`crate::batches`]): at most
+//! apiece. Here they take turns ([`orchestrator_shared::batches`]): at most
 //! [`IN_FLIGHT`] requests are out at once, and whoever gets a turn sends
 //! everything queued by then as one `POST /api/agents/claims`.
 //!
 //! A controller that predates `/api/agents/claims` answers 404; the agent
 //! then claims one request per shard from there on.
 
-use crate::batches::Batches;
 use crate::client::{ClientError, ControllerClient};
 use orchestrator_shared::api::{
     ClaimBatchRequest, ClaimRequest, ClaimResponse, ShardClaim, MAX_CLAIMS_PER_REQUEST,
 };
+use orchestrator_shared::batches::Batches;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 

@@ -23,8 +23,6 @@
 //! - `publisher`: events to the broker with publisher confirms, on
 //!   whichever connection is current.
 //! - `client`: the controller's HTTP agent API (register, claim).
-//! - `batches`: requests gathered into batches by taking turns (claims
-//!   and reports use it).
 //! - `claims`: claims gathered into batches, one request for many.
 //! - `reports`: shard reports gathered into messages, one for many when
 //!   the controller takes batches.
@@ -42,7 +40,6 @@
 #![deny(missing_docs)]
 
 mod agent;
-mod batches;
 mod claims;
 mod classes;
 mod client;

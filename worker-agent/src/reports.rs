@@ -2,15 +2,15 @@
 //! message for the broker to store, confirm, deliver and have acknowledged,
 //! and a delivery for the controller; on a busy agent that was about half
 //! of the broker's work per job. When the controller takes batches
-//! (`Registration::event_batches`), reports take turns ([`crate::batches`]):
+//! (`Registration::event_batches`), reports take turns ([`orchestrator_shared::batches`]):
 //! at most [`IN_FLIGHT`] messages wait for their confirm at once, and
 //! whoever gets a turn publishes every report finished by then as one
 //! message. A lone report still goes out at once, alone. Every report of a
 //! message shares its fate: all confirmed, or (an agent draining with the
 //! broker unreachable) all given up, their deliveries left unacknowledged.
 
-use crate::batches::Batches;
 use crate::publisher::{PublishError, Publisher};
+use orchestrator_shared::batches::Batches;
 use orchestrator_shared::messages::{AgentEvent, MAX_EVENTS_PER_MESSAGE};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

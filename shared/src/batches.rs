@@ -1,12 +1,14 @@
 //! Requests gathered into batches by taking turns. Sent one at a time,
-//! each of a busy agent's claims cost a round trip and a transaction, and
-//! each shard report a message, a confirm and a delivery. Here every item
+//! each of a busy agent's claims cost a round trip and a transaction, each
+//! shard report a message, a confirm and a delivery, and each submission
+//! to the controller a transaction of its own. Here every item
 //! joins a queue and at most `in_flight` batches are out at once: whoever
 //! gets a turn sends everything queued by then (up to a batch's bounds) and
-//! hands each item its answer. A lone item goes out at once (no timer adds
-//! latency); under load the queue fills while the batches in flight are
-//! answered, so the batches grow with the load. No task runs in the
-//! background: the callers take turns.
+//! hands each item its answer. A turn first lets every other ready task run,
+//! so items that arrive together leave together; a lone item then goes out
+//! at once (no timer adds latency); under load the queue fills while the
+//! batches in flight are answered, so the batches grow with the load. No
+//! task runs in the background: the callers take turns.
 
 use std::future::Future;
 use std::sync::{Mutex, MutexGuard};
@@ -62,6 +64,12 @@ impl<T, A> Batches<T, A> {
         // Every caller waits for a turn of its own, so no item is left
         // queued; by then another turn may have sent this one already.
         if let Ok(_turn) = self.turns.acquire().await {
+            // Items that arrived together (a burst of deliveries, each in a
+            // task of its own) are queued once every task ready now has run:
+            // let them, so that the first of a burst does not go alone and
+            // hold a turn while the rest wait for it. No timer: a lone item
+            // loses only the time the other ready tasks take.
+            tokio::task::yield_now().await;
             let batch = self.take_batch();
             if !batch.is_empty() {
                 let (items, answers): (Vec<T>, Vec<oneshot::Sender<A>>) =
@@ -176,6 +184,22 @@ mod tests {
             "the first item goes however heavy"
         );
         assert_eq!(batches.queued(), 1);
+    }
+
+    #[tokio::test]
+    async fn items_that_arrive_together_leave_in_one_batch() {
+        // Two turns, as the agent's claims and reports have: before a turn
+        // let the other ready tasks queue their items, the first item of a
+        // burst went alone, the second too, and only then the rest.
+        let batches = Arc::new(Batches::new(2, 64, usize::MAX, one));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let answers = submit_all(batches, 20, Arc::clone(&seen)).await;
+        assert_eq!(answers, (0..20).map(|i| Some(i * 2)).collect::<Vec<_>>());
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec![(0..20).collect::<Vec<_>>()],
+            "a burst is one batch"
+        );
     }
 
     #[tokio::test]
