@@ -176,6 +176,7 @@ impl App {
             broker: BrokerStatus::default(),
             metrics: prometheus()?,
             wake: Arc::new(tokio::sync::Notify::new()),
+            submissions: Arc::default(),
             heartbeat_timeout: config.flow.heartbeat_timeout,
             accounts,
             standing: Arc::new(StandingCache::new(config.token_recheck)),

@@ -6,6 +6,7 @@ use super::error::{valid, ApiError, FieldError};
 use super::extract::{ApiJson, ApiPath, ApiQuery, Principal};
 use super::supervisor::parse_filter;
 use super::AppState;
+use crate::db::jobs::gather::Gathered;
 use crate::db::jobs::{self, JobCursor, JobFilter};
 use crate::db::{flow, pools, quotas, DbError};
 use crate::models::{Job, NewJob};
@@ -64,20 +65,54 @@ pub async fn submit(
     ApiJson(req): ApiJson<SubmitRequest>,
 ) -> Result<(StatusCode, Json<Job>), ApiError> {
     let new = validate_submission(req)?;
-    let mut client = state.db.client().await?;
-    let quota = quotas::get(&client, principal.user_id, state.default_quota).await?;
-    let tx = client.transaction().await.map_err(DbError::from)?;
-    let submitted = jobs::submit(&tx, principal.user_id, &new, quota)
+    let submitted = write_jobs(&state, principal.user_id, vec![new])
         .await
-        .map_err(|e| unbatched(e.into()))?;
-    tx.commit().await.map_err(DbError::from)?;
-    state.wake.notify_one();
+        .map_err(unbatched)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| ApiError::from(DbError::Invariant("a submission of one job answered none".into())))?;
     let status = if submitted.created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
     Ok((status, Json(submitted.job)))
+}
+
+/// Writes `news` for `user_id`, all-or-nothing: in a transaction shared
+/// with other submissions when none of its jobs depends on another (see
+/// [`jobs::gather`]), else, or when handed back, in one of its own.
+async fn write_jobs(
+    state: &AppState,
+    user_id: Uuid,
+    news: Vec<NewJob>,
+) -> Result<Vec<jobs::Submitted>, ApiError> {
+    let news = if news.iter().all(|n| n.depends_on.is_empty()) {
+        let gathered = state
+            .submissions
+            .submit(&state.db, state.default_quota, user_id, news)
+            .await;
+        match gathered {
+            Gathered::Done(submitted) => {
+                state.wake.notify_one();
+                return Ok(submitted);
+            }
+            Gathered::Failed { unavailable: true } => {
+                return Err(ApiError::Unavailable("Database unavailable".to_owned()))
+            }
+            Gathered::Failed { unavailable: false } => return Err(ApiError::Internal),
+            Gathered::Alone(news) => news,
+        }
+    } else {
+        news
+    };
+    let mut client = state.db.client().await?;
+    let quota = quotas::get(&client, user_id, state.default_quota).await?;
+    let tx = client.transaction().await.map_err(DbError::from)?;
+    let submitted = jobs::submit_batch(&tx, user_id, &news, quota).await?;
+    tx.commit().await.map_err(DbError::from)?;
+    state.wake.notify_one();
+    Ok(submitted)
 }
 
 /// A single submission's 422 located as the single body's
@@ -313,12 +348,7 @@ pub async fn submit_batch(
     ApiJson(req): ApiJson<BatchRequest>,
 ) -> Result<(StatusCode, Json<BatchResponse>), ApiError> {
     let news = validate_batch(req)?;
-    let mut client = state.db.client().await?;
-    let quota = quotas::get(&client, principal.user_id, state.default_quota).await?;
-    let tx = client.transaction().await.map_err(DbError::from)?;
-    let submitted = jobs::submit_batch(&tx, principal.user_id, &news, quota).await?;
-    tx.commit().await.map_err(DbError::from)?;
-    state.wake.notify_one();
+    let submitted = write_jobs(&state, principal.user_id, news).await?;
     let status = if submitted.iter().any(|s| s.created) {
         StatusCode::CREATED
     } else {

@@ -63,6 +63,8 @@ pub struct AppState {
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     /// Woken after a commit that wrote outbox rows (the relay publishes at once).
     pub wake: Arc<tokio::sync::Notify>,
+    /// Concurrent submissions, written in shared transactions.
+    pub submissions: Arc<crate::db::jobs::gather::Gather>,
     /// How long an agent may stay silent before it counts as lost (a
     /// claim may then take over its shards).
     pub heartbeat_timeout: Duration,

@@ -1,8 +1,10 @@
 //! Races the API must win: one idempotency key submitted fifty times at
-//! once, and fifty allocations competing for five workers.
+//! once, fifty allocations competing for five workers, and concurrent
+//! submissions sharing transactions yet each answered as if alone (its own
+//! job, its own quota refusal).
 
 use crate::helpers::{app_with_workers, job_count};
-use integration_tests::spawn_app;
+use integration_tests::{spawn_app, spawn_app_with};
 use serde_json::json;
 use std::collections::HashSet;
 
@@ -51,5 +53,69 @@ async fn concurrent_allocations_never_exceed_the_free_workers() {
     let q = app.quotas(&app.admin_token).await;
     assert_eq!(q.json["allocated_workers"], json!(5), "{}", q.text);
     assert_eq!(q.json["available_workers"], json!(0), "{}", q.text);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn concurrent_submissions_share_commits_and_each_is_answered_its_own_job() {
+    let app = spawn_app().await;
+    let other = app.user_token("sharer", &["jobs:write"]).await;
+    let bodies: Vec<(String, serde_json::Value)> = (0..40)
+        .map(|i| {
+            let token = if i % 4 == 0 {
+                other.clone()
+            } else {
+                app.admin_token.clone()
+            };
+            (token, json!({"task_description": format!("shared-{i}")}))
+        })
+        .collect();
+    let replies =
+        futures::future::join_all(bodies.iter().map(|(token, body)| app.submit_job(token, body))).await;
+    for (i, r) in replies.iter().enumerate() {
+        assert_eq!(r.status, 201, "{}", r.text);
+        assert_eq!(
+            r.json["task_description"],
+            json!(format!("shared-{i}")),
+            "{}",
+            r.text
+        );
+    }
+    let ids: HashSet<_> = replies.iter().map(|r| r.json["job_id"].clone()).collect();
+    assert_eq!(ids.len(), 40, "forty jobs");
+    // A job's created_at is its transaction's start: forty submissions
+    // written one transaction each would show forty distinct times.
+    let c = app.db.client().await.unwrap();
+    let row = c
+        .query_one(
+            "SELECT count(*), count(DISTINCT created_at), count(*) FILTER (WHERE submitted_by <> (SELECT user_id FROM users WHERE username = 'sharer')) FROM jobs",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (jobs, transactions, admins): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+    assert_eq!((jobs, admins), (40, 30), "each job stored for its own submitter");
+    assert!(
+        transactions * 2 <= jobs,
+        "{jobs} concurrent submissions took {transactions} transactions"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn concurrent_submissions_past_the_queued_quota_create_exactly_the_quota() {
+    let app = spawn_app_with(&["--default-max-queued-jobs", "5"]).await;
+    let token = app.user_token("quota-racer", &["jobs:write"]).await;
+    let bodies: Vec<_> = (0..20)
+        .map(|i| json!({"task_description": format!("q-{i}")}))
+        .collect();
+    let replies = futures::future::join_all(bodies.iter().map(|b| app.submit_job(&token, b))).await;
+    let created = replies.iter().filter(|r| r.status == 201).count();
+    assert_eq!(created, 5, "the quota's five");
+    for r in replies.iter().filter(|r| r.status != 201) {
+        assert_eq!(r.status, 409, "{}", r.text);
+        assert!(r.text.contains("max_queued_jobs"), "{}", r.text);
+    }
+    assert_eq!(job_count(&app).await, Some(5), "five jobs stored");
     app.stop().await;
 }

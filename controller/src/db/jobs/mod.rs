@@ -9,8 +9,10 @@
 //! - [`deps`]: dependencies: recorded at submission, released when a job
 //!   finishes (every final transition calls [`deps::release`]), the graph.
 //! - [`search`]: the dashboard's listing with more filters and a count.
+//! - [`gather`]: concurrent submissions written in shared transactions.
 
 pub mod deps;
+pub mod gather;
 mod list;
 mod search;
 mod submit;
