@@ -4,7 +4,8 @@
 //! to the controller a transaction of its own. Here every item
 //! joins a queue and at most `in_flight` batches are out at once: whoever
 //! gets a turn sends everything queued by then (up to a batch's bounds) and
-//! hands each item its answer. A turn first lets every other ready task run,
+//! hands each item its answer; a caller whose item another turn answered
+//! returns without a turn. A turn first lets every other ready task run,
 //! so items that arrive together leave together; a lone item then goes out
 //! at once (no timer adds latency); under load the queue fills while the
 //! batches in flight are answered, so the batches grow with the load. No
@@ -59,11 +60,18 @@ impl<T, A> Batches<T, A> {
         F: FnOnce(Vec<T>) -> Fut,
         Fut: Future<Output = Vec<A>>,
     {
-        let (answer, answered) = oneshot::channel();
+        let (answer, mut answered) = oneshot::channel();
         self.queue().push(Waiting { item, answer });
         // Every caller waits for a turn of its own, so no item is left
-        // queued; by then another turn may have sent this one already.
-        if let Ok(_turn) = self.turns.acquire().await {
+        // queued, unless another turn's batch answers it first: a caller
+        // that took a turn once answered would send the items queued since
+        // in a batch of their own, and hold the turn a round trip for them.
+        let turn = tokio::select! {
+            biased;
+            got = &mut answered => return got.ok(),
+            turn = self.turns.acquire() => turn,
+        };
+        if let Ok(_turn) = turn {
             // Items that arrived together (a burst of deliveries, each in a
             // task of its own) are queued once every task ready now has run:
             // let them, so that the first of a burst does not go alone and
@@ -200,6 +208,41 @@ mod tests {
             vec![(0..20).collect::<Vec<_>>()],
             "a burst is one batch"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_item_answered_in_another_turns_batch_does_not_wait_for_a_turn() {
+        let batches = Arc::new(Batches::new(1, 64, usize::MAX, one));
+        let start = tokio::time::Instant::now();
+        let submit = |i: u32| {
+            let batches = Arc::clone(&batches);
+            tokio::spawn(async move {
+                let answer = batches
+                    .submit(i, |batch| async move {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        batch.iter().map(|i| i * 2).collect()
+                    })
+                    .await;
+                (answer, start.elapsed())
+            })
+        };
+        // 0 goes alone (0–20 ms); 1 to 5 queue meanwhile and go together
+        // (20–40 ms); 6 arrives while they are out and waits for the turn.
+        let first = submit(0);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        let together: Vec<_> = (1..=5).map(submit).collect();
+        tokio::time::sleep(Duration::from_millis(24)).await;
+        let late = submit(6);
+        for (i, caller) in (1u32..).zip(together) {
+            let (answer, took) = caller.await.unwrap();
+            assert_eq!(answer, Some(i * 2));
+            assert!(
+                took <= Duration::from_millis(41),
+                "item {i} was answered at 40 ms but returned after {took:?}"
+            );
+        }
+        assert_eq!(first.await.unwrap().0, Some(0));
+        assert_eq!(late.await.unwrap().0, Some(12));
     }
 
     #[tokio::test]

@@ -110,11 +110,24 @@ async fn write_group(db: &Database, default: Quota, group: Vec<Submission>) -> V
         part.1.push(s.news);
     }
     let mut answers: Vec<Option<Gathered>> = (0..n).map(|_| None).collect();
-    let Ok(mut client) = db.client().await else {
-        return alone(parts, answers);
+    tracing::debug!(
+        submissions = n,
+        users = parts.len(),
+        "writing gathered submissions"
+    );
+    let mut client = match db.client().await {
+        Ok(client) => client,
+        Err(e) => {
+            tracing::warn!(error = ?e, "no connection for gathered submissions; each goes alone");
+            return alone(parts, answers);
+        }
     };
-    let Ok(mut tx) = client.transaction().await else {
-        return alone(parts, answers);
+    let mut tx = match client.transaction().await {
+        Ok(tx) => tx,
+        Err(e) => {
+            tracing::warn!(error = ?e, "gathered submissions could not begin; each goes alone");
+            return alone(parts, answers);
+        }
     };
     let several = parts.len() > 1;
     let mut written = Vec::new();
