@@ -34,7 +34,7 @@ const MAX_SUBMISSIONS: usize = 1_000;
 const MAX_JOBS: usize = 10_000;
 
 /// One submission waiting for a turn.
-pub struct Submission {
+struct Submission {
     /// Who submits.
     user_id: Uuid,
     /// Its jobs, none with dependencies.
