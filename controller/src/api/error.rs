@@ -67,6 +67,12 @@ impl ApiError {
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
+
+    /// Postgres could not be reached (503): a query's failure, or a shared
+    /// submission commit's.
+    pub(super) fn database_unavailable() -> ApiError {
+        ApiError::Unavailable("Database unavailable".to_owned())
+    }
 }
 
 /// `Ok` when a request broke no rule, else the 422 that lists every
@@ -83,7 +89,7 @@ impl From<DbError> for ApiError {
     fn from(e: DbError) -> Self {
         if e.is_unavailable() {
             tracing::warn!(error = ?e, "database unavailable");
-            return ApiError::Unavailable("Database unavailable".to_owned());
+            return ApiError::database_unavailable();
         }
         match e {
             DbError::NotFound { .. } => ApiError::NotFound(e.to_string()),

@@ -88,20 +88,9 @@ async fn write_jobs(
     news: Vec<NewJob>,
 ) -> Result<Vec<jobs::Submitted>, ApiError> {
     let news = if news.iter().all(|n| n.depends_on.is_empty()) {
-        let gathered = state
-            .submissions
-            .submit(&state.db, state.default_quota, user_id, news)
-            .await;
-        match gathered {
-            Gathered::Done(submitted) => {
-                state.wake.notify_one();
-                return Ok(submitted);
-            }
-            Gathered::Failed { unavailable: true } => {
-                return Err(ApiError::Unavailable("Database unavailable".to_owned()))
-            }
-            Gathered::Failed { unavailable: false } => return Err(ApiError::Internal),
-            Gathered::Alone(news) => news,
+        match gathered(state, user_id, news).await? {
+            Ok(submitted) => return Ok(submitted),
+            Err(news) => news,
         }
     } else {
         news
@@ -113,6 +102,36 @@ async fn write_jobs(
     tx.commit().await.map_err(DbError::from)?;
     state.wake.notify_one();
     Ok(submitted)
+}
+
+/// Writes `news` with whatever other submissions are waiting; `Err` hands
+/// them back to be written alone. The wait runs in a task of its own: a
+/// turn writes and answers others' submissions too, so it must not be
+/// dropped with this request when its client goes away.
+async fn gathered(
+    state: &AppState,
+    user_id: Uuid,
+    news: Vec<NewJob>,
+) -> Result<Result<Vec<jobs::Submitted>, Vec<NewJob>>, ApiError> {
+    let task_state = state.clone();
+    let gathered = tokio::spawn(async move {
+        let s = task_state;
+        s.submissions.submit(&s.db, s.default_quota, user_id, news).await
+    })
+    .await
+    .map_err(|e| {
+        tracing::error!(error = %e, "a gathered submission's task ended without an answer");
+        ApiError::Internal
+    })?;
+    match gathered {
+        Gathered::Done(submitted) => {
+            state.wake.notify_one();
+            Ok(Ok(submitted))
+        }
+        Gathered::Alone(news) => Ok(Err(news)),
+        Gathered::Failed { unavailable: true } => Err(ApiError::database_unavailable()),
+        Gathered::Failed { unavailable: false } => Err(ApiError::Internal),
+    }
 }
 
 /// A single submission's 422 located as the single body's

@@ -171,6 +171,12 @@ fn settle(
             }
         }
     }
+    finish(answers)
+}
+
+/// The answers, every submission having one (a gap would be a bug:
+/// answered as a failure, never left waiting).
+fn finish(answers: Vec<Option<Gathered>>) -> Vec<Gathered> {
     answers
         .into_iter()
         .map(|a| a.unwrap_or(Gathered::Failed { unavailable: false }))
@@ -184,10 +190,7 @@ fn alone(parts: BTreeMap<Uuid, Part>, mut answers: Vec<Option<Gathered>>) -> Vec
             answers[place] = Some(Gathered::Alone(news));
         }
     }
-    answers
-        .into_iter()
-        .map(|a| a.unwrap_or(Gathered::Failed { unavailable: false }))
-        .collect()
+    finish(answers)
 }
 
 /// Writes one user's submissions as one batch (inside a savepoint when
