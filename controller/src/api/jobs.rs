@@ -8,7 +8,7 @@ use super::supervisor::parse_filter;
 use super::AppState;
 use crate::db::jobs::gather::Gathered;
 use crate::db::jobs::{self, JobCursor, JobFilter};
-use crate::db::{flow, pools, quotas, DbError};
+use crate::db::{flow, pools, DbError};
 use crate::models::{Job, NewJob};
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -96,9 +96,8 @@ async fn write_jobs(
         news
     };
     let mut client = state.db.client().await?;
-    let quota = quotas::get(&client, user_id, state.default_quota).await?;
     let tx = client.transaction().await.map_err(DbError::from)?;
-    let submitted = jobs::submit_batch(&tx, user_id, &news, quota).await?;
+    let submitted = jobs::gather::write_batch(&tx, state.default_quota, user_id, &news).await?;
     tx.commit().await.map_err(DbError::from)?;
     state.wake.notify_one();
     Ok(submitted)
@@ -113,16 +112,14 @@ async fn gathered(
     user_id: Uuid,
     news: Vec<NewJob>,
 ) -> Result<Result<Vec<jobs::Submitted>, Vec<NewJob>>, ApiError> {
-    let task_state = state.clone();
-    let gathered = tokio::spawn(async move {
-        let s = task_state;
-        s.submissions.submit(&s.db, s.default_quota, user_id, news).await
-    })
-    .await
-    .map_err(|e| {
-        tracing::error!(error = %e, "a gathered submission's task ended without an answer");
-        ApiError::Internal
-    })?;
+    let s = state.clone();
+    let gathered =
+        tokio::spawn(async move { s.submissions.submit(&s.db, s.default_quota, user_id, news).await })
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "a gathered submission's task ended without an answer");
+                ApiError::Internal
+            })?;
     match gathered {
         Gathered::Done(submitted) => {
             state.wake.notify_one();

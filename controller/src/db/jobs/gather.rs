@@ -134,11 +134,7 @@ async fn write_group(db: &Database, default: Quota, group: Vec<Submission>) -> V
     for (user_id, (places, news)) in parts {
         match write_part(&mut tx, default, user_id, news, several).await {
             Ok(done) => written.extend(places.into_iter().zip(done)),
-            Err(news) => {
-                for (place, news) in places.into_iter().zip(news) {
-                    answers[place] = Some(Gathered::Alone(news));
-                }
-            }
+            Err(news) => hand_back(&mut answers, places, news),
         }
     }
     let committed = if written.is_empty() {
@@ -186,11 +182,17 @@ fn finish(answers: Vec<Option<Gathered>>) -> Vec<Gathered> {
 /// Every submission of `parts` handed back to be written alone.
 fn alone(parts: BTreeMap<Uuid, Part>, mut answers: Vec<Option<Gathered>>) -> Vec<Gathered> {
     for (places, news) in parts.into_values() {
-        for (place, news) in places.into_iter().zip(news) {
-            answers[place] = Some(Gathered::Alone(news));
-        }
+        hand_back(&mut answers, places, news);
     }
     finish(answers)
+}
+
+/// Answers the submissions at `places` with their own jobs, to be written
+/// alone.
+fn hand_back(answers: &mut [Option<Gathered>], places: Vec<usize>, news: Vec<Vec<NewJob>>) {
+    for (place, news) in places.into_iter().zip(news) {
+        answers[place] = Some(Gathered::Alone(news));
+    }
 }
 
 /// Writes one user's submissions as one batch (inside a savepoint when
@@ -239,8 +241,9 @@ async fn in_savepoint(
     }
 }
 
-/// One user's jobs as one batch under the user's quota.
-async fn write_batch(
+/// One user's jobs as one batch under the user's quota (its own row, else
+/// `default`): what a gathered part writes, and a submission written alone.
+pub async fn write_batch(
     tx: &Transaction<'_>,
     default: Quota,
     user_id: Uuid,
