@@ -702,6 +702,13 @@ fn print_summary(args: &Args, report: &Value) {
         lat["start_to_finish"]["p99"].as_f64().unwrap_or(f64::NAN),
         report["exactly_once"]
     );
+    println!(
+        "submit->start in legs: submit->queued p50 {:.1} ms p99 {:.1} ms, queued->start p50 {:.1} ms p99 {:.1} ms",
+        lat["submit_to_queued"]["p50"].as_f64().unwrap_or(f64::NAN),
+        lat["submit_to_queued"]["p99"].as_f64().unwrap_or(f64::NAN),
+        lat["queued_to_start"]["p50"].as_f64().unwrap_or(f64::NAN),
+        lat["queued_to_start"]["p99"].as_f64().unwrap_or(f64::NAN),
+    );
     let cpu = &report["cpu_ms_per_job"];
     let part = |key: &str| {
         cpu[key]
@@ -758,6 +765,10 @@ async fn report(
         "wall_seconds": total.as_secs_f64(),
         "latency_ms": {
             "submit_to_start": percentiles(db, run, "s.started_at - j.created_at").await?,
+            // The two legs of submit->start: until the relay (or a claim
+            // ahead of it) took the dispatch, then publish, delivery and claim.
+            "submit_to_queued": percentiles(db, run, "j.queued_at - j.created_at").await?,
+            "queued_to_start": percentiles(db, run, "s.started_at - j.queued_at").await?,
             "start_to_finish": percentiles(db, run, "j.finished_at - s.started_at").await?,
         },
         "controller": used.controller.as_ref().map(|u| u.json(idle.controller.as_ref(), used.in_process)),
