@@ -29,8 +29,12 @@ pub async fn claim_batch(
     claims: &[ShardClaim],
     silent_after: Duration,
 ) -> Result<Vec<(Claim, Option<ShardWork>)>, DbError> {
-    let generation = lock_batch(tx, worker_id, claims).await?;
-    let mut started = start_fresh(tx, worker_id, generation, claims).await?;
+    // Sent together, one round trip; Postgres runs them in order, so the
+    // batch's rows are locked in id order before any is started.
+    let ((), mut started) = futures::try_join!(
+        lock_batch(tx, worker_id, claims),
+        start_fresh(tx, worker_id, claims)
+    )?;
     let mut answers: Vec<Option<(Claim, Option<ShardWork>)>> = claims
         .iter()
         .map(|c| {
@@ -50,9 +54,9 @@ pub async fn claim_batch(
     Ok(answers)
 }
 
-/// Locks the batch's job rows in id order and reads the worker's
-/// registration generation (`NotRegistered` without one), in one statement.
-async fn lock_batch(tx: &Transaction<'_>, worker_id: &str, claims: &[ShardClaim]) -> Result<i64, DbError> {
+/// Locks the batch's job rows in id order and checks that the worker has
+/// registered (`NotRegistered` if not), in one statement.
+async fn lock_batch(tx: &Transaction<'_>, worker_id: &str, claims: &[ShardClaim]) -> Result<(), DbError> {
     let ids: Vec<Uuid> = claims.iter().map(|c| c.job_id).collect();
     let row = tx
         .row(
@@ -62,7 +66,10 @@ async fn lock_batch(tx: &Transaction<'_>, worker_id: &str, claims: &[ShardClaim]
         )
         .await?;
     let generation: Option<i64> = row.try_get(1)?;
-    generation.ok_or_else(|| DbError::NotRegistered(worker_id.to_owned()))
+    match generation {
+        Some(_) => Ok(()),
+        None => Err(DbError::NotRegistered(worker_id.to_owned())),
+    }
 }
 
 /// The claims the one-statement path may decide: a fresh delivery (not
@@ -81,15 +88,15 @@ fn fresh(claims: &[ShardClaim]) -> Vec<ShardClaim> {
 /// and the claim records it, as alone) at the attempt before the claimed
 /// one with the shard in range: the job becomes `running` with the attempt
 /// counted, its events and its shard (held by this incarnation) are
-/// written, and it no longer waits for a worker. A job the worker may not
-/// run (its pool, its selector) is left to the single claim's rules, which
-/// refuse it.
+/// written (with the worker's current registration generation), and it no
+/// longer waits for a worker. A job the worker may not run (its pool, its
+/// selector), or any job of a worker that never registered, is left to the
+/// single claim's rules, which refuse it.
 /// Answers the started jobs' work by job id; the caller decides the others
 /// one by one.
 async fn start_fresh(
     tx: &Transaction<'_>,
     worker_id: &str,
-    generation: i64,
     claims: &[ShardClaim],
 ) -> Result<HashMap<Uuid, ShardWork>, DbError> {
     let fresh = fresh(claims);
@@ -125,9 +132,10 @@ async fn start_fresh(
                        SELECT job_id, 'queued', 'running', $4, 'started attempt ' || attempts, attempts, 1 FROM j
                    ) x ORDER BY job_id, step),
              s AS (INSERT INTO job_shards (job_id, shard_index, attempt, worker_id, worker_generation, status)
-                   SELECT job_id, shard_index, attempts, $4, $5, 'running' FROM j)
+                   SELECT job_id, shard_index, attempts, $4,
+                          (SELECT generation FROM workers WHERE worker_id = $4), 'running' FROM j)
              SELECT * FROM j",
-            &[&ids, &attempts, &shards, &worker_id, &generation],
+            &[&ids, &attempts, &shards, &worker_id],
         )
         .await?;
     rows.iter()

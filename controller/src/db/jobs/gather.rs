@@ -16,7 +16,8 @@
 //! submission it held: whether it took is unknown, and writing them again
 //! could make every job twice.
 
-use super::{submit_batch, Submitted};
+use super::submit::{lock_user, submit_locked};
+use super::Submitted;
 use crate::db::{quotas, Database, DbError};
 use crate::models::{NewJob, Quota};
 use deadpool_postgres::Transaction;
@@ -249,8 +250,9 @@ pub async fn write_batch(
     user_id: Uuid,
     news: &[NewJob],
 ) -> Result<Vec<Submitted>, DbError> {
-    let quota = quotas::get(tx, user_id, default).await?;
-    submit_batch(tx, user_id, news, quota).await
+    // The quota's read goes out with the lock and the count: one round trip.
+    let (quota, waiting) = futures::try_join!(quotas::get(tx, user_id, default), lock_user(tx, user_id))?;
+    submit_locked(tx, user_id, news, quota, waiting).await
 }
 
 /// `items` cut into consecutive runs of `sizes`.

@@ -10,6 +10,7 @@ use deadpool_postgres::{GenericClient, Transaction};
 use orchestrator_shared::messages::{JobDispatch, WORK_EXCHANGE};
 use orchestrator_shared::pools::JobClass;
 use std::collections::HashMap;
+use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 /// What a submission produced: the job, and whether this call created it
@@ -50,7 +51,19 @@ pub async fn submit_batch(
     news: &[NewJob],
     quota: Quota,
 ) -> Result<Vec<Submitted>, DbError> {
-    lock_user(tx, user_id).await?;
+    let waiting = lock_user(tx, user_id).await?;
+    submit_locked(tx, user_id, news, quota, waiting).await
+}
+
+/// [`submit_batch`] once the user's row is locked ([`lock_user`]) and
+/// `waiting` of the user's jobs are known to wait.
+pub(super) async fn submit_locked(
+    tx: &Transaction<'_>,
+    user_id: Uuid,
+    news: &[NewJob],
+    quota: Quota,
+    waiting: i64,
+) -> Result<Vec<Submitted>, DbError> {
     let plan = plan_batch(tx, user_id, news).await?;
     let fresh: Vec<&NewJob> = news
         .iter()
@@ -58,7 +71,7 @@ pub async fn submit_batch(
         .filter(|(_, p)| p.is_none())
         .map(|(n, _)| n)
         .collect();
-    check_submit_quota(tx, user_id, &fresh, quota).await?;
+    check_submit_quota(waiting, &fresh, quota)?;
     let inserted = insert_many(tx, user_id, &fresh).await?;
     let mut out = answer_batch(tx, user_id, news, plan, inserted).await?;
     let mut held = super::deps::attach(tx, user_id, news, &out).await?;
@@ -79,7 +92,12 @@ pub async fn submit_batch(
     Ok(out)
 }
 
-/// Locks the submitting user's row for the transaction.
+/// Locks the submitting user's row for the transaction and counts the
+/// user's jobs that wait (pending or queued), for the quota: two
+/// statements sent together, one round trip. The count is a statement of
+/// its own, run once the lock is held, so it sees every job of a
+/// submission that held the lock before (one statement that locked and
+/// counted would count from a snapshot taken before its wait).
 ///
 /// NO KEY UPDATE serialises this user's submissions (quota and keys) but,
 /// unlike FOR UPDATE, not the foreign-key checks of every transaction that
@@ -87,15 +105,20 @@ pub async fn submit_batch(
 /// running, a report writing output and then completing): with FOR UPDATE
 /// those queued behind whole submit batches (measured: most of the lock
 /// waits of a 5,000-job load run).
-async fn lock_user(tx: &Transaction<'_>, user_id: Uuid) -> Result<(), DbError> {
-    let locked = tx
-        .row_opt(
+pub(super) async fn lock_user(tx: &Transaction<'_>, user_id: Uuid) -> Result<i64, DbError> {
+    let params: [&(dyn ToSql + Sync); 1] = [&user_id];
+    let (locked, waiting) = futures::try_join!(
+        tx.row_opt(
             "SELECT 1 FROM users WHERE user_id = $1 FOR NO KEY UPDATE",
-            &[&user_id],
-        )
-        .await?;
+            &params
+        ),
+        tx.row(
+            "SELECT count(*) FROM jobs WHERE submitted_by = $1 AND status IN ('pending', 'queued')",
+            &params
+        ),
+    )?;
     match locked {
-        Some(_) => Ok(()),
+        Some(_) => Ok(waiting.try_get(0)?),
         None => Err(DbError::NotFound {
             kind: "User",
             id: user_id.to_string(),
@@ -188,13 +211,8 @@ async fn plan_batch(
 }
 
 /// Refuses the batch if a job is wider than `max_workers` or the user's
-/// waiting jobs would exceed `max_queued_jobs`.
-async fn check_submit_quota(
-    client: &impl GenericClient,
-    user_id: Uuid,
-    fresh: &[&NewJob],
-    quota: Quota,
-) -> Result<(), DbError> {
+/// `waiting` jobs and the batch's new ones would exceed `max_queued_jobs`.
+fn check_submit_quota(waiting: i64, fresh: &[&NewJob], quota: Quota) -> Result<(), DbError> {
     if fresh.is_empty() {
         return Ok(());
     }
@@ -204,13 +222,6 @@ async fn check_submit_quota(
             wide.required_workers, quota.max_workers
         )));
     }
-    let waiting: i64 = client
-        .row(
-            "SELECT count(*) FROM jobs WHERE submitted_by = $1 AND status IN ('pending', 'queued')",
-            &[&user_id],
-        )
-        .await?
-        .try_get(0)?;
     let adding = i64::try_from(fresh.len()).unwrap_or(i64::MAX);
     if waiting + adding > i64::from(quota.max_queued_jobs) {
         return Err(DbError::QuotaExceeded(format!(
