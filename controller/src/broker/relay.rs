@@ -20,11 +20,13 @@ use orchestrator_shared::broker::{persistent, TopologyError};
 use orchestrator_shared::messages::{
     Topology, CONTROL_EXCHANGE, EVENTS_EXCHANGE, MAX_PRIORITY, WORK_EXCHANGE,
 };
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 /// Outbox rows published per transaction.
 const RELAY_BATCH: i64 = 500;
+/// [`RELAY_BATCH`] as a count of rows handled.
+const RELAY_BATCH_ROWS: usize = RELAY_BATCH as usize;
 /// Wait before trying again after Postgres failed a relay step.
 const DB_RETRY: Duration = Duration::from_secs(1);
 /// The logical exchanges outbox rows may name: those the topology declares
@@ -116,20 +118,29 @@ pub(super) struct Publication {
 }
 
 /// Runs the relay on `ch` (a confirm channel) until the broker fails.
+///
+/// A batch smaller than the limit took every row due at its start; rows
+/// written since woke `flow.wake`, so the relay waits for that (or the
+/// poll) rather than asking again at once: an empty poll after every batch
+/// was a transaction of three statements per dispatch at low rates.
 pub(super) async fn relay(flow: &Flow, ch: &lapin::Channel) -> Result<(), lapin::Error> {
     register_metrics();
     let poll = flow.config.relay_poll;
     let mut declared = Declared::default();
+    let mut stragglers_marked: Option<Instant> = None;
     loop {
         match relay_batch(flow, ch, &mut declared).await {
-            Ok(0) => {
-                mark_stragglers(flow).await;
+            Ok(n) if n >= RELAY_BATCH_ROWS => {}
+            Ok(_) => {
+                if stragglers_marked.is_none_or(|at| at.elapsed() >= poll) {
+                    mark_stragglers(flow).await;
+                    stragglers_marked = Some(Instant::now());
+                }
                 tokio::select! {
                     () = flow.wake.notified() => {},
                     () = tokio::time::sleep(poll) => {},
                 }
             }
-            Ok(_) => {}
             Err(RelayError::Db(e)) => {
                 tracing::warn!(error = ?e, "outbox relay: database error");
                 tokio::time::sleep(DB_RETRY).await;
@@ -140,8 +151,8 @@ pub(super) async fn relay(flow: &Flow, ch: &lapin::Channel) -> Result<(), lapin:
 }
 
 /// Marks queued the published jobs a busy moment left pending (see
-/// `jobs::mark_published_stragglers`); a failure waits for the next idle
-/// moment.
+/// `jobs::mark_published_stragglers`), at most once a poll interval while
+/// the relay is not behind; a failure waits for the next pass.
 async fn mark_stragglers(flow: &Flow) {
     let marked = match flow.db.client().await {
         Ok(client) => jobs::mark_published_stragglers(&client).await,

@@ -4,10 +4,9 @@
 //! the batch is checked like a single claim: the credential's own worker,
 //! registered, with 1 to 256 claims.
 
-use super::helpers::{body_validation_items, job_id, submit_ok};
+use super::helpers::{body_validation_items, job_id, submit_ok, wait_queued as queued};
 use integration_tests::TestApp;
 use serde_json::{json, Value};
-use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 /// Issues a credential for `worker_id`, registers it, and answers the token.
@@ -22,19 +21,6 @@ async fn registered(app: &TestApp, worker_id: &str) -> String {
 /// A claim of shard `shard` of attempt 1 of `job`.
 fn shard(job: Uuid, shard: i32, redelivered: bool) -> Value {
     json!({"job_id": job, "attempt": 1, "shard_index": shard, "redelivered": redelivered})
-}
-
-/// Waits (bounded) until the relay has published `job` and marked it queued.
-async fn queued(app: &TestApp, job: Uuid) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let j = app.get_job(&app.admin_token, job).await;
-        if j.json["status"] == "queued" {
-            return;
-        }
-        assert!(Instant::now() < deadline, "job never queued: {}", j.text);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// The (decision, reason) pairs of a batch's answers.

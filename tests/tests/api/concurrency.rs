@@ -1,10 +1,11 @@
 //! Races the API must win: one idempotency key submitted fifty times at
 //! once, fifty allocations competing for five workers, and concurrent
 //! submissions sharing transactions yet each answered as if alone (its own
-//! job, its own quota refusal).
+//! job, its own quota refusal); and what submissions cost the database
+//! (transactions, the relay's polls).
 
-use crate::helpers::{app_with_workers, job_count};
-use integration_tests::{spawn_app, spawn_app_with};
+use crate::helpers::{app_with_workers, job_count, submit_ok, wait_queued};
+use integration_tests::{spawn_app, spawn_app_with, TestApp};
 use serde_json::json;
 use std::collections::HashSet;
 
@@ -117,5 +118,44 @@ async fn concurrent_submissions_past_the_queued_quota_create_exactly_the_quota()
         assert!(r.text.contains("max_queued_jobs"), "{}", r.text);
     }
     assert_eq!(job_count(&app).await, Some(5), "five jobs stored");
+    app.stop().await;
+}
+
+/// The relay's polls of the outbox in this test's database so far, from
+/// `pg_stat_statements` (which the project's Postgres image preloads).
+async fn relay_polls(app: &TestApp) -> i64 {
+    let c = app.db.client().await.unwrap();
+    c.batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        .await
+        .unwrap();
+    c.query_one(
+        "SELECT coalesce(sum(calls), 0)::bigint FROM pg_stat_statements
+         WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+           AND query LIKE 'SELECT message_id, exchange, routing_key%FROM outbox%'",
+        &[],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
+#[tokio::test]
+async fn jobs_submitted_one_at_a_time_cost_the_relay_one_poll_each() {
+    // A poll interval longer than the test: every poll counted is one the
+    // relay made because it was woken, or because it asked again at once.
+    let app = spawn_app_with(&["--relay-poll-ms", "600000"]).await;
+    let job = submit_ok(&app, &app.admin_token, "warm-up").await;
+    wait_queued(&app, job).await;
+    let before = relay_polls(&app).await;
+    const JOBS: i64 = 10;
+    for i in 0..JOBS {
+        let job = submit_ok(&app, &app.admin_token, &format!("one-{i}")).await;
+        wait_queued(&app, job).await;
+    }
+    let polls = relay_polls(&app).await - before;
+    assert!(
+        polls <= JOBS + 1,
+        "{JOBS} jobs, each published before the next was submitted, took {polls} polls of the outbox"
+    );
     app.stop().await;
 }

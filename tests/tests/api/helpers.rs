@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::HashSet;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use uuid::Uuid;
 
 // ------------------------------------------------------------- shapes ---
@@ -218,6 +218,19 @@ pub async fn submit_ok(app: &TestApp, token: &str, description: &str) -> Uuid {
         .await;
     assert_eq!(r.status, 201, "{}", r.text);
     job_id(&r.json)
+}
+
+/// Waits (bounded) until the relay has published `job` and marked it queued.
+pub async fn wait_queued(app: &TestApp, job: Uuid) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let j = app.get_job(&app.admin_token, job).await;
+        if j.json["status"] == "queued" {
+            return;
+        }
+        assert!(Instant::now() < deadline, "job never queued: {}", j.text);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Allocates `workers` workers and returns the allocation id.

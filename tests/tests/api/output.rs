@@ -3,7 +3,7 @@
 //! changing nothing, a piece from an agent not holding the shard refused,
 //! byte ranges and their 422s, and the pieces gone with their job.
 
-use super::helpers::submit_ok;
+use super::helpers::{submit_ok, wait_queued};
 use base64::Engine as _;
 use integration_tests::{spawn_app_with, TestApp};
 use serde_json::{json, Value};
@@ -17,11 +17,7 @@ async fn running_job(app: &TestApp, worker_id: &str) -> (String, Uuid) {
     let body = json!({"worker_id": worker_id, "hostname": "h", "capacity": 8});
     assert_eq!(app.register_agent(&token, &body).await.status, 200);
     let job = submit_ok(app, &app.admin_token, "streams output").await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while app.get_job(&app.admin_token, job).await.json["status"] != "queued" {
-        assert!(Instant::now() < deadline, "job never queued");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_queued(app, job).await;
     let claim =
         json!({"worker_id": worker_id, "job_id": job, "attempt": 1, "shard_index": 0, "redelivered": false});
     let r = app.claim_shard(&token, &claim).await;
