@@ -168,12 +168,16 @@ impl Probes {
 /// silence may only mean this controller is behind. A liveness probe goes
 /// into the same queue instead (through the outbox), and the agent is lost
 /// only if, once the probe comes out, no heartbeat came out before it.
+///
+/// The relay is woken only when the pass wrote to the outbox (a probe, a
+/// retry): woken every pass, it polled an empty outbox once a second.
 pub async fn reap_once(flow: &Flow, probes: &mut Probes) -> Result<(), ReaperError> {
     let mut client = flow.db.client().await?;
     allocations::expire_lapsed(&client).await?;
-    probe_silent(flow, &client, probes).await?;
+    let probed = probe_silent(flow, &client, probes).await?;
     let grace = flow.config.timeout_grace;
-    for job_id in flow::overdue_jobs(&client, grace).await? {
+    let overdue = flow::overdue_jobs(&client, grace).await?;
+    for &job_id in &overdue {
         let tx = client.transaction().await?;
         let what = flow::abandon(
             &tx,
@@ -186,25 +190,29 @@ pub async fn reap_once(flow: &Flow, probes: &mut Probes) -> Result<(), ReaperErr
         tx.commit().await?;
         tracing::warn!(%job_id, what, "overdue job handled by the controller");
     }
-    flow.wake.notify_one();
+    if probed > 0 || !overdue.is_empty() {
+        flow.wake.notify_one();
+    }
     Ok(())
 }
 
 /// Writes a liveness probe into the outbox for every worker silent for a
-/// heartbeat timeout that is due one. A probe that cannot be written as
-/// the message it is, is refused and logged, never sent as something else.
+/// heartbeat timeout that is due one; answers how many it wrote. A probe
+/// that cannot be written as the message it is, is refused and logged,
+/// never sent as something else.
 async fn probe_silent(
     flow: &Flow,
     client: &impl GenericClient,
     probes: &mut Probes,
-) -> Result<(), ReaperError> {
+) -> Result<usize, ReaperError> {
     let timeout = flow.config.heartbeat_timeout;
     // While our own link is down (or only just back) a probe could not go
     // out anyway, and silence proves nothing.
     let heard = flow.status.up_for().is_some_and(|up| up >= timeout);
     if !heard {
-        return Ok(());
+        return Ok(0);
     }
+    let mut written = 0;
     for (worker_id, since) in flow::stale_workers(client, timeout).await? {
         if !probes.due(&worker_id, timeout) {
             continue;
@@ -212,11 +220,12 @@ async fn probe_silent(
         match probe_payload(worker_id, since) {
             Ok(payload) => {
                 outbox::enqueue(client, EVENTS_EXCHANGE, EVENTS_ROUTING_KEY, &payload, 0, None).await?;
+                written += 1;
             }
             Err(e) => tracing::error!(error = %e, "liveness probe refused"),
         }
     }
-    Ok(())
+    Ok(written)
 }
 
 /// The outbox payload of a liveness probe of `worker_id`, silent since

@@ -1,8 +1,8 @@
 //! Races the API must win: one idempotency key submitted fifty times at
 //! once, fifty allocations competing for five workers, and concurrent
 //! submissions sharing transactions yet each answered as if alone (its own
-//! job, its own quota refusal); and what submissions cost the database
-//! (transactions, the relay's polls).
+//! job, its own quota refusal); and what submissions, and an idle
+//! controller, cost the database (transactions, the relay's polls).
 
 use crate::helpers::{app_with_workers, job_count, submit_ok, wait_queued};
 use integration_tests::{spawn_app, spawn_app_with, TestApp};
@@ -156,6 +156,21 @@ async fn jobs_submitted_one_at_a_time_cost_the_relay_one_poll_each() {
     assert!(
         polls <= JOBS + 1,
         "{JOBS} jobs, each published before the next was submitted, took {polls} polls of the outbox"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_idle_controller_does_not_poll_the_outbox_on_every_reaper_pass() {
+    // Reaper passes every 50 ms, relay polls never on their own: a poll
+    // counted here is one a reaper pass that wrote nothing woke.
+    let app = spawn_app_with(&["--relay-poll-ms", "600000", "--reaper-interval-ms", "50"]).await;
+    let before = relay_polls(&app).await;
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let polls = relay_polls(&app).await - before;
+    assert!(
+        polls <= 1,
+        "an idle controller polled the outbox {polls} times in a second of reaper passes"
     );
     app.stop().await;
 }
