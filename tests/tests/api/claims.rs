@@ -4,7 +4,7 @@
 //! the batch is checked like a single claim: the credential's own worker,
 //! registered, with 1 to 256 claims.
 
-use super::helpers::{body_validation_items, job_id, submit_ok, wait_queued as queued};
+use super::helpers::{body_validation_items, job_id, submit_ok, wait_queued};
 use integration_tests::TestApp;
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -64,7 +64,7 @@ async fn submit_queued(app: &TestApp, body: Value) -> Uuid {
     let r = app.submit_job(&app.admin_token, &body).await;
     assert_eq!(r.status, 201, "{}", r.text);
     let job = job_id(&r.json);
-    queued(app, job).await;
+    wait_queued(app, job).await;
     job
 }
 
@@ -194,7 +194,7 @@ async fn a_batch_is_checked_like_one_claim_and_a_refusal_changes_nothing() {
     let a = registered(&app, "w-a").await;
     let _b = registered(&app, "w-b").await;
     let job = submit_ok(&app, &app.admin_token, "untouched").await;
-    queued(&app, job).await;
+    wait_queued(&app, job).await;
     let one = vec![shard(job, 0, false)];
 
     let r = app

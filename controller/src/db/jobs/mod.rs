@@ -121,7 +121,8 @@ pub async fn mark_queued(client: &impl GenericClient, job_ids: &[Uuid]) -> Resul
 /// Marks `queued` every `pending` job whose dispatch is no longer waiting
 /// in the outbox (it was published: a submission writes the job and its
 /// outbox rows together) and that [`mark_queued`] skipped while another
-/// transaction held it. The relay runs this when it is idle.
+/// transaction held it. The relay runs this when it has caught up, at most
+/// once a poll interval.
 pub async fn mark_published_stragglers(client: &impl GenericClient) -> Result<u64, DbError> {
     const SQL: &str = concat!(
         "WITH l AS (SELECT job_id FROM jobs j WHERE status = 'pending' AND deps_waiting = 0
