@@ -1,7 +1,8 @@
 //! The command line: global options, subcommands and their arguments.
 
-use crate::input::{parse_label, parse_pool_quota, parse_worker_id};
-use clap::builder::{PossibleValuesParser, TypedValueParser};
+use crate::input::{parse_label, parse_pool_quota, parse_time, parse_worker_id};
+use chrono::{DateTime, FixedOffset};
+use clap::builder::{NonEmptyStringValueParser, PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
 use orchestrator_shared::api::jobs::{
     DEFAULT_PAGE_LIMIT, DEFAULT_PRIORITY, DEFAULT_WORKERS, MAX_DESCRIPTION, MAX_PAGE_LIMIT, MAX_PRIORITY,
@@ -32,6 +33,7 @@ Environment:
 Exit status:
   0  success; for `submit --wait`, the job completed
   1  the waited-for job failed, was cancelled or timed out, or the wait timed out;
+     `cancel` of several jobs left one of them (each refusal is printed);
      a server error (HTTP 5xx), a network error, or a local I/O error
   2  a usage error: invalid arguments, or an HTTP 4xx answer (not authenticated,
      missing scope, unknown id, conflict, invalid request)";
@@ -72,8 +74,10 @@ pub enum Command {
     Status(JobRef),
     /// List jobs, newest first (GET /api/jobs).
     List(ListArgs),
-    /// Cancel a job (POST /api/jobs/{id}/cancel).
-    Cancel(JobRef),
+    /// Find jobs by status, user, label, time, worker, with the count of matches (GET /api/jobs/search).
+    Search(SearchArgs),
+    /// Cancel one job (POST /api/jobs/{id}/cancel), or several (POST /api/jobs/cancel_batch).
+    Cancel(CancelArgs),
     /// Show a job's status transitions (GET /api/jobs/{id}/events).
     Events(JobRef),
     /// Show the jobs a job waits for and those waiting for it, as trees (GET /api/jobs/{id}/graph).
@@ -440,6 +444,50 @@ pub struct ListArgs {
     pub all_pages: bool,
 }
 
+/// Arguments of `search`: the filters of `GET /api/jobs/search`, each
+/// checked as the server would (a value it would refuse with a 422 is a
+/// usage error, and nothing is sent), and one page of it.
+#[derive(Debug, Args)]
+pub struct SearchArgs {
+    /// Only jobs in this status.
+    #[arg(long, value_parser = statuses(JobStatus::ALL, JobStatus::as_str))]
+    pub status: Option<JobStatus>,
+    /// Only jobs submitted by this user (user name, exact).
+    #[arg(long, value_name = "USERNAME", value_parser = NonEmptyStringValueParser::new())]
+    pub user: Option<String>,
+    /// Only jobs carrying this label, `key=value`.
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub label: Option<(String, String)>,
+    /// Only jobs created at or after this time (RFC 3339, e.g. 2025-03-01T09:30:00Z).
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub since: Option<DateTime<FixedOffset>>,
+    /// Only jobs created before this time (RFC 3339).
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub until: Option<DateTime<FixedOffset>>,
+    /// Only jobs one of whose shards this worker took (any attempt).
+    #[arg(long, value_name = "WORKER_ID", value_parser = parse_worker_id)]
+    pub worker: Option<String>,
+    /// Jobs per page.
+    #[arg(
+        long,
+        value_parser = clap::value_parser!(i64).range(1..=MAX_PAGE_LIMIT),
+        help = format!("Jobs per page, 1 to {MAX_PAGE_LIMIT} (server default {DEFAULT_PAGE_LIMIT})")
+    )]
+    pub limit: Option<i64>,
+    /// Start after this cursor (the `next_cursor` of a previous page of the same search).
+    #[arg(long)]
+    pub cursor: Option<String>,
+}
+
+/// Arguments of `cancel`: the jobs, by id. One id is cancelled by its own
+/// route, as it always was; several go through the bulk route.
+#[derive(Debug, Args)]
+pub struct CancelArgs {
+    /// The jobs' ids (UUIDs); one given twice is cancelled once.
+    #[arg(required = true, value_name = "JOB_ID")]
+    pub job_ids: Vec<Uuid>,
+}
+
 /// Arguments of `workers`.
 #[derive(Debug, Args)]
 pub struct WorkersArgs {
@@ -708,6 +756,82 @@ mod tests {
         assert!(parse(&["users", "update", "bob", "--scope", "admin", "--no-scopes"]).is_err());
         assert!(parse(&["users", "create", "--username", "carol", "--scope", "jobs:write"]).is_ok());
         assert!(parse(&["users", "delete"]).is_err(), "names a user");
+    }
+
+    fn search(args: &[&str]) -> Result<SearchArgs, clap::Error> {
+        match parse(args)?.command {
+            Command::Search(search) => Ok(search),
+            other => panic!("not a search: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn search_takes_every_filter_of_the_contract() {
+        let line = [
+            "search",
+            "--status",
+            "failed",
+            "--user",
+            "bob",
+            "--label",
+            "team=ml",
+            "--since",
+            "2025-03-01T09:30:00Z",
+            "--until",
+            "2025-03-02T00:00:00+02:00",
+            "--worker",
+            "agent-1",
+            "--limit",
+            "500",
+            "--cursor",
+            "c1",
+        ];
+        let args = search(&line).map_err(|e| e.to_string());
+        let args = args
+            .as_ref()
+            .map(|a| (a.status, a.label.clone(), a.worker.as_deref(), a.limit));
+        let label = Some(("team".to_owned(), "ml".to_owned()));
+        assert_eq!(
+            args,
+            Ok((Some(JobStatus::Failed), label, Some("agent-1"), Some(500)))
+        );
+        assert!(search(&["search"]).is_ok(), "every filter is optional");
+    }
+
+    #[test]
+    fn search_refuses_what_the_server_would_refuse_with_a_422() {
+        use clap::error::ErrorKind::{InvalidValue, ValueValidation};
+        for (line, kind) in [
+            (["search", "--status", "done"], InvalidValue),
+            (["search", "--label", "team"], ValueValidation),
+            (["search", "--label", "=ml"], ValueValidation),
+            (["search", "--since", "2025-03-01"], ValueValidation),
+            (["search", "--until", "yesterday"], ValueValidation),
+            (["search", "--user", ""], InvalidValue),
+            (["search", "--worker", "a/b"], ValueValidation),
+            (["search", "--limit", "501"], ValueValidation),
+        ] {
+            let err = search(&line).err();
+            assert_eq!(err.as_ref().map(clap::Error::kind), Some(kind), "{line:?}");
+            assert_eq!(err.map(|e| e.exit_code()), Some(2), "a usage error: {line:?}");
+        }
+        let err = search(&["search", "--label", "team"])
+            .err()
+            .map(|e| e.to_string());
+        assert!(err.is_some_and(|e| e.contains("expected key=value")));
+    }
+
+    #[test]
+    fn cancel_takes_one_or_more_job_ids() {
+        let ids = [Uuid::new_v4().to_string(), Uuid::new_v4().to_string()];
+        let cancel = |line: &[&str]| match parse(line).map(|c| c.command) {
+            Ok(Command::Cancel(args)) => Ok(args.job_ids.len()),
+            other => Err(format!("{other:?}")),
+        };
+        assert_eq!(cancel(&["cancel", &ids[0]]), Ok(1));
+        assert_eq!(cancel(&["cancel", &ids[0], &ids[1], &ids[0]]), Ok(3));
+        assert!(cancel(&["cancel"]).is_err(), "names a job");
+        assert!(cancel(&["cancel", &ids[0], "not-a-uuid"]).is_err());
     }
 
     #[test]

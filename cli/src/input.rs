@@ -1,8 +1,9 @@
 //! Parsing and checking of what the user types: labels, placement, pool
-//! quotas and worker ids.
+//! quotas, times and worker ids.
 
 use crate::args::PlacementArgs;
 use crate::error::UsageError;
+use chrono::{DateTime, FixedOffset};
 use orchestrator_shared::api::Labels;
 use orchestrator_shared::validate::{is_valid_worker_id, WORKER_ID_RULE};
 
@@ -52,6 +53,14 @@ pub fn labels_map(pairs: &[(String, String)]) -> Result<Labels, UsageError> {
     Ok(labels)
 }
 
+/// Parses a `--since` or `--until` time as the server reads it: RFC 3339,
+/// its `T` and `Z` in either case, any offset; the server refuses any other
+/// text with a 422, so the client refuses it before sending.
+pub fn parse_time(raw: &str) -> Result<DateTime<FixedOffset>, String> {
+    DateTime::parse_from_rfc3339(&raw.trim().to_ascii_uppercase())
+        .map_err(|_| format!("expected an RFC 3339 time such as 2025-03-01T09:30:00Z, got {raw:?}"))
+}
+
 /// Checks a worker id with the contract's rule, the one the server
 /// enforces, so that an id the server would refuse (or that would change the
 /// URL's path, like `..`) is refused before any request.
@@ -89,6 +98,22 @@ mod tests {
         assert_eq!(map.len(), 2);
         let duplicate = vec![("a".to_owned(), "1".to_owned()), ("a".to_owned(), "2".to_owned())];
         assert!(labels_map(&duplicate).is_err());
+    }
+
+    #[test]
+    fn times_are_rfc_3339_as_the_server_reads_them() {
+        let utc = parse_time("2025-03-01T09:30:00Z").map(|t| t.to_rfc3339());
+        assert_eq!(utc.as_deref(), Ok("2025-03-01T09:30:00+00:00"));
+        assert_eq!(
+            parse_time("2025-03-01t09:30:00.5z"),
+            parse_time("2025-03-01T09:30:00.5Z")
+        );
+        let offset = parse_time("2025-03-01T11:30:00+02:00").map(|t| t.to_utc());
+        assert_eq!(offset, parse_time("2025-03-01T09:30:00Z").map(|t| t.to_utc()));
+        for bad in ["2025-03-01", "yesterday", "2025-03-01T09:30:00", "1740821400", ""] {
+            let err = parse_time(bad).err().unwrap_or_default();
+            assert!(err.contains("RFC 3339"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! answer's fields in its struct's order (the contract's); tables pick
 //! columns, each a function of the typed row. Pure functions.
 
-use crate::render::{decimal, job_output, key_values, optional, table, text, time, Column, EMPTY};
+use crate::extensions::{CancelBatchResult, SearchPage};
+use crate::render::{decimal, job_output, key_values, one_line, optional, table, text, time, Column, EMPTY};
 use orchestrator_shared::api::{
     AgentCredential, Isolation, Job, JobEvent, JobOutput, Resources, Schedule, ScheduleRun, TokenResponse,
     UserAccount, UserUsage, Worker,
@@ -109,6 +110,33 @@ pub fn list_of<T>(rows: &[T], columns: &[Column<T>], empty: &str) -> String {
         empty.to_owned()
     } else {
         table(columns, rows)
+    }
+}
+
+/// A page of a search: its jobs as `list` shows them, then how many jobs
+/// match in all, which a page of `list` cannot say.
+pub fn search_page(page: &SearchPage) -> String {
+    let noun = if page.total == 1 { "job" } else { "jobs" };
+    format!(
+        "{}\ntotal: {} matching {noun}",
+        list_of(&page.jobs, JOB_COLUMNS, "no jobs"),
+        page.total
+    )
+}
+
+/// What a bulk cancel did, a line per job: those cancelled, then those
+/// refused with the server's reason, whole (a table cell would cut it).
+pub fn cancel_batch(result: &CancelBatchResult) -> String {
+    let cancelled = result.cancelled.iter().map(|id| format!("cancelled {id}"));
+    let refused = result
+        .refused
+        .iter()
+        .map(|r| format!("refused   {}: {}", r.job_id, one_line(&r.detail)));
+    let lines: Vec<String> = cancelled.chain(refused).collect();
+    if lines.is_empty() {
+        "no jobs".to_owned()
+    } else {
+        lines.join("\n")
     }
 }
 
@@ -246,6 +274,43 @@ mod tests {
             .filter_map(|line| line.split_once(':'))
             .map(|(k, _)| k)
             .collect()
+    }
+
+    #[test]
+    fn a_search_page_is_the_job_table_and_the_total() {
+        let page = SearchPage {
+            jobs: vec![fixtures::job(JobStatus::Failed)],
+            next_cursor: Some("c".into()),
+            total: 7,
+        };
+        let text = search_page(&page);
+        assert!(
+            text.starts_with(&list_of(&page.jobs, JOB_COLUMNS, "no jobs")),
+            "{text}"
+        );
+        assert!(text.ends_with("\ntotal: 7 matching jobs"), "{text}");
+        let none = SearchPage {
+            jobs: Vec::new(),
+            next_cursor: None,
+            total: 1,
+        };
+        assert_eq!(search_page(&none), "no jobs\ntotal: 1 matching job");
+    }
+
+    #[test]
+    fn a_bulk_cancel_shows_each_job_and_each_refusals_whole_reason() {
+        let gone = Uuid::from_u128(2);
+        let reason = format!("Job {gone} not found, a reason longer than a table cell");
+        let result = CancelBatchResult {
+            cancelled: vec![Uuid::from_u128(1)],
+            refused: vec![crate::extensions::CancelRefusal {
+                job_id: gone,
+                detail: reason.clone(),
+            }],
+        };
+        let expected = format!("cancelled {}\nrefused   {gone}: {reason}", Uuid::from_u128(1));
+        assert_eq!(cancel_batch(&result), expected);
+        assert_eq!(cancel_batch(&CancelBatchResult::default()), "no jobs");
     }
 
     #[test]

@@ -1,15 +1,17 @@
-//! `submit`, `status`, `list`, `cancel`, `events` and `output`.
+//! `submit`, `status`, `list`, `search`, `cancel`, `events` and `output`.
 
 use super::Ctx;
-use crate::args::{ListArgs, LogsArgs, SubmitArgs};
+use crate::args::{CancelArgs, ListArgs, LogsArgs, SearchArgs, SubmitArgs};
 use crate::client::{Answer, ApiClient};
 use crate::error::UsageError;
+use crate::extensions::{CancelBatchRequest, CancelBatchResult, SearchPage, SearchQuery, MAX_CANCEL_BATCH};
 use crate::input::{labels_map, placement};
 use crate::output::note;
 use crate::render::job_output;
 use crate::views;
 use crate::wait::{self, Progress, WaitPolicy};
 use anyhow::{bail, Context, Result};
+use chrono::SecondsFormat;
 use orchestrator_shared::api::{EventList, Job, JobOutput, JobPage, ListQuery, OutputQuery, SubmitRequest};
 use orchestrator_shared::JobStatus;
 use serde_json::{json, Value};
@@ -98,11 +100,98 @@ pub async fn status(ctx: &Ctx, job_id: Uuid) -> Result<()> {
     ctx.out.show(&job, views::job)
 }
 
-/// `POST /api/jobs/{id}/cancel`.
-pub async fn cancel(ctx: &Ctx, job_id: Uuid) -> Result<()> {
+/// `cancel`: one job (an id given twice counts once) by
+/// `POST /api/jobs/{id}/cancel`, shown as it always was; several by
+/// `POST /api/jobs/cancel_batch`, which cancels those it can and says why
+/// it left the others (exit code 1 when it left any).
+pub async fn cancel(ctx: &Ctx, args: CancelArgs) -> Result<ExitCode> {
+    let ids = distinct(&args.job_ids);
+    if let [one] = ids.as_slice() {
+        cancel_one(ctx, *one).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let done = cancel_many(ctx, &ids).await?;
+    let refused = done.typed.refused.len();
+    if refused == 0 {
+        return Ok(ExitCode::SUCCESS);
+    }
+    note(&format!("error: {refused} of {} jobs not cancelled", ids.len()));
+    Ok(ExitCode::FAILURE)
+}
+
+/// `ids` without repeats, in the order first given: the bulk route would
+/// refuse the second cancel of a job it just cancelled.
+fn distinct(ids: &[Uuid]) -> Vec<Uuid> {
+    let mut seen = HashSet::new();
+    ids.iter().copied().filter(|id| seen.insert(*id)).collect()
+}
+
+/// `POST /api/jobs/{id}/cancel`: the job, now cancelled.
+async fn cancel_one(ctx: &Ctx, job_id: Uuid) -> Result<()> {
     let path = ["api", "jobs", &job_id.to_string(), "cancel"];
     let job: Answer<Job> = ctx.client.post(&path, &json!({})).await?;
     ctx.out.show(&job, views::job)
+}
+
+/// `POST /api/jobs/cancel_batch` of `ids`, at most [`MAX_CANCEL_BATCH`] per
+/// request; prints what was cancelled and what was refused, and answers it.
+/// When a request fails after others were answered, what they did is
+/// printed before the error, which says which ids it left unhandled.
+async fn cancel_many(ctx: &Ctx, ids: &[Uuid]) -> Result<Answer<CancelBatchResult>> {
+    let mut done: Option<Answer<CancelBatchResult>> = None;
+    for (chunk, sent) in ids.chunks(MAX_CANCEL_BATCH).zip((0..).step_by(MAX_CANCEL_BATCH)) {
+        let body = CancelBatchRequest {
+            job_ids: chunk.to_vec(),
+        };
+        match ctx.client.post(&["api", "jobs", "cancel_batch"], &body).await {
+            Ok(answer) => done = Some(merge_cancels(done, answer)),
+            Err(err) => {
+                if let Some(partial) = &done {
+                    ctx.out.show(partial, views::cancel_batch)?;
+                }
+                return Err(err.context(failed_chunk(sent, chunk.len(), ids.len())));
+            }
+        }
+    }
+    let done = done.context("no job to cancel")?;
+    ctx.out.show(&done, views::cancel_batch)?;
+    Ok(done)
+}
+
+/// What a failed bulk cancel request was doing: which of the `total` ids
+/// it carried (`len` of them past the first `sent`), and whether later ones
+/// were left unsent.
+fn failed_chunk(sent: usize, len: usize, total: usize) -> String {
+    let end = sent + len;
+    match (sent, end < total) {
+        (0, false) => format!("cancelling {total} jobs"),
+        (_, false) => format!("cancelling jobs {} to {end} of {total}", sent + 1),
+        (_, true) => format!(
+            "cancelling jobs {} to {end} of {total} (the later ones were not sent)",
+            sent + 1
+        ),
+    }
+}
+
+/// The answers of two bulk cancels as one, in order, its JSON made of the
+/// entries as sent (one answer stays exactly as the server sent it).
+fn merge_cancels(
+    earlier: Option<Answer<CancelBatchResult>>,
+    next: Answer<CancelBatchResult>,
+) -> Answer<CancelBatchResult> {
+    let Some(mut all) = earlier else {
+        return next;
+    };
+    for key in ["cancelled", "refused"] {
+        if let (Some(Value::Array(rows)), Some(Value::Array(more))) =
+            (all.raw.get_mut(key), next.raw.get(key))
+        {
+            rows.extend(more.iter().cloned());
+        }
+    }
+    all.typed.cancelled.extend(next.typed.cancelled);
+    all.typed.refused.extend(next.typed.refused);
+    all
 }
 
 /// `GET /api/jobs/{id}/events`.
@@ -194,6 +283,39 @@ pub async fn list(ctx: &Ctx, args: ListArgs) -> Result<()> {
     if let Some(next) = &page.typed.next_cursor {
         if !ctx.out.json {
             note(&format!("more jobs: --cursor {next} (or --all-pages)"));
+        }
+    }
+    Ok(())
+}
+
+/// The query of one page of `GET /api/jobs/search`: only the given
+/// filters, the times as RFC 3339 (`Z` for UTC).
+pub fn search_query(args: &SearchArgs) -> SearchQuery {
+    let time = |at: &chrono::DateTime<chrono::FixedOffset>| at.to_rfc3339_opts(SecondsFormat::AutoSi, true);
+    SearchQuery {
+        status: args.status.map(|status| status.as_str().to_owned()),
+        user: args.user.clone(),
+        label: args.label.as_ref().map(|(key, value)| format!("{key}={value}")),
+        since: args.since.as_ref().map(time),
+        until: args.until.as_ref().map(time),
+        worker: args.worker.clone(),
+        limit: args.limit,
+        cursor: args.cursor.clone(),
+    }
+}
+
+/// `GET /api/jobs/search`: one page of the jobs matching every filter, as
+/// `list` shows them, with how many match in all; like `list`, a note says
+/// how to get the next page.
+pub async fn search(ctx: &Ctx, args: SearchArgs) -> Result<()> {
+    let page: Answer<SearchPage> = ctx
+        .client
+        .get_with(&["api", "jobs", "search"], &search_query(&args))
+        .await?;
+    ctx.out.show(&page, views::search_page)?;
+    if let Some(next) = &page.typed.next_cursor {
+        if !ctx.out.json {
+            note(&format!("more jobs: --cursor {next} (with the same filters)"));
         }
     }
     Ok(())
@@ -370,6 +492,89 @@ mod tests {
         let expected = "invalid request (not sent):\n  body.task_description: must be 1 to 10000 characters\n  body.idempotency_key: must be 1 to 255 characters";
         assert_eq!(err.as_deref(), Some(expected));
         Ok(())
+    }
+
+    fn search_args(line: &[&str]) -> Result<SearchArgs> {
+        let cli = Cli::try_parse_from(["orchestrator", "search"].iter().chain(line))?;
+        match cli.command {
+            Command::Search(args) => Ok(args),
+            other => bail!("not a search: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn search_query_has_only_the_given_filters_as_the_server_reads_them() -> Result<()> {
+        assert_eq!(query_pairs(&search_query(&search_args(&[])?))?, []);
+        let line = [
+            "--label",
+            "team=a=b",
+            "--status",
+            "timed_out",
+            "--since",
+            "2025-03-01t09:30:00.25z",
+            "--until",
+            "2025-03-02T00:00:00+02:00",
+            "--user",
+            "bob",
+            "--worker",
+            "w1",
+            "--limit",
+            "5",
+            "--cursor",
+            "c",
+        ];
+        let pairs = query_pairs(&search_query(&search_args(&line)?))?;
+        let expected = [
+            ("status", "timed_out"),
+            ("user", "bob"),
+            ("label", "team=a=b"),
+            ("since", "2025-03-01T09:30:00.250Z"),
+            ("until", "2025-03-02T00:00:00+02:00"),
+            ("worker", "w1"),
+            ("limit", "5"),
+            ("cursor", "c"),
+        ];
+        let expected: Vec<(String, String)> =
+            expected.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
+        assert_eq!(pairs, expected);
+        Ok(())
+    }
+
+    #[test]
+    fn repeated_ids_are_cancelled_once_in_the_order_given() {
+        let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        assert_eq!(distinct(&[b, a, b, b, a]), [b, a]);
+    }
+
+    fn cancelled(ids: &[u128], refused: &[u128]) -> Answer<CancelBatchResult> {
+        let raw = json!({
+            "cancelled": ids.iter().map(|i| Uuid::from_u128(*i)).collect::<Vec<_>>(),
+            "refused": refused.iter().map(|i| json!({"job_id": Uuid::from_u128(*i), "detail": "no"})).collect::<Vec<_>>(),
+        });
+        let typed = serde_json::from_value(raw.clone()).unwrap_or_default();
+        Answer {
+            status: 200,
+            raw,
+            typed,
+        }
+    }
+
+    #[test]
+    fn a_failed_bulk_cancel_says_which_ids_it_carried() {
+        assert_eq!(failed_chunk(0, 3, 3), "cancelling 3 jobs");
+        assert_eq!(failed_chunk(500, 1, 501), "cancelling jobs 501 to 501 of 501");
+        assert_eq!(
+            failed_chunk(0, 500, 501),
+            "cancelling jobs 1 to 500 of 501 (the later ones were not sent)"
+        );
+    }
+
+    #[test]
+    fn answers_of_several_bulk_cancels_add_up_in_order() {
+        let one = merge_cancels(None, cancelled(&[1], &[2]));
+        assert!(one == cancelled(&[1], &[2]), "one answer stays as sent");
+        let both = merge_cancels(Some(one), cancelled(&[3], &[4]));
+        assert!(both == cancelled(&[1, 3], &[2, 4]));
     }
 
     #[test]

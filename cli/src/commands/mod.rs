@@ -30,7 +30,8 @@ pub struct Ctx {
 }
 
 /// Runs the command line; the exit code is that of a successful run (only
-/// `submit --wait` can succeed with a non-zero one).
+/// `submit --wait`, `logs -f` and `cancel` of several jobs can end without
+/// an error yet with a non-zero one).
 pub async fn dispatch(cli: Cli) -> Result<ExitCode> {
     let config_path = config::config_path(|name| std::env::var(name).ok());
     let settings = resolve_settings(&cli, config_path.as_deref());
@@ -72,7 +73,8 @@ async fn run(ctx: &Ctx, command: Command) -> Result<ExitCode> {
         Command::Whoami => auth::whoami(ctx).await,
         Command::Status(job) => jobs::status(ctx, job.job_id).await,
         Command::List(args) => jobs::list(ctx, args).await,
-        Command::Cancel(job) => jobs::cancel(ctx, job.job_id).await,
+        Command::Search(args) => jobs::search(ctx, args).await,
+        Command::Cancel(args) => return jobs::cancel(ctx, args).await,
         Command::Events(job) => jobs::events(ctx, job.job_id).await,
         Command::Graph(job) => graph::graph(ctx, job.job_id).await,
         Command::Output(job) => jobs::output(ctx, job.job_id).await,
