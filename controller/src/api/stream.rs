@@ -1,12 +1,13 @@
 //! `GET /api/jobs/{job_id}/output/stream`: a job's output as Server-Sent
 //! Events. It replays the pieces stored for one shard of the latest
-//! attempt, follows new ones as agents send them (polling Postgres, which
-//! every replica shares), and ends with an `end` event once the job has
-//! ended and every piece is sent. The token is checked again every
-//! [`RECHECK`] (a user disabled or a token revoked ends the stream), and
-//! the stream closes when the controller shuts down.
+//! attempt (only those after `Last-Event-ID`, so a reconnecting
+//! EventSource resumes where it left off), follows new ones as agents send
+//! them (polling Postgres, which every replica shares), and ends with an
+//! `end` event once the job has ended and every piece is sent. The token
+//! is checked again every [`RECHECK`] (a user disabled or a token revoked
+//! ends the stream), and the stream closes when the controller shuts down.
 
-use super::error::{valid, ApiError};
+use super::error::{valid, ApiError, FieldError};
 use super::extract::{admit, ApiPath, ApiQuery, Principal};
 use super::jobs::visible;
 use super::AppState;
@@ -30,11 +31,19 @@ const POLL: Duration = Duration::from_millis(500);
 const KEEP_ALIVE: Duration = Duration::from_secs(1);
 /// How often the caller's token is checked again.
 const RECHECK: Duration = Duration::from_secs(1);
+/// The header an EventSource sends when it reconnects: the `id` of the
+/// last event it received, which is a piece's `seq`.
+const LAST_EVENT_ID: &str = "Last-Event-ID";
 
 /// Streams one shard's output (replayed, then followed) until the job
-/// ends: `output` events, then one `end` event.
+/// ends: `output` events, then one `end` event. A reconnecting client's
+/// `Last-Event-ID` skips the pieces it already has.
 #[utoipa::path(get, path = "/api/jobs/{job_id}/output/stream", tag = "jobs", security(("bearer" = [])),
-    params(("job_id" = Uuid, Path), StreamQuery),
+    params(("job_id" = Uuid, Path), StreamQuery,
+           ("Last-Event-ID" = Option<String>, Header,
+            description = "The `id` of the last event received (a piece's seq, a whole number from 0): only \
+                           the pieces after it, in the latest attempt, are sent; empty or absent, all are. \
+                           Anything else is a 422 at [\"header\", \"Last-Event-ID\"]")),
     responses((status = 200, content_type = "text/event-stream", body = orchestrator_shared::api::OutputStreamEvent,
                 description = "Server-Sent Events, each of one of two kinds: `output` events (OutputSseEvent: id the \
                                piece's seq, data an OutputEvent as JSON), then one `end` event (EndSseEvent: data an \
@@ -47,7 +56,11 @@ pub async fn output_stream(
     ApiPath(job_id): ApiPath<Uuid>,
     ApiQuery(q): ApiQuery<StreamQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    valid(q.problems())?;
+    let (resume, bad_header) = match last_event_id(&headers) {
+        Ok(resume) => (resume, None),
+        Err(problem) => (None, Some(problem)),
+    };
+    valid(q.problems().into_iter().chain(bad_header).collect())?;
     let client = state.db.client().await?;
     visible(&client, &principal, job_id).await?;
     drop(client);
@@ -59,7 +72,7 @@ pub async fn output_stream(
         job_id,
         shard: q.shard.unwrap_or(0),
         attempt: None,
-        after: None,
+        after: resume,
         checked: Instant::now(),
         ended: false,
     };
@@ -85,7 +98,9 @@ struct Follow {
     shard: i32,
     /// The attempt whose pieces were sent (a retry starts over).
     attempt: Option<i32>,
-    /// The last piece sent.
+    /// The last piece sent; before the first read, the one the client
+    /// last received (`Last-Event-ID`), in whatever attempt is then the
+    /// latest.
     after: Option<i64>,
     /// When the token was last checked.
     checked: Instant,
@@ -110,8 +125,12 @@ impl Follow {
             // ended, the pieces read after it are all there are.
             let (status, exit_code, attempt) = job_state(&client, self.job_id).await.ok()??;
             if self.attempt != Some(attempt) {
+                // The client's `Last-Event-ID` counts in the attempt it
+                // finds; one retried while it watches is sent whole.
+                if self.attempt.is_some() {
+                    self.after = None;
+                }
                 self.attempt = Some(attempt);
-                self.after = None;
             }
             let pieces = pieces_after(&client, self.job_id, self.shard, attempt, self.after)
                 .await
@@ -145,6 +164,38 @@ impl Follow {
     }
 }
 
+/// The `seq` of the last piece a reconnecting client received, from its
+/// `Last-Event-ID`: `None` when absent or empty (a client that has seen no
+/// event sends none), else one whole number from 0. Anything else would
+/// otherwise resume from a guess, so it is the contract's 422 instead.
+fn last_event_id(headers: &HeaderMap) -> Result<Option<i64>, FieldError> {
+    let mut values = headers.get_all(LAST_EVENT_ID).iter();
+    let (value, more) = (values.next(), values.next());
+    let problem = |msg: &str| FieldError {
+        loc: vec!["header".to_owned(), LAST_EVENT_ID.to_owned()],
+        msg: msg.to_owned(),
+        kind: "value_error".to_owned(),
+    };
+    if more.is_some() {
+        return Err(problem("must be sent at most once"));
+    }
+    let Some(value) = value.filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    // Only digits: `parse` alone would also take a sign (`+1`).
+    let seq = value
+        .to_str()
+        .ok()
+        .filter(|text| text.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|text| text.parse::<i64>().ok());
+    match seq {
+        Some(seq) => Ok(Some(seq)),
+        None => Err(problem(
+            "must be the id of an output event: a whole number from 0 to 9223372036854775807",
+        )),
+    }
+}
+
 /// A stored piece as an `output` event.
 fn output_event(piece: Piece) -> Event {
     let data = OutputEvent {
@@ -157,4 +208,48 @@ fn output_event(piece: Piece) -> Event {
     event
         .json_data(&data)
         .unwrap_or_else(|_| Event::default().comment("unencodable piece"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    /// `Last-Event-ID` headers holding `values`, read as the stream does.
+    fn read(values: &[&[u8]]) -> Result<Option<i64>, FieldError> {
+        let mut headers = HeaderMap::new();
+        for v in values {
+            let value = HeaderValue::from_bytes(v).expect("a valid header value");
+            headers.append("last-event-id", value);
+        }
+        last_event_id(&headers)
+    }
+
+    #[test]
+    fn absent_or_empty_is_no_id_and_a_whole_number_is_the_last_seq() {
+        assert_eq!(read(&[]), Ok(None));
+        assert_eq!(read(&[b""]), Ok(None));
+        assert_eq!(read(&[b"0"]), Ok(Some(0)));
+        assert_eq!(read(&[b"41"]), Ok(Some(41)));
+        assert_eq!(read(&[b"9223372036854775807"]), Ok(Some(i64::MAX)));
+    }
+
+    #[test]
+    fn anything_else_is_a_value_error_at_the_header() {
+        let bad: [&[&[u8]]; 8] = [
+            &[b"x"],
+            &[b"-1"],
+            &[b"+1"],
+            &[b"1.5"],
+            &[b"9223372036854775808"],
+            &[b"\xff"],
+            &[b"1 2"],
+            &[b"1", b"2"],
+        ];
+        for values in bad {
+            let problem = read(values).expect_err("refused");
+            assert_eq!(problem.loc, ["header", "Last-Event-ID"], "{values:?}");
+            assert_eq!(problem.kind, "value_error");
+        }
+    }
 }

@@ -248,3 +248,106 @@ async fn the_live_stream_replays_follows_and_ends_with_the_job() {
     );
     app.stop().await;
 }
+
+/// Opens `job`'s live stream as the admin, with `Last-Event-ID` set to
+/// each of `last_ids` (none, one, or several headers).
+async fn open_stream(app: &TestApp, job: Uuid, query: &str, last_ids: &[&[u8]]) -> reqwest::Response {
+    let mut req = reqwest::Client::new()
+        .get(app.url(&format!("/api/jobs/{job}/output/stream{query}")))
+        .bearer_auth(&app.admin_token);
+    for id in last_ids {
+        let value = reqwest::header::HeaderValue::from_bytes(id).expect("a header value");
+        req = req.header("Last-Event-ID", value);
+    }
+    req.send().await.expect("the stream answers")
+}
+
+/// The `id`s of the `output` events in `seen`, in order.
+fn output_ids(seen: &str) -> Vec<String> {
+    seen.lines()
+        .filter_map(|line| line.strip_prefix("id: "))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_client_reconnecting_with_last_event_id_gets_only_the_pieces_after_it() {
+    let app = spawn_app_with(&[]).await;
+    let (token, job) = running_job(&app, "out-7").await;
+    for seq in 0..=3 {
+        let r = app
+            .post_output(
+                &token,
+                &piece("out-7", job, seq, "stdout", &format!("piece-{seq}\n")),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+    }
+    let mut resp = open_stream(&app, job, "", &[b"1"]).await;
+    assert_eq!(resp.status(), 200);
+    let mut seen = String::new();
+    read_until(&mut resp, &mut seen, "piece-3").await;
+    let live = piece("out-7", job, 4, "stdout", "piece-4\n");
+    assert_eq!(app.post_output(&token, &live).await.status, 200);
+    read_until(&mut resp, &mut seen, "piece-4").await;
+    assert_eq!(app.cancel_job(&app.admin_token, job).await.status, 200);
+    read_until(&mut resp, &mut seen, "event: end").await;
+    assert_eq!(output_ids(&seen), ["2", "3", "4"], "{seen}");
+    assert!(!seen.contains("piece-0") && !seen.contains("piece-1"), "{seen}");
+    // An EventSource reconnects after `end` too: with the last id it saw,
+    // it gets only `end` again.
+    let again = open_stream(&app, job, "", &[b"4"]).await;
+    let body = tokio::time::timeout(Duration::from_secs(30), again.text())
+        .await
+        .expect("the ended stream closes")
+        .expect("a body");
+    assert!(
+        output_ids(&body).is_empty() && body.contains("event: end"),
+        "{body}"
+    );
+    // An empty header is no id at all: everything is replayed.
+    let whole = open_stream(&app, job, "", &[b""]).await;
+    let body = tokio::time::timeout(Duration::from_secs(30), whole.text())
+        .await
+        .expect("the ended stream closes")
+        .expect("a body");
+    assert_eq!(output_ids(&body), ["0", "1", "2", "3", "4"], "{body}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_last_event_id_that_is_not_a_piece_number_is_422() {
+    let app = spawn_app_with(&[]).await;
+    let job = submit_ok(&app, &app.admin_token, "bad resume").await;
+    let bad: [&[&[u8]]; 8] = [
+        &[b"x"],
+        &[b"-1"],
+        &[b"+1"],
+        &[b"1.5"],
+        &[b"0x10"],
+        &[b"99999999999999999999"],
+        &[b"\xff"],
+        &[b"1", b"2"],
+    ];
+    for ids in bad {
+        let r = open_stream(&app, job, "", ids).await;
+        assert_eq!(r.status(), 422, "Last-Event-ID {ids:?}");
+        let body: Value = r.json().await.expect("a JSON body");
+        assert_eq!(body["detail"].as_array().map(Vec::len), Some(1), "{body}");
+        assert_eq!(
+            body["detail"][0]["loc"],
+            json!(["header", "Last-Event-ID"]),
+            "{body}"
+        );
+        assert_eq!(body["detail"][0]["type"], "value_error", "{body}");
+    }
+    let both = open_stream(&app, job, "?shard=99", &[b"x"]).await;
+    assert_eq!(both.status(), 422);
+    let body: Value = both.json().await.expect("a JSON body");
+    assert_eq!(
+        body["detail"].as_array().map(Vec::len),
+        Some(2),
+        "every problem: {body}"
+    );
+    app.stop().await;
+}
