@@ -221,12 +221,11 @@ impl WorkingDir {
     /// directory, removes a run's own.
     async fn clean_up(self) {
         let path = self.path.clone();
-        let cleaned = tokio::task::spawn_blocking(move || match self.shared {
+        let cleaned = off_runtime(move || match self.shared {
             true => workdir::empty(&self.path),
             false => workdir::remove(&self.path),
         })
-        .await
-        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        .await;
         if let Err(e) = cleaned {
             tracing::warn!(dir = %path.display(), error = %e, "could not clean up a working directory");
         }
@@ -263,39 +262,51 @@ async fn working_dir(spec: &RunSpec, limits: &RunLimits, cell: &Cell) -> Result<
         .unwrap_or_else(|e| Err(format!("creating the working directory: {e}")))
 }
 
+/// Runs `f` (file-system work) on the blocking pool, so that a slow disk
+/// never stalls the agent's async tasks; a panic in it is an error like
+/// the others.
+async fn off_runtime<T: Send + 'static>(
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+}
+
 /// Removes working directories left by an earlier life of this agent (one
 /// killed with SIGKILL cannot clean up after itself). `root` must be this
 /// agent's own directory: nothing else may run there now.
 pub async fn sweep_work_root(root: &Path) {
-    let root = root.to_path_buf();
+    let dir = root.to_path_buf();
     let sweep = move || {
-        let entries = match std::fs::read_dir(&root) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
-            Err(e) => return tracing::warn!(root = %root.display(), error = %e, "cannot read the work root"),
-        };
-        for path in entries.filter_map(Result::ok).map(|entry| entry.path()) {
+        for path in std::fs::read_dir(&dir)?
+            .filter_map(Result::ok)
+            .map(|entry| entry.path())
+        {
             match workdir::remove(&path) {
                 Ok(()) => tracing::info!(path = %path.display(), "removed a leftover working directory"),
                 Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot remove a leftover"),
             }
         }
+        Ok(())
     };
-    if let Err(e) = tokio::task::spawn_blocking(sweep).await {
-        tracing::warn!(error = %e, "sweeping the work root failed");
-    }
+    warn_unless_missing(off_runtime(sweep).await, root, "cannot sweep the work root");
 }
 
 /// Empties this agent's work root at a clean stop (the job slots'
 /// directories; every run has ended by then), leaving the root itself.
 pub async fn empty_work_root(root: &Path) {
-    let root = root.to_path_buf();
-    let emptied = tokio::task::spawn_blocking(move || workdir::empty(&root))
-        .await
-        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
-    match emptied {
+    let dir = root.to_path_buf();
+    let emptied = off_runtime(move || workdir::empty(&dir)).await;
+    warn_unless_missing(emptied, root, "could not empty the work root");
+}
+
+/// Logs a failure to handle the work root, unless there is no work root
+/// (nothing to sweep or empty).
+fn warn_unless_missing(result: std::io::Result<()>, root: &Path, what: &str) {
+    match result {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            tracing::warn!(error = %e, "could not empty the work root");
+            tracing::warn!(root = %root.display(), error = %e, "{what}");
         }
         _ => {}
     }
