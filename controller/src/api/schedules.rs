@@ -2,17 +2,18 @@
 //! included), delete. As with jobs, users see their own schedules and
 //! admins every one (another user's is a 404, so ids do not leak).
 
-use super::error::{valid, ApiError, ErrorBody, ValidationBody};
-use super::extract::{ApiJson, ApiPath, Principal};
+use super::error::{valid, ApiError, ErrorBody, FieldError, ValidationBody};
+use super::extract::{ApiJson, ApiPath, ApiQuery, Principal};
 use super::AppState;
-use crate::db::schedules::{self, ScheduleFields, StoredSchedule};
+use crate::db::schedules::{self, ScheduleCursor, ScheduleFields, StoredSchedule};
 use crate::db::DbError;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::Utc;
 use deadpool_postgres::GenericClient;
-use orchestrator_shared::api::schedules::{NEXT_FIRES, RECENT_RUNS};
+use orchestrator_shared::api::jobs::MAX_PAGE_LIMIT;
+use orchestrator_shared::api::schedules::{ScheduleListQuery, NEXT_FIRES, RECENT_RUNS};
 use orchestrator_shared::api::{
     Cadence, CreateScheduleRequest, Schedule, ScheduleDetail, ScheduleList, UpdateScheduleRequest,
 };
@@ -60,19 +61,49 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(shown(stored))))
 }
 
-/// The caller's schedules (an admin's: every one), by name.
+/// The caller's schedules (an admin's: every one), by name then id: every
+/// one without `limit` (as before paging existed), else a page of them.
 #[utoipa::path(get, path = "/api/schedules", tag = "schedules", security(("bearer" = [])),
-    responses((status = 200, body = ScheduleList)))]
+    params(ScheduleListQuery),
+    responses((status = 200, body = ScheduleList), (status = 422, body = ValidationBody)))]
 pub async fn list(
     State(state): State<AppState>,
     principal: Principal,
+    ApiQuery(q): ApiQuery<ScheduleListQuery>,
 ) -> Result<Json<ScheduleList>, ApiError> {
+    let (limit, cursor) = page_of(q.limit, q.cursor.as_deref())?;
     let owner = (!principal.is_admin()).then_some(principal.user_id);
     let client = state.db.client().await?;
-    let stored = schedules::list(&client, owner).await?;
+    let (stored, next) = schedules::list(&client, owner, limit, cursor.as_ref()).await?;
     Ok(Json(ScheduleList {
         schedules: stored.into_iter().map(shown).collect(),
+        next_cursor: next.map(|c| c.to_string()),
     }))
+}
+
+/// The page size (none: no bound; else 1 to 500) and the cursor (empty:
+/// the first page) of a schedule listing, or one 422 naming each bad one.
+fn page_of(
+    limit: Option<i64>,
+    cursor: Option<&str>,
+) -> Result<(Option<i64>, Option<ScheduleCursor>), ApiError> {
+    let mut problems = Vec::new();
+    if limit.is_some_and(|l| !(1..=MAX_PAGE_LIMIT).contains(&l)) {
+        problems.push(FieldError::query(
+            "limit",
+            format!("must be between 1 and {MAX_PAGE_LIMIT}"),
+        ));
+    }
+    let cursor = cursor
+        .filter(|c| !c.is_empty())
+        .map(str::parse::<ScheduleCursor>)
+        .transpose()
+        .unwrap_or_else(|()| {
+            problems.push(FieldError::query("cursor", "is not a cursor this API issued"));
+            None
+        });
+    valid(problems)?;
+    Ok((limit, cursor))
 }
 
 /// One schedule, its next five fire times and its last 20 runs.

@@ -4,9 +4,14 @@
 
 use super::{parse_json, parse_status, Cached, DbError};
 use crate::models::Job;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
+use orchestrator_shared::api::schedules::{MAX_CURSOR, MAX_NAME};
 use orchestrator_shared::api::{Overlap, RunOutcome, Schedule, ScheduleRun, SubmitRequest};
+use std::fmt;
+use std::str::FromStr;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
@@ -117,12 +122,86 @@ pub async fn get(client: &impl GenericClient, schedule_id: Uuid) -> Result<Store
         .ok_or_else(|| not_found(schedule_id))
 }
 
-/// Every schedule (of `owner` only, if given), by name.
-pub async fn list(client: &impl GenericClient, owner: Option<Uuid>) -> Result<Vec<StoredSchedule>, DbError> {
+/// Position in the by-name listing of schedules: the last schedule of a
+/// page. Both its name and its id are kept, so the next page starts right
+/// after it even if that schedule is renamed or deleted meanwhile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleCursor {
+    /// Name of the last schedule shown (1..=200 characters, no NUL, as the
+    /// table holds them: parsing refuses any other, so a cursor always
+    /// becomes a filter, never a database error).
+    pub name: String,
+    /// Its id (ties on the name are broken by id).
+    pub schedule_id: Uuid,
+}
+
+/// Written as URL-safe base64 without padding of the id's 16 bytes then
+/// the name's UTF-8 bytes: any name round-trips, and the text needs no
+/// escaping in a query string.
+impl fmt::Display for ScheduleCursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut bytes = self.schedule_id.as_bytes().to_vec();
+        bytes.extend_from_slice(self.name.as_bytes());
+        f.write_str(&URL_SAFE_NO_PAD.encode(bytes))
+    }
+}
+
+/// Parses a cursor as [`ScheduleCursor`]'s `Display` writes it; anything
+/// else (too long, not canonical base64, no name, a name that is not UTF-8,
+/// too long or with NUL) is refused: this API never issued it.
+impl FromStr for ScheduleCursor {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        if s.len() > MAX_CURSOR {
+            return Err(());
+        }
+        let bytes = URL_SAFE_NO_PAD.decode(s).map_err(|_| ())?;
+        let (id, name) = bytes.split_at_checked(16).ok_or(())?;
+        let name = std::str::from_utf8(name).map_err(|_| ())?;
+        if !(1..=MAX_NAME).contains(&name.chars().count()) || name.contains('\0') {
+            return Err(());
+        }
+        Ok(ScheduleCursor {
+            name: name.to_owned(),
+            schedule_id: Uuid::from_slice(id).map_err(|_| ())?,
+        })
+    }
+}
+
+/// A page of schedules (of `owner` only, if given) by name, then id, after
+/// `after`: at most `limit` (every one when `None`). Answers the page and
+/// the cursor of the next one (`None` at the end, and always without a
+/// limit).
+pub async fn list(
+    client: &impl GenericClient,
+    owner: Option<Uuid>,
+    limit: Option<i64>,
+    after: Option<&ScheduleCursor>,
+) -> Result<(Vec<StoredSchedule>, Option<ScheduleCursor>), DbError> {
+    // `LIMIT NULL` is no limit; one row more than asked tells whether
+    // another page follows.
     let sql = format!(
-        "SELECT {COLUMNS} FROM schedules WHERE ($1::uuid IS NULL OR owner = $1) ORDER BY name, schedule_id"
+        "SELECT {COLUMNS} FROM schedules
+          WHERE ($1::uuid IS NULL OR owner = $1)
+            AND ($2::text IS NULL OR (name, schedule_id) > ($2, $3::uuid))
+          ORDER BY name, schedule_id LIMIT $4"
     );
-    client.rows(&sql, &[&owner]).await?.iter().map(from_row).collect()
+    let name = after.map(|c| c.name.as_str());
+    let id = after.map(|c| c.schedule_id);
+    let peek = limit.map(|l| l.saturating_add(1));
+    let rows = client.rows(&sql, &[&owner, &name, &id, &peek]).await?;
+    let mut page = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
+    let next = match limit.and_then(|l| usize::try_from(l).ok()) {
+        Some(limit) if page.len() > limit => {
+            page.truncate(limit);
+            page.last().map(|s| ScheduleCursor {
+                name: s.schedule.name.clone(),
+                schedule_id: s.schedule.schedule_id,
+            })
+        }
+        _ => None,
+    };
+    Ok((page, next))
 }
 
 /// Replaces a schedule's fields (only if `owner` owns it, when given). A
@@ -319,4 +398,83 @@ pub async fn tag_job(client: &impl GenericClient, job: &mut Job, schedule_id: Uu
         .await?;
     job.schedule_id = Some(schedule_id);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn cursor(name: &str) -> ScheduleCursor {
+        ScheduleCursor {
+            name: name.to_owned(),
+            schedule_id: Uuid::new_v4(),
+        }
+    }
+
+    #[test]
+    fn names_that_need_escaping_round_trip_in_url_safe_text() {
+        let longest = "\u{10FFFF}".repeat(MAX_NAME);
+        for name in [
+            "a",
+            "with space",
+            "100%",
+            "a/b?c=d&e#f",
+            "ünïcødé 名前",
+            "+=_-",
+            &longest,
+        ] {
+            let c = cursor(name);
+            let text = c.to_string();
+            assert!(text.len() <= MAX_CURSOR, "{name}: {} chars", text.len());
+            assert!(
+                text.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+                "{text}"
+            );
+            assert_eq!(text.parse::<ScheduleCursor>(), Ok(c), "{name}");
+        }
+    }
+
+    #[test]
+    fn only_cursors_this_api_could_issue_parse() {
+        let id = Uuid::new_v4();
+        let encode = |bytes: &[u8]| URL_SAFE_NO_PAD.encode(bytes);
+        let with_name = |name: &[u8]| [id.as_bytes().as_slice(), name].concat();
+        let refused = [
+            String::new(),
+            "garbage!".to_owned(),
+            "not base64 at all".to_owned(),
+            encode(id.as_bytes()),
+            encode(&id.as_bytes()[..15]),
+            encode(&with_name(b"a\0b")),
+            encode(&with_name(&[0xff, 0xfe])),
+            encode(&with_name("x".repeat(MAX_NAME + 1).as_bytes())),
+            format!("{}=", encode(&with_name(b"ab"))),
+            "A".repeat(MAX_CURSOR + 1),
+        ];
+        for text in &refused {
+            assert!(text.parse::<ScheduleCursor>().is_err(), "{text:?}");
+        }
+        let padded_std = base64::engine::general_purpose::STANDARD.encode(with_name(b"ab?>"));
+        assert!(padded_std.contains(['+', '/', '=']), "{padded_std}");
+        assert!(padded_std.parse::<ScheduleCursor>().is_err(), "{padded_std}");
+    }
+
+    proptest! {
+        #[test]
+        fn any_stored_name_round_trips(name in "[^\u{0}]{1,200}", id in any::<u128>()) {
+            let c = ScheduleCursor { name, schedule_id: Uuid::from_u128(id) };
+            let text = c.to_string();
+            prop_assert!(text.len() <= MAX_CURSOR);
+            prop_assert_eq!(text.parse::<ScheduleCursor>(), Ok(c));
+        }
+
+        #[test]
+        fn what_parses_is_written_back_the_same(text in "[A-Za-z0-9_-]{0,64}") {
+            if let Ok(c) = text.parse::<ScheduleCursor>() {
+                prop_assert_eq!(c.to_string(), text);
+            }
+        }
+    }
 }

@@ -408,12 +408,41 @@ pub struct ScheduleDetail {
     pub runs: Vec<ScheduleRun>,
 }
 
-/// `GET /api/schedules`: the caller's schedules (an admin's: all), by name.
+/// `GET /api/schedules`: the caller's schedules (an admin's: all), by name
+/// (ties by id); every one of them unless `limit` was given.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ScheduleList {
     /// The schedules.
     pub schedules: Vec<Schedule>,
+    /// Pass as `cursor` for the next page; `null` on the last (and always
+    /// without `limit`). Read as `null` from a controller that predates
+    /// paging.
+    #[serde(default)]
+    pub next_cursor: Option<String>,
+}
+
+/// Longest cursor `GET /api/schedules` issues: URL-safe base64 (no
+/// padding) of a schedule id's 16 bytes and a name of at most
+/// [`MAX_NAME`] characters of up to 4 UTF-8 bytes each.
+pub const MAX_CURSOR: usize = (4 * (16 + 4 * MAX_NAME)).div_ceil(3);
+
+/// `GET /api/schedules` query. Both parameters are optional so that a
+/// client that sends neither still gets every schedule in one answer, as
+/// before paging existed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
+pub struct ScheduleListQuery {
+    /// Page size, 1..=500 (default: no bound, every schedule after
+    /// `cursor`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", param(minimum = 1, maximum = 500))]
+    pub limit: Option<i64>,
+    /// `next_cursor` of the previous page (empty: the first page).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", param(pattern = "^[A-Za-z0-9_-]*$", max_length = 1088))]
+    pub cursor: Option<String>,
 }
 
 #[cfg(test)]
@@ -473,6 +502,22 @@ mod tests {
         for bad in ["", "* * * *", "* * * * * * *", "0 0 31 2 *", "@reboot"] {
             assert!(Cadence::parse(bad, "UTC").is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_documented_cursor_bound_is_the_longest_cursor() {
+        assert_eq!(
+            MAX_CURSOR, 1088,
+            "the OpenAPI max_length of `cursor` and docs/api.md"
+        );
+    }
+
+    #[test]
+    fn a_list_without_next_cursor_reads_as_the_last_page() {
+        let list: ScheduleList = serde_json::from_value(json!({"schedules": []})).unwrap();
+        assert_eq!(list.next_cursor, None);
+        let sent = serde_json::to_value(&list).unwrap();
+        assert_eq!(sent, json!({"schedules": [], "next_cursor": null}));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! and across a restart, under each overlap policy and catch-up setting.
 
 use crate::helpers::{assert_shape, metric, validation_items};
-use integration_tests::{spawn_app, spawn_app_with, TestApp};
+use integration_tests::{spawn_app, spawn_app_with, Reply, TestApp};
 use orchestrator_shared::api::{Job, RunOutcome, Schedule, ScheduleDetail, ScheduleList};
 use orchestrator_shared::JobStatus;
 use serde_json::{json, Value};
@@ -283,6 +283,223 @@ async fn schedules_need_their_scopes_and_belong_to_their_owner() {
     let all: ScheduleList = assert_shape(&app.list_schedules(&app.admin_token).await.json);
     assert_eq!(all.schedules.len(), 1, "an admin sees every schedule");
     assert_eq!(app.get_schedule(&owner, id).await.status, 200);
+    app.stop().await;
+}
+
+/// `GET /api/schedules` with `query` (each pair percent-encoded) as
+/// `token`'s user.
+async fn list_with(app: &TestApp, token: &str, query: &[(&str, &str)]) -> Reply {
+    let mut path = "/api/schedules".to_owned();
+    if !query.is_empty() {
+        let mut url = reqwest::Url::parse("http://query.invalid/").unwrap_or_else(|e| panic!("{e}"));
+        url.query_pairs_mut().extend_pairs(query);
+        path = format!("{path}?{}", url.query().unwrap_or_default());
+    }
+    Reply::read(app.get(&path, token).await).await
+}
+
+/// One page read as `token`'s user with `query`, checked to be a 200 of
+/// exactly the list's fields.
+async fn page(app: &TestApp, token: &str, query: &[(&str, &str)]) -> ScheduleList {
+    let r = list_with(app, token, query).await;
+    assert_eq!(r.status, 200, "{query:?}: {}", r.text);
+    assert_shape(&r.json)
+}
+
+/// Every page of `limit` (from `cursor`, if given) as `token`'s user,
+/// concatenated; each page but the last is full and names a next cursor
+/// never seen before; the last one's is `null`.
+async fn every_page(app: &TestApp, token: &str, limit: usize, cursor: Option<String>) -> Vec<Schedule> {
+    let (mut all, mut cursor, mut seen) = (Vec::new(), cursor, BTreeSet::new());
+    let limit_text = limit.to_string();
+    loop {
+        let mut query = vec![("limit", limit_text.as_str())];
+        query.extend(cursor.as_deref().map(|c| ("cursor", c)));
+        let list = page(app, token, &query).await;
+        assert!(list.schedules.len() <= limit, "{query:?}");
+        all.extend(list.schedules.clone());
+        match list.next_cursor {
+            None => return all,
+            Some(next) => {
+                assert_eq!(list.schedules.len(), limit, "only the last page is short");
+                assert!(seen.insert(next.clone()), "cursor {next} issued twice");
+                cursor = Some(next);
+            }
+        }
+    }
+}
+
+/// Ids and names of `schedules`, in order.
+fn keys(schedules: &[Schedule]) -> Vec<(Uuid, String)> {
+    schedules
+        .iter()
+        .map(|s| (s.schedule_id, s.name.clone()))
+        .collect()
+}
+
+/// A schedule named `name` that fires at midnight (its next fire times do
+/// not move while a test lists it).
+fn named(name: &str) -> Value {
+    json!({"name": name, "cron": "0 0 * * *", "template": {"task_description": "x"}})
+}
+
+#[tokio::test]
+async fn pages_of_schedules_add_up_to_the_whole_list_in_order() {
+    let app = spawn_app().await;
+    let t = app.admin_token.clone();
+    // In this order under any collation: the digit after `s` decides, then
+    // a prefix sorts first; the same name twice is ordered by id.
+    let names = [
+        "s1 with  spaces",
+        "s2 100% sure",
+        "s3 a/b?c=d&e#f+g",
+        "s4 ünïcødé 名前",
+        "s5 shared",
+        "s5 shared",
+        "s5 shared prefix",
+    ];
+    for name in names {
+        create_ok(&app, &t, &named(name)).await;
+    }
+    let whole = page(&app, &t, &[]).await;
+    assert_eq!(
+        whole.next_cursor, None,
+        "without limit: every schedule, no cursor"
+    );
+    let listed: Vec<&str> = whole.schedules.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(listed, names);
+    let tie: Vec<Uuid> = whole.schedules[4..6].iter().map(|s| s.schedule_id).collect();
+    assert!(tie[0] < tie[1], "same name: by id");
+    for limit in [1, 2, 3, 7, 500] {
+        let paged = every_page(&app, &t, limit, None).await;
+        assert_eq!(keys(&paged), keys(&whole.schedules), "limit {limit}");
+    }
+    let first = page(&app, &t, &[("limit", "2"), ("cursor", "")]).await;
+    assert_eq!(
+        keys(&first.schedules),
+        keys(&whole.schedules[..2]),
+        "empty cursor: first page"
+    );
+    let cursor = first.next_cursor.unwrap_or_else(|| panic!("more follow"));
+    let rest = page(&app, &t, &[("cursor", &cursor)]).await;
+    assert_eq!(
+        keys(&rest.schedules),
+        keys(&whole.schedules[2..]),
+        "cursor alone: all the rest"
+    );
+    assert_eq!(rest.next_cursor, None);
+    // The cursor holds the name and id, not a reference to the row: the
+    // next page is the same after that schedule is renamed or deleted.
+    let last_shown = whole.schedules[1].schedule_id;
+    let renamed = app.update_schedule(&t, last_shown, &json!({"name": "zzz"})).await;
+    assert_eq!(renamed.status, 200, "{}", renamed.text);
+    assert_eq!(app.delete_schedule(&t, last_shown).await.status, 204);
+    let after = every_page(&app, &t, 2, Some(cursor)).await;
+    assert_eq!(keys(&after), keys(&whole.schedules[2..]));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn without_parameters_every_schedule_comes_in_one_answer() {
+    let app = spawn_app().await;
+    let t = app.admin_token.clone();
+    // More than the default page of `GET /api/jobs` (50): the listing has
+    // no bound unless asked for one.
+    for i in 0..60 {
+        create_ok(&app, &t, &named(&format!("n{i:02}"))).await;
+    }
+    let r = app.list_schedules(&t).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json["next_cursor"], Value::Null, "{}", r.text);
+    let whole: ScheduleList = assert_shape(&r.json);
+    assert_eq!(whole.schedules.len(), 60);
+    let paged = every_page(&app, &t, 500, None).await;
+    assert_eq!(keys(&paged), keys(&whole.schedules));
+    app.stop().await;
+}
+
+/// A query of `GET /api/schedules` and the `loc`s of the 422 it gets.
+type BadQuery<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str]);
+
+#[tokio::test]
+async fn bad_page_parameters_are_422_at_their_parameter() {
+    let app = spawn_app().await;
+    let t = app.admin_token.clone();
+    create_ok(&app, &t, &named("only")).await;
+    let nul_name = {
+        use base64::Engine;
+        let bytes = [Uuid::new_v4().as_bytes().as_slice(), b"a\0"].concat();
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    };
+    let too_long = "A".repeat(2000);
+    let cases: [BadQuery; 10] = [
+        (&[("limit", "0")], &["query.limit"]),
+        (&[("limit", "501")], &["query.limit"]),
+        (&[("limit", "x")], &["query.limit"]),
+        (&[("limit", "")], &["query.limit"]),
+        (&[("cursor", "garbage!")], &["query.cursor"]),
+        (&[("cursor", "%/+=")], &["query.cursor"]),
+        (&[("cursor", "AAAA")], &["query.cursor"]),
+        (&[("cursor", nul_name.as_str())], &["query.cursor"]),
+        (
+            &[("limit", "2"), ("cursor", too_long.as_str())],
+            &["query.cursor"],
+        ),
+        (
+            &[("limit", "0"), ("cursor", "garbage!")],
+            &["query.limit", "query.cursor"],
+        ),
+    ];
+    for (query, expected) in cases {
+        assert_eq!(locs(&list_with(&app, &t, query).await), expected, "{query:?}");
+    }
+    for limit in ["1", "500"] {
+        assert_eq!(page(&app, &t, &[("limit", limit)]).await.schedules.len(), 1);
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_openapi_document_shows_the_page_parameters() {
+    let app = spawn_app().await;
+    let r = app.get_open("/api/openapi.json").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let list = &r.json["paths"]["/api/schedules"]["get"];
+    let params: Vec<(&str, &str)> = list["parameters"]
+        .as_array()
+        .map(|ps| {
+            ps.iter()
+                .filter_map(|p| Some((p["name"].as_str()?, p["in"].as_str()?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(params, [("limit", "query"), ("cursor", "query")], "{list}");
+    assert!(list["responses"]["422"].is_object(), "{list}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_user_pages_through_their_own_schedules_only() {
+    let app = spawn_app().await;
+    let alice = app.user_token("sched-alice", &["jobs:write"]).await;
+    let bob = app.user_token("sched-bob", &["jobs:write"]).await;
+    let mut theirs = (BTreeSet::new(), BTreeSet::new());
+    for i in 0..3 {
+        theirs
+            .0
+            .insert(create_ok(&app, &alice, &named(&format!("n{i}"))).await);
+        theirs
+            .1
+            .insert(create_ok(&app, &bob, &named(&format!("n{i}"))).await);
+    }
+    for (token, own) in [(&alice, &theirs.0), (&bob, &theirs.1)] {
+        let paged = every_page(&app, token, 1, None).await;
+        let ids: Vec<Uuid> = paged.iter().map(|s| s.schedule_id).collect();
+        assert_eq!(ids.iter().copied().collect::<BTreeSet<_>>(), *own);
+        assert_eq!(ids.len(), own.len(), "no duplicates");
+    }
+    let all = every_page(&app, &app.admin_token, 2, None).await;
+    assert_eq!(all.len(), 6, "an admin pages through every schedule");
     app.stop().await;
 }
 
