@@ -3,15 +3,19 @@
 
 use super::Ctx;
 use crate::args::{CreateScheduleArgs, SchedulesCommand};
-use crate::client::Answer;
+use crate::client::{Answer, ApiClient};
 use crate::error::UsageError;
 use crate::input::{labels_map, placement};
 use crate::views;
-use anyhow::Result;
+use anyhow::{bail, Result};
+use orchestrator_shared::api::jobs::MAX_PAGE_LIMIT;
+use orchestrator_shared::api::schedules::ScheduleListQuery;
 use orchestrator_shared::api::{
     CreateScheduleRequest, Overlap, Schedule, ScheduleDetail, ScheduleList, SubmitRequest,
     UpdateScheduleRequest,
 };
+use serde_json::Value;
+use std::collections::HashSet;
 use uuid::Uuid;
 
 /// Runs a `schedules` subcommand.
@@ -26,12 +30,59 @@ pub async fn run(ctx: &Ctx, command: SchedulesCommand) -> Result<()> {
     }
 }
 
-/// `GET /api/schedules`.
+/// `GET /api/schedules`, every page: the caller's schedules, all of them.
 async fn list(ctx: &Ctx) -> Result<()> {
-    let list: Answer<ScheduleList> = ctx.client.get(&["api", "schedules"]).await?;
+    let list = fetch_all(&ctx.client).await?;
     ctx.out.show(&list, |list| {
         views::list_of(&list.schedules, views::SCHEDULE_COLUMNS, "no schedules")
     })
+}
+
+/// Every page of `GET /api/schedules` (of the largest size the controller
+/// allows, so a long list takes few requests) as one answer. A controller
+/// that predates paging answers everything with no `next_cursor`: one
+/// request, as before.
+async fn fetch_all(client: &ApiClient) -> Result<Answer<ScheduleList>> {
+    let mut seen = HashSet::new();
+    let mut all = None;
+    let mut cursor = None;
+    loop {
+        let query = ScheduleListQuery {
+            limit: Some(MAX_PAGE_LIMIT),
+            cursor,
+        };
+        let page: Answer<ScheduleList> = client.get_with(&["api", "schedules"], &query).await?;
+        let next = page.typed.next_cursor.clone();
+        let merged = merge_pages(all, page);
+        match next {
+            None => return Ok(merged),
+            Some(next) if !seen.insert(next.clone()) => {
+                bail!("the controller sent cursor {next} twice")
+            }
+            Some(next) => (all, cursor) = (Some(merged), Some(next)),
+        }
+    }
+}
+
+/// The pages read so far and the next one as one answer, in order, with
+/// the next page's `next_cursor`; its JSON is made of the schedules as
+/// sent (one page stays exactly as the server sent it).
+fn merge_pages(earlier: Option<Answer<ScheduleList>>, next: Answer<ScheduleList>) -> Answer<ScheduleList> {
+    let Some(mut all) = earlier else {
+        return next;
+    };
+    if let (Some(Value::Array(rows)), Some(Value::Array(more))) =
+        (all.raw.get_mut("schedules"), next.raw.get("schedules"))
+    {
+        rows.extend(more.iter().cloned());
+    }
+    if let Some(body) = all.raw.as_object_mut() {
+        let cursor = next.raw.get("next_cursor").cloned().unwrap_or(Value::Null);
+        body.insert("next_cursor".to_owned(), cursor);
+    }
+    all.typed.schedules.extend(next.typed.schedules);
+    all.typed.next_cursor = next.typed.next_cursor;
+    all
 }
 
 /// `GET /api/schedules/{id}`: the schedule, then its last runs.
@@ -109,6 +160,7 @@ async fn delete(ctx: &Ctx, schedule_id: Uuid) -> Result<()> {
 mod tests {
     use super::*;
     use crate::args::{Cli, Command};
+    use crate::client::query_pairs;
     use clap::Parser;
     use serde_json::json;
 
@@ -181,5 +233,71 @@ mod tests {
         }
         let twice = placed(&["--selector", "zone=a", "--selector", "zone=b"]);
         assert!(twice.is_err_and(|e| e.contains("zone")));
+    }
+
+    /// A page of schedules named `names`, as a controller sends it.
+    fn page(names: &[&str], next: Option<&str>) -> Answer<ScheduleList> {
+        let rows: Vec<Value> = names
+            .iter()
+            .map(|name| {
+                json!({"schedule_id": Uuid::new_v4(), "name": name, "cron": "0 0 * * *",
+                    "timezone": "UTC", "template": {"task_description": "x"}, "enabled": true,
+                    "overlap": "allow", "catch_up": false, "owner": Uuid::nil(),
+                    "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z",
+                    "next_fire_times": []})
+            })
+            .collect();
+        let raw = json!({"schedules": rows, "next_cursor": next});
+        let typed = serde_json::from_value(raw.clone()).unwrap_or_else(|e| panic!("{e}: {raw}"));
+        Answer {
+            status: 200,
+            raw,
+            typed,
+        }
+    }
+
+    fn names(list: &Answer<ScheduleList>) -> Vec<&str> {
+        list.typed.schedules.iter().map(|s| s.name.as_str()).collect()
+    }
+
+    #[test]
+    fn pages_are_merged_in_order_into_one_last_page() {
+        let one = page(&["a", "b"], None);
+        assert!(merge_pages(None, one.clone()) == one, "one page stays as sent");
+        let first = merge_pages(None, page(&["a", "b"], Some("c1")));
+        let both = merge_pages(Some(first), page(&["c"], None));
+        assert_eq!(names(&both), ["a", "b", "c"]);
+        assert_eq!(both.typed.next_cursor, None);
+        assert_eq!(both.raw["next_cursor"], Value::Null);
+        let raw_names: Vec<&str> = both.raw["schedules"]
+            .as_array()
+            .map(|rows| rows.iter().filter_map(|r| r["name"].as_str()).collect())
+            .unwrap_or_default();
+        assert_eq!(raw_names, ["a", "b", "c"], "--json shows every schedule as sent");
+    }
+
+    #[test]
+    fn a_list_from_a_controller_without_paging_reads_as_the_last_page() {
+        let mut old = page(&["a"], None);
+        if let Some(body) = old.raw.as_object_mut() {
+            body.remove("next_cursor");
+        }
+        let typed: ScheduleList = serde_json::from_value(old.raw).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(typed.next_cursor, None);
+    }
+
+    #[test]
+    fn each_page_asks_for_the_most_the_controller_allows() -> Result<()> {
+        let query = |cursor: Option<&str>| ScheduleListQuery {
+            limit: Some(MAX_PAGE_LIMIT),
+            cursor: cursor.map(str::to_owned),
+        };
+        let pair = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+        assert_eq!(query_pairs(&query(None))?, [pair("limit", "500")]);
+        assert_eq!(
+            query_pairs(&query(Some("c1")))?,
+            [pair("limit", "500"), pair("cursor", "c1")]
+        );
+        Ok(())
     }
 }
