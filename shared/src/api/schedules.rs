@@ -441,7 +441,10 @@ pub struct ScheduleListQuery {
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page (empty: the first page).
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", param(pattern = "^[A-Za-z0-9_-]*$", max_length = 1088))]
+    #[cfg_attr(
+        feature = "openapi",
+        param(pattern = "^([A-Za-z0-9_-]{22,1088})?$", max_length = 1088)
+    )]
     pub cursor: Option<String>,
 }
 

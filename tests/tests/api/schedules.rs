@@ -432,7 +432,7 @@ async fn bad_page_parameters_are_422_at_their_parameter() {
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
     };
     let too_long = "A".repeat(2000);
-    let cases: [BadQuery; 10] = [
+    let cases: [BadQuery; 9] = [
         (&[("limit", "0")], &["query.limit"]),
         (&[("limit", "501")], &["query.limit"]),
         (&[("limit", "x")], &["query.limit"]),
@@ -440,7 +440,6 @@ async fn bad_page_parameters_are_422_at_their_parameter() {
         (&[("cursor", "garbage!")], &["query.cursor"]),
         (&[("cursor", "%/+=")], &["query.cursor"]),
         (&[("cursor", "AAAA")], &["query.cursor"]),
-        (&[("cursor", nul_name.as_str())], &["query.cursor"]),
         (
             &[("limit", "2"), ("cursor", too_long.as_str())],
             &["query.cursor"],
@@ -456,6 +455,11 @@ async fn bad_page_parameters_are_422_at_their_parameter() {
     for limit in ["1", "500"] {
         assert_eq!(page(&app, &t, &[("limit", limit)]).await.schedules.len(), 1);
     }
+    // Of the documented shape but never issued (its name holds NUL, which
+    // no name can): still a position, so a client that follows the
+    // OpenAPI pattern never meets a 422.
+    let r = list_with(&app, &t, &[("limit", "2"), ("cursor", nul_name.as_str())]).await;
+    assert_eq!(r.status, 200, "{}", r.text);
     app.stop().await;
 }
 
