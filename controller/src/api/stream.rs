@@ -35,15 +35,27 @@ const RECHECK: Duration = Duration::from_secs(1);
 /// last event it received, which is a piece's `seq`.
 const LAST_EVENT_ID: &str = "Last-Event-ID";
 
+/// The header a reconnecting EventSource sends, for the OpenAPI document
+/// only: the handler reads it from the raw headers ([`last_event_id`]), to
+/// tell an absent header from a bad one.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)] // never built: it only describes the header
+struct ResumeHeader {
+    /// The `id` of the last event received (a piece's seq, a whole number
+    /// from 0): only the pieces after it, in the latest attempt, are sent;
+    /// empty or absent, all are. Anything else is a 422 at
+    /// `["header", "Last-Event-ID"]`.
+    #[param(rename = "Last-Event-ID", value_type = i64, required = false, minimum = 0)]
+    last_event_id: Option<i64>,
+}
+
 /// Streams one shard's output (replayed, then followed) until the job
 /// ends: `output` events, then one `end` event. A reconnecting client's
 /// `Last-Event-ID` skips the pieces it already has.
 #[utoipa::path(get, path = "/api/jobs/{job_id}/output/stream", tag = "jobs", security(("bearer" = [])),
     params(("job_id" = Uuid, Path), StreamQuery,
-           ("Last-Event-ID" = Option<String>, Header,
-            description = "The `id` of the last event received (a piece's seq, a whole number from 0): only \
-                           the pieces after it, in the latest attempt, are sent; empty or absent, all are. \
-                           Anything else is a 422 at [\"header\", \"Last-Event-ID\"]")),
+           ResumeHeader),
     responses((status = 200, content_type = "text/event-stream", body = orchestrator_shared::api::OutputStreamEvent,
                 description = "Server-Sent Events, each of one of two kinds: `output` events (OutputSseEvent: id the \
                                piece's seq, data an OutputEvent as JSON), then one `end` event (EndSseEvent: data an \
@@ -214,6 +226,25 @@ fn output_event(piece: Piece) -> Event {
 mod tests {
     use super::*;
     use axum::http::HeaderValue;
+
+    /// The OpenAPI document promises only what the handler accepts: a
+    /// whole number from 0, optional, never `null` (a fuzzer sent the text
+    /// `null` to a nullable declaration and got the 422).
+    #[test]
+    fn the_documented_header_is_an_optional_whole_number_from_0() {
+        use utoipa::OpenApi;
+        let doc =
+            serde_json::to_value(crate::api::openapi::ApiDoc::openapi()).expect("the document serializes");
+        let params = &doc["paths"]["/api/jobs/{job_id}/output/stream"]["get"]["parameters"];
+        let header = params
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["in"] == "header"))
+            .expect("the header is documented");
+        assert_eq!(header["name"], "Last-Event-ID", "{header}");
+        assert_eq!(header["required"], false, "{header}");
+        assert_eq!(header["schema"]["type"], "integer", "{header}");
+        assert_eq!(header["schema"]["minimum"], 0, "{header}");
+    }
 
     /// `Last-Event-ID` headers holding `values`, read as the stream does.
     fn read(values: &[&[u8]]) -> Result<Option<i64>, FieldError> {
