@@ -183,11 +183,7 @@ impl Follow {
 fn last_event_id(headers: &HeaderMap) -> Result<Option<i64>, FieldError> {
     let mut values = headers.get_all(LAST_EVENT_ID).iter();
     let (value, more) = (values.next(), values.next());
-    let problem = |msg: &str| FieldError {
-        loc: vec!["header".to_owned(), LAST_EVENT_ID.to_owned()],
-        msg: msg.to_owned(),
-        kind: "value_error".to_owned(),
-    };
+    let problem = |msg: &str| FieldError::header(LAST_EVENT_ID, msg);
     if more.is_some() {
         return Err(problem("must be sent at most once"));
     }

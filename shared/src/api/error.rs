@@ -50,6 +50,11 @@ impl FieldError {
         Self::value_error(vec!["path".to_owned(), field.to_owned()], msg)
     }
 
+    /// A violation in a request header (`Last-Event-ID`).
+    pub fn header(name: &str, msg: impl Into<String>) -> Self {
+        Self::value_error(vec!["header".to_owned(), name.to_owned()], msg)
+    }
+
     /// The location joined with dots (`body.jobs.3.priority`), for people.
     pub fn location(&self) -> String {
         self.loc.join(".")
