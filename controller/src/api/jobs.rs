@@ -21,6 +21,7 @@ use orchestrator_shared::api::{
     SubmitRequest,
 };
 use orchestrator_shared::JobStatus;
+use std::str::FromStr;
 use uuid::Uuid;
 
 /// The stored form of a submission that broke no rule (422 otherwise).
@@ -271,23 +272,28 @@ pub(super) fn page_of(
     cursor: Option<&str>,
 ) -> Result<(i64, Option<JobCursor>), ApiError> {
     let limit = limit.unwrap_or(DEFAULT_PAGE_LIMIT);
-    if !(1..=MAX_PAGE_LIMIT).contains(&limit) {
-        return Err(ApiError::Validation(vec![FieldError::query(
-            "limit",
-            format!("must be between 1 and {MAX_PAGE_LIMIT}"),
-        )]));
+    if let Some(problem) = limit_problem(limit) {
+        return Err(ApiError::Validation(vec![problem]));
     }
-    let cursor = cursor
-        .filter(|c| !c.is_empty())
-        .map(str::parse::<JobCursor>)
-        .transpose()
-        .map_err(|()| {
-            ApiError::Validation(vec![FieldError::query(
-                "cursor",
-                "is not a cursor this API issued",
-            )])
-        })?;
+    let cursor = cursor_of(cursor).map_err(|problem| ApiError::Validation(vec![problem]))?;
     Ok((limit, cursor))
+}
+
+/// The page-size rule of every listing (jobs, search, schedules): 1 to
+/// [`MAX_PAGE_LIMIT`]; the 422 item when `limit` breaks it.
+pub(super) fn limit_problem(limit: i64) -> Option<FieldError> {
+    (!(1..=MAX_PAGE_LIMIT).contains(&limit))
+        .then(|| FieldError::query("limit", format!("must be between 1 and {MAX_PAGE_LIMIT}")))
+}
+
+/// A listing's `cursor`: absent or empty, the first page; else the
+/// position it names, or the 422 item when it is none this API issued.
+pub(super) fn cursor_of<C: FromStr<Err = ()>>(cursor: Option<&str>) -> Result<Option<C>, FieldError> {
+    cursor
+        .filter(|c| !c.is_empty())
+        .map(str::parse::<C>)
+        .transpose()
+        .map_err(|()| FieldError::query("cursor", "is not a cursor this API issued"))
 }
 
 /// The `schedule` filter of `GET /api/jobs`: a schedule's id; empty or

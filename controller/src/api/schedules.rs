@@ -2,8 +2,9 @@
 //! included), delete. As with jobs, users see their own schedules and
 //! admins every one (another user's is a 404, so ids do not leak).
 
-use super::error::{valid, ApiError, ErrorBody, FieldError, ValidationBody};
+use super::error::{valid, ApiError, ErrorBody, ValidationBody};
 use super::extract::{ApiJson, ApiPath, ApiQuery, Principal};
+use super::jobs::{cursor_of, limit_problem};
 use super::AppState;
 use crate::db::schedules::{self, ScheduleCursor, ScheduleFields, StoredSchedule};
 use crate::db::DbError;
@@ -12,7 +13,6 @@ use axum::http::StatusCode;
 use axum::Json;
 use chrono::Utc;
 use deadpool_postgres::GenericClient;
-use orchestrator_shared::api::jobs::MAX_PAGE_LIMIT;
 use orchestrator_shared::api::schedules::{ScheduleListQuery, NEXT_FIRES, RECENT_RUNS};
 use orchestrator_shared::api::{
     Cadence, CreateScheduleRequest, Schedule, ScheduleDetail, ScheduleList, UpdateScheduleRequest,
@@ -87,22 +87,17 @@ fn page_of(
     limit: Option<i64>,
     cursor: Option<&str>,
 ) -> Result<(Option<i64>, Option<ScheduleCursor>), ApiError> {
-    let mut problems = Vec::new();
-    if limit.is_some_and(|l| !(1..=MAX_PAGE_LIMIT).contains(&l)) {
-        problems.push(FieldError::query(
-            "limit",
-            format!("must be between 1 and {MAX_PAGE_LIMIT}"),
-        ));
-    }
-    let cursor = cursor
-        .filter(|c| !c.is_empty())
-        .map(str::parse::<ScheduleCursor>)
-        .transpose()
-        .unwrap_or_else(|()| {
-            problems.push(FieldError::query("cursor", "is not a cursor this API issued"));
-            None
-        });
-    valid(problems)?;
+    let (cursor, bad_cursor) = match cursor_of(cursor) {
+        Ok(cursor) => (cursor, None),
+        Err(problem) => (None, Some(problem)),
+    };
+    valid(
+        limit
+            .and_then(limit_problem)
+            .into_iter()
+            .chain(bad_cursor)
+            .collect(),
+    )?;
     Ok((limit, cursor))
 }
 
