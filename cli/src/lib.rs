@@ -9,8 +9,6 @@
 //!   the contract's types (`orchestrator_shared::api`), error answers.
 //! - [`config`]: where the config file is, reading and writing it (0600), and
 //!   how the URL and token are chosen.
-//! - [`extensions`]: the search and bulk-cancel types, which
-//!   `orchestrator_shared::api` does not define.
 //! - [`error`]: [`error::ApiError`], [`error::UsageError`] and the exit status.
 //! - [`input`]: labels and worker ids as typed by the user (ids checked with
 //!   the contract's rule).
@@ -29,7 +27,6 @@ pub mod client;
 pub mod commands;
 pub mod config;
 pub mod error;
-pub mod extensions;
 #[cfg(test)]
 mod fixtures;
 pub mod input;

@@ -2,11 +2,10 @@
 //! answer's fields in its struct's order (the contract's); tables pick
 //! columns, each a function of the typed row. Pure functions.
 
-use crate::extensions::{CancelBatchResult, SearchPage};
 use crate::render::{decimal, job_output, key_values, one_line, optional, table, text, time, Column, EMPTY};
 use orchestrator_shared::api::{
-    AgentCredential, Isolation, Job, JobEvent, JobOutput, Resources, Schedule, ScheduleRun, TokenResponse,
-    UserAccount, UserUsage, Worker,
+    AgentCredential, CancelBatchResult, Isolation, Job, JobEvent, JobOutput, Resources, Schedule,
+    ScheduleRun, SearchPage, TokenResponse, UserAccount, UserUsage, Worker,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -303,7 +302,7 @@ mod tests {
         let reason = format!("Job {gone} not found, a reason longer than a table cell");
         let result = CancelBatchResult {
             cancelled: vec![Uuid::from_u128(1)],
-            refused: vec![crate::extensions::CancelRefusal {
+            refused: vec![orchestrator_shared::api::CancelRefusal {
                 job_id: gone,
                 detail: reason.clone(),
             }],

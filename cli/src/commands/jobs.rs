@@ -4,7 +4,6 @@ use super::Ctx;
 use crate::args::{CancelArgs, ListArgs, LogsArgs, SearchArgs, SubmitArgs};
 use crate::client::{Answer, ApiClient};
 use crate::error::UsageError;
-use crate::extensions::{CancelBatchRequest, CancelBatchResult, SearchPage, SearchQuery, MAX_CANCEL_BATCH};
 use crate::input::{labels_map, placement};
 use crate::output::note;
 use crate::render::job_output;
@@ -12,7 +11,10 @@ use crate::views;
 use crate::wait::{self, Progress, WaitPolicy};
 use anyhow::{bail, Context, Result};
 use chrono::SecondsFormat;
-use orchestrator_shared::api::{EventList, Job, JobOutput, JobPage, ListQuery, OutputQuery, SubmitRequest};
+use orchestrator_shared::api::{
+    CancelBatchRequest, CancelBatchResult, EventList, Job, JobOutput, JobPage, ListQuery, OutputQuery,
+    SearchPage, SearchQuery, SubmitRequest, MAX_CANCEL_BATCH,
+};
 use orchestrator_shared::JobStatus;
 use serde_json::{json, Value};
 use std::collections::HashSet;

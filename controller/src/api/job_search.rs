@@ -3,92 +3,22 @@
 //! (`GET /api/jobs/search`), and the cancellation of many jobs at once
 //! (`POST /api/jobs/cancel_batch`), each job in its own transaction exactly
 //! as `POST /api/jobs/{job_id}/cancel` does it. Visibility is the same:
-//! a user finds and cancels only their own jobs; an admin any.
+//! a user finds and cancels only their own jobs; an admin any. Their wire
+//! types are `orchestrator_shared::api::search`'s, which the CLI reads too.
 
-use super::error::{ApiError, FieldError};
+use super::error::{valid, ApiError, FieldError};
 use super::extract::{ApiJson, ApiQuery, Principal};
 use super::jobs::{cancel_visible, page_of};
 use super::supervisor::parse_filter;
 use super::AppState;
 use crate::db::jobs::{self, JobSearch};
-use crate::models::Job;
 use axum::extract::State;
 use axum::Json;
 use chrono::{DateTime, Utc};
+use orchestrator_shared::api::{
+    CancelBatchRequest, CancelBatchResult, CancelRefusal, SearchPage, SearchQuery,
+};
 use orchestrator_shared::JobStatus;
-use serde::{Deserialize, Serialize};
-use uuid::Uuid;
-
-/// Most jobs one bulk cancel names: a page of the largest size.
-pub const MAX_BATCH_CANCEL: usize = 500;
-
-/// The query of `GET /api/jobs/search`; every filter is optional.
-#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct SearchQuery {
-    /// A job status (§9).
-    #[param(value_type = Option<JobStatus>)]
-    pub status: Option<String>,
-    /// The submitter's user name (exact).
-    #[param(min_length = 1, pattern = "^[^\\u0000]+$")]
-    pub user: Option<String>,
-    /// One label as `key=value`: only jobs carrying it.
-    #[param(pattern = "^[^=\\u0000]+=[^\\u0000]*$")]
-    pub label: Option<String>,
-    /// Created at or after this time (RFC 3339).
-    #[param(value_type = Option<String>, format = DateTime)]
-    pub since: Option<String>,
-    /// Created before this time (RFC 3339).
-    #[param(value_type = Option<String>, format = DateTime)]
-    pub until: Option<String>,
-    /// A worker id: only jobs one of whose shards it took.
-    #[param(min_length = 1, pattern = "^[^\\u0000]+$")]
-    pub worker: Option<String>,
-    /// Page size, 1 to 500 (default 50).
-    #[param(minimum = 1, maximum = 500)]
-    pub limit: Option<i64>,
-    /// A `next_cursor` of an earlier page of the same search.
-    #[param(pattern = "^([0-9]{1,17}_[0-9a-f]{32})?$")]
-    pub cursor: Option<String>,
-}
-
-/// A page of a search.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct SearchPage {
-    /// Newest first.
-    pub jobs: Vec<Job>,
-    /// Pass as `cursor` for the next page; `null` on the last.
-    pub next_cursor: Option<String>,
-    /// How many jobs match the filters in all (every page).
-    pub total: i64,
-}
-
-/// The body of `POST /api/jobs/cancel_batch`.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CancelBatchRequest {
-    /// The jobs to cancel: 1 to 500 ids.
-    #[schema(min_items = 1, max_items = 500)]
-    pub job_ids: Vec<Uuid>,
-}
-
-/// A job a bulk cancel left as it was, and why.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct CancelRefusal {
-    /// The job.
-    pub job_id: Uuid,
-    /// What `POST /api/jobs/{job_id}/cancel` would have answered.
-    pub detail: String,
-}
-
-/// What a bulk cancel did.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct CancelBatchResult {
-    /// Jobs now cancelled.
-    pub cancelled: Vec<Uuid>,
-    /// Jobs left as they were (finished already, unknown or not the caller's).
-    pub refused: Vec<CancelRefusal>,
-}
 
 /// Jobs matching every given filter, newest first, with the total count.
 #[utoipa::path(get, path = "/api/jobs/search", tag = "jobs", security(("bearer" = [])), params(SearchQuery),
@@ -161,12 +91,7 @@ pub async fn cancel_batch(
     principal: Principal,
     ApiJson(req): ApiJson<CancelBatchRequest>,
 ) -> Result<Json<CancelBatchResult>, ApiError> {
-    if req.job_ids.is_empty() || req.job_ids.len() > MAX_BATCH_CANCEL {
-        return Err(ApiError::Validation(vec![FieldError::body(
-            "job_ids",
-            format!("must name 1 to {MAX_BATCH_CANCEL} jobs"),
-        )]));
-    }
+    valid(req.problems())?;
     let mut result = CancelBatchResult {
         cancelled: Vec::new(),
         refused: Vec::new(),

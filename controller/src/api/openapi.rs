@@ -16,8 +16,9 @@ use orchestrator_shared::api::{
     UpdateUserRequest, UserAccount, UserList, UserUsage, ValidationBody, WorkClass, WorkClasses, Worker,
 };
 use orchestrator_shared::api::{
-    CreateScheduleRequest, GraphEdge, GraphNode, JobGraph, Overlap, RunOutcome, Schedule, ScheduleDetail,
-    ScheduleList, ScheduleRun, UpdateScheduleRequest,
+    CancelBatchRequest, CancelBatchResult, CancelRefusal, CreateScheduleRequest, GraphEdge, GraphNode,
+    JobGraph, Overlap, RunOutcome, Schedule, ScheduleDetail, ScheduleList, ScheduleRun, SearchPage,
+    UpdateScheduleRequest,
 };
 use orchestrator_shared::{JobStatus, WorkerStatus};
 use utoipa::openapi::content::ContentBuilder;
@@ -199,8 +200,8 @@ fn error_answer(schema: &str, description: &str) -> RefOr<Response> {
         Overlap, RunOutcome, JobGraph, GraphNode, GraphEdge,
         IssuedCredential, ShardWork, Resources, Isolation, OutputChunk, OutputStored, OutputStream,
         OutputEvent, OutputEnd, OutputStreamEvent, OutputSseEvent, EndSseEvent, OutputEventName, EndEventName,
-        allocation_list::AllocationList, job_search::SearchPage, job_search::CancelBatchRequest, job_search::CancelBatchResult,
-        job_search::CancelRefusal, session::SessionResponse, stats::Timeline, stats::Overview, stats::OverviewSseEvent, stats::OverviewEventName, crate::db::timeline::TimelinePoint,
+        allocation_list::AllocationList, SearchPage, CancelBatchRequest, CancelBatchResult,
+        CancelRefusal, session::SessionResponse, stats::Timeline, stats::Overview, stats::OverviewSseEvent, stats::OverviewEventName, crate::db::timeline::TimelinePoint,
     )),
     modifiers(&BearerScheme, &StandardErrors, &ScheduleLinks),
     tags((name = "auth"), (name = "supervisor"), (name = "resources"), (name = "jobs"), (name = "schedules"), (name = "ops"), (name = "agents")),

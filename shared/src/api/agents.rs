@@ -2,7 +2,7 @@
 //! claims) and the token an admin issues them. An extension of the
 //! original contract.
 
-use super::error::{check_no_nul, FieldError};
+use super::error::{check_no_nul, count_problem, FieldError};
 use super::jobs::check_labels;
 use super::limits::{Isolation, Resources};
 use super::workers::Worker;
@@ -330,12 +330,8 @@ impl ClaimBatchRequest {
     /// and between 1 and [`MAX_CLAIMS_PER_REQUEST`] claims.
     pub fn problems(&self) -> Vec<FieldError> {
         let mut problems = worker_id_problems(&self.worker_id);
-        if self.claims.is_empty() || self.claims.len() > MAX_CLAIMS_PER_REQUEST {
-            problems.push(FieldError::body(
-                "claims",
-                format!("must hold 1 to {MAX_CLAIMS_PER_REQUEST} claims"),
-            ));
-        }
+        let (len, max) = (self.claims.len(), MAX_CLAIMS_PER_REQUEST);
+        problems.extend(count_problem("claims", len, max, "hold", "claims"));
         problems
     }
 }

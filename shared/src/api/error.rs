@@ -102,6 +102,19 @@ pub(crate) fn check_range(errors: &mut Vec<FieldError>, field: &str, value: i64,
     }
 }
 
+/// The `value_error` on body field `field`, a list of `len` entries,
+/// unless it holds 1 to `max` of them (`must hold 1 to 500 claims`: `verb`
+/// then `noun`): the one bound check of the batch requests' lists.
+pub(crate) fn count_problem(
+    field: &str,
+    len: usize,
+    max: usize,
+    verb: &str,
+    noun: &str,
+) -> Option<FieldError> {
+    (len == 0 || len > max).then(|| FieldError::body(field, format!("must {verb} 1 to {max} {noun}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,6 +136,19 @@ mod tests {
             // `\PC` draws no control character, so only the inserted text holds a NUL.
             prop_assert_eq!(errors.len(), usize::from(nul));
             prop_assert!(errors.iter().all(|e| e.location() == "body.f" && e.msg == NO_NUL));
+        }
+    }
+
+    #[test]
+    fn a_list_must_hold_1_to_its_bound() {
+        let problem = |len| count_problem("claims", len, 500, "hold", "claims");
+        assert_eq!((problem(1), problem(500)), (None, None));
+        for len in [0, 501] {
+            let e = problem(len).unwrap();
+            assert_eq!(
+                (e.location(), e.msg.as_str()),
+                ("body.claims".to_owned(), "must hold 1 to 500 claims")
+            );
         }
     }
 

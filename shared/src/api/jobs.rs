@@ -1,7 +1,7 @@
 //! `/api/jobs*`: what a submission may hold, and how jobs, their pages,
 //! transitions and output look.
 
-use super::error::{check_no_nul, check_range, FieldError};
+use super::error::{check_no_nul, check_range, count_problem, FieldError};
 use super::limits::{check_limits, Resources};
 use super::{number, Labels};
 use crate::JobStatus;
@@ -441,11 +441,8 @@ impl BatchRequest {
     /// Every rule the batch breaks, each located at its job
     /// (`["body", "jobs", "3", "priority"]`).
     pub fn problems(&self) -> Vec<FieldError> {
-        if self.jobs.is_empty() || self.jobs.len() > MAX_BATCH {
-            return vec![FieldError::body(
-                "jobs",
-                format!("must hold 1 to {MAX_BATCH} jobs"),
-            )];
+        if let Some(problem) = count_problem("jobs", self.jobs.len(), MAX_BATCH, "hold", "jobs") {
+            return vec![problem];
         }
         let located = |(i, job): (usize, &SubmitRequest)| {
             job.problems().into_iter().map(move |mut e| {

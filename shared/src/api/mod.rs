@@ -18,6 +18,7 @@
 //! - [`auth`]: login, the caller's identity, managing users.
 //! - [`agents`]: what worker agents send and receive over HTTP.
 //! - [`schedules`]: schedules (a job template on a cron expression) and their runs.
+//! - [`search`]: the jobs search (filters and a total) and the bulk cancel.
 
 pub mod agents;
 pub mod auth;
@@ -31,6 +32,7 @@ pub mod resources;
 pub mod schedules;
 #[cfg(feature = "openapi")]
 mod schema;
+pub mod search;
 pub mod workers;
 
 pub use agents::{
@@ -58,6 +60,9 @@ pub use resources::{
 pub use schedules::{
     Cadence, CreateScheduleRequest, Overlap, RunOutcome, Schedule, ScheduleDetail, ScheduleList, ScheduleRun,
     UpdateScheduleRequest,
+};
+pub use search::{
+    CancelBatchRequest, CancelBatchResult, CancelRefusal, SearchPage, SearchQuery, MAX_CANCEL_BATCH,
 };
 pub use workers::{DurationStats, FleetStats, Worker, WorkerFilter, WorkerList};
 
