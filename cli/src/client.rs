@@ -1,5 +1,6 @@
-//! The HTTP client: builds route URLs, sends the bearer token, and turns
-//! error answers into [`ApiError`]s.
+//! The HTTP client: builds route URLs, sends the bearer token, turns
+//! error answers into [`ApiError`]s, and reads every page of a paged list
+//! ([`every_page`]).
 //!
 //! The controller may be given as a comma-separated list of its replicas'
 //! URLs: a request that cannot connect to one is sent to the next (it never
@@ -9,6 +10,7 @@
 
 use crate::error::{ApiError, TlsRefused, UnexpectedAnswer, UsageError};
 use anyhow::{anyhow, bail, Context, Result};
+use orchestrator_shared::api::{Job, JobPage, Schedule, ScheduleList};
 use orchestrator_shared::replicas::{self, Failover, Preferred};
 use orchestrator_shared::tls::{tls_failure, CaBundle};
 use reqwest::header::RETRY_AFTER;
@@ -16,6 +18,8 @@ use reqwest::{Method, RequestBuilder, StatusCode, Url};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
+use std::collections::HashSet;
+use std::future::Future;
 use std::num::NonZeroUsize;
 use std::path::Path;
 use std::sync::Arc;
@@ -225,6 +229,84 @@ impl ApiClient {
     }
 }
 
+/// A list answer that comes in pages linked by `next_cursor`
+/// (`GET /api/jobs`, `GET /api/schedules`), so that [`every_page`] reads
+/// every page of any of them with one loop.
+pub trait Paged {
+    /// What the page lists.
+    type Row;
+    /// The body's key of the page's rows (`jobs`, `schedules`).
+    const ROWS: &'static str;
+    /// The page's rows, and where the next page starts (`None` on the
+    /// last), for [`every_page`] to follow and append to.
+    fn rows_and_cursor(&mut self) -> (&mut Vec<Self::Row>, &mut Option<String>);
+}
+
+impl Paged for JobPage {
+    type Row = Job;
+    const ROWS: &'static str = "jobs";
+    fn rows_and_cursor(&mut self) -> (&mut Vec<Job>, &mut Option<String>) {
+        (&mut self.jobs, &mut self.next_cursor)
+    }
+}
+
+impl Paged for ScheduleList {
+    type Row = Schedule;
+    const ROWS: &'static str = "schedules";
+    fn rows_and_cursor(&mut self) -> (&mut Vec<Schedule>, &mut Option<String>) {
+        (&mut self.schedules, &mut self.next_cursor)
+    }
+}
+
+/// Every page of a paged list from the one at cursor `first` on, as one
+/// answer (see [`merge_pages`]); `fetch` reads the page at a cursor. A
+/// cursor the controller sends twice is an error, not an endless loop.
+pub async fn every_page<T, F, Fut>(first: Option<String>, mut fetch: F) -> Result<Answer<T>>
+where
+    T: Paged,
+    F: FnMut(Option<String>) -> Fut,
+    Fut: Future<Output = Result<Answer<T>>>,
+{
+    let mut seen = HashSet::new();
+    let mut all = None;
+    let mut cursor = first;
+    loop {
+        let mut page = fetch(cursor).await?;
+        let next = page.typed.rows_and_cursor().1.clone();
+        let merged = merge_pages(all, page);
+        match next {
+            None => return Ok(merged),
+            Some(next) if !seen.insert(next.clone()) => {
+                bail!("the controller sent cursor {next} twice")
+            }
+            Some(next) => (all, cursor) = (Some(merged), Some(next)),
+        }
+    }
+}
+
+/// The pages read so far and the next one as one answer, in order, with
+/// the next page's `next_cursor`; its JSON is made of the rows as sent
+/// (one page stays exactly as the server sent it).
+fn merge_pages<T: Paged>(earlier: Option<Answer<T>>, mut next: Answer<T>) -> Answer<T> {
+    let Some(mut all) = earlier else {
+        return next;
+    };
+    if let (Some(Value::Array(rows)), Some(Value::Array(more))) =
+        (all.raw.get_mut(T::ROWS), next.raw.get(T::ROWS))
+    {
+        rows.extend(more.iter().cloned());
+    }
+    if let Some(body) = all.raw.as_object_mut() {
+        let cursor = next.raw.get("next_cursor").cloned().unwrap_or(Value::Null);
+        body.insert("next_cursor".to_owned(), cursor);
+    }
+    let (rows, cursor) = all.typed.rows_and_cursor();
+    let (more, last) = next.typed.rows_and_cursor();
+    rows.append(more);
+    *cursor = last.take();
+    all
+}
+
 /// What a failed request means for the replica that gave it: a refused
 /// TLS handshake or no connection never reached it; a timeout or a lost
 /// connection may have; an error answer is by its status.
@@ -357,7 +439,7 @@ fn fallback_detail(status: u16, text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use orchestrator_shared::api::{Job, ListQuery, WorkerFilter, WorkerList};
+    use orchestrator_shared::api::{ListQuery, WorkerFilter, WorkerList};
     use serde_json::json;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
@@ -453,6 +535,83 @@ mod tests {
             answer.map(|a| (a.status, a.typed.total, a.raw)),
             Some((201, 0, reply.body))
         );
+    }
+
+    /// A page of jobs with ids `ids`, as the controller sends it.
+    fn job_page(ids: &[u128], next: Option<&str>) -> Answer<JobPage> {
+        let job = |id: &u128| Job {
+            job_id: uuid::Uuid::from_u128(*id),
+            ..crate::fixtures::job(orchestrator_shared::JobStatus::Queued)
+        };
+        let typed = JobPage {
+            jobs: ids.iter().map(job).collect(),
+            next_cursor: next.map(str::to_owned),
+        };
+        let raw = serde_json::to_value(&typed).unwrap_or_default();
+        Answer {
+            status: 200,
+            raw,
+            typed,
+        }
+    }
+
+    /// Reads every page from `first` on out of `pages` (keyed by cursor),
+    /// and the cursors asked for, in order.
+    async fn read_all(
+        pages: &[(Option<&str>, Answer<JobPage>)],
+        first: Option<&str>,
+    ) -> (Result<Answer<JobPage>>, Vec<Option<String>>) {
+        let asked = std::cell::RefCell::new(Vec::new());
+        let fetch = |cursor: Option<String>| {
+            asked.borrow_mut().push(cursor.clone());
+            let page = pages.iter().find(|(c, _)| c.map(str::to_owned) == cursor);
+            let page = page.map(|(_, page)| page.clone());
+            async move { page.context("no such page") }
+        };
+        let all = every_page(first.map(str::to_owned), fetch).await;
+        (all, asked.into_inner())
+    }
+
+    #[tokio::test]
+    async fn every_page_is_read_from_the_first_cursor_into_one_last_page() -> Result<()> {
+        let pages = [
+            (Some("c0"), job_page(&[1, 2], Some("c1"))),
+            (Some("c1"), job_page(&[3], Some("c2"))),
+            (Some("c2"), job_page(&[], None)),
+        ];
+        let (all, asked) = read_all(&pages, Some("c0")).await;
+        let all = all?;
+        let cursors = ["c0", "c1", "c2"].map(|c| Some(c.to_owned()));
+        assert_eq!(asked, cursors);
+        let ids: Vec<u128> = all.typed.jobs.iter().map(|j| j.job_id.as_u128()).collect();
+        assert_eq!((ids, all.typed.next_cursor.clone()), (vec![1, 2, 3], None));
+        let expected = serde_json::to_value(&all.typed)?;
+        assert_eq!(all.raw, expected, "--json shows every job as sent, then null");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_single_page_stays_as_sent() -> Result<()> {
+        let mut one = job_page(&[1], None);
+        if let Some(body) = one.raw.as_object_mut() {
+            body.insert("extra".to_owned(), json!(true));
+        }
+        let (all, asked) = read_all(&[(None, one.clone())], None).await;
+        assert!(all? == one, "one page stays as sent");
+        assert_eq!(asked, [None]);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_cursor_sent_twice_ends_the_reading() {
+        let pages = [
+            (None, job_page(&[1], Some("c1"))),
+            (Some("c1"), job_page(&[2], Some("c1"))),
+        ];
+        let (all, asked) = read_all(&pages, None).await;
+        let text = all.err().map(|e| e.to_string()).unwrap_or_default();
+        assert_eq!(text, "the controller sent cursor c1 twice");
+        assert_eq!(asked, [None, Some("c1".to_owned())]);
     }
 
     #[test]

@@ -4,6 +4,8 @@
 //! in all; a filter the server would refuse is a usage error and nothing is
 //! sent; `cancel` of several ids cancels those it can, prints each refusal
 //! with its reason and exits 1; `cancel` of one id does what it always did.
+//! `list --all-pages` and `schedules list`, which read page after page,
+//! print one list of the rows as the server sent them.
 
 use integration_tests::{spawn_app, TestApp};
 use serde_json::{json, Value};
@@ -233,5 +235,57 @@ async fn cancel_of_one_id_shows_the_job_as_it_always_did() {
     let answer: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
     assert_eq!(answer["job_id"], other.to_string(), "the Job: {answer}");
     assert_eq!(answer["status"], "cancelled", "{answer}");
+    app.stop().await;
+}
+
+/// `answer` as `--json` prints it: pretty, one newline.
+fn printed(answer: &Value) -> String {
+    let text = serde_json::to_string_pretty(answer).unwrap_or_else(|e| panic!("{e}"));
+    format!("{text}\n")
+}
+
+#[tokio::test]
+async fn list_of_every_page_is_one_list_of_the_jobs_as_sent() {
+    let app = spawn_app().await;
+    let mut jobs = Vec::new();
+    for task in ["a", "b", "c"] {
+        let job = submit(&app, task, json!({})).await;
+        // Cancelled, a final status: the jobs read the same on every read.
+        assert_eq!(app.cancel_job(&app.admin_token, job).await.status, 200);
+        jobs.push(job);
+    }
+    let all = app.list_jobs(&app.admin_token, &[("limit", "500")]).await;
+    assert_eq!(all.status, 200, "{}", all.text);
+
+    // Three pages of one, printed as the one page `{"jobs", "next_cursor"}`.
+    let out = admin(&app, &["--json", "list", "--all-pages", "--limit", "1"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let expected = json!({"jobs": all.json["jobs"], "next_cursor": null});
+    assert_eq!(stdout(&out), printed(&expected));
+    assert!(stderr(&out).is_empty(), "{}", stderr(&out));
+
+    let out = admin(&app, &["list", "--all-pages", "--limit", "2"]).await;
+    let text = stdout(&out);
+    assert_eq!(text.lines().count(), 4, "a header and three jobs: {text}");
+    assert!(jobs.iter().all(|job| text.contains(&job.to_string())), "{text}");
+    assert!(stderr(&out).is_empty(), "no note of more jobs: {}", stderr(&out));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn schedules_list_prints_the_schedules_as_the_server_sends_them() {
+    let app = spawn_app().await;
+    for name in ["yearly b", "yearly a"] {
+        // Yearly, so that the next fire times are the same in both reads.
+        let body = json!({"name": name, "cron": "0 0 1 1 *", "template": {"task_description": "x"}});
+        let made = app.create_schedule(&app.admin_token, &body).await;
+        assert_eq!(made.status, 201, "{}", made.text);
+    }
+    let all = app.list_schedules(&app.admin_token).await;
+    assert_eq!(all.status, 200, "{}", all.text);
+
+    let out = admin(&app, &["--json", "schedules", "list"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), printed(&all.json));
     app.stop().await;
 }

@@ -2,14 +2,14 @@
 
 use super::Ctx;
 use crate::args::{CancelArgs, ListArgs, LogsArgs, SearchArgs, SubmitArgs};
-use crate::client::{Answer, ApiClient};
+use crate::client::{every_page, Answer, ApiClient};
 use crate::error::UsageError;
 use crate::input::{labels_map, placement};
 use crate::output::note;
 use crate::render::job_output;
 use crate::views;
 use crate::wait::{self, Progress, WaitPolicy};
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use chrono::SecondsFormat;
 use orchestrator_shared::api::{
     CancelBatchRequest, CancelBatchResult, EventList, Job, JobOutput, JobPage, ListQuery, OutputQuery,
@@ -326,36 +326,12 @@ pub async fn search(ctx: &Ctx, args: SearchArgs) -> Result<()> {
 /// One page, or with `--all-pages` all of them merged into one
 /// `{"jobs": [...], "next_cursor": null}` (its JSON made of the jobs as sent).
 async fn fetch_pages(client: &ApiClient, args: &ListArgs) -> Result<Answer<JobPage>> {
-    let mut cursor = args.cursor.clone();
-    let mut seen = HashSet::new();
-    let (mut jobs, mut raw_jobs) = (Vec::new(), Vec::new());
-    loop {
-        let page: Answer<JobPage> = client
-            .get_with(&["api", "jobs"], &list_query(args, cursor.clone()))
-            .await?;
-        if !args.all_pages {
-            return Ok(page);
-        }
-        if let Some(Value::Array(rows)) = page.raw.get("jobs") {
-            raw_jobs.extend(rows.iter().cloned());
-        }
-        jobs.extend(page.typed.jobs);
-        match page.typed.next_cursor {
-            None => {
-                let raw = json!({"jobs": raw_jobs, "next_cursor": null});
-                let typed = JobPage {
-                    jobs,
-                    next_cursor: None,
-                };
-                return Ok(Answer {
-                    status: page.status,
-                    raw,
-                    typed,
-                });
-            }
-            Some(next) if !seen.insert(next.clone()) => bail!("the controller sent cursor {next} twice"),
-            Some(next) => cursor = Some(next),
-        }
+    let page =
+        move |cursor| async move { client.get_with(&["api", "jobs"], &list_query(args, cursor)).await };
+    if args.all_pages {
+        every_page(args.cursor.clone(), page).await
+    } else {
+        page(args.cursor.clone()).await
     }
 }
 
@@ -378,6 +354,7 @@ mod tests {
     use super::*;
     use crate::args::{Cli, Command};
     use crate::client::query_pairs;
+    use anyhow::bail;
     use clap::Parser;
 
     fn submit_args(line: &[&str]) -> Option<SubmitArgs> {

@@ -3,19 +3,17 @@
 
 use super::Ctx;
 use crate::args::{CreateScheduleArgs, SchedulesCommand};
-use crate::client::{Answer, ApiClient};
+use crate::client::{every_page, Answer, ApiClient};
 use crate::error::UsageError;
 use crate::input::{labels_map, placement};
 use crate::views;
-use anyhow::{bail, Result};
+use anyhow::Result;
 use orchestrator_shared::api::jobs::MAX_PAGE_LIMIT;
 use orchestrator_shared::api::schedules::ScheduleListQuery;
 use orchestrator_shared::api::{
     CreateScheduleRequest, Overlap, Schedule, ScheduleDetail, ScheduleList, SubmitRequest,
     UpdateScheduleRequest,
 };
-use serde_json::Value;
-use std::collections::HashSet;
 use uuid::Uuid;
 
 /// Runs a `schedules` subcommand.
@@ -43,46 +41,14 @@ async fn list(ctx: &Ctx) -> Result<()> {
 /// that predates paging answers everything with no `next_cursor`: one
 /// request, as before.
 async fn fetch_all(client: &ApiClient) -> Result<Answer<ScheduleList>> {
-    let mut seen = HashSet::new();
-    let mut all = None;
-    let mut cursor = None;
-    loop {
+    every_page(None, move |cursor| async move {
         let query = ScheduleListQuery {
             limit: Some(MAX_PAGE_LIMIT),
             cursor,
         };
-        let page: Answer<ScheduleList> = client.get_with(&["api", "schedules"], &query).await?;
-        let next = page.typed.next_cursor.clone();
-        let merged = merge_pages(all, page);
-        match next {
-            None => return Ok(merged),
-            Some(next) if !seen.insert(next.clone()) => {
-                bail!("the controller sent cursor {next} twice")
-            }
-            Some(next) => (all, cursor) = (Some(merged), Some(next)),
-        }
-    }
-}
-
-/// The pages read so far and the next one as one answer, in order, with
-/// the next page's `next_cursor`; its JSON is made of the schedules as
-/// sent (one page stays exactly as the server sent it).
-fn merge_pages(earlier: Option<Answer<ScheduleList>>, next: Answer<ScheduleList>) -> Answer<ScheduleList> {
-    let Some(mut all) = earlier else {
-        return next;
-    };
-    if let (Some(Value::Array(rows)), Some(Value::Array(more))) =
-        (all.raw.get_mut("schedules"), next.raw.get("schedules"))
-    {
-        rows.extend(more.iter().cloned());
-    }
-    if let Some(body) = all.raw.as_object_mut() {
-        let cursor = next.raw.get("next_cursor").cloned().unwrap_or(Value::Null);
-        body.insert("next_cursor".to_owned(), cursor);
-    }
-    all.typed.schedules.extend(next.typed.schedules);
-    all.typed.next_cursor = next.typed.next_cursor;
-    all
+        client.get_with(&["api", "schedules"], &query).await
+    })
+    .await
 }
 
 /// `GET /api/schedules/{id}`: the schedule, then its last runs.
@@ -161,8 +127,10 @@ mod tests {
     use super::*;
     use crate::args::{Cli, Command};
     use crate::client::query_pairs;
+    use anyhow::Context;
     use clap::Parser;
-    use serde_json::json;
+    use serde_json::{json, Value};
+    use std::collections::HashMap;
 
     fn create_args(line: &[&str]) -> Option<CreateScheduleArgs> {
         let argv = ["orchestrator", "schedules", "create"].iter().chain(line);
@@ -256,24 +224,26 @@ mod tests {
         }
     }
 
-    fn names(list: &Answer<ScheduleList>) -> Vec<&str> {
-        list.typed.schedules.iter().map(|s| s.name.as_str()).collect()
-    }
-
-    #[test]
-    fn pages_are_merged_in_order_into_one_last_page() {
-        let one = page(&["a", "b"], None);
-        assert!(merge_pages(None, one.clone()) == one, "one page stays as sent");
-        let first = merge_pages(None, page(&["a", "b"], Some("c1")));
-        let both = merge_pages(Some(first), page(&["c"], None));
-        assert_eq!(names(&both), ["a", "b", "c"]);
-        assert_eq!(both.typed.next_cursor, None);
-        assert_eq!(both.raw["next_cursor"], Value::Null);
-        let raw_names: Vec<&str> = both.raw["schedules"]
+    #[tokio::test]
+    async fn every_page_of_schedules_is_read_into_one_list() -> Result<()> {
+        let pages = HashMap::from([
+            (None, page(&["a", "b"], Some("c1"))),
+            (Some("c1".to_owned()), page(&["c"], None)),
+        ]);
+        let fetch = |cursor| {
+            let page = pages.get(&cursor).cloned();
+            async move { page.context("no such page") }
+        };
+        let all = every_page(None, fetch).await?;
+        let names: Vec<&str> = all.typed.schedules.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["a", "b", "c"]);
+        let raw_names: Vec<&str> = all.raw["schedules"]
             .as_array()
             .map(|rows| rows.iter().filter_map(|r| r["name"].as_str()).collect())
             .unwrap_or_default();
         assert_eq!(raw_names, ["a", "b", "c"], "--json shows every schedule as sent");
+        assert_eq!(all.raw["next_cursor"], Value::Null);
+        Ok(())
     }
 
     #[test]
