@@ -185,6 +185,7 @@ impl App {
             batch_body_limit: config.batch_body_limit_bytes,
             secure_cookies: !matches!(transport, Transport::InsecureHttp),
             event_batches: config.flow.agent_event_batches,
+            max_shard_output: config.max_shard_output_bytes,
         };
         Ok(App {
             listener,

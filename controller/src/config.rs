@@ -397,6 +397,15 @@ pub struct Config {
     /// smallest).
     #[arg(long, env = "ORCH_BATCH_BODY_LIMIT_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub batch_body_limit_bytes: usize,
+    /// Most bytes of output the controller stores for one shard run
+    /// (`POST /api/agents/output`; 413 past it). The agents stop at their
+    /// own `--output-cap-bytes` (16 MiB by default) well before; this cap
+    /// holds whatever an agent sends, so a faulty or hostile agent cannot
+    /// fill the database through a shard it runs. Keep it above every
+    /// agent's cap.
+    #[arg(long, env = "ORCH_MAX_SHARD_OUTPUT_BYTES", default_value_t = 64 * 1024 * 1024,
+          value_parser = clap::value_parser!(i64).range(1..))]
+    pub max_shard_output_bytes: i64,
     /// Seconds a request may take before it is answered 503.
     #[arg(long = "request-timeout-seconds", env = "ORCH_REQUEST_TIMEOUT_SECONDS", default_value = "30", value_parser = seconds)]
     pub request_timeout: Duration,

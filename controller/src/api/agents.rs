@@ -286,12 +286,14 @@ fn count_claim(decision: ClaimDecision) {
 /// Stores a piece of the output of a shard the credential's worker runs
 /// (sent while it runs, before its report). A piece stored before is
 /// answered `stored: false` and changes nothing; a shard the worker does
-/// not hold running is a 409.
+/// not hold running is a 409, and a piece that would take the shard's
+/// stored output past `--max-shard-output-bytes` a 413 (the agent then
+/// stops sending that shard's output; its report still carries the tails).
 #[utoipa::path(post, path = "/api/agents/output", tag = "agents", security(("bearer" = [])), request_body = OutputChunk,
     responses((status = 200, body = OutputStored),
               (status = 403, body = super::error::ErrorBody, description = "the credential names another worker"),
               (status = 409, body = super::error::ErrorBody, description = "the worker does not hold the shard running"),
-              (status = 413, body = super::error::ErrorBody),
+              (status = 413, body = super::error::ErrorBody, description = "the body is over the limit, or the shard's stored output would pass the controller's cap"),
               (status = 422, body = super::error::ValidationBody)))]
 pub async fn output(
     State(state): State<AppState>,
@@ -301,13 +303,17 @@ pub async fn output(
     let data = chunk.decoded().map_err(ApiError::Validation)?;
     principal.act_as(&chunk.worker_id)?;
     let client = state.db.client().await?;
-    match output::store(&client, &chunk, &data).await? {
+    match output::store(&client, &chunk, &data, state.max_shard_output).await? {
         Stored::New => {
             let bytes = u64::try_from(data.len()).unwrap_or(u64::MAX);
             metrics::counter!("job_output_bytes_total", "stream" => chunk.stream.as_str()).increment(bytes);
             Ok(Json(OutputStored { stored: true }))
         }
         Stored::Duplicate => Ok(Json(OutputStored { stored: false })),
+        Stored::OverCap => {
+            metrics::counter!("agent_requests_refused_total", "reason" => "output_over_cap").increment(1);
+            Err(ApiError::OutputCapped(state.max_shard_output))
+        }
         Stored::NotHolder => {
             metrics::counter!("agent_requests_refused_total", "reason" => "output_not_holder").increment(1);
             Err(ApiError::Conflict(format!(

@@ -38,6 +38,10 @@ pub enum ApiError {
     /// 413: body over the limit.
     #[error("Request body is larger than the limit of {0} bytes")]
     PayloadTooLarge(usize),
+    /// 413: a shard's stored output would pass the controller's cap (in
+    /// bytes); nothing more of it is stored.
+    #[error("The shard's stored output would pass the controller's cap of {0} bytes (--max-shard-output-bytes); nothing more of it is stored")]
+    OutputCapped(i64),
     /// 422: invalid input.
     #[error("validation failed")]
     Validation(Vec<FieldError>),
@@ -60,7 +64,7 @@ impl ApiError {
             ApiError::Forbidden(_) | ApiError::NotYours(_) | ApiError::Csrf(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::PayloadTooLarge(_) | ApiError::OutputCapped(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,

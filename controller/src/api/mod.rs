@@ -89,6 +89,9 @@ pub struct AppState {
     /// Whether registering agents may send several events in one message
     /// (`--agent-event-batches`).
     pub event_batches: bool,
+    /// Most bytes of output stored for one shard run
+    /// (`--max-shard-output-bytes`).
+    pub max_shard_output: i64,
 }
 
 /// The route whose bodies may be as large as [`AppState::batch_body_limit`].

@@ -1,7 +1,8 @@
 //! `job_output`: the pieces of output agents send while shards run, and
 //! the whole (or a byte range of) a shard's streams read back from them.
-//! Only the agent holding a running shard may add to it; a piece already
-//! stored (a retry) changes nothing.
+//! Only the agent holding a running shard may add to it, up to the
+//! controller's cap per shard; a piece already stored (a retry) changes
+//! nothing.
 
 use super::{parse_status, Cached, DbError};
 use deadpool_postgres::GenericClient;
@@ -16,23 +17,42 @@ pub enum Stored {
     New,
     /// The piece was stored before; nothing changed.
     Duplicate,
+    /// The sender holds the shard, but the piece would take the shard's
+    /// stored output past the cap: nothing stored.
+    OverCap,
     /// The sender does not hold that shard running (another worker does,
     /// or it ended): nothing stored.
     NotHolder,
 }
 
 /// Stores `chunk` (whose decoded bytes are `data`) if its sender holds
-/// the shard, running, in that attempt.
-pub async fn store(client: &impl GenericClient, chunk: &OutputChunk, data: &[u8]) -> Result<Stored, DbError> {
-    const SQL: &str = "WITH ins AS (
+/// the shard, running, in that attempt, and the shard's stored output
+/// stays within `cap` bytes with it. The shard's row counts the bytes
+/// (`output_bytes`), raised by the same statement under its row lock, so
+/// requests sent at once cannot pass the cap together. A piece that races
+/// its own retry may be counted twice, never stored twice.
+pub async fn store(
+    client: &impl GenericClient,
+    chunk: &OutputChunk,
+    data: &[u8],
+    cap: i64,
+) -> Result<Stored, DbError> {
+    const SQL: &str = "WITH counted AS (
+           UPDATE job_shards s SET output_bytes = s.output_bytes + octet_length($6::bytea)
+            WHERE s.job_id = $1 AND s.shard_index = $2 AND s.attempt = $3 AND s.worker_id = $8
+              AND s.status = 'running' AND s.output_bytes + octet_length($6::bytea) <= $9::bigint
+              AND NOT EXISTS (SELECT 1 FROM job_output o WHERE o.job_id = $1 AND o.shard_index = $2
+                                 AND o.attempt = $3 AND o.seq = $4)
+           RETURNING 1),
+         ins AS (
            INSERT INTO job_output (job_id, shard_index, attempt, seq, stream, data, truncated)
-           SELECT $1, $2, $3, $4, $5, $6, $7
-            WHERE EXISTS (SELECT 1 FROM job_shards s WHERE s.job_id = $1 AND s.shard_index = $2
-                             AND s.attempt = $3 AND s.worker_id = $8 AND s.status = 'running')
+           SELECT $1, $2, $3, $4, $5, $6, $7 WHERE EXISTS (SELECT 1 FROM counted)
            ON CONFLICT DO NOTHING RETURNING 1)
          SELECT EXISTS (SELECT 1 FROM ins),
                 EXISTS (SELECT 1 FROM job_output o WHERE o.job_id = $1 AND o.shard_index = $2
-                           AND o.attempt = $3 AND o.seq = $4)";
+                           AND o.attempt = $3 AND o.seq = $4),
+                EXISTS (SELECT 1 FROM job_shards s WHERE s.job_id = $1 AND s.shard_index = $2
+                           AND s.attempt = $3 AND s.worker_id = $8 AND s.status = 'running')";
     let row = client
         .row(
             SQL,
@@ -45,14 +65,16 @@ pub async fn store(client: &impl GenericClient, chunk: &OutputChunk, data: &[u8]
                 &data,
                 &chunk.truncated,
                 &chunk.worker_id,
+                &cap,
             ],
         )
         .await?;
-    let (inserted, existed): (bool, bool) = (row.try_get(0)?, row.try_get(1)?);
-    Ok(match (inserted, existed) {
-        (true, _) => Stored::New,
-        (false, true) => Stored::Duplicate,
-        (false, false) => Stored::NotHolder,
+    let (inserted, existed, holder): (bool, bool, bool) = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+    Ok(match (inserted, existed, holder) {
+        (true, _, _) => Stored::New,
+        (false, true, _) => Stored::Duplicate,
+        (false, false, true) => Stored::OverCap,
+        (false, false, false) => Stored::NotHolder,
     })
 }
 

@@ -192,6 +192,62 @@ async fn a_piece_from_an_agent_not_holding_the_shard_is_refused_and_bad_pieces_a
     app.stop().await;
 }
 
+#[tokio::test]
+async fn a_shards_stored_output_stops_at_the_controllers_cap() {
+    let app = spawn_app_with(&["--max-shard-output-bytes", "10"]).await;
+    let (token, job) = running_job(&app, "out-cap").await;
+    let post = |seq, text: &'static str| {
+        let body = piece("out-cap", job, seq, "stdout", text);
+        let (app, token) = (&app, &token);
+        async move { app.post_output(token, &body).await }
+    };
+    assert_eq!(post(0, "hello").await.json["stored"], true);
+    let over = post(1, "world!").await;
+    assert_eq!(over.status, 413, "5 + 6 bytes pass the cap of 10: {}", over.text);
+    assert!(
+        over.text.contains("10 bytes"),
+        "the answer names the cap: {}",
+        over.text
+    );
+    assert_eq!(
+        post(1, "abcde").await.json["stored"],
+        true,
+        "the refused piece counted nothing"
+    );
+    let retry = post(0, "hello").await;
+    assert_eq!(
+        (retry.status, retry.json["stored"].clone()),
+        (200, json!(false)),
+        "{}",
+        retry.text
+    );
+    assert_eq!(post(2, "x").await.status, 413, "the shard is at its cap");
+    let out = app.job_output(&app.admin_token, job).await;
+    assert_eq!(
+        (out.json["stdout"].clone(), out.json["stdout_bytes"].clone()),
+        (json!("helloabcde"), json!(10))
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn pieces_sent_at_once_cannot_pass_the_cap_together() {
+    let app = spawn_app_with(&["--max-shard-output-bytes", "10"]).await;
+    let (token, job) = running_job(&app, "out-race").await;
+    let sends = (0..30).map(|seq| {
+        let body = piece("out-race", job, seq, "stdout", "y");
+        let (app, token) = (&app, &token);
+        async move { app.post_output(token, &body).await.status }
+    });
+    let statuses = futures::future::join_all(sends).await;
+    let stored = statuses.iter().filter(|s| **s == 200).count();
+    let capped = statuses.iter().filter(|s| **s == 413).count();
+    assert_eq!((stored, capped), (10, 20), "{statuses:?}");
+    let out = app.job_output(&app.admin_token, job).await;
+    assert_eq!(out.json["stdout"], "y".repeat(10));
+    app.stop().await;
+}
+
 /// Reads `resp`'s body until it holds `wanted` (bounded, so a missing
 /// event fails the test instead of hanging it); answers all read so far.
 async fn read_until(resp: &mut reqwest::Response, seen: &mut String, wanted: &str) {
