@@ -67,7 +67,13 @@ impl Cluster {
     /// Starts a controller that gives each agent a broker user of its own;
     /// agents are added with [`Cluster::add_agent`].
     pub async fn start(agent_bin: &str) -> Cluster {
-        Cluster::start_on(agent_bin, None).await
+        Cluster::start_on(agent_bin, None, &[]).await
+    }
+
+    /// Like [`Cluster::start`], with `extra` flags for the controller (a
+    /// limit a test needs small, say).
+    pub async fn start_with(agent_bin: &str, extra: &[&str]) -> Cluster {
+        Cluster::start_on(agent_bin, None, extra).await
     }
 
     /// Like [`Cluster::start`], with the controller serving HTTPS with
@@ -75,7 +81,7 @@ impl Cluster {
     /// trusting `tls`'s CA (`--ca-file`); `tls` must outlive the cluster's
     /// agents.
     pub async fn start_https(agent_bin: &str, tls: &TestTls) -> Cluster {
-        Cluster::start_on(agent_bin, Some(tls)).await
+        Cluster::start_on(agent_bin, Some(tls), &[]).await
     }
 
     /// Like [`Cluster::start`], with the controller in a process of its
@@ -91,10 +97,14 @@ impl Cluster {
     }
 
     /// A cluster over plain HTTP, or over HTTPS with `tls`.
-    async fn start_on(agent_bin: &str, tls: Option<&TestTls>) -> Cluster {
+    async fn start_on(agent_bin: &str, tls: Option<&TestTls>, extra: &[&str]) -> Cluster {
         let prefix = crate::unique_prefix();
         let flags = controller_flags(&prefix);
-        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let flags: Vec<&str> = flags
+            .iter()
+            .map(String::as_str)
+            .chain(extra.iter().copied())
+            .collect();
         let app = match tls {
             Some(tls) => spawn_https_app(tls, &flags).await,
             None => spawn_app_with(&flags).await,

@@ -1,6 +1,7 @@
 //! A command job's output as a user reads it, with real agents: whole
 //! (far past the report's 64 KiB tail), each stream counted, and cut at
-//! the agent's cap with a marker while the job still completes.
+//! the agent's cap with a marker, or at the controller's, while the job
+//! still completes.
 
 use integration_tests::cluster::Cluster;
 use serde_json::{json, Value};
@@ -66,6 +67,29 @@ async fn output_past_the_agents_cap_ends_with_a_marker_and_the_job_completes() {
     let stdout = out["stdout"].as_str().unwrap_or_default();
     assert_eq!(&stdout[..1000], &numbers(100000)[..1000]);
     assert!(stdout[1000..].contains("output truncated"), "{}", &stdout[1000..]);
+}
+
+#[tokio::test]
+async fn output_past_the_controllers_cap_is_not_stored_and_the_agent_stops_sending_it() {
+    let mut c = Cluster::start_with(AGENT, &["--max-shard-output-bytes", "1000"]).await;
+    c.add_agent("out-e2e-cap", 1).await;
+    let job = c
+        .submit(&["/bin/sh", "-c", "echo first; sleep 1; seq 1 100000"], json!({}))
+        .await;
+    let done = c.wait_status(&id(&job), "completed").await;
+    assert_eq!(done["exit_code"], 0, "the job went on past the controller's cap");
+    let out = output(&c, &id(&job), "").await;
+    assert_eq!(
+        (out["stdout"].clone(), out["stdout_bytes"].clone()),
+        (json!("first\n"), json!(6)),
+        "only the piece within the cap is stored"
+    );
+    let at = |k: &str| chrono::DateTime::parse_from_rfc3339(done[k].as_str().unwrap()).unwrap();
+    let ran = (at("finished_at") - at("started_at")).num_seconds();
+    assert!(
+        ran < 15,
+        "a refused piece is not retried for the agent's 30 s of patience: ran {ran} s"
+    );
 }
 
 #[tokio::test]
