@@ -37,20 +37,21 @@ pub async fn store(
     data: &[u8],
     cap: i64,
 ) -> Result<Stored, DbError> {
-    const SQL: &str = "WITH counted AS (
+    const SQL: &str = "WITH stored AS (
+           SELECT EXISTS (SELECT 1 FROM job_output o WHERE o.job_id = $1 AND o.shard_index = $2
+                             AND o.attempt = $3 AND o.seq = $4) AS before),
+         counted AS (
            UPDATE job_shards s SET output_bytes = s.output_bytes + octet_length($6::bytea)
             WHERE s.job_id = $1 AND s.shard_index = $2 AND s.attempt = $3 AND s.worker_id = $8
               AND s.status = 'running' AND s.output_bytes + octet_length($6::bytea) <= $9::bigint
-              AND NOT EXISTS (SELECT 1 FROM job_output o WHERE o.job_id = $1 AND o.shard_index = $2
-                                 AND o.attempt = $3 AND o.seq = $4)
+              AND NOT (SELECT before FROM stored)
            RETURNING 1),
          ins AS (
            INSERT INTO job_output (job_id, shard_index, attempt, seq, stream, data, truncated)
            SELECT $1, $2, $3, $4, $5, $6, $7 WHERE EXISTS (SELECT 1 FROM counted)
            ON CONFLICT DO NOTHING RETURNING 1)
          SELECT EXISTS (SELECT 1 FROM ins),
-                EXISTS (SELECT 1 FROM job_output o WHERE o.job_id = $1 AND o.shard_index = $2
-                           AND o.attempt = $3 AND o.seq = $4),
+                (SELECT before FROM stored),
                 EXISTS (SELECT 1 FROM job_shards s WHERE s.job_id = $1 AND s.shard_index = $2
                            AND s.attempt = $3 AND s.worker_id = $8 AND s.status = 'running')";
     let row = client
