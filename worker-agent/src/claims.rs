@@ -15,9 +15,15 @@ use orchestrator_shared::batches::Batches;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-/// Claim requests out at once: two, so one slow answer (a claim waiting
-/// on a job's lock) does not hold every other claim back.
-const IN_FLIGHT: usize = 2;
+/// Claim requests out at once: one. Every claim that arrives while it is
+/// out waits for the next request, so the batches grow with the load: on
+/// the 2-core test box, one request at a time carried 10.7 claims on
+/// average against 7.3 with two (500 jobs/s offered), and cost 8–19 %
+/// less CPU per job across the box (real jobs and no-op ones), with the
+/// same latency. The price: a claim that waits on a job's row lock (held
+/// by another transaction, such as a bulk cancel) holds the agent's next
+/// claims back until that transaction ends.
+const IN_FLIGHT: usize = 1;
 
 /// What a queued claim learns: the controller's answer, or why there is
 /// none (shared by every claim of the failed request).
