@@ -19,6 +19,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod slot;
+
 use clap::Parser;
 use nix::unistd::{Gid, Uid};
 use std::ffi::OsString;
@@ -27,19 +29,19 @@ use std::path::PathBuf;
 
 /// The subcommand's name (the first argument).
 pub const SUBCOMMAND: &str = "exec-job";
+/// Every subcommand this crate serves: a binary whose first argument is one
+/// of these hands its arguments to [`main`].
+pub const SUBCOMMANDS: [&str; 2] = [SUBCOMMAND, slot::SUBCOMMAND];
 /// Exit code of a helper that could not set the job up (the program never
 /// ran).
 pub const SETUP_FAILED: i32 = 125;
 /// Start of the helper's one line of error on stderr.
 pub const FAILURE_PREFIX: &str = "worker-agent exec-job: ";
 
-/// The helper's arguments, as the runner passes them.
-#[derive(Debug, Parser)]
-#[command(
-    name = "worker-agent exec-job",
-    about = "Runs one job's program inside its cgroups as its user (used by the agent)."
-)]
-pub struct ExecArgs {
+/// Where a job's processes live and as whom they run: the helper's and the
+/// launcher's shared arguments.
+#[derive(Debug, clap::Args)]
+pub struct Placement {
     /// A `cgroup.procs` file to join (repeatable: one per v1 hierarchy).
     #[arg(long = "join")]
     pub join: Vec<PathBuf>,
@@ -49,6 +51,18 @@ pub struct ExecArgs {
     /// Gid to run as (the only group).
     #[arg(long, requires = "uid")]
     pub gid: Option<u32>,
+}
+
+/// The helper's arguments, as the runner passes them.
+#[derive(Debug, Parser)]
+#[command(
+    name = "worker-agent exec-job",
+    about = "Runs one job's program inside its cgroups as its user (used by the agent)."
+)]
+pub struct ExecArgs {
+    /// Its cgroups and user.
+    #[command(flatten)]
+    pub place: Placement,
     /// The program and its arguments.
     #[arg(last = true, required = true, num_args = 1..)]
     pub command: Vec<OsString>,
@@ -72,13 +86,20 @@ pub enum ExecError {
     /// The program could not be executed.
     #[error("could not start {0:?}: {1}")]
     Exec(OsString, std::io::Error),
+    /// The slot's launcher lost its socket to the agent.
+    #[error("serving the job slot: {0}")]
+    Serve(std::io::Error),
 }
 
-/// Entry point of the subcommand: `args` are the process's arguments
-/// (`worker-agent exec-job …`). Returns only on failure (the program runs
-/// in this process's place otherwise), with the exit code.
+/// Entry point of the subcommands: `args` are the process's arguments
+/// (`worker-agent exec-job …` or `worker-agent serve-slot …`). `exec-job`
+/// returns only on failure (the program runs in this process's place
+/// otherwise), with the exit code; `serve-slot` see [`slot::main`].
 pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
-    let args = args.into_iter().skip(1);
+    let args: Vec<OsString> = args.into_iter().skip(1).collect();
+    if args.first().is_some_and(|a| a == slot::SUBCOMMAND) {
+        return slot::main(args);
+    }
     let parsed = match ExecArgs::try_parse_from(args) {
         Ok(parsed) => parsed,
         Err(e) => {
@@ -93,11 +114,8 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
 
 /// Joins, switches, and execs; returns only on failure.
 fn run(args: &ExecArgs) -> Result<std::convert::Infallible, ExecError> {
-    let pid = std::process::id().to_string();
-    for procs in &args.join {
-        std::fs::write(procs, &pid).map_err(|e| ExecError::Join(procs.clone(), e))?;
-    }
-    if let (Some(uid), Some(gid)) = (args.uid, args.gid) {
+    join_cgroups(&args.place.join)?;
+    if let (Some(uid), Some(gid)) = (args.place.uid, args.place.gid) {
         switch_user(uid, gid)?;
     }
     nix::sys::prctl::set_no_new_privs().map_err(ExecError::NoNewPrivs)?;
@@ -107,6 +125,15 @@ fn run(args: &ExecArgs) -> Result<std::convert::Infallible, ExecError> {
         .ok_or_else(|| ExecError::Exec(OsString::new(), std::io::ErrorKind::InvalidInput.into()))?;
     let error = std::process::Command::new(program).args(rest).exec();
     Err(ExecError::Exec(program.clone(), error))
+}
+
+/// Moves this process into each cgroup whose `cgroup.procs` file is given.
+fn join_cgroups(procs_files: &[PathBuf]) -> Result<(), ExecError> {
+    let pid = std::process::id().to_string();
+    for procs in procs_files {
+        std::fs::write(procs, &pid).map_err(|e| ExecError::Join(procs.clone(), e))?;
+    }
+    Ok(())
 }
 
 /// Drops supplementary groups, then the gid, then the uid (in that order:
@@ -143,8 +170,8 @@ mod tests {
             "true",
         ])
         .unwrap();
-        assert_eq!(args.join, [PathBuf::from("/a/cgroup.procs")]);
-        assert_eq!((args.uid, args.gid), (Some(7), Some(8)));
+        assert_eq!(args.place.join, [PathBuf::from("/a/cgroup.procs")]);
+        assert_eq!((args.place.uid, args.place.gid), (Some(7), Some(8)));
         assert_eq!(args.command, ["sh", "-c", "true"]);
     }
 

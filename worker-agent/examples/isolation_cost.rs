@@ -9,9 +9,12 @@
 //! target/release/examples/isolation_cost [RUNS] [CONCURRENCY]
 //! ```
 //!
-//! The helper is the `worker-agent` binary beside the examples directory
-//! (or `ISOLATION_HELPER`). A third variant switches the user through the
-//! helper but makes no cgroup, which splits the cost between the two.
+//! The helper is the `worker-agent-exec` binary beside the examples
+//! directory, else `worker-agent` there (or `ISOLATION_HELPER`). A third
+//! variant switches the user through the helper but makes no cgroup, which
+//! splits the cost between the two; the fourth is isolated as the third
+//! but with each job slot's jobs started by the slot's launcher (the
+//! agent's default), not by the helper per job.
 
 use orchestrator_shared::api::Resources;
 use std::path::PathBuf;
@@ -29,7 +32,12 @@ fn helper() -> anyhow::Result<PathBuf> {
         .parent()
         .and_then(|examples| examples.parent())
         .ok_or_else(|| anyhow::anyhow!("no directory above {}", exe.display()))?;
-    Ok(dir.join("worker-agent"))
+    let small = dir.join("worker-agent-exec");
+    Ok(if small.is_file() {
+        small
+    } else {
+        dir.join("worker-agent")
+    })
 }
 
 fn limits(sandbox: Sandbox, tag: &str) -> RunLimits {
@@ -84,54 +92,63 @@ async fn measure(limits: Arc<RunLimits>, runs: usize, concurrency: usize) -> any
     Ok(started.elapsed().as_secs_f64())
 }
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> anyhow::Result<()> {
-    let mut args = std::env::args().skip(1);
-    let runs: usize = args.next().map_or(Ok(500), |a| a.parse())?;
-    let concurrency: usize = args.next().map_or(Ok(4), |a| a.parse())?;
+/// The four variants, in the order they are measured and compared.
+fn variants(concurrency: usize) -> anyhow::Result<Vec<(&'static str, Arc<RunLimits>)>> {
     let config = SandboxConfig {
         job_user: "nobody".into(),
         helper: Some(helper()?),
         ..SandboxConfig::default()
     };
-    let isolated = Sandbox::setup(
-        &config,
-        &format!("isolation-cost-{}", std::process::id()),
-        concurrency,
-    )?;
+    let pid = std::process::id();
+    let isolated = Sandbox::setup(&config, &format!("isolation-cost-{pid}"), concurrency)?;
     println!("isolation: {:?}", isolated.report());
+    let launched = SandboxConfig {
+        launchers: true,
+        ..config.clone()
+    };
+    let launched = Sandbox::setup(&launched, &format!("isolation-cost-launched-{pid}"), concurrency)?;
     let user_only = SandboxConfig {
         cgroup_root: Some(PathBuf::from("/nonexistent-cgroup-root")),
         ..config
     };
     let user_only = Sandbox::setup(&user_only, "isolation-cost-user", concurrency)?;
-    let plain = Arc::new(limits(Sandbox::none(), "plain"));
-    let user_only = Arc::new(limits(user_only, "user"));
-    let isolated = Arc::new(limits(isolated, "isolated"));
-    let variants = [
-        ("plain", &plain),
-        ("user only", &user_only),
-        ("isolated", &isolated),
-    ];
+    Ok(vec![
+        ("plain", Arc::new(limits(Sandbox::none(), "plain"))),
+        ("user only", Arc::new(limits(user_only, "user"))),
+        ("isolated", Arc::new(limits(isolated, "isolated"))),
+        ("launched", Arc::new(limits(launched, "launched"))),
+    ])
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let runs: usize = args.next().map_or(Ok(500), |a| a.parse())?;
+    let concurrency: usize = args.next().map_or(Ok(4), |a| a.parse())?;
+    let variants = variants(concurrency)?;
     // One warm-up round each (page cache, the helper binary).
-    for (_, limits) in variants {
+    for (_, limits) in &variants {
         measure(Arc::clone(limits), concurrency, concurrency).await?;
     }
     let mut figures = Vec::new();
-    for (name, limits) in variants {
+    for (name, limits) in &variants {
         let seconds = measure(Arc::clone(limits), runs, concurrency).await?;
         let per_job_ms = seconds * 1000.0 / runs as f64;
         println!(
-            "{name:>9}: {runs} no-op jobs, {concurrency} at a time: {:.0} jobs/s, {per_job_ms:.2} ms per job",
+            "{name:>10}: {runs} no-op jobs, {concurrency} at a time: {:.0} jobs/s, {per_job_ms:.2} ms per job",
             runs as f64 / seconds
         );
         figures.push(per_job_ms);
     }
     println!(
-        "per job at this concurrency: the helper and the user switch add {:.2} ms, the cgroup {:.2} ms more",
+        "per job at this concurrency: the helper and the user switch add {:.2} ms, the cgroup {:.2} ms more; \
+         the slots' launchers instead of the helper {:+.2} ms",
         figures[1] - figures[0],
-        figures[2] - figures[1]
+        figures[2] - figures[1],
+        figures[3] - figures[2]
     );
-    isolated.sandbox.release();
+    for (_, limits) in &variants {
+        limits.sandbox.release();
+    }
     Ok(())
 }

@@ -213,6 +213,12 @@ pub struct AgentConfig {
     /// no writable cgroup hierarchy) instead of running jobs unconfined.
     #[arg(long, env = "AGENT_REQUIRE_ISOLATION", default_value_t = false)]
     pub require_isolation: bool,
+    /// Start each job slot's jobs through a launcher that lives in the
+    /// slot's cgroups (the helper's `serve-slot`, started once per slot), so
+    /// a job is born in its cgroups and no helper runs per job; `false`
+    /// starts every job through the `exec-job` helper instead.
+    #[arg(long, env = "AGENT_JOB_LAUNCHERS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub job_launchers: bool,
     /// Leave each run's working directory in place (for debugging).
     #[arg(long, env = "AGENT_KEEP_WORKDIRS", default_value_t = false)]
     pub keep_workdirs: bool,
@@ -306,6 +312,7 @@ impl AgentConfig {
                 max_pids: Some(self.job_max_pids),
             },
             helper: None,
+            launchers: self.job_launchers,
         }
     }
 

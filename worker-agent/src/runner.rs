@@ -7,10 +7,14 @@
 //! about the broker or the controller.
 //!
 //! Where the agent isolates jobs ([`crate::isolation`]), the child runs as
-//! the job's user inside the job's cgroup, and the run ends by killing the
-//! whole cgroup: nothing it started survives it, `setsid` or not. Without
-//! a cgroup, what it left in its process group is killed.
+//! the job's user inside the job's cgroup, started by its job slot's
+//! launcher (or, without one, through the `exec-job` helper), and the run
+//! ends by killing the whole cgroup but the launcher: nothing it started
+//! survives it, `setsid` or not. Without a cgroup, what it left in its
+//! process group is killed.
 
+use crate::isolation::exec::slot::Launch;
+use crate::isolation::launcher::{Launched, Launcher};
 use crate::isolation::{exec, workdir, Cell, Sandbox};
 use crate::tail::OutputTail;
 use nix::sys::signal::{killpg, Signal};
@@ -24,8 +28,9 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::process::{Child, ChildStdin, Command};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::unix::pipe;
+use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -319,42 +324,36 @@ async fn run_in(
     dir: &Path,
     cell: &Cell,
 ) -> RunReport {
-    let mut child = match command(spec, dir, cell).spawn() {
-        Ok(c) => c,
-        Err(e) => {
-            let program = spec.program.to_string_lossy();
-            return RunReport::failed(format!("could not start {program:?}: {e}"));
-        }
+    let Started {
+        mut process,
+        group,
+        stdin,
+        stdout: out_pipe,
+        stderr: err_pipe,
+    } = match start(spec, dir, cell).await {
+        Ok(started) => started,
+        Err(report) => return report,
     };
-    let group = child
-        .id()
-        .and_then(|id| i32::try_from(id).ok())
-        .map(Pid::from_raw);
-    let feeder = feed_stdin(child.stdin.take(), spec.stdin.clone());
+    let feeder = feed_stdin(stdin, spec.stdin.clone());
     let stdout = Arc::new(Mutex::new(OutputTail::new(limits.tail_bytes)));
     let stderr = Arc::new(Mutex::new(OutputTail::new(limits.tail_bytes)));
     let readers = [
-        spawn_reader(
-            child.stdout.take(),
-            stdout.clone(),
-            sink(spec, OutputStream::Stdout),
-        ),
-        spawn_reader(
-            child.stderr.take(),
-            stderr.clone(),
-            sink(spec, OutputStream::Stderr),
-        ),
+        spawn_reader(out_pipe, stdout.clone(), sink(spec, OutputStream::Stdout)),
+        spawn_reader(err_pipe, stderr.clone(), sink(spec, OutputStream::Stderr)),
     ];
-    let ending = supervise(&mut child, group, spec.timeout, cancel).await;
+    let ending = supervise(&mut process, group, spec.timeout, cancel).await;
     let status = match ending {
         Ending::Exited(status) => Ok(status),
         Ending::Stopped(why) => {
-            stop(&mut child, group, limits.kill_grace).await;
+            stop(&mut process, group, limits.kill_grace).await;
             Err(why)
         }
     };
     signal_group(group, Signal::SIGKILL);
     cell.kill().await;
+    if let Some(launcher) = process.into_launcher() {
+        cell.keep_launcher(launcher);
+    }
     feeder.abort();
     finish_readers(readers).await;
     let mut report = report_for(status);
@@ -362,6 +361,178 @@ async fn run_in(
     report.stderr_tail = tail_text(&stderr);
     explain_setup_failure(&mut report);
     report
+}
+
+/// The agent's ends of a started job's pipes.
+type Reader = Box<dyn AsyncRead + Unpin + Send>;
+type Writer = Box<dyn AsyncWrite + Unpin + Send>;
+
+/// A job's main process once started, with the agent's ends of its pipes.
+struct Started {
+    process: Process,
+    /// Its process group (its pid), when known.
+    group: Option<Pid>,
+    stdin: Option<Writer>,
+    stdout: Option<Reader>,
+    stderr: Option<Reader>,
+}
+
+/// The job's main process: a child of the agent (the job's program, or
+/// the `exec-job` helper that becomes it), or of its slot's launcher.
+enum Process {
+    Child(Child),
+    Launched(LaunchedRun),
+}
+
+impl Process {
+    async fn wait(&mut self) -> std::io::Result<ExitStatus> {
+        match self {
+            Process::Child(child) => child.wait().await,
+            Process::Launched(run) => run.wait().await,
+        }
+    }
+
+    /// SIGKILL to the process itself, for a child whose group is not known.
+    fn start_kill(&mut self) {
+        if let Process::Child(child) = self {
+            let _ = child.start_kill();
+        }
+    }
+
+    /// The slot's launcher, once it has answered the job's end (ready for
+    /// the slot's next job).
+    fn into_launcher(self) -> Option<Launcher> {
+        match self {
+            Process::Launched(mut run) if run.status.is_some() => run.launcher.take(),
+            _ => None,
+        }
+    }
+}
+
+/// A job its slot's launcher started: the launcher answers its end.
+struct LaunchedRun {
+    /// `None` once it failed (it is then dropped, and killed).
+    launcher: Option<Launcher>,
+    pid: Pid,
+    status: Option<ExitStatus>,
+}
+
+impl LaunchedRun {
+    async fn wait(&mut self) -> std::io::Result<ExitStatus> {
+        if let Some(status) = self.status {
+            return Ok(status);
+        }
+        let launcher = self
+            .launcher
+            .as_mut()
+            .ok_or_else(|| std::io::Error::other("the job slot's launcher failed"))?;
+        match launcher.exited().await {
+            Ok(status) => {
+                self.status = Some(status);
+                Ok(status)
+            }
+            Err(e) => {
+                self.launcher = None;
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Drop for LaunchedRun {
+    /// As `kill_on_drop` for a child: a run dropped before its job ended
+    /// leaves nothing of the job's group running.
+    fn drop(&mut self) {
+        if self.status.is_none() {
+            signal_group(Some(self.pid), Signal::SIGKILL);
+        }
+    }
+}
+
+/// Starts the job: through its slot's launcher when the cell has one,
+/// otherwise (or when the launcher cannot be reached) as a child of the
+/// agent. `Err`: a report of a job that could not start.
+async fn start(spec: &RunSpec, dir: &Path, cell: &Cell) -> Result<Started, RunReport> {
+    if let Some(launcher) = cell.take_launcher() {
+        match start_launched(spec, dir, cell, launcher).await {
+            Ok(started) => return started,
+            Err(e) => tracing::warn!(error = %e,
+                "the job slot's launcher cannot be reached; starting the job through the helper"),
+        }
+    }
+    let mut child = command(spec, dir, cell).spawn().map_err(|e| {
+        let program = spec.program.to_string_lossy();
+        RunReport::failed(format!("could not start {program:?}: {e}"))
+    })?;
+    let group = child
+        .id()
+        .and_then(|id| i32::try_from(id).ok())
+        .map(Pid::from_raw);
+    Ok(Started {
+        group,
+        stdin: child.stdin.take().map(|p| Box::new(p) as Writer),
+        stdout: child.stdout.take().map(|p| Box::new(p) as Reader),
+        stderr: child.stderr.take().map(|p| Box::new(p) as Reader),
+        process: Process::Child(child),
+    })
+}
+
+/// Starts the job through `launcher`. `Err`: the request did not reach it,
+/// so the job did not start (and may be started another way); past that,
+/// a launcher that fails fails the run, since the job may have started.
+async fn start_launched(
+    spec: &RunSpec,
+    dir: &Path,
+    cell: &Cell,
+    mut launcher: Launcher,
+) -> std::io::Result<Result<Started, RunReport>> {
+    let launch = Launch {
+        dir: dir.to_path_buf(),
+        program: spec.program.clone(),
+        args: spec.args.iter().map(OsString::from).collect(),
+        env: job_env(spec, dir, cell),
+    };
+    let (stdin_r, stdin_w) = std::io::pipe()?;
+    let (stdout_r, stdout_w) = std::io::pipe()?;
+    let (stderr_r, stderr_w) = std::io::pipe()?;
+    let stdin = pipe::Sender::from_owned_fd(stdin_w.into())?;
+    let stdout = pipe::Receiver::from_owned_fd(stdout_r.into())?;
+    let stderr = pipe::Receiver::from_owned_fd(stderr_r.into())?;
+    launcher
+        .send(&launch, [stdin_r.into(), stdout_w.into(), stderr_w.into()])
+        .await?;
+    let program = spec.program.to_string_lossy();
+    let pid = match launcher.started().await {
+        Ok(Launched::Started(pid)) if pid > 0 => Pid::from_raw(pid),
+        Ok(Launched::Refused(e)) => {
+            cell.keep_launcher(launcher);
+            return Ok(Err(RunReport::failed(format!(
+                "could not start {program:?}: {e}"
+            ))));
+        }
+        Ok(Launched::Started(pid)) => {
+            let e = format!("the job slot's launcher answered pid {pid}");
+            return Ok(Err(RunReport::failed(format!(
+                "could not start {program:?}: {e}"
+            ))));
+        }
+        Err(e) => {
+            return Ok(Err(RunReport::failed(format!(
+                "could not start {program:?}: {e}"
+            ))))
+        }
+    };
+    Ok(Ok(Started {
+        process: Process::Launched(LaunchedRun {
+            launcher: Some(launcher),
+            pid,
+            status: None,
+        }),
+        group: Some(pid),
+        stdin: Some(Box::new(stdin)),
+        stdout: Some(Box::new(stdout)),
+        stderr: Some(Box::new(stderr)),
+    }))
 }
 
 /// A run whose `exec-job` helper could not set it up (its program never
@@ -390,24 +561,33 @@ fn command(spec: &RunSpec, dir: &Path, cell: &Cell) -> Command {
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true)
-        .env_clear();
-    for key in INHERITED_ENV {
-        if let Some(value) = std::env::var_os(key) {
-            cmd.env(key, value);
-        }
-    }
-    if std::env::var_os("PATH").is_none() {
-        cmd.env("PATH", DEFAULT_PATH);
-    }
-    cmd.env("HOME", dir).env("TMPDIR", dir);
-    if let Some(account) = cell.owner() {
-        cmd.env("USER", &account.name).env("LOGNAME", &account.name);
-    }
-    cmd.envs(spec.env.iter().map(|(k, v)| (k, v)));
+        .env_clear()
+        .envs(job_env(spec, dir, cell));
     cmd
 }
 
-fn feed_stdin(stdin: Option<ChildStdin>, input: String) -> JoinHandle<()> {
+/// The job's whole environment: a few of the agent's variables
+/// ([`INHERITED_ENV`]), its home and temporary directory (its working
+/// directory), its user's name, then its own variables.
+fn job_env(spec: &RunSpec, dir: &Path, cell: &Cell) -> Vec<(OsString, OsString)> {
+    let mut env: Vec<(OsString, OsString)> = INHERITED_ENV
+        .iter()
+        .filter_map(|key| Some((OsString::from(key), std::env::var_os(key)?)))
+        .collect();
+    if std::env::var_os("PATH").is_none() {
+        env.push(("PATH".into(), DEFAULT_PATH.into()));
+    }
+    env.push(("HOME".into(), dir.into()));
+    env.push(("TMPDIR".into(), dir.into()));
+    if let Some(account) = cell.owner() {
+        env.push(("USER".into(), (&account.name).into()));
+        env.push(("LOGNAME".into(), (&account.name).into()));
+    }
+    env.extend(spec.env.iter().map(|(k, v)| (k.into(), v.into())));
+    env
+}
+
+fn feed_stdin(stdin: Option<Writer>, input: String) -> JoinHandle<()> {
     tokio::spawn(async move {
         let Some(mut pipe) = stdin else { return };
         if let Err(e) = pipe.write_all(input.as_bytes()).await {
@@ -470,7 +650,7 @@ fn tail_text(tail: &Mutex<OutputTail>) -> String {
 
 /// Waits for the main process to end, or for the timeout or a cancel.
 async fn supervise(
-    child: &mut Child,
+    child: &mut Process,
     group: Option<Pid>,
     timeout: Option<Duration>,
     cancel: &CancelHandle,
@@ -496,9 +676,9 @@ async fn supervise(
 
 /// SIGTERM to the group, up to `grace` for the main process to end, then
 /// SIGKILL to whatever is left of the group.
-async fn stop(child: &mut Child, group: Option<Pid>, grace: Duration) {
+async fn stop(child: &mut Process, group: Option<Pid>, grace: Duration) {
     if group.is_none() {
-        let _ = child.start_kill();
+        child.start_kill();
     }
     signal_group(group, Signal::SIGTERM);
     let exited = tokio::time::timeout(grace, child.wait()).await.is_ok();

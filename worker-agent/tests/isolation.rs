@@ -40,6 +40,7 @@ impl Agent {
             require_isolation: false,
             defaults: Resources::default(),
             helper: Some(helper()),
+            launchers: true,
         };
         let sandbox = Sandbox::setup(&config, &format!("isolation-test-{id}"), 4)
             .unwrap_or_else(|e| panic!("these tests run as root on a host with cgroups: {e:#}"));
@@ -289,4 +290,67 @@ async fn cpu_limits_share_a_busy_agent_in_their_ratio() {
     );
     assert!(h > 0.0 && h < 3.0, "cpu 0.5 got {h} s of CPU in 4 s");
     assert!(o / h > 1.3 && o / h < 3.0, "ratio {:.2} ({o} / {h})", o / h);
+}
+
+/// The parent of a job's shell: its pid and command line.
+fn parent_of_job() -> RunSpec {
+    sh("echo $PPID; tr '\\0' ' ' < /proc/$PPID/cmdline; echo")
+}
+
+fn parent(report: &RunReport) -> (u32, String) {
+    assert_eq!(report.outcome, ShardOutcome::Succeeded, "{report:?}");
+    let mut lines = report.stdout_tail.lines();
+    let pid = lines.next().and_then(|l| l.parse().ok()).unwrap_or(0);
+    (pid, lines.next().unwrap_or_default().to_owned())
+}
+
+/// A slot's jobs are started by the slot's launcher, one process that
+/// stays in the slot's cgroups from one job to the next (killing what a
+/// job left spares it), not by a helper executed per job.
+#[tokio::test]
+async fn a_slots_jobs_are_started_by_one_launcher_that_outlives_each_job() {
+    let agent = Agent::new();
+    let (first, line) = parent(&agent.run(&parent_of_job()).await);
+    assert!(line.contains("serve-slot"), "the job's parent: {line}");
+    // Its job left a process behind, which the end of the job kills.
+    let r = agent.run(&sh("setsid sleep 30 & echo $PPID")).await;
+    assert_eq!(r.stdout_tail.trim(), first.to_string(), "{r:?}");
+    let (again, _) = parent(&agent.run(&parent_of_job()).await);
+    assert_eq!(again, first, "the same launcher");
+}
+
+/// A job runs as another user: it cannot signal the root launcher that
+/// started it, which serves the slot's next job.
+#[tokio::test]
+async fn a_job_cannot_kill_its_launcher() {
+    let agent = Agent::new();
+    let r = agent.run(&sh("kill -9 $PPID 2>&1 || echo refused")).await;
+    assert!(r.stdout_tail.contains("refused"), "{r:?}");
+    let (_, line) = parent(&agent.run(&parent_of_job()).await);
+    assert!(line.contains("serve-slot"), "{line}");
+}
+
+/// A launcher that died between jobs is replaced at the slot's next job,
+/// and a clean stop leaves no launcher running.
+#[tokio::test]
+async fn a_dead_launcher_is_replaced_and_a_stop_ends_them() {
+    let agent = Agent::new();
+    let (first, line) = parent(&agent.run(&parent_of_job()).await);
+    assert!(line.contains("serve-slot"), "the job's parent: {line}");
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(first).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (second, line) = parent(&agent.run(&parent_of_job()).await);
+    assert_ne!(second, first);
+    assert!(line.contains("serve-slot"), "{line}");
+    agent.limits.sandbox.release();
+    let state = std::fs::read_to_string(format!("/proc/{second}/stat")).unwrap_or_default();
+    let alive = !state.is_empty()
+        && !state
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z');
+    assert!(!alive, "the launcher still runs after the stop: {state}");
 }

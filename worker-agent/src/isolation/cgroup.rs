@@ -147,6 +147,7 @@ impl CgroupTree {
     pub fn child(&self, name: &str) -> Result<JobCgroup, CgroupError> {
         let cgroup = JobCgroup {
             layout: self.layout.join(name),
+            reserved_pids: 0,
         };
         // The agent's own directory again first: a cleanup of empty cgroups
         // on the host may have removed it while the agent was idle.
@@ -174,6 +175,7 @@ impl CgroupTree {
         for name in &names {
             let leftover = JobCgroup {
                 layout: self.layout.join(name),
+                reserved_pids: 0,
             };
             let killed = leftover.kill().await;
             tracing::warn!(
@@ -289,9 +291,21 @@ fn enable_v2_controllers(agent_dir: &Path) -> Result<(), CgroupError> {
 #[derive(Debug)]
 pub struct JobCgroup {
     layout: Layout,
+    /// Processes the agent keeps in the cgroup besides the job's (a job
+    /// slot's launcher), added to the job's process limit.
+    reserved_pids: i32,
 }
 
 impl JobCgroup {
+    /// The same cgroup, with room for one process of the agent's (its job
+    /// slot's launcher) beyond the job's own process limit.
+    pub fn with_launcher(self) -> JobCgroup {
+        JobCgroup {
+            reserved_pids: 1,
+            ..self
+        }
+    }
+
     fn dirs(&self) -> Vec<&Path> {
         self.layout.dirs()
     }
@@ -333,7 +347,10 @@ impl JobCgroup {
             writes.extend(memory_files(self.dir("memory"), to.memory_mb, v1));
         }
         if from.is_none_or(|f| f.max_pids != to.max_pids) {
-            let pids = to.max_pids.map_or_else(|| "max".to_owned(), |p| p.to_string());
+            let pids = to.max_pids.map_or_else(
+                || "max".to_owned(),
+                |p| p.saturating_add(self.reserved_pids).to_string(),
+            );
             writes.push((self.dir("pids").join("pids.max"), pids));
         }
         if from.is_none_or(|f| f.cpu != to.cpu) {
@@ -347,32 +364,41 @@ impl JobCgroup {
     /// freeze, SIGKILL each process, thaw. Waits until the cgroup is empty.
     /// Returns how many processes were signalled.
     pub async fn kill(&self) -> usize {
+        self.kill_sparing(None).await
+    }
+
+    /// [`JobCgroup::kill`], sparing the process `spare` (a job slot's
+    /// launcher, which lives in the slot's cgroup between jobs): empty then
+    /// means that only it is left, and `cgroup.kill`, which spares nothing,
+    /// is not used.
+    pub async fn kill_sparing(&self, spare: Option<i32>) -> usize {
         // The usual end: the job's processes have all exited already. One
         // hierarchy tells: every process joined all of them, and a job's
         // processes cannot move themselves (the files are root's).
-        if read_pids(&self.dir("freezer").join("cgroup.procs")).is_empty() {
+        let others = |procs: &Path| read_pids(procs).into_iter().any(|p| Some(p) != spare);
+        if !others(&self.dir("freezer").join("cgroup.procs")) {
             return 0;
         }
         let killed = match &self.layout {
-            Layout::V2(dir) if dir.join("cgroup.kill").exists() => {
+            Layout::V2(dir) if spare.is_none() && dir.join("cgroup.kill").exists() => {
                 let n = read_pids(&dir.join("cgroup.procs")).len();
                 write_quiet(&dir.join("cgroup.kill"), "1");
                 n
             }
-            Layout::V2(dir) => frozen_kill(&dir.join("cgroup.freeze"), "1", "0", dir).await,
+            Layout::V2(dir) => frozen_kill(&dir.join("cgroup.freeze"), "1", "0", dir, spare).await,
             Layout::V1(_) => {
                 let freezer = self.dir("freezer");
-                frozen_kill(&freezer.join("freezer.state"), "FROZEN", "THAWED", freezer).await
+                frozen_kill(&freezer.join("freezer.state"), "FROZEN", "THAWED", freezer, spare).await
             }
         };
-        self.wait_empty().await;
+        self.wait_empty(others).await;
         killed
     }
 
-    async fn wait_empty(&self) {
+    async fn wait_empty(&self, others: impl Fn(&Path) -> bool) {
         let procs = self.procs_files();
         let deadline = tokio::time::Instant::now() + EMPTY_WAIT;
-        while procs.iter().any(|p| !read_pids(p).is_empty()) {
+        while procs.iter().any(|p| others(p)) {
             if tokio::time::Instant::now() > deadline {
                 tracing::warn!(cgroup = %self.dir("freezer").display(), "processes still in a killed cgroup");
                 return;
@@ -470,9 +496,10 @@ fn cpu_files(dir: &Path, cpu: Option<f64>, v1: bool) -> Vec<(PathBuf, String)> {
     }
 }
 
-/// Freezes through `state_file`, SIGKILLs every process listed in `dir`,
-/// thaws (a frozen process cannot die). Returns how many were signalled.
-async fn frozen_kill(state_file: &Path, frozen: &str, thawed: &str, dir: &Path) -> usize {
+/// Freezes through `state_file`, SIGKILLs every process listed in `dir`
+/// but `spare`, thaws (a frozen process cannot die). Returns how many were
+/// signalled.
+async fn frozen_kill(state_file: &Path, frozen: &str, thawed: &str, dir: &Path, spare: Option<i32>) -> usize {
     write_quiet(state_file, frozen);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
     while tokio::time::Instant::now() < deadline {
@@ -482,7 +509,8 @@ async fn frozen_kill(state_file: &Path, frozen: &str, thawed: &str, dir: &Path) 
         }
         tokio::time::sleep(POLL).await;
     }
-    let pids = read_pids(&dir.join("cgroup.procs"));
+    let mut pids = read_pids(&dir.join("cgroup.procs"));
+    pids.retain(|p| Some(*p) != spare);
     for pid in &pids {
         let pid = nix::unistd::Pid::from_raw(*pid);
         match nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL) {

@@ -7,15 +7,21 @@
 //! writable cgroup hierarchy); with `--require-isolation` it refuses to
 //! start instead. Each run then takes a [`Cell`]: its account and cgroup,
 //! killed and removed when the run ends, whatever the run left behind.
+//! A job slot's runs are started by the slot's [`launcher`], which lives in
+//! the slot's cgroups, so a job is born inside them; a run without one (the
+//! launcher could not be started or reached, a run beyond the slots) goes
+//! through the `exec-job` helper, which enters them before it execs.
 
 pub mod cgroup;
 /// The `exec-job` helper's code, a crate of its own (`worker-agent-exec`)
 /// so that its binary can be built statically linked on its own.
 pub use worker_agent_exec as exec;
+pub mod launcher;
 pub mod user;
 pub mod workdir;
 
 use cgroup::{CgroupTree, JobCgroup, Limits};
+use launcher::Launcher;
 use orchestrator_shared::api::{Isolation, Resources};
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -35,6 +41,9 @@ pub struct SandboxConfig {
     pub defaults: Resources,
     /// The binary that serves `exec-job`; `None`: this process's own.
     pub helper: Option<PathBuf>,
+    /// Start each job slot's jobs through a launcher of the slot's (the
+    /// helper's `serve-slot`), not through the helper per job.
+    pub launchers: bool,
 }
 
 /// The isolation this agent enforces, set up once.
@@ -44,6 +53,7 @@ pub struct Sandbox {
     cgroups: Option<CgroupTree>,
     defaults: Resources,
     helper: Option<PathBuf>,
+    launchers: bool,
     report: Isolation,
     slots: Arc<Mutex<Slots>>,
 }
@@ -58,35 +68,48 @@ struct Slots {
     free: Vec<usize>,
     /// The limits each slot's cgroup was last given (`None`: not known).
     applied: Vec<Option<Limits>>,
+    /// Each idle slot's launcher, once started (a run holds its slot's).
+    launchers: Vec<Option<Launcher>>,
 }
 
-/// A run's hold on a slot; gives it back when dropped.
+/// A run's hold on a slot, and on its launcher; gives both back when
+/// dropped.
 #[derive(Debug)]
 struct SlotGuard {
     index: Option<usize>,
     slots: Arc<Mutex<Slots>>,
+    launcher: Mutex<Option<Launcher>>,
 }
 
 impl SlotGuard {
     fn take(slots: &Arc<Mutex<Slots>>) -> SlotGuard {
-        let index = lock(slots).free.pop();
+        let mut held = lock(slots);
+        let index = held.free.pop();
+        let launcher = index.and_then(|i| held.launchers.get_mut(i)?.take());
         SlotGuard {
             index,
             slots: Arc::clone(slots),
+            launcher: Mutex::new(launcher),
         }
     }
 }
 
 impl Drop for SlotGuard {
     fn drop(&mut self) {
-        if let Some(index) = self.index {
-            lock(&self.slots).free.push(index);
+        let Some(index) = self.index else { return };
+        let launcher = lock(&self.launcher).take();
+        let mut slots = lock(&self.slots);
+        if let Some(entry) = slots.launchers.get_mut(index) {
+            *entry = launcher;
         }
+        slots.free.push(index);
     }
 }
 
-fn lock(slots: &Mutex<Slots>) -> std::sync::MutexGuard<'_, Slots> {
-    slots.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+/// Locks `mutex`, whatever a panic elsewhere left in it (its contents stay
+/// consistent: every change under it is one assignment).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Sandbox {
@@ -132,9 +155,11 @@ impl Sandbox {
         let slots = Slots {
             free: (0..slots).rev().collect(),
             applied: vec![None; slots],
+            launchers: (0..slots).map(|_| None).collect(),
         };
         Ok(Sandbox {
             slots: Arc::new(Mutex::new(slots)),
+            launchers: config.launchers && helper.is_some() && cgroups.is_some(),
             users,
             cgroups,
             defaults: config.defaults,
@@ -157,9 +182,16 @@ impl Sandbox {
         }
     }
 
-    /// Removes this agent's (empty) cgroup directories: at a clean stop,
-    /// so that nothing of the agent stays on the host.
+    /// Stops the slots' launchers and removes this agent's (empty) cgroup
+    /// directories: at a clean stop, when no run is left, so that nothing
+    /// of the agent stays on the host.
     pub fn release(&self) {
+        let launchers: Vec<Launcher> = lock(&self.slots)
+            .launchers
+            .iter_mut()
+            .filter_map(Option::take)
+            .collect();
+        launchers.into_iter().for_each(Launcher::stop);
         if let Some(tree) = &self.cgroups {
             tree.remove_agent_dirs();
         }
@@ -190,10 +222,18 @@ impl Sandbox {
                     .map_err(|e| format!("creating the job's cgroup: {e}"))?,
             ),
         };
+        let account = self.users.as_ref().map(|u| u.account(slot.index));
+        if let (Some(cgroup), Some(_)) = (&cgroup, slot.index) {
+            self.ready_launcher(&slot, cgroup, account.as_ref());
+        }
+        let spare = lock(&slot.launcher)
+            .as_ref()
+            .and_then(|l| i32::try_from(l.pid()).ok());
         Ok(Cell {
-            account: self.users.as_ref().map(|u| u.account(slot.index)),
+            account,
             oom_before: cgroup.as_ref().map_or(0, JobCgroup::oom_kills),
             one_off: slot.index.is_none(),
+            spare,
             slot,
             cgroup,
             helper: self.helper.clone(),
@@ -201,11 +241,35 @@ impl Sandbox {
         })
     }
 
+    /// Makes sure the slot held by `slot` has a live launcher in `cgroup`,
+    /// starting one if it has none (or its last one died). A launcher that
+    /// cannot be started is logged; the run then goes through the helper.
+    fn ready_launcher(&self, slot: &SlotGuard, cgroup: &JobCgroup, account: Option<&Account>) {
+        let (true, Some(helper)) = (self.launchers, &self.helper) else {
+            return;
+        };
+        let mut held = lock(&slot.launcher);
+        if held.as_mut().is_some_and(Launcher::is_alive) {
+            return;
+        }
+        let user = account.map(|a| (a.uid, a.gid));
+        match Launcher::start(helper, &cgroup.procs_files(), user) {
+            Ok(launcher) => *held = Some(launcher),
+            Err(e) => {
+                *held = None;
+                tracing::warn!(error = %e, "could not start a job slot's launcher; its jobs start through the helper");
+            }
+        }
+    }
+
     /// Slot `index`'s cgroup, made if missing, with its limits changed to
     /// `limits` (only the files that differ are written).
     fn slot_cgroup(&self, tree: &CgroupTree, index: usize, limits: &Limits) -> Result<JobCgroup, String> {
         let failed = |e| format!("setting up the job's cgroup: {e}");
-        let cgroup = tree.child(&format!("slot-{index}")).map_err(failed)?;
+        let mut cgroup = tree.child(&format!("slot-{index}")).map_err(failed)?;
+        if self.launchers {
+            cgroup = cgroup.with_launcher();
+        }
         let applied = lock(&self.slots).applied.get(index).copied().flatten();
         let result = cgroup.apply(applied.as_ref(), limits);
         if let Some(entry) = lock(&self.slots).applied.get_mut(index) {
@@ -251,6 +315,8 @@ pub struct Cell {
     one_off: bool,
     /// The cgroup's OOM kills before the run (a slot's counter goes on).
     oom_before: u64,
+    /// The slot's launcher's pid: the one process its cgroup keeps.
+    spare: Option<i32>,
     helper: Option<PathBuf>,
     memory_mb: Option<i32>,
 }
@@ -288,10 +354,23 @@ impl Cell {
         (helper.clone().into_os_string(), line)
     }
 
-    /// Kills every process left in the run's cgroup (none without one).
+    /// The slot's launcher, for this run to start its job through (`None`:
+    /// none, or taken already). Give it back with [`Cell::keep_launcher`]
+    /// when it is ready for the slot's next job.
+    pub fn take_launcher(&self) -> Option<Launcher> {
+        lock(&self.slot.launcher).take()
+    }
+
+    /// Gives the slot's launcher back, ready for its next job.
+    pub fn keep_launcher(&self, launcher: Launcher) {
+        *lock(&self.slot.launcher) = Some(launcher);
+    }
+
+    /// Kills every process left in the run's cgroup (none without one) but
+    /// the slot's launcher.
     pub async fn kill(&self) {
         if let Some(cgroup) = &self.cgroup {
-            let killed = cgroup.kill().await;
+            let killed = cgroup.kill_sparing(self.spare).await;
             if killed > 0 {
                 tracing::info!(killed, "killed the processes a run left in its cgroup");
             }
@@ -305,7 +384,7 @@ impl Cell {
     /// emptied first: the slot's next run uses the same one.
     pub async fn finish(&self) -> Option<String> {
         let cgroup = self.cgroup.as_ref()?;
-        cgroup.kill().await;
+        cgroup.kill_sparing(self.spare).await;
         let oom = cgroup.oom_kills().saturating_sub(self.oom_before);
         if self.one_off {
             cgroup.remove().await;

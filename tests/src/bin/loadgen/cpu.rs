@@ -1,7 +1,7 @@
 //! Where the box's CPU went during a run, per job: the controller (an
 //! in-process one by its runtime's threads), the load generator, the
-//! agents, what the agents ran (their children: the `exec-job` helper and
-//! the job), Postgres and RabbitMQ (from their containers' cgroups),
+//! agents, what the agents ran (their children: the job slots' launchers,
+//! the `exec-job` helper and the job), Postgres and RabbitMQ (from their containers' cgroups),
 //! `docker-proxy` (the engine's port forwarding), and the rest of the box
 //! (from `/proc/stat`: everything busy that none of these account for).
 
@@ -132,6 +132,39 @@ pub fn process_seconds(stat: &std::path::Path) -> (f64, f64) {
     let sum =
         |range: std::ops::Range<usize>| fields.get(range).map_or(0.0, |f| f.iter().sum::<f64>() / TICKS);
     (sum(0..2), sum(2..4))
+}
+
+/// CPU seconds of `pid`'s children that are still running, their own and
+/// their waited-for children's: an agent's job slot launchers, which live
+/// as long as the agent and wait for its jobs themselves, so neither shows
+/// in the agent's `cutime` while it runs.
+pub fn live_children_seconds(pid: &str) -> f64 {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    dir.filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .map(|e| e.path().join("stat"))
+        .filter(|stat| parent_pid(stat).is_some_and(|p| p == pid))
+        .map(|stat| {
+            let (own, children) = process_seconds(&stat);
+            own + children
+        })
+        .sum()
+}
+
+/// The parent pid in a `stat` file (its fourth field).
+fn parent_pid(stat: &std::path::Path) -> Option<String> {
+    let text = std::fs::read_to_string(stat).ok()?;
+    text.rsplit(')')
+        .next()?
+        .split_whitespace()
+        .nth(1)
+        .map(str::to_owned)
 }
 
 /// Milliseconds of CPU per job for each part, from the figures before and

@@ -501,7 +501,9 @@ async fn percentiles(db: &tokio_postgres::Client, run: &Value, expr: &str) -> an
 struct Proc {
     cpu_seconds: f64,
     rest_seconds: f64,
-    /// CPU of the children it has waited for (an agent's jobs and helpers).
+    /// CPU of its children: those it has waited for (an agent's jobs and
+    /// helpers) and those still running (its job slots' launchers, with
+    /// the jobs they waited for).
     children_seconds: f64,
     peak_rss_kib: u64,
     rss_kib: u64,
@@ -519,7 +521,10 @@ impl Proc {
         Proc {
             cpu_seconds: controller,
             rest_seconds: own - controller,
-            children_seconds: children,
+            children_seconds: match pid {
+                "self" => children,
+                _ => children + cpu::live_children_seconds(pid),
+            },
             peak_rss_kib: kib("VmHWM:"),
             rss_kib: kib("VmRSS:"),
         }
