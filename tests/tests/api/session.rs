@@ -103,7 +103,10 @@ async fn every_write_by_cookie_without_the_right_csrf_token_is_403_and_changes_n
     for route in writes {
         let path = concrete_path(route.path, targets.job_id, "w-forged");
         let body = body_for(route.path, &targets);
-        let wrong = format!("{}0", &s.csrf[..63]);
+        // The right token with its last digit changed (one ending in 0
+        // gets a 1: appending "0" to its first 63 would be the token itself).
+        let last = if s.csrf.ends_with('0') { '1' } else { '0' };
+        let wrong = format!("{}{last}", &s.csrf[..63]);
         for (what, csrf) in [
             ("no", None),
             ("a wrong", Some(wrong.as_str())),
