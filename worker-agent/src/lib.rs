@@ -32,8 +32,10 @@
 //! - `retry`: a request to the controller retried for a bounded time.
 //! - [`runner`]: one child process: working directory, stdin, output tails,
 //!   timeout and cancel through its process group.
-//! - [`isolation`]: the job's user, its cgroup and limits, the `exec-job`
-//!   helper that enters both before the job's program runs.
+//! - [`isolation`]: the job's user, its cgroup and limits, each job slot's
+//!   launcher (which lives in the slot's cgroups and forks its jobs as its
+//!   user), and the `exec-job` helper that enters both before the program
+//!   runs, for a run without a launcher.
 //! - [`tail`]: the bounded output buffer.
 
 #![forbid(unsafe_code)]
