@@ -460,10 +460,9 @@ async fn start(spec: &RunSpec, dir: &Path, cell: &Cell) -> Result<Started, RunRe
                 "the job slot's launcher cannot be reached; starting the job through the helper"),
         }
     }
-    let mut child = command(spec, dir, cell).spawn().map_err(|e| {
-        let program = spec.program.to_string_lossy();
-        RunReport::failed(format!("could not start {program:?}: {e}"))
-    })?;
+    let mut child = command(spec, dir, cell)
+        .spawn()
+        .map_err(|e| not_started(spec, e))?;
     let group = child
         .id()
         .and_then(|id| i32::try_from(id).ok())
@@ -501,26 +500,17 @@ async fn start_launched(
     launcher
         .send(&launch, [stdin_r.into(), stdout_w.into(), stderr_w.into()])
         .await?;
-    let program = spec.program.to_string_lossy();
     let pid = match launcher.started().await {
         Ok(Launched::Started(pid)) if pid > 0 => Pid::from_raw(pid),
         Ok(Launched::Refused(e)) => {
             cell.keep_launcher(launcher);
-            return Ok(Err(RunReport::failed(format!(
-                "could not start {program:?}: {e}"
-            ))));
+            return Ok(Err(not_started(spec, e)));
         }
         Ok(Launched::Started(pid)) => {
             let e = format!("the job slot's launcher answered pid {pid}");
-            return Ok(Err(RunReport::failed(format!(
-                "could not start {program:?}: {e}"
-            ))));
+            return Ok(Err(not_started(spec, e)));
         }
-        Err(e) => {
-            return Ok(Err(RunReport::failed(format!(
-                "could not start {program:?}: {e}"
-            ))))
-        }
+        Err(e) => return Ok(Err(not_started(spec, e))),
     };
     Ok(Ok(Started {
         process: Process::Launched(LaunchedRun {
@@ -533,6 +523,12 @@ async fn start_launched(
         stdout: Some(Box::new(stdout)),
         stderr: Some(Box::new(stderr)),
     }))
+}
+
+/// The report of a job whose program could not be started, for `why`.
+fn not_started(spec: &RunSpec, why: impl std::fmt::Display) -> RunReport {
+    let program = spec.program.to_string_lossy();
+    RunReport::failed(format!("could not start {program:?}: {why}"))
 }
 
 /// A run whose `exec-job` helper could not set it up (its program never
