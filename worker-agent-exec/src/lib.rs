@@ -35,7 +35,8 @@ pub const SUBCOMMANDS: [&str; 2] = [SUBCOMMAND, slot::SUBCOMMAND];
 /// Exit code of a helper that could not set the job up (the program never
 /// ran).
 pub const SETUP_FAILED: i32 = 125;
-/// Start of the helper's one line of error on stderr.
+/// Start of the `exec-job` helper's one line of error on stderr (the
+/// launcher has its own, [`slot::FAILURE_PREFIX`]).
 pub const FAILURE_PREFIX: &str = "worker-agent exec-job: ";
 
 /// Where a job's processes live and as whom they run: the helper's and the

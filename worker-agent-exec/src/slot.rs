@@ -21,7 +21,7 @@
 //! A job cannot reach its launcher: the socket is anonymous and the
 //! launcher's descriptors are root's; the job gets only its own pipes.
 
-use crate::{join_cgroups, ExecError, Placement, FAILURE_PREFIX};
+use crate::{join_cgroups, ExecError, Placement};
 use clap::Parser;
 use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
 use std::ffi::{OsStr, OsString};
@@ -42,6 +42,10 @@ pub const SUBCOMMAND: &str = "serve-slot";
 pub const MAX_REQUEST: usize = 16 << 20;
 /// Descriptors passed with a request: the job's stdin, stdout and stderr.
 pub const STDIO_FDS: usize = 3;
+/// Start of the launcher's one line of error on stderr (the agent's
+/// stderr, which it inherits): its own name, so that an operator reading
+/// the agent's log can tell it from the `exec-job` helper.
+pub const FAILURE_PREFIX: &str = "worker-agent serve-slot: ";
 
 /// The launcher's arguments, as the agent passes them.
 #[derive(Debug, Parser)]
@@ -206,7 +210,8 @@ impl Reply {
 
 /// Entry point of the subcommand: `args` are the process's arguments
 /// from the subcommand's name on (`serve-slot …`). Returns the exit code: 0
-/// once the agent closed its end.
+/// once the agent closed its end or is gone (the launcher's normal end, so
+/// nothing is printed), [`crate::SETUP_FAILED`] after any other failure.
 pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
     let parsed = match ServeArgs::try_parse_from(args) {
         Ok(parsed) => parsed,
@@ -217,6 +222,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
     };
     match serve(&parsed) {
         Ok(()) => 0,
+        Err(e) if agent_gone(&e) => 0,
         Err(e) => {
             eprintln!("{FAILURE_PREFIX}{e}");
             crate::SETUP_FAILED
@@ -248,6 +254,16 @@ fn serve(args: &ServeArgs) -> Result<(), ExecError> {
         answer(&socket, Reply::Exited(status.into_raw()))?;
     }
     Ok(())
+}
+
+/// Whether `e` only says that the agent's end of the socket is closed: the
+/// agent stopped or died while a job ran, and the answer had no one to go
+/// to. The launcher's work is over then, as at a clean end of its input.
+fn agent_gone(e: &ExecError) -> bool {
+    matches!(e, ExecError::Serve(io) if matches!(
+        io.kind(),
+        std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+    ))
 }
 
 fn answer(mut socket: &UnixStream, reply: Reply) -> Result<(), ExecError> {
