@@ -51,6 +51,75 @@ async fn database_session_lifecycle() {
     assert!(!dead.ping().await);
 }
 
+/// What the backend serving `pid` ran last, read from another session.
+async fn last_query(observer: &tokio_postgres::Client, pid: i32) -> String {
+    observer
+        .query_one("SELECT query FROM pg_stat_activity WHERE pid = $1", &[&pid])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// A pooled connection taken again at once is handed out as it is (no
+/// check costs a round trip per transaction); one left idle past
+/// `VERIFY_IDLE_AFTER` is checked first (an empty query), and one whose
+/// backend has gone is never handed out.
+#[tokio::test]
+async fn the_pool_checks_only_connections_left_idle() {
+    let (test_db, pool) = database().await;
+    let (observer, connection) = tokio_postgres::connect(&test_db.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let pid: i32 = {
+        let c = pool.client().await.unwrap();
+        c.query_one("SELECT pg_backend_pid() /* first use */", &[])
+            .await
+            .unwrap()
+            .get(0)
+    };
+    let again = pool.client().await.unwrap();
+    let last = last_query(&observer, pid).await;
+    assert!(
+        last.contains("first use"),
+        "a check ran on a connection just used: {last:?}"
+    );
+    drop(again);
+
+    tokio::time::sleep(db::VERIFY_IDLE_AFTER + Duration::from_millis(200)).await;
+    let checked = pool.client().await.unwrap();
+    let checked_pid: i32 = {
+        let last = last_query(&observer, pid).await;
+        assert_eq!(last, "", "an idle connection was handed out unchecked");
+        checked
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await
+            .unwrap()
+            .get(0)
+    };
+    assert_eq!(
+        checked_pid, pid,
+        "the pool handed out another connection than the one returned last"
+    );
+    drop(checked);
+
+    tokio::time::sleep(db::VERIFY_IDLE_AFTER + Duration::from_millis(200)).await;
+    observer
+        .execute("SELECT pg_terminate_backend($1)", &[&pid])
+        .await
+        .unwrap();
+    let fresh = pool.client().await.unwrap();
+    let fresh_pid: i32 = fresh
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_ne!(
+        fresh_pid, pid,
+        "a connection whose backend was terminated was handed out"
+    );
+}
+
 #[tokio::test]
 async fn worker_valid_transitions_are_persisted() {
     let (_t, pool) = database().await;
