@@ -1466,6 +1466,50 @@ async fn small_claims_and_reports_are_not_planned_afresh_each_time() {
     }
 }
 
+/// A batch that starts a job marks its idle worker busy (in the statement
+/// that starts it); a batch that starts nothing leaves it idle.
+#[tokio::test]
+async fn a_batch_that_starts_a_job_marks_its_idle_worker_busy_and_one_that_starts_none_does_not() {
+    let (_t, pool) = database().await;
+    let ids = pending_jobs(&pool, 2).await;
+    let c = pool.client().await.unwrap();
+    workers::register(&c, &new_worker("w-a")).await.unwrap();
+    let status = || async { workers::get(&c, "w-a").await.unwrap().status };
+    assert_eq!(status().await, WorkerStatus::Idle);
+    let stale = claim_batch_on_w_a(&pool, &[(ids[0], 2)]).await;
+    assert_eq!(stale[0].0 .0, ClaimDecision::Skip, "{stale:?}");
+    assert_eq!(status().await, WorkerStatus::Idle, "nothing started");
+    let started = claim_batch_on_w_a(&pool, &[(ids[0], 1), (ids[1], 1)]).await;
+    assert!(
+        started.iter().all(|((d, _), _)| *d == ClaimDecision::Run),
+        "{started:?}"
+    );
+    assert_eq!(status().await, WorkerStatus::Busy);
+}
+
+/// Claims `(job, attempt)` pairs, shard 0, as `w-a`, in one batch.
+async fn claim_batch_on_w_a(
+    pool: &db::Database,
+    claims: &[(uuid::Uuid, i32)],
+) -> Vec<(flow::Claim, Option<ShardWork>)> {
+    let mut c = pool.client().await.unwrap();
+    let tx = c.transaction().await.unwrap();
+    let claims: Vec<ShardClaim> = claims
+        .iter()
+        .map(|&(job_id, attempt)| ShardClaim {
+            job_id,
+            attempt,
+            shard_index: 0,
+            redelivered: false,
+        })
+        .collect();
+    let answers = flow::claim_batch(&tx, "w-a", &claims, Duration::from_secs(30))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    answers
+}
+
 /// A claim can overtake the relay: the agent has the message before the
 /// relay has committed that it published it. A batch of such claims
 /// records both steps, in order, as a single claim does, and the relay's

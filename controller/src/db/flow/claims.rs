@@ -15,7 +15,7 @@ use super::{named_once, shard_work};
 use crate::db::{workers, Cached, DbError};
 use deadpool_postgres::Transaction;
 use orchestrator_shared::api::{ClaimDecision, ShardClaim, ShardWork};
-use orchestrator_shared::{JobStatus, StateMachine};
+use orchestrator_shared::{JobStatus, StateMachine, WorkerStatus};
 use std::collections::HashMap;
 use std::time::Duration;
 use uuid::Uuid;
@@ -46,14 +46,17 @@ pub async fn claim_batch(
         .collect();
     let mut rest: Vec<usize> = (0..claims.len()).filter(|&i| answers[i].is_none()).collect();
     rest.sort_by_key(|&i| claims[i].job_id);
+    let mut ran_one_by_one = false;
     for i in rest {
-        answers[i] = Some(decide_claim(tx, &claims[i].by(worker_id), silent_after).await?);
+        let answer = decide_claim(tx, &claims[i].by(worker_id), silent_after).await?;
+        ran_one_by_one |= answer.0 .0 == ClaimDecision::Run;
+        answers[i] = Some(answer);
     }
-    let answers: Vec<_> = answers.into_iter().flatten().collect();
-    if answers.iter().any(|((d, _), _)| *d == ClaimDecision::Run) {
+    // The one-statement path recorded its starts on the worker itself.
+    if ran_one_by_one {
         workers::claimed(tx, worker_id).await?;
     }
-    Ok(answers)
+    Ok(answers.into_iter().flatten().collect())
 }
 
 /// Locks the batch's job rows in id order and checks that the worker has
@@ -85,34 +88,9 @@ fn fresh(claims: &[ShardClaim]) -> Vec<ShardClaim> {
         .collect()
 }
 
-/// Starts, in one statement, every fresh claim whose job is `queued` (or
-/// still `pending`: the relay published it but has not yet committed that,
-/// and the claim records it, as alone) at the attempt before the claimed
-/// one with the shard in range: the job becomes `running` with the attempt
-/// counted, its events and its shard (held by this incarnation) are
-/// written (with the worker's current registration generation), and it no
-/// longer waits for a worker. A job the worker may not run (its pool, its
-/// selector), or any job of a worker that never registered, is left to the
-/// single claim's rules, which refuse it.
-/// Answers the started jobs' work by job id; the caller decides the others
-/// one by one.
-async fn start_fresh(
-    tx: &Transaction<'_>,
-    worker_id: &str,
-    claims: &[ShardClaim],
-) -> Result<HashMap<Uuid, ShardWork>, DbError> {
-    let fresh = fresh(claims);
-    if fresh.is_empty() {
-        return Ok(HashMap::new());
-    }
-    JobStatus::Pending.transition(JobStatus::Queued)?;
-    JobStatus::Queued.transition(JobStatus::Running)?;
-    let ids: Vec<Uuid> = fresh.iter().map(|c| c.job_id).collect();
-    let attempts: Vec<i32> = fresh.iter().map(|c| c.attempt).collect();
-    let shards: Vec<i32> = fresh.iter().map(|c| c.shard_index).collect();
-    let rows = tx
-        .rows(
-            "WITH r AS (SELECT * FROM unnest($1::uuid[], $2::int[], $3::int[]) AS r(job_id, attempt, shard_index)),
+/// [`start_fresh`]'s statement: `$1`–`$3` the claims' job ids, attempts
+/// and shard indexes, `$4` the worker.
+const START_FRESH: &str = "WITH r AS (SELECT * FROM unnest($1::uuid[], $2::int[], $3::int[]) AS r(job_id, attempt, shard_index)),
              o AS MATERIALIZED (SELECT jobs.job_id, jobs.status AS was FROM jobs JOIN r ON r.job_id = jobs.job_id),
              j AS (UPDATE jobs SET status = 'running', attempts = jobs.attempts + 1,
                           queued_at = CASE WHEN jobs.status = 'pending' THEN now() ELSE jobs.queued_at END,
@@ -135,10 +113,45 @@ async fn start_fresh(
                    ) x ORDER BY job_id, step),
              s AS (INSERT INTO job_shards (job_id, shard_index, attempt, worker_id, worker_generation, status)
                    SELECT job_id, shard_index, attempts, $4,
-                          (SELECT generation FROM workers WHERE worker_id = $4), 'running' FROM j)
-             SELECT * FROM j",
-            &[&ids, &attempts, &shards, &worker_id],
-        )
+                          (SELECT generation FROM workers WHERE worker_id = $4), 'running' FROM j),
+             w AS (UPDATE workers SET last_heartbeat_at = now(),
+                          status = CASE WHEN status = 'idle' THEN 'busy' ELSE status END
+                   WHERE worker_id = (SELECT worker_id FROM workers WHERE worker_id = $4
+                                        AND (status = 'idle' OR last_heartbeat_at < now() - interval '1 second')
+                                      FOR NO KEY UPDATE SKIP LOCKED)
+                     AND EXISTS (SELECT 1 FROM j))
+             SELECT * FROM j";
+
+/// Starts, in one statement, every fresh claim whose job is `queued` (or
+/// still `pending`: the relay published it but has not yet committed that,
+/// and the claim records it, as alone) at the attempt before the claimed
+/// one with the shard in range: the job becomes `running` with the attempt
+/// counted, its events and its shard (held by this incarnation) are
+/// written (with the worker's current registration generation), and it no
+/// longer waits for a worker; if any started, the worker's row records the
+/// claim as [`workers::claimed`] would (busy, heard from), in the same
+/// statement rather than a round trip of its own. A job the worker may not run (its pool, its
+/// selector), or any job of a worker that never registered, is left to the
+/// single claim's rules, which refuse it.
+/// Answers the started jobs' work by job id; the caller decides the others
+/// one by one.
+async fn start_fresh(
+    tx: &Transaction<'_>,
+    worker_id: &str,
+    claims: &[ShardClaim],
+) -> Result<HashMap<Uuid, ShardWork>, DbError> {
+    let fresh = fresh(claims);
+    if fresh.is_empty() {
+        return Ok(HashMap::new());
+    }
+    JobStatus::Pending.transition(JobStatus::Queued)?;
+    JobStatus::Queued.transition(JobStatus::Running)?;
+    WorkerStatus::Idle.transition(WorkerStatus::Busy)?;
+    let ids: Vec<Uuid> = fresh.iter().map(|c| c.job_id).collect();
+    let attempts: Vec<i32> = fresh.iter().map(|c| c.attempt).collect();
+    let shards: Vec<i32> = fresh.iter().map(|c| c.shard_index).collect();
+    let rows = tx
+        .rows(START_FRESH, &[&ids, &attempts, &shards, &worker_id])
         .await?;
     rows.iter()
         .map(|r| Ok((r.try_get("job_id")?, shard_work(r)?)))
