@@ -108,38 +108,6 @@ impl RetryPolicy {
     }
 }
 
-/// The largest batch whose statements [`plan_once`] runs with generic
-/// plans. A generic plan takes an array parameter for about ten elements,
-/// so it is the plan a custom one would be for a small batch; for larger
-/// batches a plan made for the batch's size is kept (alternated runs of
-/// 20,000 no-op jobs, claims and reports in batches of 26 on average, were
-/// no cheaper with generic plans, and one of four was three times slower).
-pub const PLAN_ONCE_UP_TO: usize = 16;
-
-/// Runs the rest of `tx`'s prepared statements with their generic plans,
-/// made once per connection, instead of a plan made afresh for every call,
-/// when the batch has at most [`PLAN_ONCE_UP_TO`] items.
-///
-/// Claims and reports come in small batches when jobs are few or slots
-/// free up one at a time, each a few statements over arrays (`unnest`,
-/// `= ANY`). Postgres's plan cache kept choosing custom plans for them
-/// (`pg_stat_statements`: as many plans as calls), since only a custom
-/// plan sees how long the arrays are and so looks cheaper. Planning those
-/// common-table expressions cost more than running them: one agent of four
-/// slots running 10 ms jobs spent 1.96 s of 8 planning the claim, the
-/// report and the release of dependents, against 0.99 s running them, and
-/// `GetCachedPlan` was 11.5 % of the whole box's CPU. The generic plans
-/// look rows up by key, as the custom ones did. `SET LOCAL` ends with the
-/// transaction, so nothing else on the connection plans differently.
-pub async fn plan_once(tx: &Transaction<'_>, batch: usize) -> Result<(), DbError> {
-    if batch > PLAN_ONCE_UP_TO {
-        return Ok(());
-    }
-    tx.batch_execute("SET LOCAL plan_cache_mode = force_generic_plan")
-        .await
-        .map_err(DbError::from)
-}
-
 #[cfg(test)]
 mod tests {
     use super::finish::rand_unit;
