@@ -30,10 +30,7 @@ pub mod workers;
 
 pub use tls::PgTarget;
 
-use deadpool_postgres::{
-    ClientWrapper, GenericClient, Hook, HookError, ManagerConfig, Metrics, Pool, QueueMode, RecyclingMethod,
-    Runtime,
-};
+use deadpool_postgres::{GenericClient, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use orchestrator_shared::{StateMachine, StateTransitionError, StatusParseError};
 use std::time::Duration;
 use tokio_postgres::error::SqlState;
@@ -250,16 +247,11 @@ impl Database {
 
     /// Builds the pool. No connection is opened until the first query, so
     /// the controller can start (and say "not ready") while Postgres is down.
-    ///
-    /// A connection is checked before reuse ([`verify_if_idle`]) unless it
-    /// was last taken less than [`VERIFY_IDLE_AFTER`] ago, and the pool
-    /// hands out the connection returned last (LIFO), so under load the
-    /// same few connections go round and skip the check.
     pub fn connect_to(target: &PgTarget, max_size: usize, wait: Duration) -> Result<Self, DbError> {
-        // Fast only tests whether the connection's task has ended; the hook
-        // adds the round trip of `Verified` for connections left idle.
+        // Verified, not Fast: after a database restart Fast hands out dead
+        // connections; Verified checks each one before reuse.
         let manager = target.manager(ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
+            recycling_method: RecyclingMethod::Verified,
         });
         let timeouts = deadpool_postgres::Timeouts {
             wait: Some(wait),
@@ -270,8 +262,6 @@ impl Database {
             .max_size(max_size.max(1))
             .runtime(Runtime::Tokio1)
             .timeouts(timeouts)
-            .queue_mode(QueueMode::Lifo)
-            .post_recycle(Hook::async_fn(verify_if_idle))
             .build()
             .map_err(DbError::PoolConfig)?;
         Ok(Database { pool })
@@ -294,34 +284,6 @@ impl Database {
     pub fn pool_status(&self) -> deadpool_postgres::Status {
         self.pool.status()
     }
-}
-
-/// How long a pooled connection may go untaken and still be handed out
-/// without a check. A connection taken this recently was working moments
-/// ago; one that has waited longer, for instance through a restart of
-/// Postgres whose end of it never reached the controller (a killed
-/// container sends no FIN), is checked first. Checking every connection,
-/// as `RecyclingMethod::Verified` does, was one more round trip to
-/// Postgres for every transaction: a claim, a report batch, a relay batch.
-pub const VERIFY_IDLE_AFTER: Duration = Duration::from_secs(1);
-
-/// What [`verify_if_idle`] returns: the pool's hooks are boxed futures.
-type PoolCheck<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), HookError>> + Send + 'a>>;
-
-/// The pool's check before it hands out a connection taken
-/// [`VERIFY_IDLE_AFTER`] or more ago: an empty query. A connection that
-/// fails it is dropped and the pool takes (or opens) another.
-fn verify_if_idle<'a>(client: &'a mut ClientWrapper, metrics: &'a Metrics) -> PoolCheck<'a> {
-    Box::pin(async move {
-        if metrics.last_used() < VERIFY_IDLE_AFTER {
-            return Ok(());
-        }
-        client
-            .simple_query("")
-            .await
-            .map(drop)
-            .map_err(HookError::Backend)
-    })
 }
 
 /// [`migrate_to`] the database at `url`, with no CA file (tools and tests).
