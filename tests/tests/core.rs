@@ -1235,22 +1235,8 @@ async fn pending_jobs(pool: &db::Database, n: usize) -> Vec<uuid::Uuid> {
 
 /// Claims shard 0 of attempt 1 of each of `ids` as `w-a`, in one batch.
 async fn claim_on_w_a(pool: &db::Database, ids: &[uuid::Uuid]) -> Vec<(flow::Claim, Option<ShardWork>)> {
-    let mut c = pool.client().await.unwrap();
-    let tx = c.transaction().await.unwrap();
-    let claims: Vec<ShardClaim> = ids
-        .iter()
-        .map(|&job_id| ShardClaim {
-            job_id,
-            attempt: 1,
-            shard_index: 0,
-            redelivered: false,
-        })
-        .collect();
-    let answers = flow::claim_batch(&tx, "w-a", &claims, Duration::from_secs(30))
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
-    answers
+    let first_attempts: Vec<(uuid::Uuid, i32)> = ids.iter().map(|&job_id| (job_id, 1)).collect();
+    claim_batch_on_w_a(pool, &first_attempts).await
 }
 
 /// Four one-shard jobs queued and claimed in one batch by `w-a`.
