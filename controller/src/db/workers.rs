@@ -162,22 +162,29 @@ pub async fn heartbeat(
 /// second wrote). Heartbeats keep the status right either way.
 pub async fn claimed(client: &impl GenericClient, worker_id: &str) -> Result<(), DbError> {
     WorkerStatus::Idle.transition(WorkerStatus::Busy)?;
-    client
-        .exec(
-            "UPDATE workers SET last_heartbeat_at = now(),
-                    status = CASE WHEN status = $2 THEN $3 ELSE status END
-             WHERE worker_id = (SELECT worker_id FROM workers WHERE worker_id = $1
-                                  AND (status = $2 OR last_heartbeat_at < now() - interval '1 second')
-                                FOR NO KEY UPDATE SKIP LOCKED)",
-            &[
-                &worker_id,
-                &WorkerStatus::Idle.as_str(),
-                &WorkerStatus::Busy.as_str(),
-            ],
-        )
-        .await?;
+    client.exec(record_claim_sql!("$1"), &[&worker_id]).await?;
     Ok(())
 }
+
+/// The statement of [`claimed`], for the worker named by the placeholder
+/// `$worker` (such as `"$1"`): a literal, so that the claim batch's
+/// one-statement path (`flow::claims`) can embed it as a CTE and the rule
+/// (idle, or unheard of for a second; a held row is skipped) stays in one
+/// place.
+macro_rules! record_claim_sql {
+    ($worker:literal) => {
+        concat!(
+            "UPDATE workers SET last_heartbeat_at = now(),
+                    status = CASE WHEN status = 'idle' THEN 'busy' ELSE status END
+             WHERE worker_id = (SELECT worker_id FROM workers WHERE worker_id = ",
+            $worker,
+            "
+                                  AND (status = 'idle' OR last_heartbeat_at < now() - interval '1 second')
+                                FOR NO KEY UPDATE SKIP LOCKED)"
+        )
+    };
+}
+pub(crate) use record_claim_sql;
 
 /// An operator's steer of a worker (pause, resume, terminate): locks its
 /// row, moves it to the status `target` picks from its current one (or

@@ -88,7 +88,8 @@ fn fresh(claims: &[ShardClaim]) -> Vec<ShardClaim> {
 
 /// [`start_fresh`]'s statement: `$1`–`$3` the claims' job ids, attempts
 /// and shard indexes, `$4` the worker.
-const START_FRESH: &str = "WITH r AS (SELECT * FROM unnest($1::uuid[], $2::int[], $3::int[]) AS r(job_id, attempt, shard_index)),
+const START_FRESH: &str = concat!(
+    "WITH r AS (SELECT * FROM unnest($1::uuid[], $2::int[], $3::int[]) AS r(job_id, attempt, shard_index)),
              o AS MATERIALIZED (SELECT jobs.job_id, jobs.status AS was FROM jobs JOIN r ON r.job_id = jobs.job_id),
              j AS (UPDATE jobs SET status = 'running', attempts = jobs.attempts + 1,
                           queued_at = CASE WHEN jobs.status = 'pending' THEN now() ELSE jobs.queued_at END,
@@ -112,13 +113,11 @@ const START_FRESH: &str = "WITH r AS (SELECT * FROM unnest($1::uuid[], $2::int[]
              s AS (INSERT INTO job_shards (job_id, shard_index, attempt, worker_id, worker_generation, status)
                    SELECT job_id, shard_index, attempts, $4,
                           (SELECT generation FROM workers WHERE worker_id = $4), 'running' FROM j),
-             w AS (UPDATE workers SET last_heartbeat_at = now(),
-                          status = CASE WHEN status = 'idle' THEN 'busy' ELSE status END
-                   WHERE worker_id = (SELECT worker_id FROM workers WHERE worker_id = $4
-                                        AND (status = 'idle' OR last_heartbeat_at < now() - interval '1 second')
-                                      FOR NO KEY UPDATE SKIP LOCKED)
-                     AND EXISTS (SELECT 1 FROM j))
-             SELECT * FROM j";
+             w AS (",
+    workers::record_claim_sql!("$4"),
+    " AND EXISTS (SELECT 1 FROM j))
+             SELECT * FROM j"
+);
 
 /// Starts, in one statement, every fresh claim whose job is `queued` (or
 /// still `pending`: the relay published it but has not yet committed that,
@@ -128,9 +127,9 @@ const START_FRESH: &str = "WITH r AS (SELECT * FROM unnest($1::uuid[], $2::int[]
 /// written (with the worker's current registration generation), and it no
 /// longer waits for a worker; if any started, the worker's row records the
 /// claim as [`workers::claimed`] would (busy, heard from), in the same
-/// statement rather than a round trip of its own. A job the worker may not run (its pool, its
-/// selector), or any job of a worker that never registered, is left to the
-/// single claim's rules, which refuse it.
+/// statement rather than a round trip of its own. A job the worker may not
+/// run (its pool, its selector), or any job of a worker that never
+/// registered, is left to the single claim's rules, which refuse it.
 /// Answers the started jobs' work by job id; the caller decides the others
 /// one by one.
 async fn start_fresh(
