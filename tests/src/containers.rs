@@ -14,7 +14,7 @@ use std::sync::{mpsc, OnceLock};
 use std::time::{Duration, Instant};
 use testcontainers::core::{IntoContainerPort, Mount, WaitFor};
 use testcontainers::runners::AsyncRunner;
-use testcontainers::{ContainerAsync, GenericImage, ImageExt};
+use testcontainers::{ContainerAsync, ContainerRequest, GenericImage, ImageExt};
 use tokio_postgres::NoTls;
 
 /// Label on every container the harness starts; `deploy/test.sh` removes
@@ -188,14 +188,7 @@ async fn start_containers(
     mq_name: String,
     mq_tag: String,
 ) -> anyhow::Result<Started> {
-    let pg = GenericImage::new(pg_name, pg_tag)
-        .with_exposed_port(5432.tcp())
-        .with_wait_for(WaitFor::message_on_stderr(
-            "database system is ready to accept connections",
-        ))
-        .with_label(TEST_LABEL, "1")
-        .with_mount(data_volume(PG_DATA_DIR))
-        .with_startup_timeout(STARTUP_TIMEOUT);
+    let pg = postgres_image(pg_name, pg_tag);
     let mq = GenericImage::new(mq_name, mq_tag)
         .with_exposed_port(5672.tcp())
         .with_exposed_port(15672.tcp())
@@ -212,9 +205,85 @@ async fn start_containers(
         rabbitmq_id: mq.id().to_owned(),
     };
     wait_for_postgres(&infra.postgres_url("postgres")).await?;
+    set_naptime(&infra.postgres_url("postgres"), Some(HARNESS_NAPTIME)).await?;
     wait_for_rabbitmq(&infra.amqp_url()).await?;
     wait_for_management(&infra.management_url()).await?;
     Ok((infra, pg, mq))
+}
+
+/// The project's Postgres image as the harness starts it: published on a
+/// host port, data on an anonymous volume, ready once it says so.
+fn postgres_image(name: String, tag: String) -> ContainerRequest<GenericImage> {
+    GenericImage::new(name, tag)
+        .with_exposed_port(5432.tcp())
+        .with_wait_for(WaitFor::message_on_stderr(
+            "database system is ready to accept connections",
+        ))
+        .with_label(TEST_LABEL, "1")
+        .with_mount(data_volume(PG_DATA_DIR))
+        .with_startup_timeout(STARTUP_TIMEOUT)
+}
+
+/// Autovacuum's naptime on the shared server. The image's 5 s suits a
+/// deployment, which has one database; the shared server holds one per test
+/// (about 190 in the api binary), and the launcher visits every one of them
+/// once a naptime, so at 5 s it would start ten workers a second for the
+/// whole run. Tests make too few dead rows to need more.
+const HARNESS_NAPTIME: &str = "60s";
+
+/// Sets autovacuum's naptime on the server at `url` (a superuser's
+/// connection) and reloads its configuration; `None` goes back to the
+/// image's own (`deploy/images/postgres/postgresql.conf`), as the load
+/// generator does to measure what a deployment runs.
+pub async fn set_naptime(url: &str, naptime: Option<&str>) -> anyhow::Result<()> {
+    let (client, conn) = tokio_postgres::connect(url, NoTls).await?;
+    tokio::spawn(conn);
+    let set = match naptime {
+        Some(value) => format!("ALTER SYSTEM SET autovacuum_naptime = '{value}'"),
+        None => "ALTER SYSTEM RESET autovacuum_naptime".to_owned(),
+    };
+    // Separate statements: ALTER SYSTEM refuses a transaction block, which a
+    // multi-statement simple query would be.
+    client
+        .batch_execute(&set)
+        .await
+        .context("setting autovacuum_naptime")?;
+    client.batch_execute("SELECT pg_reload_conf()").await?;
+    Ok(())
+}
+
+/// A Postgres server of a test's own, from the project's image with the
+/// image's settings unchanged: what a deployment runs, for tests of those
+/// settings. Removed (with its volume) when dropped.
+pub struct DeploymentPostgres {
+    container: ContainerAsync<GenericImage>,
+    port: u16,
+}
+
+impl DeploymentPostgres {
+    /// Starts one and waits until it answers a query.
+    pub async fn start() -> anyhow::Result<DeploymentPostgres> {
+        let (name, tag) = image_from_env("ORCH_POSTGRES_IMAGE", DEFAULT_POSTGRES_IMAGE);
+        check_image(&name, &tag)?;
+        let container = postgres_image(name, tag)
+            .start()
+            .await
+            .context("starting Postgres")?;
+        let port = container.get_host_port_ipv4(5432).await?;
+        let server = DeploymentPostgres { container, port };
+        wait_for_postgres(&server.url("postgres")).await?;
+        Ok(server)
+    }
+
+    /// Connection string of database `db` on it (user postgres).
+    pub fn url(&self, db: &str) -> String {
+        format!("postgres://postgres:postgres@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// Its container's id.
+    pub fn id(&self) -> &str {
+        self.container.id()
+    }
 }
 
 /// Waits until Postgres at `url` is ready (the multi-host harness waits for

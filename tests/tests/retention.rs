@@ -3,13 +3,16 @@
 //! that names them, idempotency keys past their window and old sent outbox
 //! rows, old runs of schedules, jobs' output with their jobs, in batches, and nothing else: no unfinished job whatever its age,
 //! no recent one, no unsent outbox row, nothing another transaction holds.
+//! And the rows every job leaves dead are reclaimed by autovacuum within
+//! seconds of a burst, on Postgres as a deployment runs it.
 
 use controller::config::RetentionConfig;
 use controller::db::retention::Removed;
 use controller::db::{self, jobs, workers};
 use controller::retention::{run_pass, Limits, Pass};
 use integration_tests::{
-    create_user, database, insert_finished_jobs, new_job, new_worker, submit, TestDb, BIG_QUOTA,
+    create_user, database, insert_finished_jobs, new_job, new_worker, submit, DeploymentPostgres, TestDb,
+    BIG_QUOTA,
 };
 use orchestrator_shared::JobStatus;
 use std::time::Duration;
@@ -499,4 +502,92 @@ async fn output_is_deleted_with_its_job() {
     };
     assert_eq!(pieces(old).await, 0, "the old job's output is gone with it");
     assert_eq!(pieces(recent).await, 2, "the recent job's output stays");
+}
+
+/// Rows in the jobs table of the autovacuum test, and rows each of its
+/// bursts updates: 10 % of the table, over the 2 % (and 1,000) that
+/// migration V20 sets and under Postgres's default 20 %.
+const TABLE_ROWS: i64 = 20_000;
+/// See [`TABLE_ROWS`].
+const BURST_ROWS: i64 = 2_000;
+/// How long a burst's dead rows may wait for autovacuum: a few of the
+/// image's 5 s naptimes. Postgres's default naptime, 60 s, does not make it.
+const VACUUMED_WITHIN: Duration = Duration::from_secs(20);
+
+async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    client
+}
+
+/// Autovacuum's passes over `jobs` so far, once it has made `want` or
+/// [`VACUUMED_WITHIN`] has passed.
+async fn autovacuums_of_jobs(db: &tokio_postgres::Client, want: i64) -> (i64, i64) {
+    let deadline = std::time::Instant::now() + VACUUMED_WITHIN;
+    loop {
+        let row = db
+            .query_one(
+                "SELECT autovacuum_count, n_dead_tup FROM pg_stat_user_tables WHERE relname = 'jobs'",
+                &[],
+            )
+            .await
+            .unwrap();
+        let seen: (i64, i64) = (row.get(0), row.get(1));
+        if seen.0 >= want || std::time::Instant::now() > deadline {
+            return seen;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Dead rows left for a minute at thousands of jobs a second slowed the
+/// relay's delete of sent messages a hundredfold: a deployment's Postgres
+/// (the image's settings, the migrations' thresholds) must reclaim each
+/// burst within seconds, and again after the next one.
+#[tokio::test]
+async fn a_deployments_postgres_vacuums_the_jobs_table_within_seconds_of_each_burst() {
+    let server = DeploymentPostgres::start()
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    connect(&server.url("postgres"))
+        .await
+        .batch_execute("CREATE DATABASE orchestrator")
+        .await
+        .unwrap();
+    let url = server.url("orchestrator");
+    db::migrate(&url).await.unwrap();
+    let pool = db::Database::connect(&url, 2, Duration::from_secs(10)).unwrap();
+    let user = create_user(&pool, "bob", "pw", &["jobs:write"]).await.user_id;
+    let writer = connect(&url).await;
+    insert_finished_jobs(&writer, user, TABLE_ROWS, 1).await.unwrap();
+    // Flushed before the vacuum, so the inserts do not count as new rows
+    // since it (which would set off a vacuum of their own).
+    writer
+        .batch_execute("SELECT pg_stat_force_next_flush()")
+        .await
+        .unwrap();
+    writer.batch_execute("VACUUM (ANALYZE) jobs").await.unwrap();
+    let reader = connect(&url).await;
+    let (before, _) = autovacuums_of_jobs(&reader, 0).await;
+    for burst in 1..=2 {
+        writer
+            .execute(
+                "UPDATE jobs SET exit_code = 1 WHERE job_id IN
+                   (SELECT job_id FROM jobs ORDER BY job_id OFFSET $1 LIMIT $2)",
+                &[&((burst - 1) * BURST_ROWS), &BURST_ROWS],
+            )
+            .await
+            .unwrap();
+        writer
+            .batch_execute("SELECT pg_stat_force_next_flush()")
+            .await
+            .unwrap();
+        let (count, dead) = autovacuums_of_jobs(&reader, before + burst).await;
+        assert!(
+            count >= before + burst,
+            "burst {burst}: {BURST_ROWS} of {TABLE_ROWS} rows updated, still {dead} dead rows and \
+             {count} autovacuum passes (want {}) after {VACUUMED_WITHIN:?}",
+            before + burst
+        );
+    }
 }

@@ -188,6 +188,9 @@ impl Target {
         for i in 0..args.agents {
             c.add_agent(&format!("load-{i}"), args.capacity).await;
         }
+        // The run measures a deployment: the image's autovacuum, not the
+        // test harness's slower one.
+        integration_tests::set_naptime(&integration_tests::infra().postgres_url("postgres"), None).await?;
         Ok(Target {
             http: c.app.http.clone(),
             base_url: c.app.base_url.clone(),
