@@ -1337,6 +1337,52 @@ async fn a_batch_of_reports_completes_each_job_once_and_fenced_reports_change_no
     assert_eq!(status(3).await.unwrap().status, JobStatus::Failed);
 }
 
+/// Claims and reports of one job each, as one agent of few slots sends
+/// them, use the plans their statements were given once per connection:
+/// planned afresh each time (custom plans), the claim's and the report's
+/// common-table expressions cost Postgres more than running them.
+#[tokio::test]
+async fn small_claims_and_reports_are_not_planned_afresh_each_time() {
+    let (t, _) = database().await;
+    let pool = db::Database::connect(&t.url, 1, Duration::from_secs(10)).unwrap();
+    let ids = pending_jobs(&pool, 8).await;
+    let c = pool.client().await.unwrap();
+    workers::register(&c, &new_worker("w-a")).await.unwrap();
+    drop(c);
+    for &id in &ids {
+        let answers = claim_on_w_a(&pool, &[id]).await;
+        assert_eq!(answers[0].0 .0, ClaimDecision::Run, "{answers:?}");
+        let (plain, _) = apply_reports(&pool, &[report("w-a", id, 1, ShardOutcome::Succeeded)]).await;
+        assert_eq!(plain, [true]);
+    }
+    let c = pool.client().await.unwrap();
+    let sql = "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements
+               WHERE (statement LIKE '%INSERT INTO job_shards%' OR statement LIKE '%all shards succeeded%')
+                 AND statement NOT LIKE '%pg_prepared_statements%'";
+    let plans: Vec<(String, i64, i64)> = c
+        .query(sql, &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        plans.len(),
+        2,
+        "the claim's and the report's statements: {plans:?}"
+    );
+    for (statement, generic, custom) in &plans {
+        assert_eq!(
+            (*generic, *custom),
+            (8, 0),
+            "runs with one plan and plans made afresh: {statement}"
+        );
+    }
+    for &id in &ids {
+        assert_eq!(jobs::get(&c, id).await.unwrap().status, JobStatus::Completed);
+    }
+}
+
 /// A batch that starts a job marks its idle worker busy (in the statement
 /// that starts it); a batch that starts nothing leaves it idle.
 #[tokio::test]

@@ -30,8 +30,10 @@ pub async fn claim_batch(
     silent_after: Duration,
 ) -> Result<Vec<(Claim, Option<ShardWork>)>, DbError> {
     // Sent together, one round trip; Postgres runs them in order, so the
-    // batch's rows are locked in id order before any is started.
-    let ((), mut started) = futures::try_join!(
+    // batch's rows are locked in id order before any is started (a small
+    // batch's with the plans its statements were given once).
+    let ((), (), mut started) = futures::try_join!(
+        super::plan_once(tx, claims.len()),
         lock_batch(tx, worker_id, claims),
         start_fresh(tx, worker_id, claims)
     )?;

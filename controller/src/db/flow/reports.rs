@@ -25,7 +25,7 @@ pub async fn complete_succeeded(tx: &Transaction<'_>, reports: &[&Finished]) -> 
     let once = named_once(reports.iter().map(|f| f.job_id));
     let candidate = |f: &Finished| f.outcome == ShardOutcome::Succeeded && once.contains(&f.job_id);
     let chosen: Vec<&Finished> = reports.iter().copied().filter(|f| candidate(f)).collect();
-    let applied = complete(tx, &chosen).await?;
+    let ((), applied) = futures::try_join!(super::plan_once(tx, chosen.len()), complete(tx, &chosen))?;
     let taken: Vec<Uuid> = applied.iter().copied().collect();
     crate::db::jobs::deps::release(tx, &taken).await?;
     Ok(reports
