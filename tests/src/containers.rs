@@ -256,7 +256,8 @@ pub async fn set_naptime(url: &str, naptime: Option<&str>) -> anyhow::Result<()>
 /// image's settings unchanged: what a deployment runs, for tests of those
 /// settings. Removed (with its volume) when dropped.
 pub struct DeploymentPostgres {
-    container: ContainerAsync<GenericImage>,
+    /// Kept for its drop, which removes the container.
+    _container: ContainerAsync<GenericImage>,
     port: u16,
 }
 
@@ -270,7 +271,10 @@ impl DeploymentPostgres {
             .await
             .context("starting Postgres")?;
         let port = container.get_host_port_ipv4(5432).await?;
-        let server = DeploymentPostgres { container, port };
+        let server = DeploymentPostgres {
+            _container: container,
+            port,
+        };
         wait_for_postgres(&server.url("postgres")).await?;
         Ok(server)
     }
@@ -278,11 +282,6 @@ impl DeploymentPostgres {
     /// Connection string of database `db` on it (user postgres).
     pub fn url(&self, db: &str) -> String {
         format!("postgres://postgres:postgres@127.0.0.1:{}/{db}", self.port)
-    }
-
-    /// Its container's id.
-    pub fn id(&self) -> &str {
-        self.container.id()
     }
 }
 
