@@ -68,10 +68,7 @@ pub struct Infra {
 impl Infra {
     /// Connection string of database `db` (user postgres, trust auth).
     pub fn postgres_url(&self, db: &str) -> String {
-        format!(
-            "postgres://postgres:postgres@127.0.0.1:{}/{db}",
-            self.postgres_port
-        )
+        local_postgres_url(self.postgres_port, db)
     }
 
     /// Connection string of the broker's default vhost, as `guest` (the
@@ -91,6 +88,20 @@ impl Infra {
     pub fn management_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.management_port)
     }
+}
+
+/// Connection string of database `db` on a server from the project's image
+/// published on host port `port` (user postgres, trust auth).
+fn local_postgres_url(port: u16, db: &str) -> String {
+    format!("postgres://postgres:postgres@127.0.0.1:{port}/{db}")
+}
+
+/// A plain connection to the test server at `url`, its connection task
+/// spawned: how the harness and tests reach a server directly.
+pub async fn pg_client(url: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let (client, conn) = tokio_postgres::connect(url, NoTls).await?;
+    tokio::spawn(conn);
+    Ok(client)
 }
 
 /// The image named by environment variable `var` (or `default`), split into
@@ -236,8 +247,7 @@ const HARNESS_NAPTIME: &str = "60s";
 /// image's own (`deploy/images/postgres/postgresql.conf`), as the load
 /// generator does to measure what a deployment runs.
 pub async fn set_naptime(url: &str, naptime: Option<&str>) -> anyhow::Result<()> {
-    let (client, conn) = tokio_postgres::connect(url, NoTls).await?;
-    tokio::spawn(conn);
+    let client = pg_client(url).await?;
     let set = match naptime {
         Some(value) => format!("ALTER SYSTEM SET autovacuum_naptime = '{value}'"),
         None => "ALTER SYSTEM RESET autovacuum_naptime".to_owned(),
@@ -281,7 +291,7 @@ impl DeploymentPostgres {
 
     /// Connection string of database `db` on it (user postgres).
     pub fn url(&self, db: &str) -> String {
-        format!("postgres://postgres:postgres@127.0.0.1:{}/{db}", self.port)
+        local_postgres_url(self.port, db)
     }
 }
 
@@ -291,11 +301,7 @@ impl DeploymentPostgres {
 pub async fn wait_for_postgres(url: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + STARTUP_TIMEOUT;
     loop {
-        let attempt = async {
-            let (client, conn) = tokio_postgres::connect(url, NoTls).await?;
-            tokio::spawn(conn);
-            client.simple_query("SELECT 1").await
-        };
+        let attempt = async { pg_client(url).await?.simple_query("SELECT 1").await };
         match attempt.await {
             Ok(_) => return Ok(()),
             Err(e) if Instant::now() > deadline => return Err(e).context("Postgres never accepted a query"),

@@ -3,10 +3,9 @@
 //! test, and a unique name prefix for every test's broker exchanges and
 //! queues, so tests run in parallel without seeing each other.
 
-use crate::containers::{infra, Infra};
+use crate::containers::{infra, pg_client, Infra};
 use anyhow::Context;
 use std::time::Duration;
-use tokio_postgres::NoTls;
 
 /// Name of the migrated database every test database is cloned from.
 const TEMPLATE_DB: &str = "orchestrator_template";
@@ -38,9 +37,7 @@ async fn ensure_template(infra: &Infra) -> anyhow::Result<()> {
 
 /// A connection to the server's `postgres` database, for creating others.
 async fn admin_client(infra: &Infra) -> anyhow::Result<tokio_postgres::Client> {
-    let (client, conn) = tokio_postgres::connect(&infra.postgres_url("postgres"), NoTls).await?;
-    tokio::spawn(conn);
-    Ok(client)
+    Ok(pg_client(&infra.postgres_url("postgres")).await?)
 }
 
 /// A database of one test's own, already migrated.

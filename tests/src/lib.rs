@@ -35,8 +35,8 @@ pub use app::{
 };
 pub(crate) use containers::{check_image, data_volume, image_from_env, MQ_DATA_DIR, PG_DATA_DIR};
 pub use containers::{
-    infra, set_naptime, wait_for_management, wait_for_postgres, wait_for_rabbitmq, DeploymentPostgres, Infra,
-    DEFAULT_POSTGRES_IMAGE, DEFAULT_RABBITMQ_IMAGE, TEST_LABEL,
+    infra, pg_client, set_naptime, wait_for_management, wait_for_postgres, wait_for_rabbitmq,
+    DeploymentPostgres, Infra, DEFAULT_POSTGRES_IMAGE, DEFAULT_RABBITMQ_IMAGE, TEST_LABEL,
 };
 pub use databases::{database, fresh_database, unique_prefix, TestDb};
 pub use fixtures::{create_user, insert_finished_jobs, new_job, new_worker, submit, BIG_QUOTA};

@@ -11,8 +11,8 @@ use controller::db::retention::Removed;
 use controller::db::{self, jobs, workers};
 use controller::retention::{run_pass, Limits, Pass};
 use integration_tests::{
-    create_user, database, insert_finished_jobs, new_job, new_worker, submit, DeploymentPostgres, TestDb,
-    BIG_QUOTA,
+    create_user, database, insert_finished_jobs, new_job, new_worker, pg_client, submit, DeploymentPostgres,
+    TestDb, BIG_QUOTA,
 };
 use orchestrator_shared::JobStatus;
 use std::time::Duration;
@@ -514,15 +514,9 @@ const BURST_ROWS: i64 = 2_000;
 /// image's 5 s naptimes. Postgres's default naptime, 60 s, does not make it.
 const VACUUMED_WITHIN: Duration = Duration::from_secs(20);
 
-async fn connect(url: &str) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
-    tokio::spawn(conn);
-    client
-}
-
 /// Autovacuum's vacuum and analyse passes over `jobs` so far, and its
-/// dead rows, once it has made `want` of them (vacuums, analyses) or [`VACUUMED_WITHIN`] has
-/// passed. Both, because a worker analyses after it vacuums, and an
+/// dead rows, once it has made `want` of them (vacuums, analyses) or
+/// [`VACUUMED_WITHIN`] has passed. Both, because a worker analyses after it vacuums, and an
 /// analyse still running when the next burst lands would reset the dead
 /// rows Postgres counts to those of its sample, taken before the burst.
 async fn autovacuums_of_jobs(db: &tokio_postgres::Client, want: [i64; 2]) -> [i64; 3] {
@@ -553,8 +547,9 @@ async fn a_deployments_postgres_vacuums_the_jobs_table_within_seconds_of_each_bu
     let server = DeploymentPostgres::start()
         .await
         .unwrap_or_else(|e| panic!("{e:#}"));
-    connect(&server.url("postgres"))
+    pg_client(&server.url("postgres"))
         .await
+        .unwrap()
         .batch_execute("CREATE DATABASE orchestrator")
         .await
         .unwrap();
@@ -562,7 +557,7 @@ async fn a_deployments_postgres_vacuums_the_jobs_table_within_seconds_of_each_bu
     db::migrate(&url).await.unwrap();
     let pool = db::Database::connect(&url, 2, Duration::from_secs(10)).unwrap();
     let user = create_user(&pool, "bob", "pw", &["jobs:write"]).await.user_id;
-    let writer = connect(&url).await;
+    let writer = pg_client(&url).await.unwrap();
     insert_finished_jobs(&writer, user, TABLE_ROWS, 1).await.unwrap();
     // Flushed before the vacuum, so the inserts do not count as new rows
     // since it (which would set off a vacuum of their own).
@@ -571,7 +566,7 @@ async fn a_deployments_postgres_vacuums_the_jobs_table_within_seconds_of_each_bu
         .await
         .unwrap();
     writer.batch_execute("VACUUM (ANALYZE) jobs").await.unwrap();
-    let reader = connect(&url).await;
+    let reader = pg_client(&url).await.unwrap();
     let [vacuums, analyses, _] = autovacuums_of_jobs(&reader, [0, 0]).await;
     for burst in 1..=2 {
         writer
