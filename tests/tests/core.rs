@@ -773,6 +773,47 @@ async fn a_relay_poll_reads_its_batch_not_the_whole_backlog() {
     );
 }
 
+/// Two controllers' relays share the outbox (`SKIP LOCKED`). While one of
+/// them holds an agent's pause, not yet confirmed by the broker, the other
+/// must not publish the resume written after it: the agent would get
+/// them the other way round and stay paused while the fleet view says it
+/// is not. Dispatches written meanwhile still go out through the other.
+#[tokio::test]
+async fn a_second_relay_never_publishes_a_control_message_ahead_of_one_still_in_flight() {
+    let (_t, pool) = database().await;
+    let write = |sql: &'static str| {
+        let pool = pool.clone();
+        async move { pool.client().await.unwrap().batch_execute(sql).await.unwrap() }
+    };
+    let bodies = |rows: &[outbox::OutboxMessage]| -> Vec<String> {
+        rows.iter().map(|m| m.payload.to_string()).collect()
+    };
+    write(
+        r#"INSERT INTO outbox (exchange, routing_key, payload) VALUES ('control', 'w-1', '{"c": "pause"}')"#,
+    )
+    .await;
+    let mut first = pool.client().await.unwrap();
+    let first_tx = first.transaction().await.unwrap();
+    let in_flight = outbox::claim_due(&first_tx, 10).await.unwrap();
+    assert_eq!(bodies(&in_flight), [r#"{"c":"pause"}"#]);
+    write(
+        r#"INSERT INTO outbox (exchange, routing_key, payload) VALUES
+             ('control', 'w-1', '{"c": "resume"}'), ('work', 'job', '{"n": 1}')"#,
+    )
+    .await;
+    let mut second = pool.client().await.unwrap();
+    let second_tx = second.transaction().await.unwrap();
+    let taken = outbox::claim_due(&second_tx, 10).await.unwrap();
+    assert_eq!(bodies(&taken), [r#"{"n":1}"#], "the resume waits for the pause");
+    second_tx.rollback().await.unwrap();
+    let ids: Vec<i64> = in_flight.iter().map(|m| m.message_id).collect();
+    outbox::settle(&first_tx, &ids).await.unwrap();
+    first_tx.commit().await.unwrap();
+    let second_tx = second.transaction().await.unwrap();
+    let taken = outbox::claim_due(&second_tx, 10).await.unwrap();
+    assert_eq!(bodies(&taken), [r#"{"c":"resume"}"#, r#"{"n":1}"#]);
+}
+
 /// Index entries of the outbox read so far, counting this connection's
 /// last statements (whose statistics are flushed first).
 async fn outbox_index_entries_read(c: &deadpool_postgres::Object) -> i64 {

@@ -4,8 +4,14 @@
 
 use super::{Cached, DbError};
 use deadpool_postgres::GenericClient;
+use orchestrator_shared::messages::WORK_EXCHANGE;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
+
+/// Advisory lock key ("CONTROL" in ASCII) held, for its transaction, by
+/// the one relay that may publish messages other than dispatches, so that
+/// they go out in the order written (see [`claim_due`]).
+pub const ORDERED_LOCK: i64 = 0x0043_4f4e_5452_4f4c;
 
 /// A message waiting in the outbox.
 #[derive(Debug, Clone, PartialEq)]
@@ -89,6 +95,16 @@ pub async fn enqueue_many(
 /// never publish the same row at once. Call inside a transaction that
 /// lives until [`settle`].
 ///
+/// Only one relay at a time takes messages other than dispatches
+/// (control messages and probes): the one whose transaction holds
+/// [`ORDERED_LOCK`]. Skipping locked rows would otherwise let a second
+/// controller's relay publish an agent's resume while the first still held
+/// the pause written before it, unconfirmed: the agent would end paused
+/// while the fleet view says it is not. Dispatches are not ordered by
+/// anything that matters (the claim decides what runs), so every relay
+/// takes them. A relay that finds the lock taken skips the other rows: the
+/// holder, or the next batch, publishes them in the order written.
+///
 /// The order is the unsent-message index's own, and sorting is turned off
 /// for the transaction, so a poll reads its `limit` rows from the index's
 /// start whatever the table's statistics say. Ordered by id alone, a poll
@@ -97,12 +113,14 @@ pub async fn enqueue_many(
 /// to disk per poll of 256, so draining a backlog of N cost N² / 256.
 pub async fn claim_due(client: &impl GenericClient, limit: i64) -> Result<Vec<OutboxMessage>, DbError> {
     // Sent together, one round trip: Postgres runs them in order.
-    let params: [&(dyn ToSql + Sync); 1] = [&limit];
+    let work = WORK_EXCHANGE;
+    let params: [&(dyn ToSql + Sync); 3] = [&limit, &work, &ORDERED_LOCK];
     let ((), rows) = futures::try_join!(
         client.batch_execute("SET LOCAL enable_sort = off"),
         client.rows(
             "SELECT message_id, exchange, routing_key, payload, priority, job_id FROM outbox
              WHERE sent_at IS NULL AND available_at <= now()
+               AND (exchange = $2 OR pg_try_advisory_xact_lock($3))
              ORDER BY available_at, message_id LIMIT $1 FOR UPDATE SKIP LOCKED",
             &params,
         )
