@@ -702,3 +702,42 @@ async fn the_controller_refuses_to_start_without_broker_accounts_unless_told_to_
     let config = controller::config::Config::try_parse_from(shared).unwrap();
     assert!(controller::app::App::build(config).await.is_ok());
 }
+
+/// The relay sends a whole batch before waiting for any of it to be
+/// written out, and an agent still gets its control messages in the order
+/// they were written: a pause and the resume after it never swap.
+#[tokio::test]
+async fn the_relay_publishes_a_batch_of_an_agents_control_messages_in_the_order_written() {
+    const N: i64 = 300;
+    let s = Setup::start().await;
+    let (_registration, conn) = s.agent("w-order").await;
+    let ch = conn.create_channel().await.unwrap();
+    let mut deliveries = ch
+        .basic_consume(
+            ShortString::from(s.topology().control_queue("w-order")),
+            ShortString::from("order-test"),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let db = integration_tests::pg_client(&s.app.test_db.url).await.unwrap();
+    db.execute(
+        "INSERT INTO outbox (exchange, routing_key, payload, priority)
+         SELECT 'control', 'w-order', jsonb_build_object('n', g), 9 FROM generate_series(1, $1::bigint) g",
+        &[&N],
+    )
+    .await
+    .unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < usize::try_from(N).unwrap() {
+        let next = tokio::time::timeout(WAIT, futures::StreamExt::next(&mut deliveries)).await;
+        let delivery = next.expect("the relay published them all").unwrap().unwrap();
+        let body: Value = serde_json::from_slice(&delivery.data).unwrap();
+        seen.push(body["n"].as_i64().unwrap());
+    }
+    assert_eq!(seen, (1..=N).collect::<Vec<_>>());
+}

@@ -20,6 +20,7 @@ use orchestrator_shared::broker::{persistent, TopologyError};
 use orchestrator_shared::messages::{
     Topology, CONTROL_EXCHANGE, EVENTS_EXCHANGE, MAX_PRIORITY, WORK_EXCHANGE,
 };
+use std::task::Poll;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
@@ -199,19 +200,31 @@ async fn relay_batch(flow: &Flow, ch: &lapin::Channel, declared: &mut Declared) 
 /// checks against the connection's user and consumers trust), then waits
 /// for all their confirms. False if the broker refused one: nothing is
 /// marked sent, and the whole batch goes out again later.
+///
+/// Every message of the batch is handed to the connection before any wait:
+/// awaiting each publish until its frames were written cost a round trip
+/// through lapin's I/O thread per message (3–7 ms for 50 at 500 jobs/s, a
+/// third of the relay's cycle), while its first poll alone already queues
+/// the frames and takes the delivery tag, so the batch keeps its order.
 async fn publish_confirmed(
     ch: &lapin::Channel,
     ready: Vec<Publication>,
     sender: &ShortString,
 ) -> Result<bool, lapin::Error> {
     let mut confirms = Vec::with_capacity(ready.len());
-    for p in ready {
+    let mut writing = Vec::with_capacity(ready.len());
+    for p in &ready {
         let props = persistent(p.priority).with_user_id(sender.clone());
         let options = BasicPublishOptions::default();
-        confirms.push(
-            ch.basic_publish(p.exchange, p.routing_key, options, &p.body, props)
-                .await?,
-        );
+        let mut publish =
+            Box::pin(ch.basic_publish(p.exchange.clone(), p.routing_key.clone(), options, &p.body, props));
+        match futures::poll!(publish.as_mut()) {
+            Poll::Ready(confirm) => confirms.push(confirm?),
+            Poll::Pending => writing.push(publish),
+        }
+    }
+    for publish in writing {
+        confirms.push(publish.await?);
     }
     for confirm in confirms {
         if !confirm.await?.is_ack() {
