@@ -208,16 +208,21 @@ async fn relay_batch(flow: &Flow, ch: &lapin::Channel, declared: &mut Declared) 
 /// the frames and takes the delivery tag, so the batch keeps its order.
 async fn publish_confirmed(
     ch: &lapin::Channel,
-    ready: Vec<Publication>,
+    mut ready: Vec<Publication>,
     sender: &ShortString,
 ) -> Result<bool, lapin::Error> {
     let mut confirms = Vec::with_capacity(ready.len());
     let mut writing = Vec::with_capacity(ready.len());
-    for p in &ready {
+    for p in &mut ready {
         let props = persistent(p.priority).with_user_id(sender.clone());
         let options = BasicPublishOptions::default();
-        let mut publish =
-            Box::pin(ch.basic_publish(p.exchange.clone(), p.routing_key.clone(), options, &p.body, props));
+        // The names move into the publish (nothing reads them after); the
+        // body is borrowed until its frames are written.
+        let (exchange, routing_key) = (
+            std::mem::take(&mut p.exchange),
+            std::mem::take(&mut p.routing_key),
+        );
+        let mut publish = Box::pin(ch.basic_publish(exchange, routing_key, options, &p.body, props));
         match futures::poll!(publish.as_mut()) {
             Poll::Ready(confirm) => confirms.push(confirm?),
             Poll::Pending => writing.push(publish),
