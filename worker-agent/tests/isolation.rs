@@ -354,3 +354,74 @@ async fn a_dead_launcher_is_replaced_and_a_stop_ends_them() {
             .starts_with('Z');
     assert!(!alive, "the launcher still runs after the stop: {state}");
 }
+
+/// A slot's runs after an OOM kill: the kill counter of its cgroup goes
+/// on from run to run, so the next run's failure of its own is not blamed
+/// on memory, and the run after, past the limit again, is.
+#[tokio::test]
+async fn after_an_oom_kill_a_slots_next_failure_is_its_own() {
+    let agent = Agent::new();
+    let mut greedy = sh("head -c 200000000 /dev/zero | tail > /dev/null");
+    greedy.limits.memory_mb = Some(32);
+    let mut failing = sh("exit 3");
+    failing.limits.memory_mb = Some(32);
+    let first = agent.run(&greedy).await;
+    assert!(first
+        .error
+        .unwrap_or_default()
+        .starts_with("memory limit of 32 MB"));
+    let r = agent.run(&failing).await;
+    assert_eq!((r.outcome, r.exit_code), (ShardOutcome::Failed, Some(3)), "{r:?}");
+    assert!(!r.error.clone().unwrap_or_default().contains("OOM"), "{r:?}");
+    let again = agent.run(&greedy).await;
+    assert!(again
+        .error
+        .unwrap_or_default()
+        .starts_with("memory limit of 32 MB"));
+}
+
+/// The directories of the cgroups a job ran in (memory, pids, cpu and
+/// freezer), from the `/proc/self/cgroup` it printed, and its parent.
+fn cgroups_and_parent(report: &RunReport) -> (Vec<PathBuf>, i32) {
+    assert_eq!(report.outcome, ShardOutcome::Succeeded, "{report:?}");
+    let mut lines: Vec<&str> = report.stdout_tail.lines().collect();
+    let parent = lines.pop().and_then(|l| l.parse().ok()).unwrap_or(0);
+    let dirs = lines
+        .iter()
+        .filter_map(|l| {
+            let mut parts = l.splitn(3, ':').skip(1);
+            let (controller, path) = (parts.next()?, parts.next()?);
+            ["memory", "pids", "cpu", "freezer"]
+                .contains(&controller)
+                .then(|| PathBuf::from(format!("/sys/fs/cgroup/{controller}{path}")))
+        })
+        .collect();
+    (dirs, parent)
+}
+
+/// A slot's cgroup that was removed while no launcher lived in it (a
+/// host's cleanup of empty cgroups) is made again at the slot's next run.
+#[tokio::test]
+async fn a_slots_cgroup_removed_while_its_launcher_was_dead_is_made_again() {
+    let agent = Agent::new();
+    let job = sh("cat /proc/self/cgroup; echo $PPID");
+    let (dirs, launcher) = cgroups_and_parent(&agent.run(&job).await);
+    assert!(
+        dirs.len() == 4 && dirs.iter().all(|d| d.ends_with("slot-0")),
+        "{dirs:?}"
+    );
+    let pid = nix::unistd::Pid::from_raw(launcher);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+    for dir in &dirs {
+        for _ in 0..100 {
+            if std::fs::remove_dir(dir).is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(!dir.exists(), "{} is still there", dir.display());
+    }
+    let (again, _) = cgroups_and_parent(&agent.run(&job).await);
+    assert_eq!(again, dirs);
+    assert!(dirs.iter().all(|d| d.is_dir()), "{dirs:?}");
+}

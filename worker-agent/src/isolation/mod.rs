@@ -70,6 +70,9 @@ struct Slots {
     applied: Vec<Option<Limits>>,
     /// Each idle slot's launcher, once started (a run holds its slot's).
     launchers: Vec<Option<Launcher>>,
+    /// Each slot cgroup's OOM kills as its last run ended (`None`: not
+    /// known), the next run's baseline: read once per run, not twice.
+    oom_seen: Vec<Option<u64>>,
 }
 
 /// A run's hold on a slot, and on its launcher; gives both back when
@@ -156,6 +159,7 @@ impl Sandbox {
             free: (0..slots).rev().collect(),
             applied: vec![None; slots],
             launchers: (0..slots).map(|_| None).collect(),
+            oom_seen: vec![None; slots],
         };
         Ok(Sandbox {
             slots: Arc::new(Mutex::new(slots)),
@@ -214,9 +218,12 @@ impl Sandbox {
     pub fn prepare(&self, name: &str, own: &Resources) -> Result<Cell, String> {
         let limits = self.effective(own);
         let slot = SlotGuard::take(&self.slots);
+        // A live launcher keeps its slot's cgroup in being (see
+        // `CgroupTree::existing`).
+        let kept = lock(&slot.launcher).as_mut().is_some_and(Launcher::is_alive);
         let cgroup = match (&self.cgroups, slot.index) {
             (None, _) => None,
-            (Some(tree), Some(index)) => Some(self.slot_cgroup(tree, index, &limits)?),
+            (Some(tree), Some(index)) => Some(self.slot_cgroup(tree, index, &limits, kept)?),
             (Some(tree), None) => Some(
                 tree.create(&format!("run-{name}"), &limits)
                     .map_err(|e| format!("creating the job's cgroup: {e}"))?,
@@ -231,7 +238,7 @@ impl Sandbox {
             .and_then(|l| i32::try_from(l.pid()).ok());
         Ok(Cell {
             account,
-            oom_before: cgroup.as_ref().map_or(0, JobCgroup::oom_kills),
+            oom_before: self.oom_baseline(cgroup.as_ref(), slot.index, kept),
             one_off: slot.index.is_none(),
             spare,
             slot,
@@ -262,11 +269,34 @@ impl Sandbox {
         }
     }
 
-    /// Slot `index`'s cgroup, made if missing, with its limits changed to
-    /// `limits` (only the files that differ are written).
-    fn slot_cgroup(&self, tree: &CgroupTree, index: usize, limits: &Limits) -> Result<JobCgroup, String> {
+    /// The OOM kills of a run's cgroup before it starts: read, unless the
+    /// slot's last run read them as it ended and its cgroup was `kept`
+    /// since (a cgroup made again counts from zero).
+    fn oom_baseline(&self, cgroup: Option<&JobCgroup>, index: Option<usize>, kept: bool) -> u64 {
+        let Some(cgroup) = cgroup else { return 0 };
+        let seen = index.and_then(|i| lock(&self.slots).oom_seen.get_mut(i)?.take());
+        match seen {
+            Some(count) if kept => count,
+            _ => cgroup.oom_kills(),
+        }
+    }
+
+    /// Slot `index`'s cgroup, made if missing unless it is `kept` by its
+    /// launcher, with its limits changed to `limits` (only the files that
+    /// differ are written).
+    fn slot_cgroup(
+        &self,
+        tree: &CgroupTree,
+        index: usize,
+        limits: &Limits,
+        kept: bool,
+    ) -> Result<JobCgroup, String> {
         let failed = |e| format!("setting up the job's cgroup: {e}");
-        let mut cgroup = tree.child(&format!("slot-{index}")).map_err(failed)?;
+        let name = format!("slot-{index}");
+        let mut cgroup = match kept {
+            true => tree.existing(&name),
+            false => tree.child(&name).map_err(failed)?,
+        };
         if self.launchers {
             cgroup = cgroup.with_launcher();
         }
@@ -385,7 +415,13 @@ impl Cell {
     pub async fn finish(&self) -> Option<String> {
         let cgroup = self.cgroup.as_ref()?;
         cgroup.kill_sparing(self.spare).await;
-        let oom = cgroup.oom_kills().saturating_sub(self.oom_before);
+        let kills = cgroup.oom_kills();
+        if let Some(index) = self.slot.index {
+            if let Some(seen) = lock(&self.slot.slots).oom_seen.get_mut(index) {
+                *seen = Some(kills);
+            }
+        }
+        let oom = kills.saturating_sub(self.oom_before);
         if self.one_off {
             cgroup.remove().await;
         }
