@@ -113,8 +113,7 @@ pub async fn enqueue_many(
 /// to disk per poll of 256, so draining a backlog of N cost N² / 256.
 pub async fn claim_due(client: &impl GenericClient, limit: i64) -> Result<Vec<OutboxMessage>, DbError> {
     // Sent together, one round trip: Postgres runs them in order.
-    let work = WORK_EXCHANGE;
-    let params: [&(dyn ToSql + Sync); 3] = [&limit, &work, &ORDERED_LOCK];
+    let params: [&(dyn ToSql + Sync); 3] = [&limit, &WORK_EXCHANGE, &ORDERED_LOCK];
     let ((), rows) = futures::try_join!(
         client.batch_execute("SET LOCAL enable_sort = off"),
         client.rows(

@@ -230,8 +230,8 @@ impl Sandbox {
             ),
         };
         let account = self.users.as_ref().map(|u| u.account(slot.index));
-        if let (Some(cgroup), Some(_)) = (&cgroup, slot.index) {
-            self.ready_launcher(&slot, cgroup, account.as_ref());
+        if let (Some(cgroup), Some(_), false) = (&cgroup, slot.index, kept) {
+            self.start_launcher(&slot, cgroup, account.as_ref());
         }
         let spare = lock(&slot.launcher)
             .as_ref()
@@ -248,17 +248,14 @@ impl Sandbox {
         })
     }
 
-    /// Makes sure the slot held by `slot` has a live launcher in `cgroup`,
-    /// starting one if it has none (or its last one died). A launcher that
-    /// cannot be started is logged; the run then goes through the helper.
-    fn ready_launcher(&self, slot: &SlotGuard, cgroup: &JobCgroup, account: Option<&Account>) {
+    /// Starts a launcher in `cgroup` for the slot held by `slot`, which has
+    /// none alive (`prepare` checked, once per run). A launcher that cannot
+    /// be started is logged; the run then goes through the helper.
+    fn start_launcher(&self, slot: &SlotGuard, cgroup: &JobCgroup, account: Option<&Account>) {
         let (true, Some(helper)) = (self.launchers, &self.helper) else {
             return;
         };
         let mut held = lock(&slot.launcher);
-        if held.as_mut().is_some_and(Launcher::is_alive) {
-            return;
-        }
         let user = account.map(|a| (a.uid, a.gid));
         match Launcher::start(helper, &cgroup.procs_files(), user) {
             Ok(launcher) => *held = Some(launcher),
