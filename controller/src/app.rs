@@ -140,6 +140,16 @@ async fn open_database(config: &Config) -> anyhow::Result<(db::PgTarget, Databas
     Ok((target, database))
 }
 
+/// The quota of users without a row of their own, from `config`.
+fn default_quota(config: &Config) -> Quota {
+    let q = config.default_quota;
+    Quota {
+        max_workers: q.max_workers,
+        max_concurrent_jobs: q.max_concurrent_jobs,
+        max_queued_jobs: q.max_queued_jobs,
+    }
+}
+
 /// The login attempt limits of `config`, shared by every request.
 fn login_limiter(config: &Config) -> Arc<LoginLimiter> {
     Arc::new(LoginLimiter::new(LoginLimits {
@@ -160,16 +170,11 @@ impl App {
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
-        let q = config.default_quota;
         let state = AppState {
             db: database,
             tokens: Arc::new(tokens),
             allocation_ttl: config.allocation_ttl,
-            default_quota: Quota {
-                max_workers: q.max_workers,
-                max_concurrent_jobs: q.max_concurrent_jobs,
-                max_queued_jobs: q.max_queued_jobs,
-            },
+            default_quota: default_quota(&config),
             body_limit: config.body_limit_bytes,
             login_limiter: login_limiter(&config),
             trusted_proxies: Arc::new(TrustedProxies::new(config.serve.trusted_proxies.clone())),
@@ -177,6 +182,7 @@ impl App {
             metrics: prometheus()?,
             wake: Arc::new(tokio::sync::Notify::new()),
             submissions: Arc::default(),
+            claims: Arc::default(),
             heartbeat_timeout: config.flow.heartbeat_timeout,
             accounts,
             standing: Arc::new(StandingCache::new(config.token_recheck)),

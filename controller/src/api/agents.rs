@@ -7,6 +7,7 @@ use super::error::{valid, ApiError};
 use super::extract::{ApiJson, ApiPath, Principal};
 use super::AppState;
 use crate::auth::agent_credential;
+use crate::db::flow::GatheredClaims;
 use crate::db::output::Stored;
 use crate::db::{credentials, flow, output, pools, workers, DbError};
 use crate::models::NewWorker;
@@ -17,7 +18,7 @@ use deadpool_postgres::Transaction;
 use orchestrator_shared::api::{
     AgentCredential, ClaimBatchRequest, ClaimBatchResponse, ClaimDecision, ClaimRequest, ClaimResponse,
     CredentialList, CredentialRequest, IssuedCredential, OutputChunk, OutputStored, RegisterRequest,
-    Registration, WorkClasses,
+    Registration, ShardWork, WorkClasses,
 };
 use uuid::Uuid;
 
@@ -243,6 +244,11 @@ pub async fn claim_batch(
 ) -> Result<Json<ClaimBatchResponse>, ApiError> {
     valid(req.problems())?;
     principal.act_as(&req.worker_id)?;
+    if req.claims.len() <= flow::GATHER_UP_TO {
+        if let Some(answers) = gathered(&state, &req).await? {
+            return Ok(Json(ClaimBatchResponse { answers }));
+        }
+    }
     let mut tries = 1;
     loop {
         match claim_batch_once(&state, &req).await {
@@ -253,13 +259,44 @@ pub async fn claim_batch(
     }
 }
 
-/// One try of [`claim_batch`]: one transaction, committed.
+/// Answers `req` (of at most [`flow::GATHER_UP_TO`] claims) in a
+/// transaction shared with whatever other agents' small claim requests are
+/// waiting; `None` hands it back to be answered alone. The
+/// wait runs in a task of its own: a turn answers others' requests too, so
+/// it must not be dropped with this request when its client goes away.
+async fn gathered(state: &AppState, req: &ClaimBatchRequest) -> Result<Option<Vec<ClaimResponse>>, ApiError> {
+    let s = state.clone();
+    let (worker_id, claims) = (req.worker_id.clone(), req.claims.clone());
+    let gathered = tokio::spawn(async move {
+        s.claims
+            .claim(&s.db, s.heartbeat_timeout, worker_id, claims)
+            .await
+    })
+    .await
+    .map_err(|e| {
+        tracing::error!(error = %e, "a gathered claim request's task ended without an answer");
+        ApiError::Internal
+    })?;
+    match gathered {
+        GatheredClaims::Done(answers) => Ok(Some(responses(answers))),
+        GatheredClaims::Alone => Ok(None),
+        GatheredClaims::Failed { unavailable: true } => Err(ApiError::database_unavailable()),
+        GatheredClaims::Failed { unavailable: false } => Err(ApiError::Internal),
+    }
+}
+
+/// One try of [`claim_batch`] alone: one transaction, committed.
 async fn claim_batch_once(state: &AppState, req: &ClaimBatchRequest) -> Result<Vec<ClaimResponse>, DbError> {
     let mut client = state.db.client().await?;
     let tx = client.transaction().await?;
     let answers = flow::claim_batch(&tx, &req.worker_id, &req.claims, state.heartbeat_timeout).await?;
     tx.commit().await?;
-    Ok(answers
+    Ok(responses(answers))
+}
+
+/// A batch's answers as the API gives them, each counted.
+fn responses(answers: Vec<(flow::Claim, Option<ShardWork>)>) -> Vec<ClaimResponse> {
+    answers
         .into_iter()
         .map(|((decision, reason), work)| {
             count_claim(decision);
@@ -269,7 +306,7 @@ async fn claim_batch_once(state: &AppState, req: &ClaimBatchRequest) -> Result<V
                 work,
             }
         })
-        .collect())
+        .collect()
 }
 
 /// Counts an answered claim in `agent_claims_total{decision}`: with the

@@ -65,6 +65,8 @@ pub struct AppState {
     pub wake: Arc<tokio::sync::Notify>,
     /// Concurrent submissions, written in shared transactions.
     pub submissions: Arc<crate::db::jobs::gather::Gather>,
+    /// Concurrent agents' claim requests, answered in shared transactions.
+    pub claims: Arc<crate::db::flow::ClaimGather>,
     /// How long an agent may stay silent before it counts as lost (a
     /// claim may then take over its shards).
     pub heartbeat_timeout: Duration,

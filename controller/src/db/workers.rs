@@ -166,9 +166,10 @@ pub async fn claimed(client: &impl GenericClient, worker_id: &str) -> Result<(),
     Ok(())
 }
 
-/// The statement of [`claimed`], for the worker named by the placeholder
-/// `$worker` (such as `"$1"`): a literal, so that the claim batch's
-/// one-statement path (`flow::claims`) can embed it as a CTE and the rule
+/// The statement of [`claimed`], for the workers named by `$worker`, a
+/// placeholder (such as `"$1"`) or a sub-select of worker ids: a literal,
+/// so that the claim batch's one-statement path (`flow::claims`) can embed
+/// it as a CTE for every worker it started a shard for, and the rule
 /// (idle, or unheard of for a second; a held row is skipped) stays in one
 /// place.
 macro_rules! record_claim_sql {
@@ -176,9 +177,9 @@ macro_rules! record_claim_sql {
         concat!(
             "UPDATE workers SET last_heartbeat_at = now(),
                     status = CASE WHEN status = 'idle' THEN 'busy' ELSE status END
-             WHERE worker_id = (SELECT worker_id FROM workers WHERE worker_id = ",
+             WHERE worker_id IN (SELECT worker_id FROM workers WHERE worker_id IN (",
             $worker,
-            "
+            ")
                                   AND (status = 'idle' OR last_heartbeat_at < now() - interval '1 second')
                                 FOR NO KEY UPDATE SKIP LOCKED)"
         )

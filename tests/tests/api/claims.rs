@@ -240,3 +240,176 @@ async fn a_batch_is_checked_like_one_claim_and_a_refusal_changes_nothing() {
     assert_eq!(j.json["status"], "queued", "nothing claimed: {}", j.text);
     app.stop().await;
 }
+
+/// Registers `n` workers named `{prefix}-{i}` and answers their tokens, in
+/// order.
+async fn fleet(app: &TestApp, prefix: &str, n: usize) -> Vec<(String, String)> {
+    let mut fleet = Vec::new();
+    for i in 0..n {
+        let id = format!("{prefix}-{i}");
+        let token = registered(app, &id).await;
+        fleet.push((id, token));
+    }
+    fleet
+}
+
+/// Sends every `(token, worker, claims)` request at once and answers the
+/// replies in order.
+async fn claim_at_once(
+    app: &TestApp,
+    requests: &[(String, String, Vec<Value>)],
+) -> Vec<integration_tests::Reply> {
+    let bodies: Vec<(String, Value)> = requests
+        .iter()
+        .map(|(token, worker, claims)| (token.clone(), json!({"worker_id": worker, "claims": claims})))
+        .collect();
+    futures::future::join_all(bodies.iter().map(|(token, body)| app.claim_shards(token, body))).await
+}
+
+/// How many jobs run, and how many distinct start times they have (one
+/// per transaction that started them).
+async fn running_and_start_times(app: &TestApp) -> (i64, i64) {
+    let c = app.db.client().await.unwrap();
+    let sql = "SELECT count(*), count(DISTINCT started_at) FROM jobs WHERE status = 'running'";
+    let row = c.query_one(sql, &[]).await.unwrap();
+    (row.get(0), row.get(1))
+}
+
+#[tokio::test]
+async fn claims_of_many_agents_at_once_share_commits_and_each_starts_its_own_jobs() {
+    let app = integration_tests::spawn_app().await;
+    let fleet = fleet(&app, "w-many", 16).await;
+    let mut jobs = Vec::new();
+    for i in 0..32 {
+        let body = json!({"task_description": format!("task {i}"), "command": ["/bin/echo", format!("{i}")]});
+        jobs.push(submit_queued(&app, body).await);
+    }
+    let requests: Vec<(String, String, Vec<Value>)> = fleet
+        .iter()
+        .enumerate()
+        .map(|(w, (id, token))| {
+            let mine = vec![shard(jobs[2 * w], 0, false), shard(jobs[2 * w + 1], 0, false)];
+            (token.clone(), id.clone(), mine)
+        })
+        .collect();
+    let replies = claim_at_once(&app, &requests).await;
+    for (w, r) in replies.iter().enumerate() {
+        assert_eq!(decisions(r), vec![("run".to_owned(), "started".to_owned()); 2]);
+        for (k, answer) in r.json["answers"].as_array().into_iter().flatten().enumerate() {
+            let i = 2 * w + k;
+            assert_eq!(
+                answer["work"]["task_description"],
+                format!("task {i}"),
+                "{}",
+                r.text
+            );
+            let last = events(&app, jobs[i]).await.pop();
+            let started = (
+                "queued".into(),
+                "running".into(),
+                json!(fleet[w].0),
+                json!("started attempt 1"),
+            );
+            assert_eq!(last, Some(started), "job {i} started by its own claimer");
+        }
+    }
+    for (id, _) in &fleet {
+        let w = app.get_worker(&app.admin_token, id).await;
+        assert_eq!(w.json["status"], "busy", "each claimer is busy: {}", w.text);
+    }
+    // A job's started_at is its claim's transaction's start: sixteen
+    // requests answered one transaction each would show sixteen times.
+    let (running, transactions) = running_and_start_times(&app).await;
+    assert_eq!(running, 32);
+    assert!(
+        transactions * 2 <= 16,
+        "16 concurrent claim requests took {transactions} transactions"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn agents_claiming_the_same_shards_at_once_start_each_shard_once_on_distinct_agents() {
+    let app = integration_tests::spawn_app().await;
+    let fleet = fleet(&app, "w-race", 8).await;
+    let wide = submit_queued(&app, json!({"task_description": "two", "required_workers": 2})).await;
+    let single = submit_queued(&app, json!({"task_description": "one"})).await;
+    // Each agent claims one shard of the two-shard job and the single job.
+    let requests: Vec<(String, String, Vec<Value>)> = fleet
+        .iter()
+        .enumerate()
+        .map(|(w, (id, token))| {
+            let claims = vec![
+                shard(wide, i32::try_from(w % 2).unwrap_or(0), false),
+                shard(single, 0, false),
+            ];
+            (token.clone(), id.clone(), claims)
+        })
+        .collect();
+    let replies = claim_at_once(&app, &requests).await;
+    let mut wide_runs = Vec::new();
+    let mut single_runs = Vec::new();
+    for (w, r) in replies.iter().enumerate() {
+        let got = decisions(r);
+        assert_eq!(got.len(), 2, "{}", r.text);
+        if got[0].0 == "run" {
+            wide_runs.push((w % 2, fleet[w].0.clone()));
+        }
+        if got[1].0 == "run" {
+            single_runs.push(fleet[w].0.clone());
+        }
+    }
+    assert_eq!(single_runs.len(), 1, "one job, one start: {single_runs:?}");
+    wide_runs.sort();
+    assert_eq!(wide_runs.len(), 2, "two shards, two starts: {wide_runs:?}");
+    assert_eq!(
+        (wide_runs[0].0, wide_runs[1].0),
+        (0, 1),
+        "one start per shard: {wide_runs:?}"
+    );
+    assert_ne!(
+        wide_runs[0].1, wide_runs[1].1,
+        "on distinct agents: {wide_runs:?}"
+    );
+    let started = events(&app, single)
+        .await
+        .iter()
+        .filter(|e| e.1 == "running")
+        .count();
+    assert_eq!(started, 1, "the single job started once");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_unregistered_agents_claims_among_others_are_refused_and_change_nothing() {
+    let app = integration_tests::spawn_app().await;
+    let fleet = fleet(&app, "w-mixed", 6).await;
+    let stranger = app.agent_credential("w-stranger").await;
+    let mut requests = Vec::new();
+    let mut jobs = Vec::new();
+    for (id, token) in &fleet {
+        let job = submit_queued(&app, json!({"task_description": format!("for {id}")})).await;
+        jobs.push(job);
+        requests.push((token.clone(), id.clone(), vec![shard(job, 0, false)]));
+    }
+    let theirs = submit_queued(&app, json!({"task_description": "never"})).await;
+    requests.insert(
+        3,
+        (stranger, "w-stranger".to_owned(), vec![shard(theirs, 0, false)]),
+    );
+    let replies = claim_at_once(&app, &requests).await;
+    for (i, r) in replies.iter().enumerate() {
+        if i == 3 {
+            assert_eq!(r.status, 409, "never registered: {}", r.text);
+        } else {
+            assert_eq!(decisions(r), [("run".to_owned(), "started".to_owned())]);
+        }
+    }
+    let j = app.get_job(&app.admin_token, theirs).await;
+    assert_eq!(j.json["status"], "queued", "nothing claimed: {}", j.text);
+    for job in jobs {
+        let j = app.get_job(&app.admin_token, job).await;
+        assert_eq!(j.json["status"], "running", "{}", j.text);
+    }
+    app.stop().await;
+}

@@ -6,7 +6,8 @@
 //! makes duplicate and stale reports change nothing.
 //!
 //! - [`claim`](mod@claim): may this agent run this shard now?
-//! - [`claims`]: many claims of one agent in one transaction.
+//! - [`claims`]: many claims in one transaction, one agent's or several.
+//! - [`gather`]: several agents' claim requests in shared transactions.
 //! - [`finish`](mod@finish): a shard's report, failures, retries, cancels.
 //! - [`reports`]: a batch's plain successes applied set-based.
 //! - [`liveness`]: heartbeats, stopped agents, lost agents, overdue jobs.
@@ -14,12 +15,14 @@
 mod claim;
 mod claims;
 mod finish;
+mod gather;
 mod liveness;
 mod reports;
 
 pub use claim::{claim, Claim};
 pub use claims::claim_batch;
 pub use finish::{abandon, cancel, cancel_because, finish, Finished};
+pub use gather::{ClaimGather, GatheredClaims, GATHER_UP_TO};
 pub use liveness::{heartbeat, overdue_jobs, probe, shards_of, stale_workers, stopped};
 pub use reports::complete_succeeded;
 

@@ -1,0 +1,170 @@
+//! Several agents' claim requests gathered into shared transactions. Alone,
+//! each request is a transaction of its own: its row locks, its start
+//! statement and a commit (a WAL flush), and with many agents each holding
+//! a few slots a request mostly carries one or two claims. Here concurrent
+//! requests take turns ([`Batches`]): whoever gets a turn answers every
+//! request queued by then in one transaction ([`claim_parts`]), one part
+//! per agent, and hands each its own answers. A lone request still goes at
+//! once.
+//!
+//! Every answer is the one the request would get alone. When the shared
+//! transaction fails before its commit (a deadlock with a lone request, a
+//! lost connection), or a part's worker never registered, the requests are
+//! handed back ([`GatheredClaims::Alone`]) to be answered one transaction
+//! each, with their own retries and errors. Only a failed commit is
+//! answered to every request it held: whether it took is unknown.
+
+use super::claims::{claim_parts, Part, PartAnswers};
+use super::Claim;
+use crate::db::{Database, DbError};
+use orchestrator_shared::api::{ShardClaim, ShardWork};
+use orchestrator_shared::batches::Batches;
+use std::time::Duration;
+
+/// Shared transactions out at once: one. Whatever arrives while it
+/// commits is the next group. With 4 agents × 4 slots and 10 ms jobs
+/// (requests of 1.5 claims on average), one out at a time took Postgres
+/// to 0.93–0.97 CPU ms per job against 1.01–1.07 with two, at the same
+/// rate (390–412 jobs/s), and 1.10–1.14 with every request alone.
+const IN_FLIGHT: usize = 1;
+/// Most claims a request may carry to be gathered; a larger one goes
+/// alone. Such a request already shares its transaction's fixed cost
+/// (round trips, a commit) among its claims, and gathered with another
+/// large one it would only take the two out of Postgres's two backends
+/// into one: with 2 `noop-agent`s × 64 (requests of up to 128 claims),
+/// gathering every request completed 30,000 jobs at 3,284–3,448 jobs/s
+/// against 3,560–3,645 alone.
+pub const GATHER_UP_TO: usize = 8;
+/// Most agents' requests in one transaction.
+const MAX_REQUESTS: usize = 64;
+/// Most claims in one transaction.
+const MAX_CLAIMS: usize = MAX_REQUESTS * GATHER_UP_TO;
+
+/// One agent's claim request waiting for a turn.
+struct Request {
+    /// The claiming worker, checked against the credential.
+    worker_id: String,
+    /// Its claims, in order.
+    claims: Vec<ShardClaim>,
+}
+
+/// What became of a gathered claim request.
+#[derive(Debug)]
+pub enum GatheredClaims {
+    /// Answered and committed with others: one answer per claim, in order.
+    Done(Vec<(Claim, Option<ShardWork>)>),
+    /// Not answered: the shared transaction failed before its commit, or
+    /// the worker never registered. The caller answers it alone, as if it
+    /// had never waited.
+    Alone,
+    /// The shared commit failed, so whether the starts took is unknown.
+    Failed {
+        /// Whether Postgres could not be reached (503, not 500).
+        unavailable: bool,
+    },
+}
+
+/// Concurrent claim requests, answered in shared transactions.
+pub struct ClaimGather {
+    /// Requests waiting for a turn.
+    batches: Batches<Request, GatheredClaims>,
+}
+
+impl Default for ClaimGather {
+    fn default() -> Self {
+        ClaimGather {
+            batches: Batches::new(IN_FLIGHT, MAX_REQUESTS, MAX_CLAIMS, |r| r.claims.len()),
+        }
+    }
+}
+
+impl std::fmt::Debug for ClaimGather {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClaimGather")
+            .field("queued", &self.batches.queued())
+            .finish()
+    }
+}
+
+impl ClaimGather {
+    /// Answers `claims` of `worker_id` (already checked against the
+    /// caller's credential) in a transaction shared with whatever other
+    /// agents' requests are waiting; `silent_after` is the heartbeat
+    /// timeout.
+    pub async fn claim(
+        &self,
+        db: &Database,
+        silent_after: Duration,
+        worker_id: String,
+        claims: Vec<ShardClaim>,
+    ) -> GatheredClaims {
+        let item = Request { worker_id, claims };
+        self.batches
+            .submit(item, |group| answer_group(db, silent_after, group))
+            .await
+            .unwrap_or_else(|| {
+                tracing::error!("a gathered claim request was not answered");
+                GatheredClaims::Failed { unavailable: false }
+            })
+    }
+}
+
+/// Answers `group` in one transaction, each request in the group's order.
+async fn answer_group(db: &Database, silent_after: Duration, group: Vec<Request>) -> Vec<GatheredClaims> {
+    let alone = || group.iter().map(|_| GatheredClaims::Alone).collect();
+    let parts: Vec<Part<'_>> = group
+        .iter()
+        .map(|r| Part {
+            worker_id: &r.worker_id,
+            claims: &r.claims,
+        })
+        .collect();
+    let mut client = match db.client().await {
+        Ok(client) => client,
+        Err(e) => {
+            tracing::warn!(error = ?e, "no connection for gathered claims; each goes alone");
+            return alone();
+        }
+    };
+    let tx = match client.transaction().await {
+        Ok(tx) => tx,
+        Err(e) => {
+            tracing::warn!(error = ?DbError::from(e), "gathered claims could not begin; each goes alone");
+            return alone();
+        }
+    };
+    tracing::debug!(requests = group.len(), "answering gathered claims");
+    let answers = match claim_parts(&tx, &parts, silent_after).await {
+        Ok(answers) => answers,
+        Err(e) => {
+            // Dropped, the transaction rolls back: nothing of it was kept.
+            tracing::debug!(error = %e, "gathered claims failed; each goes alone");
+            return alone();
+        }
+    };
+    if answers.iter().all(Option::is_none) {
+        return alone();
+    }
+    settle(tx.commit().await, answers)
+}
+
+/// Answers every request once the commit is known: its own answers when it
+/// took, a failure when it did not, and `Alone` for a part never recorded.
+fn settle(committed: Result<(), tokio_postgres::Error>, answers: Vec<PartAnswers>) -> Vec<GatheredClaims> {
+    let unavailable = match committed {
+        Ok(()) => None,
+        Err(e) => {
+            let e = DbError::from(e);
+            tracing::error!(error = ?e, requests = answers.len(), "a shared claim commit failed");
+            Some(e.is_unavailable())
+        }
+    };
+    answers
+        .into_iter()
+        .map(|a| match (a, unavailable) {
+            (None, _) => GatheredClaims::Alone,
+            (Some(done), None) => GatheredClaims::Done(done),
+            (Some(_), Some(unavailable)) => GatheredClaims::Failed { unavailable },
+        })
+        .collect()
+}
