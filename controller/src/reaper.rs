@@ -9,6 +9,7 @@
 
 use crate::broker::Flow;
 use crate::config::RetentionConfig;
+use crate::db::locks::AdvisoryLock;
 use crate::db::{allocations, flow, outbox, DbError, PgTarget};
 use crate::schedules::Firing;
 use chrono::{DateTime, Utc};
@@ -19,8 +20,6 @@ use orchestrator_shared::JobStatus;
 use std::collections::hash_map::{Entry, HashMap};
 use std::time::{Duration, Instant};
 
-/// Advisory lock key of the reaper's leadership ("REAPER" in ASCII).
-const LEADER_LOCK: i64 = 0x5245_4150_4552;
 /// Server-side keepalives of the lock's session: a leader cut off the
 /// network (its session gone silent, not closed) loses the lock to another
 /// replica within about idle + interval × count = 11 s, instead of the
@@ -91,7 +90,10 @@ async fn lead(
     let (client, driver) = database.connect().await.map_err(ReaperError::Lock)?;
     let leader = match client.batch_execute(LOCK_SESSION_KEEPALIVES).await {
         Ok(()) => client
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&LEADER_LOCK])
+            .query_one(
+                "SELECT pg_try_advisory_lock($1)",
+                &[&AdvisoryLock::ReaperLeader.key()],
+            )
             .await
             .and_then(|row| row.try_get::<_, bool>(0)),
         Err(e) => Err(e),

@@ -2,14 +2,12 @@
 //! lock, so two concurrent allocations (of any users) are serialised and can
 //! never together exceed a quota or the free workers.
 
+use super::locks::AdvisoryLock;
 use super::{pools, Cached, DbError};
 use crate::models::{Allocation, AllocationStatus, Quota};
 use deadpool_postgres::{GenericClient, Transaction};
 use tokio_postgres::Row;
 use uuid::Uuid;
-
-/// Advisory lock key that serialises allocations ("ALLOC" in ASCII).
-const ALLOCATION_LOCK: i64 = 0x0041_4c4c_4f43;
 
 const COLUMNS: &str = "allocation_id, job_id, workers, status, created_at, expires_at, released_at, pool";
 
@@ -94,8 +92,11 @@ pub async fn allocate(
     req: AllocationRequest,
     quota: Quota,
 ) -> Result<Allocation, DbError> {
-    tx.exec("SELECT pg_advisory_xact_lock($1)", &[&ALLOCATION_LOCK])
-        .await?;
+    tx.exec(
+        "SELECT pg_advisory_xact_lock($1)",
+        &[&AdvisoryLock::Allocation.key()],
+    )
+    .await?;
     expire_lapsed(tx).await?;
     let held = allocated_workers(tx, user_id).await?;
     let wanted = i64::from(req.workers);

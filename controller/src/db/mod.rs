@@ -16,6 +16,7 @@ pub mod credentials;
 pub mod flow;
 pub mod idempotency;
 pub mod jobs;
+pub mod locks;
 pub mod outbox;
 pub mod output;
 pub mod pools;

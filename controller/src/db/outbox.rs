@@ -2,16 +2,12 @@
 //! change that causes them, published later by the relay with confirms, and
 //! deleted only after the broker confirmed them ([`settle`]).
 
+use super::locks::AdvisoryLock;
 use super::{Cached, DbError};
 use deadpool_postgres::GenericClient;
 use orchestrator_shared::messages::WORK_EXCHANGE;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
-
-/// Advisory lock key ("CONTROL" in ASCII) held, for its transaction, by
-/// the one relay that may publish messages other than dispatches, so that
-/// they go out in the order written (see [`claim_due`]).
-pub const ORDERED_LOCK: i64 = 0x0043_4f4e_5452_4f4c;
 
 /// A message waiting in the outbox.
 #[derive(Debug, Clone, PartialEq)]
@@ -97,7 +93,7 @@ pub async fn enqueue_many(
 ///
 /// Only one relay at a time takes messages other than dispatches
 /// (control messages and probes): the one whose transaction holds
-/// [`ORDERED_LOCK`]. Skipping locked rows would otherwise let a second
+/// [`AdvisoryLock::OrderedPublish`]. Skipping locked rows would otherwise let a second
 /// controller's relay publish an agent's resume while the first still held
 /// the pause written before it, unconfirmed: the agent would end paused
 /// while the fleet view says it is not. Dispatches are not ordered by
@@ -113,7 +109,7 @@ pub async fn enqueue_many(
 /// to disk per poll of 256, so draining a backlog of N cost N² / 256.
 pub async fn claim_due(client: &impl GenericClient, limit: i64) -> Result<Vec<OutboxMessage>, DbError> {
     // Sent together, one round trip: Postgres runs them in order.
-    let params: [&(dyn ToSql + Sync); 3] = [&limit, &WORK_EXCHANGE, &ORDERED_LOCK];
+    let params: [&(dyn ToSql + Sync); 3] = [&limit, &WORK_EXCHANGE, &AdvisoryLock::OrderedPublish.key()];
     let ((), rows) = futures::try_join!(
         client.batch_execute("SET LOCAL enable_sort = off"),
         client.rows(

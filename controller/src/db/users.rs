@@ -8,6 +8,7 @@
 //! and is refused (`LastAdmin`) when it would, so two admins disabling
 //! each other at once cannot both succeed.
 
+use super::locks::AdvisoryLock;
 use super::{is_unique_violation, Cached, DbError};
 use crate::models::User;
 use deadpool_postgres::GenericClient;
@@ -18,10 +19,6 @@ use uuid::Uuid;
 
 const COLUMNS: &str =
     "user_id, username, password_hash, scopes, created_at, disabled, deleted_at, token_version";
-
-/// Advisory lock key ("USERS") serialising the changes that can take an
-/// admin away, so the last-admin check sees every concurrent one.
-const ADMIN_CHANGE_LOCK: i64 = 0x0055_5345_5253;
 
 fn from_row(row: &Row) -> Result<User, DbError> {
     Ok(User {
@@ -161,8 +158,11 @@ pub fn is_enabled_admin(user: &User) -> bool {
 /// Takes the lock of changes that can take an admin away, then the user's
 /// row (not deleted; `NotFound` otherwise), until the transaction ends.
 async fn lock_for_change(tx: &impl GenericClient, user_id: Uuid) -> Result<User, DbError> {
-    tx.exec("SELECT pg_advisory_xact_lock($1)", &[&ADMIN_CHANGE_LOCK])
-        .await?;
+    tx.exec(
+        "SELECT pg_advisory_xact_lock($1)",
+        &[&AdvisoryLock::AdminChange.key()],
+    )
+    .await?;
     let sql =
         format!("SELECT {COLUMNS} FROM users WHERE user_id = $1 AND deleted_at IS NULL FOR NO KEY UPDATE");
     one(tx, &sql, user_id).await
