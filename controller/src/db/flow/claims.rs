@@ -70,15 +70,19 @@ pub async fn claim_parts(
     // Sent together, one round trip; Postgres runs them in order, so the
     // group's rows are locked in id order before any is started (a small
     // group's with the plans its statements were given once).
-    let ((), registered, mut started) = futures::try_join!(
+    let ((), mut registered, mut started) = futures::try_join!(
         super::plan_once(tx, flat.len()),
         lock_parts(tx, parts, &flat),
         start_fresh(tx, &flat)
     )?;
+    // A worker whose registration committed between the two statements has
+    // starts recorded: it counts as registered, so that they are answered
+    // (and kept) rather than handed back as never registered.
     let mut answers: Vec<Option<(Claim, Option<ShardWork>)>> = flat
         .iter()
-        .map(|(_, c)| {
+        .map(|(worker_id, c)| {
             let work = started.remove(&c.job_id)?;
+            registered.insert((*worker_id).to_owned());
             Some(((ClaimDecision::Run, "started".to_owned()), Some(work)))
         })
         .collect();
