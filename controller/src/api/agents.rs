@@ -3,7 +3,7 @@
 //! lists and revokes those credentials. Not in the original contract;
 //! documented in the OpenAPI document and `docs/api.md`.
 
-use super::error::{valid, ApiError};
+use super::error::{in_own_task, valid, ApiError};
 use super::extract::{ApiJson, ApiPath, Principal};
 use super::AppState;
 use crate::auth::agent_credential;
@@ -261,27 +261,20 @@ pub async fn claim_batch(
 
 /// Answers `req` (of at most [`flow::GATHER_UP_TO`] claims) in a
 /// transaction shared with whatever other agents' small claim requests are
-/// waiting; `None` hands it back to be answered alone. The
-/// wait runs in a task of its own: a turn answers others' requests too, so
-/// it must not be dropped with this request when its client goes away.
+/// waiting; `None` hands it back to be answered alone. The wait runs in a
+/// task of its own ([`in_own_task`]).
 async fn gathered(state: &AppState, req: &ClaimBatchRequest) -> Result<Option<Vec<ClaimResponse>>, ApiError> {
     let s = state.clone();
     let (worker_id, claims) = (req.worker_id.clone(), req.claims.clone());
-    let gathered = tokio::spawn(async move {
+    let turn = async move {
         s.claims
             .claim(&s.db, s.heartbeat_timeout, worker_id, claims)
             .await
-    })
-    .await
-    .map_err(|e| {
-        tracing::error!(error = %e, "a gathered claim request's task ended without an answer");
-        ApiError::Internal
-    })?;
-    match gathered {
+    };
+    match in_own_task("a gathered claim request", turn).await? {
         GatheredClaims::Done(answers) => Ok(Some(responses(answers))),
         GatheredClaims::Alone => Ok(None),
-        GatheredClaims::Failed { unavailable: true } => Err(ApiError::database_unavailable()),
-        GatheredClaims::Failed { unavailable: false } => Err(ApiError::Internal),
+        GatheredClaims::Failed { unavailable } => Err(ApiError::shared_commit_failed(unavailable)),
     }
 }
 

@@ -77,6 +77,31 @@ impl ApiError {
     pub(super) fn database_unavailable() -> ApiError {
         ApiError::Unavailable("Database unavailable".to_owned())
     }
+
+    /// A shared transaction's failed commit (submissions or claims):
+    /// whether it took is unknown, so it is never retried; 503 when
+    /// Postgres could not be reached, else 500.
+    pub(super) fn shared_commit_failed(unavailable: bool) -> ApiError {
+        if unavailable {
+            ApiError::database_unavailable()
+        } else {
+            ApiError::Internal
+        }
+    }
+}
+
+/// Awaits `turn` in a task of its own. A gathered request's turn writes
+/// and answers other requests too, so it must not be dropped with this
+/// request when its client goes away. A task that ends without an answer
+/// (a panic) is logged as `what` and answered 500.
+pub(super) async fn in_own_task<T: Send + 'static>(
+    what: &'static str,
+    turn: impl std::future::Future<Output = T> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::spawn(turn).await.map_err(|e| {
+        tracing::error!(error = %e, "{what}'s task ended without an answer");
+        ApiError::Internal
+    })
 }
 
 /// `Ok` when a request broke no rule, else the 422 that lists every

@@ -2,7 +2,7 @@
 //! admins see every job (another user's job is a 404, not a 403, so ids do
 //! not leak).
 
-use super::error::{valid, ApiError, FieldError};
+use super::error::{in_own_task, valid, ApiError, FieldError};
 use super::extract::{ApiJson, ApiPath, ApiQuery, Principal};
 use super::supervisor::parse_filter;
 use super::AppState;
@@ -105,30 +105,22 @@ async fn write_jobs(
 }
 
 /// Writes `news` with whatever other submissions are waiting; `Err` hands
-/// them back to be written alone. The wait runs in a task of its own: a
-/// turn writes and answers others' submissions too, so it must not be
-/// dropped with this request when its client goes away.
+/// them back to be written alone. The wait runs in a task of its own
+/// ([`in_own_task`]).
 async fn gathered(
     state: &AppState,
     user_id: Uuid,
     news: Vec<NewJob>,
 ) -> Result<Result<Vec<jobs::Submitted>, Vec<NewJob>>, ApiError> {
     let s = state.clone();
-    let gathered =
-        tokio::spawn(async move { s.submissions.submit(&s.db, s.default_quota, user_id, news).await })
-            .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "a gathered submission's task ended without an answer");
-                ApiError::Internal
-            })?;
-    match gathered {
+    let turn = async move { s.submissions.submit(&s.db, s.default_quota, user_id, news).await };
+    match in_own_task("a gathered submission", turn).await? {
         Gathered::Done(submitted) => {
             state.wake.notify_one();
             Ok(Ok(submitted))
         }
         Gathered::Alone(news) => Ok(Err(news)),
-        Gathered::Failed { unavailable: true } => Err(ApiError::database_unavailable()),
-        Gathered::Failed { unavailable: false } => Err(ApiError::Internal),
+        Gathered::Failed { unavailable } => Err(ApiError::shared_commit_failed(unavailable)),
     }
 }
 
