@@ -23,10 +23,10 @@ const MMAP_THRESHOLD: libc::c_int = 1 << 20;
 /// - The number of heaps ("arenas") is capped at one per core, unless
 ///   `MALLOC_ARENA_MAX` is set, which then wins. glibc's default is eight
 ///   per core, and every runtime and blocking thread that meets another in
-///   `malloc` takes a heap of its own that keeps its high-water mark: at
-///   about 3,900 jobs/s the controller grew to 60–67 MiB and kept rising
-///   through a 100,000-job run; capped, it peaked at 55 MiB and stayed
-///   flat, at the same rate.
+///   `malloc` takes a heap of its own that keeps its high-water mark. In
+///   alternated 100,000-job runs the controller peaked at 60–65 MiB with
+///   glibc's default and at 56–60 MiB capped, at the same rate (README,
+///   "The controller's memory at full rate").
 fn tune_the_allocator() {
     let cap_arenas = std::env::var_os("MALLOC_ARENA_MAX").is_none();
     let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
