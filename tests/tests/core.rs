@@ -1223,14 +1223,66 @@ async fn a_late_stopped_or_heartbeat_of_an_earlier_incarnation_changes_nothing()
     );
 }
 
+/// A transaction sent at once (`BEGIN` travelling with its statements)
+/// gives its connection back to the pool once its `COMMIT` is answered; one
+/// whose caller went away before that (a consumer stopped mid-report)
+/// must not: the pool's next user would run inside it, and what it wrote
+/// would be rolled back or never committed. Its connection is closed
+/// instead, and Postgres rolls it back.
+#[tokio::test]
+async fn a_transaction_sent_at_once_and_dropped_before_its_commit_is_rolled_back_on_a_closed_connection() {
+    let (test_db, _) = database().await;
+    let pool = db::Database::connect(&test_db.url, 1, Duration::from_secs(10)).unwrap();
+    let pid_and_rows = |c: deadpool_postgres::Client| async move {
+        let row = c
+            .query_one(
+                "SELECT pg_backend_pid(), (SELECT count(*) FROM at_once_probe)",
+                &[],
+            )
+            .await
+            .unwrap();
+        (row.get::<_, i32>(0), row.get::<_, i64>(1))
+    };
+    let c = pool.client().await.unwrap();
+    c.batch_execute("CREATE TABLE at_once_probe (n int)")
+        .await
+        .unwrap();
+    let pid_before: i32 = c.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    let mut conn = db::at_once::AtOnce::new(c);
+    let (begin, c) = (conn.begin(1), conn.client());
+    let insert = "INSERT INTO at_once_probe VALUES (1)";
+    futures::try_join!(
+        c.batch_execute(begin),
+        c.batch_execute(insert),
+        c.batch_execute("COMMIT")
+    )
+    .unwrap();
+    conn.ended();
+    drop(conn);
+    let (first_pid, rows) = pid_and_rows(pool.client().await.unwrap()).await;
+    assert_eq!(rows, 1, "committed");
+    assert_eq!(first_pid, pid_before, "a committed one's connection is reused");
+
+    let mut conn = db::at_once::AtOnce::new(pool.client().await.unwrap());
+    let (begin, c) = (conn.begin(1), conn.client());
+    futures::try_join!(c.batch_execute(begin), c.batch_execute(insert)).unwrap();
+    drop(conn);
+    let (pid, rows) = pid_and_rows(pool.client().await.unwrap()).await;
+    assert_eq!(rows, 1, "the abandoned insert is not seen, nor committed");
+    assert_ne!(
+        pid, first_pid,
+        "the abandoned transaction's connection was not reused"
+    );
+}
+
 /// Reports of a batch applied as the events consumer does: the plain
-/// successes set-based (`flow::complete_succeeded`), then the rest one by
-/// one (`flow::finish`).
+/// successes set-based and committed (`flow::complete_succeeded`), then
+/// the rest one by one (`flow::finish`) in a second transaction.
 async fn apply_reports(pool: &db::Database, reports: &[Finished]) -> (Vec<bool>, Vec<&'static str>) {
-    let mut c = pool.client().await.unwrap();
-    let tx = c.transaction().await.unwrap();
+    let mut conn = db::at_once::AtOnce::new(pool.client().await.unwrap());
     let refs: Vec<&Finished> = reports.iter().collect();
-    let plain = flow::complete_succeeded(&tx, &refs).await.unwrap();
+    let plain = flow::complete_succeeded(&mut conn, &refs).await.unwrap();
+    let tx = conn.transaction().await.unwrap();
     let mut rest = Vec::new();
     for (f, done) in reports.iter().zip(&plain) {
         if !done {
@@ -1450,8 +1502,7 @@ async fn claim_batch_on_w_a(
     pool: &db::Database,
     claims: &[(uuid::Uuid, i32)],
 ) -> Vec<(flow::Claim, Option<ShardWork>)> {
-    let mut c = pool.client().await.unwrap();
-    let tx = c.transaction().await.unwrap();
+    let c = pool.client().await.unwrap();
     let claims: Vec<ShardClaim> = claims
         .iter()
         .map(|&(job_id, attempt)| ShardClaim {
@@ -1461,11 +1512,9 @@ async fn claim_batch_on_w_a(
             redelivered: false,
         })
         .collect();
-    let answers = flow::claim_batch(&tx, "w-a", &claims, Duration::from_secs(30))
+    flow::claim_batch(c, "w-a", &claims, Duration::from_secs(30))
         .await
-        .unwrap();
-    tx.commit().await.unwrap();
-    answers
+        .unwrap()
 }
 
 /// A claim can overtake the relay: the agent has the message before the

@@ -278,12 +278,10 @@ async fn gathered(state: &AppState, req: &ClaimBatchRequest) -> Result<Option<Ve
     }
 }
 
-/// One try of [`claim_batch`] alone: one transaction, committed.
+/// One try of [`claim_batch`] alone, committed.
 async fn claim_batch_once(state: &AppState, req: &ClaimBatchRequest) -> Result<Vec<ClaimResponse>, DbError> {
-    let mut client = state.db.client().await?;
-    let tx = client.transaction().await?;
-    let answers = flow::claim_batch(&tx, &req.worker_id, &req.claims, state.heartbeat_timeout).await?;
-    tx.commit().await?;
+    let client = state.db.client().await?;
+    let answers = flow::claim_batch(client, &req.worker_id, &req.claims, state.heartbeat_timeout).await?;
     Ok(responses(answers))
 }
 

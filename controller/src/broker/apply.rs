@@ -4,6 +4,7 @@
 //! event is dropped alone and never stalls the queue.
 
 use super::Flow;
+use crate::db::at_once::AtOnce;
 use crate::db::flow::{self, Finished, RetryPolicy};
 use crate::db::DbError;
 use deadpool_postgres::Transaction;
@@ -47,25 +48,36 @@ pub(super) async fn apply_held(flow: &Flow, events: &[AgentEvent]) -> bool {
     finished
 }
 
-/// Applies a batch in one transaction and one commit: first the plain
-/// successes among its shard reports, set-based (one statement for all of
-/// them, see `flow::complete_succeeded`; a job's completion never depends
-/// on the batch's other events), then every other event in order. Any
-/// error rolls the whole batch back (the caller decides what next). No
-/// savepoint per event: refused events are rare, and two round trips per
-/// event for savepoints were a third of a report's cost.
+/// Applies a batch: first the plain successes among its shard reports,
+/// set-based and committed (one statement for all of them, sent at once
+/// with its transaction's `BEGIN`, see `flow::complete_succeeded`; a job's
+/// completion never depends on the batch's other events), then, only if
+/// any is left, every other event in order in one more transaction. An
+/// error rolls back the transaction it happened in (the caller decides
+/// what next: applying again what was committed changes nothing, since
+/// every report is fenced). No savepoint per event: refused events are
+/// rare, and two round trips per event for savepoints were a third of a
+/// report's cost.
 async fn apply_batch(flow: &Flow, events: &[AgentEvent]) -> Result<bool, DbError> {
-    let mut client = flow.db.client().await?;
-    let tx = client.transaction().await?;
+    let mut conn = AtOnce::new(flow.db.client().await?);
     let reports: Vec<Option<Finished>> = events.iter().map(shard_report).collect();
     let refs: Vec<&Finished> = reports.iter().flatten().collect();
-    let mut applied = flow::complete_succeeded(&tx, &refs).await?.into_iter();
+    let mut applied = flow::complete_succeeded(&mut conn, &refs).await?.into_iter();
+    // One answer per report, in order (the guard runs once for each); a
+    // report applied set-based wrote no outbox rows.
+    let rest: Vec<(&AgentEvent, Option<&Finished>)> = events
+        .iter()
+        .zip(&reports)
+        .filter(|(_, report)| report.is_none() || !applied.next().unwrap_or(false))
+        .map(|(event, report)| (event, report.as_ref()))
+        .collect();
+    if rest.is_empty() {
+        return Ok(false);
+    }
+    let tx = conn.transaction().await?;
     let mut finished = false;
-    for (event, report) in events.iter().zip(&reports) {
+    for (event, report) in rest {
         finished |= match report {
-            // One answer per report, in order (the guard runs once for
-            // each); a report applied set-based wrote no outbox rows.
-            Some(_) if applied.next().unwrap_or(false) => false,
             Some(report) => apply_report(&tx, report, flow.retry()).await?,
             None => apply_in(&tx, event, flow.retry()).await?,
         };

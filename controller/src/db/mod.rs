@@ -11,6 +11,7 @@
 //! rows are found by id and their status is checked on them.
 
 pub mod allocations;
+pub mod at_once;
 pub mod control;
 pub mod credentials;
 pub mod flow;

@@ -5,10 +5,12 @@
 //! cancels it (and its own dependents) with a reason naming it, unless it
 //! runs on failure. Jobs are run by one registered agent through the claim
 //! route, and their reports applied by the controller's own report
-//! functions (`flow::finish`, `flow::complete_succeeded`), as the events
-//! consumer applies them.
+//! functions as the events consumer applies them: a success set-based
+//! (`flow::complete_succeeded`, which releases the dependents in the
+//! transaction it sends at once), anything else by `flow::finish`.
 
 use super::helpers::{body_validation_items, job_count, job_id, submit_ok, utc_time};
+use controller::db::at_once::AtOnce;
 use controller::db::flow::{self, Finished};
 use integration_tests::TestApp;
 use orchestrator_shared::messages::ShardOutcome;
@@ -81,8 +83,8 @@ async fn claim(app: &TestApp, token: &str, id: Uuid) {
     assert_eq!(r.json["decision"], "run", "{}", r.text);
 }
 
-/// Applies [`WORKER`]'s report of `outcome` for running job `id`, as the
-/// events consumer would.
+/// Applies [`WORKER`]'s report of `outcome` for job `id`, as the events
+/// consumer would: set-based first, then, if that did not decide it, alone.
 async fn report(app: &TestApp, id: Uuid, outcome: ShardOutcome) {
     let report = Finished {
         worker_id: WORKER.to_owned(),
@@ -95,8 +97,11 @@ async fn report(app: &TestApp, id: Uuid, outcome: ShardOutcome) {
         stderr_tail: String::new(),
         error: (outcome != ShardOutcome::Succeeded).then(|| "exit code 1".to_owned()),
     };
-    let mut client = app.db.client().await.unwrap();
-    let tx = client.transaction().await.unwrap();
+    let mut conn = AtOnce::new(app.db.client().await.unwrap());
+    if flow::complete_succeeded(&mut conn, &[&report]).await.unwrap() == [true] {
+        return;
+    }
+    let tx = conn.transaction().await.unwrap();
     flow::finish(&tx, &report, RETRY).await.unwrap();
     tx.commit().await.unwrap();
 }
@@ -156,6 +161,9 @@ async fn a_diamond_runs_in_dependency_order_and_shows_its_graph() {
 
     run(&app, &token, a, ShardOutcome::Succeeded).await;
     run(&app, &token, b, ShardOutcome::Succeeded).await;
+    // A report of `b` delivered twice (its first confirm was lost) finds
+    // `b` completed already: it must not count as `d`'s second dependency.
+    report(&app, b, ShardOutcome::Succeeded).await;
     let half = stays_pending(&app, d).await;
     let why = half["waiting_for"].as_str().unwrap_or_default();
     assert_eq!(why, format!("waiting for 1 of 2 dependencies: {c}"));

@@ -1,29 +1,32 @@
-//! Many claims answered in one transaction: one agent's batch, or the
-//! batches of several agents gathered by [`gather`](super::gather). Every
-//! answer is the one [`claim`](super::claim::claim) gives alone; what
-//! changes is the cost. The group's job rows are locked at once in id
-//! order (so two groups never wait on each other in a cycle), and the
-//! common case, the first claim of a queued job's next attempt (or of a
-//! pending one, which the relay has published but not yet marked queued),
-//! is recorded for the whole group by one statement: the jobs become
-//! `running`, their events and their shards are written together, and each
-//! claiming worker is marked busy. Anything else (a shard of a running
-//! job, a redelivery, two shards of one job in the group, even from two
-//! agents) is decided one claim at a time by the single claim's rules,
-//! inside the same transaction.
+//! Many claims answered together: one agent's batch, or the batches of
+//! several agents gathered by [`gather`](super::gather). Every answer is
+//! the one [`claim`](super::claim::claim) gives alone; what changes is the
+//! cost. The common case, the first claim of a queued job's next attempt
+//! (or of a pending one, which the relay has published but not yet marked
+//! queued), is recorded for the whole group in one transaction sent at once
+//! with its `BEGIN` and `COMMIT` ([`AtOnce`]: one round trip): the group's
+//! job rows are locked in id order (so two groups never wait on each other
+//! in a cycle), then the jobs become `running`, their events and their
+//! shards are written together, and each claiming worker is marked busy.
+//! Anything else (a shard of a running job, a redelivery, two shards of one
+//! job in the group, even from two agents, a job that statement did not
+//! start) is decided one claim at a time by the single claim's rules, in a
+//! second transaction.
 
 use super::claim::{decide_claim, Claim};
 use super::{named_once, shard_work};
+use crate::db::at_once::AtOnce;
 use crate::db::{workers, Cached, DbError};
-use deadpool_postgres::Transaction;
+use deadpool_postgres::{Object, Transaction};
 use orchestrator_shared::api::{ClaimDecision, ShardClaim, ShardWork};
 use orchestrator_shared::{JobStatus, StateMachine, WorkerStatus};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
+use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
-/// One agent's claims in a group answered by one transaction: several
-/// agents' claims share its statements and its commit.
+/// One agent's claims in a group answered together: several agents'
+/// claims share its statements and its commits.
 #[derive(Debug, Clone, Copy)]
 pub struct Part<'a> {
     /// The claiming worker, already checked against its credential.
@@ -36,30 +39,39 @@ pub struct Part<'a> {
 /// registered (nothing of the part was recorded).
 pub type PartAnswers = Option<Vec<(Claim, Option<ShardWork>)>>;
 
+/// A group's answers so far, in the order of its flattened claims.
+type Answers = Vec<Option<(Claim, Option<ShardWork>)>>;
+
 /// Answers `claims` of `worker_id` (already checked against the caller's
-/// credential), in their order; `silent_after` is the heartbeat timeout.
-/// A worker that never registered is `NotRegistered`, whatever it claims.
+/// credential), in their order, committed on `client`; `silent_after` is
+/// the heartbeat timeout. A worker that never registered is
+/// `NotRegistered`, whatever it claims.
 pub async fn claim_batch(
-    tx: &Transaction<'_>,
+    client: Object,
     worker_id: &str,
     claims: &[ShardClaim],
     silent_after: Duration,
 ) -> Result<Vec<(Claim, Option<ShardWork>)>, DbError> {
-    let mut answers = claim_parts(tx, &[Part { worker_id, claims }], silent_after).await?;
+    let mut answers = claim_parts(client, &[Part { worker_id, claims }], silent_after).await?;
     answers
         .pop()
         .flatten()
         .ok_or_else(|| DbError::NotRegistered(worker_id.to_owned()))
 }
 
-/// Answers several agents' claims in one transaction, each part as
-/// [`claim_batch`] would answer it alone: the rows of every part's jobs are
-/// locked together in one id order (so two groups, or a group and a lone
-/// batch, never wait on each other in a cycle), the fresh claims of every
-/// part start in one statement, and the rest are decided one at a time in
-/// job id order. A part whose worker never registered is answered `None`.
+/// Answers several agents' claims, committed on `client`, each part as
+/// [`claim_batch`] would answer it alone: the fresh claims of every part
+/// start in one transaction sent at once ([`start_at_once`]), and the rest
+/// are decided one at a time in job id order in a transaction of their own
+/// ([`decide_rest`]). A part whose worker never registered is answered
+/// `None`.
+///
+/// An error may come after the first transaction committed. Asking again
+/// is safe: a claim is answered `run` again for the worker that holds the
+/// shard ("resumed after redelivery"), so no started shard is left without
+/// its runner.
 pub async fn claim_parts(
-    tx: &Transaction<'_>,
+    client: Object,
     parts: &[Part<'_>],
     silent_after: Duration,
 ) -> Result<Vec<PartAnswers>, DbError> {
@@ -67,18 +79,14 @@ pub async fn claim_parts(
         .iter()
         .flat_map(|p| p.claims.iter().map(move |c| (p.worker_id, c)))
         .collect();
-    // Sent together, one round trip; Postgres runs them in order, so the
-    // group's rows are locked in id order before any is started (a small
-    // group's with the plans its statements were given once).
-    let ((), mut registered, mut started) = futures::try_join!(
-        super::plan_once(tx, flat.len()),
-        lock_parts(tx, parts, &flat),
-        start_fresh(tx, &flat)
-    )?;
+    let mut conn = AtOnce::new(client);
+    let first = start_at_once(&mut conn, parts, &flat).await?;
+    let sent_first = first.is_some();
+    let (mut registered, mut started) = first.unwrap_or_default();
     // A worker whose registration committed between the two statements has
     // starts recorded: it counts as registered, so that they are answered
     // (and kept) rather than handed back as never registered.
-    let mut answers: Vec<Option<(Claim, Option<ShardWork>)>> = flat
+    let mut answers: Answers = flat
         .iter()
         .map(|(worker_id, c)| {
             let work = started.remove(&c.job_id)?;
@@ -86,9 +94,33 @@ pub async fn claim_parts(
             Some(((ClaimDecision::Run, "started".to_owned()), Some(work)))
         })
         .collect();
-    let mut rest: Vec<usize> = (0..flat.len())
-        .filter(|&i| answers[i].is_none() && registered.contains(flat[i].0))
+    // After the first transaction, its workers' registrations are known.
+    let rest: Vec<usize> = (0..flat.len())
+        .filter(|&i| answers[i].is_none() && (!sent_first || registered.contains(flat[i].0)))
         .collect();
+    if !rest.is_empty() {
+        let tx = conn.transaction().await?;
+        registered.extend(decide_rest(&tx, parts, &flat, rest, &mut answers, silent_after).await?);
+        tx.commit().await?;
+    }
+    Ok(split(parts, &registered, answers))
+}
+
+/// Decides the claims of `flat` at `rest` one at a time, by the single
+/// claim's rules, in job id order, inside `tx`, after locking their job
+/// rows in id order; answers which of the group's workers have registered
+/// (only their claims are decided).
+async fn decide_rest(
+    tx: &Transaction<'_>,
+    parts: &[Part<'_>],
+    flat: &[(&str, &ShardClaim)],
+    mut rest: Vec<usize>,
+    answers: &mut Answers,
+    silent_after: Duration,
+) -> Result<HashSet<String>, DbError> {
+    let ids: Vec<Uuid> = rest.iter().map(|&i| flat[i].1.job_id).collect();
+    let ((), registered) = futures::try_join!(super::plan_once(tx, rest.len()), lock_parts(tx, parts, &ids))?;
+    rest.retain(|&i| registered.contains(flat[i].0));
     rest.sort_by_key(|&i| flat[i].1.job_id);
     let mut ran_one_by_one = BTreeSet::new();
     for i in rest {
@@ -103,7 +135,7 @@ pub async fn claim_parts(
     for worker_id in ran_one_by_one {
         workers::claimed(tx, worker_id).await?;
     }
-    Ok(split(parts, &registered, answers))
+    Ok(registered)
 }
 
 /// The group's answers cut into its parts, `None` for a part whose worker
@@ -127,22 +159,25 @@ fn split(
         .collect()
 }
 
-/// Locks the group's job rows in id order and answers which of its workers
-/// have registered, in one statement.
+/// [`lock_parts`]'s statement: `$1` the job ids, `$2` the workers.
+const LOCK_PARTS: &str =
+    "WITH l AS (SELECT job_id FROM jobs WHERE job_id = ANY($1) ORDER BY job_id FOR NO KEY UPDATE)
+     SELECT (SELECT count(*) FROM l), ARRAY(SELECT worker_id FROM workers WHERE worker_id = ANY($2))";
+
+/// Locks the rows of the jobs `ids` in id order and answers which of the
+/// group's workers have registered, in one statement.
 async fn lock_parts(
     tx: &Transaction<'_>,
     parts: &[Part<'_>],
-    flat: &[(&str, &ShardClaim)],
+    ids: &[Uuid],
 ) -> Result<HashSet<String>, DbError> {
-    let ids: Vec<Uuid> = flat.iter().map(|(_, c)| c.job_id).collect();
     let workers: Vec<&str> = parts.iter().map(|p| p.worker_id).collect();
-    let row = tx
-        .row(
-            "WITH l AS (SELECT job_id FROM jobs WHERE job_id = ANY($1) ORDER BY job_id FOR NO KEY UPDATE)
-             SELECT (SELECT count(*) FROM l), ARRAY(SELECT worker_id FROM workers WHERE worker_id = ANY($2))",
-            &[&ids, &workers],
-        )
-        .await?;
+    let row = tx.row(LOCK_PARTS, &[&ids, &workers]).await?;
+    registered(&row)
+}
+
+/// The registered workers in a row of [`LOCK_PARTS`].
+fn registered(row: &tokio_postgres::Row) -> Result<HashSet<String>, DbError> {
     let registered: Vec<String> = row.try_get(1)?;
     Ok(registered.into_iter().collect())
 }
@@ -157,7 +192,7 @@ fn fresh<'a>(flat: &[(&'a str, &'a ShardClaim)]) -> Vec<(&'a str, &'a ShardClaim
         .collect()
 }
 
-/// [`start_fresh`]'s statement: `$1`–`$4` the claims' job ids, attempts,
+/// [`start_at_once`]'s statement: `$1`–`$4` the claims' job ids, attempts,
 /// shard indexes and claiming workers.
 const START_FRESH: &str = concat!(
     "WITH r AS (SELECT * FROM unnest($1::uuid[], $2::int[], $3::int[], $4::text[]) AS r(job_id, attempt, shard_index, worker_id)),
@@ -203,13 +238,21 @@ const START_FRESH: &str = concat!(
 /// pool, its selector), or any job of a worker that never registered, is
 /// left to the single claim's rules, which refuse it. Answers the started
 /// jobs' work by job id; the caller decides the others one by one.
-async fn start_fresh(
-    tx: &Transaction<'_>,
+///
+/// The statement travels with the lock of its jobs' rows ([`LOCK_PARTS`],
+/// which also answers which workers have registered) and with its
+/// transaction's `BEGIN` and `COMMIT`: one round trip in all. Postgres
+/// runs them in the order sent, so the rows are locked in id order before
+/// any is started. `None` when no claim of the group is fresh (nothing was
+/// sent).
+async fn start_at_once(
+    conn: &mut AtOnce,
+    parts: &[Part<'_>],
     flat: &[(&str, &ShardClaim)],
-) -> Result<HashMap<Uuid, ShardWork>, DbError> {
+) -> Result<Option<(HashSet<String>, HashMap<Uuid, ShardWork>)>, DbError> {
     let fresh = fresh(flat);
     if fresh.is_empty() {
-        return Ok(HashMap::new());
+        return Ok(None);
     }
     JobStatus::Pending.transition(JobStatus::Queued)?;
     JobStatus::Queued.transition(JobStatus::Running)?;
@@ -217,11 +260,26 @@ async fn start_fresh(
     let ids: Vec<Uuid> = fresh.iter().map(|(_, c)| c.job_id).collect();
     let attempts: Vec<i32> = fresh.iter().map(|(_, c)| c.attempt).collect();
     let shards: Vec<i32> = fresh.iter().map(|(_, c)| c.shard_index).collect();
-    let workers: Vec<&str> = fresh.iter().map(|(w, _)| *w).collect();
-    let rows = tx
-        .rows(START_FRESH, &[&ids, &attempts, &shards, &workers])
-        .await?;
-    rows.iter()
+    let claimants: Vec<&str> = fresh.iter().map(|(w, _)| *w).collect();
+    let workers: Vec<&str> = parts.iter().map(|p| p.worker_id).collect();
+    // Prepared first (a cache hit sends nothing), so that the four go out
+    // together and in this order.
+    let lock = conn.client().prepare_cached(LOCK_PARTS).await?;
+    let start = conn.client().prepare_cached(START_FRESH).await?;
+    let begin = conn.begin(fresh.len());
+    let c = conn.client();
+    let lock_params: [&(dyn ToSql + Sync); 2] = [&ids, &workers];
+    let start_params: [&(dyn ToSql + Sync); 4] = [&ids, &attempts, &shards, &claimants];
+    let ((), locked, rows, ()) = futures::try_join!(
+        c.batch_execute(begin),
+        c.query_one(&lock, &lock_params),
+        c.query(&start, &start_params),
+        c.batch_execute("COMMIT")
+    )?;
+    conn.ended();
+    let started = rows
+        .iter()
         .map(|r| Ok((r.try_get("job_id")?, shard_work(r)?)))
-        .collect()
+        .collect::<Result<_, DbError>>()?;
+    Ok(Some((registered(&locked)?, started)))
 }

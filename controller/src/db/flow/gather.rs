@@ -3,20 +3,22 @@
 //! statement and a commit (a WAL flush), and with many agents each holding
 //! a few slots a request mostly carries one or two claims. Here concurrent
 //! requests take turns ([`Batches`]): whoever gets a turn answers every
-//! request queued by then in one transaction ([`claim_parts`]), one part
-//! per agent, and hands each its own answers. A lone request still goes at
-//! once.
+//! request queued by then together ([`claim_parts`]: one transaction for
+//! the fresh claims, one more only for the others), one part per agent,
+//! and hands each its own answers. A lone request still goes at once.
 //!
 //! Every answer is the one the request would get alone. When the shared
-//! transaction fails before its commit (a deadlock with a lone request, a
-//! lost connection), or a part's worker never registered, the requests are
-//! handed back ([`GatheredClaims::Alone`]) to be answered one transaction
-//! each, with their own retries and errors. Only a failed commit is
-//! answered to every request it held: whether it took is unknown.
+//! work fails (a deadlock with a lone request, a statement refused), or a
+//! part's worker never registered, the requests are handed back
+//! ([`GatheredClaims::Alone`]) to be answered one at a time, with their own
+//! retries and errors; that is safe even after a shared transaction
+//! committed, since a claim asked again by the worker that holds its shard
+//! is answered `run` again. Only while Postgres cannot be reached is every
+//! request answered with that failure.
 
-use super::claims::{claim_parts, Part, PartAnswers};
+use super::claims::{claim_parts, Part};
 use super::Claim;
-use crate::db::{Database, DbError};
+use crate::db::Database;
 use orchestrator_shared::api::{ShardClaim, ShardWork};
 use orchestrator_shared::batches::Batches;
 use std::time::Duration;
@@ -58,11 +60,11 @@ struct Request {
 pub enum GatheredClaims {
     /// Answered and committed with others: one answer per claim, in order.
     Done(Vec<(Claim, Option<ShardWork>)>),
-    /// Not answered: the shared transaction failed before its commit, or
-    /// the worker never registered. The caller answers it alone, as if it
-    /// had never waited.
+    /// Not answered: the shared work failed, or the worker never
+    /// registered. The caller answers it alone, as if it had never waited
+    /// (safe after a commit too: see the module's doc).
     Alone,
-    /// The shared commit failed, so whether the starts took is unknown.
+    /// Postgres could not be reached, so whether the starts took is unknown.
     Failed {
         /// Whether Postgres could not be reached (503, not 500).
         unavailable: bool,
@@ -114,9 +116,8 @@ impl ClaimGather {
     }
 }
 
-/// Answers `group` in one transaction, each request in the group's order.
+/// Answers `group` together, each request in the group's order.
 async fn answer_group(db: &Database, silent_after: Duration, group: Vec<Request>) -> Vec<GatheredClaims> {
-    let alone = || group.iter().map(|_| GatheredClaims::Alone).collect();
     let parts: Vec<Part<'_>> = group
         .iter()
         .map(|r| Part {
@@ -124,52 +125,29 @@ async fn answer_group(db: &Database, silent_after: Duration, group: Vec<Request>
             claims: &r.claims,
         })
         .collect();
-    let mut client = match db.client().await {
-        Ok(client) => client,
-        Err(e) => {
-            tracing::warn!(error = ?e, "no connection for gathered claims; each goes alone");
-            return alone();
+    let answered = match db.client().await {
+        Ok(client) => {
+            tracing::debug!(requests = group.len(), "answering gathered claims");
+            claim_parts(client, &parts, silent_after).await
         }
+        Err(e) => Err(e),
     };
-    let tx = match client.transaction().await {
-        Ok(tx) => tx,
+    match answered {
+        Ok(answers) => answers
+            .into_iter()
+            .map(|a| a.map_or(GatheredClaims::Alone, GatheredClaims::Done))
+            .collect(),
         Err(e) => {
-            tracing::warn!(error = ?DbError::from(e), "gathered claims could not begin; each goes alone");
-            return alone();
+            let unavailable = e.is_unavailable();
+            tracing::debug!(error = %e, unavailable, "gathered claims failed");
+            let failed = || {
+                if unavailable {
+                    GatheredClaims::Failed { unavailable }
+                } else {
+                    GatheredClaims::Alone
+                }
+            };
+            group.iter().map(|_| failed()).collect()
         }
-    };
-    tracing::debug!(requests = group.len(), "answering gathered claims");
-    let answers = match claim_parts(&tx, &parts, silent_after).await {
-        Ok(answers) => answers,
-        Err(e) => {
-            // Dropped, the transaction rolls back: nothing of it was kept.
-            tracing::debug!(error = %e, "gathered claims failed; each goes alone");
-            return alone();
-        }
-    };
-    if answers.iter().all(Option::is_none) {
-        return alone();
     }
-    settle(tx.commit().await, answers)
-}
-
-/// Answers every request once the commit is known: its own answers when it
-/// took, a failure when it did not, and `Alone` for a part never recorded.
-fn settle(committed: Result<(), tokio_postgres::Error>, answers: Vec<PartAnswers>) -> Vec<GatheredClaims> {
-    let unavailable = match committed {
-        Ok(()) => None,
-        Err(e) => {
-            let e = DbError::from(e);
-            tracing::error!(error = ?e, requests = answers.len(), "a shared claim commit failed");
-            Some(e.is_unavailable())
-        }
-    };
-    answers
-        .into_iter()
-        .map(|a| match (a, unavailable) {
-            (None, _) => GatheredClaims::Alone,
-            (Some(done), None) => GatheredClaims::Done(done),
-            (Some(_), Some(unavailable)) => GatheredClaims::Failed { unavailable },
-        })
-        .collect()
 }

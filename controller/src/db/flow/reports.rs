@@ -6,28 +6,33 @@
 //! shard of that attempt changes, as alone), jobs completed, events
 //! written. Anything else (failures, wider jobs, a job reported more than
 //! once in the batch, a job not running that attempt) is left to the single
-//! report's rules, which the caller applies in order after these. The
-//! completed jobs' dependents are released in the same transaction.
+//! report's rules, which the caller applies in order after these, in a
+//! transaction of its own. The completed jobs' dependents are released in
+//! the same transaction as their completion, which is sent at once
+//! ([`AtOnce`]): `BEGIN`, the statement and the first step of the release
+//! go out together, then `COMMIT` (after the release's other steps when a
+//! job had dependents), two round trips where there were four.
 
 use super::{named_once, Finished};
-use crate::db::{Cached, DbError};
-use deadpool_postgres::Transaction;
+use crate::db::at_once::AtOnce;
+use crate::db::jobs::deps;
+use crate::db::DbError;
 use orchestrator_shared::messages::ShardOutcome;
 use orchestrator_shared::{JobStatus, StateMachine};
 use std::collections::HashSet;
+use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
-/// Applies the plain successes among `reports` (see the module's doc) and
-/// answers, for each report, whether it has been applied here: its
-/// outcome decided (job completed, or nothing changed because the report
-/// was not the holder's); `false` ones are the caller's to apply.
-pub async fn complete_succeeded(tx: &Transaction<'_>, reports: &[&Finished]) -> Result<Vec<bool>, DbError> {
+/// Applies the plain successes among `reports` (see the module's doc),
+/// committed on `conn`, and answers, for each report, whether it has been
+/// applied here: its outcome decided (job completed, or nothing changed
+/// because the report was not the holder's); `false` ones are the
+/// caller's to apply.
+pub async fn complete_succeeded(conn: &mut AtOnce, reports: &[&Finished]) -> Result<Vec<bool>, DbError> {
     let once = named_once(reports.iter().map(|f| f.job_id));
     let candidate = |f: &Finished| f.outcome == ShardOutcome::Succeeded && once.contains(&f.job_id);
     let chosen: Vec<&Finished> = reports.iter().copied().filter(|f| candidate(f)).collect();
-    let ((), applied) = futures::try_join!(super::plan_once(tx, chosen.len()), complete(tx, &chosen))?;
-    let taken: Vec<Uuid> = applied.iter().copied().collect();
-    crate::db::jobs::deps::release(tx, &taken).await?;
+    let applied = complete(conn, &chosen).await?;
     Ok(reports
         .iter()
         .map(|f| candidate(f) && applied.contains(&f.job_id))
@@ -55,7 +60,11 @@ pub async fn complete_succeeded(tx: &Transaction<'_>, reports: &[&Finished]) -> 
 /// scanned that index (marking those entries dead as it went) hid it;
 /// polling every 250 ms instead of 50, reports took 168 ms a call
 /// against 34 and finished jobs 5 s after they started.
-async fn complete(tx: &Transaction<'_>, chosen: &[&Finished]) -> Result<HashSet<Uuid>, DbError> {
+///
+/// Sent with its transaction's `BEGIN` and with the first step of the
+/// release of the completed jobs' dependents
+/// ([`deps::RELEASE_FINISHED_HERE`]); committed before it answers.
+async fn complete(conn: &mut AtOnce, chosen: &[&Finished]) -> Result<HashSet<Uuid>, DbError> {
     if chosen.is_empty() {
         return Ok(HashSet::new());
     }
@@ -68,9 +77,32 @@ async fn complete(tx: &Transaction<'_>, chosen: &[&Finished]) -> Result<HashSet<
     let stdout: Vec<&str> = chosen.iter().map(|f| f.stdout_tail.as_str()).collect();
     let stderr: Vec<&str> = chosen.iter().map(|f| f.stderr_tail.as_str()).collect();
     let errors: Vec<Option<&str>> = chosen.iter().map(|f| f.error.as_deref()).collect();
-    let rows = tx
-        .rows(
-            "WITH r AS (SELECT * FROM unnest($1::uuid[], $2::int[], $3::int[], $4::text[], $5::int[],
+    let params: [&(dyn ToSql + Sync); 8] = [
+        &ids, &attempts, &shards, &workers, &codes, &stdout, &stderr, &errors,
+    ];
+    // Prepared first (a cache hit sends nothing), so that the three go out
+    // together and in this order.
+    let statement = conn.client().prepare_cached(COMPLETE).await?;
+    let release = conn.client().prepare_cached(deps::RELEASE_FINISHED_HERE).await?;
+    let begin = conn.begin(chosen.len());
+    let c = conn.client();
+    let finished: [&(dyn ToSql + Sync); 1] = [&ids];
+    let ((), rows, dependents) = futures::try_join!(
+        c.batch_execute(begin),
+        c.query(&statement, &params),
+        c.query(&release, &finished)
+    )?;
+    if !dependents.is_empty() {
+        deps::release_rows(c, &dependents).await?;
+    }
+    c.batch_execute("COMMIT").await?;
+    conn.ended();
+    rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+}
+
+/// [`complete`]'s statement: `$1`–`$8` the reports' job ids, attempts,
+/// shard indexes, workers, exit codes, output tails and errors.
+const COMPLETE: &str = "WITH r AS (SELECT * FROM unnest($1::uuid[], $2::int[], $3::int[], $4::text[], $5::int[],
                                              $6::text[], $7::text[], $8::text[])
                         AS r(job_id, attempt, shard_index, worker_id, exit_code, stdout_tail, stderr_tail, error)),
              q AS (SELECT r.* FROM r JOIN jobs ON jobs.job_id = r.job_id
@@ -91,9 +123,4 @@ async fn complete(tx: &Transaction<'_>, chosen: &[&Finished]) -> Result<HashSet<
                    RETURNING jobs.job_id, jobs.attempts, s.worker_id),
              e AS (INSERT INTO job_events (job_id, from_status, to_status, worker_id, reason, attempt)
                    SELECT job_id, 'running', 'completed', worker_id, 'all shards succeeded', attempts FROM j)
-             SELECT job_id FROM q",
-            &[&ids, &attempts, &shards, &workers, &codes, &stdout, &stderr, &errors],
-        )
-        .await?;
-    rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
-}
+             SELECT job_id FROM q";

@@ -27,21 +27,24 @@ use orchestrator_shared::api::deps::{
 use orchestrator_shared::api::{GraphEdge, GraphNode, JobGraph};
 use orchestrator_shared::{JobStatus, StateMachine};
 use std::collections::{HashMap, HashSet};
+use tokio_postgres::Row;
 use uuid::Uuid;
 
 /// Most edges `graph` lists among the jobs it shows.
 const MAX_GRAPH_EDGES: i64 = 10_000;
 
 /// The statement of one level of [`release`]: `$1` the finished jobs,
-/// `$among` an extra condition on the dependents considered. Answers each
-/// pending dependent touched with its remaining count, its
-/// `run_on_failure`, and the first of the finished dependencies that did
-/// not complete (with its status), if any.
+/// `$finished` an extra condition on them, `$among` an extra condition on
+/// the dependents considered. Answers each pending dependent touched with
+/// its remaining count, its `run_on_failure`, and the first of the
+/// finished dependencies that did not complete (with its status), if any.
 macro_rules! release_sql {
-    ($among:literal) => {
+    ($finished:literal, $among:literal) => {
         concat!(
             "WITH f AS (SELECT job_id, status FROM jobs WHERE job_id = ANY($1)
-                          AND (status IN ('completed', 'failed', 'cancelled', 'timed_out')) IS TRUE),
+                          AND (status IN ('completed', 'failed', 'cancelled', 'timed_out')) IS TRUE",
+            $finished,
+            "),
                   d AS (SELECT e.job_id, count(*)::int AS n,
                                (array_agg(f.job_id ORDER BY f.job_id) FILTER (WHERE f.status <> 'completed'))[1] AS bad_dep,
                                (array_agg(f.status ORDER BY f.job_id) FILTER (WHERE f.status <> 'completed'))[1] AS bad_status
@@ -67,14 +70,32 @@ pub async fn release(client: &impl GenericClient, finished: &[Uuid]) -> Result<(
     release_from(client, finished.to_vec(), None).await
 }
 
+/// [`release`]'s first level for jobs this very transaction finished, to
+/// be sent in one round trip with the statement that finished them (which
+/// cannot say itself whether they have dependents: its snapshot predates
+/// any lock it waited for, and a dependent submitted meanwhile would be
+/// missed). `$1` may name other jobs too (reports of jobs finished
+/// earlier): only rows whose current version this transaction wrote count
+/// (`xmin`; the transaction has no savepoint). Hand its rows to
+/// [`release_rows`].
+pub const RELEASE_FINISHED_HERE: &str = release_sql!(" AND xmin = pg_current_xact_id_if_assigned()::xid", "");
+
+/// [`release`] from a first level already read with
+/// [`RELEASE_FINISHED_HERE`]: the same steps for its rows, then for the
+/// levels below.
+pub async fn release_rows(client: &impl GenericClient, first: &[Row]) -> Result<(), DbError> {
+    let next = release_level(client, first).await?;
+    release_from(client, next, None).await
+}
+
 /// [`release`], its first level limited to the dependents in `among`.
 async fn release_from(
     client: &impl GenericClient,
     finished: Vec<Uuid>,
     among: Option<&[Uuid]>,
 ) -> Result<(), DbError> {
-    const ALL: &str = release_sql!("");
-    const AMONG: &str = release_sql!("WHERE e.job_id = ANY($2)");
+    const ALL: &str = release_sql!("", "");
+    const AMONG: &str = release_sql!("", "WHERE e.job_id = ANY($2)");
     let mut level = finished;
     let mut among = among;
     while !level.is_empty() {
@@ -82,28 +103,35 @@ async fn release_from(
             Some(among) => client.rows(AMONG, &[&level, &among]).await?,
             None => client.rows(ALL, &[&level]).await?,
         };
-        let mut ready = Vec::new();
-        let mut waiting = Vec::new();
-        let mut cancel: Vec<(Uuid, String)> = Vec::new();
-        for row in &rows {
-            let job_id: Uuid = row.try_get(0)?;
-            let left: i32 = row.try_get(1)?;
-            let run_on_failure: bool = row.try_get(2)?;
-            let bad: Option<Uuid> = row.try_get(3)?;
-            let bad_status: Option<String> = row.try_get(4)?;
-            match (bad, bad_status) {
-                (Some(dep), Some(status)) if !run_on_failure => {
-                    cancel.push((job_id, format!("dependency {dep} ended {status}")));
-                }
-                _ if left == 0 => ready.push(job_id),
-                _ => waiting.push(job_id),
-            }
-        }
-        publish(client, &ready).await?;
-        describe_waiting(client, &waiting).await?;
-        level = cancel_dependents(client, &cancel).await?;
+        level = release_level(client, &rows).await?;
     }
     Ok(())
+}
+
+/// Applies one level's rows (see [`release_sql`]): publishes the dependents
+/// that are ready, describes those still waiting, cancels those a failed
+/// dependency dooms, and answers the cancelled ones (the next level).
+async fn release_level(client: &impl GenericClient, rows: &[Row]) -> Result<Vec<Uuid>, DbError> {
+    let mut ready = Vec::new();
+    let mut waiting = Vec::new();
+    let mut cancel: Vec<(Uuid, String)> = Vec::new();
+    for row in rows {
+        let job_id: Uuid = row.try_get(0)?;
+        let left: i32 = row.try_get(1)?;
+        let run_on_failure: bool = row.try_get(2)?;
+        let bad: Option<Uuid> = row.try_get(3)?;
+        let bad_status: Option<String> = row.try_get(4)?;
+        match (bad, bad_status) {
+            (Some(dep), Some(status)) if !run_on_failure => {
+                cancel.push((job_id, format!("dependency {dep} ended {status}")));
+            }
+            _ if left == 0 => ready.push(job_id),
+            _ => waiting.push(job_id),
+        }
+    }
+    publish(client, &ready).await?;
+    describe_waiting(client, &waiting).await?;
+    cancel_dependents(client, &cancel).await
 }
 
 /// Writes the dispatch of `ready` (pending jobs whose last dependency just

@@ -1,0 +1,88 @@
+//! Transactions whose `BEGIN` (and, where nothing must be read first,
+//! `COMMIT`) travel with their statements instead of waiting for a round
+//! trip of their own.
+//!
+//! `Client::transaction` sends `BEGIN` and waits for its answer before the
+//! first statement goes out, and `commit` waits again; on the job path that
+//! was two of a claim's four round trips to Postgres (the pool's check,
+//! `BEGIN`, the pipelined statements, `COMMIT`) and two of a report's five.
+//! Statements sent on one connection run in the order sent, so a `BEGIN`
+//! sent just ahead of them opens their transaction as well as one that was
+//! answered first; a `COMMIT` sent behind them commits them, or, after one
+//! of them failed, ends the aborted transaction without committing anything.
+//!
+//! What `tokio_postgres::Transaction` does on drop, [`AtOnce`] does too: a
+//! connection whose transaction may still be open (the caller's future was
+//! dropped, or a statement failed before `COMMIT` was answered) never goes
+//! back to the pool. It is taken out and closed, and Postgres rolls its
+//! transaction back.
+
+use super::flow::PLAN_ONCE_UP_TO;
+use deadpool_postgres::{Object, Transaction};
+
+/// One pooled connection used for transactions sent at once. See the
+/// module's doc.
+pub struct AtOnce {
+    /// The connection; `None` only once dropped.
+    client: Option<Object>,
+    /// Whether a `BEGIN` may have been sent without its transaction's end
+    /// being answered: the connection must not be reused then.
+    open: bool,
+}
+
+impl AtOnce {
+    /// Wraps a connection just taken from the pool (idle, no transaction).
+    pub fn new(client: Object) -> Self {
+        AtOnce {
+            client: Some(client),
+            open: false,
+        }
+    }
+
+    /// The connection, for statements of the open transaction.
+    pub fn client(&self) -> &Object {
+        let Some(client) = &self.client else {
+            unreachable!("the connection is only taken out when dropped")
+        };
+        client
+    }
+
+    /// A transaction opened the usual way (`BEGIN` answered first), for
+    /// work whose statements depend on one another's answers; it rolls
+    /// itself back if dropped. Only once no transaction sent at once is
+    /// open.
+    pub async fn transaction(&mut self) -> Result<Transaction<'_>, tokio_postgres::Error> {
+        let Some(client) = &mut self.client else {
+            unreachable!("the connection is only taken out when dropped")
+        };
+        client.transaction().await
+    }
+
+    /// The text that opens a transaction for a batch of `batch` items: with
+    /// generic plans for batches of at most [`PLAN_ONCE_UP_TO`], as
+    /// [`super::flow::plan_once`] sets them in transactions opened the usual
+    /// way. Marks the transaction open: call it just before sending it.
+    pub fn begin(&mut self, batch: usize) -> &'static str {
+        self.open = true;
+        if batch <= PLAN_ONCE_UP_TO {
+            "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan"
+        } else {
+            "BEGIN"
+        }
+    }
+
+    /// Records that the transaction's `COMMIT` was answered: the connection
+    /// is idle again and may go back to the pool.
+    pub fn ended(&mut self) {
+        self.open = false;
+    }
+}
+
+impl Drop for AtOnce {
+    fn drop(&mut self) {
+        if let (true, Some(client)) = (self.open, self.client.take()) {
+            tracing::debug!("closing a connection whose transaction may still be open");
+            drop(Object::take(client));
+        }
+    }
+}
