@@ -1276,13 +1276,13 @@ async fn a_transaction_sent_at_once_and_dropped_before_its_commit_is_rolled_back
 }
 
 /// Reports of a batch applied as the events consumer does: the plain
-/// successes set-based and committed (`flow::complete_succeeded`), then
-/// the rest one by one (`flow::finish`) in a second transaction.
+/// successes set-based (`flow::complete_succeeded`), then the rest one by
+/// one (`flow::finish`).
 async fn apply_reports(pool: &db::Database, reports: &[Finished]) -> (Vec<bool>, Vec<&'static str>) {
-    let mut conn = db::at_once::AtOnce::new(pool.client().await.unwrap());
+    let mut c = pool.client().await.unwrap();
+    let tx = c.transaction().await.unwrap();
     let refs: Vec<&Finished> = reports.iter().collect();
-    let plain = flow::complete_succeeded(&mut conn, &refs).await.unwrap();
-    let tx = conn.transaction().await.unwrap();
+    let plain = flow::complete_succeeded(&tx, &refs).await.unwrap();
     let mut rest = Vec::new();
     for (f, done) in reports.iter().zip(&plain) {
         if !done {
@@ -1495,6 +1495,30 @@ async fn a_batch_that_starts_a_job_marks_its_idle_worker_busy_and_one_that_start
         "{started:?}"
     );
     assert_eq!(status().await, WorkerStatus::Busy);
+}
+
+/// A batch whose claims are all fresh, one of whose jobs was cancelled
+/// meanwhile, is still answered as each claim alone and in one
+/// transaction: the first try, sent at once, starts every claim or none,
+/// so the others are "started" (not "resumed", as they would be had they
+/// been started and committed before the cancelled one was decided) and
+/// the cancelled job is skipped.
+#[tokio::test]
+async fn a_fresh_batch_with_a_cancelled_job_starts_the_others_once_and_skips_it() {
+    let (_t, pool) = database().await;
+    let ids = pending_jobs(&pool, 3).await;
+    let mut c = pool.client().await.unwrap();
+    workers::register(&c, &new_worker("w-a")).await.unwrap();
+    let job = jobs::get(&c, ids[1]).await.unwrap();
+    let tx = c.transaction().await.unwrap();
+    flow::cancel(&tx, &job).await.unwrap();
+    tx.commit().await.unwrap();
+    let answers = claim_on_w_a(&pool, &ids).await;
+    let got: Vec<(ClaimDecision, &str)> = answers.iter().map(|((d, why), _)| (*d, why.as_str())).collect();
+    assert_eq!(got[0], (ClaimDecision::Run, "started"), "{answers:?}");
+    assert_eq!(got[1].0, ClaimDecision::Skip, "{answers:?}");
+    assert!(got[1].1.starts_with("job is cancelled"), "{answers:?}");
+    assert_eq!(got[2], (ClaimDecision::Run, "started"), "{answers:?}");
 }
 
 /// Claims `(job, attempt)` pairs, shard 0, as `w-a`, in one batch.

@@ -1,5 +1,6 @@
 //! Applying agent events to Postgres: a batch in one transaction and one
-//! commit; while Postgres is unavailable the batch is held and tried again;
+//! commit (a batch of plain successes sent at once, and a second only for
+//! a report its statement left undecided); while Postgres is unavailable the batch is held and tried again;
 //! any other failure falls back to one transaction per event, so a refused
 //! event is dropped alone and never stalls the queue.
 
@@ -48,42 +49,63 @@ pub(super) async fn apply_held(flow: &Flow, events: &[AgentEvent]) -> bool {
     finished
 }
 
-/// Applies a batch: first the plain successes among its shard reports,
-/// set-based and committed (one statement for all of them, sent at once
-/// with its transaction's `BEGIN`, see `flow::complete_succeeded`; a job's
-/// completion never depends on the batch's other events), then, only if
-/// any is left, every other event in order in one more transaction. An
-/// error rolls back the transaction it happened in (the caller decides
-/// what next: applying again what was committed changes nothing, since
-/// every report is fenced). No savepoint per event: refused events are
-/// rare, and two round trips per event for savepoints were a third of a
-/// report's cost.
+/// Applies a batch in one transaction and one commit: first the plain
+/// successes among its shard reports, set-based (one statement for all of
+/// them, see `flow::complete_succeeded`; a job's completion never depends
+/// on the batch's other events), then every other event in order. Any
+/// error rolls the whole batch back (the caller decides what next). No
+/// savepoint per event: refused events are rare, and two round trips per
+/// event for savepoints were a third of a report's cost. A batch of
+/// nothing but plain successes, the common case under load, goes as a
+/// transaction sent at once instead ([`apply_plain_at_once`]).
 async fn apply_batch(flow: &Flow, events: &[AgentEvent]) -> Result<bool, DbError> {
     let mut conn = AtOnce::new(flow.db.client().await?);
     let reports: Vec<Option<Finished>> = events.iter().map(shard_report).collect();
     let refs: Vec<&Finished> = reports.iter().flatten().collect();
-    let mut applied = flow::complete_succeeded(&mut conn, &refs).await?.into_iter();
-    // One answer per report, in order (the guard runs once for each); a
-    // report applied set-based wrote no outbox rows.
-    let rest: Vec<(&AgentEvent, Option<&Finished>)> = events
-        .iter()
-        .zip(&reports)
-        .filter(|(_, report)| report.is_none() || !applied.next().unwrap_or(false))
-        .map(|(event, report)| (event, report.as_ref()))
-        .collect();
-    if rest.is_empty() {
-        return Ok(false);
+    if refs.len() == events.len() && flow::all_plain(&refs) {
+        return apply_plain_at_once(flow, conn, &refs).await;
     }
     let tx = conn.transaction().await?;
+    let mut applied = flow::complete_succeeded(&tx, &refs).await?.into_iter();
     let mut finished = false;
-    for (event, report) in rest {
+    for (event, report) in events.iter().zip(&reports) {
         finished |= match report {
+            // One answer per report, in order (the guard runs once for
+            // each). A report applied set-based writes outbox rows only
+            // for dependents it released, which the relay's poll finds.
+            Some(_) if applied.next().unwrap_or(false) => false,
             Some(report) => apply_report(&tx, report, flow.retry()).await?,
             None => apply_in(&tx, event, flow.retry()).await?,
         };
     }
     tx.commit().await?;
     Ok(finished)
+}
+
+/// Applies a batch of plain successes (`flow::all_plain`) in a transaction
+/// sent at once and committed (`flow::complete_succeeded_at_once`: two
+/// round trips where the usual transaction took four). A report that
+/// statement did not decide (a job of several shards, one no longer
+/// running that attempt) is applied by the single report's rules in one
+/// more transaction; should that fail, applying the whole batch again
+/// changes nothing already committed, since every report is fenced.
+async fn apply_plain_at_once(flow: &Flow, mut conn: AtOnce, reports: &[&Finished]) -> Result<bool, DbError> {
+    let applied = flow::complete_succeeded_at_once(&mut conn, reports).await?;
+    let rest: Vec<&Finished> = reports
+        .iter()
+        .zip(applied)
+        .filter(|(_, applied)| !applied)
+        .map(|(report, _)| *report)
+        .collect();
+    if rest.is_empty() {
+        return Ok(false);
+    }
+    let tx = conn.transaction().await?;
+    for report in rest {
+        apply_report(&tx, report, flow.retry()).await?;
+    }
+    tx.commit().await?;
+    Ok(true)
 }
 
 /// Applies one event in its own transaction, holding it while Postgres is

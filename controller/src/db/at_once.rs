@@ -81,7 +81,7 @@ impl AtOnce {
 impl Drop for AtOnce {
     fn drop(&mut self) {
         if let (true, Some(client)) = (self.open, self.client.take()) {
-            tracing::debug!("closing a connection whose transaction may still be open");
+            tracing::warn!("closing a connection whose transaction may still be open");
             drop(Object::take(client));
         }
     }

@@ -5,9 +5,10 @@
 //! cancels it (and its own dependents) with a reason naming it, unless it
 //! runs on failure. Jobs are run by one registered agent through the claim
 //! route, and their reports applied by the controller's own report
-//! functions as the events consumer applies them: a success set-based
-//! (`flow::complete_succeeded`, which releases the dependents in the
-//! transaction it sends at once), anything else by `flow::finish`.
+//! functions as the events consumer applies a batch of one report: a
+//! success set-based (`flow::complete_succeeded_at_once`, which releases
+//! the dependents in the transaction it sends at once), anything else by
+//! `flow::finish`.
 
 use super::helpers::{body_validation_items, job_count, job_id, submit_ok, utc_time};
 use controller::db::at_once::AtOnce;
@@ -84,9 +85,40 @@ async fn claim(app: &TestApp, token: &str, id: Uuid) {
 }
 
 /// Applies [`WORKER`]'s report of `outcome` for job `id`, as the events
-/// consumer would: set-based first, then, if that did not decide it, alone.
+/// consumer would a batch of that report alone: a success in a transaction
+/// sent at once, anything else (or a success that did not decide it) by
+/// the single report's rules.
 async fn report(app: &TestApp, id: Uuid, outcome: ShardOutcome) {
-    let report = Finished {
+    let report = finished(id, outcome);
+    let mut conn = AtOnce::new(app.db.client().await.unwrap());
+    if flow::all_plain(&[&report])
+        && flow::complete_succeeded_at_once(&mut conn, &[&report])
+            .await
+            .unwrap()
+            == [true]
+    {
+        return;
+    }
+    let tx = conn.transaction().await.unwrap();
+    flow::finish(&tx, &report, RETRY).await.unwrap();
+    tx.commit().await.unwrap();
+}
+
+/// Applies the same report as the consumer applies a batch that also holds
+/// other events: set-based inside the batch's one transaction.
+async fn report_in_mixed_batch(app: &TestApp, id: Uuid, outcome: ShardOutcome) {
+    let report = finished(id, outcome);
+    let mut client = app.db.client().await.unwrap();
+    let tx = client.transaction().await.unwrap();
+    if flow::complete_succeeded(&tx, &[&report]).await.unwrap() != [true] {
+        flow::finish(&tx, &report, RETRY).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+}
+
+/// [`WORKER`]'s report of `outcome` for shard 0 of attempt 1 of `id`.
+fn finished(id: Uuid, outcome: ShardOutcome) -> Finished {
+    Finished {
         worker_id: WORKER.to_owned(),
         job_id: id,
         attempt: 1,
@@ -96,14 +128,7 @@ async fn report(app: &TestApp, id: Uuid, outcome: ShardOutcome) {
         stdout_tail: String::new(),
         stderr_tail: String::new(),
         error: (outcome != ShardOutcome::Succeeded).then(|| "exit code 1".to_owned()),
-    };
-    let mut conn = AtOnce::new(app.db.client().await.unwrap());
-    if flow::complete_succeeded(&mut conn, &[&report]).await.unwrap() == [true] {
-        return;
     }
-    let tx = conn.transaction().await.unwrap();
-    flow::finish(&tx, &report, RETRY).await.unwrap();
-    tx.commit().await.unwrap();
 }
 
 /// The reasons of `id`'s events that moved it to `to`.
@@ -161,9 +186,11 @@ async fn a_diamond_runs_in_dependency_order_and_shows_its_graph() {
 
     run(&app, &token, a, ShardOutcome::Succeeded).await;
     run(&app, &token, b, ShardOutcome::Succeeded).await;
-    // A report of `b` delivered twice (its first confirm was lost) finds
-    // `b` completed already: it must not count as `d`'s second dependency.
+    // A report of `b` delivered again (its first confirm was lost) finds
+    // `b` completed already: it must not count as `d`'s second dependency,
+    // whether it comes alone or in a batch with other events.
     report(&app, b, ShardOutcome::Succeeded).await;
+    report_in_mixed_batch(&app, b, ShardOutcome::Succeeded).await;
     let half = stays_pending(&app, d).await;
     let why = half["waiting_for"].as_str().unwrap_or_default();
     assert_eq!(why, format!("waiting for 1 of 2 dependencies: {c}"));

@@ -1,28 +1,36 @@
-//! Many claims answered together: one agent's batch, or the batches of
-//! several agents gathered by [`gather`](super::gather). Every answer is
-//! the one [`claim`](super::claim::claim) gives alone; what changes is the
-//! cost. The common case, the first claim of a queued job's next attempt
-//! (or of a pending one, which the relay has published but not yet marked
-//! queued), is recorded for the whole group in one transaction sent at once
-//! with its `BEGIN` and `COMMIT` ([`AtOnce`]: one round trip): the group's
-//! job rows are locked in id order (so two groups never wait on each other
-//! in a cycle), then the jobs become `running`, their events and their
-//! shards are written together, and each claiming worker is marked busy.
-//! Anything else (a shard of a running job, a redelivery, two shards of one
-//! job in the group, even from two agents, a job that statement did not
-//! start) is decided one claim at a time by the single claim's rules, in a
-//! second transaction.
+//! Many claims answered in one transaction: one agent's batch, or the
+//! batches of several agents gathered by [`gather`](super::gather). Every
+//! answer is the one [`claim`](super::claim::claim) gives alone; what
+//! changes is the cost. The group's job rows are locked at once in id
+//! order (so two groups never wait on each other in a cycle), and the
+//! common case, the first claim of a queued job's next attempt (or of a
+//! pending one, which the relay has published but not yet marked queued),
+//! is recorded for the whole group by one statement: the jobs become
+//! `running`, their events and their shards are written together, and each
+//! claiming worker is marked busy. Anything else (a shard of a running
+//! job, a redelivery, two shards of one job in the group, even from two
+//! agents) is decided one claim at a time by the single claim's rules,
+//! inside the same transaction.
+//!
+//! When every claim of the group is of the common case, the transaction is
+//! first sent at once ([`AtOnce`]: `BEGIN`, the lock, a start statement
+//! that starts all of the claims or none, and `COMMIT`, in one round
+//! trip). Only if it started none (a job cancelled meanwhile, a worker
+//! that never registered, ...) is the group answered by the usual
+//! transaction. Either way the group is one transaction: all of it is
+//! recorded or, on an error, none.
 
 use super::claim::{decide_claim, Claim};
 use super::{named_once, shard_work};
 use crate::db::at_once::AtOnce;
-use crate::db::{workers, Cached, DbError};
+use crate::db::{workers, DbError};
 use deadpool_postgres::{Object, Transaction};
 use orchestrator_shared::api::{ClaimDecision, ShardClaim, ShardWork};
 use orchestrator_shared::{JobStatus, StateMachine, WorkerStatus};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 use tokio_postgres::types::ToSql;
+use tokio_postgres::Statement;
 use uuid::Uuid;
 
 /// One agent's claims in a group answered together: several agents'
@@ -59,17 +67,11 @@ pub async fn claim_batch(
         .ok_or_else(|| DbError::NotRegistered(worker_id.to_owned()))
 }
 
-/// Answers several agents' claims, committed on `client`, each part as
-/// [`claim_batch`] would answer it alone: the fresh claims of every part
-/// start in one transaction sent at once ([`start_at_once`]), and the rest
-/// are decided one at a time in job id order in a transaction of their own
-/// ([`decide_rest`]). A part whose worker never registered is answered
-/// `None`.
-///
-/// An error may come after the first transaction committed. Asking again
-/// is safe: a claim is answered `run` again for the worker that holds the
-/// shard ("resumed after redelivery"), so no started shard is left without
-/// its runner.
+/// Answers several agents' claims in one transaction, committed on
+/// `client`, each part as [`claim_batch`] would answer it alone: first as
+/// one round trip when every claim is fresh ([`start_all_at_once`]), else
+/// in the usual transaction ([`claim_parts_in`]). A part whose worker never
+/// registered is answered `None`.
 pub async fn claim_parts(
     client: Object,
     parts: &[Part<'_>],
@@ -80,47 +82,41 @@ pub async fn claim_parts(
         .flat_map(|p| p.claims.iter().map(move |c| (p.worker_id, c)))
         .collect();
     let mut conn = AtOnce::new(client);
-    let first = start_at_once(&mut conn, parts, &flat).await?;
-    let sent_first = first.is_some();
-    let (mut registered, mut started) = first.unwrap_or_default();
-    // A worker whose registration committed between the two statements has
-    // starts recorded: it counts as registered, so that they are answered
-    // (and kept) rather than handed back as never registered.
-    let mut answers: Answers = flat
-        .iter()
-        .map(|(worker_id, c)| {
-            let work = started.remove(&c.job_id)?;
-            registered.insert((*worker_id).to_owned());
-            Some(((ClaimDecision::Run, "started".to_owned()), Some(work)))
-        })
-        .collect();
-    // After the first transaction, its workers' registrations are known.
-    let rest: Vec<usize> = (0..flat.len())
-        .filter(|&i| answers[i].is_none() && (!sent_first || registered.contains(flat[i].0)))
-        .collect();
-    if !rest.is_empty() {
-        let tx = conn.transaction().await?;
-        registered.extend(decide_rest(&tx, parts, &flat, rest, &mut answers, silent_after).await?);
-        tx.commit().await?;
+    if let Some(answers) = start_all_at_once(&mut conn, parts, &flat).await? {
+        return Ok(answers);
     }
-    Ok(split(parts, &registered, answers))
+    let tx = conn.transaction().await?;
+    let answers = claim_parts_in(&tx, parts, &flat, silent_after).await?;
+    tx.commit().await?;
+    Ok(answers)
 }
 
-/// Decides the claims of `flat` at `rest` one at a time, by the single
-/// claim's rules, in job id order, inside `tx`, after locking their job
-/// rows in id order; answers which of the group's workers have registered
-/// (only their claims are decided).
-async fn decide_rest(
+/// Answers the group inside `tx`: the rows of every part's jobs are locked
+/// together in one id order (so two groups, or a group and a lone batch,
+/// never wait on each other in a cycle), the fresh claims of every part
+/// start in one statement, and the rest are decided one at a time in job
+/// id order.
+async fn claim_parts_in(
     tx: &Transaction<'_>,
     parts: &[Part<'_>],
     flat: &[(&str, &ShardClaim)],
-    mut rest: Vec<usize>,
-    answers: &mut Answers,
     silent_after: Duration,
-) -> Result<HashSet<String>, DbError> {
-    let ids: Vec<Uuid> = rest.iter().map(|&i| flat[i].1.job_id).collect();
-    let ((), registered) = futures::try_join!(super::plan_once(tx, rest.len()), lock_parts(tx, parts, &ids))?;
-    rest.retain(|&i| registered.contains(flat[i].0));
+) -> Result<Vec<PartAnswers>, DbError> {
+    let ids: Vec<Uuid> = flat.iter().map(|(_, c)| c.job_id).collect();
+    // Prepared first (a cache hit sends nothing), so that the three go out
+    // together and in this order: the group's rows are locked in id order
+    // before any is started (a small group's with the plans its statements
+    // were given once).
+    let (lock, start) = futures::try_join!(tx.prepare_cached(LOCK_PARTS), tx.prepare_cached(START_FRESH))?;
+    let ((), mut registered, mut started) = futures::try_join!(
+        super::plan_once(tx, flat.len()),
+        lock_parts(tx, &lock, parts, &ids),
+        start_fresh(tx, &start, flat)
+    )?;
+    let mut answers = started_answers(flat, &mut started, &mut registered);
+    let mut rest: Vec<usize> = (0..flat.len())
+        .filter(|&i| answers[i].is_none() && registered.contains(flat[i].0))
+        .collect();
     rest.sort_by_key(|&i| flat[i].1.job_id);
     let mut ran_one_by_one = BTreeSet::new();
     for i in rest {
@@ -135,7 +131,26 @@ async fn decide_rest(
     for worker_id in ran_one_by_one {
         workers::claimed(tx, worker_id).await?;
     }
-    Ok(registered)
+    Ok(split(parts, &registered, answers))
+}
+
+/// The group's answers for the claims the start statement started (`Run`
+/// with their work, taken out of `started`), `None` for the others. A
+/// worker whose registration committed between the lock and the start has
+/// starts recorded: it counts as registered, so that they are answered (and
+/// kept) rather than handed back as never registered.
+fn started_answers(
+    flat: &[(&str, &ShardClaim)],
+    started: &mut HashMap<Uuid, ShardWork>,
+    registered: &mut HashSet<String>,
+) -> Answers {
+    flat.iter()
+        .map(|(worker_id, c)| {
+            let work = started.remove(&c.job_id)?;
+            registered.insert((*worker_id).to_owned());
+            Some(((ClaimDecision::Run, "started".to_owned()), Some(work)))
+        })
+        .collect()
 }
 
 /// The group's answers cut into its parts, `None` for a part whose worker
@@ -165,14 +180,16 @@ const LOCK_PARTS: &str =
      SELECT (SELECT count(*) FROM l), ARRAY(SELECT worker_id FROM workers WHERE worker_id = ANY($2))";
 
 /// Locks the rows of the jobs `ids` in id order and answers which of the
-/// group's workers have registered, in one statement.
+/// group's workers have registered, in one statement (`lock`, prepared
+/// from [`LOCK_PARTS`]).
 async fn lock_parts(
     tx: &Transaction<'_>,
+    lock: &Statement,
     parts: &[Part<'_>],
     ids: &[Uuid],
 ) -> Result<HashSet<String>, DbError> {
     let workers: Vec<&str> = parts.iter().map(|p| p.worker_id).collect();
-    let row = tx.row(LOCK_PARTS, &[&ids, &workers]).await?;
+    let row = tx.query_one(lock, &[&ids, &workers]).await?;
     registered(&row)
 }
 
@@ -192,20 +209,37 @@ fn fresh<'a>(flat: &[(&'a str, &'a ShardClaim)]) -> Vec<(&'a str, &'a ShardClaim
         .collect()
 }
 
-/// [`start_at_once`]'s statement: `$1`–`$4` the claims' job ids, attempts,
-/// shard indexes and claiming workers.
-const START_FRESH: &str = concat!(
+/// Whether claim `r` may start its job (locked, as `jobs`) on the
+/// one-statement path.
+macro_rules! startable {
+    () => {
+        "jobs.job_id = r.job_id AND (jobs.status IN ('pending', 'queued')) IS TRUE
+         AND jobs.attempts + 1 = r.attempt AND jobs.deps_waiting = 0
+         AND r.shard_index >= 0 AND r.shard_index < jobs.required_workers
+         AND EXISTS (SELECT 1 FROM workers w WHERE w.worker_id = r.worker_id
+                     AND jobs.pool = ANY(w.pools) AND w.labels @> jobs.selector)"
+    };
+}
+
+/// A start statement: `$1`–`$4` the claims' job ids, attempts, shard
+/// indexes and claiming workers; `$every` an extra condition on every row
+/// started (over the common-table expression `ok`, which answers whether
+/// every claim may start).
+macro_rules! start_sql {
+    ($every:literal) => { concat!(
     "WITH r AS (SELECT * FROM unnest($1::uuid[], $2::int[], $3::int[], $4::text[]) AS r(job_id, attempt, shard_index, worker_id)),
              o AS MATERIALIZED (SELECT jobs.job_id, jobs.status AS was FROM jobs JOIN r ON r.job_id = jobs.job_id),
+             ok AS MATERIALIZED (SELECT count(*) = cardinality($1::uuid[]) AS every FROM r JOIN jobs ON ",
+        startable!(),
+        "),
              j AS (UPDATE jobs SET status = 'running', attempts = jobs.attempts + 1,
                           queued_at = CASE WHEN jobs.status = 'pending' THEN now() ELSE jobs.queued_at END,
                           started_at = coalesce(jobs.started_at, now()), waiting_for = NULL
                    FROM r
-                   WHERE jobs.job_id = r.job_id AND (jobs.status IN ('pending', 'queued')) IS TRUE
-                     AND jobs.attempts + 1 = r.attempt AND jobs.deps_waiting = 0
-                     AND r.shard_index >= 0 AND r.shard_index < jobs.required_workers
-                     AND EXISTS (SELECT 1 FROM workers w WHERE w.worker_id = r.worker_id
-                                 AND jobs.pool = ANY(w.pools) AND w.labels @> jobs.selector)
+                   WHERE ",
+        startable!(),
+        $every,
+        "
                    RETURNING jobs.job_id, jobs.attempts, r.shard_index, r.worker_id, jobs.task_description,
                              jobs.command, jobs.timeout_seconds, jobs.required_workers, jobs.memory_mb,
                              jobs.cpu_millis, jobs.max_pids),
@@ -224,62 +258,123 @@ const START_FRESH: &str = concat!(
     workers::record_claim_sql!("SELECT worker_id FROM j"),
     ")
              SELECT * FROM j"
-);
+    ) };
+}
 
-/// Starts, in one statement, every fresh claim whose job is `queued` (or
-/// still `pending`: the relay published it but has not yet committed that,
-/// and the claim records it, as alone) at the attempt before the claimed
-/// one with the shard in range: the job becomes `running` with the attempt
-/// counted, its events and its shard (held by the claiming worker's
-/// current incarnation) are written, and it no longer waits for a worker;
-/// every worker that started one has its row record the claim as
-/// [`workers::claimed`] would (busy, heard from), in the same statement
-/// rather than a round trip of its own. A job a worker may not run (its
-/// pool, its selector), or any job of a worker that never registered, is
-/// left to the single claim's rules, which refuse it. Answers the started
-/// jobs' work by job id; the caller decides the others one by one.
-///
-/// The statement travels with the lock of its jobs' rows ([`LOCK_PARTS`],
-/// which also answers which workers have registered) and with its
-/// transaction's `BEGIN` and `COMMIT`: one round trip in all. Postgres
-/// runs them in the order sent, so the rows are locked in id order before
-/// any is started. `None` when no claim of the group is fresh (nothing was
-/// sent).
-async fn start_at_once(
+/// [`start_fresh`]'s statement: starts every claim that may start.
+const START_FRESH: &str = start_sql!("");
+
+/// [`start_all_at_once`]'s statement: starts every claim, or none when one
+/// of them may not start.
+const START_EVERY: &str = start_sql!(" AND (SELECT every FROM ok)");
+
+/// Starts, in one statement (`start`, prepared from [`START_FRESH`]),
+/// every fresh claim whose job is `queued` (or still `pending`: the relay
+/// published it but has not yet committed that, and the claim records it,
+/// as alone) at the attempt before the claimed one with the shard in
+/// range: the job becomes `running` with the attempt counted, its events
+/// and its shard (held by the claiming worker's current incarnation) are
+/// written, and it no longer waits for a worker; every worker that started
+/// one has its row record the claim as [`workers::claimed`] would (busy,
+/// heard from), in the same statement rather than a round trip of its own.
+/// A job a worker may not run (its pool, its selector), or any job of a
+/// worker that never registered, is left to the single claim's rules,
+/// which refuse it. Answers the started jobs' work by job id; the caller
+/// decides the others one by one.
+async fn start_fresh(
+    tx: &Transaction<'_>,
+    start: &Statement,
+    flat: &[(&str, &ShardClaim)],
+) -> Result<HashMap<Uuid, ShardWork>, DbError> {
+    let fresh = fresh(flat);
+    if fresh.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let c = Starts::of(&fresh)?;
+    let rows = tx.query(start, &c.params()).await?;
+    started_work(&rows)
+}
+
+/// The group as one round trip, when every claim is fresh: `BEGIN`, the
+/// lock of the jobs' rows in id order ([`LOCK_PARTS`], which also answers
+/// which workers have registered), [`START_EVERY`] and `COMMIT`, sent
+/// together (Postgres runs them in the order sent). Answers the group's
+/// answers when every claim started; `None` when a claim is not fresh
+/// (nothing was sent) or when the statement started none (nothing was
+/// written): the caller then answers the group in the usual transaction.
+async fn start_all_at_once(
     conn: &mut AtOnce,
     parts: &[Part<'_>],
     flat: &[(&str, &ShardClaim)],
-) -> Result<Option<(HashSet<String>, HashMap<Uuid, ShardWork>)>, DbError> {
-    let fresh = fresh(flat);
-    if fresh.is_empty() {
+) -> Result<Option<Vec<PartAnswers>>, DbError> {
+    if flat.is_empty() || fresh(flat).len() != flat.len() {
         return Ok(None);
     }
-    JobStatus::Pending.transition(JobStatus::Queued)?;
-    JobStatus::Queued.transition(JobStatus::Running)?;
-    WorkerStatus::Idle.transition(WorkerStatus::Busy)?;
-    let ids: Vec<Uuid> = fresh.iter().map(|(_, c)| c.job_id).collect();
-    let attempts: Vec<i32> = fresh.iter().map(|(_, c)| c.attempt).collect();
-    let shards: Vec<i32> = fresh.iter().map(|(_, c)| c.shard_index).collect();
-    let claimants: Vec<&str> = fresh.iter().map(|(w, _)| *w).collect();
+    let c = Starts::of(flat)?;
     let workers: Vec<&str> = parts.iter().map(|p| p.worker_id).collect();
+    let lock_params: [&(dyn ToSql + Sync); 2] = [&c.ids, &workers];
     // Prepared first (a cache hit sends nothing), so that the four go out
     // together and in this order.
-    let lock = conn.client().prepare_cached(LOCK_PARTS).await?;
-    let start = conn.client().prepare_cached(START_FRESH).await?;
-    let begin = conn.begin(fresh.len());
-    let c = conn.client();
-    let lock_params: [&(dyn ToSql + Sync); 2] = [&ids, &workers];
-    let start_params: [&(dyn ToSql + Sync); 4] = [&ids, &attempts, &shards, &claimants];
+    let client = conn.client();
+    let (lock, start) = futures::try_join!(
+        client.prepare_cached(LOCK_PARTS),
+        client.prepare_cached(START_EVERY)
+    )?;
+    let begin = conn.begin(flat.len());
+    let client = conn.client();
+    let start_params = c.params();
     let ((), locked, rows, ()) = futures::try_join!(
-        c.batch_execute(begin),
-        c.query_one(&lock, &lock_params),
-        c.query(&start, &start_params),
-        c.batch_execute("COMMIT")
+        client.batch_execute(begin),
+        client.query_one(&lock, &lock_params),
+        client.query(&start, &start_params),
+        client.batch_execute("COMMIT")
     )?;
     conn.ended();
-    let started = rows
-        .iter()
+    let mut started = started_work(&rows)?;
+    if started.len() != flat.len() {
+        return Ok(None);
+    }
+    let mut registered = registered(&locked)?;
+    let answers = started_answers(flat, &mut started, &mut registered);
+    Ok(Some(split(parts, &registered, answers)))
+}
+
+/// A start statement's parameters, one array per column.
+struct Starts<'a> {
+    /// The claims' job ids.
+    ids: Vec<Uuid>,
+    /// The claimed attempts.
+    attempts: Vec<i32>,
+    /// The claimed shards.
+    shards: Vec<i32>,
+    /// The claiming workers.
+    workers: Vec<&'a str>,
+}
+
+impl<'a> Starts<'a> {
+    /// The parameters of `claims`, after checking that the state machines
+    /// allow what the statement does.
+    fn of(claims: &[(&'a str, &ShardClaim)]) -> Result<Self, DbError> {
+        JobStatus::Pending.transition(JobStatus::Queued)?;
+        JobStatus::Queued.transition(JobStatus::Running)?;
+        WorkerStatus::Idle.transition(WorkerStatus::Busy)?;
+        Ok(Starts {
+            ids: claims.iter().map(|(_, c)| c.job_id).collect(),
+            attempts: claims.iter().map(|(_, c)| c.attempt).collect(),
+            shards: claims.iter().map(|(_, c)| c.shard_index).collect(),
+            workers: claims.iter().map(|(w, _)| *w).collect(),
+        })
+    }
+
+    /// `$1`–`$4` of [`start_sql`].
+    fn params(&self) -> [&(dyn ToSql + Sync); 4] {
+        [&self.ids, &self.attempts, &self.shards, &self.workers]
+    }
+}
+
+/// The started jobs' work by job id, from a start statement's rows.
+fn started_work(rows: &[tokio_postgres::Row]) -> Result<HashMap<Uuid, ShardWork>, DbError> {
+    rows.iter()
         .map(|r| Ok((r.try_get("job_id")?, shard_work(r)?)))
-        .collect::<Result<_, DbError>>()?;
-    Ok(Some((registered(&locked)?, started)))
+        .collect()
 }

@@ -3,18 +3,17 @@
 //! statement and a commit (a WAL flush), and with many agents each holding
 //! a few slots a request mostly carries one or two claims. Here concurrent
 //! requests take turns ([`Batches`]): whoever gets a turn answers every
-//! request queued by then together ([`claim_parts`]: one transaction for
-//! the fresh claims, one more only for the others), one part per agent,
-//! and hands each its own answers. A lone request still goes at once.
+//! request queued by then in one transaction ([`claim_parts`], sent at once
+//! when every claim is fresh), one part per agent, and hands each its own
+//! answers. A lone request still goes at once.
 //!
 //! Every answer is the one the request would get alone. When the shared
-//! work fails (a deadlock with a lone request, a statement refused), or a
-//! part's worker never registered, the requests are handed back
-//! ([`GatheredClaims::Alone`]) to be answered one at a time, with their own
-//! retries and errors; that is safe even after a shared transaction
-//! committed, since a claim asked again by the worker that holds its shard
-//! is answered `run` again. Only while Postgres cannot be reached is every
-//! request answered with that failure.
+//! transaction fails (a deadlock with a lone request, a statement refused:
+//! nothing of it was kept), or a part's worker never registered, the
+//! requests are handed back ([`GatheredClaims::Alone`]) to be answered one
+//! transaction each, with their own retries and errors. Only when Postgres
+//! could not be reached, so that whether a commit took is unknown, is every
+//! request it held answered with that failure.
 
 use super::claims::{claim_parts, Part};
 use super::Claim;
@@ -60,9 +59,9 @@ struct Request {
 pub enum GatheredClaims {
     /// Answered and committed with others: one answer per claim, in order.
     Done(Vec<(Claim, Option<ShardWork>)>),
-    /// Not answered: the shared work failed, or the worker never
-    /// registered. The caller answers it alone, as if it had never waited
-    /// (safe after a commit too: see the module's doc).
+    /// Not answered: the shared transaction failed (nothing of it was
+    /// kept), or the worker never registered. The caller answers it alone,
+    /// as if it had never waited.
     Alone,
     /// Postgres could not be reached, so whether the starts took is unknown.
     Failed {

@@ -1,7 +1,9 @@
 //! The job flow's state changes, driven by agents: claiming a shard,
 //! finishing it, heartbeats, and the reaper's decisions about lost workers
 //! and overdue jobs. Each public function runs inside the caller's
-//! transaction and locks the job row first, so concurrent reports about one
+//! transaction (those of `claims`, and `complete_succeeded_at_once`, in one
+//! of their own on the connection they are given) and locks the job row
+//! first, so concurrent reports about one
 //! job are applied one at a time; fencing on (job, attempt, shard, worker)
 //! makes duplicate and stale reports change nothing.
 //!
@@ -24,7 +26,7 @@ pub use claims::claim_batch;
 pub use finish::{abandon, cancel, cancel_because, finish, Finished};
 pub use gather::{ClaimGather, GatheredClaims, GATHER_UP_TO};
 pub use liveness::{heartbeat, overdue_jobs, probe, shards_of, stale_workers, stopped};
-pub use reports::complete_succeeded;
+pub use reports::{all_plain, complete_succeeded, complete_succeeded_at_once};
 
 use super::{parse_limits, parse_status, Cached, DbError};
 use deadpool_postgres::Transaction;

@@ -6,40 +6,177 @@
 //! shard of that attempt changes, as alone), jobs completed, events
 //! written. Anything else (failures, wider jobs, a job reported more than
 //! once in the batch, a job not running that attempt) is left to the single
-//! report's rules, which the caller applies in order after these, in a
-//! transaction of its own. The completed jobs' dependents are released in
-//! the same transaction as their completion, which is sent at once
-//! ([`AtOnce`]): `BEGIN`, the statement and the first step of the release
-//! go out together, then `COMMIT` (after the release's other steps when a
-//! job had dependents), two round trips where there were four.
+//! report's rules, which the caller applies in order after these. The
+//! completed jobs' dependents are released in the same transaction, the
+//! first step of that release sent with the statement.
+//!
+//! A batch of nothing but such reports is applied in a transaction of its
+//! own sent at once ([`AtOnce`]): `BEGIN`, the statement and the first step
+//! of the release go out together, then `COMMIT` (after the release's other
+//! steps when a job had dependents), two round trips where there were four
+//! ([`complete_succeeded_at_once`]).
 
 use super::{named_once, Finished};
 use crate::db::at_once::AtOnce;
 use crate::db::jobs::deps;
 use crate::db::DbError;
+use deadpool_postgres::Transaction;
 use orchestrator_shared::messages::ShardOutcome;
 use orchestrator_shared::{JobStatus, StateMachine};
 use std::collections::HashSet;
 use tokio_postgres::types::ToSql;
+use tokio_postgres::Row;
 use uuid::Uuid;
 
-/// Applies the plain successes among `reports` (see the module's doc),
-/// committed on `conn`, and answers, for each report, whether it has been
-/// applied here: its outcome decided (job completed, or nothing changed
-/// because the report was not the holder's); `false` ones are the
-/// caller's to apply.
-pub async fn complete_succeeded(conn: &mut AtOnce, reports: &[&Finished]) -> Result<Vec<bool>, DbError> {
+/// Whether `f` is a plain success among `reports`: a success, and its
+/// job's only report there.
+fn candidates(reports: &[&Finished]) -> Vec<bool> {
     let once = named_once(reports.iter().map(|f| f.job_id));
-    let candidate = |f: &Finished| f.outcome == ShardOutcome::Succeeded && once.contains(&f.job_id);
-    let chosen: Vec<&Finished> = reports.iter().copied().filter(|f| candidate(f)).collect();
-    let applied = complete(conn, &chosen).await?;
-    Ok(reports
+    reports
         .iter()
-        .map(|f| candidate(f) && applied.contains(&f.job_id))
-        .collect())
+        .map(|f| f.outcome == ShardOutcome::Succeeded && once.contains(&f.job_id))
+        .collect()
 }
 
-/// In one statement: of `chosen` (at most one report per job), takes those
+/// Whether every one of `reports` is a plain success (see the module's
+/// doc), so that they may be applied by [`complete_succeeded_at_once`].
+pub fn all_plain(reports: &[&Finished]) -> bool {
+    candidates(reports).into_iter().all(|c| c)
+}
+
+/// Applies the plain successes among `reports` (see the module's doc)
+/// inside `tx`, and answers, for each report, whether it has been applied
+/// here: its outcome decided (job completed, or nothing changed because
+/// the report was not the holder's); `false` ones are the caller's to
+/// apply.
+pub async fn complete_succeeded(tx: &Transaction<'_>, reports: &[&Finished]) -> Result<Vec<bool>, DbError> {
+    let flags = candidates(reports);
+    let chosen = Completes::of(reports, &flags)?;
+    let mut applied = HashSet::new();
+    if !chosen.ids.is_empty() {
+        // Prepared first (a cache hit sends nothing), so that the three go
+        // out together and in this order.
+        let (complete, release) = futures::try_join!(
+            tx.prepare_cached(COMPLETE),
+            tx.prepare_cached(deps::RELEASE_FINISHED_HERE)
+        )?;
+        let (params, finished) = (chosen.params(), [&chosen.ids as &(dyn ToSql + Sync)]);
+        let ((), rows, dependents) = futures::try_join!(
+            super::plan_once(tx, chosen.ids.len()),
+            async { tx.query(&complete, &params).await.map_err(DbError::from) },
+            async { tx.query(&release, &finished).await.map_err(DbError::from) }
+        )?;
+        deps::release_rows(tx, &dependents).await?;
+        applied = taken(&rows)?;
+    }
+    Ok(answers(reports, &flags, &applied))
+}
+
+/// [`complete_succeeded`] for a batch of nothing but plain successes
+/// ([`all_plain`]), in a transaction of its own on `conn`, sent at once
+/// and committed before it answers.
+pub async fn complete_succeeded_at_once(
+    conn: &mut AtOnce,
+    reports: &[&Finished],
+) -> Result<Vec<bool>, DbError> {
+    let flags = candidates(reports);
+    let chosen = Completes::of(reports, &flags)?;
+    if chosen.ids.is_empty() {
+        return Ok(vec![false; reports.len()]);
+    }
+    let client = conn.client();
+    let (complete, release) = futures::try_join!(
+        client.prepare_cached(COMPLETE),
+        client.prepare_cached(deps::RELEASE_FINISHED_HERE)
+    )?;
+    let begin = conn.begin(chosen.ids.len());
+    let c = conn.client();
+    let (params, finished) = (chosen.params(), [&chosen.ids as &(dyn ToSql + Sync)]);
+    let ((), rows, dependents) = futures::try_join!(
+        c.batch_execute(begin),
+        c.query(&complete, &params),
+        c.query(&release, &finished)
+    )?;
+    deps::release_rows(c, &dependents).await?;
+    c.batch_execute("COMMIT").await?;
+    conn.ended();
+    Ok(answers(reports, &flags, &taken(&rows)?))
+}
+
+/// For each report, whether it was a candidate its statement took.
+fn answers(reports: &[&Finished], flags: &[bool], taken: &HashSet<Uuid>) -> Vec<bool> {
+    reports
+        .iter()
+        .zip(flags)
+        .map(|(f, &candidate)| candidate && taken.contains(&f.job_id))
+        .collect()
+}
+
+/// The jobs [`COMPLETE`] took, from its rows.
+fn taken(rows: &[Row]) -> Result<HashSet<Uuid>, DbError> {
+    rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+}
+
+/// [`COMPLETE`]'s parameters for the candidates among a batch's reports,
+/// one array per column.
+struct Completes<'a> {
+    /// The jobs.
+    ids: Vec<Uuid>,
+    /// The reported attempts.
+    attempts: Vec<i32>,
+    /// The reported shards.
+    shards: Vec<i32>,
+    /// The reporting workers.
+    workers: Vec<&'a str>,
+    /// The exit codes.
+    codes: Vec<Option<i32>>,
+    /// The output's last bytes.
+    stdout: Vec<&'a str>,
+    /// The error output's last bytes.
+    stderr: Vec<&'a str>,
+    /// The agents' errors.
+    errors: Vec<Option<&'a str>>,
+}
+
+impl<'a> Completes<'a> {
+    /// The parameters of the `reports` flagged in `flags`, after checking
+    /// that the state machine allows what the statement does.
+    fn of(reports: &[&'a Finished], flags: &[bool]) -> Result<Self, DbError> {
+        JobStatus::Running.transition(JobStatus::Completed)?;
+        let chosen: Vec<&'a Finished> = reports
+            .iter()
+            .zip(flags)
+            .filter(|(_, &c)| c)
+            .map(|(f, _)| *f)
+            .collect();
+        Ok(Completes {
+            ids: chosen.iter().map(|f| f.job_id).collect(),
+            attempts: chosen.iter().map(|f| f.attempt).collect(),
+            shards: chosen.iter().map(|f| f.shard_index).collect(),
+            workers: chosen.iter().map(|f| f.worker_id.as_str()).collect(),
+            codes: chosen.iter().map(|f| f.exit_code).collect(),
+            stdout: chosen.iter().map(|f| f.stdout_tail.as_str()).collect(),
+            stderr: chosen.iter().map(|f| f.stderr_tail.as_str()).collect(),
+            errors: chosen.iter().map(|f| f.error.as_deref()).collect(),
+        })
+    }
+
+    /// `$1`–`$8` of [`COMPLETE`].
+    fn params(&self) -> [&(dyn ToSql + Sync); 8] {
+        [
+            &self.ids,
+            &self.attempts,
+            &self.shards,
+            &self.workers,
+            &self.codes,
+            &self.stdout,
+            &self.stderr,
+            &self.errors,
+        ]
+    }
+}
+
+/// One statement: of the candidates (at most one report per job), takes those
 /// whose job runs that attempt with one shard, records each on its shard
 /// if the reporter holds it running, and completes the jobs whose shard it
 /// recorded, with their events (a job that stopped running meanwhile, e.g.
@@ -61,47 +198,8 @@ pub async fn complete_succeeded(conn: &mut AtOnce, reports: &[&Finished]) -> Res
 /// polling every 250 ms instead of 50, reports took 168 ms a call
 /// against 34 and finished jobs 5 s after they started.
 ///
-/// Sent with its transaction's `BEGIN` and with the first step of the
-/// release of the completed jobs' dependents
-/// ([`deps::RELEASE_FINISHED_HERE`]); committed before it answers.
-async fn complete(conn: &mut AtOnce, chosen: &[&Finished]) -> Result<HashSet<Uuid>, DbError> {
-    if chosen.is_empty() {
-        return Ok(HashSet::new());
-    }
-    JobStatus::Running.transition(JobStatus::Completed)?;
-    let ids: Vec<Uuid> = chosen.iter().map(|f| f.job_id).collect();
-    let attempts: Vec<i32> = chosen.iter().map(|f| f.attempt).collect();
-    let shards: Vec<i32> = chosen.iter().map(|f| f.shard_index).collect();
-    let workers: Vec<&str> = chosen.iter().map(|f| f.worker_id.as_str()).collect();
-    let codes: Vec<Option<i32>> = chosen.iter().map(|f| f.exit_code).collect();
-    let stdout: Vec<&str> = chosen.iter().map(|f| f.stdout_tail.as_str()).collect();
-    let stderr: Vec<&str> = chosen.iter().map(|f| f.stderr_tail.as_str()).collect();
-    let errors: Vec<Option<&str>> = chosen.iter().map(|f| f.error.as_deref()).collect();
-    let params: [&(dyn ToSql + Sync); 8] = [
-        &ids, &attempts, &shards, &workers, &codes, &stdout, &stderr, &errors,
-    ];
-    // Prepared first (a cache hit sends nothing), so that the three go out
-    // together and in this order.
-    let statement = conn.client().prepare_cached(COMPLETE).await?;
-    let release = conn.client().prepare_cached(deps::RELEASE_FINISHED_HERE).await?;
-    let begin = conn.begin(chosen.len());
-    let c = conn.client();
-    let finished: [&(dyn ToSql + Sync); 1] = [&ids];
-    let ((), rows, dependents) = futures::try_join!(
-        c.batch_execute(begin),
-        c.query(&statement, &params),
-        c.query(&release, &finished)
-    )?;
-    if !dependents.is_empty() {
-        deps::release_rows(c, &dependents).await?;
-    }
-    c.batch_execute("COMMIT").await?;
-    conn.ended();
-    rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
-}
-
-/// [`complete`]'s statement: `$1`–`$8` the reports' job ids, attempts,
-/// shard indexes, workers, exit codes, output tails and errors.
+/// `$1`–`$8` the reports' job ids, attempts, shard indexes, workers, exit
+/// codes, output tails and errors.
 const COMPLETE: &str = "WITH r AS (SELECT * FROM unnest($1::uuid[], $2::int[], $3::int[], $4::text[], $5::int[],
                                              $6::text[], $7::text[], $8::text[])
                         AS r(job_id, attempt, shard_index, worker_id, exit_code, stdout_tail, stderr_tail, error)),
