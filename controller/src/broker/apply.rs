@@ -1,8 +1,9 @@
 //! Applying agent events to Postgres: a batch in one transaction and one
 //! commit (a batch of plain successes sent at once, and a second only for
-//! a report its statement left undecided); while Postgres is unavailable the batch is held and tried again;
-//! any other failure falls back to one transaction per event, so a refused
-//! event is dropped alone and never stalls the queue.
+//! a report its statement left undecided); while Postgres is unavailable
+//! the batch is held and tried again; any other failure falls back to one
+//! transaction per event, so a refused event is dropped alone and never
+//! stalls the queue.
 
 use super::Flow;
 use crate::db::at_once::AtOnce;

@@ -17,7 +17,7 @@
 //! back to the pool. It is taken out and closed, and Postgres rolls its
 //! transaction back.
 
-use super::flow::PLAN_ONCE_UP_TO;
+use super::flow::{generic_plans, plan_once_sql};
 use deadpool_postgres::{Object, Transaction};
 
 /// One pooled connection used for transactions sent at once. See the
@@ -59,15 +59,14 @@ impl AtOnce {
     }
 
     /// The text that opens a transaction for a batch of `batch` items: with
-    /// generic plans for batches of at most [`PLAN_ONCE_UP_TO`], as
+    /// generic plans for batches of at most [`super::flow::PLAN_ONCE_UP_TO`], as
     /// [`super::flow::plan_once`] sets them in transactions opened the usual
     /// way. Marks the transaction open: call it just before sending it.
     pub fn begin(&mut self, batch: usize) -> &'static str {
         self.open = true;
-        if batch <= PLAN_ONCE_UP_TO {
-            "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan"
-        } else {
-            "BEGIN"
+        match plan_once_sql(batch) {
+            Some(_) => concat!("BEGIN; ", generic_plans!()),
+            None => "BEGIN",
         }
     }
 

@@ -144,12 +144,25 @@ pub const PLAN_ONCE_UP_TO: usize = 4;
 /// ran at 1,261 and 2,257 jobs/s against 3,110–3,290. `SET LOCAL` ends with
 /// the transaction, so nothing else on the connection plans differently.
 pub async fn plan_once(tx: &Transaction<'_>, batch: usize) -> Result<(), DbError> {
-    if batch > PLAN_ONCE_UP_TO {
+    let Some(sql) = plan_once_sql(batch) else {
         return Ok(());
-    }
-    tx.batch_execute("SET LOCAL plan_cache_mode = force_generic_plan")
-        .await
-        .map_err(DbError::from)
+    };
+    tx.batch_execute(sql).await.map_err(DbError::from)
+}
+
+/// The `SET LOCAL` of [`plan_once`], as a literal so that it can be joined
+/// to a `BEGIN` at compile time.
+macro_rules! generic_plans {
+    () => {
+        "SET LOCAL plan_cache_mode = force_generic_plan"
+    };
+}
+pub(crate) use generic_plans;
+
+/// The statement [`plan_once`] sends for a batch of `batch` items, if any:
+/// for callers that send it with others (`db::at_once`).
+pub fn plan_once_sql(batch: usize) -> Option<&'static str> {
+    (batch <= PLAN_ONCE_UP_TO).then_some(generic_plans!())
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use super::{named_once, Finished};
 use crate::db::at_once::AtOnce;
 use crate::db::jobs::deps;
 use crate::db::DbError;
-use deadpool_postgres::Transaction;
+use deadpool_postgres::{GenericClient, Transaction};
 use orchestrator_shared::messages::ShardOutcome;
 use orchestrator_shared::{JobStatus, StateMachine};
 use std::collections::HashSet;
@@ -52,23 +52,11 @@ pub fn all_plain(reports: &[&Finished]) -> bool {
 pub async fn complete_succeeded(tx: &Transaction<'_>, reports: &[&Finished]) -> Result<Vec<bool>, DbError> {
     let flags = candidates(reports);
     let chosen = Completes::of(reports, &flags)?;
-    let mut applied = HashSet::new();
-    if !chosen.ids.is_empty() {
-        // Prepared first (a cache hit sends nothing), so that the three go
-        // out together and in this order.
-        let (complete, release) = futures::try_join!(
-            tx.prepare_cached(COMPLETE),
-            tx.prepare_cached(deps::RELEASE_FINISHED_HERE)
-        )?;
-        let (params, finished) = (chosen.params(), [&chosen.ids as &(dyn ToSql + Sync)]);
-        let ((), rows, dependents) = futures::try_join!(
-            super::plan_once(tx, chosen.ids.len()),
-            async { tx.query(&complete, &params).await.map_err(DbError::from) },
-            async { tx.query(&release, &finished).await.map_err(DbError::from) }
-        )?;
-        deps::release_rows(tx, &dependents).await?;
-        applied = taken(&rows)?;
+    if chosen.ids.is_empty() {
+        return Ok(vec![false; reports.len()]);
     }
+    let head = super::plan_once_sql(chosen.ids.len());
+    let applied = complete_and_release(tx, head, &chosen).await?;
     Ok(answers(reports, &flags, &applied))
 }
 
@@ -84,23 +72,41 @@ pub async fn complete_succeeded_at_once(
     if chosen.ids.is_empty() {
         return Ok(vec![false; reports.len()]);
     }
-    let client = conn.client();
+    let begin = conn.begin(chosen.ids.len());
+    let applied = complete_and_release(conn.client(), Some(begin), &chosen).await?;
+    conn.client().batch_execute("COMMIT").await?;
+    conn.ended();
+    Ok(answers(reports, &flags, &applied))
+}
+
+/// Sends `head` (the transaction's `BEGIN`, or its `SET LOCAL`, if any),
+/// [`COMPLETE`] and the first step of the release of the completed jobs'
+/// dependents together, in that order (both statements prepared first: a
+/// cache hit sends nothing), then the release's other steps; answers the
+/// jobs the statement took.
+async fn complete_and_release(
+    client: &impl GenericClient,
+    head: Option<&str>,
+    chosen: &Completes<'_>,
+) -> Result<HashSet<Uuid>, DbError> {
     let (complete, release) = futures::try_join!(
         client.prepare_cached(COMPLETE),
         client.prepare_cached(deps::RELEASE_FINISHED_HERE)
     )?;
-    let begin = conn.begin(chosen.ids.len());
-    let c = conn.client();
     let (params, finished) = (chosen.params(), [&chosen.ids as &(dyn ToSql + Sync)]);
+    let head = async {
+        match head {
+            Some(sql) => client.batch_execute(sql).await,
+            None => Ok(()),
+        }
+    };
     let ((), rows, dependents) = futures::try_join!(
-        c.batch_execute(begin),
-        c.query(&complete, &params),
-        c.query(&release, &finished)
+        head,
+        client.query(&complete, &params),
+        client.query(&release, &finished)
     )?;
-    deps::release_rows(c, &dependents).await?;
-    c.batch_execute("COMMIT").await?;
-    conn.ended();
-    Ok(answers(reports, &flags, &taken(&rows)?))
+    deps::release_rows(client, &dependents).await?;
+    taken(&rows)
 }
 
 /// For each report, whether it was a candidate its statement took.
