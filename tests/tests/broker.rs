@@ -32,9 +32,16 @@ struct Setup {
 
 impl Setup {
     async fn start() -> Setup {
+        Setup::start_with(&[]).await
+    }
+
+    /// [`Setup::start`] with the controller's `extra` flags.
+    async fn start_with(extra: &[&str]) -> Setup {
         let prefix = unique_prefix();
         let accounts = broker_accounts_flag();
-        let app = spawn_app_with(&["--broker-prefix", &prefix, &accounts[0], &accounts[1]]).await;
+        let mut flags = vec!["--broker-prefix", &prefix, &accounts[0], &accounts[1]];
+        flags.extend_from_slice(extra);
+        let app = spawn_app_with(&flags).await;
         Setup {
             app,
             prefix,
@@ -352,6 +359,62 @@ async fn one_message_of_several_reports_applies_each_one_its_sender_may_send() {
     assert_eq!(job["status"], "running", "A's message finished B's job: {job}");
     let counted = s.refused("not_from_its_agent").await - refused_before;
     assert!(counted >= 1.0, "refusals counted: {counted}");
+}
+
+/// A job depending on `job_id`, submitted by the admin.
+async fn dependent_of(s: &Setup, job_id: &str) -> String {
+    let job = json!({"task_description": "after", "command": ["/bin/true"], "depends_on": [job_id]});
+    let r = s
+        .app
+        .post_json("/api/jobs/submit", &s.app.admin_token, &job)
+        .await;
+    assert_eq!(r.status(), 201);
+    let job: Value = r.json().await.unwrap();
+    job["job_id"].as_str().unwrap().to_owned()
+}
+
+/// A dependent is published as soon as the report completing its last
+/// dependency is committed, whether that report came alone (a batch of
+/// plain successes, sent at once) or in a message with other events (one
+/// transaction for all): with the relay's safety-net poll at ten minutes,
+/// and no liveness probe to wake it (the agent here never heartbeats, and
+/// its silence would only be judged after ten minutes), only the
+/// consumer's wake after its commit can publish it in time.
+#[tokio::test]
+async fn a_report_completing_a_dependency_has_the_dependent_published_at_once() {
+    let s = Setup::start_with(&["--relay-poll-ms", "600000", "--heartbeat-timeout-ms", "600000"]).await;
+    let (a, conn) = s.agent("agent-a").await;
+    let t = s.topology();
+    let (user, ch) = (t.agent_user("agent-a"), confirm_channel(&conn).await);
+    for mixed in [false, true] {
+        let first = s.running_job("agent-a").await;
+        let after = dependent_of(&s, &first).await;
+        assert_eq!(s.job(&after).await["status"], "pending");
+        let mut events = vec![succeeded("agent-a", &first)];
+        if mixed {
+            events.push(AgentEvent::Heartbeat {
+                worker_id: "agent-a".into(),
+                running: Vec::new(),
+                paused: false,
+                generation: a.worker.generation,
+            });
+        }
+        let body = orchestrator_shared::messages::encode_events(&events).unwrap();
+        assert!(publish_to_events(&ch, Some(&user), &t, &body).await);
+        let started = Instant::now();
+        loop {
+            let job = s.job(&after).await;
+            if job["status"] == "queued" {
+                break;
+            }
+            assert!(
+                started.elapsed() < WAIT,
+                "dependent never published (mixed batch: {mixed}): {job}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(s.job(&first).await["status"], "completed");
+    }
 }
 
 #[tokio::test]

@@ -1223,26 +1223,26 @@ async fn a_late_stopped_or_heartbeat_of_an_earlier_incarnation_changes_nothing()
     );
 }
 
+/// The backend serving the pool's next checkout, and the rows of
+/// `at_once_probe` it sees.
+async fn pid_and_rows(pool: &db::Database) -> (i32, i64) {
+    let c = pool.client().await.unwrap();
+    let sql = "SELECT pg_backend_pid(), (SELECT count(*) FROM at_once_probe)";
+    let row = c.query_one(sql, &[]).await.unwrap();
+    (row.get(0), row.get(1))
+}
+
 /// A transaction sent at once (`BEGIN` travelling with its statements)
-/// gives its connection back to the pool once its `COMMIT` is answered; one
-/// whose caller went away before that (a consumer stopped mid-report)
-/// must not: the pool's next user would run inside it, and what it wrote
-/// would be rolled back or never committed. Its connection is closed
-/// instead, and Postgres rolls it back.
+/// gives its connection back to the pool once its `COMMIT` is answered,
+/// and so does one whose statement failed, once the `ROLLBACK` sent behind
+/// it is answered; one whose caller went away before its end (a consumer
+/// stopped mid-report) must not: the pool's next user would run inside
+/// it, and what it wrote would be rolled back or never committed. Its
+/// connection is closed instead, and Postgres rolls it back.
 #[tokio::test]
 async fn a_transaction_sent_at_once_and_dropped_before_its_commit_is_rolled_back_on_a_closed_connection() {
     let (test_db, _) = database().await;
     let pool = db::Database::connect(&test_db.url, 1, Duration::from_secs(10)).unwrap();
-    let pid_and_rows = |c: deadpool_postgres::Client| async move {
-        let row = c
-            .query_one(
-                "SELECT pg_backend_pid(), (SELECT count(*) FROM at_once_probe)",
-                &[],
-            )
-            .await
-            .unwrap();
-        (row.get::<_, i32>(0), row.get::<_, i64>(1))
-    };
     let c = pool.client().await.unwrap();
     c.batch_execute("CREATE TABLE at_once_probe (n int)")
         .await
@@ -1259,20 +1259,63 @@ async fn a_transaction_sent_at_once_and_dropped_before_its_commit_is_rolled_back
     .unwrap();
     conn.ended();
     drop(conn);
-    let (first_pid, rows) = pid_and_rows(pool.client().await.unwrap()).await;
+    let (first_pid, rows) = pid_and_rows(&pool).await;
     assert_eq!(rows, 1, "committed");
     assert_eq!(first_pid, pid_before, "a committed one's connection is reused");
 
     let mut conn = db::at_once::AtOnce::new(pool.client().await.unwrap());
     let (begin, c) = (conn.begin(1), conn.client());
+    let sent = futures::try_join!(
+        c.batch_execute(begin),
+        c.batch_execute(insert),
+        c.batch_execute("SELECT 1 / 0")
+    );
+    assert!(conn.or_roll_back(sent).await.is_err());
+    drop(conn);
+    let (pid, rows) = pid_and_rows(&pool).await;
+    assert_eq!(rows, 1, "the failed transaction's insert is rolled back");
+    assert_eq!(pid, first_pid, "a rolled-back one's connection is reused");
+
+    let mut conn = db::at_once::AtOnce::new(pool.client().await.unwrap());
+    let (begin, c) = (conn.begin(1), conn.client());
     futures::try_join!(c.batch_execute(begin), c.batch_execute(insert)).unwrap();
     drop(conn);
-    let (pid, rows) = pid_and_rows(pool.client().await.unwrap()).await;
+    let (pid, rows) = pid_and_rows(&pool).await;
     assert_eq!(rows, 1, "the abandoned insert is not seen, nor committed");
     assert_ne!(
         pid, first_pid,
         "the abandoned transaction's connection was not reused"
     );
+}
+
+/// Work held while Postgres is unavailable (the events consumer's batch,
+/// the API's 503) is tried again until it passes, so only a lost or
+/// closing connection may count as unavailable: an answer this process
+/// cannot read (a column of another type, no row where one was expected)
+/// would fail forever and stall the events queue behind it.
+#[tokio::test]
+async fn only_a_lost_or_closing_connection_counts_as_postgres_unavailable() {
+    let (test_db, _) = database().await;
+    let pool = db::Database::connect(&test_db.url, 2, Duration::from_secs(10)).unwrap();
+    let c = pool.client().await.unwrap();
+    let row = c.query_one("SELECT 'x'::text", &[]).await.unwrap();
+    let wrong_type = DbError::from(row.try_get::<_, i32>(0).unwrap_err());
+    assert!(!wrong_type.is_unavailable(), "{wrong_type:?}");
+    let no_row = DbError::from(c.query_one("SELECT 1 WHERE false", &[]).await.unwrap_err());
+    assert!(!no_row.is_unavailable(), "{no_row:?}");
+    let refused = DbError::from(c.query_one("SELECT 1 / 0", &[]).await.unwrap_err());
+    assert!(!refused.is_unavailable(), "{refused:?}");
+
+    let pid: i32 = c.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    let other = pool.client().await.unwrap();
+    other
+        .execute("SELECT pg_terminate_backend($1)", &[&pid])
+        .await
+        .unwrap();
+    let first = DbError::from(c.query_one("SELECT 1", &[]).await.unwrap_err());
+    assert!(first.is_unavailable(), "terminated: {first:?}");
+    let then = DbError::from(c.query_one("SELECT 1", &[]).await.unwrap_err());
+    assert!(then.is_unavailable(), "closed: {then:?}");
 }
 
 /// Reports of a batch applied as the events consumer does: the plain
@@ -1282,7 +1325,7 @@ async fn apply_reports(pool: &db::Database, reports: &[Finished]) -> (Vec<bool>,
     let mut c = pool.client().await.unwrap();
     let tx = c.transaction().await.unwrap();
     let refs: Vec<&Finished> = reports.iter().collect();
-    let plain = flow::complete_succeeded(&tx, &refs).await.unwrap();
+    let plain = flow::complete_succeeded(&tx, &refs).await.unwrap().applied;
     let mut rest = Vec::new();
     for (f, done) in reports.iter().zip(&plain) {
         if !done {

@@ -20,8 +20,9 @@ const HOLD_RETRY: Duration = Duration::from_secs(1);
 /// dropped for a conflict would leave its job running.
 const TRANSIENT_RETRIES: u32 = 3;
 
-/// Applies `events` and returns whether a shard report was among them (the
-/// relay may have outbox rows to send). First all in one transaction; while
+/// Applies `events` and returns whether they may have written outbox rows
+/// (a retry's dispatch, a released dependent's): the caller wakes the
+/// relay. First all in one transaction; while
 /// Postgres is unavailable the batch is held and tried again; if it fails
 /// for any other reason (an event Postgres or the state machines refuse, a
 /// deadlock), each event is applied in its own transaction, so one bad
@@ -67,13 +68,14 @@ async fn apply_batch(flow: &Flow, events: &[AgentEvent]) -> Result<bool, DbError
         return apply_plain_at_once(flow, conn, &refs).await;
     }
     let tx = conn.transaction().await?;
-    let mut applied = flow::complete_succeeded(&tx, &refs).await?.into_iter();
-    let mut finished = false;
+    let completed = flow::complete_succeeded(&tx, &refs).await?;
+    let mut applied = completed.applied.into_iter();
+    let mut finished = completed.released;
     for (event, report) in events.iter().zip(&reports) {
         finished |= match report {
             // One answer per report, in order (the guard runs once for
-            // each). A report applied set-based writes outbox rows only
-            // for dependents it released, which the relay's poll finds.
+            // each). Reports applied set-based wrote outbox rows only for
+            // the dependents they released (`completed.released`).
             Some(_) if applied.next().unwrap_or(false) => false,
             Some(report) => apply_report(&tx, report, flow.retry()).await?,
             None => apply_in(&tx, event, flow.retry()).await?,
@@ -91,15 +93,15 @@ async fn apply_batch(flow: &Flow, events: &[AgentEvent]) -> Result<bool, DbError
 /// more transaction; should that fail, applying the whole batch again
 /// changes nothing already committed, since every report is fenced.
 async fn apply_plain_at_once(flow: &Flow, mut conn: AtOnce, reports: &[&Finished]) -> Result<bool, DbError> {
-    let applied = flow::complete_succeeded_at_once(&mut conn, reports).await?;
+    let completed = flow::complete_succeeded_at_once(&mut conn, reports).await?;
     let rest: Vec<&Finished> = reports
         .iter()
-        .zip(applied)
+        .zip(completed.applied)
         .filter(|(_, applied)| !applied)
         .map(|(report, _)| *report)
         .collect();
     if rest.is_empty() {
-        return Ok(false);
+        return Ok(completed.released);
     }
     let tx = conn.transaction().await?;
     for report in rest {

@@ -12,10 +12,12 @@
 //! of them failed, ends the aborted transaction without committing anything.
 //!
 //! What `tokio_postgres::Transaction` does on drop, [`AtOnce`] does too: a
-//! connection whose transaction may still be open (the caller's future was
-//! dropped, or a statement failed before `COMMIT` was answered) never goes
-//! back to the pool. It is taken out and closed, and Postgres rolls its
-//! transaction back.
+//! connection whose transaction may still be open never goes back to the
+//! pool. When a statement fails, the caller sends `ROLLBACK` behind it
+//! ([`AtOnce::or_roll_back`]) and the connection, idle again, is kept; when
+//! the caller's future is dropped before the end was answered, or the
+//! `ROLLBACK` fails too (the connection is lost), it is taken out and
+//! closed, and Postgres rolls its transaction back.
 
 use super::flow::{generic_plans, plan_once_sql};
 use deadpool_postgres::{Object, Transaction};
@@ -74,6 +76,19 @@ impl AtOnce {
     /// is idle again and may go back to the pool.
     pub fn ended(&mut self) {
         self.open = false;
+    }
+
+    /// Passes on what the open transaction's statements answered; on an
+    /// error, first sends `ROLLBACK`, which runs behind everything sent
+    /// before it (a mere warning if a `COMMIT` sent with them already ended
+    /// the transaction), so that once it is answered the connection is idle
+    /// again and may go back to the pool instead of being closed. Should it
+    /// fail too, the connection stays marked open and is closed on drop.
+    pub async fn or_roll_back<T, E>(&mut self, sent: Result<T, E>) -> Result<T, E> {
+        if sent.is_err() && self.open && self.client().batch_execute("ROLLBACK").await.is_ok() {
+            self.open = false;
+        }
+        sent
     }
 }
 

@@ -185,11 +185,18 @@ pub enum DbError {
 
 impl DbError {
     /// True when the failure means Postgres cannot be reached (the API's 503),
-    /// as opposed to a statement that Postgres answered with an error.
+    /// as opposed to a statement that Postgres answered with an error or
+    /// an answer this process could not read (a column of another type, a
+    /// row count not expected): work held while Postgres is unavailable is
+    /// tried again until it is back, and such an error would never pass.
     pub fn is_unavailable(&self) -> bool {
         match self {
             DbError::Unavailable(_) => true,
-            DbError::Postgres(e) => e.is_closed() || e.as_db_error().is_none(),
+            DbError::Postgres(e) => {
+                e.is_closed()
+                    || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
+                    || e.code().is_some_and(is_shutting_down)
+            }
             _ => false,
         }
     }
@@ -205,6 +212,19 @@ impl DbError {
             *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE
         })
     }
+}
+
+/// Whether Postgres answered that it is going away or not yet taking work
+/// (a shutdown, a crash restart, a connection failure it reports itself):
+/// the next attempt, once it is back, may pass.
+fn is_shutting_down(code: &SqlState) -> bool {
+    [
+        SqlState::ADMIN_SHUTDOWN,
+        SqlState::CRASH_SHUTDOWN,
+        SqlState::CANNOT_CONNECT_NOW,
+    ]
+    .contains(code)
+        || code.code().starts_with("08")
 }
 
 impl From<StatusParseError> for DbError {

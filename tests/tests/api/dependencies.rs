@@ -95,6 +95,7 @@ async fn report(app: &TestApp, id: Uuid, outcome: ShardOutcome) {
         && flow::complete_succeeded_at_once(&mut conn, &[&report])
             .await
             .unwrap()
+            .applied
             == [true]
     {
         return;
@@ -110,7 +111,7 @@ async fn report_in_mixed_batch(app: &TestApp, id: Uuid, outcome: ShardOutcome) {
     let report = finished(id, outcome);
     let mut client = app.db.client().await.unwrap();
     let tx = client.transaction().await.unwrap();
-    if flow::complete_succeeded(&tx, &[&report]).await.unwrap() != [true] {
+    if flow::complete_succeeded(&tx, &[&report]).await.unwrap().applied != [true] {
         flow::finish(&tx, &report, RETRY).await.unwrap();
     }
     tx.commit().await.unwrap();

@@ -323,12 +323,13 @@ async fn start_all_at_once(
     let begin = conn.begin(flat.len());
     let client = conn.client();
     let start_params = c.params();
-    let ((), locked, rows, ()) = futures::try_join!(
+    let sent = futures::try_join!(
         client.batch_execute(begin),
         client.query_one(&lock, &lock_params),
         client.query(&start, &start_params),
         client.batch_execute("COMMIT")
-    )?;
+    );
+    let ((), locked, rows, ()) = conn.or_roll_back(sent).await?;
     conn.ended();
     let mut started = started_work(&rows)?;
     if started.len() != flat.len() {

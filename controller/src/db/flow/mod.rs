@@ -26,7 +26,7 @@ pub use claims::claim_batch;
 pub use finish::{abandon, cancel, cancel_because, finish, Finished};
 pub use gather::{ClaimGather, GatheredClaims, GATHER_UP_TO};
 pub use liveness::{heartbeat, overdue_jobs, probe, shards_of, stale_workers, stopped};
-pub use reports::{all_plain, complete_succeeded, complete_succeeded_at_once};
+pub use reports::{all_plain, complete_succeeded, complete_succeeded_at_once, Completed};
 
 use super::{parse_limits, parse_status, Cached, DbError};
 use deadpool_postgres::Transaction;

@@ -44,20 +44,42 @@ pub fn all_plain(reports: &[&Finished]) -> bool {
     candidates(reports).into_iter().all(|c| c)
 }
 
+/// What [`complete_succeeded`] did with a batch's reports.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Completed {
+    /// For each report, whether it has been applied here: its outcome
+    /// decided (job completed, or nothing changed because the report was
+    /// not the holder's); `false` ones are the caller's to apply.
+    pub applied: Vec<bool>,
+    /// Whether a completed job had a pending dependent, whose dispatch may
+    /// now be in the outbox: the caller wakes the relay once committed.
+    pub released: bool,
+}
+
+impl Completed {
+    /// Nothing applied, nothing released.
+    fn none(reports: usize) -> Completed {
+        Completed {
+            applied: vec![false; reports],
+            released: false,
+        }
+    }
+}
+
 /// Applies the plain successes among `reports` (see the module's doc)
-/// inside `tx`, and answers, for each report, whether it has been applied
-/// here: its outcome decided (job completed, or nothing changed because
-/// the report was not the holder's); `false` ones are the caller's to
-/// apply.
-pub async fn complete_succeeded(tx: &Transaction<'_>, reports: &[&Finished]) -> Result<Vec<bool>, DbError> {
+/// inside `tx`.
+pub async fn complete_succeeded(tx: &Transaction<'_>, reports: &[&Finished]) -> Result<Completed, DbError> {
     let flags = candidates(reports);
     let chosen = Completes::of(reports, &flags)?;
     if chosen.ids.is_empty() {
-        return Ok(vec![false; reports.len()]);
+        return Ok(Completed::none(reports.len()));
     }
     let head = super::plan_once_sql(chosen.ids.len());
-    let applied = complete_and_release(tx, head, &chosen).await?;
-    Ok(answers(reports, &flags, &applied))
+    let (taken, released) = complete_and_release(tx, head, &chosen).await?;
+    Ok(Completed {
+        applied: answers(reports, &flags, &taken),
+        released,
+    })
 }
 
 /// [`complete_succeeded`] for a batch of nothing but plain successes
@@ -66,29 +88,34 @@ pub async fn complete_succeeded(tx: &Transaction<'_>, reports: &[&Finished]) -> 
 pub async fn complete_succeeded_at_once(
     conn: &mut AtOnce,
     reports: &[&Finished],
-) -> Result<Vec<bool>, DbError> {
+) -> Result<Completed, DbError> {
     let flags = candidates(reports);
     let chosen = Completes::of(reports, &flags)?;
     if chosen.ids.is_empty() {
-        return Ok(vec![false; reports.len()]);
+        return Ok(Completed::none(reports.len()));
     }
     let begin = conn.begin(chosen.ids.len());
-    let applied = complete_and_release(conn.client(), Some(begin), &chosen).await?;
-    conn.client().batch_execute("COMMIT").await?;
+    let sent = complete_and_release(conn.client(), Some(begin), &chosen).await;
+    let (taken, released) = conn.or_roll_back(sent).await?;
+    let commit = conn.client().batch_execute("COMMIT").await;
+    conn.or_roll_back(commit).await?;
     conn.ended();
-    Ok(answers(reports, &flags, &applied))
+    Ok(Completed {
+        applied: answers(reports, &flags, &taken),
+        released,
+    })
 }
 
 /// Sends `head` (the transaction's `BEGIN`, or its `SET LOCAL`, if any),
 /// [`COMPLETE`] and the first step of the release of the completed jobs'
 /// dependents together, in that order (both statements prepared first: a
 /// cache hit sends nothing), then the release's other steps; answers the
-/// jobs the statement took.
+/// jobs the statement took, and whether a dependent was touched.
 async fn complete_and_release(
     client: &impl GenericClient,
     head: Option<&str>,
     chosen: &Completes<'_>,
-) -> Result<HashSet<Uuid>, DbError> {
+) -> Result<(HashSet<Uuid>, bool), DbError> {
     let (complete, release) = futures::try_join!(
         client.prepare_cached(COMPLETE),
         client.prepare_cached(deps::RELEASE_FINISHED_HERE)
@@ -105,8 +132,8 @@ async fn complete_and_release(
         client.query(&complete, &params),
         client.query(&release, &finished)
     )?;
-    deps::release_rows(client, &dependents).await?;
-    taken(&rows)
+    let released = deps::release_rows(client, &dependents).await?;
+    Ok((taken(&rows)?, released))
 }
 
 /// For each report, whether it was a candidate its statement took.

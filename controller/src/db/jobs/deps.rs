@@ -82,10 +82,13 @@ pub const RELEASE_FINISHED_HERE: &str = release_sql!(" AND xmin = pg_current_xac
 
 /// [`release`] from a first level already read with
 /// [`RELEASE_FINISHED_HERE`]: the same steps for its rows, then for the
-/// levels below.
-pub async fn release_rows(client: &impl GenericClient, first: &[Row]) -> Result<(), DbError> {
+/// levels below. Answers whether it touched a dependent (and so may have
+/// written its dispatch to the outbox): the caller then wakes the relay
+/// after its commit, or the dependent would wait for the relay's poll.
+pub async fn release_rows(client: &impl GenericClient, first: &[Row]) -> Result<bool, DbError> {
     let next = release_level(client, first).await?;
-    release_from(client, next, None).await
+    release_from(client, next, None).await?;
+    Ok(!first.is_empty())
 }
 
 /// [`release`], its first level limited to the dependents in `among`.
