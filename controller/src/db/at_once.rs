@@ -62,8 +62,8 @@ impl AtOnce {
 
     /// The text that opens a transaction for a batch of `batch` items: with
     /// generic plans for batches of at most [`super::flow::PLAN_ONCE_UP_TO`], as
-    /// [`super::flow::plan_once`] sets them in transactions opened the usual
-    /// way. Marks the transaction open: call it just before sending it.
+    /// [`super::flow::plan_once_sql`] sets them in transactions opened the
+    /// usual way. Marks the transaction open: call it just before sending it.
     pub fn begin(&mut self, batch: usize) -> &'static str {
         self.open = true;
         match plan_once_sql(batch) {

@@ -24,13 +24,12 @@ use super::claim::{decide_claim, Claim};
 use super::{named_once, shard_work};
 use crate::db::at_once::AtOnce;
 use crate::db::{workers, DbError};
-use deadpool_postgres::{Object, Transaction};
+use deadpool_postgres::{GenericClient, Object, Transaction};
 use orchestrator_shared::api::{ClaimDecision, ShardClaim, ShardWork};
 use orchestrator_shared::{JobStatus, StateMachine, WorkerStatus};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::Statement;
 use uuid::Uuid;
 
 /// One agent's claims in a group answered together: several agents'
@@ -102,17 +101,10 @@ async fn claim_parts_in(
     flat: &[(&str, &ShardClaim)],
     silent_after: Duration,
 ) -> Result<Vec<PartAnswers>, DbError> {
-    let ids: Vec<Uuid> = flat.iter().map(|(_, c)| c.job_id).collect();
-    // Prepared first (a cache hit sends nothing), so that the three go out
-    // together and in this order: the group's rows are locked in id order
-    // before any is started (a small group's with the plans its statements
-    // were given once).
-    let (lock, start) = futures::try_join!(tx.prepare_cached(LOCK_PARTS), tx.prepare_cached(START_FRESH))?;
-    let ((), mut registered, mut started) = futures::try_join!(
-        super::plan_once(tx, flat.len()),
-        lock_parts(tx, &lock, parts, &ids),
-        start_fresh(tx, &start, flat)
-    )?;
+    // A small group's statements with the plans they were given once.
+    let head = super::plan_once_sql(flat.len());
+    let starting = (START_FRESH, fresh(flat));
+    let (mut registered, mut started) = lock_and_start(tx, head, starting, parts, flat, None).await?;
     let mut answers = started_answers(flat, &mut started, &mut registered);
     let mut rest: Vec<usize> = (0..flat.len())
         .filter(|&i| answers[i].is_none() && registered.contains(flat[i].0))
@@ -174,23 +166,47 @@ fn split(
         .collect()
 }
 
-/// [`lock_parts`]'s statement: `$1` the job ids, `$2` the workers.
+/// [`lock_and_start`]'s lock: `$1` the job ids, `$2` the workers.
 const LOCK_PARTS: &str =
     "WITH l AS (SELECT job_id FROM jobs WHERE job_id = ANY($1) ORDER BY job_id FOR NO KEY UPDATE)
      SELECT (SELECT count(*) FROM l), ARRAY(SELECT worker_id FROM workers WHERE worker_id = ANY($2))";
 
-/// Locks the rows of the jobs `ids` in id order and answers which of the
-/// group's workers have registered, in one statement (`lock`, prepared
-/// from [`LOCK_PARTS`]).
-async fn lock_parts(
-    tx: &Transaction<'_>,
-    lock: &Statement,
+/// Sends `head` (the transaction's `BEGIN`, or its `SET LOCAL`, if any),
+/// the lock of the group's rows in id order ([`LOCK_PARTS`], which also
+/// answers which workers have registered), `starting`'s start statement
+/// over its claims (none sent for none) and `tail` (its `COMMIT`, if any)
+/// together, in that order (both statements prepared first: a cache hit
+/// sends nothing): the group's rows are locked before any is started.
+/// Answers the registered workers and the started work by job id.
+async fn lock_and_start(
+    client: &impl GenericClient,
+    head: Option<&str>,
+    (start_sql, starting): (&str, Vec<(&str, &ShardClaim)>),
     parts: &[Part<'_>],
-    ids: &[Uuid],
-) -> Result<HashSet<String>, DbError> {
+    flat: &[(&str, &ShardClaim)],
+    tail: Option<&str>,
+) -> Result<(HashSet<String>, HashMap<Uuid, ShardWork>), DbError> {
+    let (lock, start) = futures::try_join!(
+        client.prepare_cached(LOCK_PARTS),
+        client.prepare_cached(start_sql)
+    )?;
+    let ids: Vec<Uuid> = flat.iter().map(|(_, c)| c.job_id).collect();
     let workers: Vec<&str> = parts.iter().map(|p| p.worker_id).collect();
-    let row = tx.query_one(lock, &[&ids, &workers]).await?;
-    registered(&row)
+    let c = Starts::of(&starting)?;
+    let (lock_params, start_params) = ([&ids as &(dyn ToSql + Sync), &workers], c.params());
+    let start = async {
+        if starting.is_empty() {
+            return Ok(Vec::new());
+        }
+        client.query(&start, &start_params).await
+    };
+    let ((), locked, rows, ()) = futures::try_join!(
+        super::send_if(client, head),
+        client.query_one(&lock, &lock_params),
+        start,
+        super::send_if(client, tail)
+    )?;
+    Ok((registered(&locked)?, started_work(&rows)?))
 }
 
 /// The registered workers in a row of [`LOCK_PARTS`].
@@ -261,39 +277,23 @@ macro_rules! start_sql {
     ) };
 }
 
-/// [`start_fresh`]'s statement: starts every claim that may start.
+/// The usual transaction's start statement: starts every fresh claim
+/// whose job is `queued` (or still `pending`: the relay published it but
+/// has not yet committed that, and the claim records it, as alone) at the
+/// attempt before the claimed one with the shard in range: the job becomes
+/// `running` with the attempt counted, its events and its shard (held by
+/// the claiming worker's current incarnation) are written, and it no
+/// longer waits for a worker; every worker that started one has its row
+/// record the claim as [`workers::claimed`] would (busy, heard from), in
+/// the same statement rather than a round trip of its own. A job a worker
+/// may not run (its pool, its selector), or any job of a worker that never
+/// registered, is left to the single claim's rules, which refuse it; the
+/// caller decides those one by one.
 const START_FRESH: &str = start_sql!("");
 
 /// [`start_all_at_once`]'s statement: starts every claim, or none when one
 /// of them may not start.
 const START_EVERY: &str = start_sql!(" AND (SELECT every FROM ok)");
-
-/// Starts, in one statement (`start`, prepared from [`START_FRESH`]),
-/// every fresh claim whose job is `queued` (or still `pending`: the relay
-/// published it but has not yet committed that, and the claim records it,
-/// as alone) at the attempt before the claimed one with the shard in
-/// range: the job becomes `running` with the attempt counted, its events
-/// and its shard (held by the claiming worker's current incarnation) are
-/// written, and it no longer waits for a worker; every worker that started
-/// one has its row record the claim as [`workers::claimed`] would (busy,
-/// heard from), in the same statement rather than a round trip of its own.
-/// A job a worker may not run (its pool, its selector), or any job of a
-/// worker that never registered, is left to the single claim's rules,
-/// which refuse it. Answers the started jobs' work by job id; the caller
-/// decides the others one by one.
-async fn start_fresh(
-    tx: &Transaction<'_>,
-    start: &Statement,
-    flat: &[(&str, &ShardClaim)],
-) -> Result<HashMap<Uuid, ShardWork>, DbError> {
-    let fresh = fresh(flat);
-    if fresh.is_empty() {
-        return Ok(HashMap::new());
-    }
-    let c = Starts::of(&fresh)?;
-    let rows = tx.query(start, &c.params()).await?;
-    started_work(&rows)
-}
 
 /// The group as one round trip, when every claim is fresh: `BEGIN`, the
 /// lock of the jobs' rows in id order ([`LOCK_PARTS`], which also answers
@@ -310,32 +310,14 @@ async fn start_all_at_once(
     if flat.is_empty() || fresh(flat).len() != flat.len() {
         return Ok(None);
     }
-    let c = Starts::of(flat)?;
-    let workers: Vec<&str> = parts.iter().map(|p| p.worker_id).collect();
-    let lock_params: [&(dyn ToSql + Sync); 2] = [&c.ids, &workers];
-    // Prepared first (a cache hit sends nothing), so that the four go out
-    // together and in this order.
-    let client = conn.client();
-    let (lock, start) = futures::try_join!(
-        client.prepare_cached(LOCK_PARTS),
-        client.prepare_cached(START_EVERY)
-    )?;
     let begin = conn.begin(flat.len());
-    let client = conn.client();
-    let start_params = c.params();
-    let sent = futures::try_join!(
-        client.batch_execute(begin),
-        client.query_one(&lock, &lock_params),
-        client.query(&start, &start_params),
-        client.batch_execute("COMMIT")
-    );
-    let ((), locked, rows, ()) = conn.or_roll_back(sent).await?;
+    let starting = (START_EVERY, flat.to_vec());
+    let sent = lock_and_start(conn.client(), Some(begin), starting, parts, flat, Some("COMMIT")).await;
+    let (mut registered, mut started) = conn.or_roll_back(sent).await?;
     conn.ended();
-    let mut started = started_work(&rows)?;
     if started.len() != flat.len() {
         return Ok(None);
     }
-    let mut registered = registered(&locked)?;
     let answers = started_answers(flat, &mut started, &mut registered);
     Ok(Some(split(parts, &registered, answers)))
 }

@@ -29,7 +29,7 @@ pub use liveness::{heartbeat, overdue_jobs, probe, shards_of, stale_workers, sto
 pub use reports::{all_plain, complete_succeeded, complete_succeeded_at_once, Completed};
 
 use super::{parse_limits, parse_status, Cached, DbError};
-use deadpool_postgres::Transaction;
+use deadpool_postgres::{GenericClient, Transaction};
 use orchestrator_shared::api::ShardWork;
 use orchestrator_shared::backoff::Backoff;
 use orchestrator_shared::JobStatus;
@@ -113,7 +113,7 @@ impl RetryPolicy {
     }
 }
 
-/// The largest batch whose statements [`plan_once`] runs with generic
+/// The largest batch whose statements [`plan_once_sql`] runs with generic
 /// plans: what one agent of a few slots sends, one claim or report at a
 /// time. A generic plan takes an array parameter for about ten elements,
 /// so for such a batch it is the plan a custom one would be. Larger batches
@@ -122,9 +122,29 @@ impl RetryPolicy {
 /// within the sitting's noise (3,128 and 2,676 against 3,202 and 2,834).
 pub const PLAN_ONCE_UP_TO: usize = 4;
 
-/// Runs the rest of `tx`'s prepared statements with their generic plans,
-/// made once per connection, instead of a plan made afresh for every call,
-/// when the batch has at most [`PLAN_ONCE_UP_TO`] items.
+/// Sends `sql`, if any (a transaction's `BEGIN`, `SET LOCAL` or `COMMIT`
+/// travelling with its statements), as a simple query.
+async fn send_if(client: &impl GenericClient, sql: Option<&str>) -> Result<(), tokio_postgres::Error> {
+    match sql {
+        Some(sql) => client.batch_execute(sql).await,
+        None => Ok(()),
+    }
+}
+
+/// The `SET LOCAL` of [`plan_once_sql`], as a literal so that it can be joined
+/// to a `BEGIN` at compile time.
+macro_rules! generic_plans {
+    () => {
+        "SET LOCAL plan_cache_mode = force_generic_plan"
+    };
+}
+pub(crate) use generic_plans;
+
+/// The statement, sent first in a transaction (with its `BEGIN` where that
+/// travels with its statements, `db::at_once`), that runs the rest of its
+/// prepared statements with their generic plans, made once per connection,
+/// instead of a plan made afresh for every call, when the batch has at
+/// most [`PLAN_ONCE_UP_TO`] items; `None` for larger batches.
 ///
 /// Claims and reports are a few statements over arrays (`unnest`,
 /// `= ANY`). Postgres's plan cache kept choosing custom plans for them
@@ -143,24 +163,6 @@ pub const PLAN_ONCE_UP_TO: usize = 4;
 /// tables were nearly empty were kept as they grew, and 100,000 no-op jobs
 /// ran at 1,261 and 2,257 jobs/s against 3,110–3,290. `SET LOCAL` ends with
 /// the transaction, so nothing else on the connection plans differently.
-pub async fn plan_once(tx: &Transaction<'_>, batch: usize) -> Result<(), DbError> {
-    let Some(sql) = plan_once_sql(batch) else {
-        return Ok(());
-    };
-    tx.batch_execute(sql).await.map_err(DbError::from)
-}
-
-/// The `SET LOCAL` of [`plan_once`], as a literal so that it can be joined
-/// to a `BEGIN` at compile time.
-macro_rules! generic_plans {
-    () => {
-        "SET LOCAL plan_cache_mode = force_generic_plan"
-    };
-}
-pub(crate) use generic_plans;
-
-/// The statement [`plan_once`] sends for a batch of `batch` items, if any:
-/// for callers that send it with others (`db::at_once`).
 pub fn plan_once_sql(batch: usize) -> Option<&'static str> {
     (batch <= PLAN_ONCE_UP_TO).then_some(generic_plans!())
 }

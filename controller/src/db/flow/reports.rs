@@ -121,14 +121,8 @@ async fn complete_and_release(
         client.prepare_cached(deps::RELEASE_FINISHED_HERE)
     )?;
     let (params, finished) = (chosen.params(), [&chosen.ids as &(dyn ToSql + Sync)]);
-    let head = async {
-        match head {
-            Some(sql) => client.batch_execute(sql).await,
-            None => Ok(()),
-        }
-    };
     let ((), rows, dependents) = futures::try_join!(
-        head,
+        super::send_if(client, head),
         client.query(&complete, &params),
         client.query(&release, &finished)
     )?;
