@@ -96,9 +96,14 @@ impl Setup {
     /// A job of one shard claimed (and so running) by `worker_id`.
     async fn running_job(&self, worker_id: &str) -> String {
         let job = json!({"task_description": "t", "command": ["/bin/true"]});
+        self.running(worker_id, &job).await
+    }
+
+    /// The job `job` submitted, then claimed by `worker_id`.
+    async fn running(&self, worker_id: &str, job: &Value) -> String {
         let submitted = self
             .app
-            .post_json("/api/jobs/submit", &self.app.admin_token, &job)
+            .post_json("/api/jobs/submit", &self.app.admin_token, job)
             .await;
         assert_eq!(submitted.status(), 201);
         let job: Value = submitted.json().await.unwrap();
@@ -414,6 +419,59 @@ async fn a_report_completing_a_dependency_has_the_dependent_published_at_once() 
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert_eq!(s.job(&first).await["status"], "completed");
+    }
+}
+
+/// A retry's dispatch waits in the outbox for its backoff and goes out when
+/// it falls due: the relay, woken by the failure's commit while the
+/// dispatch is not yet due, sleeps only until it is. With the relay's
+/// safety-net poll at ten minutes (and no liveness probe to wake it), it
+/// would otherwise wait for that poll.
+#[tokio::test]
+async fn a_retry_is_dispatched_when_its_backoff_ends_not_at_the_next_poll() {
+    let flags = [
+        "--relay-poll-ms",
+        "600000",
+        "--heartbeat-timeout-ms",
+        "600000",
+        "--retry-base-ms",
+        "300",
+    ];
+    let s = Setup::start_with(&flags).await;
+    let (_, conn) = s.agent("agent-a").await;
+    let job = json!({"task_description": "t", "command": ["/bin/false"], "max_retries": 1});
+    let job_id = s.running("agent-a", &job).await;
+    let failed = AgentEvent::ShardFinished {
+        worker_id: "agent-a".into(),
+        job_id: job_id.parse().unwrap(),
+        attempt: 1,
+        shard_index: 0,
+        outcome: ShardOutcome::Failed,
+        exit_code: Some(1),
+        stdout_tail: String::new(),
+        stderr_tail: String::new(),
+        error: None,
+    };
+    let t = s.topology();
+    let ch = confirm_channel(&conn).await;
+    assert!(publish_event(&ch, Some(&t.agent_user("agent-a")), &t, &failed).await);
+    let unsent = || async {
+        let c = s.app.db.client().await.unwrap();
+        let id: uuid::Uuid = job_id.parse().unwrap();
+        let sql = "SELECT count(*) FROM outbox WHERE job_id = $1 AND sent_at IS NULL";
+        c.query_one(sql, &[&id]).await.unwrap().get::<_, i64>(0)
+    };
+    let started = Instant::now();
+    loop {
+        let job = s.job(&job_id).await;
+        if job["status"] == "queued" && job["attempts"] == 1 && unsent().await == 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "the retry's dispatch was never sent: {job}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -1629,6 +1629,32 @@ async fn a_batch_claiming_jobs_the_relay_has_not_marked_queued_records_both_step
     }
 }
 
+/// The relay sleeps until the earliest message not yet due falls due: that
+/// time is read from the outbox, a parked message (never due) does not
+/// count, and neither does one due already (the batch took it).
+#[tokio::test]
+async fn the_next_due_message_is_the_earliest_future_one_and_never_a_parked_one() {
+    let (_t, pool) = database().await;
+    let c = pool.client().await.unwrap();
+    let payload = serde_json::json!({"n": 1});
+    let enqueue = |delay_ms: i64| outbox::enqueue_delayed(&c, "control", "k", &payload, 0, None, delay_ms);
+    assert_eq!(outbox::next_due_in(&c).await.unwrap(), None, "an empty outbox");
+    let parked = enqueue(0).await.unwrap();
+    outbox::park(&c, &[parked]).await.unwrap();
+    enqueue(0).await.unwrap();
+    assert_eq!(outbox::next_due_in(&c).await.unwrap(), None, "parked or due only");
+    enqueue(60_000).await.unwrap();
+    enqueue(30_000).await.unwrap();
+    let next = outbox::next_due_in(&c)
+        .await
+        .unwrap()
+        .expect("a message due later");
+    assert!(
+        next > Duration::from_secs(25) && next <= Duration::from_secs(30),
+        "{next:?}"
+    );
+}
+
 /// The relay's step from pending to queued skips a job another transaction
 /// holds (a claim records that step itself) instead of queueing behind it,
 /// and a job skipped while its holder then left it pending is marked once

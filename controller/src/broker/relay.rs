@@ -131,15 +131,16 @@ pub(super) async fn relay(flow: &Flow, ch: &lapin::Channel) -> Result<(), lapin:
     let mut stragglers_marked: Option<Instant> = None;
     loop {
         match relay_batch(flow, ch, &mut declared).await {
-            Ok(n) if n >= RELAY_BATCH_ROWS => {}
-            Ok(_) => {
+            Ok(batch) if batch.rows >= RELAY_BATCH_ROWS => {}
+            Ok(batch) => {
                 if stragglers_marked.is_none_or(|at| at.elapsed() >= poll) {
                     mark_stragglers(flow).await;
                     stragglers_marked = Some(Instant::now());
                 }
+                let wait = batch.next_due.map_or(poll, |due| due.min(poll));
                 tokio::select! {
                     () = flow.wake.notified() => {},
-                    () = tokio::time::sleep(poll) => {},
+                    () = tokio::time::sleep(wait) => {},
                 }
             }
             Err(RelayError::Db(e)) => {
@@ -166,16 +167,31 @@ async fn mark_stragglers(flow: &Flow) {
     }
 }
 
+/// What one relay batch did.
+struct Relayed {
+    /// The rows handled (0: nothing was due, or the broker refused one and
+    /// the batch waits).
+    rows: usize,
+    /// How long, from the batch's start, until the earliest row not yet
+    /// due then falls due ([`outbox::next_due_in`]).
+    next_due: Option<Duration>,
+}
+
 /// Publishes one batch of due outbox rows, waits for every confirm, then
 /// deletes them (and marks their jobs queued) in the same transaction; rows
-/// that cannot be published are parked in it. Returns the rows handled (0:
-/// nothing was due, or the broker refused one and the batch waits).
-async fn relay_batch(flow: &Flow, ch: &lapin::Channel, declared: &mut Declared) -> Result<usize, RelayError> {
+/// that cannot be published are parked in it. The time until the next row
+/// falls due is read in the same round trip as the batch.
+async fn relay_batch(
+    flow: &Flow,
+    ch: &lapin::Channel,
+    declared: &mut Declared,
+) -> Result<Relayed, RelayError> {
     let mut client = flow.db.client().await?;
     let tx = client.transaction().await?;
-    let messages = outbox::claim_due(&tx, RELAY_BATCH).await?;
+    let (messages, next_due) =
+        futures::try_join!(outbox::claim_due(&tx, RELAY_BATCH), outbox::next_due_in(&tx))?;
     if messages.is_empty() {
-        return Ok(0);
+        return Ok(Relayed { rows: 0, next_due });
     }
     let (ready, refused) = sort_out(&flow.topology, &messages);
     if !refused.is_empty() {
@@ -193,7 +209,8 @@ async fn relay_batch(flow: &Flow, ch: &lapin::Channel, declared: &mut Declared) 
     }
     tx.commit().await?;
     report_refused(&refused);
-    Ok(if confirmed { messages.len() } else { 0 })
+    let rows = if confirmed { messages.len() } else { 0 };
+    Ok(Relayed { rows, next_due })
 }
 
 /// Publishes every publication as `sender` (its `user_id`, which RabbitMQ
