@@ -103,8 +103,9 @@ async fn claim_parts_in(
 ) -> Result<Vec<PartAnswers>, DbError> {
     // A small group's statements with the plans they were given once.
     let head = super::plan_once_sql(flat.len());
-    let starting = (START_FRESH, fresh(flat));
-    let (mut registered, mut started) = lock_and_start(tx, head, starting, parts, flat, None).await?;
+    let fresh = fresh(flat);
+    let (mut registered, mut started) =
+        lock_and_start(tx, head, (START_FRESH, &fresh), parts, flat, None).await?;
     let mut answers = started_answers(flat, &mut started, &mut registered);
     let mut rest: Vec<usize> = (0..flat.len())
         .filter(|&i| answers[i].is_none() && registered.contains(flat[i].0))
@@ -181,7 +182,7 @@ const LOCK_PARTS: &str =
 async fn lock_and_start(
     client: &impl GenericClient,
     head: Option<&str>,
-    (start_sql, starting): (&str, Vec<(&str, &ShardClaim)>),
+    (start_sql, starting): (&str, &[(&str, &ShardClaim)]),
     parts: &[Part<'_>],
     flat: &[(&str, &ShardClaim)],
     tail: Option<&str>,
@@ -192,7 +193,7 @@ async fn lock_and_start(
     )?;
     let ids: Vec<Uuid> = flat.iter().map(|(_, c)| c.job_id).collect();
     let workers: Vec<&str> = parts.iter().map(|p| p.worker_id).collect();
-    let c = Starts::of(&starting)?;
+    let c = Starts::of(starting)?;
     let (lock_params, start_params) = ([&ids as &(dyn ToSql + Sync), &workers], c.params());
     let start = async {
         if starting.is_empty() {
@@ -311,7 +312,7 @@ async fn start_all_at_once(
         return Ok(None);
     }
     let begin = conn.begin(flat.len());
-    let starting = (START_EVERY, flat.to_vec());
+    let starting = (START_EVERY, flat);
     let sent = lock_and_start(conn.client(), Some(begin), starting, parts, flat, Some("COMMIT")).await;
     let (mut registered, mut started) = conn.or_roll_back(sent).await?;
     conn.ended();
