@@ -239,17 +239,23 @@ macro_rules! startable {
 }
 
 /// A start statement: `$1`–`$4` the claims' job ids, attempts, shard
-/// indexes and claiming workers; `$every` an extra condition on every row
-/// started (over the common-table expression `ok`, which answers whether
-/// every claim may start).
+/// indexes and claiming workers. `start_sql!(every)` starts the rows only
+/// when every claim may start (the common-table expression `ok` answers
+/// that); `start_sql!()` starts those that may.
 macro_rules! start_sql {
-    ($every:literal) => { concat!(
-    "WITH r AS (SELECT * FROM unnest($1::uuid[], $2::int[], $3::int[], $4::text[]) AS r(job_id, attempt, shard_index, worker_id)),
-             o AS MATERIALIZED (SELECT jobs.job_id, jobs.status AS was FROM jobs JOIN r ON r.job_id = jobs.job_id),
-             ok AS MATERIALIZED (SELECT count(*) = cardinality($1::uuid[]) AS every FROM r JOIN jobs ON ",
+    () => { start_sql!(@ [] "") };
+    (every) => { start_sql!(@ [
+        "ok AS MATERIALIZED (SELECT count(*) = cardinality($1::uuid[]) AS every FROM r JOIN jobs ON ",
         startable!(),
         "),
-             j AS (UPDATE jobs SET status = 'running', attempts = jobs.attempts + 1,
+             ",
+    ] " AND (SELECT every FROM ok)") };
+    (@ [$($ok:tt)*] $every:literal) => { concat!(
+    "WITH r AS (SELECT * FROM unnest($1::uuid[], $2::int[], $3::int[], $4::text[]) AS r(job_id, attempt, shard_index, worker_id)),
+             o AS MATERIALIZED (SELECT jobs.job_id, jobs.status AS was FROM jobs JOIN r ON r.job_id = jobs.job_id),
+             ",
+        $($ok)*
+        "j AS (UPDATE jobs SET status = 'running', attempts = jobs.attempts + 1,
                           queued_at = CASE WHEN jobs.status = 'pending' THEN now() ELSE jobs.queued_at END,
                           started_at = coalesce(jobs.started_at, now()), waiting_for = NULL
                    FROM r
@@ -290,11 +296,11 @@ macro_rules! start_sql {
 /// may not run (its pool, its selector), or any job of a worker that never
 /// registered, is left to the single claim's rules, which refuse it; the
 /// caller decides those one by one.
-const START_FRESH: &str = start_sql!("");
+const START_FRESH: &str = start_sql!();
 
 /// [`start_all_at_once`]'s statement: starts every claim, or none when one
 /// of them may not start.
-const START_EVERY: &str = start_sql!(" AND (SELECT every FROM ok)");
+const START_EVERY: &str = start_sql!(every);
 
 /// The group as one round trip, when every claim is fresh: `BEGIN`, the
 /// lock of the jobs' rows in id order ([`LOCK_PARTS`], which also answers
@@ -361,4 +367,23 @@ fn started_work(rows: &[tokio_postgres::Row]) -> Result<HashMap<Uuid, ShardWork>
     rows.iter()
         .map(|r| Ok((r.try_get("job_id")?, shard_work(r)?)))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_all_or_none_start_asks_whether_every_claim_may_start() {
+        let ok_start = START_EVERY
+            .find("ok AS MATERIALIZED")
+            .expect("START_EVERY has ok");
+        let ok_end = ok_start + START_EVERY[ok_start..].find("j AS").expect("j follows ok");
+        let without_ok = format!("{}{}", &START_EVERY[..ok_start], &START_EVERY[ok_end..]);
+        assert_eq!(
+            without_ok.replacen(" AND (SELECT every FROM ok)", "", 1),
+            START_FRESH
+        );
+        assert!(!START_FRESH.contains("ok"), "{START_FRESH}");
+    }
 }
