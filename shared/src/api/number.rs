@@ -37,7 +37,7 @@ pub fn i32<'de, D: Deserializer<'de>>(de: D) -> Result<i32, D::Error> {
 }
 
 /// An optional `i64` field: absent or `null` is `None` (use with
-/// `#[serde(default)]`), else as [`i64`].
+/// `#[serde(default)]`), else as [`i64`](prim@i64).
 pub fn opt_i64<'de, D: Deserializer<'de>>(de: D) -> Result<Option<i64>, D::Error> {
     Option::<serde_json::Number>::deserialize(de)?
         .map(|n| whole(n).map_err(D::Error::custom))

@@ -4,7 +4,7 @@
 //! (one job per call, from many threads or processes). Here concurrent
 //! submissions without dependencies take turns ([`Batches`]): whoever gets
 //! a turn writes every submission queued by then in one transaction, one
-//! [`submit_batch`] per user (so the user's lock, quota and idempotency
+//! [`submit_batch`](super::submit_batch) per user (so the user's lock, quota and idempotency
 //! keys hold as for one batch), and answers each submission its own jobs.
 //! A lone submission still goes at once.
 //!

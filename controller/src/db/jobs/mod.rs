@@ -3,12 +3,12 @@
 //! compare-and-set statement that also writes the event row, so a
 //! transition and its history can never disagree.
 //!
-//! - [`submit`]: submission (job, first event, idempotency key and outbox
+//! - [`submit`](mod@submit): submission (job, first event, idempotency key and outbox
 //!   messages in one transaction).
-//! - [`list`]: the newest-first listing and its cursors.
+//! - [`list`](mod@list): the newest-first listing and its cursors.
 //! - [`deps`]: dependencies: recorded at submission, released when a job
 //!   finishes (every final transition calls [`deps::release`]), the graph.
-//! - [`search`]: the dashboard's listing with more filters and a count.
+//! - [`search`](mod@search): the dashboard's listing with more filters and a count.
 //! - [`gather`]: concurrent submissions written in shared transactions.
 
 pub mod deps;

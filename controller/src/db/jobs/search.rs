@@ -1,5 +1,5 @@
 //! The dashboard's job search (`GET /api/jobs/search`): the newest-first
-//! listing of [`super::list`] with more filters (user name, a label, a
+//! listing of [`super::list`](fn@super::list) with more filters (user name, a label, a
 //! creation-time window, a worker that ran a shard), and the number of
 //! jobs that match, which the page shows before a bulk cancel.
 

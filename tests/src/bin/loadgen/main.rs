@@ -451,7 +451,7 @@ fn request_percentiles(mut took: Vec<f64>) -> Value {
 /// report then charged to the jobs. Even the `EXISTS` walks the status
 /// index's entries of rows updated since the last vacuum (4.6 ms a call in
 /// a 5,000-job run, 0.2 ms of Postgres's CPU per job at 50 ms), so it polls
-/// every [`POLL`] and the end of the run is the last `finished_at`, not
+/// every `POLL` (250 ms) and the end of the run is the last `finished_at`, not
 /// the poll that saw it.
 async fn wait_all(
     db: &tokio_postgres::Client,
