@@ -99,15 +99,20 @@ impl Setup {
         self.running(worker_id, &job).await
     }
 
-    /// The job `job` submitted, then claimed by `worker_id`.
-    async fn running(&self, worker_id: &str, job: &Value) -> String {
-        let submitted = self
+    /// The id of the job `job`, submitted by the admin.
+    async fn submitted(&self, job: &Value) -> String {
+        let r = self
             .app
             .post_json("/api/jobs/submit", &self.app.admin_token, job)
             .await;
-        assert_eq!(submitted.status(), 201);
-        let job: Value = submitted.json().await.unwrap();
-        let job_id = job["job_id"].as_str().unwrap().to_owned();
+        assert_eq!(r.status(), 201);
+        let job: Value = r.json().await.unwrap();
+        job["job_id"].as_str().unwrap().to_owned()
+    }
+
+    /// The job `job` submitted, then claimed by `worker_id`.
+    async fn running(&self, worker_id: &str, job: &Value) -> String {
+        let job_id = self.submitted(job).await;
         let claim = json!({"worker_id": worker_id, "job_id": job_id, "attempt": 1, "shard_index": 0, "redelivered": false});
         let r = self
             .app
@@ -369,13 +374,7 @@ async fn one_message_of_several_reports_applies_each_one_its_sender_may_send() {
 /// A job depending on `job_id`, submitted by the admin.
 async fn dependent_of(s: &Setup, job_id: &str) -> String {
     let job = json!({"task_description": "after", "command": ["/bin/true"], "depends_on": [job_id]});
-    let r = s
-        .app
-        .post_json("/api/jobs/submit", &s.app.admin_token, &job)
-        .await;
-    assert_eq!(r.status(), 201);
-    let job: Value = r.json().await.unwrap();
-    job["job_id"].as_str().unwrap().to_owned()
+    s.submitted(&job).await
 }
 
 /// A dependent is published as soon as the report completing its last
