@@ -137,7 +137,7 @@ pub(super) async fn relay(flow: &Flow, ch: &lapin::Channel) -> Result<(), lapin:
                     mark_stragglers(flow).await;
                     stragglers_marked = Some(Instant::now());
                 }
-                let wait = batch.next_due.map_or(poll, |due| due.min(poll));
+                let wait = idle_wait(poll, batch.next_due, batch.started.elapsed());
                 tokio::select! {
                     () = flow.wake.notified() => {},
                     () = tokio::time::sleep(wait) => {},
@@ -167,6 +167,16 @@ async fn mark_stragglers(flow: &Flow) {
     }
 }
 
+/// How long an idle relay waits for a wake-up before it asks again: the
+/// poll interval, or less when a row falls due sooner. `next_due` counts
+/// from the batch's start (its transaction's `now()`), and `since_start`
+/// has passed since then (publishing and confirming the batch), so the wait
+/// is what is left of it: a delayed retry goes out when due, not a batch's
+/// duration later.
+fn idle_wait(poll: Duration, next_due: Option<Duration>, since_start: Duration) -> Duration {
+    next_due.map_or(poll, |due| due.saturating_sub(since_start).min(poll))
+}
+
 /// What one relay batch did.
 struct Relayed {
     /// The rows handled (0: nothing was due, or the broker refused one and
@@ -175,6 +185,10 @@ struct Relayed {
     /// How long, from the batch's start, until the earliest row not yet
     /// due then falls due ([`outbox::next_due_in`]).
     next_due: Option<Duration>,
+    /// When the batch started: just before its transaction, whose `now()`
+    /// `next_due` counts from (so the wait derived from it errs early by a
+    /// round trip at most, never late).
+    started: Instant,
 }
 
 /// Publishes one batch of due outbox rows, waits for every confirm, then
@@ -187,11 +201,16 @@ async fn relay_batch(
     declared: &mut Declared,
 ) -> Result<Relayed, RelayError> {
     let mut client = flow.db.client().await?;
+    let started = Instant::now();
     let tx = client.transaction().await?;
     let (messages, next_due) =
         futures::try_join!(outbox::claim_due(&tx, RELAY_BATCH), outbox::next_due_in(&tx))?;
     if messages.is_empty() {
-        return Ok(Relayed { rows: 0, next_due });
+        return Ok(Relayed {
+            rows: 0,
+            next_due,
+            started,
+        });
     }
     let (ready, refused) = sort_out(&flow.topology, &messages);
     if !refused.is_empty() {
@@ -210,7 +229,11 @@ async fn relay_batch(
     tx.commit().await?;
     report_refused(&refused);
     let rows = if confirmed { messages.len() } else { 0 };
-    Ok(Relayed { rows, next_due })
+    Ok(Relayed {
+        rows,
+        next_due,
+        started,
+    })
 }
 
 /// Publishes every publication as `sender` (its `user_id`, which RabbitMQ
@@ -340,6 +363,20 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use serde_json::json;
+
+    #[test]
+    fn an_idle_relay_waits_only_for_what_is_left_of_the_next_rows_delay() {
+        let ms = Duration::from_millis;
+        // Nothing delayed: the poll interval.
+        assert_eq!(idle_wait(ms(1000), None, ms(30)), ms(1000));
+        // A retry due 200 ms after the batch started, which took 30 ms to
+        // publish and confirm: 170 ms more, not 200.
+        assert_eq!(idle_wait(ms(1000), Some(ms(200)), ms(30)), ms(170));
+        // Already due by the time the batch ended: no wait at all.
+        assert_eq!(idle_wait(ms(1000), Some(ms(20)), ms(30)), Duration::ZERO);
+        // Due later than the poll: the poll comes first.
+        assert_eq!(idle_wait(ms(1000), Some(ms(5000)), ms(30)), ms(1000));
+    }
 
     fn topology() -> Topology {
         Topology::new("t1".to_owned())
