@@ -321,11 +321,15 @@ async fn pg_profile(db: &tokio_postgres::Client, jobs: usize, since: &str) -> an
 /// resource manager and record type (`pg_walinspect`): which heap, index,
 /// lock and commit records a job costs, with their bytes (full-page images
 /// included). Every database on the server counts; a run has it alone.
+/// It reads up to the WAL flushed so far: `pg_walinspect` refuses an end
+/// past it (the insert position, when records not yet flushed were
+/// waiting, failed a 30,000-job run at its end with "cannot accept future
+/// end LSN").
 async fn wal_by_type(db: &tokio_postgres::Client, jobs: usize, since: &str) -> anyhow::Result<Value> {
     let rows = db
         .query(
             "SELECT \"resource_manager/record_type\", count::float8, combined_size::float8
-             FROM pg_get_wal_stats($1::text::pg_lsn, pg_current_wal_lsn(), true)
+             FROM pg_get_wal_stats($1::text::pg_lsn, pg_current_wal_flush_lsn(), true)
              WHERE count > 0 ORDER BY count DESC LIMIT 20",
             &[&since],
         )
