@@ -137,7 +137,7 @@ pub(super) async fn relay(flow: &Flow, ch: &lapin::Channel) -> Result<(), lapin:
                     mark_stragglers(flow).await;
                     stragglers_marked = Some(Instant::now());
                 }
-                let wait = idle_wait(poll, batch.next_due, batch.started.elapsed());
+                let wait = idle_wait(poll, batch.next_due_at, Instant::now());
                 tokio::select! {
                     () = flow.wake.notified() => {},
                     () = tokio::time::sleep(wait) => {},
@@ -168,13 +168,12 @@ async fn mark_stragglers(flow: &Flow) {
 }
 
 /// How long an idle relay waits for a wake-up before it asks again: the
-/// poll interval, or less when a row falls due sooner. `next_due` counts
-/// from the batch's start (its transaction's `now()`), and `since_start`
-/// has passed since then (publishing and confirming the batch), so the wait
-/// is what is left of it: a delayed retry goes out when due, not a batch's
-/// duration later.
-fn idle_wait(poll: Duration, next_due: Option<Duration>, since_start: Duration) -> Duration {
-    next_due.map_or(poll, |due| due.saturating_sub(since_start).min(poll))
+/// poll interval, or less when a row falls due sooner. `next_due_at` is
+/// fixed from the batch's start, so the time the batch took (publishing
+/// and confirming) is not waited again: a delayed retry goes out when due,
+/// not a batch's duration later.
+fn idle_wait(poll: Duration, next_due_at: Option<Instant>, now: Instant) -> Duration {
+    next_due_at.map_or(poll, |at| at.saturating_duration_since(now).min(poll))
 }
 
 /// What one relay batch did.
@@ -182,13 +181,11 @@ struct Relayed {
     /// The rows handled (0: nothing was due, or the broker refused one and
     /// the batch waits).
     rows: usize,
-    /// How long, from the batch's start, until the earliest row not yet
-    /// due then falls due ([`outbox::next_due_in`]).
-    next_due: Option<Duration>,
-    /// When the batch started: just before its transaction, whose `now()`
-    /// `next_due` counts from (so the wait derived from it errs early by a
-    /// round trip at most, never late).
-    started: Instant,
+    /// When the earliest row not yet due then falls due
+    /// ([`outbox::next_due_in`], counted from the batch's transaction's
+    /// `now()`), placed from an instant taken just before that transaction
+    /// began, so it errs early by a round trip at most, never late.
+    next_due_at: Option<Instant>,
 }
 
 /// Publishes one batch of due outbox rows, waits for every confirm, then
@@ -205,12 +202,9 @@ async fn relay_batch(
     let tx = client.transaction().await?;
     let (messages, next_due) =
         futures::try_join!(outbox::claim_due(&tx, RELAY_BATCH), outbox::next_due_in(&tx))?;
+    let next_due_at = next_due.and_then(|due| started.checked_add(due));
     if messages.is_empty() {
-        return Ok(Relayed {
-            rows: 0,
-            next_due,
-            started,
-        });
+        return Ok(Relayed { rows: 0, next_due_at });
     }
     let (ready, refused) = sort_out(&flow.topology, &messages);
     if !refused.is_empty() {
@@ -229,11 +223,7 @@ async fn relay_batch(
     tx.commit().await?;
     report_refused(&refused);
     let rows = if confirmed { messages.len() } else { 0 };
-    Ok(Relayed {
-        rows,
-        next_due,
-        started,
-    })
+    Ok(Relayed { rows, next_due_at })
 }
 
 /// Publishes every publication as `sender` (its `user_id`, which RabbitMQ
@@ -367,15 +357,17 @@ mod tests {
     #[test]
     fn an_idle_relay_waits_only_for_what_is_left_of_the_next_rows_delay() {
         let ms = Duration::from_millis;
+        let started = Instant::now();
+        // The batch took 30 ms to publish and confirm.
+        let now = started + ms(30);
         // Nothing delayed: the poll interval.
-        assert_eq!(idle_wait(ms(1000), None, ms(30)), ms(1000));
-        // A retry due 200 ms after the batch started, which took 30 ms to
-        // publish and confirm: 170 ms more, not 200.
-        assert_eq!(idle_wait(ms(1000), Some(ms(200)), ms(30)), ms(170));
+        assert_eq!(idle_wait(ms(1000), None, now), ms(1000));
+        // A retry due 200 ms after the batch started: 170 ms more, not 200.
+        assert_eq!(idle_wait(ms(1000), Some(started + ms(200)), now), ms(170));
         // Already due by the time the batch ended: no wait at all.
-        assert_eq!(idle_wait(ms(1000), Some(ms(20)), ms(30)), Duration::ZERO);
+        assert_eq!(idle_wait(ms(1000), Some(started + ms(20)), now), Duration::ZERO);
         // Due later than the poll: the poll comes first.
-        assert_eq!(idle_wait(ms(1000), Some(ms(5000)), ms(30)), ms(1000));
+        assert_eq!(idle_wait(ms(1000), Some(started + ms(5000)), now), ms(1000));
     }
 
     fn topology() -> Topology {
