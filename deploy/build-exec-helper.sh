@@ -5,7 +5,7 @@
 # runs no CPU-feature probes: glibc's, static or not, issue dozens of
 # `cpuid` instructions, which trap to the hypervisor on a virtual machine.
 # On the 2-core box that is about 0.9 ms of CPU less for every job than a
-# static glibc build (see the README's benchmarks). The agent looks for it
+# static glibc build (see docs/benchmarks.md). The agent looks for it
 # beside its own binary, so `--into DIR` copies it there.
 #
 #   deploy/build-exec-helper.sh                # release build

@@ -25,8 +25,8 @@ const MMAP_THRESHOLD: libc::c_int = 1 << 20;
 ///   per core, and every runtime and blocking thread that meets another in
 ///   `malloc` takes a heap of its own that keeps its high-water mark. In
 ///   alternated 100,000-job runs the controller peaked at 60–65 MiB with
-///   glibc's default and at 56–60 MiB capped, at the same rate (README,
-///   "The controller's memory at full rate").
+///   glibc's default and at 56–60 MiB capped, at the same rate
+///   (`docs/benchmarks.md`, "The controller's memory at full rate").
 fn tune_the_allocator() {
     let cap_arenas = std::env::var_os("MALLOC_ARENA_MAX").is_none();
     let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
